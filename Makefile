@@ -1,0 +1,34 @@
+# Conferral. `make demo` and `make test` install what is missing, then run.
+GO      ?= go
+BIN     := bin/conferral
+THREADS ?= $(shell nproc)
+# Debian packages: libtorch (the tensor engine) and the embedded dataset.
+DEPS       := libtorch-dev dataset-fashion-mnist g++
+BENCH_DEPS := python3-torch
+
+.PHONY: all build deps test demo bench vet clean
+
+all: build
+
+deps:
+	@scripts/deps.sh $(DEPS)
+
+build: deps
+	$(GO) build -o $(BIN) ./cmd/conferral
+
+vet: deps
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+test: deps vet
+	$(GO) test -timeout 25m ./...
+
+demo: build
+	$(BIN) demo --threads $(THREADS) --out demo-out
+
+bench: build
+	@scripts/deps.sh $(BENCH_DEPS)
+	$(BIN) bench --threads $(THREADS) --out BENCH.md
+
+clean:
+	rm -rf bin demo-out

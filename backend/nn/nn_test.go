@@ -1,0 +1,158 @@
+package nn
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/conferral/conferral/backend/safetensors"
+	"github.com/conferral/conferral/backend/torch"
+)
+
+func TestMain(m *testing.M) {
+	torch.SetNumThreads(runtime.NumCPU())
+	os.Exit(m.Run())
+}
+
+func spec(arch string, c, hw int64) Spec {
+	mean, std := make([]float64, c), make([]float64, c)
+	for i := range mean {
+		mean[i], std[i] = 0.5, 0.25
+	}
+	return Spec{Arch: arch, Dataset: "test", Classes: []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}, C: c, H: hw, W: hw, Mean: mean, Std: std}
+}
+
+// TestZoo builds every architecture for both input shapes the paper's
+// datasets use and checks the logits' shape and the parameter count against
+// the published size of each network.
+func TestZoo(t *testing.T) {
+	// Parameter counts for 3×32×32 input, 10 classes (± 5%): ResNet-20
+	// 0.27M and ResNet-56 0.85M (He et al., Table 6; ours uses projection
+	// shortcuts), VGG-16 with BN ≈ 14.7M, VGG-19 ≈ 20.0M, MobileNetV2
+	// (CIFAR) ≈ 2.24M. DenseNet-BC-40 has no published count to check.
+	want := map[string]float64{
+		"resnet20": 0.27e6, "resnet56": 0.85e6, "vgg16": 14.7e6, "vgg19": 20.0e6,
+		"mobilenetv2": 2.24e6,
+	}
+	for _, arch := range Architectures() {
+		for _, shape := range [][2]int64{{1, 28}, {3, 32}} {
+			t.Run(arch, func(t *testing.T) {
+				m, err := New(spec(arch, shape[0], shape[1]), 1, torch.CPU)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer m.Free()
+				if w, ok := want[arch]; ok && shape[0] == 3 {
+					if n := float64(m.NumParams()); math.Abs(n-w)/w > 0.05 {
+						t.Errorf("%s has %.3gM parameters, want ≈ %.3gM", arch, n/1e6, w/1e6)
+					}
+				}
+				for _, training := range []bool{true, false} {
+					m.SetTraining(training)
+					torch.Scoped(func(s *torch.Scope) {
+						got := m.Forward(torch.Rand(s, torch.CPU, 3, shape[0], shape[1], shape[1])).Shape()
+						if len(got) != 2 || got[0] != 3 || got[1] != 10 {
+							t.Errorf("logits shape %v, want [3 10]", got)
+						}
+					})
+				}
+			})
+		}
+	}
+}
+
+func TestUnknownArchAndBadSpec(t *testing.T) {
+	if _, err := New(spec("nope", 1, 28), 1, torch.CPU); err == nil {
+		t.Error("unknown architecture accepted")
+	}
+	s := spec("cnn", 1, 28)
+	s.Std = []float64{0}
+	if _, err := New(s, 1, torch.CPU); err == nil {
+		t.Error("zero std accepted")
+	}
+}
+
+func TestWrongInputShapeIsAnError(t *testing.T) {
+	m, err := New(spec("cnn", 1, 28), 1, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	err = torch.Catch(func() {
+		torch.Scoped(func(s *torch.Scope) { m.Forward(torch.Zeros(s, torch.CPU, 2, 3, 32, 32)) })
+	})
+	if err == nil {
+		t.Fatal("forward of a 3×32×32 batch through a 1×28×28 model did not fail")
+	}
+}
+
+// TestSaveLoad checks that a saved model is self-describing and reproduces
+// its outputs exactly, buffers (normalisation, running statistics) included.
+func TestSaveLoad(t *testing.T) {
+	m, err := New(spec("resnet20", 1, 28), 7, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	// Move the running statistics away from their initial values.
+	m.SetTraining(true)
+	torch.Scoped(func(s *torch.Scope) { m.Forward(torch.Rand(s, torch.CPU, 8, 1, 28, 28)) })
+	m.SetTraining(false)
+
+	path := filepath.Join(t.TempDir(), "m.safetensors")
+	if err := m.Save(path, map[string]string{"note": "hello"}); err != nil {
+		t.Fatal(err)
+	}
+	m2, meta, err := Load(path, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Free()
+	if meta["note"] != "hello" || m2.Spec.Arch != "resnet20" || m2.Spec.H != 28 || len(m2.Spec.Classes) != 10 {
+		t.Errorf("metadata lost: %v %+v", meta, m2.Spec)
+	}
+	torch.Scoped(func(s *torch.Scope) {
+		x := torch.Rand(s, torch.CPU, 4, 1, 28, 28)
+		a, b := m.Forward(x).Float32s(), m2.Forward(x).Float32s()
+		for i := range a {
+			if a[i] != b[i] {
+				t.Fatalf("logit %d: %v before saving, %v after loading", i, a[i], b[i])
+			}
+		}
+	})
+}
+
+func TestLoadRejectsMismatchedFiles(t *testing.T) {
+	m, err := New(spec("cnn", 1, 28), 1, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	f, err := m.File(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]func(f *safetensors.File){
+		"missing tensor": func(f *safetensors.File) { f.Tensors = f.Tensors[1:] },
+		"wrong shape": func(f *safetensors.File) {
+			f.Tensors[len(f.Tensors)-1] = safetensors.F32(f.Tensors[len(f.Tensors)-1].Name, []int64{1}, []float32{0})
+		},
+		"not a model":  func(f *safetensors.File) { f.Metadata["conferral.format"] = "other" },
+		"unknown arch": func(f *safetensors.File) { f.Metadata["arch"] = "transformer" },
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			g := &safetensors.File{Metadata: map[string]string{}, Tensors: append([]safetensors.Tensor(nil), f.Tensors...)}
+			for k, v := range f.Metadata {
+				g.Metadata[k] = v
+			}
+			mutate(g)
+			if m2, err := FromFile(g, torch.CPU); err == nil {
+				m2.Free()
+				t.Error("accepted")
+			}
+		})
+	}
+}

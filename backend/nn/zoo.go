@@ -1,0 +1,172 @@
+package nn
+
+import (
+	"slices"
+
+	"github.com/conferral/conferral/backend/torch"
+)
+
+// Arch builds a classifier's forward pass on normalised images, returning
+// logits for the given number of classes.
+type Arch func(c *Context, x *torch.Tensor, classes int64) *torch.Tensor
+
+// archs lists the zoo. It is a function, not a package-level map, so no
+// state is shared between callers.
+func archs() map[string]Arch {
+	return map[string]Arch{
+		"cnn":         SmallCNN,
+		"mlp":         MLP,
+		"resnet20":    ResNet(3),
+		"resnet56":    ResNet(9),
+		"vgg16":       VGG(vgg16()),
+		"vgg19":       VGG(vgg19()),
+		"densenet":    DenseNetBC(40, 12),
+		"mobilenetv2": MobileNetV2,
+	}
+}
+
+// Architectures returns the zoo's names, sorted.
+func Architectures() []string {
+	var names []string
+	for n := range archs() {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// SmallCNN is three conv–batch-norm–ReLU–max-pool stages (32, 64, 128
+// channels) and a two-layer head with dropout.
+func SmallCNN(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
+	for i, w := range []int64{32, 64, 128} {
+		x = MaxPool(ConvBNReLU(c.Inf("block%d", i+1), x, w, 3, ConvOpts{Padding: -1}), 2)
+	}
+	x = Dense(c.In("fc1"), x.Flatten(), 256, true).Relu()
+	x = Dropout(c, x, 0.25)
+	return Dense(c.In("fc2"), x, classes, true)
+}
+
+// MLP is a two-hidden-layer perceptron, a deliberately different
+// architecture for studying transfer across model families.
+func MLP(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
+	x = Dense(c.In("fc1"), x.Flatten(), 512, true).Relu()
+	x = Dropout(c, x, 0.2)
+	x = Dense(c.In("fc2"), x, 256, true).Relu()
+	return Dense(c.In("fc3"), x, classes, true)
+}
+
+// ResNet returns the CIFAR ResNet of He et al. with 6n+2 layers (n = 3:
+// ResNet-20, n = 9: ResNet-56): three stages of n basic blocks with 16, 32
+// and 64 channels; projection shortcuts where the shape changes.
+func ResNet(n int) Arch {
+	return func(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
+		x = ConvBNReLU(c.In("stem"), x, 16, 3, ConvOpts{Padding: -1})
+		for stage, width := range []int64{16, 32, 64} {
+			for b := range n {
+				stride := int64(1)
+				if stage > 0 && b == 0 {
+					stride = 2
+				}
+				x = basicBlock(c.Inf("layer%d.%d", stage+1, b), x, width, stride)
+			}
+		}
+		return Dense(c.In("fc"), GlobalAvgPool(x), classes, true)
+	}
+}
+
+func basicBlock(c *Context, x *torch.Tensor, width, stride int64) *torch.Tensor {
+	out := BatchNorm(c.In("bn1"), Conv2d(c.In("conv1"), x, width, 3, ConvOpts{Stride: stride, Padding: -1})).Relu()
+	out = BatchNorm(c.In("bn2"), Conv2d(c.In("conv2"), out, width, 3, ConvOpts{Padding: -1}))
+	short := x
+	if stride != 1 || x.Size(1) != width {
+		short = BatchNorm(c.In("short.bn"), Conv2d(c.In("short.conv"), x, width, 1, ConvOpts{Stride: stride}))
+	}
+	return out.Add(short).Relu()
+}
+
+// VGG configurations: channel widths, 0 for a 2×2 max-pool.
+func vgg16() []int64 {
+	return []int64{64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0}
+}
+
+func vgg19() []int64 {
+	return []int64{64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 512, 512, 512, 0, 512, 512, 512, 512, 0}
+}
+
+// VGG is the CIFAR VGG with batch norm and one linear classifier.
+func VGG(cfg []int64) Arch {
+	return func(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
+		for i, w := range cfg {
+			if w == 0 {
+				x = MaxPool(x, 2)
+				continue
+			}
+			x = ConvBNReLU(c.Inf("features.%d", i), x, w, 3, ConvOpts{Padding: -1})
+		}
+		return Dense(c.In("fc"), GlobalAvgPool(x), classes, true)
+	}
+}
+
+// DenseNetBC is DenseNet-BC (Huang et al.) with the given depth and growth
+// rate k: three dense blocks of (depth−4)/6 bottleneck layers, transitions
+// with compression 0.5.
+func DenseNetBC(depth int, k int64) Arch {
+	n := (depth - 4) / 6
+	return func(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
+		x = Conv2d(c.In("stem"), x, 2*k, 3, ConvOpts{Padding: -1})
+		for b := range 3 {
+			for i := range n {
+				lc := c.Inf("block%d.%d", b+1, i)
+				out := Conv2d(lc.In("conv1"), BatchNorm(lc.In("bn1"), x).Relu(), 4*k, 1, ConvOpts{})
+				out = Conv2d(lc.In("conv2"), BatchNorm(lc.In("bn2"), out).Relu(), k, 3, ConvOpts{Padding: -1})
+				x = torch.Cat([]*torch.Tensor{x, out}, 1)
+			}
+			if b < 2 {
+				tc := c.Inf("trans%d", b+1)
+				x = Conv2d(tc.In("conv"), BatchNorm(tc.In("bn"), x).Relu(), x.Size(1)/2, 1, ConvOpts{})
+				x = torch.AvgPool2d(x, torch.PoolOpts{Kernel: torch.P(2)})
+			}
+		}
+		x = BatchNorm(c.In("bn"), x).Relu()
+		return Dense(c.In("fc"), GlobalAvgPool(x), classes, true)
+	}
+}
+
+// mobileNetV2Cfg is (expansion, out channels, blocks, stride) per stage,
+// with CIFAR strides (the first two stages keep the resolution).
+func mobileNetV2Cfg() [][4]int64 {
+	return [][4]int64{{1, 16, 1, 1}, {6, 24, 2, 1}, {6, 32, 3, 2}, {6, 64, 4, 2}, {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}}
+}
+
+// MobileNetV2 (Sandler et al.), CIFAR variant: inverted residual blocks with
+// ReLU6 and linear bottlenecks.
+func MobileNetV2(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
+	x = BatchNorm(c.In("stem.bn"), Conv2d(c.In("stem.conv"), x, 32, 3, ConvOpts{Padding: -1})).Relu6()
+	for s, cfg := range mobileNetV2Cfg() {
+		exp, out, blocks, stride := cfg[0], cfg[1], cfg[2], cfg[3]
+		for b := range blocks {
+			st := int64(1)
+			if b == 0 {
+				st = stride
+			}
+			x = invertedResidual(c.Inf("stage%d.%d", s+1, b), x, exp, out, st)
+		}
+	}
+	x = BatchNorm(c.In("head.bn"), Conv2d(c.In("head.conv"), x, 1280, 1, ConvOpts{})).Relu6()
+	return Dense(c.In("fc"), GlobalAvgPool(x), classes, true)
+}
+
+func invertedResidual(c *Context, x *torch.Tensor, expansion, out, stride int64) *torch.Tensor {
+	in := x.Size(1)
+	hidden := in * expansion
+	h := x
+	if expansion != 1 {
+		h = BatchNorm(c.In("expand.bn"), Conv2d(c.In("expand.conv"), h, hidden, 1, ConvOpts{})).Relu6()
+	}
+	h = BatchNorm(c.In("dw.bn"), Conv2d(c.In("dw.conv"), h, hidden, 3, ConvOpts{Stride: stride, Padding: -1, Groups: hidden})).Relu6()
+	h = BatchNorm(c.In("project.bn"), Conv2d(c.In("project.conv"), h, out, 1, ConvOpts{}))
+	if stride == 1 && in == out {
+		return h.Add(x)
+	}
+	return h
+}

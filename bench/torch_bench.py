@@ -1,0 +1,146 @@
+#!/usr/bin/python3
+"""The PyTorch side of `conferral bench`: the same models and steps as the Go
+binding, on the same libtorch (Debian's python3-torch), timed the same way.
+Prints one JSON object: {"<model>/<op>": [seconds per iteration, ...]}."""
+import argparse
+import json
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Normalize(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.register_buffer("mean", torch.full((1, c, 1, 1), 0.5))
+        self.register_buffer("std", torch.full((1, c, 1, 1), 0.25))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+def conv_bn_relu(cin, cout):
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+
+class SmallCNN(nn.Module):
+    """backend/nn SmallCNN: three conv-BN-ReLU-maxpool stages and a 2-layer head."""
+
+    def __init__(self, c, hw, classes=10):
+        super().__init__()
+        self.norm = Normalize(c)
+        layers, cin = [], c
+        for w in (32, 64, 128):
+            layers += [conv_bn_relu(cin, w), nn.MaxPool2d(2, ceil_mode=True)]
+            cin = w
+        self.features = nn.Sequential(*layers)
+        side = hw
+        for _ in range(3):
+            side = (side + 1) // 2
+        self.fc1 = nn.Linear(128 * side * side, 256)
+        self.drop = nn.Dropout(0.25)
+        self.fc2 = nn.Linear(256, classes)
+
+    def forward(self, x):
+        x = self.features(self.norm(x)).flatten(1)
+        return self.fc2(self.drop(F.relu(self.fc1(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, cin, w, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, w, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
+        self.conv2 = nn.Conv2d(w, w, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(w)
+        self.short = None
+        if stride != 1 or cin != w:
+            self.short = nn.Sequential(nn.Conv2d(cin, w, 1, stride, bias=False), nn.BatchNorm2d(w))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + (x if self.short is None else self.short(x)))
+
+
+class ResNet(nn.Module):
+    """backend/nn ResNet(n): CIFAR ResNet-(6n+2) with projection shortcuts."""
+
+    def __init__(self, c, n, classes=10):
+        super().__init__()
+        self.norm = Normalize(c)
+        self.stem = conv_bn_relu(c, 16)
+        blocks, cin = [], 16
+        for stage, w in enumerate((16, 32, 64)):
+            for b in range(n):
+                blocks.append(Block(cin, w, 2 if stage > 0 and b == 0 else 1))
+                cin = w
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(64, classes)
+
+    def forward(self, x):
+        x = self.blocks(self.stem(self.norm(x)))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+def build(name, c, hw):
+    return {"cnn": lambda: SmallCNN(c, hw), "resnet20": lambda: ResNet(c, 3)}[name]()
+
+
+def timeit(fn, warmup, iters):
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--models", default="cnn,resnet20")
+    ap.add_argument("--shape", default="3,32,32")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    c, h, w = (int(v) for v in args.shape.split(","))
+    res = {}
+    for name in args.models.split(","):
+        m = build(name, c, h)
+        x = torch.rand(args.batch, c, h, w)
+        y = torch.randint(0, 10, (args.batch,))
+        opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+
+        def train_step():
+            m.train()
+            loss = F.cross_entropy(m(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        def forward():
+            m.eval()
+            with torch.no_grad():
+                m(x)
+
+        def input_grad():
+            m.eval()
+            xi = x.clone().requires_grad_(True)
+            loss = F.cross_entropy(m(xi), y)
+            torch.autograd.grad(loss, xi)
+
+        for op, fn in (("train_step", train_step), ("forward", forward), ("input_grad", input_grad)):
+            res[f"{name}/{op}"] = timeit(fn, args.warmup, args.iters)
+    print(json.dumps({"torch_version": torch.__version__, "threads": torch.get_num_threads(), "results": res}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/conferral/conferral/backend/nn"
+	"github.com/conferral/conferral/backend/torch"
+	"github.com/conferral/conferral/shared"
+)
+
+// benchOps are the measured operations, in table order.
+func benchOps() []string { return []string{"train_step", "forward", "input_grad"} }
+
+// benchGo times the binding on the same steps as bench/torch_bench.py.
+func benchGo(models []string, c, hw int64, batch, warmup, iters int, d torch.Device) (map[string][]float64, error) {
+	res := map[string][]float64{}
+	for _, arch := range models {
+		mean, std := make([]float64, c), make([]float64, c)
+		for i := range mean {
+			mean[i], std[i] = 0.5, 0.25
+		}
+		spec := nn.Spec{Arch: arch, Dataset: "bench", Classes: strings.Split("0123456789", ""), C: c, H: hw, W: hw, Mean: mean, Std: std}
+		m, err := nn.New(spec, 1, d)
+		if err != nil {
+			return nil, err
+		}
+		err = torch.Catch(func() {
+			x := torch.Rand(nil, d, int64(batch), c, hw, hw)
+			labels := make([]int64, batch)
+			for i := range labels {
+				labels[i] = int64(i % 10)
+			}
+			y := torch.FromSlice(nil, labels, int64(batch)).ToDevice(d)
+			defer x.Free()
+			defer y.Free()
+			opt := torch.NewSGD(m.Params(), torch.SGDOpts{LR: 0.01, Momentum: 0.9, Nesterov: true, WeightDecay: 5e-4})
+			defer opt.Free()
+			steps := map[string]func(){
+				"train_step": func() {
+					m.SetTraining(true)
+					torch.Scoped(func(s *torch.Scope) {
+						loss := torch.CrossEntropy(m.Forward(s.Add(x.Detach())), y, torch.ReduceMean)
+						opt.ZeroGrad()
+						loss.Backward()
+						opt.Step()
+					})
+				},
+				"forward": func() {
+					m.SetTraining(false)
+					torch.NoGrad(func() { torch.Scoped(func(s *torch.Scope) { m.Forward(s.Add(x.Detach())) }) })
+				},
+				"input_grad": func() {
+					m.SetTraining(false)
+					torch.Scoped(func(s *torch.Scope) {
+						xi := s.Add(x.Detach()).SetRequiresGrad(true)
+						loss := torch.CrossEntropy(m.Forward(xi), y, torch.ReduceMean)
+						torch.Grads([]*torch.Tensor{loss}, []*torch.Tensor{xi})
+					})
+				},
+			}
+			for _, op := range benchOps() {
+				fn := steps[op]
+				for range warmup {
+					fn()
+				}
+				var ts []float64
+				for range iters {
+					t := time.Now()
+					fn()
+					ts = append(ts, time.Since(t).Seconds())
+				}
+				res[arch+"/"+op] = ts
+			}
+		})
+		m.Free()
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+type torchBench struct {
+	Version string               `json:"torch_version"`
+	Threads int                  `json:"threads"`
+	Results map[string][]float64 `json:"results"`
+}
+
+func benchTorch(ctx context.Context, python string, models []string, shape string, batch, warmup, iters, threads int) (*torchBench, error) {
+	cmd := exec.CommandContext(ctx, python, "bench/torch_bench.py", "--threads", fmt.Sprint(threads), "--batch", fmt.Sprint(batch),
+		"--iters", fmt.Sprint(iters), "--warmup", fmt.Sprint(warmup), "--models", strings.Join(models, ","), "--shape", shape)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("running the PyTorch side (%s bench/torch_bench.py; `apt-get install python3-torch`): %w: %s", python, err, errb.String())
+	}
+	var tb torchBench
+	if err := json.Unmarshal(out.Bytes(), &tb); err != nil {
+		return nil, fmt.Errorf("reading the PyTorch side's output: %w", err)
+	}
+	return &tb, nil
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+func runBench(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	apply := common(fs, e)
+	out := fs.String("out", "", "write the markdown report here too")
+	batch := fs.Int("batch", 128, "batch size")
+	iters := fs.Int("iters", 10, "timed iterations per round")
+	rounds := fs.Int("rounds", 3, "alternating Go/PyTorch rounds")
+	modelsFlag := fs.String("models", "cnn,resnet20", "models to benchmark")
+	python := fs.String("python", "/usr/bin/python3", "Python with Debian's python3-torch")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := apply(); err != nil {
+		return err
+	}
+	if e.device != torch.CPU {
+		return usagef("bench compares against CPU PyTorch; use --device cpu")
+	}
+	models := strings.Split(*modelsFlag, ",")
+	const c, hw = 3, 32
+	goRes, pyRes := map[string][]float64{}, map[string][]float64{}
+	var tb *torchBench
+	for r := range *rounds {
+		e.progress.Report(shared.Event{Kind: shared.Progress, Stage: "bench", Step: int64(2 * r), Total: int64(2 * *rounds)})
+		g, err := benchGo(models, c, hw, *batch, 3, *iters, e.device)
+		if err != nil {
+			return err
+		}
+		e.progress.Report(shared.Event{Kind: shared.Progress, Stage: "bench", Step: int64(2*r + 1), Total: int64(2 * *rounds)})
+		tb, err = benchTorch(ctx, *python, models, "3,32,32", *batch, 3, *iters, torch.NumThreads())
+		if err != nil {
+			return err
+		}
+		for k, v := range g {
+			goRes[k] = append(goRes[k], v...)
+		}
+		for k, v := range tb.Results {
+			pyRes[k] = append(pyRes[k], v...)
+		}
+	}
+	type row struct {
+		Model, Op         string
+		GoMs, TorchMs     float64
+		ThroughputVsTorch float64 `json:"throughput_vs_torch"`
+	}
+	var rows []row
+	var sb strings.Builder
+	cmdline := "conferral bench " + strings.Join(args, " ")
+	fmt.Fprintf(&sb, "# Binding vs PyTorch on the same libtorch\n\n")
+	fmt.Fprintf(&sb, "Command: `%s` (via `make bench`), %s, %d threads, %s, batch %d of %dx%dx%d, %d rounds × %d iterations, alternating Go and PyTorch; medians. PyTorch %s (Debian python3-torch).\n\n",
+		strings.TrimSpace(cmdline), time.Now().UTC().Format("2006-01-02"), torch.NumThreads(), cpuModel(), *batch, c, hw, hw, *rounds, *iters, tb.Version)
+	fmt.Fprintf(&sb, "| model | step | Go ms | PyTorch ms | Go throughput ÷ PyTorch |\n|---|---|---:|---:|---:|\n")
+	for _, m := range models {
+		for _, op := range benchOps() {
+			k := m + "/" + op
+			g, p := median(goRes[k]), median(pyRes[k])
+			r := row{Model: m, Op: op, GoMs: g * 1e3, TorchMs: p * 1e3, ThroughputVsTorch: p / g}
+			rows = append(rows, r)
+			fmt.Fprintf(&sb, "| %s | %s | %.1f | %.1f | %.2f× |\n", m, op, r.GoMs, r.TorchMs, r.ThroughputVsTorch)
+		}
+	}
+	e.progress.done()
+	if *out != "" {
+		if err := os.WriteFile(*out, []byte(sb.String()), 0o644); err != nil {
+			return err
+		}
+	}
+	return e.emit(rows, sb.String())
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				return strings.TrimSpace(v)
+			}
+		}
+	}
+	return runtime.GOARCH
+}

@@ -1,0 +1,278 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/conferral/conferral/backend/data"
+	"github.com/conferral/conferral/backend/nn"
+	"github.com/conferral/conferral/backend/torch"
+	"github.com/conferral/conferral/backend/train"
+)
+
+// dataFlags selects a dataset and a split of its training set.
+type dataFlags struct {
+	name, dir, split string
+	splitSeed        int64
+	limit            int
+}
+
+func (f *dataFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.name, "data", "fashion-mnist", "dataset: fashion-mnist, mnist, cifar10, cinic10, imagenet32")
+	fs.StringVar(&f.dir, "data-dir", "", "dataset folder (default: where the Debian package or module puts it)")
+	fs.StringVar(&f.split, "split", "defender", "training split: defender, adversary (disjoint halves, paper §6.1) or all")
+	fs.Int64Var(&f.splitSeed, "split-seed", 1, "seed of the defender/adversary split (keep it fixed across commands)")
+	fs.IntVar(&f.limit, "limit", 0, "use only the first N training and test examples (0: all)")
+}
+
+// load returns the chosen training split and the test set.
+func (f *dataFlags) load() (trainSet, testSet *data.Dataset, err error) {
+	full, err := data.Load(f.name, f.dir, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	testSet, err = data.Load(f.name, f.dir, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch f.split {
+	case "all":
+		trainSet = full
+	case "defender", "adversary":
+		def, adv := data.Split(full, f.splitSeed)
+		trainSet = def
+		if f.split == "adversary" {
+			trainSet = adv
+		}
+	default:
+		return nil, nil, usagef("--split %q: want defender, adversary or all", f.split)
+	}
+	return limit(trainSet, f.limit), limit(testSet, f.limit), nil
+}
+
+func limit(d *data.Dataset, n int) *data.Dataset {
+	if n <= 0 || n >= d.Len() {
+		return d
+	}
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	return d.Subset(idx)
+}
+
+// specFor describes a model of arch for dataset d, normalised with d's
+// per-channel statistics.
+func specFor(arch string, d *data.Dataset) nn.Spec {
+	mean, std := d.Stats()
+	return nn.Spec{Arch: arch, Dataset: d.Name, Classes: d.Classes, C: int64(d.C), H: int64(d.H), W: int64(d.W), Mean: mean, Std: std}
+}
+
+// trainFlags are a training run's hyper-parameters.
+func trainFlags(fs *flag.FlagSet) func() train.Config {
+	def := train.Defaults(10)
+	epochs := fs.Int("epochs", def.Epochs, "training epochs")
+	batch := fs.Int("batch", def.BatchSize, "batch size")
+	opt := fs.String("optimizer", def.Optimizer, "sgd (Nesterov momentum) or adam")
+	lr := fs.Float64("lr", def.LR, "peak learning rate")
+	mom := fs.Float64("momentum", def.Momentum, "SGD momentum")
+	wd := fs.Float64("weight-decay", def.WeightDecay, "weight decay")
+	sched := fs.String("schedule", def.Schedule, "learning-rate schedule: cosine, step or constant")
+	noAug := fs.Bool("no-augment", false, "turn off random crops and flips")
+	seed := fs.Int64("seed", def.Seed, "seed of initialisation and shuffling")
+	return func() train.Config {
+		return train.Config{Epochs: *epochs, BatchSize: *batch, Optimizer: *opt, LR: *lr, Momentum: *mom,
+			WeightDecay: *wd, Schedule: *sched, Augment: !*noAug, Seed: *seed}
+	}
+}
+
+type trainResult struct {
+	Model        string             `json:"model"`
+	SHA256       string             `json:"sha256"`
+	Arch         string             `json:"arch"`
+	Dataset      string             `json:"dataset"`
+	Split        string             `json:"split"`
+	Teacher      string             `json:"teacher,omitempty"`
+	Params       int64              `json:"params"`
+	TestAccuracy float64            `json:"test_accuracy"`
+	Seconds      float64            `json:"seconds"`
+	Epochs       []train.EpochStats `json:"epochs"`
+}
+
+func runTrain(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("train", flag.ContinueOnError)
+	apply := common(fs, e)
+	var df dataFlags
+	df.register(fs)
+	arch := fs.String("arch", "cnn", "architecture: "+strings.Join(nn.Architectures(), ", "))
+	out := fs.String("out", "", "model file to write (safetensors); required")
+	teacher := fs.String("teacher", "", "source model: train a surrogate on its labels (Retraining, §2.4)")
+	cfgOf := trainFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return usagef("--out is required")
+	}
+	if err := apply(); err != nil {
+		return err
+	}
+	cfg := cfgOf()
+	trainSet, testSet, err := df.load()
+	if err != nil {
+		return err
+	}
+	torch.ManualSeed(uint64(cfg.Seed))
+	m, err := nn.New(specFor(*arch, trainSet), uint64(cfg.Seed), e.device)
+	if err != nil {
+		return err
+	}
+	defer m.Free()
+	meta := map[string]string{
+		"train.split": df.split, "train.split_seed": fmt.Sprint(df.splitSeed), "train.epochs": fmt.Sprint(cfg.Epochs),
+		"train.seed": fmt.Sprint(cfg.Seed), "train.optimizer": cfg.Optimizer, "train.created": time.Now().UTC().Format(time.RFC3339),
+	}
+	cfg.Test, cfg.Checkpoint, cfg.Meta, cfg.Progress = testSet, *out, meta, e.progress.Report
+	var res *train.Result
+	if *teacher != "" {
+		src, _, err := nn.Load(*teacher, e.device)
+		if err != nil {
+			return err
+		}
+		defer src.Free()
+		sum, err := fileSHA256(*teacher)
+		if err != nil {
+			return err
+		}
+		meta["train.teacher_sha256"] = sum
+		meta["train.derivation"] = "retraining"
+		res, err = train.Retrain(ctx, src, m, trainSet, cfg)
+		if err != nil {
+			return err
+		}
+	} else {
+		res, err = train.Train(ctx, m, trainSet, cfg)
+		if err != nil {
+			return err
+		}
+	}
+	meta["test_accuracy"] = fmt.Sprintf("%.4f", res.TestAccuracy)
+	if err := m.Save(*out, meta); err != nil {
+		return err
+	}
+	sum, err := fileSHA256(*out)
+	if err != nil {
+		return err
+	}
+	r := trainResult{Model: *out, SHA256: sum, Arch: *arch, Dataset: trainSet.Name, Split: df.split, Teacher: *teacher,
+		Params: m.NumParams(), TestAccuracy: res.TestAccuracy, Seconds: res.Seconds, Epochs: res.Epochs}
+	return e.emit(r, fmt.Sprintf("%s: %s on %s/%s, %d parameters, test accuracy %.4f after %d epochs (%.0f s)\n",
+		*out, *arch, trainSet.Name, df.split, r.Params, r.TestAccuracy, len(res.Epochs), res.Seconds))
+}
+
+type evalResult struct {
+	Model     string             `json:"model"`
+	Dataset   string             `json:"dataset"`
+	Examples  int                `json:"examples"`
+	Accuracy  float64            `json:"accuracy"`
+	PerClass  map[string]float64 `json:"per_class"`
+	Confusion [][]int            `json:"confusion"` // [true][predicted]
+}
+
+func runEval(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
+	apply := common(fs, e)
+	model := fs.String("model", "", "model file; required")
+	name := fs.String("data", "", "dataset (default: the model's own)")
+	dir := fs.String("data-dir", "", "dataset folder")
+	lim := fs.Int("limit", 0, "evaluate only the first N test examples")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *model == "" {
+		return usagef("--model is required")
+	}
+	if err := apply(); err != nil {
+		return err
+	}
+	m, _, err := nn.Load(*model, e.device)
+	if err != nil {
+		return err
+	}
+	defer m.Free()
+	if *name == "" {
+		*name = m.Spec.Dataset
+	}
+	test, err := data.Load(*name, *dir, false)
+	if err != nil {
+		return err
+	}
+	test = limit(test, *lim)
+	pred, err := train.Predict(ctx, m, test)
+	if err != nil {
+		return err
+	}
+	k := len(m.Spec.Classes)
+	conf := make([][]int, k)
+	for i := range conf {
+		conf[i] = make([]int, k)
+	}
+	hits := 0
+	for i, p := range pred {
+		y := test.Labels[i]
+		if int(y) < k && int(p) < k {
+			conf[y][p]++
+		}
+		if p == y {
+			hits++
+		}
+	}
+	r := evalResult{Model: *model, Dataset: test.Name, Examples: test.Len(), Accuracy: float64(hits) / float64(len(pred)), PerClass: map[string]float64{}, Confusion: conf}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%s on %s test (%d examples): accuracy %.4f\n", *model, test.Name, test.Len(), r.Accuracy)
+	for c := range k {
+		n := 0
+		for _, v := range conf[c] {
+			n += v
+		}
+		if n > 0 {
+			r.PerClass[m.Spec.Classes[c]] = float64(conf[c][c]) / float64(n)
+			fmt.Fprintf(&sb, "  %-14s %.4f\n", m.Spec.Classes[c], r.PerClass[m.Spec.Classes[c]])
+		}
+	}
+	return e.emit(r, sb.String())
+}
+
+func runInfo(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("info", flag.ContinueOnError)
+	apply := common(fs, e)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := apply(); err != nil {
+		return err
+	}
+	info := map[string]any{"device": e.device.String(), "cuda_devices": torch.CUDADeviceCount(), "threads": torch.NumThreads(), "architectures": nn.Architectures()}
+	return e.emit(info, fmt.Sprintf("device %v (CUDA devices: %d), %d threads\narchitectures: %s\n",
+		e.device, torch.CUDADeviceCount(), torch.NumThreads(), strings.Join(nn.Architectures(), ", ")))
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("hashing %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

@@ -1,0 +1,3 @@
+module github.com/conferral/conferral
+
+go 1.26.8
