@@ -3,7 +3,10 @@ package torch
 // #include "shim.h"
 import "C"
 
-import "unsafe"
+import (
+	"runtime"
+	"unsafe"
+)
 
 // The op codes below select a case of the shim's tch_unary, tch_binary,
 // tch_scalar and tch_reduce switches; keep both in step.
@@ -207,6 +210,9 @@ func (t *Tensor) Gather(dim int64, index *Tensor) *Tensor {
 
 // Cat concatenates tensors along dim.
 func Cat(ts []*Tensor, dim int64) *Tensor {
+	if len(ts) == 0 {
+		panic(&Error{Op: "cat", Msg: "no tensors to concatenate"})
+	}
 	hs := handles("cat", ts)
 	var h C.tch_tensor
 	check("cat", C.tch_cat(&hs[0], C.int(len(hs)), C.int64_t(dim), &h))
@@ -288,6 +294,8 @@ func BatchNorm(x, weight, bias, runningMean, runningVar *Tensor, training bool, 
 	var h C.tch_tensor
 	check("batch_norm", C.tch_batch_norm(x.ptr("batch_norm"), weight.ptr("batch_norm"), bias.ptr("batch_norm"),
 		runningMean.ptr("batch_norm"), runningVar.ptr("batch_norm"), tr, C.double(momentum), C.double(eps), &h))
+	runtime.KeepAlive(runningMean)
+	runtime.KeepAlive(runningVar)
 	return newTensor(scopeOf(x, weight, bias), h)
 }
 

@@ -31,6 +31,9 @@ type AdamOpts struct {
 
 // NewSGD returns stochastic gradient descent over params.
 func NewSGD(params []*Tensor, o SGDOpts) *Optimizer {
+	if len(params) == 0 {
+		panic(&Error{Op: "sgd", Msg: "no parameters to optimise"})
+	}
 	hs := handles("sgd", params)
 	var h C.tch_optim
 	check("sgd", C.tch_sgd(&hs[0], C.int(len(hs)), C.double(o.LR), C.double(o.Momentum), C.double(o.Dampening),
@@ -49,6 +52,9 @@ func NewAdam(params []*Tensor, o AdamOpts) *Optimizer {
 	if o.Eps == 0 {
 		o.Eps = 1e-8
 	}
+	if len(params) == 0 {
+		panic(&Error{Op: "adam", Msg: "no parameters to optimise"})
+	}
 	hs := handles("adam", params)
 	var h C.tch_optim
 	check("adam", C.tch_adam(&hs[0], C.int(len(hs)), C.double(o.LR), C.double(o.Beta1), C.double(o.Beta2),
@@ -63,10 +69,16 @@ func newOptimizer(h C.tch_optim, params []*Tensor, lr float64) *Optimizer {
 }
 
 // Step applies one update.
-func (o *Optimizer) Step() { check("optimizer.step", C.tch_optim_step(o.ptr())) }
+func (o *Optimizer) Step() {
+	check("optimizer.step", C.tch_optim_step(o.ptr()))
+	runtime.KeepAlive(o)
+}
 
 // ZeroGrad drops every parameter's gradient.
-func (o *Optimizer) ZeroGrad() { check("optimizer.zero_grad", C.tch_optim_zero_grad(o.ptr())) }
+func (o *Optimizer) ZeroGrad() {
+	check("optimizer.zero_grad", C.tch_optim_zero_grad(o.ptr()))
+	runtime.KeepAlive(o)
+}
 
 // LR is the current learning rate.
 func (o *Optimizer) LR() float64 { return o.lr }
@@ -74,6 +86,7 @@ func (o *Optimizer) LR() float64 { return o.lr }
 // SetLR changes the learning rate of every parameter group.
 func (o *Optimizer) SetLR(lr float64) {
 	check("optimizer.set_lr", C.tch_optim_set_lr(o.ptr(), C.double(lr)))
+	runtime.KeepAlive(o)
 	o.lr = lr
 }
 
@@ -89,7 +102,6 @@ func (o *Optimizer) ptr() C.tch_optim {
 	if o.h == nil {
 		panic(&Error{Op: "optimizer", Msg: "use of a freed optimizer"})
 	}
-	runtime.KeepAlive(o.params)
 	return o.h
 }
 

@@ -280,8 +280,8 @@ char *tch_reduce(int op, tch_tensor x, const int64_t *dims, int ndims, int keepd
     bool k = keepdim != 0;
     at::Tensor r;
     switch (op) {
-      case 0: r = ndims == 0 ? at::sum(a) : at::sum(a, d, k); break;
-      case 1: r = ndims == 0 ? at::mean(a) : at::mean(a, d, k); break;
+      case 0: r = ndims == 0 && !k ? at::sum(a) : at::sum(a, d, k); break;
+      case 1: r = ndims == 0 && !k ? at::mean(a) : at::mean(a, d, k); break;
       case 2: r = at::amax(a, d, k); break;
       case 3: r = at::amin(a, d, k); break;
       case 4:

@@ -384,6 +384,7 @@ func Data[E Element](t *Tensor) []E {
 		p = unsafe.Pointer(&out[0])
 	}
 	check("data", C.tch_copy_data(t.ptr("data"), p, C.int64_t(len(out)*dtypeOf[E]().size())))
+	runtime.KeepAlive(t)
 	return out
 }
 
@@ -397,6 +398,7 @@ func (t *Tensor) Int64s() []int64 { return Data[int64](t) }
 func (t *Tensor) Item() float64 {
 	var v C.double
 	check("item", C.tch_item(t.ptr("item"), &v))
+	runtime.KeepAlive(t)
 	return float64(v)
 }
 
@@ -405,6 +407,7 @@ func (t *Tensor) Shape() []int64 {
 	var buf [16]int64
 	var nd C.int
 	check("shape", C.tch_shape(t.ptr("shape"), (*C.int64_t)(unsafe.Pointer(&buf[0])), 16, &nd))
+	runtime.KeepAlive(t)
 	if int(nd) > len(buf) {
 		panic(&Error{Op: "shape", Msg: "more than 16 dimensions"})
 	}
@@ -441,6 +444,7 @@ type info struct {
 func (t *Tensor) info() info {
 	var dt, kind, idx, rg, def C.int
 	check("info", C.tch_info(t.ptr("info"), &dt, &kind, &idx, &rg, &def))
+	runtime.KeepAlive(t)
 	d := CPU
 	if kind == 1 {
 		d = CUDA(int(idx))
@@ -513,6 +517,8 @@ func (t *Tensor) ToDevice(d Device) *Tensor { return t.To(t.DType(), d) }
 // CopyFrom copies src's values into t in place, without recording gradients.
 func (t *Tensor) CopyFrom(src *Tensor) {
 	check("copy_", C.tch_copy_(t.ptr("copy_"), src.ptr("copy_")))
+	runtime.KeepAlive(t)
+	runtime.KeepAlive(src)
 }
 
 // SetRequiresGrad turns gradient recording for a leaf tensor on or off and
@@ -523,6 +529,7 @@ func (t *Tensor) SetRequiresGrad(on bool) *Tensor {
 		b = 1
 	}
 	check("requires_grad_", C.tch_set_requires_grad(t.ptr("requires_grad_"), b))
+	runtime.KeepAlive(t)
 	return t
 }
 
@@ -531,23 +538,35 @@ func (t *Tensor) SetRequiresGrad(on bool) *Tensor {
 func (t *Tensor) Grad(s *Scope) *Tensor {
 	var h C.tch_tensor
 	check("grad", C.tch_grad(t.ptr("grad"), &h))
+	runtime.KeepAlive(t)
 	return newTensor(s, h)
 }
 
 // ZeroGrad drops t's accumulated gradient.
-func (t *Tensor) ZeroGrad() { check("zero_grad", C.tch_zero_grad(t.ptr("zero_grad"))) }
+func (t *Tensor) ZeroGrad() {
+	check("zero_grad", C.tch_zero_grad(t.ptr("zero_grad")))
+	runtime.KeepAlive(t)
+}
 
 // Backward accumulates the gradient of the scalar t into every leaf that
 // requires it.
-func (t *Tensor) Backward() { check("backward", C.tch_backward(t.ptr("backward"))) }
+func (t *Tensor) Backward() {
+	check("backward", C.tch_backward(t.ptr("backward")))
+	runtime.KeepAlive(t)
+}
 
 // Grads returns d(sum of outputs)/d(inputs) without touching any .grad
 // (torch.autograd.grad). An input that outputs do not depend on gets nil.
 func Grads(outputs, inputs []*Tensor) []*Tensor {
+	if len(outputs) == 0 || len(inputs) == 0 {
+		panic(&Error{Op: "autograd_grad", Msg: "needs at least one output and one input"})
+	}
 	outs := handles("autograd_grad", outputs)
 	ins := handles("autograd_grad", inputs)
 	gs := make([]C.tch_tensor, len(inputs))
 	check("autograd_grad", C.tch_autograd_grad(&outs[0], C.int(len(outs)), &ins[0], C.int(len(ins)), &gs[0]))
+	runtime.KeepAlive(outputs)
+	runtime.KeepAlive(inputs)
 	s := scopeOf(append(append([]*Tensor{}, outputs...), inputs...)...)
 	res := make([]*Tensor, len(gs))
 	for i, h := range gs {
