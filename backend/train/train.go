@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"time"
 
 	"github.com/conferral/conferral/backend/data"
@@ -125,6 +126,10 @@ func Train(ctx context.Context, m *nn.Model, d *data.Dataset, cfg Config) (*Resu
 	if d.C != int(m.Spec.C) || d.H != int(m.Spec.H) || d.W != int(m.Spec.W) {
 		return nil, fmt.Errorf("train: data is %dx%dx%d, model %s takes %dx%dx%d", d.C, d.H, d.W, m.Spec.Arch, m.Spec.C, m.Spec.H, m.Spec.W)
 	}
+	// libtorch's OpenMP thread pool belongs to the calling OS thread; moving
+	// between threads would start new pools that compete for the cores.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	opt, err := cfg.optimizer(m)
 	if err != nil {
 		return nil, fmt.Errorf("train: %w", err)
@@ -246,6 +251,8 @@ func Predict(ctx context.Context, m Classifier, d *data.Dataset) ([]int64, error
 	if t, ok := m.(interface{ SetTraining(bool) }); ok {
 		t.SetTraining(false)
 	}
+	runtime.LockOSThread() // see Train
+	defer runtime.UnlockOSThread()
 	out := make([]int64, 0, d.Len())
 	for b := range d.Batches(data.BatchOpts{Size: evalBatch}) {
 		if err := ctx.Err(); err != nil {

@@ -23,6 +23,10 @@ func benchOps() []string { return []string{"train_step", "forward", "input_grad"
 
 // benchGo times the binding on the same steps as bench/torch_bench.py.
 func benchGo(models []string, c, hw int64, batch, warmup, iters int, d torch.Device) (map[string][]float64, error) {
+	// libtorch's OpenMP pool belongs to the calling OS thread: keep the
+	// benchmark on one, as the Python interpreter is.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	res := map[string][]float64{}
 	for _, arch := range models {
 		mean, std := make([]float64, c), make([]float64, c)

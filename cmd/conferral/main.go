@@ -27,11 +27,13 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"train": {"train a model on a dataset split, or a surrogate of a teacher (--teacher)", runTrain},
-		"eval":  {"report a model's test accuracy (overall and per class)", runEval},
-		"info":  {"show the libtorch build, devices, threads and the model zoo", runInfo},
-		"demo":  {"run the whole story on the embedded default (Fashion-MNIST, CPU)", runDemo},
-		"bench": {"benchmark the binding against PyTorch on the same libtorch", runBench},
+		"train":   {"train a model on a dataset split, or a surrogate of a teacher (--teacher)", runTrain},
+		"eval":    {"report a model's test accuracy (overall and per class)", runEval},
+		"info":    {"show the libtorch build, devices, threads and the model zoo", runInfo},
+		"extract": {"craft a fingerprint from a source with C-BIM (Algorithm 2)", runExtract},
+		"verify":  {"verify suspects against a fingerprint (Algorithm 1)", runVerify},
+		"demo":    {"run the whole story on the embedded default (Fashion-MNIST, CPU)", runDemo},
+		"bench":   {"benchmark the binding against PyTorch on the same libtorch", runBench},
 	}
 }
 
@@ -86,6 +88,10 @@ func usage(w io.Writer) {
 	}
 	fmt.Fprintln(w, "\nRun `conferral COMMAND -h` for a command's flags.")
 }
+
+// The CLI does its tensor work on the main goroutine: keep it on one OS
+// thread, which owns libtorch's OpenMP pool.
+func init() { runtime.LockOSThread() }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

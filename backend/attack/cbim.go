@@ -1,0 +1,153 @@
+package attack
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/conferral/conferral/backend/torch"
+)
+
+// Ensemble is Compose(M, S, R) of §4.4: the source model, its surrogates
+// and independently trained references, sharing one input.
+type Ensemble struct {
+	Source     Model
+	Surrogates []Model
+	References []Model
+}
+
+// Loss selects C-BIM's objective.
+type Loss string
+
+const (
+	// LossLinear is the paper's L_E = −M_E(x′)·t (eq. 14).
+	LossLinear Loss = "linear"
+	// LossCE is the later published version's objective: minimise
+	// α·H(1, M_E(x′)_t) − β·H(M(x), M(x′)) + γ·H(M(x′), Surr(x′)).
+	LossCE Loss = "ce"
+)
+
+// CBIMConfig configures C-BIM.
+type CBIMConfig struct {
+	Eps, Alpha float64
+	Steps      int
+	// Dropout drops each ensemble member's vote per example and step with
+	// this probability (§6.2: 0.5), so the example cannot overfit the
+	// particular training models.
+	Dropout float64
+	Loss    Loss
+	// Weights α, β, γ of LossCE (1, 1, 1 when zero).
+	Weights [3]float64
+	// OnStep, when set, is called after each step.
+	OnStep func(step int)
+}
+
+// DefaultCBIM is §6.2's setting: ε = 0.15 (L∞), 100 steps of 0.01, dropout
+// 0.5, the linear loss.
+func DefaultCBIM() CBIMConfig {
+	return CBIMConfig{Eps: 0.15, Alpha: 0.01, Steps: 100, Dropout: 0.5, Loss: LossLinear}
+}
+
+// votes stacks softmax outputs of models on x: (len(models), N, K).
+func votes(models []Model, x *torch.Tensor) *torch.Tensor {
+	ps := make([]*torch.Tensor, len(models))
+	for i, m := range models {
+		p := m.Forward(x).Softmax(1)
+		s := p.Shape()
+		ps[i] = p.Reshape(1, s[0], s[1])
+	}
+	return torch.Cat(ps, 0)
+}
+
+// meanVote averages the stacked votes over members, dropping each member's
+// vote per example with probability p (eq. 11–12 with dropout).
+func meanVote(v *torch.Tensor, p float64, d torch.Device) *torch.Tensor {
+	if p <= 0 {
+		return v.MeanDims([]int64{0}, false)
+	}
+	s := v.Shape()
+	keep := torch.Rand(v.Scope(), d, s[0], s[1], 1).GeScalar(p).To(torch.Float32, d)
+	return v.Mul(keep).SumDims([]int64{0}, false).Div(keep.SumDims([]int64{0}, false).ClampMin(1))
+}
+
+// Conferrability returns M_E(x) = (1 − Ref(x)) ⊙ Surr(x) (eq. 13) with the
+// source counted among the surrogates (S_M), without dropout.
+func (e Ensemble) Conferrability(x *torch.Tensor) *torch.Tensor {
+	surr := votes(append([]Model{e.Source}, e.Surrogates...), x).MeanDims([]int64{0}, false)
+	ref := votes(e.References, x).MeanDims([]int64{0}, false)
+	return ref.RSubScalar(1).Mul(surr)
+}
+
+// CBIM is Conferrable BIM (§4.4): BIM steps on the composed ensemble's
+// conferrability score for a target class, kept in the L∞ ε-ball and in
+// [0,1]. The target of each example is, at every step, the class other than
+// its label y with the highest conferrability score, so the attack follows
+// the most conferrable direction. It returns the adversarial examples.
+func CBIM(e Ensemble, x, y *torch.Tensor, c CBIMConfig) *torch.Tensor {
+	if len(e.References) == 0 {
+		panic(&torch.Error{Op: "cbim", Msg: "the ensemble needs at least one reference model"})
+	}
+	d := x.Device()
+	members := append([]Model{e.Source}, e.Surrogates...)
+	k := int64(0)
+	torch.NoGrad(func() { k = e.Source.Forward(x.Narrow(0, 0, 1)).Size(1) })
+	notY := y.OneHot(k).To(torch.Float32, d).MulScalar(-1e9) // masks the true class out of the target choice
+	w := c.Weights
+	for i := range w {
+		if w[i] == 0 {
+			w[i] = 1
+		}
+	}
+	var clean *torch.Tensor // M(x), for LossCE
+	if c.Loss == LossCE {
+		torch.NoGrad(func() { clean = e.Source.Forward(x).Softmax(1) })
+	}
+	xa := x
+	for i := range c.Steps {
+		next := x
+		torch.Scoped(func(s *torch.Scope) {
+			xi := s.Add(xa.Detach()).SetRequiresGrad(true)
+			sv := votes(members, xi)
+			surr := meanVote(sv, c.Dropout, d)                     // eq. 11
+			ref := meanVote(votes(e.References, xi), c.Dropout, d) // eq. 12
+			me := ref.RSubScalar(1).Mul(surr)                      // eq. 13
+			t := me.Detach().Add(notY).Argmax(1, true)             // target class
+			conf := me.Gather(1, t)                                // M_E(x′)_t
+			var loss *torch.Tensor
+			switch c.Loss {
+			case LossCE:
+				src := sv.Narrow(0, 0, 1).Reshape(sv.Size(1), sv.Size(2)) // M(x′)
+				h1 := conf.AddScalar(1e-12).Log().Neg().Sum()
+				h2 := clean.Mul(src.AddScalar(1e-12).Log()).Sum().Neg()
+				h3 := src.Mul(surr.AddScalar(1e-12).Log()).Sum().Neg()
+				loss = h1.MulScalar(w[0]).Sub(h2.MulScalar(w[1])).Add(h3.MulScalar(w[2]))
+			case LossLinear, "":
+				loss = conf.Sum().Neg() // eq. 14, summed over the batch
+			default:
+				panic(&torch.Error{Op: "cbim", Msg: fmt.Sprintf("unknown loss %q", c.Loss)})
+			}
+			g := torch.Grads([]*torch.Tensor{loss}, []*torch.Tensor{xi})[0]
+			next = Project(xi.Detach().Sub(g.Sign().MulScalar(c.Alpha)), x, c.Eps, LInf)
+			torch.Keep(next)
+		})
+		if xa != x {
+			xa.Free()
+		}
+		xa = next
+		if c.OnStep != nil {
+			c.OnStep(i + 1)
+		}
+	}
+	if xa != x {
+		x.Scope().Add(xa)
+	}
+	return xa
+}
+
+// Quantize rounds x′ to 8-bit pixel values inside the L∞ ε-ball around x
+// (x itself holds 8-bit values), so a fingerprint survives being sent as a
+// PNG: δ is rounded to k/255 with |k| ≤ ⌊255ε⌋.
+func Quantize(xAdv, x *torch.Tensor, eps float64) *torch.Tensor {
+	lim := math.Floor(eps*255 + 1e-9)
+	k := xAdv.Sub(x).MulScalar(255).Round().Clamp(-lim, lim)
+	return x.Add(k.DivScalar(255)).MulScalar(255).Round().DivScalar(255).Clamp(0, 1)
+}

@@ -1,0 +1,216 @@
+package fingerprint
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"time"
+
+	"github.com/conferral/conferral/backend/attack"
+	"github.com/conferral/conferral/backend/data"
+	"github.com/conferral/conferral/backend/suspect"
+	"github.com/conferral/conferral/backend/torch"
+	"github.com/conferral/conferral/shared"
+)
+
+// Model is a white-box classifier: a zoo model or an imported one. C-BIM
+// needs its gradients.
+type Model interface {
+	attack.Model
+	Device() torch.Device
+}
+
+// Config configures Extract.
+type Config struct {
+	CBIM attack.CBIMConfig
+	// Tau is the minimal conferrability on the training models (τ).
+	Tau float64
+	// Candidates is the number of start points attacked.
+	Candidates int
+	Batch      int
+	Seed       int64
+	Progress   shared.Reporter
+}
+
+// DefaultConfig is §5.2's setting at CPU scale: C-BIM with its defaults,
+// τ = 1, 500 start points.
+func DefaultConfig() Config {
+	return Config{CBIM: attack.DefaultCBIM(), Tau: 1, Candidates: 500, Batch: 100, Seed: 1}
+}
+
+// Training are the defender's models: the source M and the training
+// surrogates S and references R, with names for the report.
+type Training struct {
+	Source                     Model
+	Surrogates, References     []Model
+	SurrogateIDs, ReferenceIDs []string
+	SourceID, SourceArch       string
+}
+
+func labelsOf(ctx context.Context, models []Model, b suspect.Images) ([][]int64, error) {
+	out := make([][]int64, len(models))
+	for i, m := range models {
+		l, err := (&suspect.Local{Model: m, Name: fmt.Sprintf("model %d", i)}).Classify(ctx, b)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = l
+	}
+	return out, nil
+}
+
+// Extract is Algorithm 2: it keeps the inputs of d that the source labels
+// correctly (D_C), attacks the composed ensemble with C-BIM from up to
+// cfg.Candidates of them, rounds the results to 8 bits, and keeps those the
+// source labels differently from the original with conferrability ≥ τ on
+// the training models. The keys are the source's labels (vk = M(F)).
+func Extract(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Fingerprint, error) {
+	if len(tm.Surrogates) == 0 || len(tm.References) == 0 {
+		return nil, errors.New("extract: needs at least one training surrogate and one training reference")
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 100
+	}
+	runtime.LockOSThread() // libtorch's thread pool belongs to the OS thread
+	defer runtime.UnlockOSThread()
+	all := append(append([]Model{tm.Source}, tm.Surrogates...), tm.References...)
+	for _, m := range all {
+		if t, ok := m.(interface{ SetTraining(bool) }); ok {
+			t.SetTraining(false)
+		}
+	}
+	// Line 5: D_C, the inputs the source classifies correctly, in a random
+	// order fixed by the seed.
+	order := rand.New(rand.NewPCG(uint64(cfg.Seed), 7)).Perm(d.Len())
+	src := &suspect.Local{Model: tm.Source, Name: "source"}
+	var start []int
+	for i := 0; i < len(order) && len(start) < cfg.Candidates; i += cfg.Batch {
+		idx := order[i:min(i+cfg.Batch, len(order))]
+		pred, err := src.Classify(ctx, suspect.Images{X: d.Float32(idx), N: len(idx), C: d.C, H: d.H, W: d.W})
+		if err != nil {
+			return nil, fmt.Errorf("extract: filtering start points: %w", err)
+		}
+		for j, p := range pred {
+			if p == d.Labels[idx[j]] && len(start) < cfg.Candidates {
+				start = append(start, idx[j])
+			}
+		}
+	}
+	if len(start) == 0 {
+		return nil, errors.New("extract: the source classifies no input correctly")
+	}
+	mean, std := d.Stats()
+	fp := &Fingerprint{C: d.C, H: d.H, W: d.W, Meta: Meta{
+		Dataset: d.Name, Classes: d.Classes, Mean: mean, Std: std, SourceSHA256: tm.SourceID, SourceArch: tm.SourceArch,
+		Created: time.Now().UTC(), Attack: "cbim", Loss: string(cfg.CBIM.Loss), Eps: cfg.CBIM.Eps, Alpha: cfg.CBIM.Alpha,
+		Steps: cfg.CBIM.Steps, Dropout: cfg.CBIM.Dropout, Tau: cfg.Tau, Surrogates: tm.SurrogateIDs, References: tm.ReferenceIDs,
+		Candidates: len(start), Seed: cfg.Seed,
+	}}
+	if fp.Meta.Loss == "" {
+		fp.Meta.Loss = string(attack.LossLinear)
+	}
+	ens := attack.Ensemble{Source: tm.Source, Surrogates: asAttack(tm.Surrogates), References: asAttack(tm.References)}
+	per := d.C * d.H * d.W
+	totalSteps := int64(len(start) * cfg.CBIM.Steps)
+	var done int64
+	torch.ManualSeed(uint64(cfg.Seed))
+	var refLabels [][]int64 // references' labels of every kept fingerprint
+	for b := 0; b < len(start); b += cfg.Batch {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("extract: %w", err)
+		}
+		idx := start[b:min(b+cfg.Batch, len(start))]
+		n := len(idx)
+		x := d.Float32(idx)
+		y := make([]int64, n)
+		for i, j := range idx {
+			y[i] = d.Labels[j]
+		}
+		var adv []float32
+		c := cfg.CBIM
+		c.OnStep = func(step int) {
+			cfg.Progress.Report(shared.Event{Kind: shared.Progress, Stage: "extract: C-BIM", Step: done + int64(step*n), Total: totalSteps})
+		}
+		err := torch.Catch(func() {
+			torch.Scoped(func(s *torch.Scope) {
+				dev := tm.Source.Device()
+				xt := torch.FromSlice(s, x, int64(n), int64(d.C), int64(d.H), int64(d.W)).ToDevice(dev)
+				yt := torch.FromSlice(s, y, int64(n)).ToDevice(dev)
+				xa := attack.Quantize(attack.CBIM(ens, xt, yt, c), xt, c.Eps) // line 7, rounded to 8 bits
+				adv = xa.ToDevice(torch.CPU).Float32s()
+			})
+		})
+		if err != nil {
+			return nil, fmt.Errorf("extract: C-BIM: %w", err)
+		}
+		done += int64(n * cfg.CBIM.Steps)
+		// Line 8: filter by conferrability on the training models, with the
+		// source's label as the target.
+		imgs := suspect.Images{X: adv, N: n, C: d.C, H: d.H, W: d.W}
+		keys, err := src.Classify(ctx, imgs)
+		if err != nil {
+			return nil, fmt.Errorf("extract: %w", err)
+		}
+		sl, err := labelsOf(ctx, tm.Surrogates, imgs)
+		if err != nil {
+			return nil, fmt.Errorf("extract: %w", err)
+		}
+		rl, err := labelsOf(ctx, tm.References, imgs)
+		if err != nil {
+			return nil, fmt.Errorf("extract: %w", err)
+		}
+		conf := Confer(sl, rl, keys)
+		for i := range n {
+			if keys[i] == y[i] || conf[i] < cfg.Tau-1e-9 {
+				continue
+			}
+			fp.Images = append(fp.Images, toUint8(adv[i*per:(i+1)*per])...)
+			fp.Originals = append(fp.Originals, toUint8(x[i*per:(i+1)*per])...)
+			fp.Keys = append(fp.Keys, keys[i])
+			fp.Labels = append(fp.Labels, y[i])
+			fp.Confer = append(fp.Confer, conf[i])
+			row := make([]int64, len(rl))
+			for r := range rl {
+				row[r] = rl[r][i]
+			}
+			refLabels = append(refLabels, row)
+		}
+		fp.N = len(fp.Keys)
+		cfg.Progress.Report(shared.Event{Kind: shared.Log, Stage: "extract", Message: fmt.Sprintf("%d of %d start points kept so far", fp.N, b+n)})
+	}
+	// The null hypothesis of Verify: the most agreeing training reference,
+	// never below chance.
+	rate := 1 / float64(len(d.Classes))
+	for r := range tm.References {
+		agree := 0
+		for i, row := range refLabels {
+			if row[r] == fp.Keys[i] {
+				agree++
+			}
+		}
+		if fp.N > 0 {
+			rate = math.Max(rate, float64(agree)/float64(fp.N))
+		}
+	}
+	fp.Meta.ReferenceRate = rate
+	return fp, nil
+}
+
+func asAttack(ms []Model) []attack.Model {
+	out := make([]attack.Model, len(ms))
+	for i, m := range ms {
+		out[i] = m
+	}
+	return out
+}
+
+func toUint8(x []float32) []uint8 {
+	out := make([]uint8, len(x))
+	for i, v := range x {
+		out[i] = uint8(math.Round(float64(v) * 255))
+	}
+	return out
+}

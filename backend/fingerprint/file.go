@@ -1,0 +1,233 @@
+package fingerprint
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/conferral/conferral/backend/safetensors"
+)
+
+// Fingerprint is the output of Extract: the conferrable examples F, their
+// verification keys vk = M(F), and everything needed to use and trust them.
+type Fingerprint struct {
+	// Images are the fingerprints, 8-bit, NCHW (N·C·H·W bytes).
+	Images []uint8
+	// Originals are the start points the fingerprints were crafted from.
+	Originals  []uint8
+	N, C, H, W int
+	// Keys are the source model's labels of the fingerprints (vk).
+	Keys []int64
+	// Labels are the originals' ground-truth labels.
+	Labels []int64
+	// Confer is each fingerprint's conferrability on the training models.
+	Confer []float64
+
+	Meta Meta
+}
+
+// Meta describes how a fingerprint was made.
+type Meta struct {
+	Dataset      string    `json:"dataset"`
+	Classes      []string  `json:"classes"`
+	Mean         []float64 `json:"mean"`
+	Std          []float64 `json:"std"`
+	SourceSHA256 string    `json:"source_sha256"`
+	SourceArch   string    `json:"source_arch"`
+	Created      time.Time `json:"created"`
+	Attack       string    `json:"attack"` // "cbim"
+	Loss         string    `json:"loss"`
+	Eps          float64   `json:"eps"`
+	Alpha        float64   `json:"alpha"`
+	Steps        int       `json:"steps"`
+	Dropout      float64   `json:"dropout"`
+	Tau          float64   `json:"tau"`
+	Surrogates   []string  `json:"surrogates"` // training models, by sha256 or name
+	References   []string  `json:"references"`
+	Candidates   int       `json:"candidates"` // start points attacked
+	// ReferenceRate is the highest agreement of a reference model with the
+	// keys, floored at chance (1/classes): the null hypothesis of the
+	// verdict's p-value.
+	ReferenceRate float64 `json:"reference_rate"`
+	Seed          int64   `json:"seed"`
+}
+
+// ImageSize is C·H·W.
+func (f *Fingerprint) ImageSize() int { return f.C * f.H * f.W }
+
+// Float32 returns the fingerprints in pixel space [0,1].
+func (f *Fingerprint) Float32() []float32 { return toFloat(f.Images) }
+
+// OriginalsFloat32 returns the start points in pixel space [0,1].
+func (f *Fingerprint) OriginalsFloat32() []float32 { return toFloat(f.Originals) }
+
+func toFloat(b []uint8) []float32 {
+	out := make([]float32, len(b))
+	for i, v := range b {
+		out[i] = float32(v) / 255
+	}
+	return out
+}
+
+const (
+	fileFormat    = "conferral-fingerprint/1"
+	keyFormat     = "conferral.format"
+	keyMeta       = "fingerprint"
+	keyCommitment = "commitment"
+)
+
+func (f *Fingerprint) validate() error {
+	n, s := f.N, f.ImageSize()
+	switch {
+	case n < 0 || s <= 0:
+		return fmt.Errorf("fingerprint: bad shape %dx%dx%dx%d", n, f.C, f.H, f.W)
+	case len(f.Images) != n*s || len(f.Originals) != n*s:
+		return fmt.Errorf("fingerprint: %d image and %d original bytes for %d examples of %d", len(f.Images), len(f.Originals), n, s)
+	case len(f.Keys) != n || len(f.Labels) != n || len(f.Confer) != n:
+		return fmt.Errorf("fingerprint: %d keys, %d labels, %d scores for %d examples", len(f.Keys), len(f.Labels), len(f.Confer), n)
+	}
+	for _, k := range append(slices.Clone(f.Keys), f.Labels...) {
+		if k < 0 || int(k) >= len(f.Meta.Classes) {
+			return fmt.Errorf("fingerprint: label %d outside the %d classes", k, len(f.Meta.Classes))
+		}
+	}
+	return nil
+}
+
+func (f *Fingerprint) tensors() []safetensors.Tensor {
+	shape := []int64{int64(f.N), int64(f.C), int64(f.H), int64(f.W)}
+	conf := make([]float32, len(f.Confer))
+	for i, v := range f.Confer {
+		conf[i] = float32(v)
+	}
+	return []safetensors.Tensor{
+		{Name: "images", DType: "U8", Shape: shape, Data: f.Images},
+		{Name: "originals", DType: "U8", Shape: shape, Data: f.Originals},
+		safetensors.I64("keys", []int64{int64(f.N)}, f.Keys),
+		safetensors.I64("labels", []int64{int64(f.N)}, f.Labels),
+		safetensors.F32("confer", []int64{int64(f.N)}, conf),
+	}
+}
+
+// commitment is sha256 over the metadata and every tensor, each
+// length-prefixed, in a fixed order.
+func commitment(meta string, ts []safetensors.Tensor) string {
+	h := sha256.New()
+	put := func(b []byte) {
+		var n [8]byte
+		binary.LittleEndian.PutUint64(n[:], uint64(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	put([]byte(fileFormat))
+	put([]byte(meta))
+	for _, t := range ts {
+		put([]byte(t.Name))
+		put([]byte(t.DType))
+		put([]byte(fmt.Sprint(t.Shape)))
+		put(t.Data)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Save writes the fingerprint as safetensors, atomically, with its
+// description and a sha256 commitment over all of it in the metadata.
+func (f *Fingerprint) Save(path string) error {
+	if err := f.validate(); err != nil {
+		return err
+	}
+	mb, err := json.Marshal(f.Meta)
+	if err != nil {
+		return fmt.Errorf("fingerprint: %w", err)
+	}
+	ts := f.tensors()
+	file := &safetensors.File{
+		Metadata: map[string]string{keyFormat: fileFormat, keyMeta: string(mb), keyCommitment: commitment(string(mb), ts)},
+		Tensors:  ts,
+	}
+	return safetensors.WriteFile(path, file)
+}
+
+// Commitment returns the file commitment of f as Save would write it.
+func (f *Fingerprint) Commitment() (string, error) {
+	mb, err := json.Marshal(f.Meta)
+	if err != nil {
+		return "", err
+	}
+	return commitment(string(mb), f.tensors()), nil
+}
+
+// Load reads a fingerprint file and refuses it unless its commitment
+// matches its content.
+func Load(path string) (*Fingerprint, error) {
+	file, err := safetensors.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("loading fingerprint: %w", err)
+	}
+	if file.Metadata[keyFormat] != fileFormat {
+		return nil, fmt.Errorf("loading fingerprint %s: not a Conferral fingerprint (format %q)", path, file.Metadata[keyFormat])
+	}
+	get := func(name string) (safetensors.Tensor, error) {
+		t, ok := file.Get(name)
+		if !ok {
+			return t, fmt.Errorf("loading fingerprint %s: no %q tensor", path, name)
+		}
+		return t, nil
+	}
+	f := &Fingerprint{}
+	if err := json.Unmarshal([]byte(file.Metadata[keyMeta]), &f.Meta); err != nil {
+		return nil, fmt.Errorf("loading fingerprint %s: description: %w", path, err)
+	}
+	img, err := get("images")
+	if err != nil {
+		return nil, err
+	}
+	if len(img.Shape) != 4 || img.DType != "U8" {
+		return nil, fmt.Errorf("loading fingerprint %s: images must be U8 NCHW, are %s %v", path, img.DType, img.Shape)
+	}
+	f.N, f.C, f.H, f.W = int(img.Shape[0]), int(img.Shape[1]), int(img.Shape[2]), int(img.Shape[3])
+	f.Images = img.Data
+	orig, err := get("originals")
+	if err != nil {
+		return nil, err
+	}
+	f.Originals = orig.Data
+	for _, name := range []string{"keys", "labels"} {
+		t, err := get(name)
+		if err != nil {
+			return nil, err
+		}
+		v, err := t.Int64s()
+		if err != nil {
+			return nil, fmt.Errorf("loading fingerprint %s: %w", path, err)
+		}
+		if name == "keys" {
+			f.Keys = v
+		} else {
+			f.Labels = v
+		}
+	}
+	ct, err := get("confer")
+	if err != nil {
+		return nil, err
+	}
+	cv, err := ct.Float32s()
+	if err != nil {
+		return nil, fmt.Errorf("loading fingerprint %s: %w", path, err)
+	}
+	for _, v := range cv {
+		f.Confer = append(f.Confer, float64(v))
+	}
+	if err := f.validate(); err != nil {
+		return nil, fmt.Errorf("loading fingerprint %s: %w", path, err)
+	}
+	ts := f.tensors()
+	if got := commitment(file.Metadata[keyMeta], ts); got != file.Metadata[keyCommitment] {
+		return nil, fmt.Errorf("loading fingerprint %s: commitment mismatch (file says %.16s…, content hashes to %.16s…): the file was altered", path, file.Metadata[keyCommitment], got)
+	}
+	return f, nil
+}

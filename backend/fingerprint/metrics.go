@@ -1,0 +1,132 @@
+// Package fingerprint extracts and verifies fingerprints made of
+// conferrable adversarial examples (§5): Transfer and Confer scores (eq. 9
+// and 10), Extract (Algorithm 2), Verify (Algorithm 1) with the evidence a
+// reviewer needs, and the self-describing, committed fingerprint file.
+package fingerprint
+
+import (
+	"math"
+	"slices"
+)
+
+// Transfer is eq. 9 per example: the fraction of models whose label equals
+// the target t. labels[m][i] is model m's label of example i.
+func Transfer(labels [][]int64, t []int64) []float64 {
+	out := make([]float64, len(t))
+	if len(labels) == 0 {
+		return out
+	}
+	for _, l := range labels {
+		for i := range t {
+			if l[i] == t[i] {
+				out[i]++
+			}
+		}
+	}
+	for i := range out {
+		out[i] /= float64(len(labels))
+	}
+	return out
+}
+
+// Confer is eq. 10 per example: Transfer(S)·(1 − Transfer(R)).
+func Confer(surr, ref [][]int64, t []int64) []float64 {
+	ts, tr := Transfer(surr, t), Transfer(ref, t)
+	out := make([]float64, len(t))
+	for i := range out {
+		out[i] = ts[i] * (1 - tr[i])
+	}
+	return out
+}
+
+// Agreement is the fraction of labels equal to keys (fingerprint accuracy,
+// Algorithm 1, line 2).
+func Agreement(labels, keys []int64) float64 {
+	if len(keys) == 0 {
+		return 0
+	}
+	n := 0
+	for i, k := range keys {
+		if labels[i] == k {
+			n++
+		}
+	}
+	return float64(n) / float64(len(keys))
+}
+
+// BinomialTail is P[X ≥ k] for X ~ Binomial(n, p): the one-sided p-value of
+// seeing k agreements out of n when each agrees with probability p.
+func BinomialTail(k, n int, p float64) float64 {
+	if k <= 0 {
+		return 1
+	}
+	if k > n {
+		return 0
+	}
+	if p <= 0 {
+		return 0
+	}
+	if p >= 1 {
+		return 1
+	}
+	lp, lq := math.Log(p), math.Log1p(-p)
+	lgn, _ := math.Lgamma(float64(n + 1))
+	terms := make([]float64, 0, n-k+1)
+	for i := k; i <= n; i++ {
+		a, _ := math.Lgamma(float64(i + 1))
+		b, _ := math.Lgamma(float64(n - i + 1))
+		terms = append(terms, lgn-a-b+float64(i)*lp+float64(n-i)*lq)
+	}
+	m := slices.Max(terms)
+	var s float64
+	for _, t := range terms {
+		s += math.Exp(t - m)
+	}
+	return math.Min(1, math.Exp(m)*s)
+}
+
+// AUC is the area under the ROC curve of scores that should rank positives
+// above negatives (ties count half): the probability that a random
+// surrogate scores above a random reference.
+func AUC(pos, neg []float64) float64 {
+	if len(pos) == 0 || len(neg) == 0 {
+		return math.NaN()
+	}
+	var s float64
+	for _, p := range pos {
+		for _, n := range neg {
+			switch {
+			case p > n:
+				s++
+			case p == n:
+				s += 0.5
+			}
+		}
+	}
+	return s / float64(len(pos)*len(neg))
+}
+
+// ROC returns the ROC curve's points (false-positive rate, true-positive
+// rate) over all thresholds, from (0,0) to (1,1).
+func ROC(pos, neg []float64) (fpr, tpr []float64) {
+	ths := append(append([]float64{}, pos...), neg...)
+	slices.Sort(ths)
+	ths = slices.Compact(ths)
+	slices.Reverse(ths)
+	fpr, tpr = []float64{0}, []float64{0}
+	for _, th := range ths {
+		fpr = append(fpr, frac(neg, th))
+		tpr = append(tpr, frac(pos, th))
+	}
+	return append(fpr, 1), append(tpr, 1)
+}
+
+func frac(xs []float64, th float64) float64 {
+	n := 0
+	for _, x := range xs {
+		if x >= th {
+			n++
+		}
+	}
+	return float64(n) / float64(len(xs))
+}

@@ -1,0 +1,95 @@
+// Package suspect is the seam of verification: a Suspect labels a batch of
+// pixel-space images and nothing else (black-box access, Algorithm 1), so a
+// local model file, an uploaded ONNX model and a remote prediction endpoint
+// are verified by the same code.
+package suspect
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+
+	"github.com/conferral/conferral/backend/torch"
+)
+
+// Images is a batch of images in pixel space [0,1], NCHW.
+type Images struct {
+	X          []float32
+	N, C, H, W int
+}
+
+// Validate checks that the slice holds N·C·H·W values in [0,1].
+func (b Images) Validate() error {
+	if b.N < 0 || b.C <= 0 || b.H <= 0 || b.W <= 0 || len(b.X) != b.N*b.C*b.H*b.W {
+		return fmt.Errorf("images: %d values for shape %dx%dx%dx%d", len(b.X), b.N, b.C, b.H, b.W)
+	}
+	for i, v := range b.X {
+		if !(v >= 0 && v <= 1) {
+			return fmt.Errorf("images: value %v at %d is outside [0,1]", v, i)
+		}
+	}
+	return nil
+}
+
+// Suspect is a model under suspicion, reachable through its labels only.
+type Suspect interface {
+	// Classify returns the argmax label of each image.
+	Classify(ctx context.Context, b Images) ([]int64, error)
+	// String names the suspect for reports.
+	String() string
+}
+
+// Model is a local classifier: a zoo model or an imported one.
+type Model interface {
+	Forward(x *torch.Tensor) *torch.Tensor
+	Device() torch.Device
+}
+
+// Local is a suspect that runs a model in this process.
+type Local struct {
+	Model Model
+	Name  string
+	// Batch bounds the images per forward pass (500 when zero).
+	Batch int
+}
+
+func (l *Local) String() string { return l.Name }
+
+// Classify labels b with the model in evaluation mode.
+func (l *Local) Classify(ctx context.Context, b Images) ([]int64, error) {
+	if err := b.Validate(); err != nil {
+		return nil, err
+	}
+	if t, ok := l.Model.(interface{ SetTraining(bool) }); ok {
+		t.SetTraining(false)
+	}
+	batch := l.Batch
+	if batch <= 0 {
+		batch = 500
+	}
+	runtime.LockOSThread() // libtorch's thread pool belongs to the OS thread
+	defer runtime.UnlockOSThread()
+	per := b.C * b.H * b.W
+	out := make([]int64, 0, b.N)
+	for start := 0; start < b.N; start += batch {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		n := min(batch, b.N-start)
+		err := torch.Catch(func() {
+			torch.NoGrad(func() {
+				torch.Scoped(func(s *torch.Scope) {
+					x := torch.FromSlice(s, b.X[start*per:(start+n)*per], int64(n), int64(b.C), int64(b.H), int64(b.W))
+					if d := l.Model.Device(); d != torch.CPU {
+						x = x.ToDevice(d)
+					}
+					out = append(out, l.Model.Forward(x).Argmax(1, false).ToDevice(torch.CPU).Int64s()...)
+				})
+			})
+		})
+		if err != nil {
+			return nil, fmt.Errorf("classifying with %s: %w", l.Name, err)
+		}
+	}
+	return out, nil
+}

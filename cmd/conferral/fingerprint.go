@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strings"
+
+	"github.com/conferral/conferral/backend/attack"
+	"github.com/conferral/conferral/backend/fingerprint"
+	"github.com/conferral/conferral/backend/nn"
+	"github.com/conferral/conferral/backend/suspect"
+)
+
+// loadModels loads a comma-separated list of model files.
+func loadModels(e *env, list string) ([]*nn.Model, []string, error) {
+	var ms []*nn.Model
+	var ids []string
+	for _, p := range strings.Split(list, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		m, _, err := nn.Load(p, e.device)
+		if err != nil {
+			freeAll(ms)
+			return nil, nil, err
+		}
+		sum, err := fileSHA256(p)
+		if err != nil {
+			freeAll(ms)
+			return nil, nil, err
+		}
+		ms = append(ms, m)
+		ids = append(ids, sum)
+	}
+	return ms, ids, nil
+}
+
+func freeAll(ms []*nn.Model) {
+	for _, m := range ms {
+		m.Free()
+	}
+}
+
+func asModels(ms []*nn.Model) []fingerprint.Model {
+	out := make([]fingerprint.Model, len(ms))
+	for i, m := range ms {
+		out[i] = m
+	}
+	return out
+}
+
+// cbimFlags registers C-BIM's and Extract's parameters.
+func cbimFlags(fs *flag.FlagSet) func() fingerprint.Config {
+	def := fingerprint.DefaultConfig()
+	eps := fs.Float64("eps", def.CBIM.Eps, "L∞ radius ε of the perturbation, pixel units [0,1]")
+	alpha := fs.Float64("alpha", def.CBIM.Alpha, "C-BIM step size")
+	steps := fs.Int("steps", def.CBIM.Steps, "C-BIM steps")
+	dropout := fs.Float64("dropout", def.CBIM.Dropout, "ensemble dropout (§6.2)")
+	loss := fs.String("loss", string(def.CBIM.Loss), "C-BIM objective: linear (eq. 14) or ce (the later published version)")
+	tau := fs.Float64("tau", def.Tau, "minimal conferrability τ on the training models")
+	cands := fs.Int("candidates", def.Candidates, "start points to attack")
+	batch := fs.Int("batch", def.Batch, "start points per C-BIM batch")
+	seed := fs.Int64("seed", def.Seed, "seed of start points and dropout")
+	return func() fingerprint.Config {
+		c := def
+		c.CBIM.Eps, c.CBIM.Alpha, c.CBIM.Steps, c.CBIM.Dropout, c.CBIM.Loss = *eps, *alpha, *steps, *dropout, attack.Loss(*loss)
+		c.Tau, c.Candidates, c.Batch, c.Seed = *tau, *cands, *batch, *seed
+		return c
+	}
+}
+
+type extractResult struct {
+	Fingerprint   string  `json:"fingerprint"`
+	Fingerprints  int     `json:"fingerprints"`
+	Candidates    int     `json:"candidates"`
+	Eps           float64 `json:"eps"`
+	Tau           float64 `json:"tau"`
+	ReferenceRate float64 `json:"reference_rate"`
+	Commitment    string  `json:"commitment"`
+	Sheet         string  `json:"sheet,omitempty"`
+}
+
+func runExtract(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("extract", flag.ContinueOnError)
+	apply := common(fs, e)
+	var df dataFlags
+	df.register(fs)
+	source := fs.String("source", "", "source model M; required")
+	surr := fs.String("surrogates", "", "comma-separated training surrogates S; required")
+	refs := fs.String("references", "", "comma-separated training references R; required")
+	out := fs.String("out", "", "fingerprint file to write; required")
+	sheet := fs.String("sheet", "", "also write a contact sheet PNG here")
+	cfgOf := cbimFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *source == "" || *surr == "" || *refs == "" || *out == "" {
+		return usagef("--source, --surrogates, --references and --out are required")
+	}
+	if err := apply(); err != nil {
+		return err
+	}
+	cfg := cfgOf()
+	cfg.Progress = e.progress.Report
+	d, _, err := df.load()
+	if err != nil {
+		return err
+	}
+	src, srcIDs, err := loadModels(e, *source)
+	if err != nil {
+		return err
+	}
+	defer freeAll(src)
+	ss, sids, err := loadModels(e, *surr)
+	if err != nil {
+		return err
+	}
+	defer freeAll(ss)
+	rs, rids, err := loadModels(e, *refs)
+	if err != nil {
+		return err
+	}
+	defer freeAll(rs)
+	tm := fingerprint.Training{Source: src[0], Surrogates: asModels(ss), References: asModels(rs),
+		SurrogateIDs: sids, ReferenceIDs: rids, SourceID: srcIDs[0], SourceArch: src[0].Spec.Arch}
+	fp, err := fingerprint.Extract(ctx, tm, d, cfg)
+	if err != nil {
+		return err
+	}
+	if fp.N == 0 {
+		return fmt.Errorf("extract: no start point reached conferrability τ = %g; try more candidates, a larger ε or a lower τ", cfg.Tau)
+	}
+	if err := fp.Save(*out); err != nil {
+		return err
+	}
+	if *sheet != "" {
+		if err := fingerprint.WriteSheet(*sheet, fp, 32); err != nil {
+			return err
+		}
+	}
+	com, _ := fp.Commitment()
+	r := extractResult{Fingerprint: *out, Fingerprints: fp.N, Candidates: fp.Meta.Candidates, Eps: cfg.CBIM.Eps, Tau: cfg.Tau,
+		ReferenceRate: fp.Meta.ReferenceRate, Commitment: com, Sheet: *sheet}
+	return e.emit(r, fmt.Sprintf("%s: %d fingerprints from %d start points (ε = %g, τ = %g), commitment %s\n", *out, fp.N, fp.Meta.Candidates, cfg.CBIM.Eps, cfg.Tau, com))
+}
+
+func runVerify(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	apply := common(fs, e)
+	fpPath := fs.String("fingerprint", "", "fingerprint file; required")
+	suspects := fs.String("suspect", "", "comma-separated suspect model files; required")
+	theta := fs.Float64("theta", fingerprint.DefaultThreshold, "verification threshold θ on fingerprint accuracy")
+	base := fs.Float64("base-rate", 0, "agreement rate of independent models for the p-value (default: the fingerprint's reference rate)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *fpPath == "" || *suspects == "" {
+		return usagef("--fingerprint and --suspect are required")
+	}
+	if err := apply(); err != nil {
+		return err
+	}
+	fp, err := fingerprint.Load(*fpPath)
+	if err != nil {
+		return err
+	}
+	var verdicts []*fingerprint.Verdict
+	var sb strings.Builder
+	for _, p := range strings.Split(*suspects, ",") {
+		m, _, err := nn.Load(p, e.device)
+		if err != nil {
+			return err
+		}
+		v, err := fingerprint.Verify(ctx, &suspect.Local{Model: m, Name: p}, fp, *theta, *base)
+		m.Free()
+		if err != nil {
+			return err
+		}
+		verdicts = append(verdicts, v)
+		word := "NOT a surrogate"
+		if v.Surrogate {
+			word = "SURROGATE"
+		}
+		fmt.Fprintf(&sb, "%-40s %-15s fingerprint accuracy %.3f (%d/%d), θ = %.2f, p = %.2g\n", p, word, v.Accuracy, v.Agree, v.Fingerprints, v.Threshold, v.PValue)
+	}
+	return e.emit(verdicts, sb.String())
+}
