@@ -120,6 +120,9 @@ func Train(ctx context.Context, m *nn.Model, d *data.Dataset, cfg Config) (*Resu
 	if cfg.Epochs <= 0 || cfg.BatchSize <= 0 {
 		return nil, fmt.Errorf("train: epochs (%d) and batch size (%d) must be positive", cfg.Epochs, cfg.BatchSize)
 	}
+	if d.Len() == 0 {
+		return nil, errors.New("train: empty dataset")
+	}
 	if cfg.Labels != nil && len(cfg.Labels) != d.Len() {
 		return nil, fmt.Errorf("train: %d labels for %d examples", len(cfg.Labels), d.Len())
 	}
@@ -285,6 +288,9 @@ func Accuracy(ctx context.Context, m Classifier, d *data.Dataset, labels []int64
 	}
 	if labels == nil {
 		labels = d.Labels
+	}
+	if len(labels) != d.Len() {
+		return 0, fmt.Errorf("accuracy: %d labels for %d examples", len(labels), d.Len())
 	}
 	hits := 0
 	for i, p := range pred {

@@ -133,7 +133,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	rounds := fs.Int("rounds", 3, "alternating Go/PyTorch rounds")
 	modelsFlag := fs.String("models", "cnn,resnet20", "models to benchmark")
 	python := fs.String("python", "/usr/bin/python3", "Python with Debian's python3-torch")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := apply(); err != nil {

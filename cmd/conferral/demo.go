@@ -6,16 +6,44 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
+	"github.com/conferral/conferral/backend/data"
+	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/nn"
+	"github.com/conferral/conferral/backend/suspect"
 	"github.com/conferral/conferral/backend/train"
 	"github.com/conferral/conferral/shared"
 )
 
 // demoModel is one model of the demo's fleet.
 type demoModel struct {
-	name, arch, split string
-	teacher           string // name of the teacher; "" trains on ground truth
+	name, arch string
+	adversary  bool // trained on the adversary's half (a testing model)
+	surrogate  bool // Retraining on the source's labels; otherwise ground truth
+	epochs     int
+}
+
+// demoFleet is the story's models: training surrogates and references on
+// the defender's half feed C-BIM; testing ones on the adversary's half are
+// what the fingerprint never saw.
+func demoFleet(epochs int) []demoModel {
+	var f []demoModel
+	for _, adv := range []bool{false, true} {
+		side := "train"
+		if adv {
+			side = "test"
+		}
+		for _, arch := range []string{"cnn", "mlp"} {
+			e := epochs
+			if arch == "mlp" {
+				e = 2 * epochs
+			}
+			f = append(f, demoModel{fmt.Sprintf("%s-surrogate-%s", side, arch), arch, adv, true, e})
+			f = append(f, demoModel{fmt.Sprintf("%s-reference-%s", side, arch), arch, adv, false, e})
+		}
+	}
+	return f
 }
 
 func runDemo(ctx context.Context, e *env, args []string) error {
@@ -23,9 +51,10 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	apply := common(fs, e)
 	var df dataFlags
 	df.register(fs)
-	out := fs.String("out", "demo-out", "folder for the demo's models and reports")
-	epochs := fs.Int("epochs", 3, "training epochs per model")
-	if err := fs.Parse(args); err != nil {
+	out := fs.String("out", "demo-out", "folder for the demo's models, fingerprint and pictures")
+	epochs := fs.Int("epochs", 2, "training epochs per model (the source gets one more)")
+	cfgOf := cbimFlags(fs)
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := apply(); err != nil {
@@ -39,47 +68,122 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	_ = full
-	fleet := []demoModel{
-		{"source", "cnn", "defender", ""},
-		{"surrogate", "cnn", "adversary", "source"},
-		{"reference", "cnn", "adversary", ""},
+	defender, adversary := data.Split(full, df.splitSeed)
+	say := func(format string, a ...any) {
+		e.progress.Report(shared.Event{Kind: shared.Log, Stage: "demo", Message: fmt.Sprintf(format, a...)})
 	}
+	say("%s: defender and adversary halves of %d images each, %d test images; device %v; output in %s", full.Name, defender.Len(), test.Len(), e.device, *out)
+
+	fit := func(name string, m *nn.Model, teacher *nn.Model, d *data.Dataset, ep int) error {
+		cfg := train.Defaults(ep)
+		cfg.Test, cfg.Progress, cfg.Stage = test, e.progress.Report, "train "+name
+		var res *train.Result
+		var err error
+		if teacher != nil {
+			res, err = train.Retrain(ctx, teacher, m, d, cfg)
+		} else {
+			res, err = train.Train(ctx, m, d, cfg)
+		}
+		if err != nil {
+			return err
+		}
+		say("%-26s %-4s test accuracy %.4f", name, m.Spec.Arch, res.TestAccuracy)
+		return m.Save(filepath.Join(*out, name+".safetensors"), map[string]string{"demo.role": name})
+	}
+
+	// 1. The defender trains the source model.
+	source, err := nn.New(specFor("cnn", defender), 1, e.device)
+	if err != nil {
+		return err
+	}
+	defer source.Free()
+	if err := fit("source", source, nil, defender, *epochs+1); err != nil {
+		return err
+	}
+	// 2. Surrogates (Retraining on the source's labels) and references
+	// (ground truth), on both halves.
 	models := map[string]*nn.Model{}
 	defer func() {
 		for _, m := range models {
 			m.Free()
 		}
 	}()
-	fmt.Fprintf(e.stdout, "Conferral demo on %s (%d test images), device %v, models in %s\n", test.Name, test.Len(), e.device, *out)
-	for _, fm := range fleet {
-		df.split = fm.split
-		trainSet, _, err := df.load()
-		if err != nil {
-			return err
+	fleet := demoFleet(*epochs)
+	for i, fm := range fleet {
+		d := defender
+		if fm.adversary {
+			d = adversary
 		}
-		cfg := train.Defaults(*epochs)
-		cfg.Test, cfg.Progress = test, e.progress.Report
-		cfg.Stage = fmt.Sprintf("train %s (%s, %s half)", fm.name, fm.arch, fm.split)
-		m, err := nn.New(specFor(fm.arch, trainSet), uint64(len(models)+1), e.device)
+		m, err := nn.New(specFor(fm.arch, d), uint64(100+i), e.device)
 		if err != nil {
 			return err
 		}
 		models[fm.name] = m
-		var res *train.Result
-		if fm.teacher != "" {
-			res, err = train.Retrain(ctx, models[fm.teacher], m, trainSet, cfg)
-		} else {
-			res, err = train.Train(ctx, m, trainSet, cfg)
+		var teacher *nn.Model
+		if fm.surrogate {
+			teacher = source
 		}
+		if err := fit(fm.name, m, teacher, d, fm.epochs); err != nil {
+			return err
+		}
+	}
+	// 3. Extract the fingerprint with C-BIM on the training models.
+	cfg := cfgOf()
+	cfg.Progress = e.progress.Report
+	tm := fingerprint.Training{Source: source, SourceID: "demo source", SourceArch: source.Spec.Arch}
+	for _, fm := range fleet {
+		if fm.adversary {
+			continue
+		}
+		if fm.surrogate {
+			tm.Surrogates, tm.SurrogateIDs = append(tm.Surrogates, models[fm.name]), append(tm.SurrogateIDs, fm.name)
+		} else {
+			tm.References, tm.ReferenceIDs = append(tm.References, models[fm.name]), append(tm.ReferenceIDs, fm.name)
+		}
+	}
+	fp, err := fingerprint.Extract(ctx, tm, defender, cfg)
+	if err != nil {
+		return err
+	}
+	if fp.N == 0 {
+		return fmt.Errorf("demo: no fingerprint reached τ = %g; try --candidates or --eps", cfg.Tau)
+	}
+	fpPath, sheetPath := filepath.Join(*out, "fingerprint.safetensors"), filepath.Join(*out, "fingerprint.png")
+	if err := fp.Save(fpPath); err != nil {
+		return err
+	}
+	if err := fingerprint.WriteSheet(sheetPath, fp, 24); err != nil {
+		return err
+	}
+	say("fingerprint: %d conferrable examples from %d start points (ε = %g, τ = %g) → %s, contact sheet %s", fp.N, fp.Meta.Candidates, cfg.CBIM.Eps, cfg.Tau, fpPath, sheetPath)
+	// 4. Verify the models the fingerprint never saw.
+	e.progress.done()
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\nVerification of the adversary's models (never seen by the fingerprint), θ = %.2f:\n", fingerprint.DefaultThreshold)
+	correct, total := 0, 0
+	for _, fm := range fleet {
+		if !fm.adversary {
+			continue
+		}
+		v, err := fingerprint.Verify(ctx, &suspect.Local{Model: models[fm.name], Name: fm.name}, fp, fingerprint.DefaultThreshold, 0)
 		if err != nil {
 			return err
 		}
-		path := filepath.Join(*out, fm.name+".safetensors")
-		if err := m.Save(path, map[string]string{"demo.role": fm.name}); err != nil {
-			return err
+		verdict := "not a surrogate"
+		if v.Surrogate {
+			verdict = "SURROGATE"
 		}
-		e.progress.Report(shared.Event{Kind: shared.Log, Stage: "demo", Message: fmt.Sprintf("%s: test accuracy %.4f (%s)", fm.name, res.TestAccuracy, path)})
+		ok := v.Surrogate == fm.surrogate
+		mark := "right"
+		if !ok {
+			mark = "WRONG"
+		} else {
+			correct++
+		}
+		total++
+		fmt.Fprintf(&sb, "  %-26s fingerprint accuracy %.3f (%3d/%3d)  p = %-8.2g → %-15s (%s)\n", fm.name, v.Accuracy, v.Agree, v.Fingerprints, v.PValue, verdict, mark)
 	}
-	return nil
+	fmt.Fprintf(&sb, "%d of %d verdicts right.\n", correct, total)
+	_, err = fmt.Fprint(e.stdout, sb.String())
+	return err
 }

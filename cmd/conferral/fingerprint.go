@@ -92,7 +92,7 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	out := fs.String("out", "", "fingerprint file to write; required")
 	sheet := fs.String("sheet", "", "also write a contact sheet PNG here")
 	cfgOf := cbimFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *source == "" || *surr == "" || *refs == "" || *out == "" {
@@ -152,7 +152,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	suspects := fs.String("suspect", "", "comma-separated suspect model files; required")
 	theta := fs.Float64("theta", fingerprint.DefaultThreshold, "verification threshold θ on fingerprint accuracy")
 	base := fs.Float64("base-rate", 0, "agreement rate of independent models for the p-value (default: the fingerprint's reference rate)")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *fpPath == "" || *suspects == "" {

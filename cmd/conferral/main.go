@@ -48,6 +48,7 @@ type env struct {
 // common registers the flags every command has and returns a function that
 // applies them after parsing.
 func common(fs *flag.FlagSet, e *env) func() error {
+	fs.SetOutput(e.stderr)
 	dev := fs.String("device", "auto", "where tensors live: auto, cpu, cuda or cuda:N")
 	threads := fs.Int("threads", runtime.NumCPU(), "libtorch intra-op threads")
 	fs.BoolVar(&e.json, "json", false, "print a machine-readable result on stdout")
@@ -59,7 +60,7 @@ func common(fs *flag.FlagSet, e *env) func() error {
 			return err
 		}
 		e.device = d
-		e.progress = newBar(os.Stderr, *quiet)
+		e.progress = newBar(e.stderr, *quiet)
 		return nil
 	}
 }
@@ -120,6 +121,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case errors.As(err, new(flagError)):
+		return 2
 	case errors.Is(err, context.Canceled):
 		fmt.Fprintln(stderr, "conferral: cancelled")
 		return 130
@@ -131,6 +134,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "conferral %s: %v\n", args[0], strings.TrimSpace(err.Error()))
 	return 1
+}
+
+// flagError is a flag the command does not know or cannot parse (the flag
+// package has already printed it with the usage).
+type flagError struct{ error }
+
+// parse parses a command's flags, marking errors as usage errors.
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return flagError{err}
+	}
+	return nil
 }
 
 // usageError is a mistake in the command line.

@@ -25,9 +25,12 @@ type bar struct {
 	interval time.Duration
 }
 
-func newBar(w *os.File, quiet bool) *bar {
-	st, err := w.Stat()
-	tty := err == nil && st.Mode()&os.ModeCharDevice != 0
+func newBar(w io.Writer, quiet bool) *bar {
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		st, err := f.Stat()
+		tty = err == nil && st.Mode()&os.ModeCharDevice != 0
+	}
 	return &bar{w: w, tty: tty, start: map[string]time.Time{}, quiet: quiet, interval: 100 * time.Millisecond}
 }
 
@@ -67,7 +70,7 @@ func (b *bar) line(e shared.Event) string {
 	const width = 30
 	frac := 0.0
 	if e.Total > 0 {
-		frac = float64(e.Step) / float64(e.Total)
+		frac = min(1, max(0, float64(e.Step)/float64(e.Total)))
 	}
 	fill := int(frac * width)
 	bar := strings.Repeat("=", fill) + strings.Repeat(" ", width-fill)

@@ -115,7 +115,7 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	out := fs.String("out", "", "model file to write (safetensors); required")
 	teacher := fs.String("teacher", "", "source model: train a surrogate on its labels (Retraining, §2.4)")
 	cfgOf := trainFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *out == "" {
@@ -164,6 +164,7 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	meta["test_accuracy"] = fmt.Sprintf("%.4f", res.TestAccuracy)
+	meta["train.epoch"] = fmt.Sprint(len(res.Epochs))
 	if err := m.Save(*out, meta); err != nil {
 		return err
 	}
@@ -193,7 +194,7 @@ func runEval(ctx context.Context, e *env, args []string) error {
 	name := fs.String("data", "", "dataset (default: the model's own)")
 	dir := fs.String("data-dir", "", "dataset folder")
 	lim := fs.Int("limit", 0, "evaluate only the first N test examples")
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *model == "" {
@@ -253,7 +254,7 @@ func runEval(ctx context.Context, e *env, args []string) error {
 func runInfo(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("info", flag.ContinueOnError)
 	apply := common(fs, e)
-	if err := fs.Parse(args); err != nil {
+	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if err := apply(); err != nil {
