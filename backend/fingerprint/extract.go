@@ -68,6 +68,63 @@ func labelsOf(ctx context.Context, models []Model, b suspect.Images) ([][]int64,
 // source labels differently from the original with conferrability ≥ τ on
 // the training models. The keys are the source's labels (vk = M(F)).
 func Extract(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Fingerprint, error) {
+	c, err := Craft(ctx, tm, d, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return c.Select(cfg.Tau), nil
+}
+
+// Crafted holds every example C-BIM crafted (Algorithm 2, line 7), scored
+// on the training models but not yet filtered, so that one attack serves
+// several thresholds τ.
+type Crafted struct {
+	All       *Fingerprint
+	refLabels [][]int64 // per example, the training references' labels
+}
+
+// Select is Algorithm 2, line 8: the examples the source labels differently
+// from their original with conferrability ≥ τ. The fingerprint's reference
+// rate, the null hypothesis of Verify, is the highest agreement of a
+// training reference with the keys, never below chance.
+func (c *Crafted) Select(tau float64) *Fingerprint {
+	a := c.All
+	fp := &Fingerprint{C: a.C, H: a.H, W: a.W, Meta: a.Meta}
+	fp.Meta.Tau = tau
+	per := a.ImageSize()
+	var refs [][]int64
+	for i := range a.N {
+		if a.Keys[i] == a.Labels[i] || a.Confer[i] < tau-1e-9 {
+			continue
+		}
+		fp.Images = append(fp.Images, a.Images[i*per:(i+1)*per]...)
+		fp.Originals = append(fp.Originals, a.Originals[i*per:(i+1)*per]...)
+		fp.Keys = append(fp.Keys, a.Keys[i])
+		fp.Labels = append(fp.Labels, a.Labels[i])
+		fp.Confer = append(fp.Confer, a.Confer[i])
+		refs = append(refs, c.refLabels[i])
+	}
+	fp.N = len(fp.Keys)
+	rate := 1 / float64(len(a.Meta.Classes))
+	if fp.N > 0 {
+		for r := range len(refs[0]) {
+			agree := 0
+			for i, row := range refs {
+				if row[r] == fp.Keys[i] {
+					agree++
+				}
+			}
+			rate = math.Max(rate, float64(agree)/float64(fp.N))
+		}
+	}
+	fp.Meta.ReferenceRate = rate
+	return fp
+}
+
+// Craft runs Algorithm 2 up to line 7: it attacks the composed ensemble
+// from up to cfg.Candidates correctly classified inputs of d and scores
+// every result's conferrability on the training models.
+func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Crafted, error) {
 	if len(tm.Surrogates) == 0 || len(tm.References) == 0 {
 		return nil, errors.New("extract: needs at least one training surrogate and one training reference")
 	}
@@ -164,9 +221,6 @@ func Extract(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Fi
 		}
 		conf := Confer(sl, rl, keys)
 		for i := range n {
-			if keys[i] == y[i] || conf[i] < cfg.Tau-1e-9 {
-				continue
-			}
 			fp.Images = append(fp.Images, toUint8(adv[i*per:(i+1)*per])...)
 			fp.Originals = append(fp.Originals, toUint8(x[i*per:(i+1)*per])...)
 			fp.Keys = append(fp.Keys, keys[i])
@@ -179,24 +233,15 @@ func Extract(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Fi
 			refLabels = append(refLabels, row)
 		}
 		fp.N = len(fp.Keys)
-		cfg.Progress.Report(shared.Event{Kind: shared.Log, Stage: "extract", Message: fmt.Sprintf("%d of %d start points kept so far", fp.N, b+n)})
-	}
-	// The null hypothesis of Verify: the most agreeing training reference,
-	// never below chance.
-	rate := 1 / float64(len(d.Classes))
-	for r := range tm.References {
-		agree := 0
-		for i, row := range refLabels {
-			if row[r] == fp.Keys[i] {
-				agree++
+		kept := 0
+		for i := range fp.N {
+			if fp.Keys[i] != fp.Labels[i] && fp.Confer[i] >= cfg.Tau-1e-9 {
+				kept++
 			}
 		}
-		if fp.N > 0 {
-			rate = math.Max(rate, float64(agree)/float64(fp.N))
-		}
+		cfg.Progress.Report(shared.Event{Kind: shared.Log, Stage: "extract", Message: fmt.Sprintf("%d of %d start points reach τ = %g so far", kept, b+n, cfg.Tau)})
 	}
-	fp.Meta.ReferenceRate = rate
-	return fp, nil
+	return &Crafted{All: fp, refLabels: refLabels}, nil
 }
 
 func asAttack(ms []Model) []attack.Model {

@@ -1,0 +1,190 @@
+// Package experiment reproduces the paper's studies at CPU scale: the
+// conferrability of attacks (Table 1, Figures 4–5) and the fingerprint's
+// correctness over training and testing surrogates and references
+// (Table 2, with ROC AUC and the gap as functions of ε, τ and the training
+// models). Each writes a report folder: markdown, PNG plots, the command.
+package experiment
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/conferral/conferral/backend/data"
+	"github.com/conferral/conferral/backend/nn"
+	"github.com/conferral/conferral/backend/torch"
+	"github.com/conferral/conferral/backend/train"
+	"github.com/conferral/conferral/shared"
+)
+
+// Role is what a model is to the source.
+type Role string
+
+const (
+	Source    Role = "source"
+	Surrogate Role = "surrogate" // Retraining on the source's labels (§2.4)
+	Reference Role = "reference" // trained on ground truth, independently
+)
+
+// Member is one model of a fleet. Training models live on the defender's
+// half, testing models on the adversary's (§4.3).
+type Member struct {
+	Name      string
+	Arch      string
+	Role      Role
+	Adversary bool // a testing model, trained on the adversary's half
+	Epochs    int
+	Seed      int64
+
+	Model    *nn.Model
+	TestAcc  float64
+	FromDisk bool
+}
+
+// Side names the half a member was trained on.
+func (m *Member) Side() string {
+	if m.Adversary {
+		return "testing"
+	}
+	return "training"
+}
+
+// Fleet is the source and its surrogates and references.
+type Fleet struct {
+	Members []*Member
+}
+
+// Plan lists a fleet: a source of sourceArch and, for each architecture,
+// perSide surrogates and references on each half.
+func Plan(sourceArch string, archs []string, perSide, epochs int) []*Member {
+	ms := []*Member{{Name: "source", Arch: sourceArch, Role: Source, Epochs: epochs + 1, Seed: 1}}
+	seed := int64(100)
+	for _, adv := range []bool{false, true} {
+		for _, arch := range archs {
+			for i := range perSide {
+				for _, r := range []Role{Surrogate, Reference} {
+					side := "train"
+					if adv {
+						side = "test"
+					}
+					e := epochs
+					if arch == "mlp" {
+						e = 2 * epochs // cheap, and slower to converge
+					}
+					seed++
+					ms = append(ms, &Member{Name: fmt.Sprintf("%s-%s-%s-%d", side, r, arch, i), Arch: arch, Role: r, Adversary: adv, Epochs: e, Seed: seed})
+				}
+			}
+		}
+	}
+	return ms
+}
+
+// Data are the experiment's datasets.
+type Data struct {
+	Defender, Adversary, Test *data.Dataset
+}
+
+func specFor(arch string, d *data.Dataset) nn.Spec {
+	mean, std := d.Stats()
+	return nn.Spec{Arch: arch, Dataset: d.Name, Classes: d.Classes, C: int64(d.C), H: int64(d.H), W: int64(d.W), Mean: mean, Std: std}
+}
+
+// Build trains the fleet, or loads members already in dir (a model file is
+// reused when its recorded architecture, role, epochs and seed match).
+func Build(ctx context.Context, dir string, plan []*Member, ds Data, dev torch.Device, progress shared.Reporter) (*Fleet, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	f := &Fleet{}
+	var source *nn.Model
+	for _, m := range plan {
+		path := filepath.Join(dir, m.Name+".safetensors")
+		key := fmt.Sprintf("%s/%s/%d/%d", m.Arch, m.Role, m.Epochs, m.Seed)
+		if model, meta, err := nn.Load(path, dev); err == nil && meta["fleet.key"] == key {
+			m.Model, m.FromDisk = model, true
+			fmt.Sscan(meta["test_accuracy"], &m.TestAcc)
+		} else {
+			if model != nil {
+				model.Free()
+			}
+			d := ds.Defender
+			if m.Adversary {
+				d = ds.Adversary
+			}
+			torch.ManualSeed(uint64(m.Seed))
+			model, err := nn.New(specFor(m.Arch, d), uint64(m.Seed), dev)
+			if err != nil {
+				f.Free()
+				return nil, err
+			}
+			cfg := train.Defaults(m.Epochs)
+			cfg.Seed, cfg.Test, cfg.Progress, cfg.Stage = m.Seed, ds.Test, progress, "train "+m.Name
+			var res *train.Result
+			if m.Role == Surrogate {
+				res, err = train.Retrain(ctx, source, model, d, cfg)
+			} else {
+				res, err = train.Train(ctx, model, d, cfg)
+			}
+			if err != nil {
+				model.Free()
+				f.Free()
+				return nil, err
+			}
+			m.Model, m.TestAcc = model, res.TestAccuracy
+			if err := model.Save(path, map[string]string{"fleet.key": key, "test_accuracy": fmt.Sprint(res.TestAccuracy), "fleet.role": string(m.Role)}); err != nil {
+				f.Free()
+				return nil, err
+			}
+		}
+		if m.Role == Source {
+			source = m.Model
+		}
+		m.Model.SetTraining(false)
+		f.Members = append(f.Members, m)
+		progress.Report(shared.Event{Kind: shared.Log, Stage: "fleet", Message: fmt.Sprintf("%-28s %-9s test accuracy %.4f", m.Name, m.Arch, m.TestAcc)})
+	}
+	return f, nil
+}
+
+// Free releases every model.
+func (f *Fleet) Free() {
+	for _, m := range f.Members {
+		if m.Model != nil {
+			m.Model.Free()
+		}
+	}
+}
+
+// Source returns the source member.
+func (f *Fleet) Source() *Member {
+	for _, m := range f.Members {
+		if m.Role == Source {
+			return m
+		}
+	}
+	return nil
+}
+
+// Select returns the members of a role on a side whose architecture is in
+// archs (all architectures when archs is empty).
+func (f *Fleet) Select(r Role, adversary bool, archs ...string) []*Member {
+	var out []*Member
+	for _, m := range f.Members {
+		if m.Role != r || m.Adversary != adversary {
+			continue
+		}
+		if len(archs) > 0 {
+			ok := false
+			for _, a := range archs {
+				ok = ok || a == m.Arch
+			}
+			if !ok {
+				continue
+			}
+		}
+		out = append(out, m)
+	}
+	return out
+}

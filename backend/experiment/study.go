@@ -1,0 +1,351 @@
+package experiment
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/conferral/conferral/backend/attack"
+	"github.com/conferral/conferral/backend/fingerprint"
+	"github.com/conferral/conferral/backend/report"
+	"github.com/conferral/conferral/backend/suspect"
+	"github.com/conferral/conferral/shared"
+)
+
+// Setting is one extraction of the fingerprint study: one lever moved away
+// from the main setting.
+type Setting struct {
+	Name  string
+	Eps   float64
+	Loss  attack.Loss
+	Archs []string // architectures of the training models (all when empty)
+	Per   int      // training models per architecture and role (all when 0)
+}
+
+// FingerprintStudy configures the study of Table 2.
+type FingerprintStudy struct {
+	Main    Setting
+	Eps     []float64 // ε sweep
+	Taus    []float64 // τ sweep (filters one attack, no re-run)
+	Subsets []Setting // training-model sweep
+	Losses  []attack.Loss
+	Extract fingerprint.Config
+	Theta   float64
+	Command string
+}
+
+// Outcome is how one fingerprint separates the testing models.
+type Outcome struct {
+	Setting       string
+	Eps, Tau      float64
+	Loss          string
+	Training      string // training models
+	Fingerprints  int
+	AUC, Gap      float64 // gap = lowest surrogate − highest reference
+	MinSurr       float64
+	MaxRef        float64
+	Correct, Of   int // right verdicts at θ among testing models
+	SurrAcc       map[string]float64
+	RefAcc        map[string]float64
+	fp            *fingerprint.Fingerprint
+	surrV, refV   []*fingerprint.Verdict
+	trainV        []*fingerprint.Verdict
+	trainMembers  []*Member
+	testSurr, tRf []*Member
+}
+
+func models(ms []*Member) []fingerprint.Model {
+	out := make([]fingerprint.Model, len(ms))
+	for i, m := range ms {
+		out[i] = m.Model
+	}
+	return out
+}
+
+func names(ms []*Member) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.Name
+	}
+	return out
+}
+
+func firstN(ms []*Member, per int, archs []string) []*Member {
+	if per <= 0 {
+		return ms
+	}
+	count := map[string]int{}
+	var out []*Member
+	for _, m := range ms {
+		if count[m.Arch] < per {
+			out = append(out, m)
+			count[m.Arch]++
+		}
+	}
+	return out
+}
+
+func verifyAll(ctx context.Context, fp *fingerprint.Fingerprint, ms []*Member, theta float64) ([]*fingerprint.Verdict, error) {
+	var out []*fingerprint.Verdict
+	for _, m := range ms {
+		v, err := fingerprint.Verify(ctx, &suspect.Local{Model: m.Model, Name: m.Name}, fp, theta, 0)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// evaluate crafts once for a setting and scores every τ.
+func (st *FingerprintStudy) evaluate(ctx context.Context, f *Fleet, ds Data, s Setting, taus []float64, progress shared.Reporter) ([]*Outcome, error) {
+	src := f.Source()
+	surr := firstN(f.Select(Surrogate, false, s.Archs...), s.Per, s.Archs)
+	refs := firstN(f.Select(Reference, false, s.Archs...), s.Per, s.Archs)
+	testS, testR := f.Select(Surrogate, true), f.Select(Reference, true)
+	cfg := st.Extract
+	cfg.CBIM.Eps, cfg.CBIM.Loss, cfg.Progress = s.Eps, s.Loss, progress
+	tm := fingerprint.Training{Source: src.Model, Surrogates: models(surr), References: models(refs),
+		SurrogateIDs: names(surr), ReferenceIDs: names(refs), SourceID: src.Name, SourceArch: src.Arch}
+	progress.Report(shared.Event{Kind: shared.Log, Stage: "study", Message: fmt.Sprintf("setting %s: ε = %g, loss %s, %d training surrogates, %d training references", s.Name, s.Eps, s.Loss, len(surr), len(refs))})
+	crafted, err := fingerprint.Craft(ctx, tm, ds.Defender, cfg)
+	if err != nil {
+		return nil, err
+	}
+	training := fmt.Sprintf("%d+%d (%s)", len(surr), len(refs), strings.Join(uniqueArchs(surr), ", "))
+	var out []*Outcome
+	for _, tau := range taus {
+		fp := crafted.Select(tau)
+		o := &Outcome{Setting: s.Name, Eps: s.Eps, Tau: tau, Loss: string(s.Loss), Training: training, Fingerprints: fp.N, fp: fp,
+			SurrAcc: map[string]float64{}, RefAcc: map[string]float64{}, trainMembers: append(append([]*Member{src}, surr...), refs...), testSurr: testS, tRf: testR}
+		if fp.N > 0 {
+			if o.surrV, err = verifyAll(ctx, fp, testS, st.Theta); err != nil {
+				return nil, err
+			}
+			if o.refV, err = verifyAll(ctx, fp, testR, st.Theta); err != nil {
+				return nil, err
+			}
+			if o.trainV, err = verifyAll(ctx, fp, o.trainMembers, st.Theta); err != nil {
+				return nil, err
+			}
+		}
+		var ps, rs []float64
+		for i, v := range o.surrV {
+			ps = append(ps, v.Accuracy)
+			o.SurrAcc[testS[i].Name] = v.Accuracy
+			if v.Surrogate {
+				o.Correct++
+			}
+		}
+		for i, v := range o.refV {
+			rs = append(rs, v.Accuracy)
+			o.RefAcc[testR[i].Name] = v.Accuracy
+			if !v.Surrogate {
+				o.Correct++
+			}
+		}
+		o.Of = len(testS) + len(testR)
+		if len(ps) > 0 && len(rs) > 0 {
+			o.AUC, o.MinSurr, o.MaxRef = fingerprint.AUC(ps, rs), slices.Min(ps), slices.Max(rs)
+			o.Gap = o.MinSurr - o.MaxRef
+		} else {
+			o.AUC, o.Gap = math.NaN(), math.NaN()
+		}
+		out = append(out, o)
+	}
+	return out, nil
+}
+
+func uniqueArchs(ms []*Member) []string {
+	var out []string
+	for _, m := range ms {
+		if !slices.Contains(out, m.Arch) {
+			out = append(out, m.Arch)
+		}
+	}
+	return out
+}
+
+// Run executes the study and writes its report into dir.
+func (st *FingerprintStudy) Run(ctx context.Context, f *Fleet, ds Data, dir report.Dir, progress shared.Reporter) ([]*Outcome, error) {
+	if err := dir.Create(); err != nil {
+		return nil, err
+	}
+	var all []*Outcome
+	main, err := st.evaluate(ctx, f, ds, st.Main, st.Taus, progress)
+	if err != nil {
+		return nil, err
+	}
+	all = append(all, main...)
+	var mainO *Outcome
+	for _, o := range main {
+		if o.Tau == st.Extract.Tau {
+			mainO = o
+		}
+	}
+	if mainO == nil {
+		mainO = main[len(main)-1]
+	}
+	var settings []Setting
+	for _, e := range st.Eps {
+		if e != st.Main.Eps {
+			s := st.Main
+			s.Name, s.Eps = fmt.Sprintf("eps=%g", e), e
+			settings = append(settings, s)
+		}
+	}
+	for _, l := range st.Losses {
+		if l != st.Main.Loss {
+			s := st.Main
+			s.Name, s.Loss = "loss="+string(l), l
+			settings = append(settings, s)
+		}
+	}
+	for _, sub := range st.Subsets {
+		s := st.Main
+		s.Name, s.Archs, s.Per = sub.Name, sub.Archs, sub.Per
+		settings = append(settings, s)
+	}
+	for _, s := range settings {
+		os, err := st.evaluate(ctx, f, ds, s, []float64{st.Extract.Tau}, progress)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, os...)
+	}
+	return all, st.write(dir, f, mainO, all)
+}
+
+func pct(v float64) string { return fmt.Sprintf("%.2f", v) }
+
+func (st *FingerprintStudy) write(dir report.Dir, f *Fleet, mainO *Outcome, all []*Outcome) error {
+	var md strings.Builder
+	fmt.Fprintf(&md, "# Fingerprint study (the paper's Table 2 at CPU scale)\n\nReproduce with:\n\n    %s\n\n", st.Command)
+	fmt.Fprintf(&md, "Main setting: C-BIM (%s loss), ε = %g (L∞), %d steps of %g, ensemble dropout %g, %d start points, τ = %g, θ = %g, seed %d. "+
+		"Training models live on the defender's half of the training set, testing models on the adversary's half; no testing model took part in the extraction.\n\n",
+		mainO.Loss, mainO.Eps, st.Extract.CBIM.Steps, st.Extract.CBIM.Alpha, st.Extract.CBIM.Dropout, st.Extract.Candidates, mainO.Tau, st.Theta, st.Extract.Seed)
+	fmt.Fprintf(&md, "**%d fingerprints. ROC AUC %.3f, gap (lowest testing surrogate − highest testing reference) %+.3f, %d of %d testing models verified correctly at θ.**\n\n", mainO.Fingerprints, mainO.AUC, mainO.Gap, mainO.Correct, mainO.Of)
+	// Table 2.
+	var rows [][]string
+	add := func(ms []*Member, vs []*fingerprint.Verdict) {
+		for i, m := range ms {
+			fa, verdict := "–", "–"
+			if i < len(vs) {
+				fa = pct(vs[i].Accuracy)
+				verdict = "not a surrogate"
+				if vs[i].Surrogate {
+					verdict = "surrogate"
+				}
+			}
+			rows = append(rows, []string{m.Name, m.Side(), string(m.Role), m.Arch, fmt.Sprintf("%.4f", m.TestAcc), fa, verdict})
+		}
+	}
+	add(mainO.trainMembers, mainO.trainV)
+	add(mainO.testSurr, mainO.surrV)
+	add(mainO.tRf, mainO.refV)
+	fmt.Fprintf(&md, "## Models\n\n")
+	report.Table(&md, []string{"model", "side", "role", "arch", "test accuracy", "fingerprint accuracy", "verdict at θ"}, rows)
+	// Sweep.
+	rows = nil
+	for _, o := range all {
+		rows = append(rows, []string{o.Setting, fmt.Sprint(o.Eps), fmt.Sprint(o.Tau), o.Loss, o.Training, fmt.Sprint(o.Fingerprints),
+			fmt.Sprintf("%.3f", o.AUC), fmt.Sprintf("%+.3f", o.Gap), pct(o.MinSurr), pct(o.MaxRef), fmt.Sprintf("%d/%d", o.Correct, o.Of)})
+	}
+	fmt.Fprintf(&md, "## Levers: AUC and gap as ε, τ, the loss and the training models change\n\n")
+	report.Table(&md, []string{"setting", "ε", "τ", "loss", "training models", "fingerprints", "AUC", "gap", "min surrogate", "max reference", "right at θ"}, rows)
+	// Plots.
+	var rocs []report.Series
+	for _, o := range all {
+		if o.Setting == mainO.Setting && o.Tau == mainO.Tau || strings.HasPrefix(o.Setting, "eps=") {
+			var ps, rs []float64
+			for _, v := range o.SurrAcc {
+				ps = append(ps, v)
+			}
+			for _, v := range o.RefAcc {
+				rs = append(rs, v)
+			}
+			if len(ps) > 0 && len(rs) > 0 {
+				fx, fy := fingerprint.ROC(ps, rs)
+				rocs = append(rocs, report.Series{Name: fmt.Sprintf("ε = %g (AUC %.2f)", o.Eps, o.AUC), X: fx, Y: fy})
+			}
+		}
+	}
+	if err := report.ROC(dir.Path("roc.png"), "ROC of fingerprint accuracy: testing surrogates vs references", rocs); err != nil {
+		return err
+	}
+	var groups []report.Series
+	for _, g := range []struct {
+		name string
+		ms   []*Member
+		vs   []*fingerprint.Verdict
+	}{{"testing surrogates", mainO.testSurr, mainO.surrV}, {"testing references", mainO.tRf, mainO.refV}, {"training models", mainO.trainMembers, mainO.trainV}} {
+		s := report.Series{Name: g.name}
+		for i, m := range g.ms {
+			if i < len(g.vs) {
+				s.X, s.Y = append(s.X, m.TestAcc), append(s.Y, g.vs[i].Accuracy)
+			}
+		}
+		groups = append(groups, s)
+	}
+	if err := report.Scatter(dir.Path("fingerprint_accuracy.png"), "Fingerprint accuracy against test accuracy", "test accuracy", "fingerprint accuracy", groups, st.Theta, "θ"); err != nil {
+		return err
+	}
+	var auc, gap report.Series
+	auc.Name, gap.Name = "ROC AUC", "gap (min surrogate − max reference)"
+	for _, o := range all {
+		if o.Setting == mainO.Setting && o.Tau == mainO.Tau || strings.HasPrefix(o.Setting, "eps=") {
+			auc.X, auc.Y = append(auc.X, o.Eps), append(auc.Y, o.AUC)
+			gap.X, gap.Y = append(gap.X, o.Eps), append(gap.Y, o.Gap)
+		}
+	}
+	sortSeries(&auc)
+	sortSeries(&gap)
+	if err := report.Lines(dir.Path("auc_vs_eps.png"), "Separation against ε", "ε (L∞)", "", []report.Series{auc, gap}); err != nil {
+		return err
+	}
+	var tauAUC, tauN report.Series
+	tauAUC.Name, tauN.Name = "ROC AUC", "gap"
+	for _, o := range all {
+		if o.Setting == mainO.Setting {
+			tauAUC.X, tauAUC.Y = append(tauAUC.X, o.Tau), append(tauAUC.Y, o.AUC)
+			tauN.X, tauN.Y = append(tauN.X, o.Tau), append(tauN.Y, o.Gap)
+		}
+	}
+	if err := report.Lines(dir.Path("auc_vs_tau.png"), "Separation against τ", "τ", "", []report.Series{tauAUC, tauN}); err != nil {
+		return err
+	}
+	if mainO.fp.N > 0 {
+		if err := fingerprint.WriteSheet(dir.Path("fingerprints.png"), mainO.fp, 16); err != nil {
+			return err
+		}
+		if err := mainO.fp.Save(dir.Path("fingerprint.safetensors")); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(&md, "## Plots\n\n![ROC](roc.png)\n\n![fingerprint accuracy](fingerprint_accuracy.png)\n\n![AUC against ε](auc_vs_eps.png)\n\n![AUC against τ](auc_vs_tau.png)\n\n![fingerprints](fingerprints.png)\n")
+	return os.WriteFile(dir.Path("README.md"), []byte(md.String()), 0o644)
+}
+
+func sortSeries(s *report.Series) {
+	idx := make([]int, len(s.X))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int {
+		if s.X[a] < s.X[b] {
+			return -1
+		}
+		if s.X[a] > s.X[b] {
+			return 1
+		}
+		return 0
+	})
+	x, y := make([]float64, len(idx)), make([]float64, len(idx))
+	for i, j := range idx {
+		x[i], y[i] = s.X[j], s.Y[j]
+	}
+	s.X, s.Y = x, y
+}

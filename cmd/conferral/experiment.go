@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/conferral/conferral/backend/attack"
+	"github.com/conferral/conferral/backend/data"
+	"github.com/conferral/conferral/backend/experiment"
+	"github.com/conferral/conferral/backend/report"
+)
+
+func floats(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		v, err := strconv.ParseFloat(f, 64)
+		if err != nil {
+			return nil, usagef("%q is not a number", f)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+func runExperiment(ctx context.Context, e *env, args []string) error {
+	if len(args) == 0 || (args[0] != "fingerprint" && args[0] != "conferrability") {
+		return usagef("want `experiment fingerprint` or `experiment conferrability`")
+	}
+	kind := args[0]
+	fs := flag.NewFlagSet("experiment "+kind, flag.ContinueOnError)
+	apply := common(fs, e)
+	var df dataFlags
+	df.register(fs)
+	modelsDir := fs.String("models", "runs/fleet", "folder of the fleet's models (trained once, reused)")
+	out := fs.String("out", "runs/"+kind, "report folder")
+	archs := fs.String("archs", "cnn,mlp,resnet20", "architectures of surrogates and references")
+	sourceArch := fs.String("source-arch", "cnn", "architecture of the source model")
+	per := fs.Int("per", 2, "surrogates and references per architecture on each half")
+	epochs := fs.Int("epochs", 2, "training epochs per model (the source gets one more)")
+	epsList := fs.String("eps-sweep", "0.025,0.05,0.1,0.15", "ε values to sweep")
+	taus := fs.String("taus", "0.5,0.75,1", "τ values to sweep (fingerprint study)")
+	points := fs.Int("points", 200, "start points (conferrability study)")
+	focus := fs.Float64("focus", 0.15, "ε of Table 1 and the histogram (conferrability study)")
+	cfgOf := cbimFlags(fs)
+	if err := parse(fs, args[1:]); err != nil {
+		return err
+	}
+	if err := apply(); err != nil {
+		return err
+	}
+	epsV, err := floats(*epsList)
+	if err != nil {
+		return err
+	}
+	tauV, err := floats(*taus)
+	if err != nil {
+		return err
+	}
+	df.split = "all"
+	full, test, err := df.load()
+	if err != nil {
+		return err
+	}
+	def, adv := data.Split(full, df.splitSeed)
+	ds := experiment.Data{Defender: def, Adversary: adv, Test: test}
+	plan := experiment.Plan(*sourceArch, strings.Split(*archs, ","), *per, *epochs)
+	fleet, err := experiment.Build(ctx, *modelsDir, plan, ds, e.device, e.progress.Report)
+	if err != nil {
+		return err
+	}
+	defer fleet.Free()
+	cfg := cfgOf()
+	command := "conferral experiment " + kind + " " + strings.Join(args[1:], " ")
+	dir := report.Dir(*out)
+	switch kind {
+	case "conferrability":
+		st := &experiment.ConferrabilityStudy{Eps: epsV, Focus: *focus, Points: *points, Batch: cfg.Batch, CBIM: cfg.CBIM, Command: command}
+		if _, err := st.Run(ctx, fleet, test, dir, e.progress.Report); err != nil {
+			return err
+		}
+	case "fingerprint":
+		archList := strings.Split(*archs, ",")
+		st := &experiment.FingerprintStudy{
+			Main:    experiment.Setting{Name: "main", Eps: cfg.CBIM.Eps, Loss: cfg.CBIM.Loss},
+			Eps:     epsV,
+			Taus:    tauV,
+			Losses:  []attack.Loss{attack.LossLinear, attack.LossCE},
+			Extract: cfg, Theta: 0.7, Command: command,
+			Subsets: []experiment.Setting{
+				{Name: "one pair, source arch", Archs: []string{*sourceArch}, Per: 1},
+				{Name: "one pair per arch", Archs: archList, Per: 1},
+			},
+		}
+		if _, err := st.Run(ctx, fleet, ds, dir, e.progress.Report); err != nil {
+			return err
+		}
+	}
+	e.progress.done()
+	md, err := os.ReadFile(dir.Path("README.md"))
+	if err != nil {
+		return err
+	}
+	return e.emit(map[string]string{"report": dir.Path("README.md")}, fmt.Sprintf("%s\n(report: %s)\n", md, dir.Path("README.md")))
+}
