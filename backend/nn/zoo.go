@@ -39,7 +39,7 @@ func Architectures() []string {
 // channels) and a two-layer head with dropout.
 func SmallCNN(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
 	for i, w := range []int64{32, 64, 128} {
-		x = MaxPool(ConvBNReLU(c.Inf("block%d", i+1), x, w, 3, ConvOpts{Padding: -1}), 2)
+		x = then(ConvBNReLU(c.Inf("block%d", i+1), x, w, 3, ConvOpts{Padding: -1}), func(t *torch.Tensor) *torch.Tensor { return MaxPool(t, 2) })
 	}
 	x = Dense(c.In("fc1"), x.Flatten(), 256, true).Relu()
 	x = Dropout(c, x, 0.25)
@@ -75,13 +75,17 @@ func ResNet(n int) Arch {
 }
 
 func basicBlock(c *Context, x *torch.Tensor, width, stride int64) *torch.Tensor {
-	out := BatchNorm(c.In("bn1"), Conv2d(c.In("conv1"), x, width, 3, ConvOpts{Stride: stride, Padding: -1})).Relu()
-	out = BatchNorm(c.In("bn2"), Conv2d(c.In("conv2"), out, width, 3, ConvOpts{Padding: -1}))
-	short := x
-	if stride != 1 || x.Size(1) != width {
-		short = BatchNorm(c.In("short.bn"), Conv2d(c.In("short.conv"), x, width, 1, ConvOpts{Stride: stride}))
+	bn := func(name string) func(*torch.Tensor) *torch.Tensor {
+		return func(t *torch.Tensor) *torch.Tensor { return BatchNorm(c.In(name), t) }
 	}
-	return out.Add(short).Relu()
+	out := then(then(Conv2d(c.In("conv1"), x, width, 3, ConvOpts{Stride: stride, Padding: -1}), bn("bn1")), (*torch.Tensor).Relu)
+	out = then(then(Conv2d(c.In("conv2"), out, width, 3, ConvOpts{Padding: -1}), bn("bn2")), func(t *torch.Tensor) *torch.Tensor {
+		if stride == 1 && x.Size(1) == width {
+			return t.Add(x)
+		}
+		return then(then(Conv2d(c.In("short.conv"), x, width, 1, ConvOpts{Stride: stride}), bn("short.bn")), t.Add)
+	})
+	return then(out, (*torch.Tensor).Relu)
 }
 
 // VGG configurations: channel widths, 0 for a 2×2 max-pool.
