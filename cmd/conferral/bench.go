@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/conferral/conferral/backend/attack"
 	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/torch"
 	"github.com/conferral/conferral/shared"
@@ -94,6 +95,46 @@ func benchGo(models []string, c, hw int64, batch, warmup, iters int, d torch.Dev
 	return res, nil
 }
 
+// benchCBIM times C-BIM steps on 1 source + 3 surrogates + 3 references
+// (small CNNs, 1×28×28), the loop of bench/torch_bench.py's cbim.
+func benchCBIM(batch, steps, iters int, d torch.Device) ([]float64, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	spec := nn.Spec{Arch: "cnn", Dataset: "bench", Classes: strings.Split("0123456789", ""), C: 1, H: 28, W: 28, Mean: []float64{0.5}, Std: []float64{0.25}}
+	var ms []attack.Model
+	for i := range 7 {
+		m, err := nn.New(spec, uint64(i+1), d)
+		if err != nil {
+			return nil, err
+		}
+		defer m.Free()
+		ms = append(ms, m)
+	}
+	ens := attack.Ensemble{Source: ms[0], Surrogates: ms[1:4], References: ms[4:]}
+	labels := make([]int64, batch)
+	for i := range labels {
+		labels[i] = int64(i % 10)
+	}
+	cfg := attack.CBIMConfig{Eps: 0.05, Alpha: 0.01, Steps: steps, Dropout: 0.5, Loss: attack.LossLinear}
+	var out []float64
+	err := torch.Catch(func() {
+		run := func() {
+			torch.Scoped(func(s *torch.Scope) {
+				x := s.Add(torch.Rand(nil, d, int64(batch), 1, 28, 28))
+				y := torch.FromSlice(s, labels, int64(batch)).ToDevice(d)
+				attack.CBIM(ens, x, y, cfg)
+			})
+		}
+		run()
+		for range max(1, iters/3) {
+			t := time.Now()
+			run()
+			out = append(out, time.Since(t).Seconds()/float64(steps))
+		}
+	})
+	return out, err
+}
+
 type torchBench struct {
 	Version string               `json:"torch_version"`
 	Threads int                  `json:"threads"`
@@ -160,6 +201,11 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		for k, v := range g {
 			goRes[k] = append(goRes[k], v...)
 		}
+		cb, err := benchCBIM(*batch, 10, *iters, e.device)
+		if err != nil {
+			return err
+		}
+		goRes["cbim/7-model ensemble"] = append(goRes["cbim/7-model ensemble"], cb...)
 		for k, v := range tb.Results {
 			pyRes[k] = append(pyRes[k], v...)
 		}
@@ -176,8 +222,16 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(&sb, "Command: `%s` (via `make bench`), %s, %d threads, %s, batch %d of %dx%dx%d, %d rounds × %d iterations, alternating Go and PyTorch; medians. PyTorch %s (Debian python3-torch).\n\n",
 		strings.TrimSpace(cmdline), time.Now().UTC().Format("2006-01-02"), torch.NumThreads(), cpuModel(), *batch, c, hw, hw, *rounds, *iters, tb.Version)
 	fmt.Fprintf(&sb, "| model | step | Go ms | PyTorch ms | Go throughput ÷ PyTorch |\n|---|---|---:|---:|---:|\n")
+	keys := [][2]string{}
 	for _, m := range models {
 		for _, op := range benchOps() {
+			keys = append(keys, [2]string{m, op})
+		}
+	}
+	keys = append(keys, [2]string{"cbim", "7-model ensemble"})
+	for _, km := range keys {
+		{
+			m, op := km[0], km[1]
 			k := m + "/" + op
 			g, p := median(goRes[k]), median(pyRes[k])
 			r := row{Model: m, Op: op, GoMs: g * 1e3, TorchMs: p * 1e3, ThroughputVsTorch: p / g}
@@ -185,6 +239,9 @@ func runBench(ctx context.Context, e *env, args []string) error {
 			fmt.Fprintf(&sb, "| %s | %s | %.1f | %.1f | %.2f× |\n", m, op, r.GoMs, r.TorchMs, r.ThroughputVsTorch)
 		}
 	}
+	cb := median(goRes["cbim/7-model ensemble"])
+	fmt.Fprintf(&sb, "\nC-BIM (1 source + 3 surrogates + 3 references, small CNNs, batch %d of 1x28x28, eq. 11-14 with dropout 0.5): one step takes %.0f ms, so the binding crafts %.1f candidates per second at 100 steps (PyTorch: %.1f).\n",
+		*batch, cb*1e3, float64(*batch)/(100*cb), float64(*batch)/(100*median(pyRes["cbim/7-model ensemble"])))
 	e.progress.done()
 	if *out != "" {
 		if err := os.WriteFile(*out, []byte(sb.String()), 0o644); err != nil {
