@@ -93,8 +93,8 @@ type CWConfig struct {
 // CWL2 is the Carlini–Wagner L2 attack: in tanh space, minimise
 // ‖x′ − x‖² + c·max(Z_y − max_{i≠y} Z_i, −κ) (untargeted; for targeted
 // attacks the roles of y and the others swap) with Adam, and binary-search c
-// per example. It returns the closest successful example found, or the
-// last iterate where none succeeded.
+// per example. Success means a margin of at least κ. It returns the closest
+// successful example found, or the last iterate where none succeeded.
 func CWL2(m Model, x, y *torch.Tensor, c CWConfig) *torch.Tensor {
 	s := x.Scope()
 	d := x.Device()
@@ -113,6 +113,7 @@ func CWL2(m Model, x, y *torch.Tensor, c CWConfig) *torch.Tensor {
 		consts[i], upper[i], bestDist[i] = c.InitialConst, 1e10, math.Inf(1)
 	}
 	best := x.Detach()
+	var last *torch.Tensor // the latest iterate, for examples that never succeed
 	for range max(c.SearchSteps, 1) {
 		cs := make([]float32, n)
 		for i, v := range consts {
@@ -144,7 +145,8 @@ func CWL2(m Model, x, y *torch.Tensor, c CWConfig) *torch.Tensor {
 				better := make([]float32, n)
 				improved := false
 				for i := range fs {
-					if fs[i] <= 0 {
+					// Success with confidence κ: the margin reached κ (Carlini–Wagner).
+					if float64(fs[i]) <= -c.Kappa+1e-6 {
 						succeeded[i] = true
 						if float64(ds[i]) < bestDist[i] {
 							bestDist[i] = float64(ds[i])
@@ -153,6 +155,12 @@ func CWL2(m Model, x, y *torch.Tensor, c CWConfig) *torch.Tensor {
 						}
 					}
 				}
+				if last != nil {
+					last.Free()
+				}
+				last = xa.Detach()
+				torch.Keep(last)
+				s.Add(last)
 				if improved {
 					mask := torch.FromSlice(inner, better, n, 1, 1, 1).ToDevice(d).GtScalar(0)
 					next := torch.Where(mask, xa.Detach(), best)
@@ -177,6 +185,15 @@ func CWL2(m Model, x, y *torch.Tensor, c CWConfig) *torch.Tensor {
 				}
 			}
 		}
+	}
+	if last != nil {
+		never := make([]float32, n)
+		for i, d := range bestDist {
+			if math.IsInf(d, 1) {
+				never[i] = 1
+			}
+		}
+		best = torch.Where(torch.FromSlice(s, never, n, 1, 1, 1).ToDevice(d).GtScalar(0), last, best)
 	}
 	if c.Eps > 0 {
 		best = Project(best, x, c.Eps, LInf)

@@ -19,7 +19,12 @@ type Verdict struct {
 	Threshold    float64 `json:"threshold"`
 	Surrogate    bool    `json:"surrogate"`
 	// PValue is P[X ≥ Agree], X ~ Binomial(Fingerprints, BaseRate): how
-	// likely this much agreement is for an independent model.
+	// likely this much agreement is for an independent model that agrees
+	// with each key independently at BaseRate. The fingerprint's own rate
+	// comes from the training references, which selection made disagree
+	// (at τ = 1, by construction), so it is floored at chance; pass the
+	// agreement rate of held-out references (an experiment measures it) for
+	// a p-value a reviewer can lean on.
 	PValue   float64 `json:"p_value"`
 	BaseRate float64 `json:"base_rate"`
 	// Labels are the suspect's answers, Matches whether each equals its key.

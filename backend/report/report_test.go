@@ -18,8 +18,10 @@ func TestPlotsArePNGs(t *testing.T) {
 		{Name: "b", X: []float64{0.05, 0.1, 0.15}, Y: []float64{0.1, 0.2, 0.3}},
 	}
 	cases := map[string]func(path string) error{
-		"lines.png":   func(p string) error { return Lines(p, "t", "x", "y", s) },
-		"roc.png":     func(p string) error { return ROC(p, "roc", []Series{{Name: "r", X: []float64{0, 0.5, 1}, Y: []float64{0, 1, 1}}}) },
+		"lines.png": func(p string) error { return Lines(p, "t", "x", "y", s) },
+		"roc.png": func(p string) error {
+			return ROC(p, "roc", []Series{{Name: "r", X: []float64{0, 0.5, 1}, Y: []float64{0, 1, 1}}})
+		},
 		"scatter.png": func(p string) error { return Scatter(p, "s", "x", "y", s, 0.7, "θ") },
 		"hist.png": func(p string) error {
 			return Histogram(p, "h", "v", []Series{{Name: "a", Y: []float64{0, 0.5, 1, 1}}, {Name: "b", Y: []float64{0.2}}}, 10)

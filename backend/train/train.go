@@ -133,6 +133,7 @@ func Train(ctx context.Context, m *nn.Model, d *data.Dataset, cfg Config) (*Resu
 	// between threads would start new pools that compete for the cores.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	torch.ManualSeed(uint64(cfg.Seed)) // dropout draws from libtorch's generator
 	opt, err := cfg.optimizer(m)
 	if err != nil {
 		return nil, fmt.Errorf("train: %w", err)

@@ -1,0 +1,562 @@
+package attack_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"runtime"
+	"sync"
+	"testing"
+
+	"github.com/conferral/conferral/backend/attack"
+	"github.com/conferral/conferral/backend/data"
+	"github.com/conferral/conferral/backend/nn"
+	"github.com/conferral/conferral/backend/torch"
+	"github.com/conferral/conferral/backend/train"
+)
+
+// TestMain runs libtorch on one thread: the test models are too small to
+// gain from more, and with other work on the machine (go test runs packages
+// in parallel) OpenMP's spinning threads made training 4× slower on two
+// threads than on one.
+func TestMain(m *testing.M) {
+	torch.SetNumThreads(1)
+	os.Exit(m.Run())
+}
+
+// batchN is the number of test images every attack is run on.
+const batchN = 32
+
+// fixture holds small models trained once on real Fashion-MNIST and a batch
+// of test images the source classifies correctly.
+type fixture struct {
+	src, surr, ref *nn.Model
+	x              []float32 // batchN images, pixel space, on the 8-bit grid
+	y              []int64   // their ground-truth labels (= the source's)
+	c, h, w        int
+	classes        int
+}
+
+var (
+	fixOnce sync.Once
+	fix     *fixture
+	fixErr  error
+)
+
+func seq(from, to int) []int {
+	idx := make([]int, 0, to-from)
+	for i := from; i < to; i++ {
+		idx = append(idx, i)
+	}
+	return idx
+}
+
+// quick is a one-epoch recipe: Adam, no augmentation.
+func quick(seed int64) train.Config {
+	return train.Config{Epochs: 1, BatchSize: 64, Optimizer: "adam", LR: 1e-3, Schedule: "constant", Seed: seed}
+}
+
+func newMLP(d *data.Dataset, seed uint64) (*nn.Model, error) {
+	mean, std := d.Stats()
+	return nn.New(nn.Spec{Arch: "mlp", Dataset: d.Name, Classes: d.Classes, C: int64(d.C), H: int64(d.H), W: int64(d.W), Mean: mean, Std: std}, seed, torch.CPU)
+}
+
+// models trains, once per test binary, three MLPs on 3,000 Fashion-MNIST
+// training images: a source on the first 1,500, a surrogate retrained on the
+// source's labels of the other 1,500, and a reference trained on their
+// ground truth.
+func models(t *testing.T) *fixture {
+	t.Helper()
+	fixOnce.Do(func() { fix, fixErr = buildFixture() })
+	if fixErr != nil {
+		t.Fatalf("fixture: %v", fixErr)
+	}
+	return fix
+}
+
+func buildFixture() (*fixture, error) {
+	ctx := context.Background()
+	// Dropout draws from libtorch's global generator, which starts from a
+	// random seed: fix it, so that every run trains the same models.
+	torch.ManualSeed(1)
+	all, err := data.FashionMNIST("", true)
+	if err != nil {
+		return nil, err
+	}
+	test, err := data.FashionMNIST("", false)
+	if err != nil {
+		return nil, err
+	}
+	d1, d2 := all.Subset(seq(0, 1500)), all.Subset(seq(1500, 3000))
+	f := &fixture{c: all.C, h: all.H, w: all.W, classes: len(all.Classes)}
+	if f.src, err = newMLP(d1, 1); err != nil {
+		return nil, err
+	}
+	if _, err = train.Train(ctx, f.src, d1, quick(1)); err != nil {
+		return nil, err
+	}
+	if f.surr, err = newMLP(d2, 2); err != nil {
+		return nil, err
+	}
+	if _, err = train.Retrain(ctx, f.src, f.surr, d2, quick(2)); err != nil {
+		return nil, err
+	}
+	if f.ref, err = newMLP(d2, 3); err != nil {
+		return nil, err
+	}
+	if _, err = train.Train(ctx, f.ref, d2, quick(3)); err != nil {
+		return nil, err
+	}
+	// The first batchN test images the source labels correctly.
+	cand := test.Subset(seq(0, 200))
+	pred, err := train.Predict(ctx, f.src, cand)
+	if err != nil {
+		return nil, err
+	}
+	var idx []int
+	for i, p := range pred {
+		if p == cand.Labels[i] && len(idx) < batchN {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) < batchN {
+		return nil, errors.New("the source labels too few test images correctly")
+	}
+	f.x = cand.Float32(idx)
+	for _, i := range idx {
+		f.y = append(f.y, cand.Labels[i])
+	}
+	return f, nil
+}
+
+// run gives f the batch as tensors in a fresh scope, turning a *torch.Error
+// panic into a test failure.
+func (f *fixture) run(t *testing.T, body func(x, y *torch.Tensor)) {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := torch.Catch(func() {
+		torch.Scoped(func(s *torch.Scope) {
+			x := torch.FromSlice(s, f.x, batchN, int64(f.c), int64(f.h), int64(f.w))
+			y := torch.FromSlice(s, f.y, batchN)
+			body(x, y)
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// shifted returns the target labels (y + k) mod classes in s.
+func (f *fixture) shifted(s *torch.Scope, k int64) *torch.Tensor {
+	t := make([]int64, len(f.y))
+	for i, y := range f.y {
+		t[i] = (y + k) % int64(f.classes)
+	}
+	return torch.FromSlice(s, t, int64(len(t)))
+}
+
+func (f *fixture) ensemble() attack.Ensemble {
+	return attack.Ensemble{Source: f.src, Surrogates: []attack.Model{f.surr}, References: []attack.Model{f.ref}}
+}
+
+// checkBall fails unless every example of adv lies in the ε-ball around x
+// (n) and in [0,1]. It returns the largest perturbation measured.
+func checkBall(t *testing.T, adv, x []float32, per int, eps float64, n attack.Norm) float64 {
+	t.Helper()
+	if len(adv) != len(x) {
+		t.Fatalf("%d values, want %d", len(adv), len(x))
+	}
+	for i, v := range adv {
+		if !(v >= 0 && v <= 1) {
+			t.Fatalf("pixel %d is %v, outside [0,1]", i, v)
+		}
+	}
+	var worst float64
+	for e := 0; e < len(x)/per; e++ {
+		var l2, linf float64
+		for i := e * per; i < (e+1)*per; i++ {
+			d := float64(adv[i]) - float64(x[i])
+			l2 += d * d
+			linf = math.Max(linf, math.Abs(d))
+		}
+		l2 = math.Sqrt(l2)
+		if n == attack.L2 {
+			worst = math.Max(worst, l2)
+			if l2 > eps+1e-5 {
+				t.Errorf("example %d: ‖δ‖₂ = %.7f > ε = %g", e, l2, eps)
+			}
+		} else {
+			worst = math.Max(worst, linf)
+			if linf > eps+1e-6 {
+				t.Errorf("example %d: ‖δ‖∞ = %.7f > ε = %g", e, linf, eps)
+			}
+		}
+	}
+	return worst
+}
+
+func labelsOf(m attack.Model, x *torch.Tensor) []int64 {
+	return attack.Labels(m, x).Int64s()
+}
+
+// TestAttacksStayInBall runs every attack on a trained model and checks
+// that its examples stay inside the ε-ball and [0,1], and that the attack
+// actually moved them.
+func TestAttacksStayInBall(t *testing.T) {
+	f := models(t)
+	per := f.c * f.h * f.w
+	target := func(y *torch.Tensor) *torch.Tensor { return f.shifted(y.Scope(), 1) }
+	cbim := func(loss attack.Loss) func(x, y *torch.Tensor) *torch.Tensor {
+		return func(x, y *torch.Tensor) *torch.Tensor {
+			return attack.CBIM(f.ensemble(), x, y, attack.CBIMConfig{Eps: 0.1, Alpha: 0.01, Steps: 15, Dropout: 0.5, Loss: loss})
+		}
+	}
+	cases := []struct {
+		name   string
+		eps    float64
+		norm   attack.Norm
+		attack func(x, y *torch.Tensor) *torch.Tensor
+	}{
+		{"FGSM Linf", 0.1, attack.LInf, func(x, y *torch.Tensor) *torch.Tensor {
+			return attack.FGSM(f.src, x, y, attack.Config{Eps: 0.1, Norm: attack.LInf})
+		}},
+		{"FGSM L2", 1.5, attack.L2, func(x, y *torch.Tensor) *torch.Tensor {
+			return attack.FGSM(f.src, x, y, attack.Config{Eps: 1.5, Norm: attack.L2})
+		}},
+		{"BIM Linf", 0.05, attack.LInf, func(x, y *torch.Tensor) *torch.Tensor {
+			return attack.BIM(f.src, x, y, attack.Config{Eps: 0.05, Alpha: 0.01, Steps: 10, Norm: attack.LInf})
+		}},
+		{"BIM L2", 1, attack.L2, func(x, y *torch.Tensor) *torch.Tensor {
+			return attack.BIM(f.src, x, y, attack.Config{Eps: 1, Alpha: 0.3, Steps: 10, Norm: attack.L2})
+		}},
+		{"BIM Linf targeted", 0.08, attack.LInf, func(x, y *torch.Tensor) *torch.Tensor {
+			return attack.BIM(f.src, x, target(y), attack.Config{Eps: 0.08, Alpha: 0.01, Steps: 10, Norm: attack.LInf, Targeted: true})
+		}},
+		{"PGD Linf", 0.1, attack.LInf, func(x, y *torch.Tensor) *torch.Tensor {
+			return attack.PGD(f.src, x, y, attack.Config{Eps: 0.1, Alpha: 0.01, Steps: 10, Norm: attack.LInf})
+		}},
+		{"PGD L2", 1, attack.L2, func(x, y *torch.Tensor) *torch.Tensor {
+			return attack.PGD(f.src, x, y, attack.Config{Eps: 1, Alpha: 0.2, Steps: 10, Norm: attack.L2})
+		}},
+		{"DeepFool L2 eps", 0.5, attack.L2, func(x, y *torch.Tensor) *torch.Tensor {
+			return attack.DeepFool(f.src, x, attack.DeepFoolConfig{Steps: 8, Overshoot: 0.02, Eps: 0.5, Norm: attack.L2})
+		}},
+		{"DeepFool Linf eps", 0.02, attack.LInf, func(x, y *torch.Tensor) *torch.Tensor {
+			return attack.DeepFool(f.src, x, attack.DeepFoolConfig{Steps: 8, Overshoot: 0.02, Eps: 0.02, Norm: attack.LInf})
+		}},
+		{"CWL2 eps", 0.03, attack.LInf, func(x, y *torch.Tensor) *torch.Tensor {
+			return attack.CWL2(f.src, x, y, attack.CWConfig{Steps: 20, Kappa: 0, LR: 0.05, InitialConst: 1, SearchSteps: 2, Eps: 0.03})
+		}},
+		{"CBIM linear", 0.1, attack.LInf, cbim(attack.LossLinear)},
+		{"CBIM ce", 0.1, attack.LInf, cbim(attack.LossCE)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			torch.ManualSeed(1)
+			var adv []float32
+			f.run(t, func(x, y *torch.Tensor) {
+				a := tc.attack(x, y)
+				if got := a.Shape(); len(got) != 4 || got[0] != batchN || got[1] != int64(f.c) || got[2] != int64(f.h) || got[3] != int64(f.w) {
+					t.Fatalf("shape %v, want the input's", got)
+				}
+				adv = a.Float32s()
+			})
+			worst := checkBall(t, adv, f.x, per, tc.eps, tc.norm)
+			if worst == 0 {
+				t.Errorf("the attack left every example unchanged")
+			}
+		})
+	}
+}
+
+// fraction returns the share of i for which pred(i) holds.
+func fraction(n int, pred func(i int) bool) float64 {
+	k := 0
+	for i := range n {
+		if pred(i) {
+			k++
+		}
+	}
+	return float64(k) / float64(n)
+}
+
+// TestUntargetedFlips checks that BIM and PGD (L∞) change the trained
+// source's label of most correctly classified examples. The one-epoch test
+// models are smoother than fully trained ones: at ε = 0.1 BIM flips about
+// 0.6 of their labels (a fully trained CNN: 0.95), at ε = 0.2 over 0.9.
+func TestUntargetedFlips(t *testing.T) {
+	f := models(t)
+	for _, tc := range []struct {
+		name string
+		fn   func(attack.Model, *torch.Tensor, *torch.Tensor, attack.Config) *torch.Tensor
+		eps  float64
+		want float64
+	}{
+		{"BIM eps 0.1", attack.BIM, 0.1, 0.5},
+		{"PGD eps 0.1", attack.PGD, 0.1, 0.5},
+		{"BIM eps 0.2", attack.BIM, 0.2, 0.8},
+		{"PGD eps 0.2", attack.PGD, 0.2, 0.8},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			torch.ManualSeed(2)
+			f.run(t, func(x, y *torch.Tensor) {
+				got := labelsOf(f.src, tc.fn(f.src, x, y, attack.Config{Eps: tc.eps, Alpha: tc.eps / 8, Steps: 20, Norm: attack.LInf}))
+				rate := fraction(batchN, func(i int) bool { return got[i] != f.y[i] })
+				t.Logf("%s flips %.2f of the labels", tc.name, rate)
+				if rate <= tc.want {
+					t.Errorf("%s flips %.2f of the labels, want > %.2f", tc.name, rate, tc.want)
+				}
+			})
+		})
+	}
+}
+
+// runnerUp returns, per example, the class m ranks second.
+func runnerUp(m attack.Model, x *torch.Tensor) []int64 {
+	var logits []float32
+	var k int
+	torch.NoGrad(func() {
+		l := m.Forward(x)
+		k = int(l.Size(1))
+		logits = l.Float32s()
+	})
+	out := make([]int64, len(logits)/k)
+	for i := range out {
+		first, second := -1, -1
+		for j := range k {
+			v := logits[i*k+j]
+			switch {
+			case first < 0 || v > logits[i*k+first]:
+				first, second = j, first
+			case second < 0 || v > logits[i*k+second]:
+				second = j
+			}
+		}
+		out[i] = int64(second)
+	}
+	return out
+}
+
+// TestTargetedBIM checks that a targeted BIM reaches its target class for
+// most examples: the class the model ranks second, and a fixed shift of the
+// label.
+func TestTargetedBIM(t *testing.T) {
+	f := models(t)
+	for _, tc := range []struct {
+		name   string
+		target func(x *torch.Tensor) *torch.Tensor
+		want   float64
+	}{
+		{"runner-up", func(x *torch.Tensor) *torch.Tensor {
+			return torch.FromSlice(x.Scope(), runnerUp(f.src, x), batchN)
+		}, 0.8},
+		{"label+3", func(x *torch.Tensor) *torch.Tensor { return f.shifted(x.Scope(), 3) }, 0.35},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.run(t, func(x, y *torch.Tensor) {
+				tgt := tc.target(x)
+				want := tgt.Int64s()
+				for i, w := range want {
+					if w == f.y[i] {
+						t.Fatalf("target %d equals the label", i)
+					}
+				}
+				got := labelsOf(f.src, attack.BIM(f.src, x, tgt, attack.Config{Eps: 0.2, Alpha: 0.02, Steps: 20, Norm: attack.LInf, Targeted: true}))
+				rate := fraction(batchN, func(i int) bool { return got[i] == want[i] })
+				t.Logf("targeted BIM (%s) reaches its target on %.2f", tc.name, rate)
+				if rate <= tc.want {
+					t.Errorf("targeted BIM (%s) reaches its target on %.2f of the examples, want > %.2f", tc.name, rate, tc.want)
+				}
+			})
+		})
+	}
+}
+
+// TestDeepFoolFlips checks that DeepFool without a projection changes the
+// label of most examples, under either linearisation.
+func TestDeepFoolFlips(t *testing.T) {
+	f := models(t)
+	for _, n := range []attack.Norm{attack.L2, attack.LInf} {
+		t.Run(n.String(), func(t *testing.T) {
+			f.run(t, func(x, y *torch.Tensor) {
+				adv := attack.DeepFool(f.src, x, attack.DeepFoolConfig{Steps: 50, Overshoot: 0.02, Norm: n})
+				got := labelsOf(f.src, adv)
+				rate := fraction(batchN, func(i int) bool { return got[i] != f.y[i] })
+				t.Logf("DeepFool %s flips %.2f", n, rate)
+				if rate <= 0.8 {
+					t.Errorf("DeepFool %s flips %.2f of the labels, want > 0.8", n, rate)
+				}
+				checkBall(t, adv.Float32s(), f.x, f.c*f.h*f.w, 1e9, attack.LInf) // pixels in [0,1]
+			})
+		})
+	}
+}
+
+// TestProject checks that Project lands in the ball and [0,1], leaves
+// points already there alone, and is idempotent.
+func TestProject(t *testing.T) {
+	const n, c, h, w = 8, 1, 6, 6
+	per := c * h * w
+	for _, tc := range []struct {
+		eps  float64
+		norm attack.Norm
+	}{{0.05, attack.LInf}, {0.3, attack.LInf}, {0.5, attack.L2}, {2, attack.L2}} {
+		t.Run(fmt.Sprintf("%s eps %g", tc.norm, tc.eps), func(t *testing.T) {
+			torch.ManualSeed(3)
+			torch.Scoped(func(s *torch.Scope) {
+				x := torch.Rand(s, torch.CPU, n, c, h, w)
+				far := x.Add(torch.RandN(s, torch.CPU, n, c, h, w)) // mostly outside the ball and [0,1]
+				p1 := attack.Project(far, x, tc.eps, tc.norm)
+				p2 := attack.Project(p1, x, tc.eps, tc.norm)
+				a, b, xs := p1.Float32s(), p2.Float32s(), x.Float32s()
+				checkBall(t, a, xs, per, tc.eps, tc.norm)
+				for i := range a {
+					if math.Abs(float64(a[i]-b[i])) > 1e-6 {
+						t.Fatalf("Project is not idempotent at %d: %v then %v", i, a[i], b[i])
+					}
+				}
+				// A point well inside the ball and [0,1] stays where it is.
+				near := x.MulScalar(0.5).AddScalar(0.25)
+				in := near.Add(torch.Rand(s, torch.CPU, n, c, h, w).SubScalar(0.5).MulScalar(tc.eps / 10 / float64(per)))
+				got, want := attack.Project(in, near, tc.eps, tc.norm).Float32s(), in.Float32s()
+				for i := range got {
+					if math.Abs(float64(got[i]-want[i])) > 1e-6 {
+						t.Fatalf("Project moved an inside point at %d: %v → %v", i, want[i], got[i])
+					}
+				}
+			})
+		})
+	}
+}
+
+// TestQuantize checks that Quantize lands on the k/255 grid, inside the
+// ε-ball shrunk to the grid (⌊255ε⌋/255) and inside [0,1], and that it
+// leaves grid points inside the ball alone.
+func TestQuantize(t *testing.T) {
+	f := models(t)
+	per := f.c * f.h * f.w
+	for _, eps := range []float64{0.031, 0.05, 10.0 / 255, 0.15} {
+		t.Run(fmt.Sprintf("eps %.4f", eps), func(t *testing.T) {
+			lim := math.Floor(255*eps+1e-9) / 255
+			torch.ManualSeed(4)
+			f.run(t, func(x, y *torch.Tensor) {
+				// Off-grid points, some beyond the ball and [0,1].
+				adv := x.Add(torch.Rand(x.Scope(), torch.CPU, x.Shape()...).SubScalar(0.5).MulScalar(3 * eps))
+				q := attack.Quantize(adv, x, eps).Float32s()
+				for i, v := range q {
+					k := float64(v) * 255
+					if math.Abs(k-math.Round(k)) > 1e-3 {
+						t.Fatalf("value %d is %v = %.5f/255, not on the 8-bit grid", i, v, k)
+					}
+				}
+				checkBall(t, q, f.x, per, lim, attack.LInf)
+				// Grid points inside the ball are fixed points.
+				onGrid := attack.Quantize(adv, x, eps)
+				again := attack.Quantize(onGrid, x, eps).Float32s()
+				for i := range again {
+					if again[i] != q[i] {
+						t.Fatalf("Quantize moved grid point %d: %v → %v", i, q[i], again[i])
+					}
+				}
+			})
+		})
+	}
+}
+
+// bestOther returns, per example, the highest conferrability score over the
+// classes other than y.
+func bestOther(scores []float32, y []int64, k int) []float64 {
+	out := make([]float64, len(y))
+	for i := range y {
+		best := math.Inf(-1)
+		for j := range k {
+			if int64(j) != y[i] {
+				best = math.Max(best, float64(scores[i*k+j]))
+			}
+		}
+		out[i] = best
+	}
+	return out
+}
+
+// TestCBIMRaisesConferrability checks that C-BIM raises the ensemble's
+// conferrability score M_E for the target class it chooses (the best class
+// other than the label), on average and for most examples, with either
+// loss.
+func TestCBIMRaisesConferrability(t *testing.T) {
+	f := models(t)
+	for _, loss := range []attack.Loss{attack.LossLinear, attack.LossCE} {
+		t.Run(string(loss), func(t *testing.T) {
+			torch.ManualSeed(5)
+			f.run(t, func(x, y *torch.Tensor) {
+				e := f.ensemble()
+				adv := attack.CBIM(e, x, y, attack.CBIMConfig{Eps: 0.1, Alpha: 0.01, Steps: 20, Dropout: 0.5, Loss: loss})
+				var before, after []float32
+				torch.NoGrad(func() {
+					before = e.Conferrability(x).Float32s()
+					after = e.Conferrability(adv).Float32s()
+				})
+				b, a := bestOther(before, f.y, f.classes), bestOther(after, f.y, f.classes)
+				var mb, ma float64
+				for i := range a {
+					mb += b[i] / batchN
+					ma += a[i] / batchN
+				}
+				rate := fraction(batchN, func(i int) bool { return a[i] > b[i] })
+				t.Logf("%s: mean M_E of the target %.3f → %.3f, raised for %.2f of the examples", loss, mb, ma, rate)
+				if ma <= mb || rate < 0.75 {
+					t.Errorf("%s: mean M_E %.3f → %.3f, raised for %.2f of the examples; want higher for ≥ 0.75", loss, mb, ma, rate)
+				}
+			})
+		})
+	}
+}
+
+// TestCBIMRefusesBadInput checks that C-BIM panics with a *torch.Error,
+// which torch.Catch turns into an error, without references or with an
+// unknown loss.
+func TestCBIMRefusesBadInput(t *testing.T) {
+	f := models(t)
+	for _, tc := range []struct {
+		name string
+		e    attack.Ensemble
+		loss attack.Loss
+	}{
+		{"no references", attack.Ensemble{Source: f.src, Surrogates: []attack.Model{f.surr}}, attack.LossLinear},
+		{"unknown loss", f.ensemble(), "hinge"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var err error
+			f.run(t, func(x, y *torch.Tensor) {
+				err = torch.Catch(func() {
+					attack.CBIM(tc.e, x, y, attack.CBIMConfig{Eps: 0.1, Alpha: 0.01, Steps: 2, Loss: tc.loss})
+				})
+			})
+			var te *torch.Error
+			if !errors.As(err, &te) {
+				t.Fatalf("CBIM returned %v (%T), want a *torch.Error", err, err)
+			}
+			if te.Op != "cbim" {
+				t.Errorf("error op %q, want cbim", te.Op)
+			}
+		})
+	}
+}
+
+func TestParseNorm(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want attack.Norm
+		ok   bool
+	}{{"inf", attack.LInf, true}, {"linf", attack.LInf, true}, {"L2", attack.L2, true}, {"2", attack.L2, true}, {"l1", attack.LInf, false}, {"", attack.LInf, false}} {
+		got, err := attack.ParseNorm(tc.in)
+		if (err == nil) != tc.ok || (tc.ok && got != tc.want) {
+			t.Errorf("ParseNorm(%q) = %v, %v; want %v, ok=%v", tc.in, got, err, tc.want, tc.ok)
+		}
+	}
+	if attack.L2.String() != "L2" || attack.LInf.String() != "Linf" {
+		t.Errorf("String: %s, %s", attack.L2, attack.LInf)
+	}
+}
