@@ -97,7 +97,29 @@ func Project(xAdv, x *torch.Tensor, eps float64, n Norm) *torch.Tensor {
 	} else {
 		delta = delta.Clamp(-eps, eps)
 	}
-	return x.Add(delta).Clamp(0, 1)
+	return delta.Add(x).Clamp(0, 1) // delta first: the result joins the iteration's scope
+}
+
+// loop runs steps iterations of f, each in a scope of its own, so that an
+// iteration's intermediates are freed when it ends. f receives the current
+// iterate (in that scope) and returns the next; the result joins x's scope.
+func loop(x, start *torch.Tensor, steps int, f func(cur *torch.Tensor) *torch.Tensor) *torch.Tensor {
+	cur := start
+	for range steps {
+		var next *torch.Tensor
+		torch.Scoped(func(s *torch.Scope) {
+			next = f(s.Add(cur.Detach()))
+			torch.Keep(next)
+		})
+		if cur != start {
+			cur.Free()
+		}
+		cur = next
+	}
+	if sc := x.Scope(); cur != start && sc != nil {
+		sc.Add(cur)
+	}
+	return cur
 }
 
 // step moves x by alpha along the gradient direction of the loss: up for
@@ -125,13 +147,9 @@ func BIM(m Model, x, y *torch.Tensor, c Config) *torch.Tensor {
 }
 
 func iterate(m Model, x, start, y *torch.Tensor, c Config) *torch.Tensor {
-	xa := start
-	for range c.Steps {
-		g := inputGrad(xa, ceLoss(m, y))
-		xa = Project(step(xa, g, c.Alpha, c), x, c.Eps, c.Norm)
-		g.Free()
-	}
-	return xa
+	return loop(x, start, c.Steps, func(cur *torch.Tensor) *torch.Tensor {
+		return Project(step(cur, inputGrad(cur, ceLoss(m, y)), c.Alpha, c), x, c.Eps, c.Norm)
+	})
 }
 
 // PGD is projected gradient descent (Madry et al.): BIM from a uniformly

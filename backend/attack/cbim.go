@@ -35,7 +35,7 @@ type CBIMConfig struct {
 	// particular training models.
 	Dropout float64
 	Loss    Loss
-	// Weights α, β, γ of LossCE (1, 1, 1 when zero).
+	// Weights α, β, γ of LossCE (1, 1, 1 when all are zero).
 	Weights [3]float64
 	// OnStep, when set, is called after each step.
 	OnStep func(step int)
@@ -92,10 +92,8 @@ func CBIM(e Ensemble, x, y *torch.Tensor, c CBIMConfig) *torch.Tensor {
 	torch.NoGrad(func() { k = e.Source.Forward(x.Narrow(0, 0, 1)).Size(1) })
 	notY := y.OneHot(k).To(torch.Float32, d).MulScalar(-1e9) // masks the true class out of the target choice
 	w := c.Weights
-	for i := range w {
-		if w[i] == 0 {
-			w[i] = 1
-		}
+	if w == ([3]float64{}) {
+		w = [3]float64{1, 1, 1}
 	}
 	var clean *torch.Tensor // M(x), for LossCE
 	if c.Loss == LossCE {
@@ -106,18 +104,21 @@ func CBIM(e Ensemble, x, y *torch.Tensor, c CBIMConfig) *torch.Tensor {
 		next := x
 		torch.Scoped(func(s *torch.Scope) {
 			xi := s.Add(xa.Detach()).SetRequiresGrad(true)
-			sv := votes(members, xi)
-			surr := meanVote(sv, c.Dropout, d)                     // eq. 11
-			ref := meanVote(votes(e.References, xi), c.Dropout, d) // eq. 12
-			me := ref.RSubScalar(1).Mul(surr)                      // eq. 13
-			t := me.Detach().Add(notY).Argmax(1, true)             // target class
-			conf := me.Gather(1, t)                                // M_E(x′)_t
+			sv, rv := votes(members, xi), votes(e.References, xi)
+			surr := meanVote(sv, c.Dropout, d) // eq. 11
+			ref := meanVote(rv, c.Dropout, d)  // eq. 12
+			me := ref.RSubScalar(1).Mul(surr)  // eq. 13
+			// The target is the most conferrable class other than y, chosen
+			// on the whole ensemble (no dropout) so that it does not flicker.
+			full := rv.Detach().MeanDims([]int64{0}, false).RSubScalar(1).Mul(sv.Detach().MeanDims([]int64{0}, false))
+			t := full.Add(notY).Argmax(1, true)
+			conf := me.Gather(1, t) // M_E(x′)_t
 			var loss *torch.Tensor
 			switch c.Loss {
 			case LossCE:
 				src := sv.Narrow(0, 0, 1).Reshape(sv.Size(1), sv.Size(2)) // M(x′)
 				h1 := conf.AddScalar(1e-12).Log().Neg().Sum()
-				h2 := clean.Mul(src.AddScalar(1e-12).Log()).Sum().Neg()
+				h2 := src.AddScalar(1e-12).Log().Mul(clean).Sum().Neg()
 				h3 := src.Mul(surr.AddScalar(1e-12).Log()).Sum().Neg()
 				loss = h1.MulScalar(w[0]).Sub(h2.MulScalar(w[1])).Add(h3.MulScalar(w[2]))
 			case LossLinear, "":

@@ -39,40 +39,64 @@ func DeepFool(m Model, x *torch.Tensor, c DeepFoolConfig) *torch.Tensor {
 	rTotal := torch.Zeros(x.Scope(), x.Device(), shape...)
 	xa := x
 	for range c.Steps {
-		active := Labels(m, xa).Eq(y0).To(torch.Float32, x.Device())
-		if active.Sum().Item() == 0 {
-			break
+		var nextR, nextX *torch.Tensor
+		torch.Scoped(func(s *torch.Scope) {
+			cur := s.Add(xa.Detach())
+			y := s.Add(y0.Reshape(n, 1))
+			active := Labels(m, cur).Reshape(n, 1).Eq(y).To(torch.Float32, x.Device())
+			if active.Sum().Item() == 0 {
+				return
+			}
+			rep := cur.Reshape(append([]int64{n, 1}, shape[1:]...)...).Expand(append([]int64{n, k}, shape[1:]...)...).Reshape(append([]int64{n * k}, shape[1:]...)...)
+			xi := rep.Detach().SetRequiresGrad(true)
+			logits := m.Forward(xi).Reshape(n, k, k)
+			// Row j of example i holds the gradient of logit j.
+			g := torch.Grads([]*torch.Tensor{logits.Mul(id).Sum()}, []*torch.Tensor{xi})[0].Reshape(n, k, dim)
+			z := logits.Detach().Narrow(1, 0, 1).Reshape(n, k)
+			f := z.Sub(z.Gather(1, y))                                    // f_j − f_y
+			w := g.Sub(g.Gather(1, y.Reshape(n, 1, 1).Expand(n, 1, dim))) // ∇f_j − ∇f_y
+			var wn *torch.Tensor
+			if c.Norm == LInf {
+				wn = w.Abs().SumDims([]int64{2}, false) // dual norm of L∞ is L1
+			} else {
+				wn = w.Square().SumDims([]int64{2}, false).Sqrt()
+			}
+			wn = wn.AddScalar(1e-8)
+			dist := f.Abs().Div(wn).Add(y.Reshape(n).OneHot(k).To(torch.Float32, x.Device()).MulScalar(math.MaxFloat32 / 2))
+			j := dist.Argmin(1, true) // nearest boundary
+			fj := f.Gather(1, j).Abs().AddScalar(1e-4)
+			wj := w.Gather(1, j.Reshape(n, 1, 1).Expand(n, 1, dim)).Reshape(n, dim)
+			wnj := wn.Gather(1, j)
+			var r *torch.Tensor
+			if c.Norm == LInf {
+				r = wj.Sign().Mul(fj.Div(wnj))
+			} else {
+				r = wj.Mul(fj.Div(wnj.Square()))
+			}
+			nr := r.Reshape(shape...).Mul(active.Reshape(n, 1, 1, 1)).Add(rTotal)
+			nx := nr.MulScalar(1+c.Overshoot).Add(x).Clamp(0, 1)
+			if c.Eps > 0 {
+				nx = Project(nx, x, c.Eps, c.Norm)
+				// Keep the total perturbation where the projection put it, so
+				// that later steps need not unwind what was clipped.
+				nr = nx.Sub(x).DivScalar(1 + c.Overshoot)
+			}
+			torch.Keep(nr, nx)
+			nextR, nextX = nr, nx
+		})
+		if nextX == nil {
+			break // every label changed
 		}
-		rep := xa.Reshape(append([]int64{n, 1}, shape[1:]...)...).Expand(append([]int64{n, k}, shape[1:]...)...).Reshape(append([]int64{n * k}, shape[1:]...)...)
-		xi := rep.Detach().SetRequiresGrad(true)
-		logits := m.Forward(xi).Reshape(n, k, k)
-		// Row j of example i holds the gradient of logit j.
-		g := torch.Grads([]*torch.Tensor{logits.Mul(id).Sum()}, []*torch.Tensor{xi})[0].Reshape(n, k, dim)
-		z := logits.Detach().Narrow(1, 0, 1).Reshape(n, k)
-		f := z.Sub(z.Gather(1, y0.Reshape(n, 1)))                      // f_j − f_y
-		w := g.Sub(g.Gather(1, y0.Reshape(n, 1, 1).Expand(n, 1, dim))) // ∇f_j − ∇f_y
-		var wn *torch.Tensor
-		if c.Norm == LInf {
-			wn = w.Abs().SumDims([]int64{2}, false) // dual norm of L∞ is L1
-		} else {
-			wn = w.Square().SumDims([]int64{2}, false).Sqrt()
+		rTotal.Free()
+		if xa != x {
+			xa.Free()
 		}
-		wn = wn.AddScalar(1e-8)
-		dist := f.Abs().Div(wn).Add(y0.OneHot(k).To(torch.Float32, x.Device()).MulScalar(math.MaxFloat32 / 2))
-		j := dist.Argmin(1, true) // nearest boundary
-		fj := f.Gather(1, j).Abs().AddScalar(1e-4)
-		wj := w.Gather(1, j.Reshape(n, 1, 1).Expand(n, 1, dim)).Reshape(n, dim)
-		wnj := wn.Gather(1, j)
-		var r *torch.Tensor
-		if c.Norm == LInf {
-			r = wj.Sign().Mul(fj.Div(wnj))
-		} else {
-			r = wj.Mul(fj.Div(wnj.Square()))
-		}
-		rTotal = rTotal.Add(r.Reshape(shape...).Mul(active.Reshape(n, 1, 1, 1)))
-		xa = x.Add(rTotal.MulScalar(1+c.Overshoot)).Clamp(0, 1)
-		if c.Eps > 0 {
-			xa = Project(xa, x, c.Eps, c.Norm)
+		rTotal, xa = nextR, nextX
+	}
+	if sc := x.Scope(); sc != nil {
+		sc.Add(rTotal)
+		if xa != x {
+			sc.Add(xa)
 		}
 	}
 	return xa.Detach()
@@ -103,6 +127,7 @@ func CWL2(m Model, x, y *torch.Tensor, c CWConfig) *torch.Tensor {
 	var k int64
 	torch.NoGrad(func() { k = m.Forward(x.Narrow(0, 0, 1)).Size(1) })
 	onehot := y.OneHot(k).To(torch.Float32, d)
+	notY := onehot.MulScalar(1e9) // masks the label out of the max over the others
 	// w = atanh(2x − 1), kept away from ±1.
 	xc := x.Clamp(1e-6, 1-1e-6).MulScalar(2).SubScalar(1)
 	w0 := xc.Add(torch.Ones(s, d, 1)).Div(xc.RSubScalar(1)).Log().MulScalar(0.5)
@@ -112,7 +137,7 @@ func CWL2(m Model, x, y *torch.Tensor, c CWConfig) *torch.Tensor {
 	for i := range consts {
 		consts[i], upper[i], bestDist[i] = c.InitialConst, 1e10, math.Inf(1)
 	}
-	best := x.Detach()
+	best := x
 	var last *torch.Tensor // the latest iterate, for examples that never succeed
 	for range max(c.SearchSteps, 1) {
 		cs := make([]float32, n)
@@ -129,7 +154,7 @@ func CWL2(m Model, x, y *torch.Tensor, c CWConfig) *torch.Tensor {
 				xa := inner.Add(w.MulScalar(2)).Sigmoid() // (tanh(w)+1)/2 = σ(2w)
 				z := m.Forward(xa)
 				zy := z.Mul(onehot).SumDims([]int64{1}, false)
-				zo := z.Sub(onehot.MulScalar(1e9)).Amax([]int64{1}, false)
+				zo := z.Sub(notY).Amax([]int64{1}, false)
 				f := zy.Sub(zo)
 				if c.Targeted {
 					f = zo.Sub(zy)
@@ -166,6 +191,9 @@ func CWL2(m Model, x, y *torch.Tensor, c CWConfig) *torch.Tensor {
 					next := torch.Where(mask, xa.Detach(), best)
 					torch.Keep(next)
 					s.Add(next)
+					if best != x {
+						best.Free()
+					}
 					best = next
 				}
 			})

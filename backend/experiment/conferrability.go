@@ -184,7 +184,7 @@ func (st *ConferrabilityStudy) write(dir report.Dir, f *Fleet, scores []*AttackS
 	src := f.Source()
 	fmt.Fprintf(&md, "Source: %s (%s, test accuracy %.4f). %d start points: test images the source classifies correctly. "+
 		"Scores are over the successful examples (the source's label changed), with the source's label as target; Transfer (eq. 9) over the %d testing references, Confer (eq. 10) over the %d testing surrogates and the testing references; all examples rounded to 8 bits. "+
-		"C-BIM attacks the ensemble of the source and the training models (%d surrogates, %d references, defender's half); no testing model took part. Parameters: Table 6 (IGM and PGD 100 steps of 0.01, PGD in L2, DeepFool 100 iterations in L∞, CW-L2 100 iterations κ = 50 lr 0.01 with 3 binary-search steps), every result projected onto the L∞ ε-ball.\n\n",
+		"C-BIM attacks the ensemble of the source and the training models (%d surrogates, %d references, defender's half); no testing model took part. Parameters: Table 6 (IGM and PGD 100 steps of 0.01, PGD in L2, DeepFool 100 iterations in L∞, CW-L2 100 iterations κ = 50 lr 0.01 with 3 binary-search steps), every result projected onto the L∞ ε-ball. PGD's own budget is an L2 ball of radius ε (Table 6's q = 2), far smaller than the L∞ ball of the same ε, which is why it changes few labels.\n\n",
 		src.Name, src.Arch, src.TestAcc, points, len(f.Select(Reference, true)), len(f.Select(Surrogate, true)), len(f.Select(Surrogate, false)), len(f.Select(Reference, false)))
 	var rows [][]string
 	best := map[string]float64{}

@@ -84,6 +84,9 @@ func Plan(sourceArch string, archs []string, perSide, epochs int) []*Member {
 // Data are the experiment's datasets.
 type Data struct {
 	Defender, Adversary, Test *data.Dataset
+	// Tag identifies the data (dataset, split seed, limit) in the fleet's
+	// cache, so that models trained on other data are never reused.
+	Tag string
 }
 
 func specFor(arch string, d *data.Dataset) nn.Spec {
@@ -99,9 +102,15 @@ func Build(ctx context.Context, dir string, plan []*Member, ds Data, dev torch.D
 	}
 	f := &Fleet{}
 	var source *nn.Model
+	sourceKey := ""
 	for _, m := range plan {
 		path := filepath.Join(dir, m.Name+".safetensors")
-		key := fmt.Sprintf("%s/%s/%d/%d", m.Arch, m.Role, m.Epochs, m.Seed)
+		key := fmt.Sprintf("%s/%s/%d/%d/%s", m.Arch, m.Role, m.Epochs, m.Seed, ds.Tag)
+		if m.Role == Source {
+			sourceKey = key
+		} else if m.Role == Surrogate {
+			key += "/teacher=" + sourceKey // a surrogate is only valid for its source
+		}
 		if model, meta, err := nn.Load(path, dev); err == nil && meta["fleet.key"] == key {
 			m.Model, m.FromDisk = model, true
 			fmt.Sscan(meta["test_accuracy"], &m.TestAcc)

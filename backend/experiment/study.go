@@ -175,7 +175,11 @@ func (st *FingerprintStudy) Run(ctx context.Context, f *Fleet, ds Data, dir repo
 		return nil, err
 	}
 	var all []*Outcome
-	main, err := st.evaluate(ctx, f, ds, st.Main, st.Taus, progress)
+	taus := st.Taus
+	if !slices.Contains(taus, st.Extract.Tau) {
+		taus = append(slices.Clone(taus), st.Extract.Tau)
+	}
+	main, err := st.evaluate(ctx, f, ds, st.Main, taus, progress)
 	if err != nil {
 		return nil, err
 	}
@@ -226,7 +230,7 @@ func (st *FingerprintStudy) write(dir report.Dir, f *Fleet, mainO *Outcome, all 
 	fmt.Fprintf(&md, "# Fingerprint study (the paper's Table 2 at CPU scale)\n\nReproduce with:\n\n    %s\n\n", st.Command)
 	fmt.Fprintf(&md, "Main setting: C-BIM (%s loss), ε = %g (L∞), %d steps of %g, ensemble dropout %g, %d start points, τ = %g, θ = %g, seed %d. "+
 		"Training models live on the defender's half of the training set, testing models on the adversary's half; no testing model took part in the extraction.\n\n",
-		mainO.Loss, mainO.Eps, st.Extract.CBIM.Steps, st.Extract.CBIM.Alpha, st.Extract.CBIM.Dropout, st.Extract.Candidates, mainO.Tau, st.Theta, st.Extract.Seed)
+		mainO.Loss, mainO.Eps, st.Extract.CBIM.Steps, st.Extract.CBIM.Alpha, st.Extract.CBIM.Dropout, mainO.fp.Meta.Candidates, mainO.Tau, st.Theta, st.Extract.Seed)
 	fmt.Fprintf(&md, "**%d fingerprints. ROC AUC %.3f, gap (lowest testing surrogate − highest testing reference) %+.3f, %d of %d testing models verified correctly at θ.**\n\n", mainO.Fingerprints, mainO.AUC, mainO.Gap, mainO.Correct, mainO.Of)
 	// Table 2.
 	var rows [][]string

@@ -65,8 +65,8 @@ func Verify(ctx context.Context, s suspect.Suspect, fp *Fingerprint, theta, base
 // Explain says what a verdict means in plain words.
 func (v *Verdict) Explain() string {
 	if v.Surrogate {
-		return fmt.Sprintf("%s agrees with the source on %d of %d fingerprints (%.0f%% ≥ θ = %.0f%%): it is very likely derived from the source model. An independent model agreeing this often has probability %.2g.",
-			v.Suspect, v.Agree, v.Fingerprints, 100*v.Accuracy, 100*v.Threshold, v.PValue)
+		return fmt.Sprintf("%s agrees with the source on %d of %d fingerprints (%.0f%% ≥ θ = %.0f%%): it is very likely derived from the source model. A model agreeing with each fingerprint independently at rate %.2f would agree this often with probability %.2g (the rate is the most agreeing reference model's, never below chance).",
+			v.Suspect, v.Agree, v.Fingerprints, 100*v.Accuracy, 100*v.Threshold, v.BaseRate, v.PValue)
 	}
 	return fmt.Sprintf("%s agrees with the source on %d of %d fingerprints (%.0f%% < θ = %.0f%%): no evidence that it was derived from the source model.",
 		v.Suspect, v.Agree, v.Fingerprints, 100*v.Accuracy, 100*v.Threshold)

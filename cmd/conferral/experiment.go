@@ -29,6 +29,24 @@ func floats(s string) ([]float64, error) {
 	return out, nil
 }
 
+// subsets are the training-model levers of the fingerprint study: fewer
+// and less varied training models than the main setting.
+func subsets(sourceArch string, archs []string, per int) []experiment.Setting {
+	var out []experiment.Setting
+	for _, a := range archs {
+		if a == sourceArch {
+			out = append(out, experiment.Setting{Name: "one pair, source arch", Archs: []string{sourceArch}, Per: 1})
+		}
+	}
+	if per > 1 {
+		out = append(out, experiment.Setting{Name: "one pair per arch", Archs: archs, Per: 1})
+	}
+	if len(archs) > 1 {
+		out = append(out, experiment.Setting{Name: "source arch only", Archs: []string{sourceArch}})
+	}
+	return out
+}
+
 func runExperiment(ctx context.Context, e *env, args []string) error {
 	if len(args) == 0 || (args[0] != "fingerprint" && args[0] != "conferrability") {
 		return usagef("want `experiment fingerprint` or `experiment conferrability`")
@@ -69,7 +87,7 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	def, adv := data.Split(full, df.splitSeed)
-	ds := experiment.Data{Defender: def, Adversary: adv, Test: test}
+	ds := experiment.Data{Defender: def, Adversary: adv, Test: test, Tag: fmt.Sprintf("%s/split=%d/limit=%d", full.Name, df.splitSeed, df.limit)}
 	plan := experiment.Plan(*sourceArch, strings.Split(*archs, ","), *per, *epochs)
 	fleet, err := experiment.Build(ctx, *modelsDir, plan, ds, e.device, e.progress.Report)
 	if err != nil {
@@ -93,10 +111,7 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 			Taus:    tauV,
 			Losses:  []attack.Loss{attack.LossLinear, attack.LossCE},
 			Extract: cfg, Theta: 0.7, Command: command,
-			Subsets: []experiment.Setting{
-				{Name: "one pair, source arch", Archs: []string{*sourceArch}, Per: 1},
-				{Name: "one pair per arch", Archs: archList, Per: 1},
-			},
+			Subsets: subsets(*sourceArch, archList, *per),
 		}
 		if _, err := st.Run(ctx, fleet, ds, dir, e.progress.Report); err != nil {
 			return err
