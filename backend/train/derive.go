@@ -270,8 +270,8 @@ func Derive(ctx context.Context, attackName string, source *nn.Model, d *data.Da
 		der.TestAccuracy = acc
 	}
 	der.Seconds = time.Since(start).Seconds()
-	cfg.Progress.Report(shared.Event{Kind: shared.Done, Stage: stageOr(cfg, attackName),
-		Message: fmt.Sprintf("%s: %d queries, test accuracy %.4f", attackName, der.Queries, der.TestAccuracy),
+	cfg.Progress.Report(shared.Event{Kind: shared.Done, Stage: stageOr(cfg, "derive "+attackName),
+		Message: fmt.Sprintf("%d queries, test accuracy %.4f", der.Queries, der.TestAccuracy),
 		Metrics: map[string]float64{"queries": float64(der.Queries), "test_acc": der.TestAccuracy}})
 	return out, der, nil
 }
@@ -324,7 +324,7 @@ func Probabilities(ctx context.Context, m Classifier, d *data.Dataset, temperatu
 	if t, ok := m.(interface{ SetTraining(bool) }); ok {
 		t.SetTraining(false)
 	}
-	runtime.LockOSThread() // see Train
+	runtime.LockOSThread() // see fit
 	defer runtime.UnlockOSThread()
 	var out []float32
 	for b := range d.Batches(data.BatchOpts{Size: evalBatch}) {
@@ -1070,9 +1070,8 @@ func optimizerOver(c Config, params []*torch.Tensor) (*torch.Optimizer, error) {
 	return o, err
 }
 
-// fit is Train's loop with the derivations' extensions: a subset of the
-// parameters, soft targets, and adversarial examples. Events, schedule,
-// seeding, checkpoints and cancellation are as Train's.
+// fit is the training loop behind Train and every derivation: optionally a
+// subset of the parameters, soft targets, and adversarial examples.
 func fit(ctx context.Context, m *nn.Model, d *data.Dataset, cfg Config, o fitOpts) (*Result, error) {
 	if cfg.Epochs <= 0 || cfg.BatchSize <= 0 {
 		return nil, fmt.Errorf("train: epochs (%d) and batch size (%d) must be positive", cfg.Epochs, cfg.BatchSize)
@@ -1091,9 +1090,11 @@ func fit(ctx context.Context, m *nn.Model, d *data.Dataset, cfg Config, o fitOpt
 	if d.C != int(m.Spec.C) || d.H != int(m.Spec.H) || d.W != int(m.Spec.W) {
 		return nil, fmt.Errorf("train: data is %dx%dx%d, model %s takes %dx%dx%d", d.C, d.H, d.W, m.Spec.Arch, m.Spec.C, m.Spec.H, m.Spec.W)
 	}
-	runtime.LockOSThread() // see Train
+	// libtorch's OpenMP thread pool belongs to the calling OS thread; moving
+	// between threads would start new pools that compete for the cores.
+	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	torch.ManualSeed(uint64(cfg.Seed))
+	torch.ManualSeed(uint64(cfg.Seed)) // dropout draws from libtorch's generator
 	params := o.params
 	if params == nil {
 		params = m.Params()

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"time"
 
 	"github.com/conferral/conferral/backend/data"
 	"github.com/conferral/conferral/backend/nn"
@@ -98,137 +97,11 @@ func (s stepAt) LR(step int) float64 {
 	return lr
 }
 
-func (c Config) optimizer(m *nn.Model) (*torch.Optimizer, error) {
-	var o *torch.Optimizer
-	err := torch.Catch(func() {
-		switch c.Optimizer {
-		case "adam":
-			o = torch.NewAdam(m.Params(), torch.AdamOpts{LR: c.LR, WeightDecay: c.WeightDecay})
-		case "sgd", "":
-			o = torch.NewSGD(m.Params(), torch.SGDOpts{LR: c.LR, Momentum: c.Momentum, WeightDecay: c.WeightDecay, Nesterov: c.Momentum > 0})
-		default:
-			panic(&torch.Error{Op: "optimizer", Msg: fmt.Sprintf("unknown optimizer %q (want sgd or adam)", c.Optimizer)})
-		}
-	})
-	return o, err
-}
-
 // Train fits m on d (Train(O, D) of the paper when cfg.Labels is nil) and
 // returns per-epoch statistics. It stops early, returning ctx's error, when
 // ctx is cancelled; the model then holds the weights of the last step.
 func Train(ctx context.Context, m *nn.Model, d *data.Dataset, cfg Config) (*Result, error) {
-	if cfg.Epochs <= 0 || cfg.BatchSize <= 0 {
-		return nil, fmt.Errorf("train: epochs (%d) and batch size (%d) must be positive", cfg.Epochs, cfg.BatchSize)
-	}
-	if d.Len() == 0 {
-		return nil, errors.New("train: empty dataset")
-	}
-	if cfg.Labels != nil && len(cfg.Labels) != d.Len() {
-		return nil, fmt.Errorf("train: %d labels for %d examples", len(cfg.Labels), d.Len())
-	}
-	if d.C != int(m.Spec.C) || d.H != int(m.Spec.H) || d.W != int(m.Spec.W) {
-		return nil, fmt.Errorf("train: data is %dx%dx%d, model %s takes %dx%dx%d", d.C, d.H, d.W, m.Spec.Arch, m.Spec.C, m.Spec.H, m.Spec.W)
-	}
-	// libtorch's OpenMP thread pool belongs to the calling OS thread; moving
-	// between threads would start new pools that compete for the cores.
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	torch.ManualSeed(uint64(cfg.Seed)) // dropout draws from libtorch's generator
-	opt, err := cfg.optimizer(m)
-	if err != nil {
-		return nil, fmt.Errorf("train: %w", err)
-	}
-	defer opt.Free()
-	stepsPerEpoch := d.Len() / cfg.BatchSize
-	if stepsPerEpoch == 0 {
-		stepsPerEpoch = 1
-	}
-	total := stepsPerEpoch * cfg.Epochs
-	sched := cfg.schedule(total)
-	stage := cfg.Stage
-	if stage == "" {
-		stage = "train " + m.Spec.Arch
-	}
-	res := &Result{}
-	start := time.Now()
-	dev := m.Device()
-	step := 0
-	for epoch := 1; epoch <= cfg.Epochs; epoch++ {
-		epochStart := time.Now()
-		m.SetTraining(true)
-		var lossSum float64
-		var correct, seen int
-		batches := d.Batches(data.BatchOpts{Size: cfg.BatchSize, Shuffle: true, Seed: cfg.Seed + int64(epoch), Augment: cfg.Augment, DropLast: d.Len() >= cfg.BatchSize})
-		for b := range batches {
-			if err := ctx.Err(); err != nil {
-				m.SetTraining(false)
-				return res, fmt.Errorf("train %s: %w", m.Spec.Arch, err)
-			}
-			y := b.Y
-			if cfg.Labels != nil {
-				y = make([]int64, b.N)
-				for i, j := range b.Index {
-					y[i] = cfg.Labels[j]
-				}
-			}
-			lr := sched.LR(step)
-			var loss float64
-			var hits int
-			err := torch.Catch(func() {
-				torch.Scoped(func(s *torch.Scope) {
-					opt.SetLR(lr)
-					x := onDevice(torch.FromSlice(s, b.X, int64(b.N), int64(b.C), int64(b.H), int64(b.W)), dev)
-					target := onDevice(torch.FromSlice(s, y, int64(b.N)), dev)
-					logits := m.Forward(x)
-					l := torch.CrossEntropy(logits, target, torch.ReduceMean)
-					opt.ZeroGrad()
-					l.Backward()
-					opt.Step()
-					loss = l.Item()
-					hits = int(logits.Argmax(1, false).Eq(target).To(torch.Float32, dev).Sum().Item())
-				})
-			})
-			if err != nil {
-				m.SetTraining(false)
-				return res, fmt.Errorf("train %s, step %d: %w", m.Spec.Arch, step, err)
-			}
-			step++
-			lossSum += loss * float64(b.N)
-			correct += hits
-			seen += b.N
-			cfg.Progress.Report(shared.Event{Kind: shared.Progress, Stage: stage, Step: int64(step), Total: int64(total), Epoch: epoch,
-				Metrics: map[string]float64{"loss": loss, "lr": lr}})
-		}
-		m.SetTraining(false)
-		st := EpochStats{Epoch: epoch, Loss: lossSum / float64(max(seen, 1)), TrainAcc: float64(correct) / float64(max(seen, 1)), LearningRate: sched.LR(step - 1)}
-		if cfg.Test != nil {
-			acc, err := Accuracy(ctx, m, cfg.Test, nil)
-			if err != nil {
-				return res, err
-			}
-			st.TestAcc = acc
-			res.TestAccuracy = acc
-		}
-		st.Seconds = time.Since(epochStart).Seconds()
-		res.Epochs = append(res.Epochs, st)
-		res.Steps = step
-		metrics := map[string]float64{"loss": st.Loss, "train_acc": st.TrainAcc}
-		if cfg.Test != nil {
-			metrics["test_acc"] = st.TestAcc
-		}
-		cfg.Progress.Report(shared.Event{Kind: shared.Epoch, Stage: stage, Step: int64(step), Total: int64(total), Epoch: epoch, Metrics: metrics})
-		if cfg.Checkpoint != "" {
-			meta := map[string]string{"train.epoch": fmt.Sprint(epoch)}
-			for k, v := range cfg.Meta {
-				meta[k] = v
-			}
-			if err := m.Save(cfg.Checkpoint, meta); err != nil {
-				return res, fmt.Errorf("train %s: checkpoint: %w", m.Spec.Arch, err)
-			}
-		}
-	}
-	res.Seconds = time.Since(start).Seconds()
-	return res, nil
+	return fit(ctx, m, d, cfg, fitOpts{})
 }
 
 // onDevice moves a CPU tensor to d (no copy when d is the CPU).
@@ -255,7 +128,7 @@ func Predict(ctx context.Context, m Classifier, d *data.Dataset) ([]int64, error
 	if t, ok := m.(interface{ SetTraining(bool) }); ok {
 		t.SetTraining(false)
 	}
-	runtime.LockOSThread() // see Train
+	runtime.LockOSThread() // see fit
 	defer runtime.UnlockOSThread()
 	out := make([]int64, 0, d.Len())
 	for b := range d.Batches(data.BatchOpts{Size: evalBatch}) {

@@ -10,6 +10,7 @@ import (
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/suspect"
+	"github.com/conferral/conferral/backend/train"
 )
 
 // loadModels loads a comma-separated list of model files.
@@ -168,7 +169,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	var verdicts []*fingerprint.Verdict
 	var sb strings.Builder
 	for _, p := range strings.Split(*suspects, ",") {
-		m, _, err := nn.Load(p, e.device)
+		m, _, err := train.LoadDeployed(p, e.device) // a model or a deployed ensemble
 		if err != nil {
 			return err
 		}

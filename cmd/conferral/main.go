@@ -30,6 +30,7 @@ func commands() map[string]command {
 		"train":      {"train a model on a dataset split, or a surrogate of a teacher (--teacher)", runTrain},
 		"eval":       {"report a model's test accuracy (overall and per class)", runEval},
 		"info":       {"show the libtorch build, devices, threads and the model zoo", runInfo},
+		"derive":     {"derive a model from a source by a removal attack (distillation, extraction, fine-tuning, ...)", runDerive},
 		"extract":    {"craft a fingerprint from a source with C-BIM (Algorithm 2)", runExtract},
 		"verify":     {"verify suspects against a fingerprint (Algorithm 1)", runVerify},
 		"experiment": {"reproduce the paper's studies: `experiment conferrability` (Table 1) or `experiment fingerprint` (Table 2)", runExperiment},

@@ -1,0 +1,401 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"image"
+	"image/color"
+	_ "image/gif"  // decoders for transfer-set folders
+	_ "image/jpeg" //
+	_ "image/png"  //
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/image/draw"
+
+	"github.com/conferral/conferral/backend/attack"
+	"github.com/conferral/conferral/backend/data"
+	"github.com/conferral/conferral/backend/nn"
+	"github.com/conferral/conferral/backend/train"
+)
+
+// attackSummaries describe the attacks in `derive -h`.
+var attackSummaries = map[string]string{
+	train.AttackRetraining: "train a new model on the source's labels (T = 1)",
+	train.AttackJagielski:  "train on the source's soft labels at temperature --temperature",
+	train.AttackKnockoff:   "train on a transfer set of another distribution (--transfer) labelled by the source",
+	train.AttackPapernot:   "Jacobian-based dataset augmentation from --seeds examples in --rounds rounds",
+	train.AttackFTLL:       "fine-tune the source's last layer",
+	train.AttackFTAL:       "fine-tune all of the source's layers",
+	train.AttackRTLL:       "re-initialise the source's last layer and train it alone",
+	train.AttackRTAL:       "re-initialise the source's last layer and train all layers",
+	train.AttackFGM:        "fine-tune the source with FGM adversarial examples",
+	train.AttackPGD:        "fine-tune the source with PGD adversarial examples",
+	train.AttackEnsemble:   "--members surrogates on disjoint parts of the data, deployed with average voting",
+	train.AttackNoise:      "train on the source's prediction vectors mixed with uniform noise of weight --lambda",
+	train.AttackTrueLabels: "train on the source's labels with a fraction --rho of ground-truth labels",
+	train.AttackPrune:      "set the --fraction smallest weights of each layer of the source to zero",
+	train.AttackQuantize:   "round the source's weights through --bits-bit affine quantization",
+}
+
+type deriveResult struct {
+	Model              string            `json:"model"`
+	SHA256             string            `json:"sha256"`
+	Source             string            `json:"source"`
+	Arch               string            `json:"arch"`
+	Dataset            string            `json:"dataset"`
+	Split              string            `json:"split"`
+	Params             map[string]string `json:"params,omitempty"`
+	SourceTestAccuracy float64           `json:"source_test_accuracy"`
+	*train.Derivation
+}
+
+func runDerive(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("derive", flag.ContinueOnError)
+	apply := common(fs, e)
+	var df dataFlags
+	df.register(fs)
+	df.split = "adversary" // the adversary derives from its own half (§6.1)
+	fs.Lookup("split").DefValue = "adversary"
+	fs.Lookup("data").Usage += " (default: the source's)"
+	fs.Lookup("data").DefValue = ""
+	name := fs.String("attack", "", "removal attack: "+strings.Join(train.Attacks(), ", ")+"; required")
+	source := fs.String("source", "", "source model file; required")
+	out := fs.String("out", "", "derived model file to write (safetensors); required")
+	arch := fs.String("arch", "", "surrogate architecture for the attacks that train a new model (default: the source's)")
+	examples := fs.Int("examples", 0, "use the first N examples of the split, 0 for all (default: 10000 for fine-tuning and adversarial training, as in the paper; all otherwise)")
+	temperature := fs.Float64("temperature", 0, "Jagielski: distillation parameter T′ (default 2)")
+	transfer := fs.String("transfer", "", "Knockoff: transfer set, a dataset name or a folder of images (default: mnist for fashion-mnist)")
+	transferDir := fs.String("transfer-dir", "", "Knockoff: folder of the transfer dataset when --transfer names one")
+	transferSize := fs.Int("transfer-size", 0, "Knockoff: transfer images drawn at random (default: as many as the adversary's examples)")
+	seeds := fs.Int("seeds", 0, "Papernot: initial substitute set size (default 150)")
+	rounds := fs.Int("rounds", 0, "Papernot: substitute training rounds, the set doubling between them (default 6); --epochs is per round")
+	step := fs.Float64("papernot-lambda", 0, "Papernot: augmentation step λ (default 0.1)")
+	tau := fs.Int("papernot-tau", 0, "Papernot: flip λ's sign every τ rounds (0: never)")
+	eps := fs.Float64("eps", 0, "FGM/PGD: radius ε (default 0.15 for fgm, 1 for pgd)")
+	alpha := fs.Float64("alpha", 0, "PGD: step size (default 0.01)")
+	steps := fs.Int("steps", 0, "PGD: steps (default 100)")
+	norm := fs.String("norm", "", "FGM/PGD: linf or l2 (default linf for fgm, l2 for pgd)")
+	defaults := train.DefaultOptions("")
+	advFraction := fs.Float64("adv-fraction", defaults.Adv.Fraction, "FGM/PGD: adversarial examples per clean example of a batch")
+	members := fs.Int("members", defaults.Members, "Ensemble: n surrogates")
+	lambda := fs.Float64("lambda", defaults.Lambda, "Noise: weight λ of the uniform noise, in [0,1]")
+	rho := fs.Float64("rho", defaults.Rho, "True Labels: fraction ρ of ground-truth labels, in [0,1]")
+	fraction := fs.Float64("fraction", defaults.Fraction, "pruning: fraction of each weight tensor set to zero")
+	bits := fs.Int("bits", defaults.Bits, "quantization: bits per weight")
+	cfgOf := trainFlags(fs)
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintln(w, "usage: conferral derive --attack NAME --source M --out S [flags]\n\nattacks (paper §2.4 and §6.3, and beyond):")
+		for _, a := range train.Attacks() {
+			fmt.Fprintf(w, "  %-12s %s\n", a, attackSummaries[a])
+		}
+		fmt.Fprintln(w, "\nTraining flags not given take the attack's defaults (fine-tuning: 5 epochs at lr 0.01).\n\nflags:")
+		fs.PrintDefaults()
+	}
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case *name == "":
+		return usagef("--attack is required (one of %s)", strings.Join(train.Attacks(), ", "))
+	case !slices.Contains(train.Attacks(), *name):
+		return usagef("--attack %q: want one of %s", *name, strings.Join(train.Attacks(), ", "))
+	case *source == "":
+		return usagef("--source is required")
+	case *out == "":
+		return usagef("--out is required")
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	// Training flags the user left alone take the attack's recipe.
+	def := train.AttackConfig(*name)
+	for flagName, v := range map[string]string{
+		"epochs": strconv.Itoa(def.Epochs), "batch": strconv.Itoa(def.BatchSize), "optimizer": def.Optimizer,
+		"lr": fmt.Sprint(def.LR), "momentum": fmt.Sprint(def.Momentum), "weight-decay": fmt.Sprint(def.WeightDecay),
+		"schedule": def.Schedule, "no-augment": strconv.FormatBool(!def.Augment), "seed": fmt.Sprint(def.Seed),
+	} {
+		if !set[flagName] {
+			if err := fs.Set(flagName, v); err != nil {
+				return err
+			}
+		}
+	}
+	if err := apply(); err != nil {
+		return err
+	}
+	cfg := cfgOf()
+
+	src, _, err := nn.Load(*source, e.device)
+	if err != nil {
+		return err
+	}
+	defer src.Free()
+	if !set["data"] {
+		df.name = src.Spec.Dataset
+	}
+	trainSet, testSet, err := df.load()
+	if err != nil {
+		return err
+	}
+	if trainSet.C != int(src.Spec.C) || trainSet.H != int(src.Spec.H) || trainSet.W != int(src.Spec.W) || trainSet.NumClasses() != len(src.Spec.Classes) {
+		return usagef("the source %s classifies %dx%dx%d images into %d classes, %s has %dx%dx%d images of %d classes",
+			*source, src.Spec.C, src.Spec.H, src.Spec.W, len(src.Spec.Classes), trainSet.Name, trainSet.C, trainSet.H, trainSet.W, trainSet.NumClasses())
+	}
+	n := *examples
+	if !set["examples"] {
+		switch *name {
+		case train.AttackFTLL, train.AttackFTAL, train.AttackRTLL, train.AttackRTAL, train.AttackFGM, train.AttackPGD:
+			n = 10000 // §6.3: 10,000 inputs labelled by the source
+		}
+	}
+	trainSet = limit(trainSet, n)
+
+	o := train.DefaultOptions(*name)
+	o.Arch = *arch
+	if *temperature != 0 {
+		o.Temperature = *temperature
+	}
+	if *seeds != 0 {
+		o.Papernot.Seeds = *seeds
+	}
+	if *rounds != 0 {
+		o.Papernot.Rounds = *rounds
+	}
+	if *step != 0 {
+		o.Papernot.Lambda = *step
+	}
+	o.Papernot.Tau = *tau
+	if *eps != 0 {
+		o.Adv.Eps = *eps
+	}
+	if *alpha != 0 {
+		o.Adv.Alpha = *alpha
+	}
+	if *steps != 0 {
+		o.Adv.Steps = *steps
+	}
+	if *norm != "" {
+		if o.Adv.Norm, err = attack.ParseNorm(*norm); err != nil {
+			return usageError{err}
+		}
+	}
+	o.Adv.Fraction, o.Members, o.Lambda, o.Rho, o.Fraction, o.Bits = *advFraction, *members, *lambda, *rho, *fraction, *bits
+	o.TransferSize = *transferSize
+	if *name == train.AttackKnockoff {
+		if o.Transfer, err = loadTransfer(*transfer, *transferDir, src.Spec, trainSet, max(o.TransferSize, trainSet.Len()), cfg.Seed); err != nil {
+			return err
+		}
+	}
+
+	srcAcc, err := train.Accuracy(ctx, src, testSet, nil)
+	if err != nil {
+		return err
+	}
+	srcSum, err := fileSHA256(*source)
+	if err != nil {
+		return err
+	}
+	cfg.Test, cfg.Progress = testSet, e.progress.Report
+	m, der, err := train.Derive(ctx, *name, src, trainSet, o, cfg)
+	if err != nil {
+		return err
+	}
+	defer m.Free()
+
+	params := attackParams(*name, o, cfg)
+	meta := map[string]string{
+		"derive.attack": *name, "derive.source_sha256": srcSum, "derive.queries": fmt.Sprint(der.Queries),
+		"derive.examples": fmt.Sprint(der.Examples), "train.split": df.split, "train.split_seed": fmt.Sprint(df.splitSeed),
+		"train.created": time.Now().UTC().Format(time.RFC3339), "test_accuracy": fmt.Sprintf("%.4f", der.TestAccuracy),
+	}
+	for k, v := range params {
+		meta["derive."+k] = v
+	}
+	if err := m.Save(*out, meta); err != nil {
+		return err
+	}
+	sum, err := fileSHA256(*out)
+	if err != nil {
+		return err
+	}
+	var derivedArch string
+	switch m := m.(type) {
+	case *nn.Model:
+		derivedArch = m.Spec.Arch
+	case *train.Ensemble:
+		derivedArch = fmt.Sprintf("ensemble of %d", len(m.Members))
+		if len(m.Members) > 0 {
+			if first, ok := m.Members[0].(*nn.Model); ok {
+				derivedArch += " " + first.Spec.Arch
+			}
+		}
+	}
+	r := deriveResult{Model: *out, SHA256: sum, Source: *source, Arch: derivedArch, Dataset: trainSet.Name,
+		Split: df.split, Params: params, SourceTestAccuracy: srcAcc, Derivation: der}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%s: %s of %s (%s)", *out, *name, *source, derivedArch)
+	switch {
+	case *name == train.AttackKnockoff && o.Transfer != nil:
+		fmt.Fprintf(&sb, ", %d transfer images of %s", der.Examples, o.Transfer.Name)
+	case der.Examples > 0:
+		fmt.Fprintf(&sb, ", %d examples of %s/%s", der.Examples, trainSet.Name, df.split)
+	}
+	if len(params) > 0 {
+		keys := make([]string, 0, len(params))
+		for k := range params {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			fmt.Fprintf(&sb, ", %s=%s", k, params[k])
+		}
+	}
+	fmt.Fprintf(&sb, "\n  queries to the source: %d\n  test accuracy %.4f (source %.4f, %+.2f points) in %.0f s\n",
+		der.Queries, der.TestAccuracy, srcAcc, 100*(der.TestAccuracy-srcAcc), der.Seconds)
+	for _, rd := range der.Rounds {
+		fmt.Fprintf(&sb, "  round %d: %d examples, %d queries, test accuracy %.4f\n", rd.Round, rd.Examples, rd.Queries, rd.Train.TestAccuracy)
+	}
+	return e.emit(r, sb.String())
+}
+
+// attackParams names the parameters an attack used, for the model file and
+// the report.
+func attackParams(name string, o train.Options, cfg train.Config) map[string]string {
+	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+	p := map[string]string{}
+	switch name {
+	case train.AttackJagielski:
+		p["temperature"] = f(o.Temperature)
+	case train.AttackKnockoff:
+		if o.Transfer != nil {
+			p["transfer"] = o.Transfer.Name
+		}
+	case train.AttackPapernot:
+		p["seeds"], p["rounds"], p["lambda"] = fmt.Sprint(o.Papernot.Seeds), fmt.Sprint(o.Papernot.Rounds), f(o.Papernot.Lambda)
+		if o.Papernot.Tau > 0 {
+			p["tau"] = fmt.Sprint(o.Papernot.Tau)
+		}
+	case train.AttackFGM, train.AttackPGD:
+		p["eps"], p["norm"], p["adv_fraction"] = f(o.Adv.Eps), o.Adv.Norm.String(), f(o.Adv.Fraction)
+		if name == train.AttackPGD {
+			p["alpha"], p["steps"] = f(o.Adv.Alpha), fmt.Sprint(o.Adv.Steps)
+		}
+	case train.AttackEnsemble:
+		p["members"] = fmt.Sprint(o.Members)
+	case train.AttackNoise:
+		p["lambda"] = f(o.Lambda)
+	case train.AttackTrueLabels:
+		p["rho"] = f(o.Rho)
+	case train.AttackPrune:
+		p["fraction"] = f(o.Fraction)
+	case train.AttackQuantize:
+		p["bits"] = fmt.Sprint(o.Bits)
+	}
+	if name != train.AttackPrune && name != train.AttackQuantize {
+		p["epochs"], p["lr"], p["optimizer"] = fmt.Sprint(cfg.Epochs), f(cfg.LR), cfg.Optimizer
+	}
+	return p
+}
+
+// loadTransfer loads Knockoff's transfer set: a dataset by name (MNIST when
+// empty and the source classifies Fashion-MNIST), or up to n images drawn at
+// random from a folder, resized to the source's input. Its labels are
+// meaningless; its class list is the source's.
+func loadTransfer(spec, dir string, src nn.Spec, adversary *data.Dataset, n int, seed int64) (*data.Dataset, error) {
+	if spec == "" {
+		if data.CanonicalName(src.Dataset) != "fashion-mnist" {
+			return nil, usagef("knockoff: --transfer is required for a %s source (a dataset name or a folder of images)", src.Dataset)
+		}
+		spec = "mnist"
+	}
+	var d *data.Dataset
+	if st, err := os.Stat(spec); err == nil && st.IsDir() {
+		d, err = loadImageFolder(spec, n, seed, int(src.C), int(src.H), int(src.W))
+		if err != nil {
+			return nil, err
+		}
+	} else if data.CanonicalName(spec) != "" {
+		d, err = data.Load(spec, dir, true)
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		return nil, usagef("--transfer %q is neither a dataset (%s) nor a folder", spec, strings.Join(data.Names(), ", "))
+	}
+	if d.C != int(src.C) || d.H != int(src.H) || d.W != int(src.W) {
+		return nil, fmt.Errorf("knockoff: transfer set %s has %dx%dx%d images, the source takes %dx%dx%d", d.Name, d.C, d.H, d.W, src.C, src.H, src.W)
+	}
+	d.Classes = slices.Clone(adversary.Classes)
+	for i := range d.Labels {
+		d.Labels[i] = 0
+	}
+	return d, nil
+}
+
+// loadImageFolder reads up to n image files (PNG, JPEG, GIF) drawn at random
+// from the tree under dir, each resized to w×h and converted to c channels
+// (1: luminance, 3: RGB).
+func loadImageFolder(dir string, n int, seed int64, c, h, w int) (*data.Dataset, error) {
+	if c != 1 && c != 3 {
+		return nil, fmt.Errorf("image folder: %d channels (want 1 or 3)", c)
+	}
+	var paths []string
+	err := filepath.WalkDir(dir, func(p string, de fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		switch strings.ToLower(filepath.Ext(p)) {
+		case ".png", ".jpg", ".jpeg", ".gif":
+			if !de.IsDir() {
+				paths = append(paths, p)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(paths) == 0 {
+		return nil, fmt.Errorf("image folder %s: no PNG, JPEG or GIF files", dir)
+	}
+	slices.Sort(paths)
+	rand.New(rand.NewPCG(uint64(seed), 0xf01de5)).Shuffle(len(paths), func(i, j int) { paths[i], paths[j] = paths[j], paths[i] })
+	if n > 0 && n < len(paths) {
+		paths = paths[:n]
+	}
+	d := &data.Dataset{Name: filepath.Base(filepath.Clean(dir)), Part: "transfer", N: len(paths), C: c, H: h, W: w,
+		Images: make([]uint8, len(paths)*c*h*w), Labels: make([]int64, len(paths))}
+	dst := image.NewRGBA(image.Rect(0, 0, w, h))
+	for i, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, err
+		}
+		img, _, err := image.Decode(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("image folder: %s: %w", p, err)
+		}
+		draw.BiLinear.Scale(dst, dst.Bounds(), img, img.Bounds(), draw.Src, nil)
+		px := d.Image(i)
+		for y := range h {
+			for x := range w {
+				rgba := dst.RGBAAt(x, y)
+				if c == 1 {
+					px[y*w+x] = color.GrayModel.Convert(rgba).(color.Gray).Y
+					continue
+				}
+				px[y*w+x], px[(h+y)*w+x], px[(2*h+y)*w+x] = rgba.R, rgba.G, rgba.B
+			}
+		}
+	}
+	return d, nil
+}
