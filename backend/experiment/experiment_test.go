@@ -1,0 +1,139 @@
+package experiment
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/conferral/conferral/backend/attack"
+	"github.com/conferral/conferral/backend/data"
+	"github.com/conferral/conferral/backend/fingerprint"
+	"github.com/conferral/conferral/backend/report"
+	"github.com/conferral/conferral/backend/torch"
+)
+
+func TestMain(m *testing.M) {
+	torch.SetNumThreads(runtime.NumCPU())
+	os.Exit(m.Run())
+}
+
+func tinyData(t *testing.T) Data {
+	t.Helper()
+	full, err := data.FashionMNIST("", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	test, err := data.FashionMNIST("", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := make([]int, 1200)
+	for i := range idx {
+		idx[i] = i
+	}
+	def, adv := data.Split(full.Subset(idx), 1)
+	return Data{Defender: def, Adversary: adv, Test: test.Subset(idx[:300]), Tag: "tiny"}
+}
+
+// TestFleetCache checks that a fleet is trained once and reused, and that
+// models trained on other data are not.
+func TestFleetCache(t *testing.T) {
+	ds := tinyData(t)
+	dir := t.TempDir()
+	build := func(ds Data) *Fleet {
+		f, err := Build(context.Background(), dir, Plan("mlp", []string{"mlp"}, 1, 1), ds, torch.CPU, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	f := build(ds)
+	if len(f.Members) != 5 || f.Source() == nil || len(f.Select(Surrogate, true)) != 1 || len(f.Select(Reference, false)) != 1 {
+		t.Fatalf("fleet has %d members", len(f.Members))
+	}
+	for _, m := range f.Members {
+		if m.FromDisk {
+			t.Errorf("%s loaded from an empty folder", m.Name)
+		}
+	}
+	f.Free()
+	f = build(ds)
+	for _, m := range f.Members {
+		if !m.FromDisk {
+			t.Errorf("%s retrained although it was on disk", m.Name)
+		}
+	}
+	f.Free()
+	ds.Tag = "other data"
+	f = build(ds)
+	defer f.Free()
+	for _, m := range f.Members {
+		if m.FromDisk {
+			t.Errorf("%s reused although the data changed", m.Name)
+		}
+	}
+}
+
+// TestStudiesWriteReports runs both studies at toy scale and checks their
+// reports: every table and plot is there.
+func TestStudiesWriteReports(t *testing.T) {
+	ds := tinyData(t)
+	f, err := Build(context.Background(), t.TempDir(), Plan("mlp", []string{"mlp"}, 1, 1), ds, torch.CPU, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Free()
+	cfg := fingerprint.DefaultConfig()
+	cfg.Candidates, cfg.CBIM.Steps, cfg.CBIM.Eps, cfg.Tau = 40, 10, 0.15, 0.5
+	fs := &FingerprintStudy{Main: Setting{Name: "main", Eps: 0.15, Loss: attack.LossLinear}, Eps: []float64{0.1, 0.15}, Taus: []float64{0.5, 1},
+		Losses: []attack.Loss{attack.LossLinear, attack.LossCE}, Extract: cfg, Theta: 0.7, Command: "test"}
+	dir := report.Dir(t.TempDir())
+	outs, err := fs.Run(context.Background(), f, ds, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// main at τ 0.5 and 1, ε = 0.1, the ce loss.
+	if len(outs) != 4 {
+		t.Errorf("%d outcomes, want 4", len(outs))
+	}
+	for _, o := range outs {
+		if o.Fingerprints > 0 && (o.AUC < 0 || o.AUC > 1 || o.Of != 2) {
+			t.Errorf("%s τ=%g: AUC %v over %d models", o.Setting, o.Tau, o.AUC, o.Of)
+		}
+	}
+	md, err := os.ReadFile(dir.Path("README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Reproduce with", "| model |", "test-surrogate-mlp-0", "AUC", "roc.png"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	for _, png := range []string{"roc.png", "fingerprint_accuracy.png", "auc_vs_eps.png", "auc_vs_tau.png"} {
+		if _, err := os.Stat(dir.Path(png)); err != nil {
+			t.Error(err)
+		}
+	}
+
+	cs := &ConferrabilityStudy{Eps: []float64{0.15}, Focus: 0.15, Points: 16, Batch: 16, CBIM: attack.CBIMConfig{Alpha: 0.01, Steps: 5, Dropout: 0.5}, Command: "test"}
+	cdir := report.Dir(t.TempDir())
+	scores, err := cs.Run(context.Background(), f, ds.Test, cdir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(scores) != 6 {
+		t.Errorf("%d scores, want one per attack", len(scores))
+	}
+	for _, s := range scores {
+		if s.Success < 0 || s.Success > 1 || s.Confer < 0 || s.Confer > 1 || s.Transfer < 0 || s.Transfer > 1 {
+			t.Errorf("%+v out of range", s)
+		}
+	}
+	md, err = os.ReadFile(cdir.Path("README.md"))
+	if err != nil || !strings.Contains(string(md), "Table 1") || !strings.Contains(string(md), "C-BIM") {
+		t.Errorf("conferrability report: %v", err)
+	}
+}
