@@ -38,13 +38,22 @@ func DeepFool(m Model, x *torch.Tensor, c DeepFoolConfig) *torch.Tensor {
 	id := eye(x.Scope(), k, x.Device())
 	rTotal := torch.Zeros(x.Scope(), x.Device(), shape...)
 	xa := x
+	// Inside an ε-ball some labels never change: stop once ten steps in a
+	// row changed no further label.
+	lastActive, stalled := math.Inf(1), 0
 	for range c.Steps {
 		var nextR, nextX *torch.Tensor
 		torch.Scoped(func(s *torch.Scope) {
 			cur := s.Add(xa.Detach())
 			y := s.Add(y0.Reshape(n, 1))
 			active := Labels(m, cur).Reshape(n, 1).Eq(y).To(torch.Float32, x.Device())
-			if active.Sum().Item() == 0 {
+			left := active.Sum().Item()
+			if left < lastActive {
+				lastActive, stalled = left, 0
+			} else {
+				stalled++
+			}
+			if left == 0 || stalled >= 10 {
 				return
 			}
 			rep := cur.Reshape(append([]int64{n, 1}, shape[1:]...)...).Expand(append([]int64{n, k}, shape[1:]...)...).Reshape(append([]int64{n * k}, shape[1:]...)...)
@@ -85,7 +94,7 @@ func DeepFool(m Model, x *torch.Tensor, c DeepFoolConfig) *torch.Tensor {
 			nextR, nextX = nr, nx
 		})
 		if nextX == nil {
-			break // every label changed
+			break // every label changed, or no more will
 		}
 		rTotal.Free()
 		if xa != x {

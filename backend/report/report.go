@@ -86,6 +86,7 @@ func ROC(path, title string, curves []Series) error {
 		p.Legend.Add(s.Name, l)
 	}
 	p.X.Min, p.X.Max, p.Y.Min, p.Y.Max = 0, 1, 0, 1.02
+	p.Legend.Top = false // the curves hug the top left; the legend goes bottom right
 	return save(p, path)
 }
 

@@ -16,6 +16,13 @@ import (
 	"github.com/conferral/conferral/shared"
 )
 
+// flagSet reports whether the command line set flag name.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 // demoModel is one model of the demo's fleet.
 type demoModel struct {
 	name, arch string
@@ -127,8 +134,13 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	// 3. Extract the fingerprint with C-BIM on the training models.
+	// 3. Extract the fingerprint with C-BIM on the training models. The
+	// fingerprint study measured ε = 0.05 to separate best at this scale
+	// (runs/fingerprint), so that is the demo's default.
 	cfg := cfgOf()
+	if !flagSet(fs, "eps") {
+		cfg.CBIM.Eps = 0.05
+	}
 	cfg.Progress = e.progress.Report
 	tm := fingerprint.Training{Source: source, SourceID: "demo source", SourceArch: source.Spec.Arch}
 	for _, fm := range fleet {
