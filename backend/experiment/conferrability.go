@@ -74,18 +74,6 @@ func (st *ConferrabilityStudy) attacks(f *Fleet) ([]string, map[string]craftFunc
 	}
 }
 
-func labelsOn(ctx context.Context, ms []*Member, b suspect.Images) ([][]int64, error) {
-	var out [][]int64
-	for _, m := range ms {
-		l, err := (&suspect.Local{Model: m.Model, Name: m.Name}).Classify(ctx, b)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, l)
-	}
-	return out, nil
-}
-
 // Run measures every attack at every ε on the testing models and writes the
 // report into dir.
 func (st *ConferrabilityStudy) Run(ctx context.Context, f *Fleet, test *data.Dataset, dir report.Dir, progress shared.Reporter) ([]*AttackScore, error) {
@@ -140,11 +128,11 @@ func (st *ConferrabilityStudy) Run(ctx context.Context, f *Fleet, test *data.Dat
 				if err != nil {
 					return nil, err
 				}
-				sl, err := labelsOn(ctx, testS, imgs)
+				sl, err := fingerprint.Labels(ctx, models(testS), imgs)
 				if err != nil {
 					return nil, err
 				}
-				rl, err := labelsOn(ctx, testR, imgs)
+				rl, err := fingerprint.Labels(ctx, models(testR), imgs)
 				if err != nil {
 					return nil, err
 				}

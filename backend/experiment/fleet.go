@@ -89,11 +89,6 @@ type Data struct {
 	Tag string
 }
 
-func specFor(arch string, d *data.Dataset) nn.Spec {
-	mean, std := d.Stats()
-	return nn.Spec{Arch: arch, Dataset: d.Name, Classes: d.Classes, C: int64(d.C), H: int64(d.H), W: int64(d.W), Mean: mean, Std: std}
-}
-
 // Build trains the fleet, or loads members already in dir (a model file is
 // reused when its recorded architecture, role, epochs and seed match).
 func Build(ctx context.Context, dir string, plan []*Member, ds Data, dev torch.Device, progress shared.Reporter) (*Fleet, error) {
@@ -123,7 +118,7 @@ func Build(ctx context.Context, dir string, plan []*Member, ds Data, dev torch.D
 				d = ds.Adversary
 			}
 			torch.ManualSeed(uint64(m.Seed))
-			model, err := nn.New(specFor(m.Arch, d), uint64(m.Seed), dev)
+			model, err := nn.New(train.SpecFor(m.Arch, d), uint64(m.Seed), dev)
 			if err != nil {
 				f.Free()
 				return nil, err

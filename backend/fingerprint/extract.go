@@ -50,7 +50,8 @@ type Training struct {
 	SourceID, SourceArch       string
 }
 
-func labelsOf(ctx context.Context, models []Model, b suspect.Images) ([][]int64, error) {
+// Labels returns each model's argmax labels of b (labels[m][i]).
+func Labels(ctx context.Context, models []Model, b suspect.Images) ([][]int64, error) {
 	out := make([][]int64, len(models))
 	for i, m := range models {
 		l, err := (&suspect.Local{Model: m, Name: fmt.Sprintf("model %d", i)}).Classify(ctx, b)
@@ -211,11 +212,11 @@ func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Craf
 		if err != nil {
 			return nil, fmt.Errorf("extract: %w", err)
 		}
-		sl, err := labelsOf(ctx, tm.Surrogates, imgs)
+		sl, err := Labels(ctx, tm.Surrogates, imgs)
 		if err != nil {
 			return nil, fmt.Errorf("extract: %w", err)
 		}
-		rl, err := labelsOf(ctx, tm.References, imgs)
+		rl, err := Labels(ctx, tm.References, imgs)
 		if err != nil {
 			return nil, fmt.Errorf("extract: %w", err)
 		}

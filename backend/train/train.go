@@ -104,6 +104,13 @@ func Train(ctx context.Context, m *nn.Model, d *data.Dataset, cfg Config) (*Resu
 	return fit(ctx, m, d, cfg, fitOpts{})
 }
 
+// SpecFor describes a model of arch for dataset d, normalised with d's
+// per-channel statistics.
+func SpecFor(arch string, d *data.Dataset) nn.Spec {
+	mean, std := d.Stats()
+	return nn.Spec{Arch: arch, Dataset: d.Name, Classes: d.Classes, C: int64(d.C), H: int64(d.H), W: int64(d.W), Mean: mean, Std: std}
+}
+
 // onDevice moves a CPU tensor to d (no copy when d is the CPU).
 func onDevice(t *torch.Tensor, d torch.Device) *torch.Tensor {
 	if d == torch.CPU {

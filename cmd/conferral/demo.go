@@ -99,7 +99,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	}
 
 	// 1. The defender trains the source model.
-	source, err := nn.New(specFor("cnn", defender), 1, e.device)
+	source, err := nn.New(train.SpecFor("cnn", defender), 1, e.device)
 	if err != nil {
 		return err
 	}
@@ -121,7 +121,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		if fm.adversary {
 			d = adversary
 		}
-		m, err := nn.New(specFor(fm.arch, d), uint64(100+i), e.device)
+		m, err := nn.New(train.SpecFor(fm.arch, d), uint64(100+i), e.device)
 		if err != nil {
 			return err
 		}

@@ -68,13 +68,6 @@ func limit(d *data.Dataset, n int) *data.Dataset {
 	return d.Subset(idx)
 }
 
-// specFor describes a model of arch for dataset d, normalised with d's
-// per-channel statistics.
-func specFor(arch string, d *data.Dataset) nn.Spec {
-	mean, std := d.Stats()
-	return nn.Spec{Arch: arch, Dataset: d.Name, Classes: d.Classes, C: int64(d.C), H: int64(d.H), W: int64(d.W), Mean: mean, Std: std}
-}
-
 // trainFlags are a training run's hyper-parameters.
 func trainFlags(fs *flag.FlagSet) func() train.Config {
 	def := train.Defaults(10)
@@ -130,7 +123,7 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	torch.ManualSeed(uint64(cfg.Seed))
-	m, err := nn.New(specFor(*arch, trainSet), uint64(cfg.Seed), e.device)
+	m, err := nn.New(train.SpecFor(*arch, trainSet), uint64(cfg.Seed), e.device)
 	if err != nil {
 		return err
 	}
