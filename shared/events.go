@@ -17,6 +17,13 @@ const (
 	Log EventKind = "log"
 	// Done ends a stage successfully.
 	Done EventKind = "done"
+	// State is a job's change of state (Event.State, and Event.Message
+	// with the error of a failed job).
+	State EventKind = "state"
+	// Crafted announces a newly crafted fingerprint (Event.Fingerprint).
+	Crafted EventKind = "fingerprint"
+	// Verdicts announces a verification's verdict (Event.Verdict).
+	Verdicts EventKind = "verdict"
 )
 
 // Event is one report of long work: the CLI draws its progress bar from
@@ -31,6 +38,12 @@ type Event struct {
 	Metrics map[string]float64 `json:"metrics,omitempty"` // loss, lr, train_acc, test_acc, ...
 	Message string             `json:"message,omitempty"`
 	Time    time.Time          `json:"time"`
+
+	// Set by the server only.
+	Seq         int64            `json:"seq,omitempty"` // per job, increasing from 1
+	State       JobState         `json:"state,omitempty"`
+	Fingerprint *FingerprintInfo `json:"fingerprint,omitempty"`
+	Verdict     *Verdict         `json:"verdict,omitempty"`
 }
 
 // Reporter receives events. A nil Reporter discards them.

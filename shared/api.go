@@ -1,0 +1,351 @@
+package shared
+
+// The HTTP API of `conferral serve`. Every route answers JSON; an error is
+// an HTTP status ≥ 400 with an APIError body. IDs are strings: a model's or
+// a fingerprint's ID is the sha256 of its file (hex), a job's ID is a
+// decimal number.
+//
+//	GET  /api/models                          []ModelInfo
+//	GET  /api/models/{id}                     ModelInfo
+//	GET  /api/jobs                            []Job, newest first
+//	GET  /api/jobs/{id}                       Job
+//	POST /api/jobs                            JobRequest → Job (202)
+//	POST /api/jobs/{id}/cancel                Job (cancelling a finished job is a no-op)
+//	GET  /api/fingerprints                    []FingerprintInfo
+//	GET  /api/fingerprints/{id}               FingerprintDetail
+//	GET  /api/fingerprints/{id}/file          the fingerprint file (safetensors)
+//	GET  /api/fingerprints/{id}/items/{i}/{original|perturbation|fingerprint}.png
+//	                                          upscaled PNG; the perturbation is a heat-map
+//	POST /api/verify                          → Job (202) whose Result.Verdict is filled when it completes;
+//	                                          the body is either JSON VerifyArgs (a stored model or an
+//	                                          endpoint), or multipart/form-data with a part "file" (an ONNX
+//	                                          model, at most Health.MaxUpload bytes) and the fields of
+//	                                          UploadFields
+//	GET  /api/reports                         []ReportInfo
+//	GET  /api/reports/{name}/{file}           a report's markdown or PNG file
+//	GET  /api/events[?job=ID]                 websocket: a stream of Event (JSON text messages);
+//	                                          with job=ID only that job's events, first replaying
+//	                                          the ones already recorded
+//	GET  /api/health                          Health
+//
+// When the server is bound to anything but loopback it requires a token:
+// the header "Authorization: Bearer TOKEN", the cookie "conferral_token", or
+// the query parameter "token" (the only way for a browser's websocket; the
+// server answers a page load with ?token= by setting the cookie).
+
+import "time"
+
+// APIError is the body of every error answer.
+type APIError struct {
+	Error string `json:"error"`
+}
+
+// Health describes the server.
+type Health struct {
+	Version   string `json:"version"`
+	Device    string `json:"device"`
+	Workers   int    `json:"workers"`    // concurrent jobs per device
+	MaxUpload int64  `json:"max_upload"` // bytes of an ONNX upload
+	// PrivateEndpoints says whether endpoints on loopback, private or
+	// link-local addresses are allowed (the operator's --allow-private).
+	PrivateEndpoints bool `json:"private_endpoints"`
+}
+
+// ModelInfo describes a stored model.
+type ModelInfo struct {
+	ID      string  `json:"id"` // sha256 of the weights file
+	Name    string  `json:"name"`
+	Arch    string  `json:"arch"`
+	Role    string  `json:"role"` // source, surrogate, reference, derived, uploaded
+	Dataset string  `json:"dataset"`
+	TestAcc float64 `json:"test_acc"`
+	SHA256  string  `json:"sha256"`
+	// Derivation is the removal attack that made a derived model, and
+	// Parent the ID of the model it was derived from (or trained on the
+	// labels of).
+	Derivation string    `json:"derivation,omitempty"`
+	Parent     string    `json:"parent,omitempty"`
+	Job        string    `json:"job,omitempty"` // the job that made it
+	Params     int64     `json:"params,omitempty"`
+	Created    time.Time `json:"created"`
+}
+
+// Model roles.
+const (
+	RoleSource    = "source"
+	RoleSurrogate = "surrogate"
+	RoleReference = "reference"
+	RoleDerived   = "derived"
+	RoleUploaded  = "uploaded"
+)
+
+// JobKind is what a job does.
+type JobKind string
+
+// Job kinds.
+const (
+	JobTrain      JobKind = "train"
+	JobDerive     JobKind = "derive"
+	JobExtract    JobKind = "extract"
+	JobVerify     JobKind = "verify"
+	JobExperiment JobKind = "experiment"
+)
+
+// JobState is where a job is in its life.
+type JobState string
+
+// Job states. Completed, Failed, Cancelled and Interrupted are final.
+const (
+	JobQueued    JobState = "queued"
+	JobRunning   JobState = "running"
+	JobCompleted JobState = "completed"
+	JobFailed    JobState = "failed"
+	JobCancelled JobState = "cancelled"
+	// JobInterrupted: the server stopped while the job ran and the job was
+	// not resumed.
+	JobInterrupted JobState = "interrupted"
+)
+
+// Final says whether a job in state s will not change any more.
+func (s JobState) Final() bool {
+	switch s {
+	case JobCompleted, JobFailed, JobCancelled, JobInterrupted:
+		return true
+	}
+	return false
+}
+
+// Job is a unit of long work run by the server's queue.
+type Job struct {
+	ID    string     `json:"id"`
+	Kind  JobKind    `json:"kind"`
+	State JobState   `json:"state"`
+	Args  JobRequest `json:"args"`
+	// Error says why a job failed, was cancelled or was interrupted, or
+	// why its last attempt failed when it is queued for a retry.
+	Error    string     `json:"error,omitempty"`
+	Result   *JobResult `json:"result,omitempty"`
+	Attempt  int        `json:"attempt"` // 1 on the first run, more when retried or resumed
+	Created  time.Time  `json:"created"`
+	Started  *time.Time `json:"started,omitempty"`
+	Finished *time.Time `json:"finished,omitempty"`
+	// Progress is the job's latest progress or epoch event.
+	Progress *Event `json:"progress,omitempty"`
+}
+
+// JobResult is what a completed job made.
+type JobResult struct {
+	Models      []ModelInfo      `json:"models,omitempty"`      // train, derive
+	Fingerprint *FingerprintInfo `json:"fingerprint,omitempty"` // extract
+	Verdict     *Verdict         `json:"verdict,omitempty"`     // verify
+	Report      *ReportInfo      `json:"report,omitempty"`      // experiment
+	Message     string           `json:"message,omitempty"`     // a line for a person
+}
+
+// JobRequest asks for a job: Kind and the matching arguments.
+type JobRequest struct {
+	Kind       JobKind         `json:"kind"`
+	Train      *TrainArgs      `json:"train,omitempty"`
+	Derive     *DeriveArgs     `json:"derive,omitempty"`
+	Extract    *ExtractArgs    `json:"extract,omitempty"`
+	Verify     *VerifyArgs     `json:"verify,omitempty"`
+	Experiment *ExperimentArgs `json:"experiment,omitempty"`
+}
+
+// DataArgs select a dataset and a split of its training set, as the CLI's
+// --data, --split, --split-seed and --limit.
+type DataArgs struct {
+	Dataset   string `json:"dataset,omitempty"`    // default fashion-mnist
+	Split     string `json:"split,omitempty"`      // defender (default), adversary or all
+	SplitSeed int64  `json:"split_seed,omitempty"` // default 1
+	Limit     int    `json:"limit,omitempty"`      // first N training and test examples, 0 for all
+}
+
+// TrainArgs train a model, or a surrogate on a stored teacher's labels.
+type TrainArgs struct {
+	DataArgs
+	Name      string  `json:"name,omitempty"`
+	Arch      string  `json:"arch,omitempty"` // default cnn
+	Role      string  `json:"role,omitempty"` // default source, or surrogate with a teacher
+	Teacher   string  `json:"teacher,omitempty"`
+	Epochs    int     `json:"epochs,omitempty"` // default 10
+	BatchSize int     `json:"batch_size,omitempty"`
+	Optimizer string  `json:"optimizer,omitempty"`
+	LR        float64 `json:"lr,omitempty"`
+	NoAugment bool    `json:"no_augment,omitempty"`
+	Seed      int64   `json:"seed,omitempty"`
+}
+
+// DeriveArgs derive a model from a stored source by a removal attack (the
+// CLI's `derive`). Zero values take the attack's defaults.
+type DeriveArgs struct {
+	DataArgs
+	Name        string  `json:"name,omitempty"`
+	Source      string  `json:"source"` // model ID
+	Attack      string  `json:"attack"`
+	Arch        string  `json:"arch,omitempty"`
+	Examples    int     `json:"examples,omitempty"`
+	Epochs      int     `json:"epochs,omitempty"`
+	Seed        int64   `json:"seed,omitempty"`
+	Temperature float64 `json:"temperature,omitempty"`
+	Transfer    string  `json:"transfer,omitempty"` // Knockoff's transfer dataset
+	Members     int     `json:"members,omitempty"`
+	Lambda      float64 `json:"lambda,omitempty"`
+	Rho         float64 `json:"rho,omitempty"`
+	Fraction    float64 `json:"fraction,omitempty"`
+	Bits        int     `json:"bits,omitempty"`
+}
+
+// ExtractArgs craft a fingerprint with C-BIM from stored models. Zero
+// values take fingerprint.DefaultConfig's.
+type ExtractArgs struct {
+	DataArgs
+	Name       string   `json:"name,omitempty"`
+	Source     string   `json:"source"`     // model ID
+	Surrogates []string `json:"surrogates"` // model IDs
+	References []string `json:"references"` // model IDs
+	Eps        float64  `json:"eps,omitempty"`
+	Alpha      float64  `json:"alpha,omitempty"`
+	Steps      int      `json:"steps,omitempty"`
+	Dropout    float64  `json:"dropout,omitempty"`
+	Loss       string   `json:"loss,omitempty"` // linear or ce
+	Tau        float64  `json:"tau,omitempty"`
+	Candidates int      `json:"candidates,omitempty"`
+	Batch      int      `json:"batch,omitempty"`
+	Seed       int64    `json:"seed,omitempty"`
+}
+
+// VerifyArgs verify one suspect against a stored fingerprint. Exactly one of
+// Model, Endpoint and Upload names the suspect.
+type VerifyArgs struct {
+	Fingerprint string `json:"fingerprint"` // fingerprint ID
+	// Model is a stored model's ID.
+	Model string `json:"model,omitempty"`
+	// Endpoint is a remote prediction endpoint's URL and Protocol how it
+	// is spoken to (see docs/server.md; default "json").
+	Endpoint string `json:"endpoint,omitempty"`
+	Protocol string `json:"protocol,omitempty"`
+	// Upload is set by the server for a multipart upload: the stored ONNX
+	// file's sha256, with its input convention in UploadFields.
+	Upload string        `json:"upload,omitempty"`
+	Input  *UploadFields `json:"input,omitempty"`
+	// Theta is the threshold θ on fingerprint accuracy (default 0.7) and
+	// BaseRate the p-value's null agreement rate (default: the
+	// fingerprint's reference rate).
+	Theta    float64 `json:"theta,omitempty"`
+	BaseRate float64 `json:"base_rate,omitempty"`
+	Name     string  `json:"name,omitempty"` // the suspect's name in the verdict
+}
+
+// UploadFields are the form fields of an ONNX upload to POST /api/verify
+// besides the part "file": "fingerprint" (required), "name", "theta",
+// "base_rate", and the model's input convention below.
+type UploadFields struct {
+	Layout string    `json:"layout,omitempty"` // nchw (default) or nhwc
+	Mean   []float64 `json:"mean,omitempty"`   // form: comma-separated, per channel
+	Std    []float64 `json:"std,omitempty"`    // form: comma-separated, per channel
+	Scale  float64   `json:"scale,omitempty"`  // multiply pixels in [0,1] by this first (default 1; 255 for 0..255 models)
+}
+
+// ExperimentArgs run one of the paper's studies (the CLI's `experiment`).
+// Zero values take the CLI's defaults.
+type ExperimentArgs struct {
+	Study      string    `json:"study"` // conferrability or fingerprint
+	Name       string    `json:"name,omitempty"`
+	Dataset    string    `json:"dataset,omitempty"`
+	Limit      int       `json:"limit,omitempty"`
+	Archs      []string  `json:"archs,omitempty"`
+	SourceArch string    `json:"source_arch,omitempty"`
+	Per        int       `json:"per,omitempty"`
+	Epochs     int       `json:"epochs,omitempty"`
+	EpsSweep   []float64 `json:"eps_sweep,omitempty"`
+	Taus       []float64 `json:"taus,omitempty"`
+	Points     int       `json:"points,omitempty"`
+	Focus      float64   `json:"focus,omitempty"`
+}
+
+// FingerprintInfo describes a stored fingerprint.
+type FingerprintInfo struct {
+	ID         string  `json:"id"` // sha256 of the file
+	Name       string  `json:"name"`
+	Source     string  `json:"source"` // the source model's sha256
+	SourceArch string  `json:"source_arch"`
+	Dataset    string  `json:"dataset"`
+	Eps        float64 `json:"eps"`
+	Tau        float64 `json:"tau"`
+	Loss       string  `json:"loss"`
+	Count      int     `json:"count"`      // fingerprints
+	Candidates int     `json:"candidates"` // start points attacked
+	// ReferenceRate is the null hypothesis of a verdict's p-value.
+	ReferenceRate float64   `json:"reference_rate"`
+	Commitment    string    `json:"commitment"`
+	Job           string    `json:"job,omitempty"`
+	Created       time.Time `json:"created"`
+}
+
+// FingerprintDetail is a fingerprint with its items.
+type FingerprintDetail struct {
+	FingerprintInfo
+	Classes []string `json:"classes"`
+	// Models are the stored training surrogates and references that the
+	// items' Labels refer to, in order.
+	Models []ModelRef        `json:"models"`
+	Items  []FingerprintItem `json:"items"`
+}
+
+// ModelRef names a model in a FingerprintDetail.
+type ModelRef struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	Arch string `json:"arch"`
+	Role string `json:"role"` // surrogate or reference
+}
+
+// FingerprintItem is one conferrable example.
+type FingerprintItem struct {
+	Index  int   `json:"index"`
+	Label  int64 `json:"label"`  // the original's ground truth
+	Target int64 `json:"target"` // the key: the source's label of the fingerprint
+	// Conferrability on the training models.
+	Conferrability float64 `json:"conferrability"`
+	// Labels are each of FingerprintDetail.Models' labels of the
+	// fingerprint, and Agree whether each equals Target.
+	Labels []int64 `json:"labels"`
+	Agree  []bool  `json:"agree"`
+}
+
+// Verdict is a verification's answer with the evidence behind it.
+type Verdict struct {
+	Suspect     string  `json:"suspect"`
+	Fingerprint string  `json:"fingerprint"` // ID
+	N           int     `json:"n"`           // fingerprints queried
+	Matches     int     `json:"matches"`     // answers equal to the key
+	Accuracy    float64 `json:"accuracy"`    // fingerprint accuracy, Matches/N
+	Threshold   float64 `json:"threshold"`   // θ
+	// Surrogate is Accuracy ≥ Threshold, and Verdict says it in words
+	// ("surrogate" or "not a surrogate").
+	Surrogate bool   `json:"surrogate"`
+	Verdict   string `json:"verdict"`
+	// PValue is P[X ≥ Matches], X ~ Binomial(N, BaseRate).
+	PValue      float64       `json:"p_value"`
+	BaseRate    float64       `json:"base_rate"`
+	Explanation string        `json:"explanation"`
+	Items       []VerdictItem `json:"items"`
+}
+
+// VerdictItem is the suspect's answer to one fingerprint.
+type VerdictItem struct {
+	Index int   `json:"index"`
+	Label int64 `json:"label"` // the suspect's answer
+	Key   int64 `json:"key"`
+	Agree bool  `json:"agree"`
+}
+
+// ReportInfo describes an experiment's report folder.
+type ReportInfo struct {
+	Name    string    `json:"name"`
+	Study   string    `json:"study,omitempty"`
+	Files   []string  `json:"files"` // markdown first, then PNGs
+	Job     string    `json:"job,omitempty"`
+	Created time.Time `json:"created"`
+}
