@@ -12,6 +12,7 @@ import (
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/report"
 	"github.com/conferral/conferral/backend/torch"
+	"github.com/conferral/conferral/backend/train"
 )
 
 func TestMain(m *testing.M) {
@@ -135,5 +136,86 @@ func TestStudiesWriteReports(t *testing.T) {
 	md, err = os.ReadFile(cdir.Path("README.md"))
 	if err != nil || !strings.Contains(string(md), "Table 1") || !strings.Contains(string(md), "C-BIM") {
 		t.Errorf("conferrability report: %v", err)
+	}
+}
+
+// TestRobustness runs the robustness study at toy scale: each derived model
+// is judged by the fingerprint, its model is cached, the labels-only suspect
+// gets exactly the verdict of the model it wraps, and the report shows it all.
+func TestRobustness(t *testing.T) {
+	ds := tinyData(t)
+	fleetDir := t.TempDir()
+	f, err := Build(context.Background(), fleetDir, Plan("mlp", []string{"mlp"}, 1, 1), ds, torch.CPU, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Free()
+	cfg := fingerprint.DefaultConfig()
+	cfg.Candidates, cfg.CBIM.Steps, cfg.Tau = 40, 10, 0.5
+	fp, err := f.Extract(context.Background(), ds, Setting{Name: "main", Eps: 0.15, Loss: attack.LossLinear}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fp.N == 0 {
+		t.Fatal("no fingerprint at toy scale")
+	}
+	row := func(name, param string, labelsOnly bool) Attack {
+		c := train.AttackConfig(name)
+		c.Epochs = 1
+		return Attack{Group: "g", Name: name, Param: param, Options: train.DefaultOptions(name), Config: c, LabelsOnly: labelsOnly}
+	}
+	st := &RobustnessStudy{Attacks: []Attack{row(train.AttackRetraining, "T = 1", false), row(train.AttackQuantize, "8 bits", false), row(train.AttackRetraining, "T = 1", true)},
+		Theta: 0.7, Margin: 0.05, Command: "test"}
+	modelsDir, dir := t.TempDir(), report.Dir(t.TempDir())
+	res, err := st.Run(context.Background(), f, fp, ds, modelsDir, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Derived) != 3 || len(res.References) != 1 || len(res.RefV) != 1 || len(res.Surrogates) != 1 {
+		t.Fatalf("%d derived, %d references", len(res.Derived), len(res.References))
+	}
+	retrain, quant, labels := res.Derived[0], res.Derived[1], res.Derived[2]
+	if retrain.Queries != int64(ds.Adversary.Len()) || quant.Queries != 0 {
+		t.Errorf("queries: retraining %d (want %d), quantization %d (want 0)", retrain.Queries, ds.Adversary.Len(), quant.Queries)
+	}
+	if !labels.FromDisk || labels.TestAcc != retrain.TestAcc || labels.Verdict.Agree != retrain.Verdict.Agree {
+		t.Errorf("labels-only suspect: from disk %v, accuracy %v vs %v, agreement %d vs %d", labels.FromDisk, labels.TestAcc, retrain.TestAcc, labels.Verdict.Agree, retrain.Verdict.Agree)
+	}
+	useful, retained := 0, 0
+	for _, d := range res.Derived {
+		if d.Verdict.Fingerprints != fp.N {
+			t.Errorf("%s: judged on %d fingerprints, want %d", d.Name, d.Verdict.Fingerprints, fp.N)
+		}
+		if d.Within(res.SourceAcc, 0.05) {
+			useful++
+			if d.Verdict.Surrogate {
+				retained++
+			}
+		}
+	}
+	if useful != res.Useful || retained != res.Retained {
+		t.Errorf("retention %d/%d, rows say %d/%d", res.Retained, res.Useful, retained, useful)
+	}
+	// A second run loads every derived model and reaches the same verdicts.
+	again, err := st.Run(context.Background(), f, fp, ds, modelsDir, report.Dir(t.TempDir()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, d := range again.Derived {
+		if !d.FromDisk || d.Verdict.Agree != res.Derived[i].Verdict.Agree {
+			t.Errorf("%s: second run from disk %v, agreement %d vs %d", d.Name, d.FromDisk, d.Verdict.Agree, res.Derived[i].Verdict.Agree)
+		}
+	}
+	md, err := os.ReadFile(dir.Path("README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Reproduce with", "Retention:", "retraining (labels only)", "quantize", "test-reference-mlp-0", "robustness.png"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	if _, err := os.Stat(dir.Path("robustness.png")); err != nil {
+		t.Error(err)
 	}
 }

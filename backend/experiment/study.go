@@ -103,13 +103,10 @@ func verifyAll(ctx context.Context, fp *fingerprint.Fingerprint, ms []*Member, t
 // evaluate crafts once for a setting and scores every τ.
 func (st *FingerprintStudy) evaluate(ctx context.Context, f *Fleet, ds Data, s Setting, taus []float64, progress shared.Reporter) ([]*Outcome, error) {
 	src := f.Source()
-	surr := firstN(f.Select(Surrogate, false, s.Archs...), s.Per, s.Archs)
-	refs := firstN(f.Select(Reference, false, s.Archs...), s.Per, s.Archs)
+	tm, surr, refs := f.training(s)
 	testS, testR := f.Select(Surrogate, true), f.Select(Reference, true)
 	cfg := st.Extract
 	cfg.CBIM.Eps, cfg.CBIM.Loss, cfg.Progress = s.Eps, s.Loss, progress
-	tm := fingerprint.Training{Source: src.Model, Surrogates: models(surr), References: models(refs),
-		SurrogateIDs: names(surr), ReferenceIDs: names(refs), SourceID: src.Name, SourceArch: src.Arch}
 	progress.Report(shared.Event{Kind: shared.Log, Stage: "study", Message: fmt.Sprintf("setting %s: ε = %g, loss %s, %d training surrogates, %d training references", s.Name, s.Eps, s.Loss, len(surr), len(refs))})
 	crafted, err := fingerprint.Craft(ctx, tm, ds.Defender, cfg)
 	if err != nil {
@@ -157,6 +154,24 @@ func (st *FingerprintStudy) evaluate(ctx context.Context, f *Fleet, ds Data, s S
 		out = append(out, o)
 	}
 	return out, nil
+}
+
+// training returns the defender's training models of setting s: the source
+// and the training surrogates and references of its architectures.
+func (f *Fleet) training(s Setting) (tm fingerprint.Training, surr, refs []*Member) {
+	src := f.Source()
+	surr = firstN(f.Select(Surrogate, false, s.Archs...), s.Per, s.Archs)
+	refs = firstN(f.Select(Reference, false, s.Archs...), s.Per, s.Archs)
+	return fingerprint.Training{Source: src.Model, Surrogates: models(surr), References: models(refs),
+		SurrogateIDs: names(surr), ReferenceIDs: names(refs), SourceID: src.Name, SourceArch: src.Arch}, surr, refs
+}
+
+// Extract crafts a fingerprint of the fleet's source with the training
+// models of setting s (Algorithm 2).
+func (f *Fleet) Extract(ctx context.Context, ds Data, s Setting, cfg fingerprint.Config) (*fingerprint.Fingerprint, error) {
+	tm, _, _ := f.training(s)
+	cfg.CBIM.Eps, cfg.CBIM.Loss = s.Eps, s.Loss
+	return fingerprint.Extract(ctx, tm, ds.Defender, cfg)
 }
 
 func uniqueArchs(ms []*Member) []string {

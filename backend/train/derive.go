@@ -56,8 +56,9 @@ func Attacks() []string {
 		AttackEnsemble, AttackNoise, AttackTrueLabels, AttackPrune, AttackQuantize}
 }
 
-// fineTuning reports whether attack continues training a copy of the source.
-func fineTuning(attack string) bool {
+// FineTuning reports whether attack continues training a copy of the source
+// (fine-tuning and adversarial training).
+func FineTuning(attack string) bool {
 	switch attack {
 	case AttackFTLL, AttackFTAL, AttackRTLL, AttackRTAL, AttackFGM, AttackPGD:
 		return true
@@ -71,7 +72,7 @@ func fineTuning(attack string) bool {
 // learning rate for those that continue training the source (fine-tuning and
 // adversarial training). The paper states neither.
 func AttackConfig(attack string) Config {
-	if fineTuning(attack) {
+	if FineTuning(attack) {
 		c := Defaults(5)
 		c.LR = 0.01
 		return c

@@ -150,11 +150,8 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 			*source, src.Spec.C, src.Spec.H, src.Spec.W, len(src.Spec.Classes), trainSet.Name, trainSet.C, trainSet.H, trainSet.W, trainSet.NumClasses())
 	}
 	n := *examples
-	if !set["examples"] {
-		switch *name {
-		case train.AttackFTLL, train.AttackFTAL, train.AttackRTLL, train.AttackRTAL, train.AttackFGM, train.AttackPGD:
-			n = 10000 // §6.3: 10,000 inputs labelled by the source
-		}
+	if !set["examples"] && train.FineTuning(*name) {
+		n = 10000 // §6.3: 10,000 inputs labelled by the source
 	}
 	trainSet = limit(trainSet, n)
 

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -48,8 +49,8 @@ func subsets(sourceArch string, archs []string, per int) []experiment.Setting {
 }
 
 func runExperiment(ctx context.Context, e *env, args []string) error {
-	if len(args) == 0 || (args[0] != "fingerprint" && args[0] != "conferrability") {
-		return usagef("want `experiment fingerprint` or `experiment conferrability`")
+	if len(args) == 0 || (args[0] != "fingerprint" && args[0] != "conferrability" && args[0] != "robustness") {
+		return usagef("want `experiment conferrability` (Table 1), `experiment fingerprint` (Table 2) or `experiment robustness` (Tables 4 and 5)")
 	}
 	kind := args[0]
 	fs := flag.NewFlagSet("experiment "+kind, flag.ContinueOnError)
@@ -67,6 +68,15 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 	points := fs.Int("points", 200, "start points (conferrability study)")
 	focus := fs.Float64("focus", 0.15, "ε of Table 1 and the histogram (conferrability study)")
 	cfgOf := cbimFlags(fs)
+	var rp robustnessPlan
+	fpFile := fs.String("fingerprint", "", "robustness: fingerprint file of the fleet's source (default: extract one with --eps, --tau, --candidates from the fleet's training models)")
+	fs.IntVar(&rp.epochs, "derive-epochs", 2, "robustness: epochs of the attacks that train a new model (the paper does not say; CPU scale)")
+	fs.IntVar(&rp.fineTuneEpochs, "finetune-epochs", 1, "robustness: epochs of fine-tuning and adversarial training")
+	fs.IntVar(&rp.fineTuneExamples, "finetune-examples", 10000, "robustness: adversary's examples for fine-tuning and adversarial training (§6.3: 10,000)")
+	lambdas := fs.String("lambdas", "0.05,0.1,0.2,0.3,0.4,0.5", "robustness: Noise attack weights λ (Table 4)")
+	rhos := fs.String("rhos", "0.1,0.2,0.3,0.4", "robustness: True Labels fractions ρ (Table 4 has 0.05 to 0.40)")
+	fs.StringVar(&rp.transfer, "transfer", "", "robustness: Knockoff's transfer set, a dataset name or an image folder (default: mnist for fashion-mnist)")
+	fs.StringVar(&rp.transferDir, "transfer-dir", "", "robustness: folder of the transfer dataset")
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
@@ -101,6 +111,27 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 	case "conferrability":
 		st := &experiment.ConferrabilityStudy{Eps: epsV, Focus: *focus, Points: *points, Batch: cfg.Batch, CBIM: cfg.CBIM, Command: command}
 		if _, err := st.Run(ctx, fleet, test, dir, e.progress.Report); err != nil {
+			return err
+		}
+	case "robustness":
+		if rp.lambdas, err = floats(*lambdas); err != nil {
+			return err
+		}
+		if rp.rhos, err = floats(*rhos); err != nil {
+			return err
+		}
+		rp.seed = cfg.Seed
+		src := fleet.Source()
+		attacks, err := robustnessAttacks(rp, src.Model.Spec, adv)
+		if err != nil {
+			return err
+		}
+		fp, err := robustnessFingerprint(ctx, *fpFile, *modelsDir, fleet, ds, cfg, e)
+		if err != nil {
+			return err
+		}
+		st := &experiment.RobustnessStudy{Attacks: attacks, Theta: 0.7, Margin: 0.05, Command: command}
+		if _, err := st.Run(ctx, fleet, fp, ds, filepath.Join(*modelsDir, "derived"), dir, e.progress.Report); err != nil {
 			return err
 		}
 	case "fingerprint":

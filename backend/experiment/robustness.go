@@ -1,0 +1,266 @@
+package experiment
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/conferral/conferral/backend/data"
+	"github.com/conferral/conferral/backend/fingerprint"
+	"github.com/conferral/conferral/backend/report"
+	"github.com/conferral/conferral/backend/suspect"
+	"github.com/conferral/conferral/backend/train"
+	"github.com/conferral/conferral/shared"
+)
+
+// Attack is one removal attack of the robustness study, with its parameters,
+// as a row of the paper's Tables 4 and 5.
+type Attack struct {
+	Group   string // "Model extraction", "Fine-tuning", ...
+	Name    string // train.Attack*
+	Param   string // what distinguishes this row, e.g. "λ = 0.1"; part of the cache key
+	Options train.Options
+	Config  train.Config
+	// Data is what the adversary trains on (its whole half when nil).
+	Data *data.Dataset
+	// LabelsOnly deploys the derived model so that it answers with labels
+	// only: a one-hot vector instead of probabilities.
+	LabelsOnly bool
+}
+
+// Derived is the outcome of one attack: the deployed model's test accuracy and
+// how the fingerprint judges it.
+type Derived struct {
+	Attack
+	Queries  int64
+	TestAcc  float64
+	Verdict  *fingerprint.Verdict
+	FromDisk bool
+}
+
+// Within reports whether the derived model is still useful: its test accuracy
+// within margin of the source's (§6.3 counts retention over those).
+func (d *Derived) Within(source, margin float64) bool { return d.TestAcc >= source-margin }
+
+// RobustnessStudy reproduces the paper's Tables 4 and 5: every removal attack
+// runs on the source with the adversary's data, and the fingerprint judges
+// each derived model; the fleet's testing references are the contrast.
+type RobustnessStudy struct {
+	Attacks []Attack
+	Theta   float64
+	// Margin is the accuracy loss below which §6.3 demands retention (0.05).
+	Margin  float64
+	Command string
+}
+
+// RobustnessResult is what the study measured.
+type RobustnessResult struct {
+	SourceAcc  float64
+	Derived    []*Derived
+	Surrogates []*Member // the fleet's testing surrogates (Retraining, other architectures)
+	References []*Member
+	SurrV      []*fingerprint.Verdict
+	RefV       []*fingerprint.Verdict
+	// Retained counts derived models within the margin that are verified;
+	// Useful counts those within the margin; FalsePositives the references
+	// verified as surrogates.
+	Retained, Useful, FalsePositives int
+}
+
+var nonSlug = regexp.MustCompile(`[^a-z0-9.]+`)
+
+// slug names the derived model's file: the labels-only row shares its
+// model with the row of the same attack and parameters.
+func (a Attack) slug() string {
+	return strings.Trim(nonSlug.ReplaceAllString(strings.ToLower(a.Name+"-"+a.Param), "-"), "-")
+}
+
+// String names the deployed suspect.
+func (a Attack) String() string {
+	s := a.slug()
+	if a.LabelsOnly {
+		s += " (labels only)"
+	}
+	return s
+}
+
+// derive runs a, or loads its model from dir when an earlier run with the
+// same key saved it there.
+func (a Attack) derive(ctx context.Context, f *Fleet, ds Data, dir string, progress shared.Reporter) (train.Deployed, *Derived, error) {
+	src := f.Source()
+	path := filepath.Join(dir, "derived-"+a.slug()+".safetensors")
+	c := a.Config
+	key := fmt.Sprintf("%s|%s|epochs=%d|lr=%g|batch=%d|seed=%d|%s|source=%s/%d/%d", a.Name, a.Param, c.Epochs, c.LR, c.BatchSize, c.Seed, ds.Tag, src.Arch, src.Epochs, src.Seed)
+	d := a.Data
+	if d == nil {
+		d = ds.Adversary
+	}
+	key += fmt.Sprintf("|examples=%d", d.Len())
+	out := &Derived{Attack: a}
+	if m, meta, err := train.LoadDeployed(path, src.Model.Device()); err == nil && meta["robustness.key"] == key {
+		out.FromDisk = true
+		fmt.Sscan(meta["test_accuracy"], &out.TestAcc)
+		fmt.Sscan(meta["derive.queries"], &out.Queries)
+		return m, out, nil
+	} else if m != nil {
+		m.Free()
+	}
+	c.Test, c.Progress, c.Stage = ds.Test, progress, fmt.Sprintf("derive %s %s", a.Name, a.Param)
+	m, der, err := train.Derive(ctx, a.Name, src.Model, d, a.Options, c)
+	if err != nil {
+		return nil, nil, fmt.Errorf("robustness: %s %s: %w", a.Name, a.Param, err)
+	}
+	out.TestAcc, out.Queries = der.TestAccuracy, der.Queries
+	meta := map[string]string{"robustness.key": key, "test_accuracy": fmt.Sprint(der.TestAccuracy), "derive.queries": fmt.Sprint(der.Queries), "derive.attack": a.Name}
+	if err := m.Save(path, meta); err != nil {
+		m.Free()
+		return nil, nil, fmt.Errorf("robustness: saving %s: %w", path, err)
+	}
+	return m, out, nil
+}
+
+// Run derives every attack's model from the fleet's source (cached in
+// modelsDir), verifies it and the fleet's testing models with fp, and writes
+// the report into dir.
+func (st *RobustnessStudy) Run(ctx context.Context, f *Fleet, fp *fingerprint.Fingerprint, ds Data, modelsDir string, dir report.Dir, progress shared.Reporter) (*RobustnessResult, error) {
+	if err := dir.Create(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(modelsDir, 0o755); err != nil {
+		return nil, err
+	}
+	src := f.Source()
+	srcAcc, err := train.Accuracy(ctx, src.Model, ds.Test, nil)
+	if err != nil {
+		return nil, err
+	}
+	res := &RobustnessResult{SourceAcc: srcAcc}
+	for i, a := range st.Attacks {
+		progress.Report(shared.Event{Kind: shared.Progress, Stage: "robustness", Step: int64(i), Total: int64(len(st.Attacks)), Message: a.Name + " " + a.Param})
+		m, d, err := a.derive(ctx, f, ds, modelsDir, progress)
+		if err != nil {
+			return nil, err
+		}
+		m.SetTraining(false)
+		var s suspect.Suspect = &suspect.Local{Model: m, Name: a.String()}
+		if a.LabelsOnly {
+			s = &suspect.Local{Model: train.LabelsOnly{Model: m}, Name: a.String()}
+		}
+		d.Verdict, err = fingerprint.Verify(ctx, s, fp, st.Theta, 0)
+		m.Free()
+		if err != nil {
+			return nil, err
+		}
+		res.Derived = append(res.Derived, d)
+		if d.Within(srcAcc, st.Margin) {
+			res.Useful++
+			if d.Verdict.Surrogate {
+				res.Retained++
+			}
+		}
+		progress.Report(shared.Event{Kind: shared.Log, Stage: "robustness", Message: fmt.Sprintf("%-12s %-10s test accuracy %.4f, fingerprint accuracy %.2f", a.Name, a.Param, d.TestAcc, d.Verdict.Accuracy)})
+	}
+	res.Surrogates, res.References = f.Select(Surrogate, true), f.Select(Reference, true)
+	if res.SurrV, err = verifyAll(ctx, fp, res.Surrogates, st.Theta); err != nil {
+		return nil, err
+	}
+	if res.RefV, err = verifyAll(ctx, fp, res.References, st.Theta); err != nil {
+		return nil, err
+	}
+	for _, v := range res.RefV {
+		if v.Surrogate {
+			res.FalsePositives++
+		}
+	}
+	progress.Report(shared.Event{Kind: shared.Done, Stage: "robustness", Step: int64(len(st.Attacks)), Total: int64(len(st.Attacks))})
+	return res, st.write(dir, fp, res)
+}
+
+func (st *RobustnessStudy) write(dir report.Dir, fp *fingerprint.Fingerprint, r *RobustnessResult) error {
+	var md strings.Builder
+	fmt.Fprintf(&md, "# Robustness of the fingerprint to removal attacks (the paper's Tables 4 and 5 at CPU scale)\n\nReproduce with:\n\n    %s\n\n", st.Command)
+	fmt.Fprintf(&md, "Fingerprint: %d conferrable examples of the source (%s, test accuracy %.4f), ε = %g, τ = %g, crafted on the defender's half; "+
+		"every attack below runs on the adversary's half (or, for Knockoff, a transfer set), which the fingerprint never saw. θ = %g.\n\n",
+		fp.N, fp.Meta.SourceArch, r.SourceAcc, fp.Meta.Eps, fp.Meta.Tau, st.Theta)
+	verdict := func(v *fingerprint.Verdict) string {
+		if v.Surrogate {
+			return "surrogate"
+		}
+		return "not a surrogate"
+	}
+	fmt.Fprintf(&md, "**Retention: %d of %d derived models within %.0f points of the source's accuracy are verified as surrogates at θ = %g. "+
+		"References verified as surrogates: %d of %d.**\n\n", r.Retained, r.Useful, 100*st.Margin, st.Theta, r.FalsePositives, len(r.References))
+	if r.Retained < r.Useful {
+		var missed []string
+		for _, d := range r.Derived {
+			if d.Within(r.SourceAcc, st.Margin) && !d.Verdict.Surrogate {
+				missed = append(missed, fmt.Sprintf("%s %s (%.2f)", d.Name, d.Param, d.Verdict.Accuracy))
+			}
+		}
+		fmt.Fprintf(&md, "The fingerprint **fails** the paper's retention target here: %s fell below θ although they kept their accuracy.\n\n", strings.Join(missed, ", "))
+	}
+	if r.FalsePositives > 0 {
+		fmt.Fprintf(&md, "The fingerprint **wrongly accuses** %d reference model(s).\n\n", r.FalsePositives)
+	}
+	var rows [][]string
+	group := ""
+	for _, d := range r.Derived {
+		g := ""
+		if d.Group != group {
+			g, group = d.Group, d.Group
+		}
+		within := "yes"
+		if !d.Within(r.SourceAcc, st.Margin) {
+			within = "no"
+		}
+		name := d.Name
+		if d.LabelsOnly {
+			name += " (labels only)"
+		}
+		rows = append(rows, []string{g, name, d.Param, fmt.Sprint(d.Queries), fmt.Sprintf("%.4f", d.TestAcc), fmt.Sprintf("%+.1f", 100*(d.TestAcc-r.SourceAcc)), within,
+			fmt.Sprintf("%.2f", d.Verdict.Accuracy), fmt.Sprintf("%.2g", d.Verdict.PValue), verdict(d.Verdict)})
+	}
+	fmt.Fprintf(&md, "## Derived models\n\n")
+	report.Table(&md, []string{"group", "attack", "parameters", "queries", "test accuracy", "Δ points", "within 5 points", "fingerprint accuracy", "p-value", "verdict at θ"}, rows)
+	rows = nil
+	for _, g := range []struct {
+		ms []*Member
+		vs []*fingerprint.Verdict
+	}{{r.Surrogates, r.SurrV}, {r.References, r.RefV}} {
+		for i, m := range g.ms {
+			rows = append(rows, []string{m.Name, string(m.Role), m.Arch, fmt.Sprintf("%.4f", m.TestAcc), fmt.Sprintf("%.2f", g.vs[i].Accuracy), fmt.Sprintf("%.2g", g.vs[i].PValue), verdict(g.vs[i])})
+		}
+	}
+	fmt.Fprintf(&md, "\n## For contrast: the fleet's testing models (adversary's half, never seen by the fingerprint)\n\n")
+	report.Table(&md, []string{"model", "role", "arch", "test accuracy", "fingerprint accuracy", "p-value", "verdict at θ"}, rows)
+	var series []report.Series
+	index := map[string]int{}
+	for _, d := range r.Derived {
+		i, ok := index[d.Group]
+		if !ok {
+			i = len(series)
+			index[d.Group] = i
+			series = append(series, report.Series{Name: d.Group})
+		}
+		series[i].X, series[i].Y = append(series[i].X, d.TestAcc), append(series[i].Y, d.Verdict.Accuracy)
+	}
+	for _, g := range []struct {
+		name string
+		ms   []*Member
+		vs   []*fingerprint.Verdict
+	}{{"fleet surrogates (Retraining)", r.Surrogates, r.SurrV}, {"references", r.References, r.RefV}} {
+		s := report.Series{Name: g.name}
+		for i, m := range g.ms {
+			s.X, s.Y = append(s.X, m.TestAcc), append(s.Y, g.vs[i].Accuracy)
+		}
+		series = append(series, s)
+	}
+	if err := report.Scatter(dir.Path("robustness.png"), "Derived models: fingerprint accuracy against test accuracy", "test accuracy", "fingerprint accuracy", series, st.Theta, "θ"); err != nil {
+		return err
+	}
+	fmt.Fprintf(&md, "\n## Plot\n\n![fingerprint accuracy against test accuracy](robustness.png)\n")
+	return os.WriteFile(dir.Path("README.md"), []byte(md.String()), 0o644)
+}
