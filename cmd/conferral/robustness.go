@@ -14,8 +14,8 @@ import (
 
 // robustnessPlan are the knobs of `experiment robustness`.
 type robustnessPlan struct {
-	epochs, fineTuneEpochs int     // training epochs of attacks that train a new model / continue the source
-	fineTuneExamples       int     // §6.3: 10,000 inputs for fine-tuning and adversarial training
+	epochs, fineTuneEpochs int // training epochs of attacks that train a new model / continue the source
+	fineTuneExamples       int // §6.3: 10,000 inputs for fine-tuning and adversarial training
 	lambdas, rhos          []float64
 	seed                   int64
 	transfer               string // Knockoff's transfer set ("" picks MNIST for Fashion-MNIST)
