@@ -24,10 +24,11 @@ to feed pixel-space NCHW images to the graph:
 
     graph_input = to_layout((scale * x - mean) / std)
 
-(layout NCHW or NHWC; mean and std per channel, in units after scaling).
+(layout nchw or nhwc; mean and std per channel, in units after scaling).
 Some files also carry this convention in metadata_props under the keys
-conferral.layout, conferral.scale, conferral.mean, conferral.std (see
-docs/onnx.md); the others are "foreign" files without them.
+conferral.layout ("nchw" or "nhwc"), conferral.scale ("255"),
+conferral.mean and conferral.std (comma-separated, "0.4914,0.4822,0.4465")
+(see docs/onnx.md); the others are "foreign" files without them.
 
 Weights are random (seeded) with batch-norm running statistics and affine
 parameters set to non-trivial values; the models are exported in eval mode
@@ -284,15 +285,15 @@ def images(a, n, gen, dtype):
 # consumer maps pixel-space NCHW images to the graph input, the output kind,
 # and whether the file records that convention in metadata_props.
 ARCHS = [
-    dict(name="resnet20", make=ResNet20, chw=(3, 32, 32), layout="NCHW", scale=1.0,
+    dict(name="resnet20", make=ResNet20, chw=(3, 32, 32), layout="nchw", scale=1.0,
          mean=[0.0] * 3, std=[1.0] * 3, output="logits", metadata=True),
-    dict(name="vgg16", make=VGG16, chw=(3, 32, 32), layout="NCHW", scale=1.0,
+    dict(name="vgg16", make=VGG16, chw=(3, 32, 32), layout="nchw", scale=1.0,
          mean=[0.0] * 3, std=[1.0] * 3, output="logits", metadata=False),
-    dict(name="mobilenetv2", make=MobileNetV2, chw=(3, 32, 32), layout="NCHW", scale=1.0,
+    dict(name="mobilenetv2", make=MobileNetV2, chw=(3, 32, 32), layout="nchw", scale=1.0,
          mean=[0.0] * 3, std=[1.0] * 3, output="logits", metadata=False),
-    dict(name="densenet", make=DenseNet, chw=(3, 32, 32), layout="NCHW", scale=1.0,
+    dict(name="densenet", make=DenseNet, chw=(3, 32, 32), layout="nchw", scale=1.0,
          mean=DenseNet.MEAN, std=DenseNet.STD, output="logits", metadata=True),
-    dict(name="keras_nhwc", make=KerasNHWC, chw=(1, 28, 28), layout="NHWC", scale=255.0,
+    dict(name="keras_nhwc", make=KerasNHWC, chw=(1, 28, 28), layout="nhwc", scale=255.0,
          mean=[0.0], std=[1.0], output="probabilities", metadata=True),
 ]
 
@@ -303,7 +304,7 @@ def to_graph_input(x, a):
     mean = torch.tensor(a["mean"], dtype=x.dtype).view(1, c, 1, 1)
     std = torch.tensor(a["std"], dtype=x.dtype).view(1, c, 1, 1)
     x = (a["scale"] * x - mean) / std
-    return x.permute(0, 2, 3, 1) if a["layout"] == "NHWC" else x
+    return x.permute(0, 2, 3, 1) if a["layout"] == "nhwc" else x
 
 
 def add_dropout(model_proto, opset):
@@ -324,9 +325,14 @@ def add_dropout(model_proto, opset):
     g.node.insert(idx, node)
 
 
+def num(v):
+    """A number as metadata writes it: 1 not 1.0, 0.4914 as is."""
+    return "%g" % v
+
+
 def export(model, a, opset, path):
     c, h, w = a["chw"]
-    shape = (BATCH, h, w, c) if a["layout"] == "NHWC" else (BATCH, c, h, w)
+    shape = (BATCH, h, w, c) if a["layout"] == "nhwc" else (BATCH, c, h, w)
     dummy = torch.rand(shape)
     # PRESERVE keeps BatchNormalization nodes (EVAL would fold them into the
     # convolutions); the model is in eval mode, so they export in inference form.
@@ -341,8 +347,9 @@ def export(model, a, opset, path):
     m.doc_string = "Conferral test model %s (random weights), opset %d" % (a["name"], opset)
     del m.metadata_props[:]
     if a["metadata"]:
-        for k, v in (("conferral.layout", a["layout"]), ("conferral.scale", json.dumps(a["scale"])),
-                     ("conferral.mean", json.dumps(a["mean"])), ("conferral.std", json.dumps(a["std"]))):
+        for k, v in (("conferral.layout", a["layout"]), ("conferral.scale", num(a["scale"])),
+                     ("conferral.mean", ",".join(map(num, a["mean"]))),
+                     ("conferral.std", ",".join(map(num, a["std"])))):
             m.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
     onnx.checker.check_model(m, full_check=True)
     onnx.save(m, path)
@@ -384,7 +391,7 @@ def main():
             ops = export(model, a, opset, os.path.join(HERE, fname))
             manifest["models"].append({
                 "file": fname, "arch": a["name"], "opset": opset,
-                "input_shape": [None, h, w, c] if a["layout"] == "NHWC" else [None, c, h, w],
+                "input_shape": [None, h, w, c] if a["layout"] == "nhwc" else [None, c, h, w],
                 "pixel_shape": [c, h, w], "layout": a["layout"], "scale": a["scale"],
                 "mean": a["mean"], "std": a["std"], "output": a["output"], "classes": CLASSES,
                 "metadata_props": a["metadata"], "ops": ops, "ref": refs})
