@@ -44,6 +44,9 @@ func TestZoo(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer m.Free()
+				if arch == "lenet" && shape[0] == 1 && m.NumParams() != 61706 {
+					t.Errorf("LeNet-5 on 28×28 has %d parameters, want LeCun's 61,706", m.NumParams())
+				}
 				if w, ok := want[arch]; ok && shape[0] == 3 {
 					if n := float64(m.NumParams()); math.Abs(n-w)/w > 0.05 {
 						t.Errorf("%s has %.3gM parameters, want ≈ %.3gM", arch, n/1e6, w/1e6)

@@ -16,6 +16,7 @@ func archs() map[string]Arch {
 	return map[string]Arch{
 		"cnn":         SmallCNN,
 		"mlp":         MLP,
+		"lenet":       LeNet,
 		"resnet20":    ResNet(3),
 		"resnet56":    ResNet(9),
 		"vgg16":       VGG(vgg16()),
@@ -44,6 +45,17 @@ func SmallCNN(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
 	x = Dense(c.In("fc1"), x.Flatten(), 256, true).Relu()
 	x = Dropout(c, x, 0.25)
 	return Dense(c.In("fc2"), x, classes, true)
+}
+
+// LeNet is LeNet-5 (LeCun et al. 1998) with ReLU and max-pooling: two 5×5
+// convolutions (6 and 16 channels, the first padded) and three dense layers
+// (120, 84, classes). A cheap third family beside the CNN and the MLP.
+func LeNet(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
+	x = MaxPool(Conv2d(c.In("conv1"), x, 6, 5, ConvOpts{Padding: -1, Bias: true}).Relu(), 2)
+	x = MaxPool(Conv2d(c.In("conv2"), x, 16, 5, ConvOpts{Bias: true}).Relu(), 2)
+	x = Dense(c.In("fc1"), x.Flatten(), 120, true).Relu()
+	x = Dense(c.In("fc2"), x, 84, true).Relu()
+	return Dense(c.In("fc3"), x, classes, true)
 }
 
 // MLP is a two-hidden-layer perceptron, a deliberately different
