@@ -30,6 +30,9 @@ type Verdict struct {
 	// Labels are the suspect's answers, Matches whether each equals its key.
 	Labels  []int64 `json:"labels"`
 	Matches []bool  `json:"matches"`
+	// Queries is the number of images the suspect was sent: Fingerprints,
+	// or more for a remote suspect that had to retry.
+	Queries int `json:"queries"`
 }
 
 // Verify is Algorithm 1: it queries the suspect with the fingerprints and
@@ -38,6 +41,11 @@ type Verdict struct {
 func Verify(ctx context.Context, s suspect.Suspect, fp *Fingerprint, theta, baseRate float64) (*Verdict, error) {
 	if fp.N == 0 {
 		return nil, fmt.Errorf("verify: the fingerprint is empty")
+	}
+	q, counts := s.(suspect.Counter)
+	before := 0
+	if counts {
+		before = q.Queries()
 	}
 	labels, err := s.Classify(ctx, suspect.Images{X: fp.Float32(), N: fp.N, C: fp.C, H: fp.H, W: fp.W})
 	if err != nil {
@@ -49,7 +57,10 @@ func Verify(ctx context.Context, s suspect.Suspect, fp *Fingerprint, theta, base
 	if baseRate <= 0 {
 		baseRate = fp.Meta.ReferenceRate
 	}
-	v := &Verdict{Suspect: s.String(), Fingerprints: fp.N, Threshold: theta, BaseRate: baseRate, Labels: labels, Matches: make([]bool, fp.N)}
+	v := &Verdict{Suspect: s.String(), Fingerprints: fp.N, Threshold: theta, BaseRate: baseRate, Labels: labels, Matches: make([]bool, fp.N), Queries: fp.N}
+	if counts {
+		v.Queries = q.Queries() - before
+	}
 	for i, l := range labels {
 		if l == fp.Keys[i] {
 			v.Matches[i] = true

@@ -39,6 +39,13 @@ type Suspect interface {
 	String() string
 }
 
+// Counter is a suspect that counts the images it was sent (a remote one,
+// whose queries may cost money or raise suspicion).
+type Counter interface {
+	// Queries is the number of images sent so far.
+	Queries() int
+}
+
 // Model is a local classifier: a zoo model or an imported one.
 type Model interface {
 	Forward(x *torch.Tensor) *torch.Tensor

@@ -1,0 +1,614 @@
+// Package predict serves a classifier as a prediction endpoint in the two
+// common REST dialects: the Open Inference Protocol (KServe v2: POST
+// /v2/models/{name}/infer) and TensorFlow Serving (POST
+// /v1/models/{name}:predict). It is what `conferral serve-model` runs, for
+// demos and for testing remote suspects against a real server.
+package predict
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/conferral/conferral/backend/suspect"
+	"github.com/conferral/conferral/backend/torch"
+)
+
+// Answer is what the endpoint returns for each image.
+type Answer string
+
+// The answers a Handler can give.
+const (
+	// Probabilities are the softmax of the model's output (the default).
+	Probabilities Answer = "probabilities"
+	// Index is the class index only: a labels-only endpoint.
+	Index Answer = "index"
+	// Name is the class name only.
+	Name Answer = "name"
+	// OneHot is a one-hot vector of the class.
+	OneHot Answer = "onehot"
+)
+
+// ParseAnswer reads probabilities, index, name or onehot.
+func ParseAnswer(s string) (Answer, error) {
+	switch a := Answer(strings.ToLower(strings.TrimSpace(s))); a {
+	case "", Probabilities:
+		return Probabilities, nil
+	case Index, Name, OneHot:
+		return a, nil
+	}
+	return "", fmt.Errorf("unknown answer %q (probabilities, index, name or onehot)", s)
+}
+
+// Model is a classifier on pixel-space NCHW input in [0,1].
+type Model interface {
+	Forward(x *torch.Tensor) *torch.Tensor
+	Device() torch.Device
+}
+
+// Options describe the served model and how it answers.
+type Options struct {
+	// Name is the model's name in URLs ("model" when empty).
+	Name string
+	// Classes name the classes; their number is the model's.
+	Classes []string
+	// C, H, W is the image size.
+	C, H, W int
+	// Layout is the input layout the endpoint advertises and expects:
+	// NCHW (the default) or NHWC.
+	Layout suspect.Layout
+	// Answer is what each image gets back (Probabilities when empty).
+	Answer Answer
+	// Scale divides the values received (1 when zero; 255 for an endpoint
+	// that takes 0–255).
+	Scale float64
+	// MaxBatch bounds the images in one request (1024 when zero).
+	MaxBatch int
+	// MaxBodyBytes bounds a request body (64 MiB when zero).
+	MaxBodyBytes int64
+}
+
+// Handler serves one model. Inference is serialised: one request runs the
+// model at a time.
+type Handler struct {
+	m      Model
+	o      Options
+	mu     sync.Mutex // the model runs one batch at a time
+	served atomic.Int64
+}
+
+// New checks o and returns the handler.
+func New(m Model, o Options) (*Handler, error) {
+	if o.Name == "" {
+		o.Name = "model"
+	}
+	if strings.ContainsAny(o.Name, "/:?#% ") {
+		return nil, fmt.Errorf("predict: model name %q may not contain / : ? # %% or spaces", o.Name)
+	}
+	if len(o.Classes) < 2 {
+		return nil, fmt.Errorf("predict: %d classes; a classifier has at least 2", len(o.Classes))
+	}
+	if o.C <= 0 || o.H <= 0 || o.W <= 0 {
+		return nil, fmt.Errorf("predict: bad image size %dx%dx%d", o.C, o.H, o.W)
+	}
+	switch o.Layout {
+	case suspect.LayoutAuto:
+		o.Layout = suspect.NCHW
+	case suspect.NCHW, suspect.NHWC:
+	default:
+		return nil, fmt.Errorf("predict: unknown layout %q", o.Layout)
+	}
+	a, err := ParseAnswer(string(o.Answer))
+	if err != nil {
+		return nil, fmt.Errorf("predict: %w", err)
+	}
+	o.Answer = a
+	switch {
+	case o.Scale == 0:
+		o.Scale = 1
+	case !(o.Scale > 0) || math.IsInf(o.Scale, 0):
+		return nil, fmt.Errorf("predict: scale %v is not a positive number", o.Scale)
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 1024
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = 64 << 20
+	}
+	if t, ok := m.(interface{ SetTraining(bool) }); ok {
+		t.SetTraining(false)
+	}
+	return &Handler{m: m, o: o}, nil
+}
+
+// Served is the number of images classified so far.
+func (h *Handler) Served() int { return int(h.served.Load()) }
+
+// requestError is a bad request: its message goes back to the client.
+type requestError struct {
+	status int
+	msg    string
+}
+
+func (e *requestError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) error {
+	return &requestError{http.StatusBadRequest, fmt.Sprintf(format, args...)}
+}
+
+// ServeHTTP routes both protocols.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	switch {
+	case p == "/v2" || p == "/v2/":
+		h.get(w, r, map[string]any{"name": "conferral", "version": "1", "extensions": []string{}})
+	case p == "/v2/health/live" || p == "/v2/health/ready":
+		h.get(w, r, map[string]any{})
+	case strings.HasPrefix(p, "/v2/models/"):
+		h.kserve(w, r, strings.TrimPrefix(p, "/v2/models/"))
+	case strings.HasPrefix(p, "/v1/models/"):
+		h.tfserving(w, r, strings.TrimPrefix(p, "/v1/models/"))
+	default:
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s; try /v2/models/%s/infer or /v1/models/%s:predict", p, h.o.Name, h.o.Name))
+	}
+}
+
+func (h *Handler) get(w http.ResponseWriter, r *http.Request, v any) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		writeError(w, http.StatusMethodNotAllowed, r.Method+" not allowed here")
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+// model checks the model segment (and an optional version 1).
+func (h *Handler) model(rest string) (tail string, ok bool) {
+	name, tail, _ := strings.Cut(rest, "/")
+	if name != h.o.Name {
+		return "", false
+	}
+	if v, ok := strings.CutPrefix(tail, "versions/"); ok {
+		ver, t, _ := strings.Cut(v, "/")
+		if ver != "1" {
+			return "", false
+		}
+		tail = t
+	}
+	return tail, true
+}
+
+func (h *Handler) kserve(w http.ResponseWriter, r *http.Request, rest string) {
+	tail, ok := h.model(strings.TrimSuffix(rest, "/"))
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no model %q (this endpoint serves %q, version 1)", rest, h.o.Name))
+		return
+	}
+	switch tail {
+	case "":
+		h.get(w, r, h.kserveMetadata())
+	case "ready":
+		h.get(w, r, map[string]any{"name": h.o.Name, "ready": true})
+	case "infer":
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", "POST")
+			writeError(w, http.StatusMethodNotAllowed, "infer takes POST")
+			return
+		}
+		h.respond(w, r, h.kserveInfer)
+	default:
+		writeError(w, http.StatusNotFound, "no route "+r.URL.Path)
+	}
+}
+
+func (h *Handler) tfserving(w http.ResponseWriter, r *http.Request, rest string) {
+	rest = strings.TrimSuffix(rest, "/")
+	if m, ok := strings.CutSuffix(rest, ":predict"); ok {
+		if tail, ok := h.model(m); !ok || tail != "" {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no model %q (this endpoint serves %q, version 1)", m, h.o.Name))
+			return
+		}
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", "POST")
+			writeError(w, http.StatusMethodNotAllowed, ":predict takes POST")
+			return
+		}
+		h.respond(w, r, h.tfPredict)
+		return
+	}
+	tail, ok := h.model(rest)
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no model %q (this endpoint serves %q, version 1)", rest, h.o.Name))
+		return
+	}
+	switch tail {
+	case "":
+		h.get(w, r, map[string]any{"model_version_status": []any{map[string]any{
+			"version": "1", "state": "AVAILABLE", "status": map[string]string{"error_code": "OK", "error_message": ""}}}})
+	case "metadata":
+		h.get(w, r, h.tfMetadata())
+	default:
+		writeError(w, http.StatusNotFound, "no route "+r.URL.Path)
+	}
+}
+
+// inputShape is the advertised input shape, batch first (−1: any).
+func (h *Handler) inputShape() []int64 {
+	if h.o.Layout == suspect.NHWC {
+		return []int64{-1, int64(h.o.H), int64(h.o.W), int64(h.o.C)}
+	}
+	return []int64{-1, int64(h.o.C), int64(h.o.H), int64(h.o.W)}
+}
+
+// output is the name, datatype and per-image shape of the answer.
+func (h *Handler) output() (name, datatype string, shape []int64) {
+	k := int64(len(h.o.Classes))
+	switch h.o.Answer {
+	case Index:
+		return "label", "INT64", []int64{-1}
+	case Name:
+		return "label", "BYTES", []int64{-1}
+	case OneHot:
+		return "onehot", "FP32", []int64{-1, k}
+	}
+	return "probabilities", "FP32", []int64{-1, k}
+}
+
+func (h *Handler) kserveMetadata() any {
+	name, dt, shape := h.output()
+	return map[string]any{
+		"name": h.o.Name, "versions": []string{"1"}, "platform": "conferral",
+		"inputs":  []any{map[string]any{"name": "input", "datatype": "FP32", "shape": h.inputShape()}},
+		"outputs": []any{map[string]any{"name": name, "datatype": dt, "shape": shape}},
+	}
+}
+
+func (h *Handler) tfMetadata() any {
+	dims := func(s []int64) any {
+		out := make([]any, len(s))
+		for i, d := range s {
+			out[i] = map[string]string{"size": strconv.FormatInt(d, 10), "name": ""}
+		}
+		return map[string]any{"dim": out, "unknown_rank": false}
+	}
+	name, dt, shape := h.output()
+	tfdt := map[string]string{"FP32": "DT_FLOAT", "INT64": "DT_INT64", "BYTES": "DT_STRING"}[dt]
+	return map[string]any{
+		"model_spec": map[string]any{"name": h.o.Name, "signature_name": "", "version": "1"},
+		"metadata": map[string]any{"signature_def": map[string]any{"signature_def": map[string]any{
+			"serving_default": map[string]any{
+				"inputs":      map[string]any{"input": map[string]any{"dtype": "DT_FLOAT", "tensor_shape": dims(h.inputShape()), "name": "serving_default_input:0"}},
+				"outputs":     map[string]any{name: map[string]any{"dtype": tfdt, "tensor_shape": dims(shape), "name": "StatefulPartitionedCall:0"}},
+				"method_name": "tensorflow/serving/predict",
+			}}}},
+	}
+}
+
+// respond reads the body, runs fn and writes its answer or error.
+func (h *Handler) respond(w http.ResponseWriter, r *http.Request, fn func(body []byte) (any, error)) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.o.MaxBodyBytes))
+	if err != nil {
+		var mb *http.MaxBytesError
+		if errors.As(err, &mb) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", mb.Limit))
+			return
+		}
+		writeError(w, http.StatusBadRequest, "reading the request: "+err.Error())
+		return
+	}
+	v, err := fn(body)
+	if err != nil {
+		var re *requestError
+		if errors.As(err, &re) {
+			writeError(w, re.status, re.msg)
+			return
+		}
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
+func (h *Handler) kserveInfer(body []byte) (any, error) {
+	var req struct {
+		ID     string `json:"id"`
+		Inputs []struct {
+			Name     string          `json:"name"`
+			Shape    []int64         `json:"shape"`
+			Datatype string          `json:"datatype"`
+			Data     json.RawMessage `json:"data"`
+		} `json:"inputs"`
+		Outputs []struct {
+			Name string `json:"name"`
+		} `json:"outputs"`
+	}
+	if err := decode(body, &req); err != nil {
+		return nil, badRequest("the request is not KServe v2 JSON: %v", err)
+	}
+	if len(req.Inputs) != 1 {
+		return nil, badRequest("%d inputs; the model takes one (\"input\")", len(req.Inputs))
+	}
+	in := req.Inputs[0]
+	if in.Datatype != "FP32" && in.Datatype != "FP64" {
+		return nil, badRequest("input %q is %q; send FP32", in.Name, in.Datatype)
+	}
+	outName, dt, _ := h.output()
+	for _, o := range req.Outputs {
+		if o.Name != outName {
+			return nil, badRequest("no output %q (the model answers %q)", o.Name, outName)
+		}
+	}
+	want := h.inputShape()
+	if len(in.Shape) != 4 || in.Shape[1] != want[1] || in.Shape[2] != want[2] || in.Shape[3] != want[3] || in.Shape[0] < 0 {
+		return nil, badRequest("input shape %v; the model takes %v (%s)", in.Shape, want, h.o.Layout)
+	}
+	n := int(in.Shape[0])
+	if n > h.o.MaxBatch {
+		return nil, badRequest("%d images in one request; at most %d", n, h.o.MaxBatch)
+	}
+	var data any
+	if err := decode(in.Data, &data); err != nil {
+		return nil, badRequest("input data: %v", err)
+	}
+	x, err := floats(data, nil)
+	if err != nil {
+		return nil, badRequest("input data: %v", err)
+	}
+	if len(x) != n*h.o.C*h.o.H*h.o.W {
+		return nil, badRequest("input data has %d values; shape %v needs %d", len(x), in.Shape, n*h.o.C*h.o.H*h.o.W)
+	}
+	labels, probs, err := h.run(x, n)
+	if err != nil {
+		return nil, err
+	}
+	k := len(h.o.Classes)
+	var out any
+	var shape []int64
+	switch h.o.Answer {
+	case Index:
+		out, shape = labels, []int64{int64(n)}
+	case Name:
+		names := make([]string, n)
+		for i, l := range labels {
+			names[i] = h.o.Classes[l]
+		}
+		out, shape = names, []int64{int64(n)}
+	case OneHot:
+		out, shape = oneHot(labels, k), []int64{int64(n), int64(k)}
+	default:
+		out, shape = probs, []int64{int64(n), int64(k)}
+	}
+	resp := map[string]any{"model_name": h.o.Name, "model_version": "1",
+		"outputs": []any{map[string]any{"name": outName, "datatype": dt, "shape": shape, "data": out}}}
+	if req.ID != "" {
+		resp["id"] = req.ID
+	}
+	return resp, nil
+}
+
+func (h *Handler) tfPredict(body []byte) (any, error) {
+	var req map[string]any
+	if err := decode(body, &req); err != nil {
+		return nil, badRequest("the request is not TensorFlow Serving JSON: %v", err)
+	}
+	key := "instances"
+	v, ok := req["instances"]
+	if !ok {
+		if v, ok = req["inputs"]; !ok {
+			return nil, badRequest("the request has neither \"instances\" nor \"inputs\"")
+		}
+		key = "inputs"
+	}
+	if m, ok := v.(map[string]any); ok && key == "inputs" { // {"inputs": {"input": [...]}}
+		if len(m) != 1 {
+			return nil, badRequest("%d named inputs; the model takes one", len(m))
+		}
+		for _, t := range m {
+			v = t
+		}
+	}
+	rows, ok := v.([]any)
+	if !ok {
+		return nil, badRequest("%q is not a list of images", key)
+	}
+	n := len(rows)
+	if n > h.o.MaxBatch {
+		return nil, badRequest("%d images in one request; at most %d", n, h.o.MaxBatch)
+	}
+	per := h.o.C * h.o.H * h.o.W
+	x := make([]float32, 0, n*per)
+	want := h.inputShape()[1:]
+	for i, row := range rows {
+		if m, ok := row.(map[string]any); ok { // {"instances": [{"input": [...]}]}
+			if len(m) != 1 {
+				return nil, badRequest("instance %d has %d named inputs; the model takes one", i, len(m))
+			}
+			for _, t := range m {
+				row = t
+			}
+		}
+		if err := checkNesting(row, want); err != nil {
+			return nil, badRequest("image %d: %v (the model takes %v, %s)", i, err, want, h.o.Layout)
+		}
+		var err error
+		if x, err = floats(row, x); err != nil {
+			return nil, badRequest("image %d: %v", i, err)
+		}
+	}
+	labels, probs, err := h.run(x, n)
+	if err != nil {
+		return nil, err
+	}
+	k := len(h.o.Classes)
+	preds := make([]any, n)
+	for i, l := range labels {
+		switch h.o.Answer {
+		case Index:
+			preds[i] = l
+		case Name:
+			preds[i] = h.o.Classes[l]
+		case OneHot:
+			preds[i] = oneHot(labels[i:i+1], k)
+		default:
+			preds[i] = probs[i*k : (i+1)*k]
+		}
+	}
+	if key == "inputs" {
+		return map[string]any{"outputs": preds}, nil
+	}
+	return map[string]any{"predictions": preds}, nil
+}
+
+// checkNesting checks that v is nested arrays of exactly the sizes dims.
+func checkNesting(v any, dims []int64) error {
+	a, ok := v.([]any)
+	if len(dims) == 0 {
+		if ok {
+			return fmt.Errorf("nested deeper than the image")
+		}
+		return nil
+	}
+	if !ok || int64(len(a)) != dims[0] {
+		got := "not a list"
+		if ok {
+			got = fmt.Sprintf("a list of %d", len(a))
+		}
+		return fmt.Errorf("%s where a list of %d belongs", got, dims[0])
+	}
+	for _, e := range a {
+		if err := checkNesting(e, dims[1:]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// run classifies n images x laid out as the options say.
+func (h *Handler) run(x []float32, n int) (labels []int64, probs []float32, err error) {
+	c, hh, w := h.o.C, h.o.H, h.o.W
+	for i, v := range x {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return nil, nil, badRequest("value %d is %v", i, v)
+		}
+	}
+	if h.o.Scale != 1 {
+		for i := range x {
+			x[i] = float32(float64(x[i]) / h.o.Scale)
+		}
+	}
+	if h.o.Layout == suspect.NHWC {
+		t := make([]float32, len(x))
+		per := c * hh * w
+		for i := 0; i < n; i++ {
+			src, dst := x[i*per:(i+1)*per], t[i*per:(i+1)*per]
+			for y := 0; y < hh; y++ {
+				for xx := 0; xx < w; xx++ {
+					for ch := 0; ch < c; ch++ {
+						dst[(ch*hh+y)*w+xx] = src[(y*w+xx)*c+ch]
+					}
+				}
+			}
+		}
+		x = t
+	}
+	if n == 0 {
+		return []int64{}, []float32{}, nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	runtime.LockOSThread() // libtorch's thread pool belongs to the OS thread
+	defer runtime.UnlockOSThread()
+	k := len(h.o.Classes)
+	var wrong error
+	err = torch.Catch(func() {
+		torch.NoGrad(func() {
+			torch.Scoped(func(s *torch.Scope) {
+				t := torch.FromSlice(s, x, int64(n), int64(c), int64(hh), int64(w))
+				if d := h.m.Device(); d != torch.CPU {
+					t = t.ToDevice(d)
+				}
+				out := h.m.Forward(t)
+				if got := out.Size(1); got != int64(k) {
+					wrong = fmt.Errorf("the model gives %d scores for %d classes", got, k)
+					return
+				}
+				p := out.Softmax(1)
+				labels = p.Argmax(1, false).ToDevice(torch.CPU).Int64s()
+				probs = p.ToDevice(torch.CPU).Float32s()
+			})
+		})
+	})
+	if err == nil {
+		err = wrong
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("running the model: %w", err)
+	}
+	h.served.Add(int64(n))
+	return labels, probs, nil
+}
+
+func oneHot(labels []int64, k int) []float32 {
+	out := make([]float32, len(labels)*k)
+	for i, l := range labels {
+		out[i*k+int(l)] = 1
+	}
+	return out
+}
+
+// floats appends the numbers of nested arrays to dst.
+func floats(v any, dst []float32) ([]float32, error) {
+	switch x := v.(type) {
+	case []any:
+		var err error
+		for _, e := range x {
+			if dst, err = floats(e, dst); err != nil {
+				return nil, err
+			}
+		}
+		return dst, nil
+	case json.Number:
+		f, err := strconv.ParseFloat(string(x), 32)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a float32", x)
+		}
+		return append(dst, float32(f)), nil
+	}
+	return nil, fmt.Errorf("a value is %T, not a number", v)
+}
+
+func decode(b []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	if err := d.Decode(v); err != nil {
+		return err
+	}
+	if d.More() {
+		return errors.New("data after the JSON value")
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b, _ = json.Marshal(map[string]string{"error": "encoding the answer: " + err.Error()})
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}

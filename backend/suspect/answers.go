@@ -1,0 +1,281 @@
+package suspect
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Endpoints answer in many shapes: scores per class (probabilities, logits
+// or a one-hot vector), a class index, or a class name, each possibly
+// nested in extra arrays or objects. The functions here reduce an answer
+// to one label per image, and say clearly when they cannot.
+
+// preferred are output names tried, in order, when an answer has several
+// and none was named.
+var preferred = []string{"class_ids", "label", "labels", "probabilities", "probs", "scores", "logits", "predictions", "output", "outputs", "classes"}
+
+// decodeJSON decodes with numbers kept as written.
+func decodeJSON(b []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	if err := d.Decode(v); err != nil {
+		return err
+	}
+	if d.More() {
+		return fmt.Errorf("data after the JSON value")
+	}
+	return nil
+}
+
+// kserveLabels reads an inference response of the Open Inference Protocol.
+func (r *Remote) kserveLabels(body []byte, n int) ([]int64, error) {
+	var resp struct {
+		Outputs []struct {
+			Name     string          `json:"name"`
+			Shape    []int64         `json:"shape"`
+			Datatype string          `json:"datatype"`
+			Data     json.RawMessage `json:"data"`
+		} `json:"outputs"`
+		Error string `json:"error"`
+	}
+	if err := decodeJSON(body, &resp); err != nil {
+		return nil, fmt.Errorf("the answer is not KServe v2 JSON: %w", err)
+	}
+	if resp.Error != "" {
+		return nil, fmt.Errorf("the endpoint says: %s", truncate(resp.Error, 300))
+	}
+	if len(resp.Outputs) == 0 {
+		return nil, fmt.Errorf("the answer has no outputs")
+	}
+	names := make([]string, len(resp.Outputs))
+	for i, o := range resp.Outputs {
+		names[i] = o.Name
+	}
+	pick := 0
+	if r.o.OutputName != "" {
+		pick = slices.Index(names, r.o.OutputName)
+		if pick < 0 {
+			return nil, fmt.Errorf("the answer has no output %q (it has %s)", r.o.OutputName, strings.Join(names, ", "))
+		}
+	} else {
+		for _, p := range preferred {
+			if i := slices.Index(names, p); i >= 0 && len(names) > 1 {
+				pick = i
+				break
+			}
+		}
+	}
+	o := resp.Outputs[pick]
+	var data any
+	if err := decodeJSON(o.Data, &data); err != nil {
+		return nil, fmt.Errorf("output %q: data: %w", o.Name, err)
+	}
+	flat := flatten(data, nil)
+	if len(o.Shape) > 0 {
+		total := int64(1)
+		for _, s := range o.Shape {
+			if s < 0 {
+				return nil, fmt.Errorf("output %q: negative dimension in shape %v", o.Name, o.Shape)
+			}
+			total *= s
+		}
+		if total != int64(len(flat)) {
+			return nil, fmt.Errorf("output %q: shape %v holds %d values, data has %d", o.Name, o.Shape, total, len(flat))
+		}
+		if o.Shape[0] != int64(n) {
+			return nil, fmt.Errorf("output %q: %d answers to %d images (shape %v)", o.Name, o.Shape[0], n, o.Shape)
+		}
+	}
+	return r.perImage(flat, n, "output "+strconv.Quote(o.Name))
+}
+
+// tfLabels reads a TensorFlow Serving predict response, row
+// ({"predictions": […]}) or columnar ({"outputs": …}).
+func (r *Remote) tfLabels(body []byte, n int) ([]int64, error) {
+	var resp map[string]any
+	if err := decodeJSON(body, &resp); err != nil {
+		return nil, fmt.Errorf("the answer is not TensorFlow Serving JSON: %w", err)
+	}
+	if e, ok := resp["error"]; ok {
+		return nil, fmt.Errorf("the endpoint says: %s", truncate(fmt.Sprint(e), 300))
+	}
+	preds, ok := resp["predictions"]
+	if !ok {
+		if preds, ok = resp["outputs"]; !ok {
+			return nil, fmt.Errorf("the answer has neither \"predictions\" nor \"outputs\"")
+		}
+	}
+	if m, ok := preds.(map[string]any); ok { // columnar, named outputs
+		v, err := r.field(m)
+		if err != nil {
+			return nil, err
+		}
+		preds = v
+	}
+	rows, ok := preds.([]any)
+	if !ok {
+		return nil, fmt.Errorf("the predictions are %s, not a list", kind(preds))
+	}
+	if len(rows) != n {
+		return nil, fmt.Errorf("%d predictions for %d images", len(rows), n)
+	}
+	out := make([]int64, n)
+	for i, row := range rows {
+		if m, ok := row.(map[string]any); ok {
+			v, err := r.field(m)
+			if err != nil {
+				return nil, fmt.Errorf("prediction %d: %w", i, err)
+			}
+			row = v
+		}
+		l, err := r.label(flatten(row, nil))
+		if err != nil {
+			return nil, fmt.Errorf("prediction %d: %w", i, err)
+		}
+		out[i] = l
+	}
+	return out, nil
+}
+
+// field picks the answer out of an object of named outputs.
+func (r *Remote) field(m map[string]any) (any, error) {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	if r.o.OutputName != "" {
+		v, ok := m[r.o.OutputName]
+		if !ok {
+			return nil, fmt.Errorf("no output %q (there are %s)", r.o.OutputName, strings.Join(keys, ", "))
+		}
+		return v, nil
+	}
+	if len(m) == 1 {
+		return m[keys[0]], nil
+	}
+	for _, p := range preferred {
+		if v, ok := m[p]; ok {
+			return v, nil
+		}
+	}
+	return nil, fmt.Errorf("cannot tell which of the outputs %s holds the class; name it (OutputName / --output)", strings.Join(keys, ", "))
+}
+
+// perImage splits flat values into n equal answers and labels each.
+func (r *Remote) perImage(flat []any, n int, what string) ([]int64, error) {
+	if n == 0 {
+		if len(flat) != 0 {
+			return nil, fmt.Errorf("%s: %d values for no images", what, len(flat))
+		}
+		return []int64{}, nil
+	}
+	if len(flat) == 0 || len(flat)%n != 0 {
+		return nil, fmt.Errorf("%s: %d values cannot be %d answers", what, len(flat), n)
+	}
+	k := len(flat) / n
+	out := make([]int64, n)
+	for i := range out {
+		l, err := r.label(flat[i*k : (i+1)*k])
+		if err != nil {
+			return nil, fmt.Errorf("%s, image %d: %w", what, i, err)
+		}
+		out[i] = l
+	}
+	return out, nil
+}
+
+// label reduces one image's answer: one value is a class index or name,
+// several numbers are scores (argmax, the first of equal maxima).
+func (r *Remote) label(vals []any) (int64, error) {
+	switch len(vals) {
+	case 0:
+		return 0, fmt.Errorf("an empty answer")
+	case 1:
+		return r.scalar(vals[0])
+	}
+	if k := len(r.o.Classes); k > 0 && len(vals) != k {
+		return 0, fmt.Errorf("%d scores for %d classes", len(vals), k)
+	}
+	best, bestV := -1, math.Inf(-1)
+	for i, v := range vals {
+		num, ok := v.(json.Number)
+		if !ok {
+			return 0, fmt.Errorf("%d values and value %d is %s: not scores", len(vals), i, kind(v))
+		}
+		f, err := num.Float64()
+		if err != nil || math.IsNaN(f) {
+			return 0, fmt.Errorf("score %q is not a number", num)
+		}
+		if best < 0 || f > bestV {
+			best, bestV = i, f
+		}
+	}
+	return int64(best), nil
+}
+
+// scalar reads a class index or a class name.
+func (r *Remote) scalar(v any) (int64, error) {
+	var idx int64
+	switch x := v.(type) {
+	case json.Number:
+		f, err := x.Float64()
+		if err != nil || f != math.Trunc(f) || math.Abs(f) > 1<<53 {
+			return 0, fmt.Errorf("label %s is not a class index", x)
+		}
+		idx = int64(f)
+	case string:
+		if i := slices.Index(r.o.Classes, x); i >= 0 {
+			return int64(i), nil
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(x), 10, 64)
+		if err != nil {
+			if len(r.o.Classes) == 0 {
+				return 0, fmt.Errorf("label %q is a name, and no class names were given", truncate(x, 40))
+			}
+			return 0, fmt.Errorf("label %q is none of the classes %s", truncate(x, 40), strings.Join(r.o.Classes, ", "))
+		}
+		idx = n
+	default:
+		return 0, fmt.Errorf("label is %s", kind(v))
+	}
+	if idx < 0 || (len(r.o.Classes) > 0 && idx >= int64(len(r.o.Classes))) {
+		return 0, fmt.Errorf("class index %d is out of range", idx)
+	}
+	return idx, nil
+}
+
+// flatten appends the leaves of nested arrays to dst.
+func flatten(v any, dst []any) []any {
+	if a, ok := v.([]any); ok {
+		for _, e := range a {
+			dst = flatten(e, dst)
+		}
+		return dst
+	}
+	return append(dst, v)
+}
+
+func kind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case json.Number:
+		return "a number"
+	case string:
+		return "a string"
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "an object"
+	}
+	return fmt.Sprintf("%T", v)
+}

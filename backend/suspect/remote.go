@@ -1,0 +1,792 @@
+package suspect
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Protocol is the REST dialect of a prediction endpoint.
+type Protocol string
+
+// The protocols Remote speaks.
+const (
+	// ProtocolAuto tells the protocol from the URL path (/v2/models/… is
+	// KServe, /v1/models/… is TensorFlow Serving).
+	ProtocolAuto Protocol = "auto"
+	// KServe is the Open Inference Protocol (KServe v2, Triton, Seldon
+	// MLServer): POST /v2/models/{name}/infer.
+	KServe Protocol = "kserve"
+	// TFServing is TensorFlow Serving's REST API: POST
+	// /v1/models/{name}:predict.
+	TFServing Protocol = "tfserving"
+)
+
+// ParseProtocol reads auto, kserve (or v2, oip) and tfserving (or tf).
+func ParseProtocol(s string) (Protocol, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "auto":
+		return ProtocolAuto, nil
+	case "kserve", "v2", "oip":
+		return KServe, nil
+	case "tfserving", "tf", "tensorflow":
+		return TFServing, nil
+	}
+	return "", fmt.Errorf("unknown protocol %q (auto, kserve or tfserving)", s)
+}
+
+// Layout is the order of an image's values on the wire.
+type Layout string
+
+// The layouts Remote can send.
+const (
+	// LayoutAuto takes the layout from the endpoint's metadata, else the
+	// protocol's custom: NCHW for KServe, NHWC for TensorFlow Serving.
+	LayoutAuto Layout = ""
+	NCHW       Layout = "NCHW"
+	NHWC       Layout = "NHWC"
+)
+
+// ParseLayout reads auto, nchw and nhwc.
+func ParseLayout(s string) (Layout, error) {
+	switch strings.ToUpper(strings.TrimSpace(s)) {
+	case "", "AUTO":
+		return LayoutAuto, nil
+	case "NCHW":
+		return NCHW, nil
+	case "NHWC":
+		return NHWC, nil
+	}
+	return "", fmt.Errorf("unknown layout %q (auto, nchw or nhwc)", s)
+}
+
+// ErrBudget is returned when a query would exceed the query budget.
+var ErrBudget = errors.New("query budget exhausted")
+
+// RemoteOptions configure a Remote. The zero value is usable: automatic
+// protocol and layout, values in [0,1], batches of 64, 30 s per request, 3
+// retries, no budget, public addresses only.
+type RemoteOptions struct {
+	Protocol Protocol
+	Layout   Layout
+	// Scale multiplies the pixel values sent (1 when zero; 255 for
+	// endpoints that expect 0–255).
+	Scale float64
+	// Classes name the labels, for endpoints that answer with a class
+	// name; a number-like answer is taken as an index otherwise.
+	Classes []string
+	// Batch bounds the images per request (64 when zero).
+	Batch int
+	// Budget bounds the images sent, retries included (no bound when zero).
+	Budget int
+	// Timeout bounds each request (30 s when zero).
+	Timeout time.Duration
+	// Retries is how many times a request is retried after a safe failure:
+	// connection refused, 5xx, 429 (3 when zero, none when negative).
+	Retries int
+	// Backoff is the first wait between attempts, doubled after each (250
+	// ms when zero); a Retry-After header, up to a minute, overrides it.
+	Backoff time.Duration
+	// MaxResponseBytes caps a response body (64 MiB when zero).
+	MaxResponseBytes int64
+	// AllowPrivate allows loopback, private and link-local endpoints.
+	AllowPrivate bool
+	// InputName and OutputName pick tensors by name (from the metadata, or
+	// "input" and the first output, when empty).
+	InputName, OutputName string
+	// Columnar sends TensorFlow Serving's {"inputs": …} instead of
+	// {"instances": …}.
+	Columnar bool
+	// Header is added to every request (an Authorization header, say).
+	Header http.Header
+	// Client replaces GuardedClient(AllowPrivate, Timeout); the guard is
+	// then the caller's business.
+	Client *http.Client
+}
+
+// Remote is a suspect behind a prediction endpoint. It is safe for
+// concurrent use.
+type Remote struct {
+	o        RemoteOptions
+	proto    Protocol
+	shown    string // the URL without credentials
+	inferURL string
+	metaURL  string // "" when the URL is not a standard one
+	client   *http.Client
+
+	mu      sync.Mutex
+	sent    int // images sent, retries included
+	metaErr error
+	metaOK  bool
+	layout  Layout
+	input   string
+	shape   []int64 // the endpoint's input shape, when it says
+}
+
+// NewRemote checks raw (CheckURL) and prepares a Remote. The URL names the
+// model: http://host:port/v2/models/NAME[/versions/V][/infer] for KServe,
+// http://host:port/v1/models/NAME[/versions/V|/labels/L][:predict] for
+// TensorFlow Serving, or any URL to POST to with an explicit protocol.
+func NewRemote(raw string, o RemoteOptions) (*Remote, error) {
+	u, err := CheckURL(raw, o.AllowPrivate)
+	if err != nil {
+		return nil, err
+	}
+	if o.Protocol == "" {
+		o.Protocol = ProtocolAuto
+	}
+	if _, err := ParseProtocol(string(o.Protocol)); err != nil {
+		return nil, err
+	}
+	if o.Layout != LayoutAuto && o.Layout != NCHW && o.Layout != NHWC {
+		return nil, fmt.Errorf("remote: unknown layout %q", o.Layout)
+	}
+	switch {
+	case o.Scale == 0:
+		o.Scale = 1
+	case !(o.Scale > 0) || o.Scale > 1e6:
+		return nil, fmt.Errorf("remote: scale %v is not a positive number", o.Scale)
+	}
+	if o.Batch <= 0 {
+		o.Batch = 64
+	}
+	if o.Budget < 0 {
+		return nil, fmt.Errorf("remote: negative budget %d", o.Budget)
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 30 * time.Second
+	}
+	if o.Retries == 0 {
+		o.Retries = 3
+	}
+	if o.Backoff <= 0 {
+		o.Backoff = 250 * time.Millisecond
+	}
+	if o.MaxResponseBytes <= 0 {
+		o.MaxResponseBytes = 64 << 20
+	}
+	r := &Remote{o: o, shown: u.Redacted()}
+	r.proto, r.inferURL, r.metaURL, err = endpoints(u, o.Protocol)
+	if err != nil {
+		return nil, err
+	}
+	r.client = o.Client
+	if r.client == nil {
+		r.client = GuardedClient(o.AllowPrivate, o.Timeout)
+	}
+	return r, nil
+}
+
+// endpoints finds the protocol and the infer and metadata URLs of u.
+func endpoints(u *url.URL, p Protocol) (Protocol, string, string, error) {
+	path := u.EscapedPath()
+	base := func(prefix string) (string, string, bool) {
+		i := strings.Index(path, prefix)
+		if i < 0 {
+			return "", "", false
+		}
+		return path[:i+len(prefix)], path[i+len(prefix):], true
+	}
+	if p == ProtocolAuto || p == KServe {
+		if head, rest, ok := base("/v2/models/"); ok {
+			segs := strings.Split(strings.TrimSuffix(rest, "/"), "/")
+			if segs[0] == "" {
+				return "", "", "", fmt.Errorf("remote: %s names no model", u.Redacted())
+			}
+			model := head + segs[0]
+			switch {
+			case len(segs) == 1 || (len(segs) == 2 && segs[1] == "infer"):
+			case len(segs) >= 3 && segs[1] == "versions" && (len(segs) == 3 || (len(segs) == 4 && segs[3] == "infer")):
+				model += "/versions/" + segs[2]
+			default:
+				return "", "", "", fmt.Errorf("remote: %s is not a KServe v2 model URL (/v2/models/NAME[/versions/V][/infer])", u.Redacted())
+			}
+			return KServe, withQuery(u, model+"/infer"), withQuery(u, model), nil
+		}
+		if p == KServe {
+			return KServe, u.String(), "", nil
+		}
+	}
+	if p == ProtocolAuto || p == TFServing {
+		if head, rest, ok := base("/v1/models/"); ok {
+			rest = strings.TrimSuffix(strings.TrimSuffix(rest, ":predict"), "/")
+			segs := strings.Split(rest, "/")
+			if segs[0] == "" || strings.Contains(segs[0], ":") {
+				return "", "", "", fmt.Errorf("remote: %s is not a TensorFlow Serving model URL (/v1/models/NAME[/versions/V][:predict])", u.Redacted())
+			}
+			switch {
+			case len(segs) == 1:
+			case len(segs) == 3 && (segs[1] == "versions" || segs[1] == "labels"):
+			default:
+				return "", "", "", fmt.Errorf("remote: %s is not a TensorFlow Serving model URL (/v1/models/NAME[/versions/V][:predict])", u.Redacted())
+			}
+			model := head + rest
+			return TFServing, withQuery(u, model+":predict"), withQuery(u, model+"/metadata"), nil
+		}
+		if p == TFServing {
+			return TFServing, u.String(), "", nil
+		}
+	}
+	return "", "", "", fmt.Errorf("remote: cannot tell the protocol of %s from its path (expected /v2/models/NAME or /v1/models/NAME); pass the protocol", u.Redacted())
+}
+
+// withQuery is u with its path replaced by the escaped path p.
+func withQuery(u *url.URL, p string) string {
+	v := *u
+	v.Path, v.RawPath = "", ""
+	v.Fragment, v.RawFragment = "", ""
+	s := v.String()
+	if i := strings.IndexAny(s, "?"); i >= 0 {
+		return s[:i] + p + s[i:]
+	}
+	return s + p
+}
+
+// String names the endpoint.
+func (r *Remote) String() string { return r.shown }
+
+// Protocol is the protocol in use.
+func (r *Remote) Protocol() Protocol { return r.proto }
+
+// Queries is the number of images sent so far, retries included.
+func (r *Remote) Queries() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sent
+}
+
+// Budget is the query budget (0: none).
+func (r *Remote) Budget() int { return r.o.Budget }
+
+// Classify sends b in batches and returns the endpoint's labels. It
+// refuses up front, without sending anything, when b does not fit in what
+// is left of the budget.
+func (r *Remote) Classify(ctx context.Context, b Images) ([]int64, error) {
+	if err := b.Validate(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := r.prepare(ctx, b); err != nil {
+		return nil, err
+	}
+	if err := r.reserve(b.N, 0); err != nil {
+		return nil, err
+	}
+	per := b.C * b.H * b.W
+	out := make([]int64, 0, b.N)
+	for start := 0; start < b.N; start += r.o.Batch {
+		n := min(r.o.Batch, b.N-start)
+		part := Images{X: b.X[start*per : (start+n)*per], N: n, C: b.C, H: b.H, W: b.W}
+		labels, err := r.infer(ctx, part)
+		if err != nil {
+			return nil, fmt.Errorf("%s: images %d–%d: %w", r.shown, start, start+n-1, err)
+		}
+		out = append(out, labels...)
+	}
+	return out, nil
+}
+
+// reserve checks that n more images (beyond pending ones) fit the budget.
+func (r *Remote) reserve(n, pending int) error {
+	if r.o.Budget == 0 {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sent+pending+n > r.o.Budget {
+		return fmt.Errorf("%s: %w: %d of %d images sent, %d more needed", r.shown, ErrBudget, r.sent, r.o.Budget, n)
+	}
+	return nil
+}
+
+// count records n images sent, or refuses when they do not fit.
+func (r *Remote) count(n int) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.o.Budget > 0 && r.sent+n > r.o.Budget {
+		return fmt.Errorf("%w: %d of %d images sent, %d more needed", ErrBudget, r.sent, r.o.Budget, n)
+	}
+	r.sent += n
+	return nil
+}
+
+// prepare reads the endpoint's metadata once (input name, shape, layout)
+// and checks that images of b's size fit it.
+func (r *Remote) prepare(ctx context.Context, b Images) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.metaOK {
+		if r.metaErr != nil {
+			return r.metaErr
+		}
+		r.layout, r.input = r.o.Layout, r.o.InputName
+		if r.metaURL != "" && (r.layout == LayoutAuto || r.input == "") {
+			if err := r.metadata(ctx); err != nil {
+				if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+					r.metaErr = err
+				}
+				return err
+			}
+		}
+		r.metaOK = true
+		if r.input == "" {
+			r.input = "input"
+		}
+	}
+	layout := r.layout
+	if r.shape != nil {
+		switch l, err := layoutOf(r.shape, b); {
+		case err != nil:
+			return fmt.Errorf("%s: %w", r.shown, err)
+		case layout == LayoutAuto:
+			layout = l
+		case l != LayoutAuto && l != layout:
+			return fmt.Errorf("%s: the endpoint's input shape %v is %s, not the %s asked for", r.shown, r.shape, l, layout)
+		}
+	}
+	if layout == LayoutAuto {
+		layout = NCHW
+		if r.proto == TFServing {
+			layout = NHWC
+		}
+	}
+	r.layout = layout
+	return nil
+}
+
+// layoutOf matches an input shape (−1 for any size) against b's images.
+func layoutOf(shape []int64, b Images) (Layout, error) {
+	if len(shape) != 4 {
+		return "", fmt.Errorf("the endpoint's input shape %v is not a batch of images (rank 4)", shape)
+	}
+	fits := func(s int64, n int) bool { return s < 0 || s == int64(n) }
+	nchw := fits(shape[1], b.C) && fits(shape[2], b.H) && fits(shape[3], b.W)
+	nhwc := fits(shape[1], b.H) && fits(shape[2], b.W) && fits(shape[3], b.C)
+	switch {
+	case nchw && nhwc:
+		return LayoutAuto, nil
+	case nchw:
+		return NCHW, nil
+	case nhwc:
+		return NHWC, nil
+	}
+	return "", fmt.Errorf("the endpoint's input shape %v does not take %d×%d×%d images", shape, b.C, b.H, b.W)
+}
+
+// metadata reads the input's name and shape; an endpoint without metadata
+// (404, 405, 501) leaves the defaults. Called with r.mu held.
+func (r *Remote) metadata(ctx context.Context) error {
+	body, err := r.do(ctx, http.MethodGet, r.metaURL, nil, 0)
+	var he *HTTPError
+	if errors.As(err, &he) && (he.Status == http.StatusNotFound || he.Status == http.StatusMethodNotAllowed || he.Status == http.StatusNotImplemented) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s: reading metadata: %w", r.shown, err)
+	}
+	var name, dtype string
+	var shape []int64
+	switch r.proto {
+	case KServe:
+		var m struct {
+			Inputs []struct {
+				Name     string  `json:"name"`
+				Datatype string  `json:"datatype"`
+				Shape    []int64 `json:"shape"`
+			} `json:"inputs"`
+		}
+		if err := json.Unmarshal(body, &m); err != nil {
+			return fmt.Errorf("%s: metadata is not KServe v2 model metadata: %w", r.shown, err)
+		}
+		in := -1
+		for i, x := range m.Inputs {
+			if r.o.InputName == "" || x.Name == r.o.InputName {
+				in = i
+				break
+			}
+		}
+		if in < 0 {
+			return nil // no inputs listed, or not the one asked for: send as told
+		}
+		if r.o.InputName == "" && len(m.Inputs) > 1 {
+			return fmt.Errorf("%s: the model has %d inputs; name one (InputName / --input)", r.shown, len(m.Inputs))
+		}
+		name, dtype, shape = m.Inputs[in].Name, m.Inputs[in].Datatype, m.Inputs[in].Shape
+		if dtype != "" && dtype != "FP32" {
+			return fmt.Errorf("%s: input %q is %s; only FP32 inputs are supported", r.shown, name, dtype)
+		}
+	case TFServing:
+		var m struct {
+			Metadata struct {
+				SignatureDef struct {
+					SignatureDef map[string]struct {
+						Inputs map[string]struct {
+							Dtype       string `json:"dtype"`
+							TensorShape struct {
+								Dim []struct {
+									Size json.Number `json:"size"`
+								} `json:"dim"`
+							} `json:"tensor_shape"`
+						} `json:"inputs"`
+					} `json:"signature_def"`
+				} `json:"signature_def"`
+			} `json:"metadata"`
+		}
+		if err := json.Unmarshal(body, &m); err != nil {
+			return fmt.Errorf("%s: metadata is not TensorFlow Serving model metadata: %w", r.shown, err)
+		}
+		sig, ok := m.Metadata.SignatureDef.SignatureDef["serving_default"]
+		if !ok || len(sig.Inputs) != 1 {
+			return nil // send as told
+		}
+		for k, in := range sig.Inputs {
+			name, dtype = k, in.Dtype
+			for _, d := range in.TensorShape.Dim {
+				n, err := d.Size.Int64()
+				if err != nil {
+					return fmt.Errorf("%s: metadata: input dimension %q: %w", r.shown, d.Size, err)
+				}
+				shape = append(shape, n)
+			}
+		}
+		if dtype != "" && dtype != "DT_FLOAT" {
+			return fmt.Errorf("%s: input %q is %s; only DT_FLOAT inputs are supported", r.shown, name, dtype)
+		}
+		name = "" // TensorFlow Serving takes unnamed instances for a one-input signature
+	}
+	if r.input == "" {
+		r.input = name
+	}
+	if len(shape) > 0 {
+		r.shape = shape
+	}
+	return nil
+}
+
+// infer sends one batch and decodes its labels.
+func (r *Remote) infer(ctx context.Context, b Images) ([]int64, error) {
+	var body []byte
+	if r.proto == KServe {
+		body = r.kserveRequest(b)
+	} else {
+		body = r.tfRequest(b)
+	}
+	resp, err := r.do(ctx, http.MethodPost, r.inferURL, body, b.N)
+	if err != nil {
+		return nil, err
+	}
+	var labels []int64
+	if r.proto == KServe {
+		labels, err = r.kserveLabels(resp, b.N)
+	} else {
+		labels, err = r.tfLabels(resp, b.N)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return labels, nil
+}
+
+// HTTPError is an answer with a status other than 2xx.
+type HTTPError struct {
+	Status int
+	// Message is the endpoint's error message, or the start of its body.
+	Message    string
+	retryAfter time.Duration
+}
+
+func (e *HTTPError) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("HTTP %d %s", e.Status, http.StatusText(e.Status))
+	}
+	return fmt.Sprintf("HTTP %d %s: %s", e.Status, http.StatusText(e.Status), e.Message)
+}
+
+// maxRetryAfter is the longest Retry-After that is waited for.
+const maxRetryAfter = time.Minute
+
+// do sends one request with retries and returns the body of a 2xx answer.
+// images > 0 counts them against the budget on every attempt.
+func (r *Remote) do(ctx context.Context, method, target string, body []byte, images int) ([]byte, error) {
+	wait := r.o.Backoff
+	var last error
+	attempts := 1 + max(r.o.Retries, 0)
+	for attempt := 0; attempt < attempts; attempt++ {
+		if attempt > 0 {
+			d := wait
+			var he *HTTPError
+			if errors.As(last, &he) && he.retryAfter > 0 {
+				d = he.retryAfter
+			}
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			case <-t.C:
+			}
+			wait = min(2*wait, 10*time.Second)
+		}
+		if images > 0 {
+			if err := r.count(images); err != nil {
+				if last != nil {
+					return nil, fmt.Errorf("%w (after: %v)", err, last)
+				}
+				return nil, err
+			}
+		}
+		out, err := r.once(ctx, method, target, body)
+		if err == nil {
+			return out, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if !retryable(err) {
+			return nil, err
+		}
+		last = err
+	}
+	if attempts == 1 {
+		return nil, last
+	}
+	return nil, fmt.Errorf("%d attempts failed, the last: %w", attempts, last)
+}
+
+// once is one HTTP exchange.
+func (r *Remote) once(ctx context.Context, method, target string, body []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, rd)
+	if err != nil {
+		return nil, fmt.Errorf("building the request: %w", err)
+	}
+	for k, vs := range r.o.Header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := r.client.Do(req)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+			return nil, fmt.Errorf("no answer within %v: %w", r.o.Timeout, err)
+		}
+		return nil, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, r.o.MaxResponseBytes+1))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("no whole answer within %v: %w", r.o.Timeout, err)
+		}
+		return nil, fmt.Errorf("reading the answer: %w", err)
+	}
+	if int64(len(data)) > r.o.MaxResponseBytes {
+		return nil, fmt.Errorf("the answer is larger than %d bytes", r.o.MaxResponseBytes)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		he := &HTTPError{Status: resp.StatusCode, Message: errorMessage(data)}
+		if s := resp.Header.Get("Retry-After"); s != "" {
+			he.retryAfter = parseRetryAfter(s)
+		}
+		return nil, he
+	}
+	return data, nil
+}
+
+// errorMessage is the "error" field of a JSON error body, or its start.
+func errorMessage(body []byte) string {
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(body, &e) == nil && e.Error != "" {
+		return truncate(e.Error, 300)
+	}
+	return truncate(strings.TrimSpace(string(body)), 300)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// parseRetryAfter reads seconds or an HTTP date, capped at maxRetryAfter.
+func parseRetryAfter(s string) time.Duration {
+	var d time.Duration
+	if n, err := strconv.Atoi(strings.TrimSpace(s)); err == nil && n >= 0 {
+		d = time.Duration(n) * time.Second
+	} else if t, err := http.ParseTime(s); err == nil {
+		d = time.Until(t)
+	}
+	return min(max(d, 0), maxRetryAfter)
+}
+
+// retryable says whether a failed exchange is safe to repeat: nothing
+// reached the model (connection refused), or the endpoint said so (5xx,
+// 429). Timeouts are not retried: the model may still be working.
+func retryable(err error) bool {
+	if isRefused(err) {
+		return false
+	}
+	var he *HTTPError
+	if errors.As(err, &he) {
+		return he.Status >= 500 || he.Status == http.StatusTooManyRequests
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		return true
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial" && !op.Timeout()
+}
+
+// appendValue writes one pixel value, scaled, as the shortest decimal
+// that reads back as the same float32.
+func (r *Remote) appendValue(buf []byte, v float32) []byte {
+	if r.o.Scale != 1 {
+		v = float32(float64(v) * r.o.Scale)
+	}
+	return strconv.AppendFloat(buf, float64(v), 'g', -1, 32)
+}
+
+// appendImage writes image i of b as nested arrays in the layout
+// ([C][H][W] or [H][W][C]), or flat when flat is set.
+func (r *Remote) appendImage(buf []byte, b Images, i int, flat bool) []byte {
+	per := b.C * b.H * b.W
+	x := b.X[i*per : (i+1)*per]
+	open := func(nested bool) {
+		if nested && !flat {
+			buf = append(buf, '[')
+		}
+	}
+	shut := func(nested bool) {
+		if nested && !flat {
+			buf = append(buf, ']')
+		}
+	}
+	sep := func(first bool) {
+		if !first {
+			buf = append(buf, ',')
+		}
+	}
+	if r.layout == NHWC {
+		open(true)
+		for h := 0; h < b.H; h++ {
+			sep(h == 0)
+			open(true)
+			for w := 0; w < b.W; w++ {
+				sep(w == 0)
+				open(true)
+				for c := 0; c < b.C; c++ {
+					sep(c == 0)
+					buf = r.appendValue(buf, x[(c*b.H+h)*b.W+w])
+				}
+				shut(true)
+			}
+			shut(true)
+		}
+		shut(true)
+		return buf
+	}
+	open(true)
+	for c := 0; c < b.C; c++ {
+		sep(c == 0)
+		open(true)
+		for h := 0; h < b.H; h++ {
+			sep(h == 0)
+			open(true)
+			for w := 0; w < b.W; w++ {
+				sep(w == 0)
+				buf = r.appendValue(buf, x[(c*b.H+h)*b.W+w])
+			}
+			shut(true)
+		}
+		shut(true)
+	}
+	shut(true)
+	return buf
+}
+
+// kserveRequest is {"inputs":[{"name","shape","datatype":"FP32","data"}]}
+// with the data flat in row-major order of the shape.
+func (r *Remote) kserveRequest(b Images) []byte {
+	buf := make([]byte, 0, 64+len(b.X)*10)
+	name, _ := json.Marshal(r.input)
+	shape := [4]int{b.N, b.C, b.H, b.W}
+	if r.layout == NHWC {
+		shape = [4]int{b.N, b.H, b.W, b.C}
+	}
+	buf = fmt.Appendf(buf, `{"inputs":[{"name":%s,"shape":[%d,%d,%d,%d],"datatype":"FP32","data":[`, name, shape[0], shape[1], shape[2], shape[3])
+	for i := 0; i < b.N; i++ {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = r.appendImage(buf, b, i, true)
+	}
+	buf = append(buf, "]}]"...)
+	if r.o.OutputName != "" {
+		out, _ := json.Marshal(r.o.OutputName)
+		buf = fmt.Appendf(buf, `,"outputs":[{"name":%s}]`, out)
+	}
+	return append(buf, '}')
+}
+
+// tfRequest is {"instances":[image, …]} (or {"inputs":[…]}), each image
+// nested in the layout, under the input's name when one is set.
+func (r *Remote) tfRequest(b Images) []byte {
+	buf := make([]byte, 0, 64+len(b.X)*10)
+	key := "instances"
+	if r.o.Columnar {
+		key = "inputs"
+	}
+	named := r.o.InputName != ""
+	name, _ := json.Marshal(r.o.InputName)
+	buf = append(buf, `{"`+key+`":`...)
+	if named && r.o.Columnar {
+		buf = append(buf, '{')
+		buf = append(buf, name...)
+		buf = append(buf, ':')
+	}
+	buf = append(buf, '[')
+	for i := 0; i < b.N; i++ {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		if named && !r.o.Columnar {
+			buf = append(buf, '{')
+			buf = append(buf, name...)
+			buf = append(buf, ':')
+		}
+		buf = r.appendImage(buf, b, i, false)
+		if named && !r.o.Columnar {
+			buf = append(buf, '}')
+		}
+	}
+	buf = append(buf, ']')
+	if named && r.o.Columnar {
+		buf = append(buf, '}')
+	}
+	return append(buf, '}')
+}
