@@ -96,22 +96,70 @@ func CheckAddr(ip netip.Addr) error {
 	return nil
 }
 
-// CheckURL parses raw and checks what can be checked before connecting:
-// the scheme is http or https, there is a host, and a literal IP host is
-// public unless allowPrivate. Host names are checked when they are dialled
-// (GuardedClient), because DNS may answer differently then.
-func CheckURL(raw string, allowPrivate bool) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, fmt.Errorf("endpoint URL: %w", err)
+func parsePort(p string) (int, error) {
+	n := 0
+	for _, c := range p {
+		if c < '0' || c > '9' {
+			return 0, fmt.Errorf("not a number")
+		}
+		n = n*10 + int(c-'0')
+		if n > 65535 {
+			return 0, fmt.Errorf("too large")
+		}
 	}
-	if err := checkParsed(u, allowPrivate); err != nil {
-		return nil, err
-	}
-	return u, nil
+	return n, nil
 }
 
-func checkParsed(u *url.URL, allowPrivate bool) error {
+// Guard decides which addresses untrusted URLs may reach. The zero value
+// allows public unicast addresses only.
+type Guard struct {
+	// AllowPrivate allows every address (loopback, private, link-local …).
+	AllowPrivate bool
+	// Allow lists networks allowed although not public: a known internal
+	// model server, say.
+	Allow []netip.Prefix
+}
+
+// Check refuses ip unless it is public or allowed.
+func (g Guard) Check(ip netip.Addr) error {
+	if g.AllowPrivate {
+		return nil
+	}
+	for _, p := range g.Allow {
+		if p.Contains(ip.WithZone("")) || p.Contains(ip.WithZone("").Unmap()) {
+			return nil
+		}
+	}
+	if err := CheckAddr(ip); err != nil {
+		return &RefusedError{What: err.(*RefusedError).What, Why: err.(*RefusedError).Why + " (pass AllowPrivate / --allow-private to allow it)"}
+	}
+	return nil
+}
+
+// DialControl returns a net.Dialer Control function that refuses
+// connections to addresses g does not allow. It runs after name
+// resolution, on the address actually dialled, so DNS rebinding and
+// redirects cannot get around it.
+func (g Guard) DialControl() func(network, address string, c syscall.RawConn) error {
+	return func(network, address string, _ syscall.RawConn) error {
+		switch network {
+		case "tcp", "tcp4", "tcp6":
+		default:
+			return &RefusedError{What: address, Why: "network " + network}
+		}
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil {
+			return &RefusedError{What: address, Why: "not an ip:port"}
+		}
+		if err := g.Check(ap.Addr()); err != nil {
+			return &RefusedError{What: address, Why: err.(*RefusedError).Why}
+		}
+		return nil
+	}
+}
+
+// checkURL is CheckURL's test on a parsed URL.
+func (g Guard) checkURL(u *url.URL) error {
 	show := u.Redacted()
 	switch strings.ToLower(u.Scheme) {
 	case "http", "https":
@@ -127,69 +175,46 @@ func checkParsed(u *url.URL, allowPrivate bool) error {
 			return &RefusedError{What: show, Why: fmt.Sprintf("port %q", p)}
 		}
 	}
-	if allowPrivate {
+	if g.AllowPrivate {
 		return nil
 	}
 	if ip, err := netip.ParseAddr(host); err == nil {
-		if err := CheckAddr(ip); err != nil {
-			return &RefusedError{What: show, Why: err.(*RefusedError).Why + " (pass AllowPrivate / --allow-private to allow it)"}
+		if err := g.Check(ip); err != nil {
+			return &RefusedError{What: show, Why: err.(*RefusedError).Why}
 		}
+		return nil
 	}
-	if h := strings.TrimSuffix(strings.ToLower(host), "."); h == "localhost" || strings.HasSuffix(h, ".localhost") {
+	if h := strings.TrimSuffix(strings.ToLower(host), "."); (h == "localhost" || strings.HasSuffix(h, ".localhost")) && len(g.Allow) == 0 {
 		return &RefusedError{What: show, Why: "localhost (pass AllowPrivate / --allow-private to allow it)"}
 	}
 	return nil
 }
 
-func parsePort(p string) (int, error) {
-	n := 0
-	for _, c := range p {
-		if c < '0' || c > '9' {
-			return 0, fmt.Errorf("not a number")
-		}
-		n = n*10 + int(c-'0')
-		if n > 65535 {
-			return 0, fmt.Errorf("too large")
-		}
+// CheckURL parses raw and checks what can be checked before connecting:
+// the scheme is http or https, there is a host, and a literal IP host is
+// allowed. Host names are checked when they are dialled (Client), because
+// DNS may answer differently then.
+func (g Guard) CheckURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint URL: %w", err)
 	}
-	return n, nil
-}
-
-// DialControl returns a net.Dialer Control function that refuses
-// connections to non-public addresses unless allowPrivate. It runs after
-// name resolution, on the address actually dialled, so DNS rebinding and
-// redirects cannot get around it.
-func DialControl(allowPrivate bool) func(network, address string, c syscall.RawConn) error {
-	return func(network, address string, _ syscall.RawConn) error {
-		switch network {
-		case "tcp", "tcp4", "tcp6":
-		default:
-			return &RefusedError{What: address, Why: "network " + network}
-		}
-		ap, err := netip.ParseAddrPort(address)
-		if err != nil {
-			return &RefusedError{What: address, Why: "not an ip:port"}
-		}
-		if allowPrivate {
-			return nil
-		}
-		if err := CheckAddr(ap.Addr()); err != nil {
-			return &RefusedError{What: address, Why: err.(*RefusedError).Why + " (pass AllowPrivate / --allow-private to allow it)"}
-		}
-		return nil
+	if err := g.checkURL(u); err != nil {
+		return nil, err
 	}
+	return u, nil
 }
 
 // maxRedirects bounds the redirects a guarded client follows.
 const maxRedirects = 5
 
-// GuardedClient returns an HTTP client for untrusted endpoint URLs: every
-// connection is checked at dial time (DialControl), no proxy from the
-// environment is used (it would be dialled instead of the endpoint),
-// redirects are re-checked and limited, https never redirects to http, and
-// each request as a whole is bounded by timeout (none when zero).
-func GuardedClient(allowPrivate bool, timeout time.Duration) *http.Client {
-	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: DialControl(allowPrivate)}
+// Client returns an HTTP client for untrusted URLs: every connection is
+// checked at dial time (DialControl), no proxy from the environment is
+// used (it would be dialled instead of the endpoint), redirects are
+// re-checked and limited, https never redirects to http, and each request
+// as a whole is bounded by timeout (none when zero).
+func (g Guard) Client(timeout time.Duration) *http.Client {
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: g.DialControl()}
 	if timeout > 0 && timeout < d.Timeout {
 		d.Timeout = timeout
 	}
@@ -214,12 +239,22 @@ func GuardedClient(allowPrivate bool, timeout time.Duration) *http.Client {
 			if prev := via[len(via)-1]; strings.EqualFold(prev.URL.Scheme, "https") && !strings.EqualFold(req.URL.Scheme, "https") {
 				return &RefusedError{What: req.URL.Redacted(), Why: "redirect from https to " + req.URL.Scheme}
 			}
-			if err := checkParsed(req.URL, allowPrivate); err != nil {
+			if err := g.checkURL(req.URL); err != nil {
 				return fmt.Errorf("redirect: %w", err)
 			}
 			return nil
 		},
 	}
+}
+
+// CheckURL is Guard{AllowPrivate: allowPrivate}.CheckURL(raw).
+func CheckURL(raw string, allowPrivate bool) (*url.URL, error) {
+	return Guard{AllowPrivate: allowPrivate}.CheckURL(raw)
+}
+
+// GuardedClient is Guard{AllowPrivate: allowPrivate}.Client(timeout).
+func GuardedClient(allowPrivate bool, timeout time.Duration) *http.Client {
+	return Guard{AllowPrivate: allowPrivate}.Client(timeout)
 }
 
 // isRefused reports whether err comes from the guard (never worth a retry).

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -102,6 +103,8 @@ type RemoteOptions struct {
 	MaxResponseBytes int64
 	// AllowPrivate allows loopback, private and link-local endpoints.
 	AllowPrivate bool
+	// AllowNets allows these networks although they are not public.
+	AllowNets []netip.Prefix
 	// InputName and OutputName pick tensors by name (from the metadata, or
 	// "input" and the first output, when empty).
 	InputName, OutputName string
@@ -110,8 +113,8 @@ type RemoteOptions struct {
 	Columnar bool
 	// Header is added to every request (an Authorization header, say).
 	Header http.Header
-	// Client replaces GuardedClient(AllowPrivate, Timeout); the guard is
-	// then the caller's business.
+	// Client replaces the guarded client (Guard.Client); the guard is then
+	// the caller's business.
 	Client *http.Client
 }
 
@@ -139,7 +142,8 @@ type Remote struct {
 // http://host:port/v1/models/NAME[/versions/V|/labels/L][:predict] for
 // TensorFlow Serving, or any URL to POST to with an explicit protocol.
 func NewRemote(raw string, o RemoteOptions) (*Remote, error) {
-	u, err := CheckURL(raw, o.AllowPrivate)
+	g := Guard{AllowPrivate: o.AllowPrivate, Allow: o.AllowNets}
+	u, err := g.CheckURL(raw)
 	if err != nil {
 		return nil, err
 	}
@@ -183,7 +187,7 @@ func NewRemote(raw string, o RemoteOptions) (*Remote, error) {
 	}
 	r.client = o.Client
 	if r.client == nil {
-		r.client = GuardedClient(o.AllowPrivate, o.Timeout)
+		r.client = g.Client(0) // each request has its own deadline (once)
 	}
 	return r, nil
 }

@@ -1,0 +1,458 @@
+package suspect
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// batch3 is three 1×2×2 images.
+func batch3() Images {
+	return Images{X: []float32{0, 0.25, 0.5, 1, 0.1, 0.2, 0.3, 0.4, 1, 1, 0, 0}, N: 3, C: 1, H: 2, W: 2}
+}
+
+// endpoint serves fn on 127.0.0.1 and counts requests and images.
+type endpoint struct {
+	mu       sync.Mutex
+	requests int
+	images   int
+	bodies   [][]byte
+}
+
+func (e *endpoint) serve(t *testing.T, fn func(w http.ResponseWriter, r *http.Request, n int)) string {
+	t.Helper()
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet { // no metadata: defaults
+			http.NotFound(w, r)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		n := imagesIn(body)
+		e.mu.Lock()
+		e.requests++
+		e.images += n
+		e.bodies = append(e.bodies, body)
+		e.mu.Unlock()
+		fn(w, r, n)
+	}))
+	t.Cleanup(s.Close)
+	return s.URL
+}
+
+func (e *endpoint) counts() (int, int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.requests, e.images
+}
+
+// imagesIn counts the images of a KServe or TF Serving request.
+func imagesIn(body []byte) int {
+	var req struct {
+		Inputs    json.RawMessage `json:"inputs"`
+		Instances []any           `json:"instances"`
+	}
+	if json.Unmarshal(body, &req) != nil {
+		return 0
+	}
+	if req.Instances != nil {
+		return len(req.Instances)
+	}
+	var ks []struct {
+		Shape []int `json:"shape"`
+	}
+	if json.Unmarshal(req.Inputs, &ks) == nil && len(ks) == 1 && len(ks[0].Shape) > 0 {
+		return ks[0].Shape[0]
+	}
+	var cols []any
+	if json.Unmarshal(req.Inputs, &cols) == nil {
+		return len(cols)
+	}
+	return 0
+}
+
+// labelsAnswer answers n images with labels i%k as KServe probabilities.
+func labelsAnswer(w http.ResponseWriter, n int) {
+	const k = 3
+	data := make([]float32, n*k)
+	for i := range n {
+		data[i*k+i%k] = 0.9
+	}
+	json.NewEncoder(w).Encode(map[string]any{"outputs": []any{map[string]any{"name": "probabilities", "shape": []int{n, k}, "datatype": "FP32", "data": data}}})
+}
+
+func fast(o RemoteOptions) RemoteOptions {
+	o.AllowPrivate = true
+	if o.Backoff == 0 {
+		o.Backoff = time.Millisecond
+	}
+	return o
+}
+
+// TestRemoteFailures runs the failure modes against real servers.
+func TestRemoteFailures(t *testing.T) {
+	closed := func(t *testing.T, _ *endpoint) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		return "http://" + addr + "/v2/models/m"
+	}
+	serving := func(fn func(e *endpoint, w http.ResponseWriter, r *http.Request, n int)) func(*testing.T, *endpoint) string {
+		return func(t *testing.T, e *endpoint) string {
+			return e.serve(t, func(w http.ResponseWriter, r *http.Request, n int) { fn(e, w, r, n) }) + "/v2/models/m"
+		}
+	}
+	cases := []struct {
+		name     string
+		url      func(*testing.T, *endpoint) string
+		opts     RemoteOptions
+		calls    int      // Classify calls of batch3
+		want     []string // error substrings; none: success
+		is       error    // the error must wrap this
+		requests int      // requests the server must have seen
+		labels   []int64  // the answer, when not [0 1 2]
+		queries  int      // Queries() after
+	}{
+		{name: "dead endpoint", url: closed, opts: RemoteOptions{Retries: 2}, calls: 1,
+			want: []string{"reading metadata", "3 attempts failed", "connection refused"}, is: syscall.ECONNREFUSED, queries: 0},
+		{name: "dead endpoint, no metadata asked", url: closed, opts: RemoteOptions{Retries: 1, Layout: NCHW, InputName: "x"}, calls: 1,
+			want: []string{"images 0–2", "2 attempts failed", "connection refused"}, is: syscall.ECONNREFUSED, queries: 6},
+		{name: "slow endpoint", url: serving(func(e *endpoint, w http.ResponseWriter, r *http.Request, n int) {
+			<-r.Context().Done() // answers only when the client gives up
+		}), opts: RemoteOptions{Timeout: 100 * time.Millisecond}, calls: 1,
+			want: []string{"no answer within 100ms"}, is: context.DeadlineExceeded, requests: 1, queries: 3},
+		{name: "500 then 200", url: serving(func(e *endpoint, w http.ResponseWriter, r *http.Request, n int) {
+			if req, _ := e.counts(); req == 1 {
+				http.Error(w, `{"error":"warming up"}`, http.StatusInternalServerError)
+				return
+			}
+			labelsAnswer(w, n)
+		}), calls: 1, requests: 2, queries: 6},
+		{name: "429 with Retry-After then 200", url: serving(func(e *endpoint, w http.ResponseWriter, r *http.Request, n int) {
+			if req, _ := e.counts(); req == 1 {
+				w.Header().Set("Retry-After", "0")
+				http.Error(w, "slow down", http.StatusTooManyRequests)
+				return
+			}
+			labelsAnswer(w, n)
+		}), calls: 1, requests: 2, queries: 6},
+		{name: "always 503", url: serving(func(e *endpoint, w http.ResponseWriter, r *http.Request, n int) {
+			http.Error(w, `{"error":"model not loaded"}`, http.StatusServiceUnavailable)
+		}), opts: RemoteOptions{Retries: 1}, calls: 1, want: []string{"2 attempts failed", "HTTP 503", "model not loaded"}, requests: 2, queries: 6},
+		{name: "400 is not retried", url: serving(func(e *endpoint, w http.ResponseWriter, r *http.Request, n int) {
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprint(w, `{"error":"input shape [3,1,2,2]; the model takes [-1,3,32,32]"}`)
+		}), calls: 1, want: []string{"HTTP 400", "the model takes [-1,3,32,32]"}, requests: 1, queries: 3},
+		{name: "budget exhausted", url: serving(func(e *endpoint, w http.ResponseWriter, r *http.Request, n int) {
+			labelsAnswer(w, n)
+		}), opts: RemoteOptions{Budget: 5}, calls: 2, want: []string{"query budget exhausted", "3 of 5 images sent, 3 more needed"}, is: ErrBudget, requests: 1, queries: 3},
+		{name: "budget spent by a retry", url: serving(func(e *endpoint, w http.ResponseWriter, r *http.Request, n int) {
+			http.Error(w, "busy", http.StatusBadGateway)
+		}), opts: RemoteOptions{Budget: 4}, calls: 1, want: []string{"query budget exhausted", "HTTP 502"}, is: ErrBudget, requests: 1, queries: 3},
+		{name: "budget exactly enough", url: serving(func(e *endpoint, w http.ResponseWriter, r *http.Request, n int) {
+			labelsAnswer(w, n)
+		}), opts: RemoteOptions{Budget: 6, Batch: 2}, calls: 2, requests: 4, queries: 6, labels: []int64{0, 1, 0}},
+		{name: "malformed JSON", url: serving(func(e *endpoint, w http.ResponseWriter, r *http.Request, n int) {
+			fmt.Fprint(w, `{"outputs": [{"name": "p", "data": [0.1, 0.9`)
+		}), calls: 1, want: []string{"not KServe v2 JSON"}, requests: 1, queries: 3},
+		{name: "wrong number of predictions", url: serving(func(e *endpoint, w http.ResponseWriter, r *http.Request, n int) {
+			labelsAnswer(w, n-1)
+		}), calls: 1, want: []string{"2 answers to 3 images"}, requests: 1, queries: 3},
+		{name: "shape disagrees with data", url: serving(func(e *endpoint, w http.ResponseWriter, r *http.Request, n int) {
+			fmt.Fprint(w, `{"outputs":[{"name":"p","shape":[3,2],"datatype":"FP32","data":[1,0,0,1]}]}`)
+		}), calls: 1, want: []string{"shape [3 2] holds 6 values, data has 4"}, requests: 1, queries: 3},
+		{name: "answer too large", url: serving(func(e *endpoint, w http.ResponseWriter, r *http.Request, n int) {
+			fmt.Fprintf(w, `{"outputs":[{"name":"p","shape":[3],"datatype":"INT64","data":[1,2,0]}],"pad":%q}`, strings.Repeat("x", 4096))
+		}), opts: RemoteOptions{MaxResponseBytes: 1024}, calls: 1, want: []string{"larger than 1024 bytes"}, requests: 1, queries: 3},
+		{name: "error in a 200", url: serving(func(e *endpoint, w http.ResponseWriter, r *http.Request, n int) {
+			fmt.Fprint(w, `{"error":"tensor too big"}`)
+		}), calls: 1, want: []string{"the endpoint says: tensor too big"}, requests: 1, queries: 3},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := &endpoint{}
+			r, err := NewRemote(c.url(t, e), fast(c.opts))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var labels []int64
+			for range c.calls {
+				if labels, err = r.Classify(context.Background(), batch3()); err != nil {
+					break
+				}
+			}
+			if len(c.want) == 0 {
+				if err != nil {
+					t.Fatalf("Classify: %v", err)
+				}
+				want := c.labels
+				if want == nil {
+					want = []int64{0, 1, 2}
+				}
+				if !slices.Equal(labels, want) {
+					t.Errorf("labels %v, want %v", labels, want)
+				}
+			} else {
+				if err == nil {
+					t.Fatalf("Classify succeeded; want an error with %q", c.want)
+				}
+				for _, w := range c.want {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q lacks %q", err, w)
+					}
+				}
+				if c.is != nil && !errors.Is(err, c.is) {
+					t.Errorf("error %q is not %v", err, c.is)
+				}
+			}
+			if req, _ := e.counts(); req != c.requests {
+				t.Errorf("%d requests reached the server, want %d", req, c.requests)
+			}
+			if q := r.Queries(); q != c.queries {
+				t.Errorf("Queries() = %d, want %d", q, c.queries)
+			}
+		})
+	}
+}
+
+// TestRemoteCancel checks that a cancelled context stops at once: before
+// sending, while waiting for an answer, and while backing off.
+func TestRemoteCancel(t *testing.T) {
+	e := &endpoint{}
+	arrived := make(chan struct{}, 10)
+	url := e.serve(t, func(w http.ResponseWriter, r *http.Request, n int) {
+		arrived <- struct{}{}
+		if r.URL.Query().Get("mode") == "busy" {
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
+		<-r.Context().Done()
+	})
+	t.Run("before", func(t *testing.T) {
+		r, err := NewRemote(url+"/v2/models/m", fast(RemoteOptions{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if _, err := r.Classify(ctx, batch3()); !errors.Is(err, context.Canceled) {
+			t.Errorf("error %v, want context.Canceled", err)
+		}
+		if r.Queries() != 0 {
+			t.Errorf("%d images sent after cancellation", r.Queries())
+		}
+	})
+	for _, mode := range []string{"hang", "busy"} {
+		t.Run(mode, func(t *testing.T) {
+			// An hour-long timeout and backoff: only cancellation can end it.
+			r, err := NewRemote(url+"/v2/models/m?mode="+mode, fast(RemoteOptions{Timeout: time.Hour, Backoff: time.Hour}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			go func() {
+				<-arrived
+				cancel()
+			}()
+			if _, err := r.Classify(ctx, batch3()); !errors.Is(err, context.Canceled) {
+				t.Errorf("error %v, want context.Canceled", err)
+			}
+		})
+	}
+}
+
+// TestAnswers decodes the answers endpoints give: scores, one-hot vectors,
+// class indices and names, nested or named, in both protocols.
+func TestAnswers(t *testing.T) {
+	classes := []string{"cat", "dog", "emu"}
+	cases := []struct {
+		name    string
+		proto   Protocol
+		answer  string
+		classes []string
+		output  string
+		want    []int64
+		err     string
+	}{
+		{"kserve probabilities", KServe, `{"outputs":[{"name":"p","shape":[3,3],"datatype":"FP32","data":[0.1,0.2,0.7,0.5,0.3,0.2,0,1,0]}]}`, nil, "", []int64{2, 0, 1}, ""},
+		{"kserve nested data", KServe, `{"outputs":[{"name":"p","shape":[3,3],"datatype":"FP32","data":[[0.1,0.2,0.7],[0.5,0.3,0.2],[0,1,0]]}]}`, nil, "", []int64{2, 0, 1}, ""},
+		{"kserve logits", KServe, `{"outputs":[{"name":"logits","shape":[3,3],"datatype":"FP32","data":[-1,-2,-0.5,3,-1e9,2.9,-7,-6,-8]}]}`, classes, "", []int64{2, 0, 1}, ""},
+		{"kserve ties pick the first", KServe, `{"outputs":[{"name":"p","shape":[3,3],"datatype":"FP32","data":[0.5,0.5,0,0,0.5,0.5,0.2,0.2,0.2]}]}`, nil, "", []int64{0, 1, 0}, ""},
+		{"kserve one-hot", KServe, `{"outputs":[{"name":"onehot","shape":[3,3],"datatype":"FP32","data":[0,0,1,1,0,0,0,1,0]}]}`, classes, "", []int64{2, 0, 1}, ""},
+		{"kserve index", KServe, `{"outputs":[{"name":"label","shape":[3],"datatype":"INT64","data":[2,0,1]}]}`, nil, "", []int64{2, 0, 1}, ""},
+		{"kserve index as [n,1]", KServe, `{"outputs":[{"name":"label","shape":[3,1],"datatype":"INT32","data":[[2],[0],[1]]}]}`, nil, "", []int64{2, 0, 1}, ""},
+		{"kserve names", KServe, `{"outputs":[{"name":"label","shape":[3],"datatype":"BYTES","data":["emu","cat","dog"]}]}`, classes, "", []int64{2, 0, 1}, ""},
+		{"kserve picks probabilities over others", KServe, `{"outputs":[{"name":"embedding","shape":[3,2],"datatype":"FP32","data":[9,9,9,9,9,9]},{"name":"probabilities","shape":[3,3],"datatype":"FP32","data":[0,0,1,1,0,0,0,1,0]}]}`, nil, "", []int64{2, 0, 1}, ""},
+		{"kserve named output", KServe, `{"outputs":[{"name":"a","shape":[3],"datatype":"INT64","data":[0,0,0]},{"name":"b","shape":[3],"datatype":"INT64","data":[2,0,1]}]}`, nil, "b", []int64{2, 0, 1}, ""},
+		{"kserve missing named output", KServe, `{"outputs":[{"name":"a","shape":[3],"datatype":"INT64","data":[0,0,0]}]}`, nil, "b", nil, `no output "b" (it has a)`},
+		{"kserve names without classes", KServe, `{"outputs":[{"name":"label","shape":[3],"datatype":"BYTES","data":["emu","cat","dog"]}]}`, nil, "", nil, "no class names were given"},
+		{"kserve unknown name", KServe, `{"outputs":[{"name":"label","shape":[3],"datatype":"BYTES","data":["emu","cat","yak"]}]}`, classes, "", nil, `"yak" is none of the classes`},
+		{"kserve index out of range", KServe, `{"outputs":[{"name":"label","shape":[3],"datatype":"INT64","data":[2,0,3]}]}`, classes, "", nil, "class index 3 is out of range"},
+		{"kserve fractional index", KServe, `{"outputs":[{"name":"label","shape":[3],"datatype":"FP32","data":[2,0,1.5]}]}`, nil, "", nil, "1.5 is not a class index"},
+		{"kserve too many scores", KServe, `{"outputs":[{"name":"p","shape":[3,4],"datatype":"FP32","data":[0,0,1,0,1,0,0,0,0,1,0,0]}]}`, classes, "", nil, "4 scores for 3 classes"},
+		{"kserve no outputs", KServe, `{"outputs":[]}`, nil, "", nil, "no outputs"},
+		{"kserve string scores", KServe, `{"outputs":[{"name":"p","shape":[3,2],"datatype":"BYTES","data":["a","b","c","d","e","f"]}]}`, nil, "", nil, "not scores"},
+		{"tf probabilities", TFServing, `{"predictions":[[0.1,0.2,0.7],[0.5,0.3,0.2],[0,1,0]]}`, nil, "", []int64{2, 0, 1}, ""},
+		{"tf index", TFServing, `{"predictions":[2,0,1]}`, nil, "", []int64{2, 0, 1}, ""},
+		{"tf index in lists", TFServing, `{"predictions":[[2],[0],[1]]}`, nil, "", []int64{2, 0, 1}, ""},
+		{"tf names", TFServing, `{"predictions":["emu","cat","dog"]}`, classes, "", []int64{2, 0, 1}, ""},
+		{"tf number strings", TFServing, `{"predictions":[["2"],["0"],["1"]]}`, nil, "", []int64{2, 0, 1}, ""},
+		{"tf one-hot", TFServing, `{"predictions":[[0,0,1],[1,0,0],[0,1,0]]}`, nil, "", []int64{2, 0, 1}, ""},
+		{"tf estimator objects", TFServing, `{"predictions":[{"class_ids":[2],"classes":["2"],"probabilities":[0.1,0.2,0.7]},{"class_ids":[0],"classes":["0"],"probabilities":[0.8,0.1,0.1]},{"class_ids":[1],"classes":["1"],"probabilities":[0.1,0.8,0.1]}]}`, nil, "", []int64{2, 0, 1}, ""},
+		{"tf named output", TFServing, `{"predictions":[{"x":[1,0,0],"y":[0,0,1]},{"x":[1,0,0],"y":[1,0,0]},{"x":[1,0,0],"y":[0,1,0]}]}`, nil, "y", []int64{2, 0, 1}, ""},
+		{"tf ambiguous objects", TFServing, `{"predictions":[{"x":1,"y":2},{"x":1,"y":2},{"x":1,"y":2}]}`, nil, "", nil, "cannot tell which of the outputs x, y"},
+		{"tf columnar", TFServing, `{"outputs":[[0.1,0.2,0.7],[0.5,0.3,0.2],[0,1,0]]}`, nil, "", []int64{2, 0, 1}, ""},
+		{"tf columnar named", TFServing, `{"outputs":{"scores":[[0.1,0.2,0.7],[0.5,0.3,0.2],[0,1,0]],"keys":[7,8,9]}}`, nil, "scores", []int64{2, 0, 1}, ""},
+		{"tf wrong count", TFServing, `{"predictions":[[0.1,0.2,0.7],[0.5,0.3,0.2]]}`, nil, "", nil, "2 predictions for 3 images"},
+		{"tf error", TFServing, `{"error":"Failed to process element: 0"}`, nil, "", nil, "the endpoint says: Failed to process element: 0"},
+		{"tf malformed", TFServing, `{"predictions":[[0.1,`, nil, "", nil, "not TensorFlow Serving JSON"},
+		{"tf neither key", TFServing, `{"result":[1,2,3]}`, nil, "", nil, `neither "predictions" nor "outputs"`},
+		{"tf NaN-free null", TFServing, `{"predictions":[null,1,2]}`, nil, "", nil, "label is null"},
+		{"tf empty answer", TFServing, `{"predictions":[[],[1],[2]]}`, nil, "", nil, "an empty answer"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := &Remote{o: RemoteOptions{Classes: c.classes, OutputName: c.output}, proto: c.proto}
+			var got []int64
+			var err error
+			if c.proto == KServe {
+				got, err = r.kserveLabels([]byte(c.answer), 3)
+			} else {
+				got, err = r.tfLabels([]byte(c.answer), 3)
+			}
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("error %v, want one with %q", err, c.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, c.want) {
+				t.Errorf("labels %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+// TestEndpoints reads the protocol and the URLs to call from the URL.
+func TestEndpoints(t *testing.T) {
+	cases := []struct {
+		url         string
+		proto       Protocol
+		wantProto   Protocol
+		infer, meta string
+		err         string
+	}{
+		{"http://h:8000/v2/models/mnist", ProtocolAuto, KServe, "http://h:8000/v2/models/mnist/infer", "http://h:8000/v2/models/mnist", ""},
+		{"http://h:8000/v2/models/mnist/infer", ProtocolAuto, KServe, "http://h:8000/v2/models/mnist/infer", "http://h:8000/v2/models/mnist", ""},
+		{"http://h/v2/models/mnist/versions/3/infer", ProtocolAuto, KServe, "http://h/v2/models/mnist/versions/3/infer", "http://h/v2/models/mnist/versions/3", ""},
+		{"https://h/serving/v2/models/m/?key=1", ProtocolAuto, KServe, "https://h/serving/v2/models/m/infer?key=1", "https://h/serving/v2/models/m?key=1", ""},
+		{"http://h:8501/v1/models/mnist", ProtocolAuto, TFServing, "http://h:8501/v1/models/mnist:predict", "http://h:8501/v1/models/mnist/metadata", ""},
+		{"http://h:8501/v1/models/mnist:predict", ProtocolAuto, TFServing, "http://h:8501/v1/models/mnist:predict", "http://h:8501/v1/models/mnist/metadata", ""},
+		{"http://h/v1/models/mnist/versions/2:predict", ProtocolAuto, TFServing, "http://h/v1/models/mnist/versions/2:predict", "http://h/v1/models/mnist/versions/2/metadata", ""},
+		{"http://h/v1/models/mnist/labels/stable", TFServing, TFServing, "http://h/v1/models/mnist/labels/stable:predict", "http://h/v1/models/mnist/labels/stable/metadata", ""},
+		{"http://h/predict", KServe, KServe, "http://h/predict", "", ""},
+		{"http://h/predict", TFServing, TFServing, "http://h/predict", "", ""},
+		{"http://h/predict", ProtocolAuto, "", "", "", "cannot tell the protocol"},
+		{"http://h/v2/models/", ProtocolAuto, "", "", "", "names no model"},
+		{"http://h/v2/models/m/explain", ProtocolAuto, "", "", "", "not a KServe v2 model URL"},
+		{"http://h/v1/models/m:classify", ProtocolAuto, "", "", "", "not a TensorFlow Serving model URL"},
+		{"http://h/v1/models/mnist", KServe, KServe, "http://h/v1/models/mnist", "", ""},
+	}
+	for _, c := range cases {
+		r, err := NewRemote(c.url, RemoteOptions{Protocol: c.proto})
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s (%s): error %v, want one with %q", c.url, c.proto, err, c.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s (%s): %v", c.url, c.proto, err)
+			continue
+		}
+		if r.proto != c.wantProto || r.inferURL != c.infer || r.metaURL != c.meta {
+			t.Errorf("%s (%s): %s %q %q, want %s %q %q", c.url, c.proto, r.proto, r.inferURL, r.metaURL, c.wantProto, c.infer, c.meta)
+		}
+	}
+}
+
+// TestRequests checks the bodies sent: layouts, scale and names.
+func TestRequests(t *testing.T) {
+	b := Images{X: []float32{0, 0.5, 1, 0.25, 0.75, 0.125}, N: 1, C: 2, H: 1, W: 3} // c0: 0 .5 1; c1: .25 .75 .125
+	cases := []struct {
+		name  string
+		url   string
+		o     RemoteOptions
+		want  string
+		reply string
+	}{
+		{"kserve nchw", "/v2/models/m", RemoteOptions{},
+			`{"inputs":[{"name":"input","shape":[1,2,1,3],"datatype":"FP32","data":[0,0.5,1,0.25,0.75,0.125]}]}`, `{"outputs":[{"name":"l","shape":[1],"datatype":"INT64","data":[1]}]}`},
+		{"kserve nhwc scaled named", "/v2/models/m", RemoteOptions{Layout: NHWC, Scale: 255, InputName: "x", OutputName: "l"},
+			`{"inputs":[{"name":"x","shape":[1,1,3,2],"datatype":"FP32","data":[0,63.75,127.5,191.25,255,31.875]}],"outputs":[{"name":"l"}]}`, `{"outputs":[{"name":"l","shape":[1],"datatype":"INT64","data":[1]}]}`},
+		{"tf nhwc (default)", "/v1/models/m", RemoteOptions{},
+			`{"instances":[[[[0,0.25],[0.5,0.75],[1,0.125]]]]}`, `{"predictions":[1]}`},
+		{"tf nchw", "/v1/models/m", RemoteOptions{Layout: NCHW},
+			`{"instances":[[[[0,0.5,1]],[[0.25,0.75,0.125]]]]}`, `{"predictions":[1]}`},
+		{"tf named instance", "/v1/models/m", RemoteOptions{Layout: NCHW, InputName: "img"},
+			`{"instances":[{"img":[[[0,0.5,1]],[[0.25,0.75,0.125]]]}]}`, `{"predictions":[1]}`},
+		{"tf columnar named", "/v1/models/m", RemoteOptions{Layout: NCHW, InputName: "img", Columnar: true},
+			`{"inputs":{"img":[[[[0,0.5,1]],[[0.25,0.75,0.125]]]]}}`, `{"outputs":[1]}`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := &endpoint{}
+			url := e.serve(t, func(w http.ResponseWriter, r *http.Request, n int) { fmt.Fprint(w, c.reply) })
+			r, err := NewRemote(url+c.url, fast(c.o))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := r.Classify(context.Background(), b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, []int64{1}) {
+				t.Errorf("labels %v", got)
+			}
+			if len(e.bodies) != 1 || string(e.bodies[0]) != c.want {
+				t.Errorf("sent %s\nwant %s", e.bodies, c.want)
+			}
+		})
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	cases := []struct {
+		in   string
+		want time.Duration
+	}{
+		{"3", 3 * time.Second},
+		{"0", 0},
+		{"120", maxRetryAfter},
+		{"-5", 0},
+		{"soon", 0},
+		{time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat), 0},
+		{time.Now().Add(time.Hour).UTC().Format(http.TimeFormat), maxRetryAfter},
+	}
+	for _, c := range cases {
+		if got := parseRetryAfter(c.in); got != c.want {
+			t.Errorf("parseRetryAfter(%q) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
