@@ -3,10 +3,10 @@ GO      ?= go
 BIN     := bin/conferral
 THREADS ?= $(shell nproc)
 # Debian packages: libtorch (the tensor engine) and the embedded dataset.
-DEPS       := libtorch-dev dataset-fashion-mnist g++
+DEPS       := libtorch-dev dataset-fashion-mnist g++ chromium
 BENCH_DEPS := python3-torch
 
-.PHONY: all build deps test demo bench vet clean
+.PHONY: all build web deps test demo bench vet clean
 
 all: build
 
@@ -17,8 +17,12 @@ deps:
 	@scripts/deps.sh $(DEPS)
 	@$(GO) mod download $(GOMNIST) 2>/dev/null || echo "note: could not fetch $(GOMNIST); MNIST will be unavailable"
 
-build: deps
+build: deps web
 	$(GO) build -o $(BIN) ./cmd/conferral
+
+# The browser app (Go compiled to WASM), served by `conferral serve` from bin/web.
+web:
+	GOOS=js GOARCH=wasm $(GO) build -o bin/web/app.wasm ./wasm
 
 vet: deps
 	$(GO) vet ./...

@@ -3,6 +3,8 @@ module github.com/conferral/conferral
 go 1.26.8
 
 require (
+	github.com/coder/websocket v1.8.15
+	github.com/maxence-charriere/go-app/v9 v9.8.0
 	golang.org/x/image v0.48.0
 	gonum.org/v1/plot v0.17.0
 )
@@ -14,6 +16,7 @@ require (
 	git.sr.ht/~sbinet/gg v0.7.0 // indirect
 	github.com/ajstarks/svgo v0.0.0-20211024235047-1546f124cd8b // indirect
 	github.com/golang/freetype v0.0.0-20170609003504-e2365dfdc4a0 // indirect
+	github.com/google/uuid v1.3.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/text v0.44.0 // indirect
 )

@@ -1,0 +1,241 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
+	ui "github.com/maxence-charriere/go-app/v9/pkg/app"
+
+	"github.com/conferral/conferral/shared"
+)
+
+// eventReadLimit bounds one websocket message: a verdict event carries every
+// item of the verdict (coder/websocket's default is 32 KiB).
+const eventReadLimit = 8 << 20
+
+// client talks to the server the page came from, and only to it.
+type client struct {
+	origin string // scheme://host[:port]
+	http   *http.Client
+}
+
+// newClient returns a client for the page's origin (the browser's
+// location); base overrides it (tests, or a server run elsewhere).
+func newClient(base string) *client {
+	if base == "" && ui.IsClient {
+		base = ui.Window().Get("location").Get("origin").String()
+	}
+	return &client{origin: strings.TrimSuffix(base, "/"), http: &http.Client{}}
+}
+
+// apiError turns an error answer into a Go error with the server's words.
+func apiError(what string, resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var e shared.APIError
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		return fmt.Errorf("%s: %s (HTTP %d)", what, e.Error, resp.StatusCode)
+	}
+	return fmt.Errorf("%s: HTTP %d %s", what, resp.StatusCode, strings.TrimSpace(string(b)))
+}
+
+func (c *client) do(ctx context.Context, method, path, contentType string, body io.Reader, out any) error {
+	what := method + " " + path
+	req, err := http.NewRequestWithContext(ctx, method, c.origin+path, body)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		return apiError(what, resp)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("%s: decoding the answer: %w", what, err)
+	}
+	return nil
+}
+
+func (c *client) get(ctx context.Context, path string, out any) error {
+	return c.do(ctx, http.MethodGet, path, "", nil, out)
+}
+
+func (c *client) postJSON(ctx context.Context, path string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return fmt.Errorf("POST %s: %w", path, err)
+	}
+	return c.do(ctx, http.MethodPost, path, "application/json", bytes.NewReader(b), out)
+}
+
+// Models lists the stored models.
+func (c *client) Models(ctx context.Context) ([]shared.ModelInfo, error) {
+	var ms []shared.ModelInfo
+	return ms, c.get(ctx, "/api/models", &ms)
+}
+
+// Jobs lists the jobs, newest first.
+func (c *client) Jobs(ctx context.Context) ([]shared.Job, error) {
+	var js []shared.Job
+	return js, c.get(ctx, "/api/jobs", &js)
+}
+
+// Job fetches one job.
+func (c *client) Job(ctx context.Context, id string) (*shared.Job, error) {
+	var j shared.Job
+	return &j, c.get(ctx, "/api/jobs/"+url.PathEscape(id), &j)
+}
+
+// Start asks for a job.
+func (c *client) Start(ctx context.Context, r shared.JobRequest) (*shared.Job, error) {
+	var j shared.Job
+	return &j, c.postJSON(ctx, "/api/jobs", r, &j)
+}
+
+// Cancel stops a job.
+func (c *client) Cancel(ctx context.Context, id string) error {
+	return c.do(ctx, http.MethodPost, "/api/jobs/"+url.PathEscape(id)+"/cancel", "", nil, nil)
+}
+
+// Fingerprints lists the stored fingerprints.
+func (c *client) Fingerprints(ctx context.Context) ([]shared.FingerprintInfo, error) {
+	var fs []shared.FingerprintInfo
+	return fs, c.get(ctx, "/api/fingerprints", &fs)
+}
+
+// Fingerprint fetches a fingerprint with its items.
+func (c *client) Fingerprint(ctx context.Context, id string) (*shared.FingerprintDetail, error) {
+	var d shared.FingerprintDetail
+	return &d, c.get(ctx, "/api/fingerprints/"+url.PathEscape(id), &d)
+}
+
+// Reports lists the experiments' reports.
+func (c *client) Reports(ctx context.Context) ([]shared.ReportInfo, error) {
+	var rs []shared.ReportInfo
+	return rs, c.get(ctx, "/api/reports", &rs)
+}
+
+// ReportFile fetches one file of a report (its markdown).
+func (c *client) ReportFile(ctx context.Context, name, file string) (string, error) {
+	path := reportFileURL(name, file)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.origin+path, nil)
+	if err != nil {
+		return "", fmt.Errorf("GET %s: %w", path, err)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("GET %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 400 {
+		return "", apiError("GET "+path, resp)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return "", fmt.Errorf("GET %s: %w", path, err)
+	}
+	return string(b), nil
+}
+
+// Verify starts the verification of a stored model or an endpoint.
+func (c *client) Verify(ctx context.Context, a shared.VerifyArgs) (*shared.Job, error) {
+	var j shared.Job
+	return &j, c.postJSON(ctx, "/api/verify", a, &j)
+}
+
+// VerifyUpload starts the verification of an uploaded ONNX model.
+func (c *client) VerifyUpload(ctx context.Context, filename string, onnx []byte, fields map[string]string) (*shared.Job, error) {
+	var buf bytes.Buffer
+	mw := multipart.NewWriter(&buf)
+	for k, v := range fields {
+		if v == "" {
+			continue
+		}
+		if err := mw.WriteField(k, v); err != nil {
+			return nil, fmt.Errorf("uploading %s: %w", filename, err)
+		}
+	}
+	fw, err := mw.CreateFormFile("file", filename)
+	if err != nil {
+		return nil, fmt.Errorf("uploading %s: %w", filename, err)
+	}
+	if _, err := fw.Write(onnx); err != nil {
+		return nil, fmt.Errorf("uploading %s: %w", filename, err)
+	}
+	if err := mw.Close(); err != nil {
+		return nil, fmt.Errorf("uploading %s: %w", filename, err)
+	}
+	var j shared.Job
+	return &j, c.do(ctx, http.MethodPost, "/api/verify", mw.FormDataContentType(), &buf, &j)
+}
+
+// Events streams the server's events (one job's when job is not empty,
+// replaying those already recorded first) to fn until ctx ends, fn returns
+// false or the connection fails.
+func (c *client) Events(ctx context.Context, job string, fn func(shared.Event) bool) error {
+	u, err := url.Parse(c.origin)
+	if err != nil {
+		return fmt.Errorf("events: %w", err)
+	}
+	u.Scheme = map[string]string{"https": "wss"}[u.Scheme]
+	if u.Scheme == "" {
+		u.Scheme = "ws"
+	}
+	u.Path = "/api/events"
+	if job != "" {
+		u.RawQuery = url.Values{"job": {job}}.Encode()
+	}
+	conn, _, err := websocket.Dial(ctx, u.String(), nil)
+	if err != nil {
+		return fmt.Errorf("events: connecting to %s: %w", u.Path, err)
+	}
+	defer conn.CloseNow()
+	conn.SetReadLimit(eventReadLimit)
+	for {
+		var e shared.Event
+		if err := wsjson.Read(ctx, conn, &e); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("events: %w", err)
+		}
+		if !fn(e) {
+			conn.Close(websocket.StatusNormalClosure, "")
+			return nil
+		}
+	}
+}
+
+// itemURL is the address of one picture of a fingerprint item: kind is
+// original, perturbation or fingerprint.
+func itemURL(fp string, i int, kind string) string {
+	return fmt.Sprintf("/api/fingerprints/%s/items/%d/%s.png", url.PathEscape(fp), i, kind)
+}
+
+// fileURL is the address of a fingerprint's file.
+func fileURL(fp string) string {
+	return "/api/fingerprints/" + url.PathEscape(fp) + "/file"
+}
+
+// reportFileURL is the address of a report's file.
+func reportFileURL(name, file string) string {
+	return "/api/reports/" + url.PathEscape(name) + "/" + url.PathEscape(file)
+}

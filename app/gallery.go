@@ -1,0 +1,222 @@
+package app
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+
+	ui "github.com/maxence-charriere/go-app/v9/pkg/app"
+
+	"github.com/conferral/conferral/shared"
+)
+
+// gallery shows a stored fingerprint's examples with filters and sorting.
+type gallery struct {
+	ui.Compo
+	list   []shared.FingerprintInfo
+	fp     *shared.FingerprintDetail
+	err    error
+	loaded bool
+
+	filter galleryFilter
+}
+
+// galleryFilter chooses and orders the items shown.
+type galleryFilter struct {
+	Target   int64   // -1: any
+	Label    int64   // -1: any
+	MinConf  float64 // conferrability at least this
+	Agree    string  // "", "surrogates" (every surrogate agrees), "no-reference" (no reference agrees)
+	Sort     string  // "confer-desc" (default), "confer-asc", "index"
+	MaxShown int
+}
+
+func defaultFilter() galleryFilter {
+	return galleryFilter{Target: -1, Label: -1, Sort: "confer-desc", MaxShown: 60}
+}
+
+// apply returns the items of d that pass f, in f's order.
+func (f galleryFilter) apply(d *shared.FingerprintDetail) []shared.FingerprintItem {
+	var out []shared.FingerprintItem
+	for _, it := range d.Items {
+		if f.Target >= 0 && it.Target != f.Target || f.Label >= 0 && it.Label != f.Label || it.Conferrability < f.MinConf {
+			continue
+		}
+		if f.Agree != "" && !agreementHolds(d.Models, it, f.Agree) {
+			continue
+		}
+		out = append(out, it)
+	}
+	switch f.Sort {
+	case "confer-asc":
+		slices.SortStableFunc(out, func(a, b shared.FingerprintItem) int { return cmp.Compare(a.Conferrability, b.Conferrability) })
+	case "index":
+		slices.SortStableFunc(out, func(a, b shared.FingerprintItem) int { return cmp.Compare(a.Index, b.Index) })
+	default:
+		slices.SortStableFunc(out, func(a, b shared.FingerprintItem) int { return cmp.Compare(b.Conferrability, a.Conferrability) })
+	}
+	return out
+}
+
+// agreementHolds: "surrogates" — every surrogate labels it with the key;
+// "no-reference" — no reference does.
+func agreementHolds(ms []shared.ModelRef, it shared.FingerprintItem, rule string) bool {
+	for i, m := range ms {
+		if i >= len(it.Agree) {
+			break
+		}
+		switch {
+		case rule == "surrogates" && m.Role == shared.RoleSurrogate && !it.Agree[i]:
+			return false
+		case rule == "no-reference" && m.Role == shared.RoleReference && it.Agree[i]:
+			return false
+		}
+	}
+	return true
+}
+
+func (g *gallery) OnMount(ctx ui.Context) {
+	g.filter = defaultFilter()
+	c := newClient("")
+	fetch(ctx, func(ctx context.Context) ([]shared.FingerprintInfo, error) { return c.Fingerprints(ctx) },
+		func(l []shared.FingerprintInfo, err error) {
+			g.list, g.err = l, err
+			if err != nil || len(l) == 0 {
+				g.loaded = true
+				return
+			}
+			g.open(ctx, l[0].ID)
+		})
+}
+
+// open loads fingerprint id's items.
+func (g *gallery) open(ctx ui.Context, id string) {
+	c := newClient("")
+	fetch(ctx, func(ctx context.Context) (*shared.FingerprintDetail, error) { return c.Fingerprint(ctx, id) },
+		func(d *shared.FingerprintDetail, err error) {
+			g.fp, g.err, g.loaded = d, err, true
+			g.filter = defaultFilter()
+		})
+}
+
+func (g *gallery) Render() ui.UI {
+	return shell("/fingerprints", g.loaded,
+		ui.H1().Text("Fingerprints"),
+		ui.P().Class("lead").Text("Each fingerprint is an original image plus a perturbation within ε (shown amplified as a "+
+			"heat-map) that makes the source model answer the target label. Conferrability is how much more often the "+
+			"training surrogates give that target than the training references do."),
+		errorBox(g.err),
+		loading(g.loaded, "fingerprints"),
+		ui.Div().Body(g.chooser()),
+		ui.Div().Body(g.body()),
+	)
+}
+
+func (g *gallery) chooser() ui.UI {
+	if len(g.list) == 0 {
+		return ui.If(g.loaded && g.err == nil, ui.P().Class("muted").Text("No fingerprint is stored yet."))
+	}
+	opts := make([]ui.UI, len(g.list))
+	for i, f := range g.list {
+		label := fmt.Sprintf("%s — %d examples, ε = %g, τ = %g (%s)", f.Name, f.Count, f.Eps, f.Tau, short(f.ID))
+		opts[i] = ui.Option().Value(f.ID).Text(label).Selected(g.fp != nil && g.fp.ID == f.ID)
+	}
+	return ui.Div().Class("form").Body(
+		ui.Label().Body(ui.Text("fingerprint"), ui.Select().ID("fp-select").Body(opts...).
+			OnChange(func(ctx ui.Context, _ ui.Event) { g.open(ctx, ctx.JSSrc().Get("value").String()) })),
+	)
+}
+
+func (g *gallery) body() ui.UI {
+	d := g.fp
+	if d == nil {
+		return ui.Div()
+	}
+	items := g.filter.apply(d)
+	shown := items[:min(len(items), g.filter.MaxShown)]
+	classOpts := func(sel int64) []ui.UI {
+		opts := []ui.UI{ui.Option().Value("-1").Text("any").Selected(sel < 0)}
+		for i, c := range d.Classes {
+			opts = append(opts, ui.Option().Value(strconv.Itoa(i)).Text(c).Selected(int64(i) == sel))
+		}
+		return opts
+	}
+	setInt := func(dst *int64) ui.EventHandler {
+		return func(ctx ui.Context, _ ui.Event) {
+			if v, err := strconv.ParseInt(ctx.JSSrc().Get("value").String(), 10, 64); err == nil {
+				*dst = v
+			}
+		}
+	}
+	return ui.Div().Body(
+		ui.Div().Class("panel").Body(
+			ui.Div().Class("stats").Body(
+				stat("examples", strconv.Itoa(d.Count)), stat("ε (L∞)", fmt.Sprintf("%g", d.Eps)), stat("τ", fmt.Sprintf("%g", d.Tau)),
+				stat("start points", strconv.Itoa(d.Candidates)), stat("reference rate", fmt.Sprintf("%.2f", d.ReferenceRate)),
+				stat("source", d.SourceArch+" "+short(d.Source)),
+			),
+			ui.P().Class("small muted").Text("sha256 commitment "+d.Commitment),
+			ui.A().ID("fp-download").Class("button").Href(fileURL(d.ID)).Attr("download", d.Name+".safetensors").
+				Text("Download the fingerprint file"),
+		),
+		ui.Div().Class("form panel").Body(
+			ui.Label().Body(ui.Text("target label"), ui.Select().ID("filter-target").Body(classOpts(g.filter.Target)...).OnChange(setInt(&g.filter.Target))),
+			ui.Label().Body(ui.Text("original label"), ui.Select().ID("filter-label").Body(classOpts(g.filter.Label)...).OnChange(setInt(&g.filter.Label))),
+			ui.Label().Body(ui.Text("agreement"), ui.Select().ID("filter-agree").Body(
+				ui.Option().Value("").Text("any").Selected(g.filter.Agree == ""),
+				ui.Option().Value("surrogates").Text("every surrogate agrees").Selected(g.filter.Agree == "surrogates"),
+				ui.Option().Value("no-reference").Text("no reference agrees").Selected(g.filter.Agree == "no-reference"),
+			).OnChange(ctxValue(&g.filter.Agree))),
+			ui.Label().Body(ui.Text(fmt.Sprintf("conferrability ≥ %.2f", g.filter.MinConf)),
+				ui.Input().ID("filter-conf").Type("range").Min(0).Max(1).Step(0.05).Value(g.filter.MinConf).
+					OnInput(func(ctx ui.Context, _ ui.Event) {
+						if v, err := strconv.ParseFloat(ctx.JSSrc().Get("value").String(), 64); err == nil {
+							g.filter.MinConf = v
+						}
+					})),
+			ui.Label().Body(ui.Text("sort by"), ui.Select().ID("sort").Body(
+				ui.Option().Value("confer-desc").Text("conferrability, highest first").Selected(g.filter.Sort == "confer-desc"),
+				ui.Option().Value("confer-asc").Text("conferrability, lowest first").Selected(g.filter.Sort == "confer-asc"),
+				ui.Option().Value("index").Text("index").Selected(g.filter.Sort == "index"),
+			).OnChange(ctxValue(&g.filter.Sort))),
+		),
+		ui.P().ID("gallery-count").Class("muted").DataSet("shown", len(shown)).DataSet("matching", len(items)).
+			Text(fmt.Sprintf("%d of %d examples match; showing %d.", len(items), len(d.Items), len(shown))),
+		ui.Div().ID("gallery").Class("gallery").Body(ui.Range(shown).Slice(func(i int) ui.UI { return itemCard(d, shown[i]) })),
+	)
+}
+
+func stat(name, value string) ui.UI {
+	return ui.Div().Body(ui.B().Text(value), ui.Span().Class("muted small").Text(name))
+}
+
+// itemCard shows one conferrable example with every training model's answer.
+func itemCard(d *shared.FingerprintDetail, it shared.FingerprintItem) ui.UI {
+	tags := make([]ui.UI, 0, len(d.Models))
+	for i, m := range d.Models {
+		if i >= len(it.Labels) {
+			break
+		}
+		cls := "tag disagree"
+		if i < len(it.Agree) && it.Agree[i] {
+			cls = "tag agree"
+		}
+		tags = append(tags, ui.Span().Class(cls).Title(fmt.Sprintf("%s (%s) says %s", m.Name, m.Role, className(d.Classes, it.Labels[i]))).
+			Text(fmt.Sprintf("%s %s: %s", m.Role[:3], m.Arch, className(d.Classes, it.Labels[i]))))
+	}
+	return ui.Div().Class("card item").DataSet("index", it.Index).DataSet("confer", fmt.Sprintf("%.4f", it.Conferrability)).Body(
+		ui.Div().Class("imgs").Body(
+			figure(itemURL(d.ID, it.Index, "original"), "original", false),
+			figure(itemURL(d.ID, it.Index, "perturbation"), "perturbation ×", false),
+			figure(itemURL(d.ID, it.Index, "fingerprint"), "fingerprint", false),
+		),
+		ui.Div().Class("meta").Body(
+			ui.Div().Body(ui.Text("#"+strconv.Itoa(it.Index)+" "), ui.B().Text(className(d.Classes, it.Label)),
+				ui.Text(" → "), ui.B().Text(className(d.Classes, it.Target)),
+				ui.Span().Class("muted").Text(fmt.Sprintf("  conferrability %.2f", it.Conferrability))),
+			ui.Div().Body(tags...),
+		),
+	)
+}

@@ -1,0 +1,161 @@
+package app
+
+import (
+	"regexp"
+	"strings"
+
+	ui "github.com/maxence-charriere/go-app/v9/pkg/app"
+)
+
+// The subset of markdown that the study reports use: headings, paragraphs,
+// pipe tables, images on their own line, indented or fenced code, bullet
+// lists, and inline **bold**, `code` and [links](url). Everything becomes
+// go-app elements, never raw HTML, so a report cannot inject markup.
+
+var (
+	mdImage  = regexp.MustCompile(`^!\[([^\]]*)\]\(([^)\s]+)\)$`)
+	mdInline = regexp.MustCompile("\\*\\*([^*]+)\\*\\*|`([^`]+)`|\\[([^\\]]+)\\]\\(([^)\\s]+)\\)")
+	mdRule   = regexp.MustCompile(`^\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?$`)
+	mdNumber = regexp.MustCompile(`^[-+]?[0-9.]+(e[-+]?[0-9]+)?[%×]?$`)
+)
+
+// markdown renders md; resolve maps an image's or a relative link's
+// address to one the browser can fetch, or to "" to leave an image out (the
+// app fetches nothing beyond its own origin).
+func markdown(md string, resolve func(string) string) []ui.UI {
+	lines := strings.Split(strings.ReplaceAll(md, "\r\n", "\n"), "\n")
+	var out []ui.UI
+	var para []string
+	flush := func() {
+		if len(para) > 0 {
+			out = append(out, ui.P().Body(inline(strings.Join(para, " "), resolve)...))
+			para = nil
+		}
+	}
+	for i := 0; i < len(lines); i++ {
+		line := lines[i]
+		trim := strings.TrimSpace(line)
+		switch {
+		case trim == "":
+			flush()
+		case strings.HasPrefix(trim, "```"):
+			flush()
+			var code []string
+			for i++; i < len(lines) && !strings.HasPrefix(strings.TrimSpace(lines[i]), "```"); i++ {
+				code = append(code, lines[i])
+			}
+			out = append(out, ui.Pre().Body(ui.Code().Text(strings.Join(code, "\n"))))
+		case strings.HasPrefix(line, "    ") || strings.HasPrefix(line, "\t"):
+			flush()
+			var code []string
+			for ; i < len(lines) && (strings.HasPrefix(lines[i], "    ") || strings.HasPrefix(lines[i], "\t") || strings.TrimSpace(lines[i]) == ""); i++ {
+				code = append(code, strings.TrimPrefix(strings.TrimPrefix(lines[i], "    "), "\t"))
+			}
+			i--
+			out = append(out, ui.Pre().Body(ui.Code().Text(strings.TrimRight(strings.Join(code, "\n"), "\n"))))
+		case strings.HasPrefix(trim, "#"):
+			flush()
+			level := len(trim) - len(strings.TrimLeft(trim, "#"))
+			text := inline(strings.TrimSpace(trim[level:]), resolve)
+			switch level {
+			case 1:
+				out = append(out, ui.H2().Body(text...))
+			case 2:
+				out = append(out, ui.H3().Body(text...))
+			default:
+				out = append(out, ui.H4().Body(text...))
+			}
+		case mdImage.MatchString(trim):
+			flush()
+			m := mdImage.FindStringSubmatch(trim)
+			if src := resolve(m[2]); src != "" {
+				out = append(out, ui.P().Body(ui.Img().Src(src).Alt(m[1])))
+			} else {
+				out = append(out, ui.P().Class("muted").Text("[image: "+m[1]+"]"))
+			}
+		case strings.HasPrefix(trim, "|") && i+1 < len(lines) && mdRule.MatchString(strings.TrimSpace(lines[i+1])):
+			flush()
+			head := cells(trim)
+			var rows [][]string
+			for i += 2; i < len(lines) && strings.HasPrefix(strings.TrimSpace(lines[i]), "|"); i++ {
+				rows = append(rows, cells(strings.TrimSpace(lines[i])))
+			}
+			i--
+			out = append(out, table(head, rows, resolve))
+		case strings.HasPrefix(trim, "- ") || strings.HasPrefix(trim, "* "):
+			flush()
+			var items []ui.UI
+			for ; i < len(lines); i++ {
+				t := strings.TrimSpace(lines[i])
+				if !strings.HasPrefix(t, "- ") && !strings.HasPrefix(t, "* ") {
+					break
+				}
+				items = append(items, ui.Li().Body(inline(t[2:], resolve)...))
+			}
+			i--
+			out = append(out, ui.Ul().Body(items...))
+		default:
+			para = append(para, trim)
+		}
+	}
+	flush()
+	return out
+}
+
+// cells splits a table row.
+func cells(row string) []string {
+	row = strings.TrimSuffix(strings.TrimPrefix(row, "|"), "|")
+	parts := strings.Split(row, "|")
+	for i, p := range parts {
+		parts[i] = strings.TrimSpace(p)
+	}
+	return parts
+}
+
+func table(head []string, rows [][]string, resolve func(string) string) ui.UI {
+	ths := make([]ui.UI, len(head))
+	for i, h := range head {
+		ths[i] = ui.Th().Body(inline(h, resolve)...)
+	}
+	trs := make([]ui.UI, len(rows))
+	for r, row := range rows {
+		tds := make([]ui.UI, len(row))
+		for i, c := range row {
+			td := ui.Td().Body(inline(c, resolve)...)
+			if mdNumber.MatchString(strings.Trim(c, "*")) {
+				td = td.Class("num")
+			}
+			tds[i] = td
+		}
+		trs[r] = ui.Tr().Body(tds...)
+	}
+	return ui.Table().Body(ui.THead().Body(ui.Tr().Body(ths...)), ui.TBody().Body(trs...))
+}
+
+// inline renders **bold**, `code` and [links](url) within a line.
+func inline(s string, resolve func(string) string) []ui.UI {
+	var out []ui.UI
+	last := 0
+	for _, m := range mdInline.FindAllStringSubmatchIndex(s, -1) {
+		if m[0] > last {
+			out = append(out, ui.Text(s[last:m[0]]))
+		}
+		switch {
+		case m[2] >= 0:
+			out = append(out, ui.B().Text(s[m[2]:m[3]]))
+		case m[4] >= 0:
+			out = append(out, ui.Code().Text(s[m[4]:m[5]]))
+		default:
+			href := s[m[8]:m[9]]
+			if !strings.Contains(href, "://") {
+				href = resolve(href)
+			}
+			out = append(out, ui.A().Href(href).Text(s[m[6]:m[7]]))
+		}
+		last = m[1]
+	}
+	if last < len(s) {
+		out = append(out, ui.Text(s[last:]))
+	}
+	return out
+}

@@ -1,0 +1,393 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	ui "github.com/maxence-charriere/go-app/v9/pkg/app"
+
+	"github.com/conferral/conferral/shared"
+)
+
+// verify sends a fingerprint's queries to a suspect — an uploaded ONNX file,
+// a prediction endpoint or a stored model — and shows the verdict.
+type verify struct {
+	ui.Compo
+	fps    []shared.FingerprintInfo
+	models []shared.ModelInfo
+	err    error
+	loaded bool
+
+	// The form.
+	mode     string // upload, endpoint or model
+	fp       string
+	file     []byte
+	fileName string
+	reading  bool
+	endpoint string
+	protocol string
+	model    string
+	layout   string
+	mean     string
+	std      string
+	scale    string
+	theta    string
+
+	// The running verification.
+	job      string
+	stop     context.CancelFunc
+	stage    string
+	step     int64
+	total    int64
+	state    shared.JobState
+	messages []string
+	verdict  *shared.Verdict
+	classes  []string
+}
+
+func (v *verify) OnMount(ctx ui.Context) {
+	v.mode, v.protocol, v.layout, v.theta = "upload", "auto", "nchw", "0.7"
+	c := newClient("")
+	type lists struct {
+		fps    []shared.FingerprintInfo
+		models []shared.ModelInfo
+	}
+	fetch(ctx, func(ctx context.Context) (lists, error) {
+		fps, err := c.Fingerprints(ctx)
+		if err != nil {
+			return lists{}, err
+		}
+		ms, err := c.Models(ctx)
+		return lists{fps, ms}, err
+	}, func(l lists, err error) {
+		v.fps, v.models, v.err, v.loaded = l.fps, l.models, err, true
+		if len(l.fps) > 0 {
+			v.fp = l.fps[0].ID
+		}
+		if len(l.models) > 0 {
+			v.model = l.models[0].ID
+		}
+	})
+}
+
+func (v *verify) OnDismount() {
+	if v.stop != nil {
+		v.stop()
+	}
+}
+
+// pickFile reads the chosen ONNX file into memory.
+func (v *verify) pickFile(ctx ui.Context, _ ui.Event) {
+	files := ctx.JSSrc().Get("files")
+	if !files.Truthy() || files.Length() == 0 {
+		return
+	}
+	f := files.Index(0)
+	name, size := f.Get("name").String(), f.Get("size").Int()
+	v.file, v.fileName, v.reading, v.err = nil, name, true, nil
+	f.Call("arrayBuffer").Then(func(buf ui.Value) {
+		b := make([]byte, size)
+		n := ui.CopyBytesToGo(b, ui.Window().Get("Uint8Array").New(buf))
+		ctx.Dispatch(func(ui.Context) {
+			if v.fileName == name {
+				v.file, v.reading = b[:n], false
+			}
+		})
+	})
+}
+
+// run starts the verification and follows its events.
+func (v *verify) run(ctx ui.Context, _ ui.Event) {
+	if v.stop != nil {
+		v.stop()
+	}
+	v.err, v.job, v.verdict, v.messages, v.state, v.step, v.total, v.stage = nil, "", nil, nil, "", 0, 0, ""
+	theta, err := strconv.ParseFloat(strings.TrimSpace(v.theta), 64)
+	if err != nil || theta <= 0 || theta > 1 {
+		v.err = fmt.Errorf("θ must be a number in (0, 1], not %q", v.theta)
+		return
+	}
+	if v.fp == "" {
+		v.err = fmt.Errorf("choose a fingerprint first")
+		return
+	}
+	c := newClient("")
+	var start func(context.Context) (*shared.Job, error)
+	switch v.mode {
+	case "upload":
+		if v.file == nil {
+			v.err = fmt.Errorf("choose an ONNX file first")
+			return
+		}
+		fields := map[string]string{"fingerprint": v.fp, "theta": v.theta, "name": v.fileName,
+			"layout": v.layout, "mean": v.mean, "std": v.std, "scale": v.scale}
+		file, name := v.file, v.fileName
+		start = func(ctx context.Context) (*shared.Job, error) { return c.VerifyUpload(ctx, name, file, fields) }
+	case "endpoint":
+		if strings.TrimSpace(v.endpoint) == "" {
+			v.err = fmt.Errorf("enter the endpoint's URL first")
+			return
+		}
+		a := shared.VerifyArgs{Fingerprint: v.fp, Endpoint: strings.TrimSpace(v.endpoint), Protocol: v.protocol, Theta: theta}
+		start = func(ctx context.Context) (*shared.Job, error) { return c.Verify(ctx, a) }
+	default:
+		a := shared.VerifyArgs{Fingerprint: v.fp, Model: v.model, Theta: theta}
+		start = func(ctx context.Context) (*shared.Job, error) { return c.Verify(ctx, a) }
+	}
+	v.state = shared.JobQueued
+	fpID := v.fp
+	type started struct {
+		job     *shared.Job
+		classes []string
+	}
+	fetch(ctx, func(ctx context.Context) (started, error) {
+		// The class names, for the verdict's grid.
+		d, err := c.Fingerprint(ctx, fpID)
+		if err != nil {
+			return started{}, err
+		}
+		j, err := start(ctx)
+		return started{j, d.Classes}, err
+	}, func(s started, err error) {
+		if err != nil {
+			v.err, v.state = err, ""
+			return
+		}
+		v.classes = s.classes
+		v.follow(ctx, s.job)
+	})
+}
+
+// follow streams job j's events until it ends, then reads its verdict.
+func (v *verify) follow(ctx ui.Context, j *shared.Job) {
+	v.job, v.state = j.ID, j.State
+	wctx, stop := context.WithCancel(ctx)
+	v.stop = stop
+	c := newClient("")
+	id := j.ID
+	ctx.Async(func() {
+		err := c.Events(wctx, id, func(e shared.Event) bool {
+			final := e.Kind == shared.State && e.State.Final()
+			ctx.Dispatch(func(ui.Context) { v.add(e) })
+			return !final
+		})
+		// The verdict is in the finished job (and in its verdict event).
+		j, jerr := c.Job(wctx, id)
+		ctx.Dispatch(func(ui.Context) {
+			if err != nil {
+				v.err = err
+			}
+			if jerr == nil {
+				v.state = j.State
+				if j.Result != nil && j.Result.Verdict != nil {
+					v.verdict = j.Result.Verdict
+				}
+				if j.State == shared.JobFailed || j.State == shared.JobInterrupted || j.State == shared.JobCancelled {
+					v.err = fmt.Errorf("the verification %s: %s", j.State, j.Error)
+				}
+			}
+		})
+	})
+}
+
+// add folds one event of the verification into the page.
+func (v *verify) add(e shared.Event) {
+	if e.Stage != "" {
+		v.stage = e.Stage
+	}
+	if e.Total > 0 {
+		v.step, v.total = e.Step, e.Total
+	}
+	switch e.Kind {
+	case shared.State:
+		v.state = e.State
+	case shared.Verdicts:
+		if e.Verdict != nil {
+			v.verdict = e.Verdict
+		}
+	}
+	if e.Message != "" {
+		v.messages = append(v.messages, e.Message)
+		if len(v.messages) > 50 {
+			v.messages = v.messages[len(v.messages)-50:]
+		}
+	}
+}
+
+func (v *verify) Render() ui.UI {
+	return shell("/verify", v.loaded,
+		ui.H1().Text("Verify a suspect"),
+		ui.P().Class("lead").Text("Send a fingerprint's images to a suspect model and compare its answers with your model's. "+
+			"Only labels are needed: an ONNX file, a prediction endpoint (KServe v2 or TF Serving) or a stored model."),
+		loading(v.loaded, "fingerprints"),
+		ui.Div().Class("panel").Body(v.form()),
+		errorBox(v.err),
+		ui.Div().ID("verify-progress").Body(v.progress()),
+		ui.Div().ID("verdict-box").Body(v.card()),
+	)
+}
+
+func (v *verify) form() ui.UI {
+	fpOpts := make([]ui.UI, len(v.fps))
+	for i, f := range v.fps {
+		fpOpts[i] = ui.Option().Value(f.ID).Text(fmt.Sprintf("%s — %d examples, ε = %g", f.Name, f.Count, f.Eps)).Selected(f.ID == v.fp)
+	}
+	modelOpts := make([]ui.UI, len(v.models))
+	for i, m := range v.models {
+		modelOpts[i] = ui.Option().Value(m.ID).Text(fmt.Sprintf("%s (%s, %s)", m.Name, m.Role, m.Arch)).Selected(m.ID == v.model)
+	}
+	mode := func(val, label string) ui.UI {
+		return ui.Label().Style("flex-direction", "row").Style("align-items", "center").Body(
+			ui.Input().Type("radio").Name("mode").ID("mode-"+val).Value(val).Checked(v.mode == val).
+				OnChange(func(ctx ui.Context, _ ui.Event) { v.mode = val }),
+			ui.Text(" "+label))
+	}
+	fileNote := "no file chosen"
+	switch {
+	case v.reading:
+		fileNote = "reading " + v.fileName + "…"
+	case v.file != nil:
+		fileNote = fmt.Sprintf("%s, %d KiB", v.fileName, len(v.file)>>10)
+	}
+	busy := v.job != "" && !v.state.Final() && v.verdict == nil && v.err == nil || v.reading
+	return ui.Div().Body(
+		ui.Div().Class("form").Body(
+			ui.Label().Body(ui.Text("fingerprint"), ui.Select().ID("verify-fp").Body(fpOpts...).OnChange(ctxValue(&v.fp))),
+			ui.Label().Body(ui.Text("θ (threshold)"), ui.Input().ID("verify-theta").Size(5).Value(v.theta).OnChange(ctxValue(&v.theta))),
+		),
+		ui.Div().Class("form").Style("margin", "10px 0").Body(
+			mode("upload", "upload an ONNX model"), mode("endpoint", "a prediction endpoint"), mode("model", "a stored model")),
+		ui.Div().Class("form").Body(
+			ui.If(v.mode == "upload",
+				ui.Label().Body(ui.Text("ONNX file"), ui.Input().ID("verify-file").Type("file").Accept(".onnx").OnChange(v.pickFile)),
+				ui.Span().ID("verify-file-note").Class("muted small").Text(fileNote),
+				ui.Label().Body(ui.Text("layout"), ui.Select().ID("verify-layout").Body(
+					ui.Option().Value("nchw").Text("NCHW").Selected(v.layout == "nchw"),
+					ui.Option().Value("nhwc").Text("NHWC").Selected(v.layout == "nhwc"),
+				).OnChange(ctxValue(&v.layout))),
+				ui.Label().Body(ui.Text("mean (per channel)"), ui.Input().ID("verify-mean").Size(8).Placeholder("none").Value(v.mean).OnChange(ctxValue(&v.mean))),
+				ui.Label().Body(ui.Text("std"), ui.Input().ID("verify-std").Size(8).Placeholder("none").Value(v.std).OnChange(ctxValue(&v.std))),
+				ui.Label().Body(ui.Text("scale"), ui.Input().ID("verify-scale").Size(4).Placeholder("1").Value(v.scale).OnChange(ctxValue(&v.scale))),
+			).ElseIf(v.mode == "endpoint",
+				ui.Label().Body(ui.Text("endpoint URL"), ui.Input().ID("verify-endpoint").Size(60).
+					Placeholder("http://host:8080/v2/models/NAME").Value(v.endpoint).OnChange(ctxValue(&v.endpoint))),
+				ui.Label().Body(ui.Text("protocol"), ui.Select().ID("verify-protocol").Body(
+					ui.Option().Value("auto").Text("from the URL").Selected(v.protocol == "auto"),
+					ui.Option().Value("kserve").Text("KServe v2").Selected(v.protocol == "kserve"),
+					ui.Option().Value("tfserving").Text("TF Serving").Selected(v.protocol == "tfserving"),
+				).OnChange(ctxValue(&v.protocol))),
+			).Else(
+				ui.Label().Body(ui.Text("model"), ui.Select().ID("verify-model").Body(modelOpts...).OnChange(ctxValue(&v.model))),
+			),
+		),
+		ui.P().Body(ui.Button().ID("verify-run").Text("Verify").Disabled(busy).OnClick(v.run)),
+	)
+}
+
+// progress shows the queries going out.
+func (v *verify) progress() ui.UI {
+	if v.job == "" && v.state == "" {
+		return ui.Div()
+	}
+	frac := 0.0
+	if v.total > 0 {
+		frac = float64(v.step) / float64(v.total)
+	}
+	log := make([]ui.UI, len(v.messages))
+	for i, m := range v.messages {
+		log[i] = ui.Div().Text(m)
+	}
+	return ui.Div().Class("panel").DataSet("state", string(v.state)).Body(
+		ui.Div().Class("row").Body(
+			ui.Span().Text("Job #"+v.job+" "+v.stage),
+			ui.Div().Class("bar").Body(ui.Div().Style("width", pct(frac))),
+			ui.Span().ID("verify-queries").Text(fmt.Sprintf("%d of %d queries answered", v.step, v.total)),
+			ui.Span().ID("verify-state").Class("tag").Text(string(v.state)),
+		),
+		ui.If(len(log) > 0, ui.Div().Class("log").Body(log...)),
+	)
+}
+
+// card is the verdict: accuracy against θ, the p-value, the grid of
+// agreeing and disagreeing fingerprints, and what it means.
+func (v *verify) card() ui.UI {
+	vd := v.verdict
+	if vd == nil {
+		return ui.Div()
+	}
+	cls, title := "verdict innocent", "Not a surrogate"
+	if vd.Surrogate {
+		cls, title = "verdict stolen", "Surrogate: derived from your model"
+	}
+	cells := make([]ui.UI, len(vd.Items))
+	for i, it := range vd.Items {
+		c := "cell disagree"
+		if it.Agree {
+			c = "cell agree"
+		}
+		cells[i] = ui.Div().Class(c).Title(fmt.Sprintf("#%d: key %s, suspect says %s", it.Index,
+			className(v.classes, it.Key), className(v.classes, it.Label))).Body(
+			ui.Img().Src(itemURL(vd.Fingerprint, it.Index, "fingerprint")).Alt(fmt.Sprintf("fingerprint %d", it.Index)))
+	}
+	return ui.Div().Class(cls).ID("verdict").DataSet("surrogate", vd.Surrogate).DataSet("accuracy", fmt.Sprintf("%.4f", vd.Accuracy)).Body(
+		ui.H2().ID("verdict-title").Text(title),
+		ui.P().Class("muted").Text("Suspect: "+vd.Suspect),
+		ui.Div().Class("stats").Body(
+			stat("fingerprint accuracy", fmt.Sprintf("%.2f", vd.Accuracy)),
+			stat("threshold θ", fmt.Sprintf("%.2f", vd.Threshold)),
+			stat("agreeing", fmt.Sprintf("%d of %d", vd.Matches, vd.N)),
+			stat("p-value", pvalue(vd.PValue)),
+			stat("null agreement rate", fmt.Sprintf("%.2f", vd.BaseRate)),
+		),
+		ui.Raw(accuracyBar(vd.Accuracy, vd.Threshold)),
+		ui.H2().Text("Each fingerprint: green agrees with your model, red does not"),
+		ui.Div().Class("grid").Body(cells...),
+		ui.H2().Text("What this means"),
+		ui.P().Class("explain").Text(plainWords(vd)),
+		ui.If(vd.Explanation != "", ui.P().Class("explain muted small").Text(vd.Explanation)),
+	)
+}
+
+// pvalue formats a p-value, in scientific notation when tiny.
+func pvalue(p float64) string {
+	if p < 1e-3 {
+		return fmt.Sprintf("%.1e", p)
+	}
+	return fmt.Sprintf("%.3f", p)
+}
+
+// plainWords says what a verdict means to someone who is not a statistician.
+func plainWords(vd *shared.Verdict) string {
+	agree := fmt.Sprintf("The suspect gave your model's label to %d of the %d fingerprints (%s).", vd.Matches, vd.N, pct(vd.Accuracy))
+	chance := fmt.Sprintf("A model trained independently would be expected to agree on about %s of them, and the "+
+		"chance that one would agree on this many or more is %s.", pct(vd.BaseRate), pvalue(vd.PValue))
+	if vd.Surrogate {
+		return agree + " That is at least the threshold θ = " + fmt.Sprintf("%.2f", vd.Threshold) + ", so the suspect behaves " +
+			"like a copy of your model: it was probably derived from it (by distillation, extraction or fine-tuning). " + chance
+	}
+	s := agree + " That is below the threshold θ = " + fmt.Sprintf("%.2f", vd.Threshold) + ", so the fingerprint does not show " +
+		"that the suspect was derived from your model. " + chance
+	if vd.PValue < 0.01 {
+		s += " The agreement is still well above chance: the suspect may be a heavily modified copy; more fingerprints would tell."
+	}
+	return s
+}
+
+// accuracyBar draws the fingerprint accuracy on [0,1] with θ marked.
+func accuracyBar(acc, theta float64) string {
+	const w, h, pad = 520.0, 42.0, 10.0
+	x := func(v float64) float64 { return pad + math.Max(0, math.Min(1, v))*(w-2*pad) }
+	col := "#1f8a4c"
+	if acc >= theta {
+		col = "#c0392b"
+	}
+	return fmt.Sprintf(`<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="%g" height="%g">`+
+		`<rect x="%g" y="8" width="%g" height="14" fill="#e6e9f2" rx="4"/>`+
+		`<rect x="%g" y="8" width="%g" height="14" fill="%s" rx="4"/>`+
+		`<line x1="%.1f" x2="%.1f" y1="3" y2="27" stroke="#1b2233" stroke-width="2"/>`+
+		`<text x="%.1f" y="38" text-anchor="middle">θ = %.2f</text><text x="%g" y="38">0</text><text x="%g" y="38" text-anchor="end">1</text></svg>`,
+		w, h, pad, w-2*pad, pad, x(acc)-pad, col, x(theta), x(theta), x(theta), theta, pad, w-pad)
+}
