@@ -190,7 +190,8 @@ func (h *Handler) model(rest string) (tail string, ok bool) {
 func (h *Handler) kserve(w http.ResponseWriter, r *http.Request, rest string) {
 	tail, ok := h.model(strings.TrimSuffix(rest, "/"))
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no model %q (this endpoint serves %q, version 1)", rest, h.o.Name))
+		name, _, _ := strings.Cut(rest, "/")
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no model %q (this endpoint serves %q, version 1)", name, h.o.Name))
 		return
 	}
 	switch tail {
@@ -227,7 +228,8 @@ func (h *Handler) tfserving(w http.ResponseWriter, r *http.Request, rest string)
 	}
 	tail, ok := h.model(rest)
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no model %q (this endpoint serves %q, version 1)", rest, h.o.Name))
+		name, _, _ := strings.Cut(rest, "/")
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no model %q (this endpoint serves %q, version 1)", name, h.o.Name))
 		return
 	}
 	switch tail {
