@@ -1,0 +1,890 @@
+package onnx
+
+import (
+	"math"
+	"slices"
+
+	"github.com/conferral/conferral/backend/torch"
+)
+
+// ops maps each supported ONNX op type onto its implementation. It is
+// never written after initialisation.
+var ops = map[string]opFunc{
+	"Conv":               opConv,
+	"ConvTranspose":      opConvTranspose,
+	"BatchNormalization": opBatchNorm,
+	"Relu":               unary((*torch.Tensor).Relu),
+	"Sigmoid":            unary((*torch.Tensor).Sigmoid),
+	"Tanh":               unary((*torch.Tensor).Tanh),
+	"HardSwish":          unary((*torch.Tensor).HardSwish),
+	"LeakyRelu":          opLeakyRelu,
+	"HardSigmoid":        opHardSigmoid,
+	"Clip":               opClip,
+	"MaxPool":            opMaxPool,
+	"AveragePool":        opAveragePool,
+	"GlobalAveragePool":  opGlobalPool(false),
+	"GlobalMaxPool":      opGlobalPool(true),
+	"Gemm":               opGemm,
+	"MatMul":             elementwise((*torch.Tensor).MatMul),
+	"Add":                elementwise((*torch.Tensor).Add),
+	"Sub":                elementwise((*torch.Tensor).Sub),
+	"Mul":                elementwise((*torch.Tensor).Mul),
+	"Div":                opDiv,
+	"Flatten":            opFlatten,
+	"Reshape":            opReshape,
+	"Transpose":          opTranspose,
+	"Squeeze":            opSqueeze,
+	"Unsqueeze":          opUnsqueeze,
+	"Concat":             opConcat,
+	"Pad":                opPad,
+	"Softmax":            opSoftmax(false),
+	"LogSoftmax":         opSoftmax(true),
+	"Dropout":            opDropout,
+	"Identity":           func(_ *runCtx, _ *node, in []*torch.Tensor) []*torch.Tensor { return []*torch.Tensor{need(in, 0)} },
+	"Constant":           opConstant,
+	"Shape":              opShape,
+	"Gather":             opGather,
+	"Slice":              opSlice,
+	"ReduceMean":         opReduceMean,
+	"Resize":             opResize,
+	"Upsample":           opResize,
+	"Cast":               opCast,
+}
+
+// SupportedOps lists the op types the interpreter runs, sorted.
+func SupportedOps() []string {
+	var s []string
+	for k := range ops {
+		s = append(s, k)
+	}
+	slices.Sort(s)
+	return s
+}
+
+func one(t *torch.Tensor) []*torch.Tensor { return []*torch.Tensor{t} }
+
+func unary(f func(*torch.Tensor) *torch.Tensor) opFunc {
+	return func(_ *runCtx, _ *node, in []*torch.Tensor) []*torch.Tensor { return one(f(need(in, 0))) }
+}
+
+func elementwise(f func(a, b *torch.Tensor) *torch.Tensor) opFunc {
+	return func(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+		legacyBroadcast(n)
+		a, b := need(in, 0), need(in, 1)
+		if a.DType() != b.DType() {
+			fail("operands are %v and %v", a.DType(), b.DType())
+		}
+		return one(f(a, b))
+	}
+}
+
+// legacyBroadcast refuses the broadcast and axis attributes of opsets
+// before 7, whose alignment differs from numpy's.
+func legacyBroadcast(n *node) {
+	if n.int("broadcast", 0) != 0 || n.has("axis") {
+		fail("the broadcast attribute of opsets before 7 is not supported")
+	}
+}
+
+// floorDiv divides rounding towards −∞.
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if (a%b != 0) && ((a < 0) != (b < 0)) {
+		q--
+	}
+	return q
+}
+
+func opDiv(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	legacyBroadcast(n)
+	a, b := need(in, 0), need(in, 1)
+	if a.DType() != b.DType() {
+		fail("operands are %v and %v", a.DType(), b.DType())
+	}
+	if a.DType() == torch.Float32 {
+		return one(a.Div(b))
+	}
+	// Integer division truncates towards zero in ONNX; libtorch's div is
+	// true division.
+	if b.EqScalar(0).Sum().Item() != 0 {
+		fail("integer division by zero")
+	}
+	q := a.Div(b)
+	return one(q.Sign().Mul(q.Abs().Floor()).To(a.DType(), a.Device()))
+}
+
+func opLeakyRelu(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	return one(need(in, 0).LeakyRelu(n.float("alpha", 0.01)))
+}
+
+func opHardSigmoid(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	a, b := n.float("alpha", 0.2), n.float("beta", 0.5)
+	return one(need(in, 0).MulScalar(a).AddScalar(b).Clamp(0, 1))
+}
+
+func opClip(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x := need(in, 0)
+	lo, hi := math.Inf(-1), math.Inf(1)
+	if c.opset < 11 {
+		lo, hi = n.float("min", lo), n.float("max", hi)
+	} else {
+		if t := arg(in, 1); t != nil {
+			lo = scalarOf(t, "min")
+		}
+		if t := arg(in, 2); t != nil {
+			hi = scalarOf(t, "max")
+		}
+	}
+	switch {
+	case !math.IsInf(lo, 0) && !math.IsInf(hi, 0):
+		return one(x.Clamp(lo, hi))
+	case !math.IsInf(lo, 0):
+		return one(x.ClampMin(lo))
+	case !math.IsInf(hi, 0):
+		return one(x.ClampMax(hi))
+	}
+	return one(x)
+}
+
+func opConv(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x, w, b := need(in, 0), need(in, 1), arg(in, 2)
+	xs, ws := x.Shape(), w.Shape()
+	if len(xs) != 3 && len(xs) != 4 {
+		fail("only 1-D and 2-D convolutions are supported, input has shape %v", xs)
+	}
+	if len(ws) != len(xs) {
+		fail("weight shape %v does not match input shape %v", ws, xs)
+	}
+	if k := n.ints("kernel_shape"); k != nil && !slices.Equal(k, ws[2:]) {
+		fail("kernel_shape %v does not match weight shape %v", k, ws)
+	}
+	win := windowOf(n, xs[2:], ws[2:])
+	g := n.int("group", 1)
+	if g <= 0 || xs[1] != ws[1]*g || ws[0]%g != 0 {
+		fail("input of %d channels, weight %v and %d groups do not fit", xs[1], ws, g)
+	}
+	if len(xs) == 3 {
+		w = w.Reshape(ws[0], ws[1], 1, ws[2])
+	}
+	o := torch.ConvOpts{Stride: pair(win.stride, 1), Dilation: pair(win.dilation, 1), Groups: g}
+	return one(as2d(x, func(x *torch.Tensor) *torch.Tensor {
+		if win.symmetric(func(int) int64 { return math.MaxInt64 }) {
+			o.Padding = pair(win.begin, 0)
+		} else {
+			x = torch.Pad(x, torchPad(win.begin, win.end), torch.PadConstant, 0)
+		}
+		return torch.Conv2d(x, w, b, o)
+	}))
+}
+
+func opConvTranspose(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x, w, b := need(in, 0), need(in, 1), arg(in, 2)
+	xs, ws := x.Shape(), w.Shape()
+	if len(xs) != 3 && len(xs) != 4 {
+		fail("only 1-D and 2-D transposed convolutions are supported, input has shape %v", xs)
+	}
+	if len(ws) != len(xs) {
+		fail("weight shape %v does not match input shape %v", ws, xs)
+	}
+	k := len(xs) - 2
+	g := n.int("group", 1)
+	if g <= 0 || xs[1] != ws[0] {
+		fail("input of %d channels does not fit weight %v", xs[1], ws)
+	}
+	ones := func() []int64 { return slices.Repeat([]int64{1}, k) }
+	stride, dil := n.ints("strides"), n.ints("dilations")
+	if stride == nil {
+		stride = ones()
+	}
+	if dil == nil {
+		dil = ones()
+	}
+	outPad := n.ints("output_padding")
+	if outPad == nil {
+		outPad = make([]int64, k)
+	}
+	if len(stride) != k || len(dil) != k || len(outPad) != k {
+		fail("strides %v, dilations %v or output_padding %v do not match %d spatial dimensions", stride, dil, outPad, k)
+	}
+	full := make([]int64, k) // output size without padding
+	for i := range k {
+		if stride[i] <= 0 || dil[i] <= 0 {
+			fail("strides %v and dilations %v must be positive", stride, dil)
+		}
+		full[i] = (xs[2+i]-1)*stride[i] + (ws[2+i]-1)*dil[i] + 1
+	}
+	begin, end := make([]int64, k), make([]int64, k)
+	ap := n.str("auto_pad", "NOTSET")
+	outShape := n.ints("output_shape")
+	if len(outShape) > k {
+		outShape = outShape[len(outShape)-k:]
+	}
+	if outShape == nil && (ap == "SAME_UPPER" || ap == "SAME_LOWER") {
+		outShape = make([]int64, k)
+		for i := range k {
+			outShape[i] = xs[2+i] * stride[i]
+		}
+	}
+	switch {
+	case outShape != nil:
+		if len(outShape) != k {
+			fail("output_shape %v does not match %d spatial dimensions", outShape, k)
+		}
+		for i := range k {
+			total := full[i] + outPad[i] - outShape[i]
+			half := floorDiv(total, 2) // Python's //, as in the spec
+			if ap == "SAME_UPPER" {
+				begin[i], end[i] = half, total-half
+			} else {
+				begin[i], end[i] = total-half, half
+			}
+		}
+	case ap == "NOTSET" || ap == "":
+		if p := n.ints("pads"); p != nil {
+			if len(p) != 2*k {
+				fail("pads %v do not match %d spatial dimensions", p, k)
+			}
+			copy(begin, p[:k])
+			copy(end, p[k:])
+		}
+	case ap == "VALID":
+	default:
+		fail("auto_pad %q is not supported", ap)
+	}
+	size := make([]int64, k)
+	for i := range k {
+		size[i] = full[i] + outPad[i] - begin[i] - end[i]
+		if size[i] <= 0 {
+			fail("output size %d along axis %d is not positive", size[i], i+2)
+		}
+	}
+	numel(append([]int64{xs[0], ws[1] * g}, size...))
+	if len(xs) == 3 {
+		w = w.Reshape(ws[0], ws[1], 1, ws[2])
+	}
+	o := torch.ConvOpts{Stride: pair(stride, 1), Dilation: pair(dil, 1), Groups: g}
+	fast := true
+	for i := range k {
+		if begin[i] != end[i] || begin[i] < 0 || outPad[i] >= max(stride[i], dil[i]) {
+			fast = false
+		}
+	}
+	return one(as2d(x, func(x *torch.Tensor) *torch.Tensor {
+		if fast {
+			o.Padding, o.OutputPadding = pair(begin, 0), pair(outPad, 0)
+			return torch.ConvTranspose2d(x, w, b, o)
+		}
+		// Crop (or pad) the full output, then add the bias.
+		y := torch.ConvTranspose2d(x, w, nil, o)
+		nb, ne := make([]int64, k), make([]int64, k)
+		for i := range k {
+			nb[i], ne[i] = -begin[i], outPad[i]-end[i]
+		}
+		y = torch.Pad(y, torchPad(nb, ne), torch.PadConstant, 0)
+		if b != nil {
+			y = y.Add(b.Reshape(1, -1, 1, 1))
+		}
+		return y
+	}))
+}
+
+func opBatchNorm(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x := need(in, 0)
+	if n.int("training_mode", 0) != 0 || n.int("is_test", 1) == 0 {
+		fail("training mode is not supported")
+	}
+	if n.int("spatial", 1) != 1 {
+		fail("spatial=0 is not supported")
+	}
+	if x.Dim() < 2 {
+		fail("input of shape %v has no channel axis", x.Shape())
+	}
+	c := x.Size(1)
+	for i := 1; i <= 4; i++ {
+		if t := need(in, i); t.Dim() != 1 || t.Size(0) != c {
+			fail("input %d has shape %v, want [%d]", i, t.Shape(), c)
+		}
+	}
+	return one(torch.BatchNorm(x, in[1], in[2], in[3], in[4], false, 0, n.float("epsilon", 1e-5)))
+}
+
+func opMaxPool(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x := need(in, 0)
+	if n.int("storage_order", 0) != 0 {
+		fail("storage_order 1 is not supported")
+	}
+	xs := x.Shape()
+	if len(xs) != 3 && len(xs) != 4 {
+		fail("only 1-D and 2-D pooling is supported, input has shape %v", xs)
+	}
+	win := windowOf(n, xs[2:], n.ints("kernel_shape"))
+	if dt := x.DType(); dt != torch.Float32 {
+		// libtorch pools floats only; uint8 values are exact in float32.
+		x = x.To(torch.Float32, x.Device())
+		y := opMaxPool2(n, x, win)
+		return one(y.To(dt, y.Device()))
+	}
+	return one(opMaxPool2(n, x, win))
+}
+
+func opMaxPool2(n *node, x *torch.Tensor, win window) *torch.Tensor {
+	o := torch.PoolOpts{Kernel: pair(win.kernel, 1), Stride: pair(win.stride, 1), Dilation: pair(win.dilation, 1),
+		CeilMode: n.int("ceil_mode", 0) != 0}
+	return as2d(x, func(x *torch.Tensor) *torch.Tensor {
+		if win.symmetric(func(i int) int64 { return ((win.kernel[i]-1)*win.dilation[i] + 1) / 2 }) {
+			o.Padding = pair(win.begin, 0)
+		} else {
+			x = torch.Pad(x, torchPad(win.begin, win.end), torch.PadConstant, lowest(x))
+		}
+		return torch.MaxPool2d(x, o)
+	})
+}
+
+func opAveragePool(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x := need(in, 0)
+	xs := x.Shape()
+	if len(xs) != 3 && len(xs) != 4 {
+		fail("only 1-D and 2-D pooling is supported, input has shape %v", xs)
+	}
+	if n.has("dilations") {
+		fail("dilations are not supported")
+	}
+	win := windowOf(n, xs[2:], n.ints("kernel_shape"))
+	include := n.int("count_include_pad", 0) != 0
+	o := torch.PoolOpts{Kernel: pair(win.kernel, 1), Stride: pair(win.stride, 1), CeilMode: n.int("ceil_mode", 0) != 0,
+		ExcludePad: !include}
+	return one(as2d(x, func(x *torch.Tensor) *torch.Tensor {
+		if win.symmetric(func(i int) int64 { return win.kernel[i] / 2 }) {
+			o.Padding = pair(win.begin, 0)
+			return torch.AvgPool2d(x, o)
+		}
+		p := torchPad(win.begin, win.end)
+		y := torch.AvgPool2d(torch.Pad(x, p, torch.PadConstant, 0), o)
+		if include {
+			return y
+		}
+		// Divide by the share of real pixels under each window.
+		s := x.Shape()
+		ones := torch.Full(x.Scope(), []int64{1, 1, s[2], s[3]}, 1, torch.Float32, x.Device())
+		share := torch.AvgPool2d(torch.Pad(ones, p, torch.PadConstant, 0), o)
+		return y.Div(share)
+	}))
+}
+
+func opGlobalPool(isMax bool) opFunc {
+	return func(_ *runCtx, _ *node, in []*torch.Tensor) []*torch.Tensor {
+		x := need(in, 0)
+		if x.Dim() < 3 {
+			fail("input of shape %v has no spatial axes", x.Shape())
+		}
+		var dims []int64
+		for d := 2; d < x.Dim(); d++ {
+			dims = append(dims, int64(d))
+		}
+		if isMax {
+			return one(x.Amax(dims, true))
+		}
+		return one(x.MeanDims(dims, true))
+	}
+}
+
+func opGemm(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	a, b, cc := need(in, 0), need(in, 1), arg(in, 2)
+	if a.Dim() != 2 || b.Dim() != 2 {
+		fail("A %v and B %v must be matrices", a.Shape(), b.Shape())
+	}
+	alpha, beta := n.float("alpha", 1), n.float("beta", 1)
+	ta, tb := n.int("transA", 0) != 0, n.int("transB", 0) != 0
+	if tb && !ta && alpha == 1 && beta == 1 && (cc == nil || cc.Dim() == 1 && cc.Size(0) == b.Size(0)) {
+		if a.Size(1) != b.Size(1) {
+			fail("A %v and Bᵀ %v do not multiply", a.Shape(), b.Shape())
+		}
+		return one(torch.Linear(a, b, cc))
+	}
+	if ta {
+		a = a.Permute(1, 0)
+	}
+	if tb {
+		b = b.Permute(1, 0)
+	}
+	if a.Size(1) != b.Size(0) {
+		fail("A %v and B %v do not multiply", a.Shape(), b.Shape())
+	}
+	y := a.MatMul(b)
+	if alpha != 1 {
+		y = y.MulScalar(alpha)
+	}
+	if cc != nil && beta != 0 {
+		if beta != 1 {
+			cc = cc.MulScalar(beta)
+		}
+		y = y.Add(cc)
+	}
+	return one(y)
+}
+
+func opFlatten(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x := need(in, 0)
+	s := x.Shape()
+	a := n.int("axis", 1)
+	if a < 0 {
+		a += int64(len(s))
+	}
+	if a < 0 || a > int64(len(s)) {
+		fail("axis %d is out of range for rank %d", n.int("axis", 1), len(s))
+	}
+	return one(x.Reshape(prod(s[:a]), prod(s[a:])))
+}
+
+func opReshape(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	if c.opset < 5 {
+		fail("opset %d's shape attribute is not supported", c.opset)
+	}
+	x, st := need(in, 0), need(in, 1)
+	s := x.Shape()
+	want := intsOf(st, "shape")
+	allowZero := n.int("allowzero", 0) != 0
+	infer := -1
+	known := int64(1)
+	for i, d := range want {
+		switch {
+		case d == 0 && !allowZero:
+			if i >= len(s) {
+				fail("shape %v copies axis %d of an input of rank %d", want, i, len(s))
+			}
+			want[i] = s[i]
+		case d == -1:
+			if infer >= 0 {
+				fail("shape %v has more than one -1", want)
+			}
+			infer = i
+			continue
+		case d < -1:
+			fail("shape %v has a negative size", want)
+		}
+		known = known * max(want[i], 1)
+		if known > maxElems {
+			fail("shape %v is too large", want)
+		}
+	}
+	total := prod(s)
+	if infer >= 0 {
+		z := slices.Contains(want, 0)
+		if z || known == 0 || total%known != 0 {
+			fail("cannot reshape %v into %v", s, want)
+		}
+		want[infer] = total / known
+	}
+	if numel(want) != total {
+		fail("cannot reshape %v into %v", s, want)
+	}
+	return one(x.Reshape(want...))
+}
+
+func opTranspose(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x := need(in, 0)
+	r := x.Dim()
+	perm := n.ints("perm")
+	if perm == nil {
+		for i := r - 1; i >= 0; i-- {
+			perm = append(perm, int64(i))
+		}
+	}
+	if len(perm) != r {
+		fail("perm %v does not fit rank %d", perm, r)
+	}
+	seen := make([]bool, r)
+	for i, p := range perm {
+		p = normAxis(p, r, "perm entry")
+		if seen[p] {
+			fail("perm %v is not a permutation", perm)
+		}
+		seen[p], perm[i] = true, p
+	}
+	return one(x.Permute(perm...))
+}
+
+// axesOf reads the axes of Squeeze, Unsqueeze and ReduceMean: an attribute
+// before opset 13, an optional input from then on.
+func axesOf(c *runCtx, n *node, in []*torch.Tensor, inputFrom int64) []int64 {
+	if c.opset < inputFrom {
+		return n.ints("axes")
+	}
+	if t := arg(in, 1); t != nil {
+		return intsOf(t, "axes")
+	}
+	return nil
+}
+
+func opSqueeze(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x := need(in, 0)
+	s := x.Shape()
+	axes := axesOf(c, n, in, 13)
+	drop := make([]bool, len(s))
+	if axes == nil {
+		for i, d := range s {
+			drop[i] = d == 1
+		}
+	}
+	for _, a := range axes {
+		a = normAxis(a, len(s), "axis")
+		if s[a] != 1 {
+			fail("axis %d of shape %v is not 1", a, s)
+		}
+		drop[a] = true
+	}
+	var out []int64
+	for i, d := range s {
+		if !drop[i] {
+			out = append(out, d)
+		}
+	}
+	return one(x.Reshape(out...))
+}
+
+func opUnsqueeze(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x := need(in, 0)
+	s := x.Shape()
+	axes := axesOf(c, n, in, 13)
+	if axes == nil {
+		fail("axes are required")
+	}
+	r := len(s) + len(axes)
+	add := make([]bool, r)
+	for _, a := range axes {
+		a = normAxis(a, r, "axis")
+		if add[a] {
+			fail("axes %v repeat an axis", axes)
+		}
+		add[a] = true
+	}
+	out := make([]int64, 0, r)
+	j := 0
+	for i := range r {
+		if add[i] {
+			out = append(out, 1)
+		} else {
+			out = append(out, s[j])
+			j++
+		}
+	}
+	return one(x.Reshape(out...))
+}
+
+func opConcat(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	if !n.has("axis") {
+		fail("axis is required")
+	}
+	var ts []*torch.Tensor
+	for _, t := range in {
+		if t != nil {
+			ts = append(ts, t)
+		}
+	}
+	if len(ts) == 0 {
+		fail("no inputs")
+	}
+	r := ts[0].Dim()
+	a := normAxis(n.int("axis", 0), r, "axis")
+	s0 := ts[0].Shape()
+	for _, t := range ts[1:] {
+		s := t.Shape()
+		if len(s) != r || t.DType() != ts[0].DType() {
+			fail("inputs %v %v and %v %v do not concatenate", s0, ts[0].DType(), s, t.DType())
+		}
+		for i := range s {
+			if int64(i) != a && s[i] != s0[i] {
+				fail("inputs %v and %v differ off axis %d", s0, s, a)
+			}
+		}
+	}
+	if len(ts) == 1 {
+		return one(ts[0])
+	}
+	return one(torch.Cat(ts, a))
+}
+
+func opPad(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x := need(in, 0)
+	s := x.Shape()
+	mode := n.str("mode", "constant")
+	if c.opset < 2 {
+		fail("opset %d's paddings attribute is not supported", c.opset)
+	}
+	var pads []int64
+	value := 0.0
+	if c.opset < 11 {
+		pads, value = n.ints("pads"), n.float("value", 0)
+	} else {
+		pads = intsOf(need(in, 1), "pads")
+		if t := arg(in, 2); t != nil {
+			value = scalarOf(t, "constant_value")
+		}
+	}
+	if len(pads) != 2*len(s) {
+		fail("pads %v do not fit rank %d", pads, len(s))
+	}
+	out := make([]int64, len(s))
+	for i := range s {
+		out[i] = s[i] + pads[i] + pads[len(s)+i]
+		if out[i] < 0 {
+			fail("pads %v shrink shape %v below zero", pads, s)
+		}
+	}
+	numel(out)
+	switch mode {
+	case "constant":
+		return one(torch.Pad(x, torchPad(pads[:len(s)], pads[len(s):]), torch.PadConstant, value))
+	case "reflect", "edge":
+	default:
+		fail("mode %q is not supported", mode)
+	}
+	for i := range s {
+		b, e := pads[i], pads[len(s)+i]
+		if b == 0 && e == 0 {
+			continue
+		}
+		n := x.Size(i)
+		if b < 0 {
+			x, n, b = x.Narrow(int64(i), -b, n+b), n+b, 0
+		}
+		if e < 0 {
+			x, n, e = x.Narrow(int64(i), 0, n+e), n+e, 0
+		}
+		if b == 0 && e == 0 {
+			continue
+		}
+		if n == 0 {
+			fail("cannot %s-pad an empty axis %d", mode, i)
+		}
+		idx := make([]int64, 0, n+b+e)
+		for j := -b; j < n+e; j++ {
+			k := j
+			if mode == "edge" {
+				k = min(max(j, 0), n-1)
+			} else if n == 1 {
+				k = 0
+			} else {
+				period := 2 * (n - 1)
+				k = ((j % period) + period) % period
+				if k >= n {
+					k = period - k
+				}
+			}
+			idx = append(idx, k)
+		}
+		x = x.IndexSelect(int64(i), c.ints(idx, int64(len(idx))))
+	}
+	return one(x)
+}
+
+func opSoftmax(log bool) opFunc {
+	return func(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+		x := need(in, 0)
+		f := (*torch.Tensor).Softmax
+		if log {
+			f = (*torch.Tensor).LogSoftmax
+		}
+		if x.Dim() == 0 {
+			fail("input is a scalar")
+		}
+		if c.opset >= 13 {
+			return one(f(x, normAxis(n.int("axis", -1), x.Dim(), "axis")))
+		}
+		// Before opset 13 the input is seen as a matrix split at axis.
+		s := x.Shape()
+		a := n.int("axis", 1)
+		if a < 0 {
+			a += int64(len(s))
+		}
+		if a < 0 || a > int64(len(s)) {
+			fail("axis %d is out of range for rank %d", n.int("axis", 1), len(s))
+		}
+		return one(f(x.Reshape(prod(s[:a]), prod(s[a:])), 1).Reshape(s...))
+	}
+}
+
+func opDropout(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x := need(in, 0)
+	if t := arg(in, 2); t != nil && scalarOf(t, "training_mode") != 0 {
+		fail("training mode is not supported")
+	}
+	if len(n.out) > 1 && n.out[1] != "" {
+		return []*torch.Tensor{x, torch.Full(c.s, x.Shape(), 1, torch.Bool, x.Device())}
+	}
+	return one(x)
+}
+
+func opConstant(c *runCtx, n *node, _ []*torch.Tensor) []*torch.Tensor {
+	var t *torch.Tensor
+	switch {
+	case n.has("value"):
+		a := n.attrs["value"]
+		if a.T == nil {
+			fail("attribute value holds no tensor")
+		}
+		v, err := tensorFromProto(a.T)
+		if err != nil {
+			fail("%v", err)
+		}
+		t = c.s.Add(v)
+	case n.has("value_float"):
+		t = torch.FromSlice(c.s, []float32{float32(n.float("value_float", 0))})
+		t = t.Reshape()
+	case n.has("value_floats"):
+		v := n.floats("value_floats")
+		t = torch.FromSlice(c.s, v, int64(len(v)))
+	case n.has("value_int"):
+		t = torch.FromSlice(c.s, []int64{n.int("value_int", 0)}).Reshape()
+	case n.has("value_ints"):
+		v := n.ints("value_ints")
+		t = torch.FromSlice(c.s, v, int64(len(v)))
+	default:
+		fail("only tensor, float and int values are supported")
+	}
+	if c.dev != torch.CPU {
+		t = t.ToDevice(c.dev)
+	}
+	return one(t)
+}
+
+func opShape(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	s := need(in, 0).Shape()
+	r := int64(len(s))
+	start, end := n.int("start", 0), n.int("end", r)
+	clampAxis := func(a int64) int64 {
+		if a < 0 {
+			a += r
+		}
+		return min(max(a, 0), r)
+	}
+	start, end = clampAxis(start), clampAxis(end)
+	if end < start {
+		end = start
+	}
+	s = s[start:end]
+	return one(c.ints(s, int64(len(s))))
+}
+
+func opGather(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x, it := need(in, 0), need(in, 1)
+	s := x.Shape()
+	if len(s) == 0 {
+		fail("cannot gather from a scalar")
+	}
+	a := normAxis(n.int("axis", 0), len(s), "axis")
+	idx := intsOf(it, "indices")
+	for i, v := range idx {
+		if v < -s[a] || v >= s[a] {
+			fail("index %d is out of range for axis %d of size %d", v, a, s[a])
+		}
+		if v < 0 {
+			idx[i] = v + s[a]
+		}
+	}
+	out := append(append(append([]int64{}, s[:a]...), it.Shape()...), s[a+1:]...)
+	numel(out)
+	y := x.IndexSelect(a, c.ints(idx, int64(len(idx))))
+	return one(y.Reshape(out...))
+}
+
+func opSlice(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x := need(in, 0)
+	s := x.Shape()
+	var starts, ends, axes, steps []int64
+	if c.opset < 10 {
+		starts, ends, axes = n.ints("starts"), n.ints("ends"), n.ints("axes")
+	} else {
+		starts, ends = intsOf(need(in, 1), "starts"), intsOf(need(in, 2), "ends")
+		if t := arg(in, 3); t != nil {
+			axes = intsOf(t, "axes")
+		}
+		if t := arg(in, 4); t != nil {
+			steps = intsOf(t, "steps")
+		}
+	}
+	if len(starts) != len(ends) {
+		fail("starts %v and ends %v differ in length", starts, ends)
+	}
+	if axes == nil {
+		for i := range starts {
+			axes = append(axes, int64(i))
+		}
+	}
+	if steps == nil {
+		steps = slices.Repeat([]int64{1}, len(starts))
+	}
+	if len(axes) != len(starts) || len(steps) != len(starts) {
+		fail("starts %v, ends %v, axes %v and steps %v differ in length", starts, ends, axes, steps)
+	}
+	seen := make([]bool, len(s))
+	for i := range starts {
+		a := normAxis(axes[i], len(s), "axis")
+		if seen[a] {
+			fail("axes %v repeat an axis", axes)
+		}
+		seen[a] = true
+		d, st, en, step := s[a], starts[i], ends[i], steps[i]
+		if step == 0 {
+			fail("step is 0")
+		}
+		if st < 0 {
+			st += d
+		}
+		if en < 0 {
+			en += d
+		}
+		if step > 0 {
+			st, en = min(max(st, 0), d), min(max(en, 0), d)
+		} else {
+			st, en = min(max(st, 0), d-1), min(max(en, -1), d-1)
+		}
+		if step == 1 {
+			x = x.Narrow(a, st, max(en-st, 0))
+			continue
+		}
+		var idx []int64
+		for j := st; (step > 0 && j < en) || (step < 0 && j > en); j += step {
+			idx = append(idx, j)
+		}
+		x = x.IndexSelect(a, c.ints(idx, int64(len(idx))))
+	}
+	return one(x)
+}
+
+func opReduceMean(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x := need(in, 0)
+	if x.DType() != torch.Float32 {
+		fail("input is %v, want float32", x.DType())
+	}
+	axes := axesOf(c, n, in, 18)
+	keep := n.int("keepdims", 1) != 0
+	r := x.Dim()
+	if axes == nil {
+		for i := range r {
+			axes = append(axes, int64(i))
+		}
+	}
+	for i, a := range axes {
+		axes[i] = normAxis(a, r, "axis")
+	}
+	if len(axes) == 0 {
+		return one(x)
+	}
+	return one(x.MeanDims(axes, keep))
+}
+
+func opCast(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x := need(in, 0)
+	if !n.has("to") {
+		fail("attribute to is required")
+	}
+	dt, err := dtypeOf(int32(n.int("to", 0)))
+	if err != nil {
+		fail("%v", err)
+	}
+	if dt == x.DType() {
+		return one(x)
+	}
+	return one(x.To(dt, x.Device()))
+}
