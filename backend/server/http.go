@@ -1,0 +1,291 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"image/png"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/conferral/conferral/backend/fingerprint"
+	"github.com/conferral/conferral/backend/nn"
+	"github.com/conferral/conferral/backend/suspect"
+	"github.com/conferral/conferral/shared"
+)
+
+// maxJSON bounds a JSON request body.
+const maxJSON = 1 << 20
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/health", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, s.health()) })
+	mux.HandleFunc("GET /api/models", s.listOf(func(ctx context.Context) (any, error) { return s.store.Models(ctx) }))
+	mux.HandleFunc("GET /api/models/{id}", func(w http.ResponseWriter, r *http.Request) {
+		m, _, err := s.store.Model(r.Context(), r.PathValue("id"))
+		reply(w, m, err)
+	})
+	mux.HandleFunc("GET /api/jobs", s.listOf(func(ctx context.Context) (any, error) { return s.store.Jobs(ctx) }))
+	mux.HandleFunc("GET /api/jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
+		j, err := s.store.Job(r.Context(), r.PathValue("id"))
+		reply(w, j, err)
+	})
+	mux.HandleFunc("POST /api/jobs", func(w http.ResponseWriter, r *http.Request) {
+		var req shared.JobRequest
+		if err := readJSON(w, r, &req); err != nil {
+			fail(w, err)
+			return
+		}
+		j, err := s.Submit(r.Context(), req)
+		replyStatus(w, http.StatusAccepted, j, err)
+	})
+	mux.HandleFunc("POST /api/jobs/{id}/cancel", func(w http.ResponseWriter, r *http.Request) {
+		j, err := s.Cancel(r.Context(), r.PathValue("id"))
+		reply(w, j, err)
+	})
+	mux.HandleFunc("GET /api/fingerprints", s.listOf(func(ctx context.Context) (any, error) { return s.store.Fingerprints(ctx) }))
+	mux.HandleFunc("GET /api/fingerprints/{id}", func(w http.ResponseWriter, r *http.Request) {
+		d, err := s.fingerprintDetail(r.Context(), r.PathValue("id"))
+		reply(w, d, err)
+	})
+	mux.HandleFunc("GET /api/fingerprints/{id}/file", func(w http.ResponseWriter, r *http.Request) {
+		info, path, err := s.store.Fingerprint(r.Context(), r.PathValue("id"))
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", info.Name+".safetensors"))
+		http.ServeFile(w, r, path)
+	})
+	mux.HandleFunc("GET /api/fingerprints/{id}/items/{i}/{image}", s.itemImage)
+	mux.HandleFunc("POST /api/verify", s.verify)
+	mux.HandleFunc("GET /api/reports", s.listOf(func(ctx context.Context) (any, error) { return s.store.Reports(ctx) }))
+	mux.HandleFunc("GET /api/reports/{name}/{file}", s.reportFile)
+	mux.HandleFunc("GET /api/events", s.events)
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		fail(w, fmt.Errorf("%s %s: %w", r.Method, r.URL.Path, ErrNotFound))
+	})
+	app := s.cfg.App
+	if app == nil {
+		app = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			fmt.Fprintln(w, "conferral serve: the API is under /api/ (see docs/server.md); this build serves no browser app.")
+		})
+	}
+	mux.Handle("/", app)
+	return s.guard(mux)
+}
+
+// guard checks the token and, for requests that change something, that a
+// browser's Origin is this server's (or an allowed one).
+func (s *Server) guard(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.authorized(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="conferral"`)
+			if strings.HasPrefix(r.URL.Path, "/api/") {
+				writeJSON(w, http.StatusUnauthorized, shared.APIError{Error: "a token is required: Authorization: Bearer TOKEN, or ?token=TOKEN"})
+			} else {
+				http.Error(w, "conferral serve: open this page with ?token=TOKEN (printed when the server started)", http.StatusUnauthorized)
+			}
+			return
+		}
+		if t := r.URL.Query().Get("token"); t != "" && s.cfg.Token != "" && !strings.HasPrefix(r.URL.Path, "/api/") {
+			http.SetCookie(w, &http.Cookie{Name: "conferral_token", Value: t, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode})
+		}
+		if r.Method != http.MethodGet && r.Method != http.MethodHead && !s.originOK(r) {
+			writeJSON(w, http.StatusForbidden, shared.APIError{Error: fmt.Sprintf("origin %q may not call this server", r.Header.Get("Origin"))})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// originOK accepts requests without an Origin (not from a browser page),
+// from the server's own origin, and from Config.Origins.
+func (s *Server) originOK(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	u, err := url.Parse(o)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	return slices.ContainsFunc(s.cfg.Origins, func(a string) bool { return strings.EqualFold(strings.TrimRight(a, "/"), o) })
+}
+
+func (s *Server) listOf(f func(context.Context) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, err := f(r.Context())
+		reply(w, v, err)
+	}
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return badInput("want a JSON body (Content-Type: application/json), got %q", ct)
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxJSON))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return fmt.Errorf("request body over %d bytes: %w", mbe.Limit, errTooLarge)
+		}
+		return badInput("reading the request: %v", err)
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+func reply(w http.ResponseWriter, v any, err error) { replyStatus(w, http.StatusOK, v, err) }
+
+func replyStatus(w http.ResponseWriter, status int, v any, err error) {
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeJSON(w, status, v)
+}
+
+// fail answers an error with the status its kind calls for.
+func fail(w http.ResponseWriter, err error) {
+	status := http.StatusInternalServerError
+	switch {
+	case errors.As(err, new(inputError)):
+		status = http.StatusBadRequest
+	case errors.Is(err, ErrNotFound):
+		status = http.StatusNotFound
+	case errors.Is(err, errTooLarge):
+		status = http.StatusRequestEntityTooLarge
+	case errors.Is(err, suspect.ErrRefused):
+		status = http.StatusBadRequest
+	}
+	writeJSON(w, status, shared.APIError{Error: err.Error()})
+}
+
+// fingerprintDetail loads a fingerprint and labels its items with the
+// stored training models it names.
+func (s *Server) fingerprintDetail(ctx context.Context, id string) (shared.FingerprintDetail, error) {
+	var d shared.FingerprintDetail
+	info, path, err := s.store.Fingerprint(ctx, id)
+	if err != nil {
+		return d, err
+	}
+	fp, err := fingerprint.Load(path)
+	if err != nil {
+		return d, err
+	}
+	d.FingerprintInfo, d.Classes, d.Models = info, fp.Meta.Classes, []shared.ModelRef{}
+	var models []fingerprint.Model
+	defer func() {
+		for _, m := range models {
+			m.(*nn.Model).Free()
+		}
+	}()
+	for _, group := range []struct {
+		role string
+		ids  []string
+	}{{shared.RoleSurrogate, fp.Meta.Surrogates}, {shared.RoleReference, fp.Meta.References}} {
+		for _, mid := range group.ids {
+			mi, mpath, err := s.store.Model(ctx, mid)
+			if err != nil {
+				continue // made elsewhere: not stored here
+			}
+			m, _, err := nn.Load(mpath, s.device)
+			if err != nil {
+				return d, fmt.Errorf("loading model %s: %w", mi.Name, err)
+			}
+			models = append(models, m)
+			d.Models = append(d.Models, shared.ModelRef{ID: mid, Name: mi.Name, Arch: mi.Arch, Role: group.role})
+		}
+	}
+	labels, err := fingerprint.Labels(ctx, models, suspect.Images{X: fp.Float32(), N: fp.N, C: fp.C, H: fp.H, W: fp.W})
+	if err != nil {
+		return d, err
+	}
+	for i := range fp.N {
+		it := shared.FingerprintItem{Index: i, Label: fp.Labels[i], Target: fp.Keys[i], Conferrability: finite(fp.Confer[i]),
+			Labels: make([]int64, len(models)), Agree: make([]bool, len(models))}
+		for m := range models {
+			it.Labels[m] = labels[m][i]
+			it.Agree[m] = labels[m][i] == fp.Keys[i]
+		}
+		d.Items = append(d.Items, it)
+	}
+	return d, nil
+}
+
+// itemImage draws one fingerprint item, upscaled to about 224 pixels.
+func (s *Server) itemImage(w http.ResponseWriter, r *http.Request) {
+	_, path, err := s.store.Fingerprint(r.Context(), r.PathValue("id"))
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	fp, err := fingerprint.Load(path)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	i, err := strconv.Atoi(r.PathValue("i"))
+	if err != nil || i < 0 || i >= fp.N {
+		fail(w, fmt.Errorf("item %q of a fingerprint of %d: %w", r.PathValue("i"), fp.N, ErrNotFound))
+		return
+	}
+	per := fp.ImageSize()
+	adv, orig := fp.Images[i*per:(i+1)*per], fp.Originals[i*per:(i+1)*per]
+	k := max(1, min(16, 224/max(fp.H, 1)))
+	var img = fingerprint.Pixel(adv, fp.C, fp.H, fp.W)
+	switch r.PathValue("image") {
+	case "original.png":
+		img = fingerprint.Pixel(orig, fp.C, fp.H, fp.W)
+	case "perturbation.png":
+		img = fingerprint.Heatmap(adv, orig, fp.C, fp.H, fp.W, fp.Meta.Eps)
+	case "fingerprint.png":
+	default:
+		fail(w, fmt.Errorf("image %q (want original.png, perturbation.png or fingerprint.png): %w", r.PathValue("image"), ErrNotFound))
+		return
+	}
+	w.Header().Set("Content-Type", "image/png")
+	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable") // the ID is the content's hash
+	png.Encode(w, fingerprint.Upscale(img, k))
+}
+
+// reportFile serves one markdown or PNG file of a report folder.
+func (s *Server) reportFile(w http.ResponseWriter, r *http.Request) {
+	info, dir, err := s.store.Report(r.Context(), r.PathValue("name"))
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	file := r.PathValue("file")
+	if !slices.Contains(info.Files, file) || filepath.Base(file) != file {
+		fail(w, fmt.Errorf("report %s has no file %q: %w", info.Name, file, ErrNotFound))
+		return
+	}
+	p := filepath.Join(dir, file)
+	if _, err := os.Stat(p); err != nil {
+		fail(w, fmt.Errorf("report %s: %s: %w", info.Name, file, ErrNotFound))
+		return
+	}
+	if strings.HasSuffix(file, ".md") {
+		w.Header().Set("Content-Type", "text/markdown; charset=utf-8")
+	}
+	http.ServeFile(w, r, p)
+}

@@ -1,0 +1,698 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/conferral/conferral/backend/attack"
+	"github.com/conferral/conferral/backend/data"
+	"github.com/conferral/conferral/backend/experiment"
+	"github.com/conferral/conferral/backend/fingerprint"
+	"github.com/conferral/conferral/backend/nn"
+	"github.com/conferral/conferral/backend/report"
+	"github.com/conferral/conferral/backend/torch"
+	"github.com/conferral/conferral/backend/train"
+	"github.com/conferral/conferral/shared"
+)
+
+// maxEpochs bounds a request's epochs: a typo should not occupy a device
+// for a month.
+const maxEpochs = 1000
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// check validates a request before it is queued, so that a job fails only
+// for reasons the request could not show.
+func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
+	given := 0
+	for _, p := range []bool{req.Train != nil, req.Derive != nil, req.Extract != nil, req.Verify != nil, req.Experiment != nil} {
+		if p {
+			given++
+		}
+	}
+	if given != 1 {
+		return badInput("a job request carries the arguments of exactly one kind, this one has %d", given)
+	}
+	model := func(what, id string) error {
+		if id == "" {
+			return badInput("%s: a model ID is required", what)
+		}
+		if _, _, err := s.store.Model(ctx, id); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				return badInput("%s: no stored model %q", what, id)
+			}
+			return err
+		}
+		return nil
+	}
+	checkData := func(d shared.DataArgs) error {
+		if d.Dataset != "" && data.CanonicalName(d.Dataset) == "" {
+			return badInput("dataset %q: want one of %s", d.Dataset, strings.Join(data.Names(), ", "))
+		}
+		if d.Split != "" && d.Split != "defender" && d.Split != "adversary" && d.Split != "all" {
+			return badInput("split %q: want defender, adversary or all", d.Split)
+		}
+		if d.Limit < 0 {
+			return badInput("limit %d: want 0 (all) or more", d.Limit)
+		}
+		return nil
+	}
+	epochs := func(n int) error {
+		if n < 0 || n > maxEpochs {
+			return badInput("epochs %d: want 0 to %d", n, maxEpochs)
+		}
+		return nil
+	}
+	switch req.Kind {
+	case shared.JobTrain:
+		a := req.Train
+		if a == nil {
+			return badInput("a train job needs train arguments")
+		}
+		if a.Arch != "" && !slices.Contains(nn.Architectures(), a.Arch) {
+			return badInput("arch %q: want one of %s", a.Arch, strings.Join(nn.Architectures(), ", "))
+		}
+		if a.Teacher != "" {
+			if err := model("teacher", a.Teacher); err != nil {
+				return err
+			}
+		}
+		if a.Optimizer != "" && a.Optimizer != "sgd" && a.Optimizer != "adam" {
+			return badInput("optimizer %q: want sgd or adam", a.Optimizer)
+		}
+		if a.LR < 0 || a.BatchSize < 0 {
+			return badInput("lr and batch_size must not be negative")
+		}
+		if err := epochs(a.Epochs); err != nil {
+			return err
+		}
+		return checkData(a.DataArgs)
+	case shared.JobDerive:
+		a := req.Derive
+		if a == nil {
+			return badInput("a derive job needs derive arguments")
+		}
+		if !slices.Contains(train.Attacks(), a.Attack) {
+			return badInput("attack %q: want one of %s", a.Attack, strings.Join(train.Attacks(), ", "))
+		}
+		if a.Arch != "" && !slices.Contains(nn.Architectures(), a.Arch) {
+			return badInput("arch %q: want one of %s", a.Arch, strings.Join(nn.Architectures(), ", "))
+		}
+		if err := epochs(a.Epochs); err != nil {
+			return err
+		}
+		if err := model("source", a.Source); err != nil {
+			return err
+		}
+		return checkData(a.DataArgs)
+	case shared.JobExtract:
+		a := req.Extract
+		if a == nil {
+			return badInput("an extract job needs extract arguments")
+		}
+		if len(a.Surrogates) == 0 || len(a.References) == 0 {
+			return badInput("extract needs at least one surrogate and one reference")
+		}
+		if err := model("source", a.Source); err != nil {
+			return err
+		}
+		for _, id := range append(slices.Clone(a.Surrogates), a.References...) {
+			if err := model("training model", id); err != nil {
+				return err
+			}
+		}
+		if a.Eps < 0 || a.Eps > 1 || a.Tau < 0 || a.Tau > 1 || a.Dropout < 0 || a.Dropout >= 1 {
+			return badInput("eps and tau must lie in [0,1] and dropout in [0,1)")
+		}
+		if a.Loss != "" && a.Loss != string(attack.LossLinear) && a.Loss != string(attack.LossCE) {
+			return badInput("loss %q: want %s or %s", a.Loss, attack.LossLinear, attack.LossCE)
+		}
+		return checkData(a.DataArgs)
+	case shared.JobVerify:
+		if req.Verify == nil {
+			return badInput("a verify job needs verify arguments")
+		}
+		return s.checkVerify(ctx, req.Verify)
+	case shared.JobExperiment:
+		a := req.Experiment
+		if a == nil {
+			return badInput("an experiment job needs experiment arguments")
+		}
+		if a.Study != "conferrability" && a.Study != "fingerprint" {
+			return badInput("study %q: want conferrability or fingerprint", a.Study)
+		}
+		if a.Name != "" && !nameRE.MatchString(a.Name) {
+			return badInput("report name %q: letters, digits, '.', '_' and '-' only", a.Name)
+		}
+		for _, arch := range append(slices.Clone(a.Archs), a.SourceArch) {
+			if arch != "" && !slices.Contains(nn.Architectures(), arch) {
+				return badInput("arch %q: want one of %s", arch, strings.Join(nn.Architectures(), ", "))
+			}
+		}
+		if err := epochs(a.Epochs); err != nil {
+			return err
+		}
+		return checkData(shared.DataArgs{Dataset: a.Dataset, Limit: a.Limit})
+	}
+	return badInput("job kind %q: want train, derive, extract, verify or experiment", req.Kind)
+}
+
+// run does a job's work.
+func (s *Server) run(ctx context.Context, j shared.Job, rep shared.Reporter) (*shared.JobResult, error) {
+	a := j.Args
+	switch j.Kind {
+	case shared.JobTrain:
+		return s.runTrain(ctx, j, *a.Train, rep)
+	case shared.JobDerive:
+		return s.runDerive(ctx, j, *a.Derive, rep)
+	case shared.JobExtract:
+		return s.runExtract(ctx, j, *a.Extract, rep)
+	case shared.JobVerify:
+		return s.runVerify(ctx, j, *a.Verify, rep)
+	case shared.JobExperiment:
+		return s.runExperiment(ctx, j, *a.Experiment, rep)
+	}
+	return nil, fmt.Errorf("job kind %q is unknown", j.Kind)
+}
+
+// loadData returns a request's training split and the test set.
+func (s *Server) loadData(a shared.DataArgs, defSplit string) (trainSet, testSet *data.Dataset, err error) {
+	name := cmpOr(a.Dataset, "fashion-mnist")
+	full, err := data.Load(name, s.cfg.DataDir, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	testSet, err = data.Load(name, s.cfg.DataDir, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	seed := a.SplitSeed
+	if seed == 0 {
+		seed = 1
+	}
+	switch cmpOr(a.Split, defSplit) {
+	case "all":
+		trainSet = full
+	case "defender":
+		trainSet, _ = data.Split(full, seed)
+	case "adversary":
+		_, trainSet = data.Split(full, seed)
+	}
+	return first(trainSet, a.Limit), first(testSet, a.Limit), nil
+}
+
+func cmpOr(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// first keeps the first n examples (all when n ≤ 0).
+func first(d *data.Dataset, n int) *data.Dataset {
+	if n <= 0 || n >= d.Len() {
+		return d
+	}
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	return d.Subset(idx)
+}
+
+// loadModel loads a stored model onto the server's device.
+func (s *Server) loadModel(ctx context.Context, id string) (*nn.Model, shared.ModelInfo, error) {
+	info, path, err := s.store.Model(ctx, id)
+	if err != nil {
+		return nil, info, err
+	}
+	m, _, err := nn.Load(path, s.device)
+	if err != nil {
+		return nil, info, fmt.Errorf("loading model %s (%s): %w", info.Name, id, err)
+	}
+	return m, info, nil
+}
+
+// saver is a model that writes itself to a file.
+type saver interface {
+	Save(path string, extra map[string]string) error
+}
+
+// keepModel writes m as an artifact and records it.
+func (s *Server) keepModel(ctx context.Context, m saver, meta map[string]string, info shared.ModelInfo) (shared.ModelInfo, error) {
+	tmp, err := s.art.temp(".safetensors")
+	if err != nil {
+		return info, err
+	}
+	if err := m.Save(tmp, meta); err != nil {
+		os.Remove(tmp)
+		return info, fmt.Errorf("saving model %s: %w", info.Name, err)
+	}
+	sum, path, err := s.art.adopt(tmp, ".safetensors")
+	if err != nil {
+		return info, err
+	}
+	info.ID, info.SHA256, info.Created = sum, sum, time.Now().UTC()
+	if info.Name == "" {
+		info.Name = fmt.Sprintf("%s-%s-%s", info.Role, info.Arch, sum[:8])
+	}
+	if err := s.store.PutModel(ctx, info, path); err != nil {
+		return info, err
+	}
+	// The same bytes may have been stored before: report the record kept.
+	kept, _, err := s.store.Model(ctx, sum)
+	return kept, err
+}
+
+func (s *Server) runTrain(ctx context.Context, j shared.Job, a shared.TrainArgs, rep shared.Reporter) (*shared.JobResult, error) {
+	trainSet, testSet, err := s.loadData(a.DataArgs, "defender")
+	if err != nil {
+		return nil, err
+	}
+	arch := cmpOr(a.Arch, "cnn")
+	cfg := train.Defaults(10)
+	if a.Epochs > 0 {
+		cfg.Epochs = a.Epochs
+	}
+	if a.BatchSize > 0 {
+		cfg.BatchSize = a.BatchSize
+	}
+	if a.Optimizer != "" {
+		cfg.Optimizer = a.Optimizer
+	}
+	if a.LR > 0 {
+		cfg.LR = a.LR
+	}
+	if a.Seed != 0 {
+		cfg.Seed = a.Seed
+	}
+	cfg.Augment = !a.NoAugment
+	torch.ManualSeed(uint64(cfg.Seed))
+	m, err := nn.New(train.SpecFor(arch, trainSet), uint64(cfg.Seed), s.device)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Free()
+	cfg.Test, cfg.Progress, cfg.Stage = testSet, rep, "train "+arch
+	role := cmpOr(a.Role, shared.RoleSource)
+	meta := map[string]string{"train.split": cmpOr(a.Split, "defender"), "train.epochs": fmt.Sprint(cfg.Epochs),
+		"train.seed": fmt.Sprint(cfg.Seed), "train.optimizer": cfg.Optimizer, "train.created": time.Now().UTC().Format(time.RFC3339),
+		"server.job": j.ID}
+	var res *train.Result
+	if a.Teacher != "" {
+		if a.Role == "" {
+			role = shared.RoleSurrogate
+		}
+		src, _, err := s.loadModel(ctx, a.Teacher)
+		if err != nil {
+			return nil, err
+		}
+		defer src.Free()
+		meta["train.teacher_sha256"], meta["train.derivation"] = a.Teacher, "retraining"
+		cfg.Stage = "retrain " + arch
+		res, err = train.Retrain(ctx, src, m, trainSet, cfg)
+		if err != nil {
+			return nil, err
+		}
+	} else if res, err = train.Train(ctx, m, trainSet, cfg); err != nil {
+		return nil, err
+	}
+	meta["test_accuracy"] = fmt.Sprintf("%.4f", res.TestAccuracy)
+	info := shared.ModelInfo{Name: a.Name, Arch: arch, Role: role, Dataset: trainSet.Name, TestAcc: res.TestAccuracy,
+		Parent: a.Teacher, Job: j.ID, Params: m.NumParams()}
+	if a.Teacher != "" {
+		info.Derivation = "retraining"
+	}
+	info, err = s.keepModel(ctx, m, meta, info)
+	if err != nil {
+		return nil, err
+	}
+	return &shared.JobResult{Models: []shared.ModelInfo{info},
+		Message: fmt.Sprintf("%s: %s on %s, test accuracy %.4f after %d epochs (%.0f s)", info.Name, arch, trainSet.Name, res.TestAccuracy, len(res.Epochs), res.Seconds)}, nil
+}
+
+func (s *Server) runDerive(ctx context.Context, j shared.Job, a shared.DeriveArgs, rep shared.Reporter) (*shared.JobResult, error) {
+	src, srcInfo, err := s.loadModel(ctx, a.Source)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Free()
+	if a.Dataset == "" {
+		a.Dataset = src.Spec.Dataset
+	}
+	trainSet, testSet, err := s.loadData(a.DataArgs, "adversary")
+	if err != nil {
+		return nil, err
+	}
+	if trainSet.C != int(src.Spec.C) || trainSet.H != int(src.Spec.H) || trainSet.W != int(src.Spec.W) || trainSet.NumClasses() != len(src.Spec.Classes) {
+		return nil, fmt.Errorf("the source classifies %dx%dx%d images into %d classes, %s has %dx%dx%d images of %d classes",
+			src.Spec.C, src.Spec.H, src.Spec.W, len(src.Spec.Classes), trainSet.Name, trainSet.C, trainSet.H, trainSet.W, trainSet.NumClasses())
+	}
+	n := a.Examples
+	if n == 0 && train.FineTuning(a.Attack) {
+		n = 10000 // §6.3: 10,000 inputs labelled by the source
+	}
+	trainSet = first(trainSet, n)
+	cfg := train.AttackConfig(a.Attack)
+	if a.Epochs > 0 {
+		cfg.Epochs = a.Epochs
+	}
+	if a.Seed != 0 {
+		cfg.Seed = a.Seed
+	}
+	o := train.DefaultOptions(a.Attack)
+	o.Arch = a.Arch
+	if a.Temperature > 0 {
+		o.Temperature = a.Temperature
+	}
+	if a.Members > 0 {
+		o.Members = a.Members
+	}
+	if a.Lambda > 0 {
+		o.Lambda = a.Lambda
+	}
+	if a.Rho > 0 {
+		o.Rho = a.Rho
+	}
+	if a.Fraction > 0 {
+		o.Fraction = a.Fraction
+	}
+	if a.Bits > 0 {
+		o.Bits = a.Bits
+	}
+	if a.Attack == train.AttackKnockoff {
+		name := a.Transfer
+		if name == "" {
+			if data.CanonicalName(src.Spec.Dataset) != "fashion-mnist" {
+				return nil, fmt.Errorf("knockoff: a transfer dataset is required for a %s source", src.Spec.Dataset)
+			}
+			name = "mnist"
+		}
+		t, err := data.Load(name, s.cfg.DataDir, true)
+		if err != nil {
+			return nil, fmt.Errorf("knockoff: %w", err)
+		}
+		if t.C != int(src.Spec.C) || t.H != int(src.Spec.H) || t.W != int(src.Spec.W) {
+			return nil, fmt.Errorf("knockoff: transfer set %s has %dx%dx%d images, the source takes %dx%dx%d", t.Name, t.C, t.H, t.W, src.Spec.C, src.Spec.H, src.Spec.W)
+		}
+		t.Classes = slices.Clone(trainSet.Classes)
+		clear(t.Labels) // the adversary has no labels; the source gives them
+		o.Transfer = first(t, max(o.TransferSize, trainSet.Len()))
+	}
+	cfg.Test, cfg.Progress, cfg.Stage = testSet, rep, "derive "+a.Attack
+	m, der, err := train.Derive(ctx, a.Attack, src, trainSet, o, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Free()
+	arch := src.Spec.Arch
+	switch m := m.(type) {
+	case *nn.Model:
+		arch = m.Spec.Arch
+	case *train.Ensemble:
+		arch = fmt.Sprintf("ensemble of %d", len(m.Members))
+	}
+	meta := map[string]string{"derive.attack": a.Attack, "derive.source_sha256": a.Source, "derive.queries": fmt.Sprint(der.Queries),
+		"derive.examples": fmt.Sprint(der.Examples), "train.created": time.Now().UTC().Format(time.RFC3339),
+		"test_accuracy": fmt.Sprintf("%.4f", der.TestAccuracy), "server.job": j.ID}
+	info := shared.ModelInfo{Name: a.Name, Arch: arch, Role: shared.RoleDerived, Dataset: srcInfo.Dataset, TestAcc: der.TestAccuracy,
+		Derivation: a.Attack, Parent: a.Source, Job: j.ID}
+	if nm, ok := m.(*nn.Model); ok {
+		info.Params = nm.NumParams()
+	}
+	info, err = s.keepModel(ctx, m, meta, info)
+	if err != nil {
+		return nil, err
+	}
+	return &shared.JobResult{Models: []shared.ModelInfo{info},
+		Message: fmt.Sprintf("%s: %s of %s, %d queries, test accuracy %.4f (%.0f s)", info.Name, a.Attack, srcInfo.Name, der.Queries, der.TestAccuracy, der.Seconds)}, nil
+}
+
+func (s *Server) runExtract(ctx context.Context, j shared.Job, a shared.ExtractArgs, rep shared.Reporter) (*shared.JobResult, error) {
+	var loaded []*nn.Model
+	defer func() {
+		for _, m := range loaded {
+			m.Free()
+		}
+	}()
+	load := func(ids []string) ([]fingerprint.Model, error) {
+		var out []fingerprint.Model
+		for _, id := range ids {
+			m, _, err := s.loadModel(ctx, id)
+			if err != nil {
+				return nil, err
+			}
+			loaded = append(loaded, m)
+			out = append(out, m)
+		}
+		return out, nil
+	}
+	src, srcInfo, err := s.loadModel(ctx, a.Source)
+	if err != nil {
+		return nil, err
+	}
+	loaded = append(loaded, src)
+	surr, err := load(a.Surrogates)
+	if err != nil {
+		return nil, err
+	}
+	refs, err := load(a.References)
+	if err != nil {
+		return nil, err
+	}
+	if a.Dataset == "" {
+		a.Dataset = src.Spec.Dataset
+	}
+	d, _, err := s.loadData(a.DataArgs, "defender")
+	if err != nil {
+		return nil, err
+	}
+	cfg := fingerprint.DefaultConfig()
+	if a.Eps > 0 {
+		cfg.CBIM.Eps = a.Eps
+	}
+	if a.Alpha > 0 {
+		cfg.CBIM.Alpha = a.Alpha
+	}
+	if a.Steps > 0 {
+		cfg.CBIM.Steps = a.Steps
+	}
+	if a.Dropout > 0 {
+		cfg.CBIM.Dropout = a.Dropout
+	}
+	if a.Loss != "" {
+		cfg.CBIM.Loss = attack.Loss(a.Loss)
+	}
+	if a.Tau > 0 {
+		cfg.Tau = a.Tau
+	}
+	if a.Candidates > 0 {
+		cfg.Candidates = a.Candidates
+	}
+	if a.Batch > 0 {
+		cfg.Batch = a.Batch
+	}
+	if a.Seed != 0 {
+		cfg.Seed = a.Seed
+	}
+	cfg.Progress = rep
+	tm := fingerprint.Training{Source: src, Surrogates: surr, References: refs,
+		SurrogateIDs: a.Surrogates, ReferenceIDs: a.References, SourceID: a.Source, SourceArch: src.Spec.Arch}
+	fp, err := fingerprint.Extract(ctx, tm, d, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if fp.N == 0 {
+		return nil, fmt.Errorf("extract: no start point reached conferrability τ = %g; try more candidates, a larger ε or a lower τ", cfg.Tau)
+	}
+	info, err := s.keepFingerprint(ctx, fp, a.Name, j.ID)
+	if err != nil {
+		return nil, err
+	}
+	rep.Report(shared.Event{Kind: shared.Crafted, Stage: "extract", Fingerprint: &info,
+		Message: fmt.Sprintf("%d fingerprints of %s from %d start points", info.Count, srcInfo.Name, info.Candidates)})
+	return &shared.JobResult{Fingerprint: &info,
+		Message: fmt.Sprintf("%d fingerprints from %d start points (ε = %g, τ = %g), commitment %s", fp.N, fp.Meta.Candidates, cfg.CBIM.Eps, cfg.Tau, info.Commitment)}, nil
+}
+
+// keepFingerprint writes fp as an artifact and records it.
+func (s *Server) keepFingerprint(ctx context.Context, fp *fingerprint.Fingerprint, name, job string) (shared.FingerprintInfo, error) {
+	var info shared.FingerprintInfo
+	tmp, err := s.art.temp(".safetensors")
+	if err != nil {
+		return info, err
+	}
+	if err := fp.Save(tmp); err != nil {
+		os.Remove(tmp)
+		return info, err
+	}
+	sum, path, err := s.art.adopt(tmp, ".safetensors")
+	if err != nil {
+		return info, err
+	}
+	com, err := fp.Commitment()
+	if err != nil {
+		return info, err
+	}
+	m := fp.Meta
+	info = shared.FingerprintInfo{ID: sum, Name: name, Source: m.SourceSHA256, SourceArch: m.SourceArch, Dataset: m.Dataset,
+		Eps: m.Eps, Tau: m.Tau, Loss: m.Loss, Count: fp.N, Candidates: m.Candidates, ReferenceRate: m.ReferenceRate,
+		Commitment: com, Job: job, Created: time.Now().UTC()}
+	if info.Name == "" {
+		info.Name = fmt.Sprintf("fp-%s-eps%g-%s", m.SourceArch, m.Eps, sum[:8])
+	}
+	if err := s.store.PutFingerprint(ctx, info, path); err != nil {
+		return info, err
+	}
+	kept, _, err := s.store.Fingerprint(ctx, sum)
+	return kept, err
+}
+
+func (s *Server) runVerify(ctx context.Context, j shared.Job, a shared.VerifyArgs, rep shared.Reporter) (*shared.JobResult, error) {
+	fpInfo, fpPath, err := s.store.Fingerprint(ctx, a.Fingerprint)
+	if err != nil {
+		return nil, err
+	}
+	fp, err := fingerprint.Load(fpPath)
+	if err != nil {
+		return nil, err
+	}
+	sus, release, err := s.openSuspect(ctx, a, fp.Meta.Classes)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	theta := a.Theta
+	if theta <= 0 {
+		theta = fingerprint.DefaultThreshold
+	}
+	rep.Report(shared.Event{Kind: shared.Log, Stage: "verify", Message: fmt.Sprintf("querying %s with %d fingerprints of %s", sus, fp.N, fpInfo.Name)})
+	v, err := fingerprint.Verify(ctx, sus, fp, theta, a.BaseRate)
+	if err != nil {
+		return nil, err
+	}
+	out := verdict(v, fp, a.Fingerprint)
+	rep.Report(shared.Event{Kind: shared.Verdicts, Stage: "verify", Verdict: &out, Message: out.Explanation})
+	return &shared.JobResult{Verdict: &out, Message: out.Explanation}, nil
+}
+
+// verdict converts the library's verdict to its wire form.
+func verdict(v *fingerprint.Verdict, fp *fingerprint.Fingerprint, id string) shared.Verdict {
+	out := shared.Verdict{Suspect: v.Suspect, Fingerprint: id, N: v.Fingerprints, Matches: v.Agree, Accuracy: v.Accuracy,
+		Threshold: v.Threshold, Surrogate: v.Surrogate, Verdict: "not a surrogate", PValue: v.PValue, BaseRate: v.BaseRate,
+		Explanation: v.Explain()}
+	if v.Surrogate {
+		out.Verdict = "surrogate"
+	}
+	for i, l := range v.Labels {
+		out.Items = append(out.Items, shared.VerdictItem{Index: i, Label: l, Key: fp.Keys[i], Agree: v.Matches[i]})
+	}
+	return out
+}
+
+func (s *Server) runExperiment(ctx context.Context, j shared.Job, a shared.ExperimentArgs, rep shared.Reporter) (*shared.JobResult, error) {
+	archs := a.Archs
+	if len(archs) == 0 {
+		archs = []string{"cnn", "mlp", "resnet20"}
+	}
+	sourceArch := cmpOr(a.SourceArch, "cnn")
+	per, epochs := a.Per, a.Epochs
+	if per <= 0 {
+		per = 2
+	}
+	if epochs <= 0 {
+		epochs = 2
+	}
+	eps := a.EpsSweep
+	if len(eps) == 0 {
+		eps = []float64{0.025, 0.05, 0.1, 0.15}
+	}
+	taus := a.Taus
+	if len(taus) == 0 {
+		taus = []float64{0.5, 0.75, 1}
+	}
+	full, test, err := s.loadData(shared.DataArgs{Dataset: a.Dataset, Split: "all", Limit: a.Limit}, "all")
+	if err != nil {
+		return nil, err
+	}
+	def, adv := data.Split(full, 1)
+	ds := experiment.Data{Defender: def, Adversary: adv, Test: test, Tag: fmt.Sprintf("%s/split=1/limit=%d", full.Name, a.Limit)}
+	plan := experiment.Plan(sourceArch, archs, per, epochs)
+	fleet, err := experiment.Build(ctx, filepath.Join(s.cfg.Dir, "fleet"), plan, ds, s.device, rep)
+	if err != nil {
+		return nil, err
+	}
+	defer fleet.Free()
+	name := a.Name
+	if name == "" {
+		name = fmt.Sprintf("%s-job%s", a.Study, j.ID)
+	}
+	dir := report.Dir(filepath.Join(s.reports, name))
+	cfg := fingerprint.DefaultConfig()
+	command := fmt.Sprintf("conferral serve: experiment job %s", j.ID)
+	switch a.Study {
+	case "conferrability":
+		points := a.Points
+		if points <= 0 {
+			points = 200
+		}
+		focus := a.Focus
+		if focus <= 0 {
+			focus = 0.15
+		}
+		st := &experiment.ConferrabilityStudy{Eps: eps, Focus: focus, Points: points, Batch: cfg.Batch, CBIM: cfg.CBIM, Command: command}
+		if _, err := st.Run(ctx, fleet, test, dir, rep); err != nil {
+			return nil, err
+		}
+	case "fingerprint":
+		st := &experiment.FingerprintStudy{
+			Main: experiment.Setting{Name: "main", Eps: cfg.CBIM.Eps, Loss: cfg.CBIM.Loss},
+			Eps:  eps, Taus: taus, Losses: []attack.Loss{attack.LossLinear, attack.LossCE},
+			Extract: cfg, Theta: fingerprint.DefaultThreshold, Command: command,
+		}
+		if _, err := st.Run(ctx, fleet, ds, dir, rep); err != nil {
+			return nil, err
+		}
+	}
+	info, err := s.keepReport(ctx, name, a.Study, j.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &shared.JobResult{Report: &info, Message: fmt.Sprintf("report %s: %d files", name, len(info.Files))}, nil
+}
+
+// keepReport records a report folder under reports/.
+func (s *Server) keepReport(ctx context.Context, name, study, job string) (shared.ReportInfo, error) {
+	dir := filepath.Join(s.reports, name)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return shared.ReportInfo{}, fmt.Errorf("reading report %s: %w", name, err)
+	}
+	info := shared.ReportInfo{Name: name, Study: study, Job: job, Created: time.Now().UTC(), Files: []string{}}
+	for _, e := range entries {
+		if e.Type().IsRegular() && (strings.HasSuffix(e.Name(), ".md") || strings.HasSuffix(e.Name(), ".png")) {
+			info.Files = append(info.Files, e.Name())
+		}
+	}
+	sort.SliceStable(info.Files, func(i, k int) bool {
+		return strings.HasSuffix(info.Files[i], ".md") && !strings.HasSuffix(info.Files[k], ".md")
+	})
+	return info, s.store.PutReport(ctx, info, dir)
+}
+
+// finite replaces NaN and infinities, which JSON cannot carry, by 0.
+func finite(v float64) float64 {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0
+	}
+	return v
+}
