@@ -306,3 +306,88 @@ func TestExportMetadataKeepsConvention(t *testing.T) {
 		t.Errorf("metadata %v", got)
 	}
 }
+
+// outputAndGrad runs f on x and returns the output and the input gradient
+// of sum(w · f(x)), with w[i] = sin(i+1).
+func outputAndGrad(t *testing.T, f func(*torch.Tensor) *torch.Tensor, x []float32, shape ...int64) (out, grad []float32) {
+	t.Helper()
+	err := torch.Catch(func() {
+		torch.Scoped(func(s *torch.Scope) {
+			xi := torch.FromSlice(s, x, shape...).SetRequiresGrad(true)
+			y := f(xi)
+			w := make([]float32, y.Numel())
+			for i := range w {
+				w[i] = float32(math.Sin(float64(i + 1)))
+			}
+			loss := y.Mul(torch.FromSlice(s, w, y.Shape()...)).Sum()
+			g := torch.Grads([]*torch.Tensor{loss}, []*torch.Tensor{xi})
+			out, grad = y.Float32s(), g[0].Float32s()
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, grad
+}
+
+// TestExportRoundTrip reads every exported zoo architecture back with Open
+// and checks that the imported model gives the zoo model's logits (1e-4)
+// and input gradients (1e-3, relative to the largest): the exported file
+// is a faithful copy, and a source for C-BIM once imported.
+func TestExportRoundTrip(t *testing.T) {
+	type tc struct {
+		arch  string
+		c, hw int64
+	}
+	var cases []tc
+	for _, arch := range nn.Architectures() {
+		cases = append(cases, tc{arch, 1, 28})
+	}
+	cases = append(cases, tc{"resnet20", 3, 32}, tc{"mobilenetv2", 3, 32})
+	dir := t.TempDir()
+	for i, c := range cases {
+		t.Run(fmt.Sprintf("%s_%dx%d", c.arch, c.c, c.hw), func(t *testing.T) {
+			m, err := nn.New(exportSpec(c.arch, c.c, c.hw), uint64(i+11), torch.CPU)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Free()
+			trainedLike(t, m, uint64(i+11))
+			m.SetTraining(false)
+			path := filepath.Join(dir, c.arch+".onnx")
+			if err := ExportFile(m, path, ExportOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			im, err := Open(path, Options{})
+			if err != nil {
+				t.Fatalf("Open of an exported %s: %v", c.arch, err)
+			}
+			defer im.Free()
+			if ch, h, w := im.InputShape(); int64(ch) != c.c || int64(h) != c.hw || int64(w) != c.hw || im.Classes() != 10 || im.Layout() != "nchw" {
+				t.Errorf("imported input %dx%dx%d, %d classes, layout %q; want %dx%dx%d, 10, nchw", ch, h, w, im.Classes(), im.Layout(), c.c, c.hw, c.hw)
+			}
+			const n = 3
+			rng := rand.New(rand.NewPCG(uint64(i), 2))
+			x := make([]float32, n*c.c*c.hw*c.hw)
+			for j := range x {
+				x[j] = rng.Float32()
+			}
+			wantY, wantG := outputAndGrad(t, m.Forward, x, n, c.c, c.hw, c.hw)
+			gotY, gotG := outputAndGrad(t, im.Forward, x, n, c.c, c.hw, c.hw)
+			if d := maxRelDiff(gotY, wantY); d > 1e-4 {
+				t.Errorf("imported logits differ by %.2e (relative), want ≤ 1e-4\ngot  %v\nwant %v", d, gotY, wantY)
+			}
+			var gmax float64
+			for _, v := range wantG {
+				gmax = max(gmax, math.Abs(float64(v)))
+			}
+			var gd float64
+			for j := range wantG {
+				gd = max(gd, math.Abs(float64(gotG[j]-wantG[j])))
+			}
+			if gmax == 0 || gd > 1e-3*gmax {
+				t.Errorf("imported input gradients differ by %.2e, largest %.2e; want ≤ 1e-3 of it", gd, gmax)
+			}
+		})
+	}
+}
