@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/conferral
 THREADS ?= $(shell nproc)
 # Debian packages: libtorch (the tensor engine) and the embedded dataset.
-DEPS       := libtorch-dev dataset-fashion-mnist g++ chromium libonnx-testdata
+DEPS       := libtorch-dev dataset-fashion-mnist g++ chromium libonnx-testdata python3-onnx
 BENCH_DEPS := python3-torch
 
 .PHONY: all build web deps test demo bench vet clean
