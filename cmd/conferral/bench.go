@@ -206,6 +206,13 @@ func runBench(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		goRes["cbim/7-model ensemble"] = append(goRes["cbim/7-model ensemble"], cb...)
+		ob, err := benchONNX(c, hw, *batch, 3, *iters, e.device)
+		if err != nil {
+			return err
+		}
+		for k, v := range ob {
+			goRes[k] = append(goRes[k], v...)
+		}
 		for k, v := range tb.Results {
 			pyRes[k] = append(pyRes[k], v...)
 		}
@@ -242,6 +249,11 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	cb := median(goRes["cbim/7-model ensemble"])
 	fmt.Fprintf(&sb, "\nC-BIM (1 source + 3 surrogates + 3 references, small CNNs, batch %d of 1x28x28, eq. 11-14 with dropout 0.5): one step takes %.0f ms, so the binding crafts %.1f candidates per second at 100 steps (PyTorch: %.1f).\n",
 		*batch, cb*1e3, float64(*batch)/(100*cb), float64(*batch)/(100*median(pyRes["cbim/7-model ensemble"])))
+	onnxRows, onnxText := benchONNXReport(goRes, pyRes)
+	for _, r := range onnxRows {
+		rows = append(rows, row{Model: "onnx:" + benchONNXArch, Op: r.Op, GoMs: r.GoMs, TorchMs: r.TorchMs, ThroughputVsTorch: r.ThroughputVsTorch})
+	}
+	sb.WriteString(onnxText)
 	e.progress.done()
 	if *out != "" {
 		if err := os.WriteFile(*out, []byte(sb.String()), 0o644); err != nil {
