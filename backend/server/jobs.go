@@ -110,19 +110,26 @@ func (w *worker) NextRetry(j *river.Job[jobArgs]) time.Time {
 }
 
 func (w *worker) Work(ctx context.Context, j *river.Job[jobArgs]) error {
-	return w.s.work(ctx, j.Args.Job, j.Attempt, j.MaxAttempts)
+	return w.s.work(ctx, j.Args.Job)
 }
 
 // work runs one attempt of a job and records how it ended. The error it
-// returns tells River what to do next: nil (done), a plain error (retry),
-// river.JobCancel (never again).
-func (s *Server) work(ctx context.Context, id string, attempt, maxAttempts int) error {
+// returns tells River what to do next: nil (done), a plain error (run it
+// again), river.JobCancel (never again). Attempts are counted here rather
+// than by River, which does not count a run that its shutdown cancelled.
+func (s *Server) work(ctx context.Context, id string) error {
+	maxAttempts := s.cfg.MaxAttempts
 	j, err := s.store.Job(ctx, id)
 	if err != nil {
 		return river.JobCancel(err)
 	}
 	if j.State.Final() { // cancelled before River saw it
 		return nil
+	}
+	attempt := j.Attempt + 1
+	if attempt > maxAttempts {
+		s.finish(ctx, id, shared.JobInterrupted, nil, fmt.Sprintf("interrupted %d times; not started again", j.Attempt))
+		return river.JobCancel(errors.New("no attempts left"))
 	}
 	now := time.Now().UTC()
 	j, err = s.store.UpdateJob(ctx, id, func(j *shared.Job) {
