@@ -110,7 +110,7 @@ type benchONNXRow struct {
 // benchONNXReport renders the ONNX rows from the collected timings.
 func benchONNXReport(goRes, pyRes map[string][]float64) ([]benchONNXRow, string) {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\nImported ONNX: the zoo's %s exported with `conferral export` and read back with onnx.Open (the interpreter on the binding), against the same architecture in PyTorch:\n\n", benchONNXArch)
+	fmt.Fprintf(&sb, "\nImported ONNX: the zoo's %s exported (onnx.ExportFile, as `conferral export` writes it) and read back with onnx.Open (the interpreter on the binding), against the same architecture in PyTorch:\n\n", benchONNXArch)
 	fmt.Fprintf(&sb, "| model | step | imported ms | PyTorch ms | imported throughput ÷ PyTorch |\n|---|---|---:|---:|---:|\n")
 	var rows []benchONNXRow
 	for _, op := range benchONNXOps() {
