@@ -36,6 +36,7 @@ func commands() map[string]command {
 		"experiment": {"reproduce the paper's studies: `experiment conferrability` (Table 1) or `experiment fingerprint` (Table 2)", runExperiment},
 		"demo":       {"run the whole story on the embedded default (Fashion-MNIST, CPU)", runDemo},
 		"bench":      {"benchmark the binding against PyTorch on the same libtorch", runBench},
+		"serve":      {"serve the API, the job queue and the browser app (127.0.0.1:8080 by default)", runServe},
 		"export":     {"write a zoo model as ONNX (normalisation inside, pixel-space NCHW input)", runExport},
 	}
 }

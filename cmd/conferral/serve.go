@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/conferral/conferral/app"
+	"github.com/conferral/conferral/backend/server"
+)
+
+func runServe(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	apply := common(fs, e)
+	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on; anything but loopback requires a token")
+	dir := fs.String("dir", "conferral-data", "folder of the database (conferral.db), artifacts and reports")
+	token := fs.String("token", "", "token every request must carry (generated and printed when --addr is not loopback and none is given)")
+	allowPrivate := fs.Bool("allow-private", false, "let remote endpoints live on loopback, private and link-local addresses")
+	workers := fs.Int("workers", 1, "jobs run at once on the device")
+	maxUpload := fs.Int64("max-upload", 256<<20, "largest ONNX upload in bytes")
+	origins := fs.String("origins", "", "comma-separated extra origins (scheme://host:port) allowed to use the API from a browser")
+	noResume := fs.Bool("no-resume", false, "mark jobs that a crash interrupted as interrupted instead of running them again")
+	web := fs.String("web", "bin/web", "folder of the browser app's app.wasm (`make web`)")
+	dataDir := fs.String("data-dir", "", "dataset folder (default: where the Debian package or module puts it)")
+	verbose := fs.Bool("v", false, "log the queue's activity")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := apply(); err != nil {
+		return err
+	}
+	threads, _ := strconv.Atoi(fs.Lookup("threads").Value.String())
+	if *token == "" && !isLoopback(*addr) {
+		b := make([]byte, 16)
+		if _, err := rand.Read(b); err != nil {
+			return err
+		}
+		*token = hex.EncodeToString(b)
+	}
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelInfo
+	}
+	var extra []string
+	for _, o := range strings.Split(*origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			extra = append(extra, o)
+		}
+	}
+	s, err := server.New(ctx, server.Config{
+		Dir: *dir, Device: e.device.String(), Workers: *workers, Threads: threads, NoResume: *noResume,
+		MaxUpload: *maxUpload, AllowPrivate: *allowPrivate, Addr: *addr, Token: *token, Origins: extra,
+		App: app.Handler(*web), DataDir: *dataDir, Version: "dev",
+		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level})),
+	})
+	if err != nil {
+		return err
+	}
+	return s.ListenAndServe(ctx, func(bound string) {
+		u := "http://" + bound + "/"
+		if *token != "" {
+			u += "?token=" + *token
+		}
+		fmt.Fprintf(e.stdout, "conferral serve: %s (data in %s, jobs on %s; Ctrl-C stops)\n", u, *dir, e.device)
+	})
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
