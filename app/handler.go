@@ -35,7 +35,7 @@ func Handler(webDir string) http.Handler {
 		ShortName:               "Conferral",
 		Title:                   "Conferral — fingerprints for image classifiers",
 		Description:             "Prove whether a suspect image classifier was stolen, with conferrable adversarial examples.",
-		Icon:                    ui.Icon{Default: "/web/icon.png", Large: "/web/icon.png"},
+		Icon:                    ui.Icon{Default: "/web/icon.png", Large: "/web/icon.png", SVG: "/web/icon.svg"},
 		Styles:                  []string{"/web/app.css"},
 		BackgroundColor:         "#1f2a44",
 		ThemeColor:              "#1f2a44",

@@ -183,7 +183,7 @@ func (v *verify) follow(ctx ui.Context, j *shared.Job) {
 			if jerr == nil {
 				v.state = j.State
 				if j.Result != nil && j.Result.Verdict != nil {
-					v.verdict = j.Result.Verdict
+					v.add(shared.Event{Kind: shared.Verdicts, Verdict: j.Result.Verdict})
 				}
 				if j.State == shared.JobFailed || j.State == shared.JobInterrupted || j.State == shared.JobCancelled {
 					v.err = fmt.Errorf("the verification %s: %s", j.State, j.Error)
@@ -208,6 +208,10 @@ func (v *verify) add(e shared.Event) {
 		if e.Verdict != nil {
 			v.verdict = e.Verdict
 		}
+	}
+	if vd := v.verdict; vd != nil && v.total == 0 {
+		// Every query was answered; the verdict says how many there were.
+		v.step, v.total = int64(vd.N), int64(vd.N)
 	}
 	if e.Message != "" {
 		v.messages = append(v.messages, e.Message)
@@ -304,11 +308,22 @@ func (v *verify) progress() ui.UI {
 		ui.Div().Class("row").Body(
 			ui.Span().Text("Job #"+v.job+" "+v.stage),
 			ui.Div().Class("bar").Body(ui.Div().Style("width", pct(frac))),
-			ui.Span().ID("verify-queries").Text(fmt.Sprintf("%d of %d queries answered", v.step, v.total)),
+			ui.Span().ID("verify-queries").Text(queries(v.step, v.total, v.state)),
 			ui.Span().ID("verify-state").Class("tag").Text(string(v.state)),
 		),
-		ui.If(len(log) > 0, ui.Div().Class("log").Body(log...)),
+		ui.If(len(log) > 0, ui.Div().ID("verify-log").Class("log").Body(log...)),
 	)
+}
+
+// queries says how far the queries are.
+func queries(step, total int64, state shared.JobState) string {
+	switch {
+	case total > 0:
+		return fmt.Sprintf("%d of %d queries answered", step, total)
+	case state == shared.JobRunning:
+		return "querying the suspect…"
+	}
+	return "waiting for the queue…"
 }
 
 // card is the verdict: accuracy against θ, the p-value, the grid of

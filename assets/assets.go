@@ -4,7 +4,7 @@ package assets
 
 import "embed"
 
-// FS holds app.css and icon.png at its root.
+// FS holds app.css, icon.png and icon.svg at its root.
 //
-//go:embed app.css icon.png
+//go:embed app.css icon.png icon.svg
 var FS embed.FS
