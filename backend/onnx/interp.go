@@ -10,9 +10,10 @@ import (
 )
 
 // maxElems bounds the size of a tensor an op computes from attributes or
-// input values (Resize scales, Pad widths, Reshape targets), so a hostile
-// file cannot ask libtorch for terabytes.
-const maxElems = 1 << 30
+// input values (Resize scales, Pad widths, Reshape targets, broadcasts,
+// convolution padding), so a hostile file cannot ask libtorch for
+// terabytes: 2^28 elements, 1 GiB of float32.
+const maxElems = 1 << 28
 
 // opFunc runs one node on its inputs (nil for an absent optional input)
 // and returns its outputs. It reports bad input by panicking with an

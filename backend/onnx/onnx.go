@@ -43,6 +43,9 @@ import (
 	"github.com/conferral/conferral/backend/torch"
 )
 
+// maxPixels bounds an image's values (C·H·W) as the file declares them.
+const maxPixels = 1 << 24
+
 // Model is an imported image classifier. Forward may run on several
 // goroutines at once; To and Free may not run alongside anything else.
 type Model struct {
@@ -91,6 +94,9 @@ func newModel(mp *pb.ModelProto, o Options) (m *Model, err error) {
 	m.setOutput()
 	if out := g.outputs[0].shape; len(out) > 0 && out[len(out)-1] > 0 {
 		m.classes = int(out[len(out)-1])
+	}
+	if int64(m.c)*int64(m.h)*int64(m.w) > maxPixels {
+		return nil, fmt.Errorf("onnx: input of %d×%d×%d values is over the limit of %d", m.c, m.h, m.w, maxPixels)
 	}
 	if m.c > 0 && m.h > 0 && m.w > 0 {
 		// One run on a blank image checks every node's shapes now rather

@@ -74,6 +74,11 @@ func elementwise(f func(a, b *torch.Tensor) *torch.Tensor) opFunc {
 		if a.DType() != b.DType() {
 			fail("operands are %v and %v", a.DType(), b.DType())
 		}
+		if n.op == "MatMul" {
+			checkMatMul(a.Shape(), b.Shape())
+		} else {
+			broadcast(a.Shape(), b.Shape())
+		}
 		return one(f(a, b))
 	}
 }
@@ -101,6 +106,7 @@ func opDiv(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	if a.DType() != b.DType() {
 		fail("operands are %v and %v", a.DType(), b.DType())
 	}
+	broadcast(a.Shape(), b.Shape())
 	if a.DType() == torch.Float32 {
 		return one(a.Div(b))
 	}
@@ -159,6 +165,7 @@ func opConv(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 		fail("kernel_shape %v does not match weight shape %v", k, ws)
 	}
 	win := windowOf(n, xs[2:], ws[2:])
+	checkWindow(xs, win)
 	g := n.int("group", 1)
 	if g <= 0 || xs[1] != ws[1]*g || ws[0]%g != 0 {
 		fail("input of %d channels, weight %v and %d groups do not fit", xs[1], ws, g)
@@ -318,6 +325,7 @@ func opMaxPool(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 		fail("only 1-D and 2-D pooling is supported, input has shape %v", xs)
 	}
 	win := windowOf(n, xs[2:], n.ints("kernel_shape"))
+	checkWindow(xs, win)
 	if dt := x.DType(); dt != torch.Float32 {
 		// libtorch pools floats only; uint8 values are exact in float32.
 		x = x.To(torch.Float32, x.Device())
@@ -350,6 +358,7 @@ func opAveragePool(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 		fail("dilations are not supported")
 	}
 	win := windowOf(n, xs[2:], n.ints("kernel_shape"))
+	checkWindow(xs, win)
 	include := n.int("count_include_pad", 0) != 0
 	o := torch.PoolOpts{Kernel: pair(win.kernel, 1), Stride: pair(win.stride, 1), CeilMode: n.int("ceil_mode", 0) != 0,
 		ExcludePad: !include}

@@ -278,3 +278,59 @@ func as2d(x *torch.Tensor, f func(x *torch.Tensor) *torch.Tensor) *torch.Tensor 
 	fail("only 1-D and 2-D spatial inputs are supported, got shape %v", x.Shape())
 	return nil
 }
+
+// broadcast returns the numpy broadcast of shapes a and b, failing when
+// they do not broadcast or the result is too large.
+func broadcast(a, b []int64) []int64 {
+	r := max(len(a), len(b))
+	out := make([]int64, r)
+	for i := range r {
+		da, db := int64(1), int64(1)
+		if j := len(a) - r + i; j >= 0 {
+			da = a[j]
+		}
+		if j := len(b) - r + i; j >= 0 {
+			db = b[j]
+		}
+		switch {
+		case da == db, db == 1:
+			out[i] = da
+		case da == 1:
+			out[i] = db
+		default:
+			fail("shapes %v and %v do not broadcast", a, b)
+		}
+	}
+	numel(out)
+	return out
+}
+
+// checkMatMul fails when a·b would not fit or be too large.
+func checkMatMul(a, b []int64) {
+	if len(a) == 0 || len(b) == 0 {
+		fail("cannot multiply scalars %v and %v", a, b)
+	}
+	if len(a) == 1 {
+		a = []int64{1, a[0]}
+	}
+	if len(b) == 1 {
+		b = []int64{b[0], 1}
+	}
+	m, k1 := a[len(a)-2], a[len(a)-1]
+	k2, p := b[len(b)-2], b[len(b)-1]
+	if k1 != k2 {
+		fail("shapes %v and %v do not multiply", a, b)
+	}
+	batch := broadcast(a[:len(a)-2], b[:len(b)-2])
+	numel(append(batch, m, p))
+}
+
+// checkWindow fails when padding the spatial sizes in of an (N, C, …)
+// input by w would make it too large.
+func checkWindow(x []int64, w window) {
+	s := append([]int64{}, x...)
+	for i := range w.begin {
+		s[2+i] += w.begin[i] + w.end[i]
+	}
+	numel(s)
+}

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/predict"
@@ -598,5 +600,118 @@ func TestCrash(t *testing.T) {
 			ts.mustComplete(tiny("after", "defender", 5, "", 300))
 			ts.checkStored(f)
 		})
+	}
+}
+
+func TestAuth(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := New(context.Background(), Config{Dir: dir, Device: "cpu", Addr: "0.0.0.0:8080"}); err == nil || !strings.Contains(err.Error(), "requires a token") {
+		t.Fatalf("listening beyond loopback without a token: %v", err)
+	}
+	const token = "s3cret-token"
+	ts := start(t, Config{Dir: dir, Addr: "0.0.0.0:8080", Token: token, Origins: []string{"https://app.example"}})
+	get := func(path string, header map[string]string) *http.Response {
+		req, _ := http.NewRequest("GET", ts.http.URL+path, nil)
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	for _, tc := range []struct {
+		name, path string
+		header     map[string]string
+		want       int
+	}{
+		{"no token", "/api/health", nil, 401},
+		{"wrong token", "/api/health", map[string]string{"Authorization": "Bearer nope"}, 401},
+		{"bearer", "/api/health", map[string]string{"Authorization": "Bearer " + token}, 200},
+		{"query", "/api/models?token=" + token, nil, 200},
+		{"cookie", "/api/jobs", map[string]string{"Cookie": "conferral_token=" + token}, 200},
+		{"app without token", "/", nil, 401},
+		{"app with token", "/?token=" + token, nil, 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if resp := get(tc.path, tc.header); resp.StatusCode != tc.want {
+				t.Errorf("%d, want %d", resp.StatusCode, tc.want)
+			}
+		})
+	}
+	// Opening the app with ?token= leaves the cookie the websocket needs.
+	resp := get("/?token="+token, nil)
+	var c *http.Cookie
+	for _, ck := range resp.Cookies() {
+		if ck.Name == "conferral_token" {
+			c = ck
+		}
+	}
+	if c == nil || c.Value != token || !c.HttpOnly || c.SameSite != http.SameSiteStrictMode {
+		t.Fatalf("cookie %+v", c)
+	}
+	ws := "ws" + strings.TrimPrefix(ts.http.URL, "http") + "/api/events"
+	for _, tc := range []struct {
+		name   string
+		header http.Header
+		ok     bool
+	}{
+		{"no token", http.Header{}, false},
+		{"cookie, own origin", http.Header{"Cookie": {"conferral_token=" + token}, "Origin": {ts.http.URL}}, true},
+		{"cookie, allowed origin", http.Header{"Cookie": {"conferral_token=" + token}, "Origin": {"https://app.example"}}, true},
+		{"cookie, foreign origin", http.Header{"Cookie": {"conferral_token=" + token}, "Origin": {"https://evil.example"}}, false},
+	} {
+		t.Run("websocket "+tc.name, func(t *testing.T) {
+			conn, resp, err := websocket.DefaultDialer.Dial(ws, tc.header)
+			if conn != nil {
+				conn.Close()
+			}
+			if (err == nil) != tc.ok {
+				t.Errorf("dial: %v (%v), want ok=%v", err, resp, tc.ok)
+			}
+		})
+	}
+}
+
+func TestExperimentReport(t *testing.T) {
+	ts := start(t, Config{Dir: t.TempDir()})
+	j := ts.mustComplete(shared.JobRequest{Kind: shared.JobExperiment, Experiment: &shared.ExperimentArgs{
+		Study: "conferrability", Name: "tiny", Limit: 300, Archs: []string{"mlp"}, SourceArch: "mlp", Per: 1, Epochs: 1,
+		EpsSweep: []float64{0.1}, Focus: 0.1, Points: 10}})
+	r := j.Result.Report
+	if r == nil || r.Name != "tiny" || len(r.Files) < 2 || r.Files[0] != "README.md" {
+		t.Fatalf("report %+v", r)
+	}
+	var reports []shared.ReportInfo
+	ts.call("GET", "/api/reports", nil, &reports)
+	if len(reports) != 1 || reports[0].Name != "tiny" {
+		t.Fatalf("reports %+v", reports)
+	}
+	for _, f := range r.Files {
+		resp, err := http.Get(ts.http.URL + "/api/reports/tiny/" + f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || len(b) == 0 {
+			t.Errorf("%s: %d, %d bytes", f, resp.StatusCode, len(b))
+		}
+		if strings.HasSuffix(f, ".png") {
+			if _, err := png.Decode(bytes.NewReader(b)); err != nil {
+				t.Errorf("%s: %v", f, err)
+			}
+		}
+	}
+	for _, bad := range []string{"../conferral.db", "..%2fconferral.db", "nothere.png"} {
+		if code := ts.call("GET", "/api/reports/tiny/"+bad, nil, nil); code != http.StatusNotFound {
+			t.Errorf("%s: %d, want 404", bad, code)
+		}
+	}
+	// The job's progress was recorded along the way.
+	if j.Progress == nil || j.Progress.Job != j.ID || j.Progress.Seq == 0 {
+		t.Errorf("progress %+v", j.Progress)
 	}
 }

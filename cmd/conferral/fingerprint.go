@@ -10,7 +10,6 @@ import (
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/suspect"
-	"github.com/conferral/conferral/backend/train"
 )
 
 // loadModels loads a comma-separated list of model files.
@@ -87,12 +86,14 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	apply := common(fs, e)
 	var df dataFlags
 	df.register(fs)
-	source := fs.String("source", "", "source model M; required")
+	source := fs.String("source", "", "source model M, a model file or an .onnx file; required")
 	surr := fs.String("surrogates", "", "comma-separated training surrogates S; required")
 	refs := fs.String("references", "", "comma-separated training references R; required")
 	out := fs.String("out", "", "fingerprint file to write; required")
 	sheet := fs.String("sheet", "", "also write a contact sheet PNG here")
 	cfgOf := cbimFlags(fs)
+	var of onnxFlags
+	of.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -108,11 +109,11 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	src, srcIDs, err := loadModels(e, *source)
+	src, srcID, srcArch, freeSrc, err := loadSource(e, *source, &of)
 	if err != nil {
 		return err
 	}
-	defer freeAll(src)
+	defer freeSrc()
 	ss, sids, err := loadModels(e, *surr)
 	if err != nil {
 		return err
@@ -123,8 +124,8 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer freeAll(rs)
-	tm := fingerprint.Training{Source: src[0], Surrogates: asModels(ss), References: asModels(rs),
-		SurrogateIDs: sids, ReferenceIDs: rids, SourceID: srcIDs[0], SourceArch: src[0].Spec.Arch}
+	tm := fingerprint.Training{Source: src, Surrogates: asModels(ss), References: asModels(rs),
+		SurrogateIDs: sids, ReferenceIDs: rids, SourceID: srcID, SourceArch: srcArch}
 	fp, err := fingerprint.Extract(ctx, tm, d, cfg)
 	if err != nil {
 		return err
@@ -153,6 +154,8 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	suspects := fs.String("suspect", "", "comma-separated suspect model files; required")
 	theta := fs.Float64("theta", fingerprint.DefaultThreshold, "verification threshold θ on fingerprint accuracy")
 	base := fs.Float64("base-rate", 0, "agreement rate of independent models for the p-value (default: the fingerprint's reference rate)")
+	var of onnxFlags
+	of.register(fs) // after remoteFlags: shares its --layout and --scale
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -169,7 +172,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	var verdicts []*fingerprint.Verdict
 	var sb strings.Builder
 	for _, p := range strings.Split(*suspects, ",") {
-		m, _, err := train.LoadDeployed(p, e.device) // a model or a deployed ensemble
+		m, err := loadLocal(e, p, &of) // an .onnx file, a model or a deployed ensemble
 		if err != nil {
 			return err
 		}
