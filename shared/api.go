@@ -222,11 +222,17 @@ type VerifyArgs struct {
 	// Model is a stored model's ID.
 	Model string `json:"model,omitempty"`
 	// Endpoint is a remote prediction endpoint's URL and Protocol how it
-	// is spoken to (see docs/server.md; default "json").
+	// is spoken to: "kserve" (KServe v2 / Open Inference Protocol),
+	// "tfserving" (TensorFlow Serving REST) or "auto" (the default: told
+	// from the URL's path, /v2/models/… or /v1/models/…). Loopback, private
+	// and link-local addresses are refused unless the operator allows them.
 	Endpoint string `json:"endpoint,omitempty"`
 	Protocol string `json:"protocol,omitempty"`
 	// Upload is set by the server for a multipart upload: the stored ONNX
-	// file's sha256, with its input convention in UploadFields.
+	// file's sha256 (it may be given again to verify the same upload
+	// against another fingerprint). Input is the suspect's input
+	// convention: layout, mean, std and scale for an upload, layout and
+	// scale for an endpoint.
 	Upload string        `json:"upload,omitempty"`
 	Input  *UploadFields `json:"input,omitempty"`
 	// Theta is the threshold θ on fingerprint accuracy (default 0.7) and
@@ -241,7 +247,7 @@ type VerifyArgs struct {
 // besides the part "file": "fingerprint" (required), "name", "theta",
 // "base_rate", and the model's input convention below.
 type UploadFields struct {
-	Layout string    `json:"layout,omitempty"` // nchw (default) or nhwc
+	Layout string    `json:"layout,omitempty"` // nchw or nhwc ("": from the file or the endpoint)
 	Mean   []float64 `json:"mean,omitempty"`   // form: comma-separated, per channel
 	Std    []float64 `json:"std,omitempty"`    // form: comma-separated, per channel
 	Scale  float64   `json:"scale,omitempty"`  // multiply pixels in [0,1] by this first (default 1; 255 for 0..255 models)
