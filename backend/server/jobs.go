@@ -195,13 +195,13 @@ func (s *Server) recover(ctx context.Context) error {
 			return err
 		}
 		if !s.cfg.NoResume && j.Attempt < s.cfg.MaxAttempts {
-			if _, err := s.db.ExecContext(ctx, `UPDATE river_job SET state = 'available' WHERE id = ? AND state = 'running'`, qid); err != nil {
+			if _, err := s.db.ExecContext(ctx, s.rebind(`UPDATE river_job SET state = 'available' WHERE id = ? AND state = 'running'`), qid); err != nil {
 				return fmt.Errorf("resuming job %s: %w", j.ID, err)
 			}
 			s.finish(ctx, j.ID, shared.JobQueued, nil, fmt.Sprintf("the server stopped while attempt %d ran; resumed from the start", j.Attempt))
 			continue
 		}
-		if _, err := s.db.ExecContext(ctx, `UPDATE river_job SET state = 'cancelled', finalized_at = CURRENT_TIMESTAMP WHERE id = ? AND state NOT IN ('cancelled', 'completed', 'discarded')`, qid); err != nil {
+		if _, err := s.db.ExecContext(ctx, s.rebind(`UPDATE river_job SET state = 'cancelled', finalized_at = CURRENT_TIMESTAMP WHERE id = ? AND state NOT IN ('cancelled', 'completed', 'discarded')`), qid); err != nil {
 			return fmt.Errorf("marking job %s interrupted: %w", j.ID, err)
 		}
 		s.finish(ctx, j.ID, shared.JobInterrupted, nil, fmt.Sprintf("the server stopped while attempt %d ran", j.Attempt))

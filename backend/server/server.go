@@ -89,6 +89,7 @@ type Server struct {
 	device   torch.Device
 	db       *sql.DB
 	store    Store
+	rebind   func(query string) string // ? placeholders for the database at hand
 	art      *artifacts
 	reports  string
 	hub      *hub
@@ -183,9 +184,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if _, err := mig.Migrate(ctx, rivermigrate.DirectionUp, nil); err != nil {
 		return nil, fmt.Errorf("server: migrating the queue's tables: %w", err)
 	}
-	if s.store, err = newSQLStore(ctx, s.db, false); err != nil {
+	st, err := newSQLStore(ctx, s.db, false)
+	if err != nil {
 		return nil, err
 	}
+	s.store, s.rebind = st, st.q
 	if err := s.recover(ctx); err != nil {
 		return nil, err
 	}
