@@ -15,6 +15,9 @@ import (
 // terabytes: 2^28 elements, 1 GiB of float32.
 const maxElems = 1 << 28
 
+// maxRank bounds a tensor's dimensions, as the binding does.
+const maxRank = 16
+
 // opFunc runs one node on its inputs (nil for an absent optional input)
 // and returns its outputs. It reports bad input by panicking with an
 // *opError or a *torch.Error; runCtx.call turns both into errors.
@@ -65,6 +68,11 @@ func (c *runCtx) call(n *node, vals map[string]*torch.Tensor) (outs []*torch.Ten
 		}
 	}()
 	outs = n.fn(c, n, in)
+	for _, t := range outs {
+		if t != nil && t.Dim() > maxRank { // Dim panics past libtorch's own limit
+			fail("the result has %d dimensions, more than %d", t.Dim(), maxRank)
+		}
+	}
 	if len(outs) < len(n.out) {
 		for i := len(outs); i < len(n.out); i++ {
 			if n.out[i] != "" {

@@ -577,6 +577,7 @@ func opUnsqueeze(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 			j++
 		}
 	}
+	numel(out)
 	return one(x.Reshape(out...))
 }
 

@@ -135,6 +135,9 @@ func normAxis(a int64, rank int, what string) int64 {
 
 // numel multiplies sizes, failing past maxElems.
 func numel(shape []int64) int64 {
+	if len(shape) > maxRank {
+		fail("shape %v has more than %d dimensions", shape, maxRank)
+	}
 	n := int64(1)
 	for _, d := range shape {
 		if d < 0 {
