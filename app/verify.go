@@ -49,7 +49,7 @@ type verify struct {
 }
 
 func (v *verify) OnMount(ctx ui.Context) {
-	v.mode, v.protocol, v.layout, v.theta = "upload", "auto", "nchw", "0.7"
+	v.mode, v.protocol, v.theta = "upload", "auto", "0.7"
 	c := newClient("")
 	type lists struct {
 		fps    []shared.FingerprintInfo
@@ -132,6 +132,16 @@ func (v *verify) run(ctx ui.Context, _ ui.Event) {
 			return
 		}
 		a := shared.VerifyArgs{Fingerprint: v.fp, Endpoint: strings.TrimSpace(v.endpoint), Protocol: v.protocol, Theta: theta}
+		if v.layout != "" || strings.TrimSpace(v.scale) != "" {
+			in := &shared.UploadFields{Layout: v.layout}
+			if sc := strings.TrimSpace(v.scale); sc != "" {
+				if in.Scale, err = strconv.ParseFloat(sc, 64); err != nil || in.Scale <= 0 {
+					v.err = fmt.Errorf("the scale must be a positive number, not %q", v.scale)
+					return
+				}
+			}
+			a.Input = in
+		}
 		start = func(ctx context.Context) (*shared.Job, error) { return c.Verify(ctx, a) }
 	default:
 		a := shared.VerifyArgs{Fingerprint: v.fp, Model: v.model, Theta: theta}
@@ -268,13 +278,10 @@ func (v *verify) form() ui.UI {
 			ui.If(v.mode == "upload",
 				ui.Label().Body(ui.Text("ONNX file"), ui.Input().ID("verify-file").Type("file").Accept(".onnx").OnChange(v.pickFile)),
 				ui.Span().ID("verify-file-note").Class("muted small").Text(fileNote),
-				ui.Label().Body(ui.Text("layout"), ui.Select().ID("verify-layout").Body(
-					ui.Option().Value("nchw").Text("NCHW").Selected(v.layout == "nchw"),
-					ui.Option().Value("nhwc").Text("NHWC").Selected(v.layout == "nhwc"),
-				).OnChange(ctxValue(&v.layout))),
+				v.layoutField("from the file"),
 				ui.Label().Body(ui.Text("mean (per channel)"), ui.Input().ID("verify-mean").Size(8).Placeholder("none").Value(v.mean).OnChange(ctxValue(&v.mean))),
 				ui.Label().Body(ui.Text("std"), ui.Input().ID("verify-std").Size(8).Placeholder("none").Value(v.std).OnChange(ctxValue(&v.std))),
-				ui.Label().Body(ui.Text("scale"), ui.Input().ID("verify-scale").Size(4).Placeholder("1").Value(v.scale).OnChange(ctxValue(&v.scale))),
+				v.scaleField(),
 			).ElseIf(v.mode == "endpoint",
 				ui.Label().Body(ui.Text("endpoint URL"), ui.Input().ID("verify-endpoint").Size(60).
 					Placeholder("http://host:8080/v2/models/NAME").Value(v.endpoint).OnChange(ctxValue(&v.endpoint))),
@@ -283,12 +290,30 @@ func (v *verify) form() ui.UI {
 					ui.Option().Value("kserve").Text("KServe v2").Selected(v.protocol == "kserve"),
 					ui.Option().Value("tfserving").Text("TF Serving").Selected(v.protocol == "tfserving"),
 				).OnChange(ctxValue(&v.protocol))),
+				v.layoutField("from the endpoint"),
+				v.scaleField(),
 			).Else(
 				ui.Label().Body(ui.Text("model"), ui.Select().ID("verify-model").Body(modelOpts...).OnChange(ctxValue(&v.model))),
 			),
 		),
 		ui.P().Body(ui.Button().ID("verify-run").Text("Verify").Disabled(busy).OnClick(v.run)),
 	)
+}
+
+// layoutField chooses the suspect's input layout; "" leaves it to the
+// file's metadata or the endpoint's.
+func (v *verify) layoutField(auto string) ui.UI {
+	return ui.Label().Body(ui.Text("input layout"), ui.Select().ID("verify-layout").Body(
+		ui.Option().Value("").Text(auto).Selected(v.layout == ""),
+		ui.Option().Value("nchw").Text("NCHW").Selected(v.layout == "nchw"),
+		ui.Option().Value("nhwc").Text("NHWC").Selected(v.layout == "nhwc"),
+	).OnChange(ctxValue(&v.layout)))
+}
+
+// scaleField sets what pixels in [0,1] are multiplied by (255 for models
+// that take 0..255).
+func (v *verify) scaleField() ui.UI {
+	return ui.Label().Body(ui.Text("pixel scale"), ui.Input().ID("verify-scale").Size(4).Placeholder("1").Value(v.scale).OnChange(ctxValue(&v.scale)))
 }
 
 // progress shows the queries going out.

@@ -1,0 +1,280 @@
+//go:build !wasm
+
+package app
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/xml"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	ui "github.com/maxence-charriere/go-app/v9/pkg/app"
+
+	"github.com/conferral/conferral/shared"
+)
+
+func TestMarkdown(t *testing.T) {
+	resolve := func(p string) string {
+		if strings.Contains(p, "://") {
+			return ""
+		}
+		return "/r/" + p
+	}
+	cases := []struct {
+		name, md string
+		want     []string // substrings of the HTML, in order
+		not      []string
+	}{
+		{"heading and paragraph", "# Title\n\nSome **bold** and `code`\nwrapped.", []string{"<h2>Title</h2>", "<p>Some <b>bold</b> and <code>code</code> wrapped.</p>"}, nil},
+		{"table", "| a | b |\n|---|---:|\n| x | 0.5 |\n| **y** | 12% |\n",
+			[]string{"<th>a</th>", "<td>x</td>", `<td class="num">0.5</td>`, "<td><b>y</b></td>", `<td class="num">12%</td>`}, nil},
+		{"image", "![plot](roc.png)", []string{`<img src="/r/roc.png" alt="plot">`}, nil},
+		{"outside image refused", "![x](https://example.com/x.png)", []string{"[image: x]"}, []string{"example.com"}},
+		{"indented code", "Run:\n\n    conferral demo\n    --threads 1\n\nDone.", []string{"<pre><code>conferral demo\n--threads 1</code></pre>", "<p>Done.</p>"}, nil},
+		{"fenced code", "```\n| not a table |\n```", []string{"<pre><code>| not a table |</code></pre>"}, []string{"<table"}},
+		{"list and link", "- one\n- [two](b.md)\n", []string{"<ul>", "<li>one</li>", `<li><a href="/r/b.md">two</a></li>`}, nil},
+		{"markup is text", "<script>alert(1)</script>", []string{"&lt;script&gt;"}, []string{"<script>"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			// go-app puts each node on its own line.
+			html := ui.HTMLString(ui.Div().Body(markdown(c.md, resolve)...))
+			html = strings.NewReplacer(">\n", ">", "\n<", "<").Replace(html)
+			at := 0
+			for _, w := range c.want {
+				i := strings.Index(html[at:], w)
+				if i < 0 {
+					t.Fatalf("%q not found (in order) in\n%s", w, html)
+				}
+				at += i + len(w)
+			}
+			for _, n := range c.not {
+				if strings.Contains(html, n) {
+					t.Errorf("%q found in\n%s", n, html)
+				}
+			}
+		})
+	}
+}
+
+// svgDoc is what the tests read back from lineChart.
+type svgDoc struct {
+	Width     int `xml:"width,attr"`
+	Polylines []struct {
+		Name   string `xml:"data-name,attr"`
+		Points string `xml:"points,attr"`
+	} `xml:"polyline"`
+	Circles []struct{} `xml:"circle"`
+	Texts   []string   `xml:"text"`
+}
+
+func TestLineChart(t *testing.T) {
+	nan := math.NaN()
+	cases := []struct {
+		name             string
+		c                chart
+		lines, dots      int
+		points           []int // points per polyline, in drawing order
+		text, absentText string
+	}{
+		{"empty", chart{Title: "loss", Width: 300, Height: 200}, 0, 0, nil, "no data yet", ""},
+		{"one point draws a dot", chart{Title: "acc", Width: 300, Height: 200, YMax: 1,
+			Series: []series{{Name: "test", Color: "#000", X: []float64{1}, Y: []float64{0.5}}}}, 0, 1, nil, "test", "no data yet"},
+		{"non-finite points skipped", chart{Title: "loss", Width: 300, Height: 200,
+			Series: []series{{Name: "loss", Color: "#000", X: []float64{1, 2, 3, 4}, Y: []float64{2, nan, math.Inf(1), 1}}}}, 1, 2, []int{2}, "loss", ""},
+		{"two series", chart{Title: "accuracy", Width: 300, Height: 200, YMax: 1, Series: []series{
+			{Name: "train", Color: "#111", X: []float64{1, 2, 3}, Y: []float64{0.1, 0.5, 0.9}},
+			{Name: "test", Color: "#222", X: []float64{1, 2, 3}, Y: []float64{0.2, 0.4, 0.8}}}}, 2, 6, []int{3, 3}, "train", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := lineChart(c.c)
+			var d svgDoc
+			if err := xml.Unmarshal([]byte(s), &d); err != nil {
+				t.Fatalf("not XML: %v\n%s", err, s)
+			}
+			if d.Width != c.c.Width || len(d.Polylines) != c.lines || len(d.Circles) != c.dots {
+				t.Fatalf("width %d, %d lines, %d dots; want %d, %d, %d", d.Width, len(d.Polylines), len(d.Circles), c.c.Width, c.lines, c.dots)
+			}
+			for i, p := range d.Polylines {
+				pts := strings.Fields(p.Points)
+				if len(pts) != c.points[i] {
+					t.Errorf("line %s has %d points, want %d", p.Name, len(pts), c.points[i])
+				}
+				for _, xy := range pts {
+					var x, y float64
+					if _, err := fmt.Sscanf(xy, "%f,%f", &x, &y); err != nil || x < 46 || x > float64(c.c.Width) || y < 24 || y > float64(c.c.Height) {
+						t.Errorf("point %q outside the plot (%v)", xy, err)
+					}
+				}
+			}
+			all := strings.Join(d.Texts, "|")
+			if !strings.Contains(all, c.text) || c.absentText != "" && strings.Contains(all, c.absentText) {
+				t.Errorf("texts %q: want %q, not %q", all, c.text, c.absentText)
+			}
+		})
+	}
+}
+
+func TestGalleryFilter(t *testing.T) {
+	d := &shared.FingerprintDetail{
+		Models: []shared.ModelRef{{Role: shared.RoleSurrogate}, {Role: shared.RoleReference}},
+		Items: []shared.FingerprintItem{
+			{Index: 0, Label: 1, Target: 2, Conferrability: 0.5, Agree: []bool{true, true}},
+			{Index: 1, Label: 3, Target: 2, Conferrability: 1.0, Agree: []bool{true, false}},
+			{Index: 2, Label: 1, Target: 4, Conferrability: 0.75, Agree: []bool{false, false}},
+		},
+	}
+	cases := []struct {
+		name string
+		f    func(*galleryFilter)
+		want []int
+	}{
+		{"default: conferrability, highest first", func(*galleryFilter) {}, []int{1, 2, 0}},
+		{"lowest first", func(f *galleryFilter) { f.Sort = "confer-asc" }, []int{0, 2, 1}},
+		{"by index", func(f *galleryFilter) { f.Sort = "index" }, []int{0, 1, 2}},
+		{"target", func(f *galleryFilter) { f.Target = 2 }, []int{1, 0}},
+		{"original label", func(f *galleryFilter) { f.Label = 1 }, []int{2, 0}},
+		{"min conferrability", func(f *galleryFilter) { f.MinConf = 0.75 }, []int{1, 2}},
+		{"every surrogate agrees", func(f *galleryFilter) { f.Agree = "surrogates" }, []int{1, 0}},
+		{"no reference agrees", func(f *galleryFilter) { f.Agree = "no-reference" }, []int{1, 2}},
+		{"nothing matches", func(f *galleryFilter) { f.Target = 9 }, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := defaultFilter()
+			c.f(&f)
+			var got []int
+			for _, it := range f.apply(d) {
+				got = append(got, it.Index)
+			}
+			if !slices.Equal(got, c.want) {
+				t.Errorf("got %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+func TestPlainWords(t *testing.T) {
+	cases := []struct {
+		v    shared.Verdict
+		want []string
+	}{
+		{shared.Verdict{N: 10, Matches: 10, Accuracy: 1, Threshold: 0.7, Surrogate: true, PValue: 1e-10, BaseRate: 0.1},
+			[]string{"10 of the 10", "at least the threshold", "probably derived", "1.0e-10"}},
+		{shared.Verdict{N: 10, Matches: 1, Accuracy: 0.1, Threshold: 0.7, PValue: 0.65, BaseRate: 0.1},
+			[]string{"1 of the 10", "below the threshold", "does not show", "0.650"}},
+		{shared.Verdict{N: 50, Matches: 30, Accuracy: 0.6, Threshold: 0.7, PValue: 1e-6, BaseRate: 0.1},
+			[]string{"below the threshold", "well above chance"}},
+	}
+	for _, c := range cases {
+		got := plainWords(&c.v)
+		for _, w := range c.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%+v: %q lacks %q", c.v, got, w)
+			}
+		}
+	}
+}
+
+func TestCurve(t *testing.T) {
+	var c curve
+	for _, e := range []shared.Event{
+		{Kind: shared.State, State: shared.JobRunning},
+		{Kind: shared.Progress, Stage: "train mlp", Step: 1, Total: 4, Metrics: map[string]float64{"loss": 2.3}},
+		{Kind: shared.Progress, Step: 2, Total: 4, Metrics: map[string]float64{"loss": 2.1}},
+		{Kind: shared.Epoch, Epoch: 1, Step: 2, Total: 4, Metrics: map[string]float64{"train_acc": 0.3, "test_acc": 0.4}},
+		{Kind: shared.Epoch, Epoch: 2, Step: 4, Total: 4, Metrics: map[string]float64{"train_acc": 0.5}},
+		{Kind: shared.State, State: shared.JobCompleted},
+	} {
+		c.add(e)
+	}
+	if c.events != 6 || c.stage != "train mlp" || c.state != shared.JobCompleted || c.step != 4 || c.total != 4 {
+		t.Errorf("curve %+v", c)
+	}
+	if len(c.lossY) != 2 || c.lastLoss != 2.1 || len(c.epochs) != 2 || c.lastTest != 0.4 || !math.IsNaN(c.testAcc[1]) {
+		t.Errorf("series: loss %v, epochs %v, test %v", c.lossY, c.epochs, c.testAcc)
+	}
+}
+
+func TestHandler(t *testing.T) {
+	web := t.TempDir()
+	wasm := bytes.Repeat([]byte("\x00asm fake module "), 4096)
+	if err := os.WriteFile(filepath.Join(web, "app.wasm"), wasm, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(Handler(web))
+	defer srv.Close()
+	empty := httptest.NewServer(Handler(t.TempDir()))
+	defer empty.Close()
+
+	get := func(base, path string, gz bool) (*http.Response, []byte) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		if gz {
+			req.Header.Set("Accept-Encoding", "gzip")
+		} else {
+			req.Header.Set("Accept-Encoding", "identity")
+		}
+		resp, err := (&http.Transport{DisableCompression: true}).RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, b
+	}
+	cases := []struct {
+		name, base, path string
+		gzip             bool
+		status           int
+		contains         string
+	}{
+		{"page prerendered", srv.URL, "/fingerprints", false, 200, `data-page="fingerprints"`},
+		{"stylesheet", srv.URL, "/web/app.css", false, 200, "--accent"},
+		{"icon", srv.URL, "/web/icon.svg", false, 200, "<svg"},
+		{"unknown asset", srv.URL, "/web/nothing.js", false, 404, ""},
+		{"asset folder", srv.URL, "/web/", false, 404, ""},
+		{"wasm plain", srv.URL, "/web/app.wasm", false, 200, "asm fake module"},
+		{"wasm missing", empty.URL, "/web/app.wasm", true, 404, "make web"},
+		{"manifest", srv.URL, "/manifest.webmanifest", false, 200, "/web/icon.png"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			resp, b := get(c.base, c.path, c.gzip)
+			if resp.StatusCode != c.status || !strings.Contains(string(b), c.contains) {
+				t.Errorf("%s: HTTP %d, want %d with %q:\n%.300s", c.path, resp.StatusCode, c.status, c.contains, b)
+			}
+			if strings.Contains(string(b), "githubusercontent") || strings.Contains(string(b), "https://") && c.path != "/web/app.wasm" {
+				t.Errorf("%s points outside the app's origin:\n%.500s", c.path, b)
+			}
+		})
+	}
+	t.Run("wasm gzipped", func(t *testing.T) {
+		resp, b := get(srv.URL, "/web/app.wasm", true)
+		if resp.Header.Get("Content-Encoding") != "gzip" || resp.Header.Get(wasmLengthHeader) != strconv.Itoa(len(wasm)) || len(b) >= len(wasm) {
+			t.Fatalf("headers %v, %d bytes", resp.Header, len(b))
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(zr)
+		if err != nil || !bytes.Equal(got, wasm) {
+			t.Errorf("gunzipped %d bytes (%v), want the file's %d", len(got), err, len(wasm))
+		}
+	})
+}
