@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/nn"
@@ -50,8 +51,9 @@ func (s *Server) routes() http.Handler {
 		reply(w, j, err)
 	})
 	mux.HandleFunc("GET /api/fingerprints", s.listOf(func(ctx context.Context) (any, error) { return s.store.Fingerprints(ctx) }))
+	details := &detailCache{m: map[string]shared.FingerprintDetail{}}
 	mux.HandleFunc("GET /api/fingerprints/{id}", func(w http.ResponseWriter, r *http.Request) {
-		d, err := s.fingerprintDetail(r.Context(), r.PathValue("id"))
+		d, err := s.fingerprintDetail(r.Context(), r.PathValue("id"), details)
 		reply(w, d, err)
 	})
 	mux.HandleFunc("GET /api/fingerprints/{id}/file", func(w http.ResponseWriter, r *http.Request) {
@@ -179,9 +181,17 @@ func fail(w http.ResponseWriter, err error) {
 	writeJSON(w, status, shared.APIError{Error: err.Error()})
 }
 
+// detailCache keeps computed fingerprint details: labelling the items runs
+// every training model. A detail is keyed by the fingerprint and the
+// models stored when it was computed.
+type detailCache struct {
+	mu sync.Mutex
+	m  map[string]shared.FingerprintDetail
+}
+
 // fingerprintDetail loads a fingerprint and labels its items with the
 // stored training models it names.
-func (s *Server) fingerprintDetail(ctx context.Context, id string) (shared.FingerprintDetail, error) {
+func (s *Server) fingerprintDetail(ctx context.Context, id string, cache *detailCache) (shared.FingerprintDetail, error) {
 	var d shared.FingerprintDetail
 	info, path, err := s.store.Fingerprint(ctx, id)
 	if err != nil {
@@ -192,28 +202,45 @@ func (s *Server) fingerprintDetail(ctx context.Context, id string) (shared.Finge
 		return d, err
 	}
 	d.FingerprintInfo, d.Classes, d.Models = info, fp.Meta.Classes, []shared.ModelRef{}
-	var models []fingerprint.Model
-	defer func() {
-		for _, m := range models {
-			m.(*nn.Model).Free()
-		}
-	}()
+	var paths []string
 	for _, group := range []struct {
 		role string
 		ids  []string
 	}{{shared.RoleSurrogate, fp.Meta.Surrogates}, {shared.RoleReference, fp.Meta.References}} {
 		for _, mid := range group.ids {
 			mi, mpath, err := s.store.Model(ctx, mid)
-			if err != nil {
+			if errors.Is(err, ErrNotFound) {
 				continue // made elsewhere: not stored here
 			}
-			m, _, err := nn.Load(mpath, s.device)
 			if err != nil {
-				return d, fmt.Errorf("loading model %s: %w", mi.Name, err)
+				return d, err
 			}
-			models = append(models, m)
+			paths = append(paths, mpath)
 			d.Models = append(d.Models, shared.ModelRef{ID: mid, Name: mi.Name, Arch: mi.Arch, Role: group.role})
 		}
+	}
+	key := id
+	for _, m := range d.Models {
+		key += "," + m.ID
+	}
+	cache.mu.Lock()
+	cached, ok := cache.m[key]
+	cache.mu.Unlock()
+	if ok {
+		return cached, nil
+	}
+	var models []fingerprint.Model
+	defer func() {
+		for _, m := range models {
+			m.(*nn.Model).Free()
+		}
+	}()
+	for i, p := range paths {
+		m, _, err := nn.Load(p, s.device)
+		if err != nil {
+			return d, fmt.Errorf("loading model %s: %w", d.Models[i].Name, err)
+		}
+		models = append(models, m)
 	}
 	labels, err := fingerprint.Labels(ctx, models, suspect.Images{X: fp.Float32(), N: fp.N, C: fp.C, H: fp.H, W: fp.W})
 	if err != nil {
@@ -228,6 +255,9 @@ func (s *Server) fingerprintDetail(ctx context.Context, id string) (shared.Finge
 		}
 		d.Items = append(d.Items, it)
 	}
+	cache.mu.Lock()
+	cache.m[key] = d
+	cache.mu.Unlock()
 	return d, nil
 }
 
