@@ -251,7 +251,7 @@ func (g *graph) fold() error {
 		var outs []*torch.Tensor
 		var err error
 		torch.NoGrad(func() {
-			c := &runCtx{opset: g.opset, dev: torch.CPU, s: torch.NewScope()}
+			c := &runCtx{opset: g.opset, dev: torch.CPU, s: torch.NewScope(), batch: 1}
 			defer c.s.Close()
 			vals := map[string]*torch.Tensor{}
 			for _, in := range n.in {

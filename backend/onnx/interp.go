@@ -12,7 +12,7 @@ import (
 // maxElems bounds the size of a tensor an op computes from attributes or
 // input values (Resize scales, Pad widths, Reshape targets, broadcasts,
 // convolution padding), so a hostile file cannot ask libtorch for
-// terabytes: 2^28 elements, 1 GiB of float32.
+// terabytes: 2^28 elements (1 GiB of float32) per example of the batch.
 const maxElems = 1 << 28
 
 // maxRank bounds a tensor's dimensions, as the binding does.
@@ -38,6 +38,7 @@ type runCtx struct {
 	opset int64
 	dev   torch.Device
 	s     *torch.Scope // owns helper tensors made during the run
+	batch int64        // the first input's first dimension: scales limit
 }
 
 // call runs node n reading its inputs from vals.
@@ -91,7 +92,7 @@ func (g *graph) run(ctx context.Context, dev torch.Device, inputs []*torch.Tenso
 	if len(inputs) != len(g.inputs) {
 		return nil, fmt.Errorf("onnx: the graph takes %d inputs, got %d", len(g.inputs), len(inputs))
 	}
-	c := &runCtx{opset: g.opset, dev: dev, s: torch.NewScope()}
+	c := &runCtx{opset: g.opset, dev: dev, s: torch.NewScope(), batch: 1}
 	defer c.s.Close()
 	vals := make(map[string]*torch.Tensor, len(g.consts)+len(g.nodes)+len(inputs))
 	protect := map[*torch.Tensor]bool{} // never freed by the run
@@ -108,6 +109,11 @@ func (g *graph) run(ctx context.Context, dev torch.Device, inputs []*torch.Tenso
 			v := c.s.Add(g.consts[k].Detach())
 			vals[k] = v
 			protect[v] = true
+		}
+		if len(inputs) > 0 {
+			if s := inputs[0].Shape(); len(s) > 0 {
+				c.batch = s[0]
+			}
 		}
 		for i, in := range g.inputs {
 			v := inputs[i]

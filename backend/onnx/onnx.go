@@ -43,8 +43,9 @@ import (
 	"github.com/conferral/conferral/backend/torch"
 )
 
-// maxPixels bounds an image's values (C·H·W) as the file declares them.
-const maxPixels = 1 << 24
+// maxPixels bounds an image's values (C·H·W) as the file declares them:
+// 4 Mi, an RGB image of 1182×1182.
+const maxPixels = 1 << 22
 
 // Model is an imported image classifier. Forward may run on several
 // goroutines at once; To and Free may not run alongside anything else.

@@ -68,16 +68,16 @@ func unary(f func(*torch.Tensor) *torch.Tensor) opFunc {
 }
 
 func elementwise(f func(a, b *torch.Tensor) *torch.Tensor) opFunc {
-	return func(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	return func(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 		legacyBroadcast(n)
 		a, b := need(in, 0), need(in, 1)
 		if a.DType() != b.DType() {
 			fail("operands are %v and %v", a.DType(), b.DType())
 		}
 		if n.op == "MatMul" {
-			checkMatMul(a.Shape(), b.Shape())
+			c.checkMatMul(a.Shape(), b.Shape())
 		} else {
-			broadcast(a.Shape(), b.Shape())
+			c.broadcast(a.Shape(), b.Shape())
 		}
 		return one(f(a, b))
 	}
@@ -100,13 +100,13 @@ func floorDiv(a, b int64) int64 {
 	return q
 }
 
-func opDiv(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+func opDiv(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	legacyBroadcast(n)
 	a, b := need(in, 0), need(in, 1)
 	if a.DType() != b.DType() {
 		fail("operands are %v and %v", a.DType(), b.DType())
 	}
-	broadcast(a.Shape(), b.Shape())
+	c.broadcast(a.Shape(), b.Shape())
 	if a.DType() == torch.Float32 {
 		return one(a.Div(b))
 	}
@@ -152,7 +152,7 @@ func opClip(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	return one(x)
 }
 
-func opConv(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+func opConv(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	x, w, b := need(in, 0), need(in, 1), arg(in, 2)
 	xs, ws := x.Shape(), w.Shape()
 	if len(xs) != 3 && len(xs) != 4 {
@@ -165,7 +165,7 @@ func opConv(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 		fail("kernel_shape %v does not match weight shape %v", k, ws)
 	}
 	win := windowOf(n, xs[2:], ws[2:])
-	checkWindow(xs, win)
+	c.checkWindow(xs, win)
 	g := n.int("group", 1)
 	if g <= 0 || xs[1] != ws[1]*g || ws[0]%g != 0 {
 		fail("input of %d channels, weight %v and %d groups do not fit", xs[1], ws, g)
@@ -184,7 +184,7 @@ func opConv(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	}))
 }
 
-func opConvTranspose(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+func opConvTranspose(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	x, w, b := need(in, 0), need(in, 1), arg(in, 2)
 	xs, ws := x.Shape(), w.Shape()
 	if len(xs) != 3 && len(xs) != 4 {
@@ -265,7 +265,7 @@ func opConvTranspose(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 			fail("output size %d along axis %d is not positive", size[i], i+2)
 		}
 	}
-	numel(append([]int64{xs[0], ws[1] * g}, size...))
+	c.numel(append([]int64{xs[0], ws[1] * g}, size...))
 	if len(xs) == 3 {
 		w = w.Reshape(ws[0], ws[1], 1, ws[2])
 	}
@@ -315,7 +315,7 @@ func opBatchNorm(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	return one(torch.BatchNorm(x, in[1], in[2], in[3], in[4], false, 0, n.float("epsilon", 1e-5)))
 }
 
-func opMaxPool(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+func opMaxPool(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	x := need(in, 0)
 	if n.int("storage_order", 0) != 0 {
 		fail("storage_order 1 is not supported")
@@ -325,7 +325,7 @@ func opMaxPool(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 		fail("only 1-D and 2-D pooling is supported, input has shape %v", xs)
 	}
 	win := windowOf(n, xs[2:], n.ints("kernel_shape"))
-	checkWindow(xs, win)
+	c.checkWindow(xs, win)
 	if dt := x.DType(); dt != torch.Float32 {
 		// libtorch pools floats only; uint8 values are exact in float32.
 		x = x.To(torch.Float32, x.Device())
@@ -348,7 +348,7 @@ func opMaxPool2(n *node, x *torch.Tensor, win window) *torch.Tensor {
 	})
 }
 
-func opAveragePool(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+func opAveragePool(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	x := need(in, 0)
 	xs := x.Shape()
 	if len(xs) != 3 && len(xs) != 4 {
@@ -358,7 +358,7 @@ func opAveragePool(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 		fail("dilations are not supported")
 	}
 	win := windowOf(n, xs[2:], n.ints("kernel_shape"))
-	checkWindow(xs, win)
+	c.checkWindow(xs, win)
 	include := n.int("count_include_pad", 0) != 0
 	o := torch.PoolOpts{Kernel: pair(win.kernel, 1), Stride: pair(win.stride, 1), CeilMode: n.int("ceil_mode", 0) != 0,
 		ExcludePad: !include}
@@ -472,7 +472,7 @@ func opReshape(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 			fail("shape %v has a negative size", want)
 		}
 		known = known * max(want[i], 1)
-		if known > maxElems {
+		if known > c.limit() {
 			fail("shape %v is too large", want)
 		}
 	}
@@ -484,7 +484,7 @@ func opReshape(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 		}
 		want[infer] = total / known
 	}
-	if numel(want) != total {
+	if c.numel(want) != total {
 		fail("cannot reshape %v into %v", s, want)
 	}
 	return one(x.Reshape(want...))
@@ -577,7 +577,7 @@ func opUnsqueeze(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 			j++
 		}
 	}
-	numel(out)
+	c.numel(out)
 	return one(x.Reshape(out...))
 }
 
@@ -641,7 +641,7 @@ func opPad(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 			fail("pads %v shrink shape %v below zero", pads, s)
 		}
 	}
-	numel(out)
+	c.numel(out)
 	switch mode {
 	case "constant":
 		return one(torch.Pad(x, torchPad(pads[:len(s)], pads[len(s):]), torch.PadConstant, value))
@@ -793,7 +793,7 @@ func opGather(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 		}
 	}
 	out := append(append(append([]int64{}, s[:a]...), it.Shape()...), s[a+1:]...)
-	numel(out)
+	c.numel(out)
 	y := x.IndexSelect(a, c.ints(idx, int64(len(idx))))
 	return one(y.Reshape(out...))
 }

@@ -80,7 +80,7 @@ func opResize(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 			out[i] = int64(o)
 		}
 	}
-	numel(out)
+	c.numel(out)
 	if coord == "tf_crop_and_resize" && len(roiF) != 2*r {
 		fail("roi %v does not fit rank %d", roiF, r)
 	}

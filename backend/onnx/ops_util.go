@@ -133,18 +133,25 @@ func normAxis(a int64, rank int, what string) int64 {
 	return a
 }
 
-// numel multiplies sizes, failing past maxElems.
-func numel(shape []int64) int64 {
+// limit is the most elements a tensor computed by an op may have:
+// maxElems per example of the run's batch.
+func (c *runCtx) limit() int64 {
+	return maxElems * min(max(c.batch, 1), 1<<20)
+}
+
+// numel multiplies sizes, failing past the run's limit.
+func (c *runCtx) numel(shape []int64) int64 {
 	if len(shape) > maxRank {
 		fail("shape %v has more than %d dimensions", shape, maxRank)
 	}
+	lim := c.limit()
 	n := int64(1)
 	for _, d := range shape {
 		if d < 0 {
 			fail("negative dimension in %v", shape)
 		}
-		if d > 0 && n > maxElems/d {
-			fail("shape %v has more than %d elements", shape, maxElems)
+		if d > 0 && n > lim/d {
+			fail("shape %v has more than %d elements", shape, lim)
 		}
 		n *= d
 	}
@@ -284,7 +291,7 @@ func as2d(x *torch.Tensor, f func(x *torch.Tensor) *torch.Tensor) *torch.Tensor 
 
 // broadcast returns the numpy broadcast of shapes a and b, failing when
 // they do not broadcast or the result is too large.
-func broadcast(a, b []int64) []int64 {
+func (c *runCtx) broadcast(a, b []int64) []int64 {
 	r := max(len(a), len(b))
 	out := make([]int64, r)
 	for i := range r {
@@ -304,12 +311,12 @@ func broadcast(a, b []int64) []int64 {
 			fail("shapes %v and %v do not broadcast", a, b)
 		}
 	}
-	numel(out)
+	c.numel(out)
 	return out
 }
 
 // checkMatMul fails when a·b would not fit or be too large.
-func checkMatMul(a, b []int64) {
+func (c *runCtx) checkMatMul(a, b []int64) {
 	if len(a) == 0 || len(b) == 0 {
 		fail("cannot multiply scalars %v and %v", a, b)
 	}
@@ -324,16 +331,16 @@ func checkMatMul(a, b []int64) {
 	if k1 != k2 {
 		fail("shapes %v and %v do not multiply", a, b)
 	}
-	batch := broadcast(a[:len(a)-2], b[:len(b)-2])
-	numel(append(batch, m, p))
+	batch := c.broadcast(a[:len(a)-2], b[:len(b)-2])
+	c.numel(append(batch, m, p))
 }
 
 // checkWindow fails when padding the spatial sizes in of an (N, C, …)
 // input by w would make it too large.
-func checkWindow(x []int64, w window) {
+func (c *runCtx) checkWindow(x []int64, w window) {
 	s := append([]int64{}, x...)
 	for i := range w.begin {
 		s[2+i] += w.begin[i] + w.end[i]
 	}
-	numel(s)
+	c.numel(s)
 }
