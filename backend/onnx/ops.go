@@ -870,7 +870,7 @@ func opReduceMean(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	axes := axesOf(c, n, in, 18)
 	keep := n.int("keepdims", 1) != 0
 	r := x.Dim()
-	if axes == nil {
+	if len(axes) == 0 { // none given: all of them
 		for i := range r {
 			axes = append(axes, int64(i))
 		}
