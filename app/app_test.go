@@ -278,3 +278,27 @@ func TestHandler(t *testing.T) {
 		}
 	})
 }
+
+func TestThin(t *testing.T) {
+	mk := func(n int) series {
+		s := series{Name: "loss"}
+		for i := range n {
+			s.X, s.Y = append(s.X, float64(i)), append(s.Y, float64(i*i))
+		}
+		return s
+	}
+	cases := []struct{ in, n, want int }{{0, 10, 0}, {5, 10, 5}, {10, 10, 10}, {1000, 400, 400}, {2350, 400, 400}}
+	for _, c := range cases {
+		got := thin(mk(c.in), c.n)
+		if len(got.X) != c.want || len(got.Y) != c.want {
+			t.Errorf("thin(%d, %d): %d points, want %d", c.in, c.n, len(got.X), c.want)
+			continue
+		}
+		if c.want > 0 && (got.X[0] != 0 || got.X[c.want-1] != float64(c.in-1) || got.Y[c.want-1] != float64((c.in-1)*(c.in-1))) {
+			t.Errorf("thin(%d, %d) lost an end: %v … %v", c.in, c.n, got.X[0], got.X[c.want-1])
+		}
+		if !slices.IsSorted(got.X) {
+			t.Errorf("thin(%d, %d) reordered the points", c.in, c.n)
+		}
+	}
+}

@@ -105,6 +105,21 @@ func lineChart(c chart) string {
 	return b.String()
 }
 
+// thin keeps at most n points of s, evenly spaced, always the last one: a
+// chart a few hundred pixels wide shows no more.
+func thin(s series, n int) series {
+	m := min(len(s.X), len(s.Y))
+	if m <= n || n < 2 {
+		return s
+	}
+	out := series{Name: s.Name, Color: s.Color, X: make([]float64, 0, n), Y: make([]float64, 0, n)}
+	for i := range n {
+		j := i * (m - 1) / (n - 1)
+		out.X, out.Y = append(out.X, s.X[j]), append(out.Y, s.Y[j])
+	}
+	return out
+}
+
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 
 // tick formats an axis value briefly.

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
@@ -221,6 +222,32 @@ func (c *client) Events(ctx context.Context, job string, fn func(shared.Event) b
 			conn.Close(websocket.StatusNormalClosure, "")
 			return nil
 		}
+	}
+}
+
+// batched returns an event handler for Events that hands the events to
+// apply on the UI goroutine in batches: every event that arrives while a
+// batch waits for the UI joins it, so a replay of thousands of events
+// renders a few times, not thousands.
+func batched(ctx ui.Context, apply func([]shared.Event)) func(shared.Event) {
+	var (
+		mu      sync.Mutex
+		pending []shared.Event
+	)
+	return func(e shared.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		pending = append(pending, e)
+		if len(pending) > 1 {
+			return // a dispatch is on its way
+		}
+		ctx.Dispatch(func(ui.Context) {
+			mu.Lock()
+			evs := pending
+			pending = nil
+			mu.Unlock()
+			apply(evs)
+		})
 	}
 }
 

@@ -162,13 +162,17 @@ func (p *models) watch(ctx ui.Context, id string) {
 	wctx, stop := context.WithCancel(ctx)
 	p.stop = stop
 	c := newClient("")
+	add := batched(ctx, func(evs []shared.Event) {
+		if p.follow != id {
+			return
+		}
+		for _, e := range evs {
+			p.curve.add(e)
+		}
+	})
 	ctx.Async(func() {
 		err := c.Events(wctx, id, func(e shared.Event) bool {
-			ctx.Dispatch(func(ui.Context) {
-				if p.follow == id {
-					p.curve.add(e)
-				}
-			})
+			add(e)
 			return true
 		})
 		if err != nil {
@@ -312,7 +316,7 @@ func (p *models) live() ui.UI {
 		errorBox(p.watchErr),
 		ui.Div().Class("row").Body(
 			ui.Raw(lineChart(chart{Title: "training loss", XLabel: "step", Width: 520, Height: 220,
-				Series: []series{{Name: "loss", Color: "#2f6fd6", X: c.lossX, Y: c.lossY}}})),
+				Series: []series{thin(series{Name: "loss", Color: "#2f6fd6", X: c.lossX, Y: c.lossY}, 400)}})),
 			ui.Raw(lineChart(chart{Title: "accuracy", XLabel: "epoch", Width: 420, Height: 220, YMin: 0, YMax: 1,
 				Series: []series{
 					{Name: "train", Color: "#f2a93b", X: c.epochs, Y: c.trainAcc},

@@ -178,11 +178,18 @@ func (v *verify) follow(ctx ui.Context, j *shared.Job) {
 	v.stop = stop
 	c := newClient("")
 	id := j.ID
+	add := batched(ctx, func(evs []shared.Event) {
+		if v.job != id {
+			return
+		}
+		for _, e := range evs {
+			v.add(e)
+		}
+	})
 	ctx.Async(func() {
 		err := c.Events(wctx, id, func(e shared.Event) bool {
-			final := e.Kind == shared.State && e.State.Final()
-			ctx.Dispatch(func(ui.Context) { v.add(e) })
-			return !final
+			add(e)
+			return !(e.Kind == shared.State && e.State.Final())
 		})
 		// The verdict is in the finished job (and in its verdict event).
 		j, jerr := c.Job(wctx, id)
