@@ -151,9 +151,10 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	apply := common(fs, e)
 	fpPath := fs.String("fingerprint", "", "fingerprint file; required")
-	suspects := fs.String("suspect", "", "comma-separated suspect model files; required")
+	suspects := fs.String("suspect", "", "comma-separated suspect model files or prediction endpoint URLs (http://host:port/v2/models/NAME, http://host:port/v1/models/NAME); required")
 	theta := fs.Float64("theta", fingerprint.DefaultThreshold, "verification threshold θ on fingerprint accuracy")
 	base := fs.Float64("base-rate", 0, "agreement rate of independent models for the p-value (default: the fingerprint's reference rate)")
+	remote := remoteFlags(fs)
 	var of onnxFlags
 	of.register(fs) // after remoteFlags: shares its --layout and --scale
 	if err := parse(fs, args); err != nil {
@@ -172,14 +173,22 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	var verdicts []*fingerprint.Verdict
 	var sb strings.Builder
 	for _, p := range strings.Split(*suspects, ",") {
-		m, err := loadLocal(e, p, &of) // an .onnx file, a model or a deployed ensemble
-		if err != nil {
-			return err
-		}
-		v, err := fingerprint.Verify(ctx, &suspect.Local{Model: m, Name: p}, fp, *theta, *base)
-		m.Free()
-		if err != nil {
-			return err
+		var v *fingerprint.Verdict
+		note := ""
+		if isRemote(p) { // a prediction endpoint
+			if v, note, err = verifyRemote(ctx, remote, strings.TrimSpace(p), fp, *theta, *base); err != nil {
+				return err
+			}
+		} else {
+			m, err := loadLocal(e, p, &of) // an .onnx file, a model or a deployed ensemble
+			if err != nil {
+				return err
+			}
+			v, err = fingerprint.Verify(ctx, &suspect.Local{Model: m, Name: p}, fp, *theta, *base)
+			m.Free()
+			if err != nil {
+				return err
+			}
 		}
 		verdicts = append(verdicts, v)
 		word := "NOT a surrogate"
@@ -187,6 +196,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 			word = "SURROGATE"
 		}
 		fmt.Fprintf(&sb, "%-40s %-15s fingerprint accuracy %.3f (%d/%d), θ = %.2f, p = %.2g\n", p, word, v.Accuracy, v.Agree, v.Fingerprints, v.Threshold, v.PValue)
+		sb.WriteString(note)
 	}
 	return e.emit(verdicts, sb.String())
 }

@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/conferral/conferral/backend/fingerprint"
+	"github.com/conferral/conferral/backend/nn"
+	"github.com/conferral/conferral/backend/predict"
+	"github.com/conferral/conferral/backend/suspect"
+	"github.com/conferral/conferral/backend/train"
+)
+
+// runServeModel serves a model as a prediction endpoint in both REST
+// protocols until interrupted.
+func runServeModel(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("serve-model", flag.ContinueOnError)
+	apply := common(fs, e)
+	model := fs.String("model", "", "model file (a zoo model or a deployed ensemble, safetensors); required")
+	addr := fs.String("addr", "127.0.0.1:8500", "address to listen on (port 0 picks a free one)")
+	name := fs.String("name", "model", "the model's name in URLs: /v2/models/NAME, /v1/models/NAME")
+	labelsOnly := fs.Bool("labels-only", false, "answer with the class index only (same as --answer index)")
+	answer := fs.String("answer", "probabilities", "what each image gets back: probabilities, index, name or onehot")
+	layout := fs.String("layout", "nchw", "input layout the endpoint takes: nchw or nhwc")
+	scale := fs.Float64("scale", 1, "pixel scale the endpoint takes (255 for 0-255 inputs)")
+	maxBatch := fs.Int("max-batch", 1024, "most images in one request")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *model == "" {
+		return usagef("--model is required")
+	}
+	a, err := predict.ParseAnswer(*answer)
+	if err != nil {
+		return usagef("--answer: %v", err)
+	}
+	if *labelsOnly {
+		if a != predict.Probabilities && a != predict.Index {
+			return usagef("--labels-only and --answer %s disagree", a)
+		}
+		a = predict.Index
+	}
+	l, err := suspect.ParseLayout(*layout)
+	if err != nil {
+		return usagef("--layout: %v", err)
+	}
+	if err := apply(); err != nil {
+		return err
+	}
+	m, _, err := train.LoadDeployed(*model, e.device)
+	if err != nil {
+		return err
+	}
+	defer m.Free()
+	var spec nn.Spec
+	switch x := m.(type) {
+	case *nn.Model:
+		spec = x.Spec
+	case *train.Ensemble:
+		first, ok := x.Members[0].(*nn.Model)
+		if !ok {
+			return fmt.Errorf("serve-model: %s: ensemble member 0 is a %T", *model, x.Members[0])
+		}
+		spec = first.Spec
+	default:
+		return fmt.Errorf("serve-model: %s: cannot serve a %T", *model, m)
+	}
+	h, err := predict.New(m, predict.Options{Name: *name, Classes: spec.Classes, C: int(spec.C), H: int(spec.H), W: int(spec.W),
+		Layout: l, Answer: a, Scale: *scale, MaxBatch: *maxBatch})
+	if err != nil {
+		return usageError{err}
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("serve-model: %w", err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	base := "http://" + ln.Addr().String()
+	fmt.Fprintf(e.stdout, "serving %s (%s, %d classes, %dx%dx%d %s, answers: %s)\n  KServe v2:          %s/v2/models/%s\n  TensorFlow Serving: %s/v1/models/%s\n",
+		*model, spec.Arch, len(spec.Classes), spec.C, spec.H, spec.W, strings.ToUpper(string(l)), a, base, *name, base, *name)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		return fmt.Errorf("serve-model: %w", err)
+	case <-ctx.Done():
+	}
+	shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shut); err != nil {
+		return fmt.Errorf("serve-model: shutting down: %w", err)
+	}
+	if err := <-done; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve-model: %w", err)
+	}
+	return nil
+}
+
+// isRemote says whether a suspect is a URL (only http and https ones get
+// past the guard; others are refused with a clear error).
+func isRemote(s string) bool {
+	return strings.Contains(s, "://")
+}
+
+// remoteFlags registers verify's flags for remote suspects; the function
+// returned reads them.
+func remoteFlags(fs *flag.FlagSet) func() (suspect.RemoteOptions, error) {
+	proto := fs.String("protocol", "auto", "protocol of http(s) suspects: auto (from the URL path), kserve or tfserving")
+	layout := fs.String("layout", "auto", "image layout of http(s) and .onnx suspects: auto (from the endpoint's metadata or the file), nchw or nhwc")
+	scale := fs.Float64("scale", 1, "multiply pixel values given to http(s) and .onnx suspects (255 for 0-255 models)")
+	allowPrivate := fs.Bool("allow-private", false, "allow http(s) suspects on loopback, private and link-local addresses")
+	allowNets := fs.String("allow-net", "", "comma-separated networks (CIDR) allowed although not public, e.g. 10.1.2.0/24")
+	budget := fs.Int("budget", 0, "most images sent to each http(s) suspect, retries included (0: no limit)")
+	timeout := fs.Duration("timeout", 30*time.Second, "time limit of each request to an http(s) suspect")
+	retries := fs.Int("retries", 3, "retries after connection refused, 5xx or 429 (0: none)")
+	batch := fs.Int("remote-batch", 64, "images per request to an http(s) suspect")
+	input := fs.String("input", "", "input tensor name for http(s) suspects (default: from the metadata, else \"input\")")
+	output := fs.String("output", "", "output name holding the class, when an endpoint returns several")
+	return func() (suspect.RemoteOptions, error) {
+		p, err := suspect.ParseProtocol(*proto)
+		if err != nil {
+			return suspect.RemoteOptions{}, usagef("--protocol: %v", err)
+		}
+		l, err := suspect.ParseLayout(*layout)
+		if err != nil {
+			return suspect.RemoteOptions{}, usagef("--layout: %v", err)
+		}
+		if *budget < 0 || *batch <= 0 || *timeout <= 0 || *retries < 0 || !(*scale > 0) {
+			return suspect.RemoteOptions{}, usagef("--budget, --retries ≥ 0; --remote-batch, --timeout, --scale > 0")
+		}
+		o := suspect.RemoteOptions{Protocol: p, Layout: l, Scale: *scale, AllowPrivate: *allowPrivate, Budget: *budget,
+			Timeout: *timeout, Retries: *retries, Batch: *batch, InputName: *input, OutputName: *output}
+		if *retries == 0 {
+			o.Retries = -1
+		}
+		for _, s := range strings.Split(*allowNets, ",") {
+			if s = strings.TrimSpace(s); s == "" {
+				continue
+			}
+			n, err := netip.ParsePrefix(s)
+			if err != nil {
+				return o, usagef("--allow-net: %v", err)
+			}
+			o.AllowNets = append(o.AllowNets, n.Masked())
+		}
+		return o, nil
+	}
+}
+
+// verifyRemote verifies an endpoint; note says what it cost.
+func verifyRemote(ctx context.Context, opts func() (suspect.RemoteOptions, error), url string, fp *fingerprint.Fingerprint, theta, base float64) (*fingerprint.Verdict, string, error) {
+	o, err := opts()
+	if err != nil {
+		return nil, "", err
+	}
+	o.Classes = fp.Meta.Classes
+	r, err := suspect.NewRemote(url, o)
+	if err != nil {
+		return nil, "", err
+	}
+	v, err := fingerprint.Verify(ctx, r, fp, theta, base)
+	if err != nil {
+		return nil, "", err
+	}
+	budget := "no budget"
+	if o.Budget > 0 {
+		budget = fmt.Sprintf("budget %d", o.Budget)
+	}
+	return v, fmt.Sprintf("%-40s %d images sent to the %s endpoint (%s)\n", "", v.Queries, r.Protocol(), budget), nil
+}
