@@ -18,20 +18,22 @@ const (
 // node is one ONNX node ready to run.
 type node struct {
 	name, op string
+	index    int // position in the file
 	in, out  []string
 	attrs    map[string]*pb.AttributeProto
 	fn       opFunc
 }
 
-// String names the node for error messages.
+// String names the node for error messages: by its name, or by its
+// position in the file and its first output when it has no name.
 func (n *node) String() string {
 	if n.name != "" {
 		return fmt.Sprintf("node %q (%s)", n.name, n.op)
 	}
-	if len(n.out) > 0 {
-		return fmt.Sprintf("node producing %q (%s)", n.out[0], n.op)
+	if len(n.out) > 0 && n.out[0] != "" {
+		return fmt.Sprintf("node #%d → %q (%s)", n.index, n.out[0], n.op)
 	}
-	return fmt.Sprintf("node (%s)", n.op)
+	return fmt.Sprintf("node #%d (%s)", n.index, n.op)
 }
 
 // valueInfo is a graph input or output as declared in the file.
@@ -157,10 +159,7 @@ func buildGraph(gp *pb.GraphProto, opset int64) (_ *graph, err error) {
 	pending := make([]*node, 0, len(gp.Node))
 	producer := map[string]bool{}
 	for i, np := range gp.Node {
-		n := &node{name: np.Name, op: np.OpType, in: np.Input, out: np.Output, attrs: map[string]*pb.AttributeProto{}}
-		if n.name == "" {
-			n.name = fmt.Sprintf("#%d", i)
-		}
+		n := &node{name: np.Name, op: np.OpType, index: i, in: np.Input, out: np.Output, attrs: map[string]*pb.AttributeProto{}}
 		if np.Domain != "" && np.Domain != "ai.onnx" {
 			return nil, fmt.Errorf("onnx: %v: domain %q is not supported", n, np.Domain)
 		}
