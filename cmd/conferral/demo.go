@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/conferral/conferral/backend/data"
@@ -61,6 +62,10 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	out := fs.String("out", "demo-out", "folder for the demo's models, fingerprint and pictures")
 	epochs := fs.Int("epochs", 2, "training epochs per model (the source gets one more)")
 	cfgOf := cbimFlags(fs)
+	serve := fs.Bool("serve", false, "run the story as jobs of `conferral serve` (in OUT/server), watchable in the browser")
+	addr := fs.String("addr", "127.0.0.1:8080", "with --serve: where the server listens")
+	web := fs.String("web", "bin/web", "with --serve: folder of the browser app's app.wasm (`make web`)")
+	keep := fs.Bool("keep", true, "with --serve: serve on after the story until Ctrl-C")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -69,6 +74,16 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
+	}
+	if *serve {
+		c := cfgOf()
+		if !flagSet(fs, "eps") {
+			c.CBIM.Eps = 0.05 // as below
+		}
+		threads, _ := strconv.Atoi(fs.Lookup("threads").Value.String())
+		return runDemoServe(ctx, e, demoServe{addr: *addr, web: *web, keep: *keep, threads: threads, out: *out, df: df, epochs: *epochs,
+			extract: shared.ExtractArgs{Eps: c.CBIM.Eps, Alpha: c.CBIM.Alpha, Steps: c.CBIM.Steps, Dropout: c.CBIM.Dropout, Loss: string(c.CBIM.Loss),
+				Tau: c.Tau, Candidates: c.Candidates, Batch: c.Batch, Seed: c.Seed}})
 	}
 	df.split = "all"
 	full, test, err := df.load()
