@@ -8,13 +8,16 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/nn"
+	"github.com/conferral/conferral/backend/onnx"
 	"github.com/conferral/conferral/backend/predict"
 	"github.com/conferral/conferral/backend/suspect"
+	"github.com/conferral/conferral/backend/torch"
 	"github.com/conferral/conferral/backend/train"
 )
 
@@ -23,7 +26,8 @@ import (
 func runServeModel(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("serve-model", flag.ContinueOnError)
 	apply := common(fs, e)
-	model := fs.String("model", "", "model file (a zoo model or a deployed ensemble, safetensors); required")
+	model := fs.String("model", "", "model file: a zoo model or a deployed ensemble (safetensors), or an .onnx file; required")
+	classes := fs.String("classes", "", "comma-separated class names for an .onnx model (default: 0, 1, ...)")
 	addr := fs.String("addr", "127.0.0.1:8500", "address to listen on (port 0 picks a free one)")
 	name := fs.String("name", "model", "the model's name in URLs: /v2/models/NAME, /v1/models/NAME")
 	labelsOnly := fs.Bool("labels-only", false, "answer with the class index only (same as --answer index)")
@@ -54,24 +58,11 @@ func runServeModel(ctx context.Context, e *env, args []string) error {
 	if err := apply(); err != nil {
 		return err
 	}
-	m, _, err := train.LoadDeployed(*model, e.device)
+	m, spec, err := loadServed(e, *model, *classes)
 	if err != nil {
 		return err
 	}
 	defer m.Free()
-	var spec nn.Spec
-	switch x := m.(type) {
-	case *nn.Model:
-		spec = x.Spec
-	case *train.Ensemble:
-		first, ok := x.Members[0].(*nn.Model)
-		if !ok {
-			return fmt.Errorf("serve-model: %s: ensemble member 0 is a %T", *model, x.Members[0])
-		}
-		spec = first.Spec
-	default:
-		return fmt.Errorf("serve-model: %s: cannot serve a %T", *model, m)
-	}
 	h, err := predict.New(m, predict.Options{Name: *name, Classes: spec.Classes, C: int(spec.C), H: int(spec.H), W: int(spec.W),
 		Layout: l, Answer: a, Scale: *scale, MaxBatch: *maxBatch})
 	if err != nil {
@@ -101,6 +92,76 @@ func runServeModel(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("serve-model: %w", err)
 	}
 	return nil
+}
+
+// served is a model serve-model can serve.
+type served interface {
+	predict.Model
+	Free()
+}
+
+// loadServed loads a Conferral model, a deployed ensemble or an .onnx
+// model, with what the endpoint says about its input and classes.
+func loadServed(e *env, path, classes string) (served, nn.Spec, error) {
+	if isONNX(path) {
+		m, err := onnx.Open(strings.TrimSpace(path), onnx.Options{}) // conventions from the file
+		if err != nil {
+			return nil, nn.Spec{}, err
+		}
+		if err := m.To(e.device); err != nil {
+			m.Free()
+			return nil, nn.Spec{}, err
+		}
+		c, h, w := m.InputShape()
+		spec := nn.Spec{Arch: "onnx", C: int64(c), H: int64(h), W: int64(w)}
+		k := m.Classes()
+		if k <= 0 { // known after a forward pass
+			err := torch.Catch(func() {
+				torch.NoGrad(func() {
+					torch.Scoped(func(s *torch.Scope) {
+						x := torch.FromSlice(s, make([]float32, c*h*w), 1, int64(c), int64(h), int64(w))
+						if d := m.Device(); d != torch.CPU {
+							x = x.ToDevice(d)
+						}
+						k = int(m.Forward(x).Size(1))
+					})
+				})
+			})
+			if err != nil {
+				m.Free()
+				return nil, nn.Spec{}, fmt.Errorf("serve-model: %s: a trial forward pass: %w", path, err)
+			}
+		}
+		for i := range k {
+			spec.Classes = append(spec.Classes, strconv.Itoa(i))
+		}
+		if classes != "" {
+			names := strings.Split(classes, ",")
+			if len(names) != k {
+				m.Free()
+				return nil, nn.Spec{}, usagef("--classes names %d classes; %s has %d", len(names), path, k)
+			}
+			spec.Classes = names
+		}
+		return m, spec, nil
+	}
+	if classes != "" {
+		return nil, nn.Spec{}, usagef("--classes is for .onnx models; %s names its classes", path)
+	}
+	m, _, err := train.LoadDeployed(path, e.device)
+	if err != nil {
+		return nil, nn.Spec{}, err
+	}
+	switch x := m.(type) {
+	case *nn.Model:
+		return m, x.Spec, nil
+	case *train.Ensemble:
+		if first, ok := x.Members[0].(*nn.Model); ok {
+			return m, first.Spec, nil
+		}
+	}
+	m.Free()
+	return nil, nn.Spec{}, fmt.Errorf("serve-model: %s: cannot serve a %T", path, m)
 }
 
 // isRemote says whether a suspect is a URL (only http and https ones get

@@ -135,6 +135,26 @@ func TestServeModelVerify(t *testing.T) {
 			t.Errorf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
 		}
 	})
+	t.Run("onnx model", func(t *testing.T) {
+		file := filepath.Join(dir, "m.onnx")
+		if code, _, stderr := invoke(t, ctx, append([]string{"export", "--model", model, "--out", file}, small...)...); code != 0 {
+			t.Fatalf("export: exit %d: %s", code, stderr)
+		}
+		code, onnxLocal, _, stderr := verify("--suspect", file, "--json")
+		if code != 0 {
+			t.Fatalf("verify %s: exit %d: %s", file, code, stderr)
+		}
+		k, tf := serveModel(t, "--model", file, "--answer", "name")
+		for _, url := range []string{k, tf} {
+			code, vs, _, stderr := verify("--suspect", url, "--allow-private", "--json")
+			if code != 0 {
+				t.Fatalf("verify %s: exit %d: %s", url, code, stderr)
+			}
+			if v, l := vs[0], onnxLocal[0]; !slices.Equal(v.Labels, l.Labels) || v.Agree != l.Agree || v.Queries != fp.N {
+				t.Errorf("%s: remote verdict %+v, local %+v", url, v, l)
+			}
+		}
+	})
 	t.Run("refusals", func(t *testing.T) {
 		cases := []struct {
 			args []string
@@ -173,6 +193,8 @@ func TestServeModelFlags(t *testing.T) {
 		{[]string{"--model", "x", "--layout", "chw"}, 2, "--layout"},
 		{[]string{"--model", "x", "--labels-only", "--answer", "name"}, 2, "disagree"},
 		{[]string{"--model", filepath.Join(t.TempDir(), "missing.safetensors")}, 1, "missing.safetensors"},
+		{[]string{"--model", filepath.Join(t.TempDir(), "missing.onnx")}, 1, "missing.onnx"},
+		{[]string{"--model", "m.safetensors", "--classes", "a,b"}, 2, "--classes is for .onnx models"},
 	}
 	for _, c := range cases {
 		code, _, stderr := invoke(t, ctx, append([]string{"serve-model", "--threads", "1"}, c.args...)...)
