@@ -15,6 +15,10 @@ import (
 // terabytes: 2^28 elements (1 GiB of float32) per example of the batch.
 const maxElems = 1 << 28
 
+// maxAxis bounds one axis of a tensor whose indices an op lists in Go
+// (Resize, reflect and edge Pad).
+const maxAxis = 1 << 24
+
 // maxRank bounds a tensor's dimensions, as the binding does.
 const maxRank = 16
 

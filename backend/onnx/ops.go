@@ -667,6 +667,9 @@ func opPad(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 		if n == 0 {
 			fail("cannot %s-pad an empty axis %d", mode, i)
 		}
+		if n+b+e > maxAxis {
+			fail("padded size %d along axis %d is over the limit of %d", n+b+e, i, maxAxis)
+		}
 		idx := make([]int64, 0, n+b+e)
 		for j := -b; j < n+e; j++ {
 			k := j

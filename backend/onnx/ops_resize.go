@@ -81,6 +81,11 @@ func opResize(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 		}
 	}
 	c.numel(out)
+	for i, o := range out {
+		if o > maxAxis {
+			fail("output size %d along axis %d is over the limit of %d", o, i, maxAxis)
+		}
+	}
 	if coord == "tf_crop_and_resize" && len(roiF) != 2*r {
 		fail("roi %v does not fit rank %d", roiF, r)
 	}
