@@ -131,6 +131,10 @@ type Job struct {
 	Finished *time.Time `json:"finished,omitempty"`
 	// Progress is the job's latest progress or epoch event.
 	Progress *Event `json:"progress,omitempty"`
+	// Worker and Host name the fleet member (River client) and the machine
+	// that runs the job, or ran it last.
+	Worker string `json:"worker,omitempty"`
+	Host   string `json:"host,omitempty"`
 }
 
 // JobResult is what a completed job made.

@@ -14,7 +14,10 @@ import (
 // fingerprints and uploads. Files are written under a temporary name in
 // the same folder and renamed into place, so a reader never sees half a
 // file and a crash leaves at most a stray temporary.
-type artifacts struct{ dir string }
+type artifacts struct {
+	dir           string
+	artifactCheck // what checked.go has verified
+}
 
 func newArtifacts(dir string) (*artifacts, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {

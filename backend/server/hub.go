@@ -13,6 +13,9 @@ import (
 type hub struct {
 	mu   sync.Mutex
 	subs map[*subscription]struct{}
+	// last is the highest Seq published per job: an event that another
+	// fleet member's relay brings again is dropped.
+	last map[string]int64
 }
 
 type subscription struct {
@@ -21,7 +24,9 @@ type subscription struct {
 	dropped bool
 }
 
-func newHub() *hub { return &hub{subs: map[*subscription]struct{}{}} }
+func newHub() *hub {
+	return &hub{subs: map[*subscription]struct{}{}, last: map[string]int64{}}
+}
 
 // subscribe returns a subscription to job's events ("" for all).
 func (h *hub) subscribe(job string) *subscription {
@@ -44,6 +49,12 @@ func (h *hub) unsubscribe(s *subscription) {
 func (h *hub) publish(e shared.Event) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if e.Seq > 0 {
+		if e.Seq <= h.last[e.Job] {
+			return
+		}
+		h.last[e.Job] = e.Seq
+	}
 	for s := range h.subs {
 		if s.job != "" && s.job != e.Job {
 			continue

@@ -149,6 +149,8 @@ func (s *Server) work(ctx context.Context, id string) error {
 	case err == nil:
 		s.finish(ctx, id, shared.JobCompleted, res, "")
 		return nil
+	case errors.Is(context.Cause(ctx), errLeaseLost):
+		return err // another worker runs the job now and keeps its record
 	case errors.Is(context.Cause(ctx), river.ErrJobCancelledRemotely):
 		s.finish(ctx, id, shared.JobCancelled, nil, "cancelled by request while running")
 		return err
@@ -222,7 +224,7 @@ func (s *Server) emit(ctx context.Context, e shared.Event) {
 	}
 	s.seqMu.Lock()
 	seq, ok := s.seqs[e.Job]
-	if !ok {
+	if !ok || (s.fleet != nil && e.Kind != shared.Progress) { // other processes number the job's events too
 		seq = s.lastSeq(ctx, e.Job)
 	}
 	seq++

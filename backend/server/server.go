@@ -81,6 +81,21 @@ type Config struct {
 	Logger *slog.Logger
 	// Version is reported by /api/health.
 	Version string
+
+	// Database is a PostgreSQL URL (postgres://...) holding the queue and
+	// the records of a fleet of servers and workers; "" keeps both in
+	// Dir/conferral.db (see postgres.go).
+	Database string
+	// Artifacts is the folder of artifacts; with Database, one that every
+	// member of the fleet mounts [Dir/artifacts].
+	Artifacts string
+	// Name is this process's name in the fleet [host-pid].
+	Name string
+	// Lease is how long a fleet member may stay silent before its running
+	// jobs are taken back and run elsewhere [30 s].
+	Lease time.Duration
+	// NoWork, with Database, runs no jobs here: workers run them.
+	NoWork bool
 }
 
 // Server is a running `conferral serve`.
@@ -93,7 +108,8 @@ type Server struct {
 	art      *artifacts
 	reports  string
 	hub      *hub
-	river    *river.Client[*sql.Tx]
+	river    queue
+	fleet    *fleet // with Config.Database
 	queue    string
 	lock     *os.File
 	log      *slog.Logger
@@ -156,6 +172,16 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			s.shutdown(context.Background())
 		}
 	}()
+	if IsPostgres(cfg.Database) {
+		if err := s.openFleet(ctx); err != nil {
+			return nil, err
+		}
+		s.handler = s.routes()
+		ok = true
+		return s, nil
+	} else if cfg.Database != "" {
+		return nil, fmt.Errorf("server: database %q: want a postgres:// URL, or none for SQLite in the folder", cfg.Database)
+	}
 	// One process owns the folder: the crash recovery below relies on it.
 	lock, err := os.OpenFile(filepath.Join(cfg.Dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
@@ -188,13 +214,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.store, s.rebind = st, st.q
+	s.store, s.rebind = checkedStore{st, s.art}, st.q
 	if err := s.recover(ctx); err != nil {
 		return nil, err
 	}
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &worker{s: s})
-	s.river, err = river.NewClient(driver, &river.Config{
+	client, err := river.NewClient(driver, &river.Config{
 		Queues:      map[string]river.QueueConfig{s.queue: {MaxWorkers: cfg.Workers}},
 		Workers:     workers,
 		MaxAttempts: cfg.MaxAttempts,
@@ -213,6 +239,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: creating the queue client: %w", err)
 	}
+	s.river = client
 	if err := s.river.Start(context.WithoutCancel(ctx)); err != nil {
 		return nil, fmt.Errorf("server: starting the queue: %w", err)
 	}
@@ -258,6 +285,9 @@ func (s *Server) shutdown(ctx context.Context) error {
 		if err := s.river.StopAndCancel(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("stopping the queue: %w", err))
 		}
+	}
+	if s.fleet != nil {
+		errs = append(errs, s.fleet.close(ctx))
 	}
 	s.hub.closeAll()
 	if s.db != nil {

@@ -37,6 +37,7 @@ func commands() map[string]command {
 		"demo":       {"run the whole story on the embedded default (Fashion-MNIST, CPU)", runDemo},
 		"bench":      {"benchmark the binding against PyTorch on the same libtorch", runBench},
 		"serve":      {"serve the API, the job queue and the browser app (127.0.0.1:8080 by default)", runServe},
+		"worker":     {"join a fleet: take jobs from a PostgreSQL queue (serve --database) on this machine's device", runWorker},
 		"export":     {"write a zoo model as ONNX (normalisation inside, pixel-space NCHW input)", runExport},
 
 		"serve-model": {"serve a model as a KServe v2 and TensorFlow Serving REST endpoint (demos, tests)", runServeModel},

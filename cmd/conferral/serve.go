@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/conferral/conferral/app"
 	"github.com/conferral/conferral/backend/server"
@@ -29,6 +30,10 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	web := fs.String("web", "bin/web", "folder of the browser app's app.wasm (`make web`)")
 	dataDir := fs.String("data-dir", "", "dataset folder (default: where the Debian package or module puts it)")
 	verbose := fs.Bool("v", false, "log the queue's activity")
+	database := fs.String("database", "", "PostgreSQL URL (postgres://...) for a fleet: `conferral worker`s share its queue (default: SQLite in --dir)")
+	artifacts := fs.String("artifacts", "", "artifact folder; with --database, one every worker mounts (default: DIR/artifacts)")
+	coordinator := fs.Bool("coordinator", false, "with --database: run no jobs here, only workers do")
+	lease := fs.Duration("lease", 30*time.Second, "with --database: how long a fleet member may stay silent before its jobs run elsewhere")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -57,6 +62,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		Dir: *dir, Device: e.device.String(), Workers: *workers, Threads: threads, NoResume: *noResume,
 		MaxUpload: *maxUpload, AllowPrivate: *allowPrivate, Addr: *addr, Token: *token, Origins: extra,
 		App: app.Handler(*web), DataDir: *dataDir, Version: "dev",
+		Database: *database, Artifacts: *artifacts, NoWork: *coordinator, Lease: *lease,
 		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level})),
 	})
 	if err != nil {

@@ -1,0 +1,465 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/conferral/conferral/backend/server"
+	"github.com/conferral/conferral/internal/pgtest"
+	"github.com/conferral/conferral/shared"
+)
+
+// childEnv makes the test binary the conferral binary: the fleet tests
+// start real `conferral worker` processes from it (and kill one).
+const childEnv = "CONFERRAL_TEST_CLI_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+// testFleet is a real PostgreSQL, a coordinating `conferral serve` (in
+// process, running no jobs) behind a real HTTP server, and worker
+// processes sharing an artifact folder.
+type testFleet struct {
+	pg      *pgtest.Server
+	art     string
+	srv     *server.Server
+	http    *httptest.Server
+	lease   time.Duration
+	mu      sync.Mutex
+	workers map[string]*fleetWorker
+}
+
+// fleetWorker is one `conferral worker` process.
+type fleetWorker struct {
+	name string
+	cmd  *exec.Cmd
+	out  syncBuffer
+	done chan struct{}
+	err  error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startFleet(tb testing.TB, lease time.Duration) *testFleet {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pg, err := pgtest.Start(ctx)
+	if err != nil {
+		tb.Fatalf("PostgreSQL did not start: %v", err)
+	}
+	f := &testFleet{pg: pg, art: tb.TempDir(), lease: lease, workers: map[string]*fleetWorker{}}
+	tb.Cleanup(func() {
+		if err := pg.Stop(); err != nil {
+			tb.Error(err)
+		}
+	})
+	f.srv, err = server.New(ctx, server.Config{Dir: tb.TempDir(), Database: pg.URL, Artifacts: f.art,
+		NoWork: true, Name: "coordinator", Device: "cpu", Lease: lease})
+	if err != nil {
+		tb.Fatalf("serve --database: %v", err)
+	}
+	f.http = httptest.NewServer(f.srv.Handler())
+	tb.Cleanup(func() {
+		f.http.Close()
+		if err := f.srv.Close(context.Background()); err != nil {
+			tb.Errorf("closing the server: %v", err)
+		}
+	})
+	tb.Cleanup(f.stopWorkers)
+	return f
+}
+
+// startWorker starts `conferral worker` in a child process.
+func (f *testFleet) startWorker(tb testing.TB, name string, slots int) *fleetWorker {
+	tb.Helper()
+	w := &fleetWorker{name: name, done: make(chan struct{})}
+	w.cmd = exec.Command(os.Args[0], "worker", "--database", f.pg.URL, "--artifacts", f.art, "--device", "cpu",
+		"--threads", "1", "--workers", fmt.Sprint(slots), "--name", name, "--lease", f.lease.String(), "--quiet")
+	w.cmd.Env = append(os.Environ(), childEnv+"=1")
+	w.cmd.Stdout, w.cmd.Stderr = &w.out, &w.out
+	if err := w.cmd.Start(); err != nil {
+		tb.Fatalf("starting worker %s: %v", name, err)
+	}
+	go func() { w.err = w.cmd.Wait(); close(w.done) }()
+	f.mu.Lock()
+	f.workers[name] = w
+	f.mu.Unlock()
+	return w
+}
+
+// stopWorkers asks the workers still running to stop, as Ctrl-C does.
+func (f *testFleet) stopWorkers() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, w := range f.workers {
+		w.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, w := range f.workers {
+		select {
+		case <-w.done:
+		case <-time.After(time.Minute):
+			w.cmd.Process.Kill()
+			<-w.done
+		}
+	}
+}
+
+// kill ends a worker at once, as a crash or a pulled plug does.
+func (w *fleetWorker) kill(tb testing.TB) {
+	tb.Helper()
+	if err := w.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		tb.Fatalf("killing worker %s: %v", w.name, err)
+	}
+	<-w.done
+}
+
+func (f *testFleet) call(tb testing.TB, method, path string, body, out any) {
+	tb.Helper()
+	var r io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		r = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, f.http.URL+path, r)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		tb.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode/100 != 2 {
+		tb.Fatalf("%s %s: %s: %s", method, path, resp.Status, b)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			tb.Fatalf("%s %s: decoding %s: %v", method, path, b, err)
+		}
+	}
+}
+
+func (f *testFleet) submit(tb testing.TB, req shared.JobRequest) shared.Job {
+	tb.Helper()
+	var j shared.Job
+	f.call(tb, "POST", "/api/jobs", req, &j)
+	return j
+}
+
+func (f *testFleet) jobs(tb testing.TB) map[string]shared.Job {
+	tb.Helper()
+	var js []shared.Job
+	f.call(tb, "GET", "/api/jobs", nil, &js)
+	m := map[string]shared.Job{}
+	for _, j := range js {
+		m[j.ID] = j
+	}
+	return m
+}
+
+// waitFor polls the jobs until cond holds, failing with the workers'
+// output if the fleet stops making progress for a while.
+func (f *testFleet) waitFor(tb testing.TB, what string, limit time.Duration, cond func(map[string]shared.Job) bool) map[string]shared.Job {
+	tb.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		js := f.jobs(tb)
+		if cond(js) {
+			return js
+		}
+		if time.Now().After(deadline) {
+			var b strings.Builder
+			for _, j := range js {
+				fmt.Fprintf(&b, "  job %s: %s attempt %d on %s: %s\n", j.ID, j.State, j.Attempt, j.Worker, j.Error)
+			}
+			f.mu.Lock()
+			for _, w := range f.workers {
+				fmt.Fprintf(&b, "worker %s:\n%s\n", w.name, w.out.String())
+			}
+			f.mu.Unlock()
+			tb.Fatalf("waiting for %s: not after %s\n%s", what, limit, b.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func allFinal(js map[string]shared.Job) bool {
+	for _, j := range js {
+		if !j.State.Final() {
+			return false
+		}
+	}
+	return true
+}
+
+// trainJob is a small training job: a 1-epoch MLP on a few hundred images.
+func trainJob(seed int64, epochs, limit int) shared.JobRequest {
+	return shared.JobRequest{Kind: shared.JobTrain, Train: &shared.TrainArgs{
+		Arch: "mlp", Epochs: epochs, Seed: seed, NoAugment: true, BatchSize: 64,
+		DataArgs: shared.DataArgs{Limit: limit}}}
+}
+
+// TestFleet runs a batch of small training jobs on two worker processes
+// over a real PostgreSQL, kills one worker while it runs a job, and checks
+// that the job completes on the other, that every job ran to completion
+// exactly once, and that the shared folder holds only complete artifacts
+// named by their sha256.
+func TestFleet(t *testing.T) {
+	const lease = 2 * time.Second
+	f := startFleet(t, lease)
+	workers := []*fleetWorker{f.startWorker(t, "w1", 2), f.startWorker(t, "w2", 2)}
+
+	// The long job is queued first, so that a worker holds it while the
+	// short ones pass through both workers' second slot.
+	long := f.submit(t, trainJob(1000, 8, 2000))
+	short := map[string]bool{}
+	for i := range 8 {
+		short[f.submit(t, trainJob(int64(i+1), 1, 300)).ID] = true
+	}
+
+	// Kill the long job's worker once it trains and both workers have
+	// completed short jobs.
+	js := f.waitFor(t, "the long job training while both workers complete short jobs", 3*time.Minute, func(js map[string]shared.Job) bool {
+		l := js[long.ID]
+		if l.State != shared.JobRunning || l.Worker == "" || l.Progress == nil {
+			return false
+		}
+		done := map[string]bool{}
+		for id := range short {
+			if j := js[id]; j.State == shared.JobCompleted {
+				done[j.Worker] = true
+			}
+		}
+		return done["w1"] && done["w2"]
+	})
+	victimName := js[long.ID].Worker
+	var victim, survivor *fleetWorker
+	for _, w := range workers {
+		if w.name == victimName {
+			victim = w
+		} else {
+			survivor = w
+		}
+	}
+	if victim == nil {
+		t.Fatalf("the long job runs on %q, not on a test worker", victimName)
+	}
+	start := time.Now()
+	victim.kill(t)
+	t.Logf("killed %s while it ran job %s (attempt %d)", victim.name, long.ID, js[long.ID].Attempt)
+
+	js = f.waitFor(t, "every job to finish", 5*time.Minute, allFinal)
+	t.Logf("every job finished %.1f s after the kill (lease %s)", time.Since(start).Seconds(), lease)
+
+	// Every job completed; the killed one on the survivor, in its second
+	// attempt, after a record of what happened.
+	for id, j := range js {
+		if j.Started != nil && j.Finished != nil {
+			t.Logf("job %s: %s attempt %d on %s, %.1f s", id, j.State, j.Attempt, j.Worker, j.Finished.Sub(*j.Started).Seconds())
+		}
+		if j.State != shared.JobCompleted {
+			t.Errorf("job %s: %s (%s), want completed", id, j.State, j.Error)
+		}
+		if j.Result == nil || len(j.Result.Models) != 1 {
+			t.Errorf("job %s: result %+v, want one model", id, j.Result)
+		}
+	}
+	if l := js[long.ID]; l.Worker != survivor.name || l.Attempt != 2 {
+		t.Errorf("the killed job ran last on %s in attempt %d, want %s in attempt 2", l.Worker, l.Attempt, survivor.name)
+	}
+	evs := jobEvents(t, f, long.ID)
+	took, runs := false, 0
+	for _, e := range evs {
+		took = took || strings.Contains(e.Message, "worker "+victim.name+" stopped answering during attempt 1")
+		if e.Kind == shared.State && e.State == shared.JobRunning {
+			runs++
+		}
+	}
+	if !took || runs != 2 {
+		t.Errorf("the killed job's events tell of %d runs and took=%v, want 2 runs and that %s stopped answering: %+v", runs, took, victim.name, evs)
+	}
+
+	// Nothing lost or duplicated: one completed queue row per job, the
+	// killed attempt's row cancelled, one model per job.
+	conn, err := pgx.Connect(context.Background(), f.pg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	type qrow struct {
+		Job, State string
+		By         []string
+	}
+	var qrows []qrow
+	// River records a completion shortly after the job's own record.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		rows, err := conn.Query(context.Background(), `SELECT args->>'job', state, attempted_by FROM river_job ORDER BY id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if qrows, err = pgx.CollectRows(rows, pgx.RowToStructByPos[qrow]); err != nil {
+			t.Fatal(err)
+		}
+		settled := true
+		for _, r := range qrows {
+			settled = settled && (r.State == "completed" || r.State == "cancelled")
+		}
+		if settled || time.Now().After(deadline) {
+			break
+		}
+	}
+	completed := map[string]int{}
+	reaped := map[string]bool{}
+	for _, r := range qrows {
+		switch r.State {
+		case "completed":
+			completed[r.Job]++
+		case "cancelled": // an attempt of the killed worker, taken back
+			if len(r.By) == 0 || r.By[len(r.By)-1] != victim.name {
+				t.Errorf("queue row of job %s cancelled (run by %v); only the killed worker's attempts should be", r.Job, r.By)
+			}
+			reaped[r.Job] = true
+		default:
+			t.Errorf("queue row of job %s left %s", r.Job, r.State)
+		}
+	}
+	// A job the victim finished just before it died has its record
+	// completed but its queue row still running: the reaper cancels the
+	// row and, the record being final, runs nothing again.
+	ranOn := map[string]int{}
+	for id, j := range js {
+		ranOn[j.Worker]++
+		n := completed[id]
+		if reaped[id] && j.Worker == victim.name && j.Attempt == 1 {
+			n++
+		}
+		if n != 1 {
+			t.Errorf("job %s completed %d times, want once (queue rows %d, taken back %v, record: %s on %s, attempt %d)",
+				id, n, completed[id], reaped[id], j.State, j.Worker, j.Attempt)
+		}
+		if reaped[id] && j.Worker == survivor.name && j.Attempt != 2 {
+			t.Errorf("job %s, taken back from %s, ran last in attempt %d, want 2", id, victim.name, j.Attempt)
+		}
+	}
+	if !reaped[long.ID] {
+		t.Errorf("the killed job's first attempt is not among the rows taken back: %v", reaped)
+	}
+	if ranOn["w1"] == 0 || ranOn["w2"] == 0 {
+		t.Errorf("jobs completed per worker: %v, want both workers used", ranOn)
+	}
+	t.Logf("jobs completed per worker: %v", ranOn)
+
+	var models []shared.ModelInfo
+	f.call(t, "GET", "/api/models", nil, &models)
+	if len(models) != len(js) {
+		t.Errorf("%d models stored for %d jobs", len(models), len(js))
+	}
+
+	// The shared folder: every visible file is named by its content's
+	// sha256; the killed worker may have left a temporary, never a
+	// half-written artifact.
+	ents, err := os.ReadDir(f.art)
+	if err != nil {
+		t.Fatal(err)
+	}
+	visible := 0
+	for _, e := range ents {
+		if e.IsDir() || strings.HasPrefix(e.Name(), ".tmp-") {
+			continue
+		}
+		visible++
+		b, err := os.ReadFile(filepath.Join(f.art, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(b)
+		if want := hex.EncodeToString(sum[:]) + ".safetensors"; e.Name() != want {
+			t.Errorf("artifact %s holds content whose name would be %s", e.Name(), want)
+		}
+	}
+	if visible != len(js) {
+		t.Errorf("%d artifacts in the shared folder, want %d", visible, len(js))
+	}
+
+	// The survivor leaves the fleet cleanly when asked to stop.
+	survivor.cmd.Process.Signal(syscall.SIGTERM)
+	<-survivor.done
+	if survivor.err != nil {
+		t.Errorf("worker %s stopped with %v:\n%s", survivor.name, survivor.err, survivor.out.String())
+	}
+	var left int
+	if err := conn.QueryRow(context.Background(), `SELECT count(*) FROM conferral_workers WHERE id = $1`, survivor.name).Scan(&left); err != nil || left != 0 {
+		t.Errorf("worker %s still listed in the fleet after stopping (%d rows, %v)", survivor.name, left, err)
+	}
+}
+
+// jobEvents reads a job's recorded events from the database.
+func jobEvents(t *testing.T, f *testFleet, id string) []shared.Event {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), f.pg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(context.Background(), `SELECT body FROM conferral_events WHERE job = $1::bigint ORDER BY seq`, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bodies, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := make([]shared.Event, len(bodies))
+	for i, b := range bodies {
+		if err := json.Unmarshal([]byte(b), &evs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return evs
+}
