@@ -128,13 +128,12 @@ type Remote struct {
 	metaURL  string // "" when the URL is not a standard one
 	client   *http.Client
 
-	mu      sync.Mutex
-	sent    int // images sent, retries included
-	metaErr error
-	metaOK  bool
-	layout  Layout
-	input   string
-	shape   []int64 // the endpoint's input shape, when it says
+	mu     sync.Mutex
+	sent   int // images sent, retries included
+	metaOK bool
+	layout Layout
+	input  string
+	shape  []int64 // the endpoint's input shape, when it says
 }
 
 // NewRemote checks raw (CheckURL) and prepares a Remote. The URL names the
@@ -296,7 +295,7 @@ func (r *Remote) Classify(ctx context.Context, b Images) ([]int64, error) {
 		part := Images{X: b.X[start*per : (start+n)*per], N: n, C: b.C, H: b.H, W: b.W}
 		labels, err := r.infer(ctx, part)
 		if err != nil {
-			return nil, fmt.Errorf("%s: images %d–%d: %w", r.shown, start, start+n-1, err)
+			return nil, fmt.Errorf("images %d–%d: %w", start, start+n-1, err)
 		}
 		out = append(out, labels...)
 	}
@@ -311,7 +310,7 @@ func (r *Remote) reserve(n, pending int) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.sent+pending+n > r.o.Budget {
-		return fmt.Errorf("%s: %w: %d of %d images sent, %d more needed", r.shown, ErrBudget, r.sent, r.o.Budget, n)
+		return fmt.Errorf("%w: %d of %d images sent, %d more needed", ErrBudget, r.sent, r.o.Budget, n)
 	}
 	return nil
 }
@@ -332,16 +331,10 @@ func (r *Remote) count(n int) error {
 func (r *Remote) prepare(ctx context.Context, b Images) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.metaOK {
-		if r.metaErr != nil {
-			return r.metaErr
-		}
-		r.layout, r.input = r.o.Layout, r.o.InputName
+	if !r.metaOK { // read again on the next call after a failure
+		r.layout, r.input, r.shape = r.o.Layout, r.o.InputName, nil
 		if r.metaURL != "" && (r.layout == LayoutAuto || r.input == "") {
 			if err := r.metadata(ctx); err != nil {
-				if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-					r.metaErr = err
-				}
 				return err
 			}
 		}
@@ -354,11 +347,11 @@ func (r *Remote) prepare(ctx context.Context, b Images) error {
 	if r.shape != nil {
 		switch l, err := layoutOf(r.shape, b); {
 		case err != nil:
-			return fmt.Errorf("%s: %w", r.shown, err)
+			return err
 		case layout == LayoutAuto:
 			layout = l
 		case l != LayoutAuto && l != layout:
-			return fmt.Errorf("%s: the endpoint's input shape %v is %s, not the %s asked for", r.shown, r.shape, l, layout)
+			return fmt.Errorf("the endpoint's input shape %v is %s, not the %s asked for", r.shape, l, layout)
 		}
 	}
 	if layout == LayoutAuto {
@@ -399,7 +392,7 @@ func (r *Remote) metadata(ctx context.Context) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("%s: reading metadata: %w", r.shown, err)
+		return fmt.Errorf("reading metadata: %w", err)
 	}
 	var name, dtype string
 	var shape []int64
@@ -413,7 +406,7 @@ func (r *Remote) metadata(ctx context.Context) error {
 			} `json:"inputs"`
 		}
 		if err := json.Unmarshal(body, &m); err != nil {
-			return fmt.Errorf("%s: metadata is not KServe v2 model metadata: %w", r.shown, err)
+			return fmt.Errorf("metadata is not KServe v2 model metadata: %w", err)
 		}
 		in := -1
 		for i, x := range m.Inputs {
@@ -426,11 +419,11 @@ func (r *Remote) metadata(ctx context.Context) error {
 			return nil // no inputs listed, or not the one asked for: send as told
 		}
 		if r.o.InputName == "" && len(m.Inputs) > 1 {
-			return fmt.Errorf("%s: the model has %d inputs; name one (InputName / --input)", r.shown, len(m.Inputs))
+			return fmt.Errorf("the model has %d inputs; name one (InputName / --input)", len(m.Inputs))
 		}
 		name, dtype, shape = m.Inputs[in].Name, m.Inputs[in].Datatype, m.Inputs[in].Shape
 		if dtype != "" && dtype != "FP32" {
-			return fmt.Errorf("%s: input %q is %s; only FP32 inputs are supported", r.shown, name, dtype)
+			return fmt.Errorf("input %q is %s; only FP32 inputs are supported", name, dtype)
 		}
 	case TFServing:
 		var m struct {
@@ -450,7 +443,7 @@ func (r *Remote) metadata(ctx context.Context) error {
 			} `json:"metadata"`
 		}
 		if err := json.Unmarshal(body, &m); err != nil {
-			return fmt.Errorf("%s: metadata is not TensorFlow Serving model metadata: %w", r.shown, err)
+			return fmt.Errorf("metadata is not TensorFlow Serving model metadata: %w", err)
 		}
 		sig, ok := m.Metadata.SignatureDef.SignatureDef["serving_default"]
 		if !ok || len(sig.Inputs) != 1 {
@@ -461,13 +454,13 @@ func (r *Remote) metadata(ctx context.Context) error {
 			for _, d := range in.TensorShape.Dim {
 				n, err := d.Size.Int64()
 				if err != nil {
-					return fmt.Errorf("%s: metadata: input dimension %q: %w", r.shown, d.Size, err)
+					return fmt.Errorf("metadata: input dimension %q: %w", d.Size, err)
 				}
 				shape = append(shape, n)
 			}
 		}
 		if dtype != "" && dtype != "DT_FLOAT" {
-			return fmt.Errorf("%s: input %q is %s; only DT_FLOAT inputs are supported", r.shown, name, dtype)
+			return fmt.Errorf("input %q is %s; only DT_FLOAT inputs are supported", name, dtype)
 		}
 		name = "" // TensorFlow Serving takes unnamed instances for a one-input signature
 	}
