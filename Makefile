@@ -3,7 +3,7 @@ GO      ?= go
 BIN     := bin/conferral
 THREADS ?= $(shell nproc)
 # Debian packages: libtorch (the tensor engine) and the embedded dataset.
-DEPS       := libtorch-dev dataset-fashion-mnist g++ chromium libonnx-testdata python3-onnx
+DEPS       := libtorch-dev dataset-fashion-mnist g++ chromium libonnx-testdata python3-onnx postgresql
 BENCH_DEPS := python3-torch
 
 .PHONY: all build web deps test demo bench vet clean
@@ -37,6 +37,8 @@ demo: build
 bench: build
 	@scripts/deps.sh $(BENCH_DEPS)
 	$(BIN) bench --threads $(THREADS) --out BENCH.md
+	# A fleet (PostgreSQL, `conferral worker` processes): small training jobs per minute with 1 and 2 workers.
+	$(GO) test ./cmd/conferral -run '^$$' -bench Fleet -benchtime 1x
 
 clean:
 	rm -rf bin demo-out

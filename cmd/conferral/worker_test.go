@@ -463,3 +463,41 @@ func jobEvents(t *testing.T, f *testFleet, id string) []shared.Event {
 	}
 	return evs
 }
+
+// BenchmarkFleet measures the throughput of a fleet of small training jobs
+// (1-epoch MLPs on 300 images) with one and with two worker processes,
+// each running one job at a time on one libtorch thread.
+func BenchmarkFleet(b *testing.B) {
+	const jobs = 8
+	for _, n := range []int{1, 2} {
+		b.Run(fmt.Sprintf("workers=%d", n), func(b *testing.B) {
+			f := startFleet(b, 5*time.Second)
+			for i := range n {
+				f.startWorker(b, fmt.Sprintf("w%d", i+1), 1)
+			}
+			seed := int64(0)
+			b.ResetTimer()
+			for b.Loop() {
+				ids := map[string]bool{}
+				for range jobs {
+					seed++
+					ids[f.submit(b, trainJob(seed, 1, 300)).ID] = true
+				}
+				js := f.waitFor(b, "the batch", 10*time.Minute, func(js map[string]shared.Job) bool {
+					for id := range ids {
+						if !js[id].State.Final() {
+							return false
+						}
+					}
+					return true
+				})
+				for id := range ids {
+					if js[id].State != shared.JobCompleted {
+						b.Fatalf("job %s: %s (%s)", id, js[id].State, js[id].Error)
+					}
+				}
+			}
+			b.ReportMetric(float64(jobs*b.N)/b.Elapsed().Minutes(), "jobs/min")
+		})
+	}
+}
