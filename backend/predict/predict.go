@@ -75,6 +75,11 @@ type Options struct {
 	MaxBatch int
 	// MaxBodyBytes bounds a request body (64 MiB when zero).
 	MaxBodyBytes int64
+	// Threads is libtorch's intra-op thread count on the goroutine's OS
+	// thread during a forward pass (0: libtorch's default there). The
+	// count is per OS thread, and requests run on threads other than the
+	// one that set it at start-up.
+	Threads int
 }
 
 // Handler serves one model. Inference is serialised: one request runs the
@@ -529,6 +534,9 @@ func (h *Handler) run(x []float32, n int) (labels []int64, probs []float32, err 
 	defer h.mu.Unlock()
 	runtime.LockOSThread() // libtorch's thread pool belongs to the OS thread
 	defer runtime.UnlockOSThread()
+	if h.o.Threads > 0 && torch.NumThreads() != h.o.Threads {
+		torch.SetNumThreads(h.o.Threads)
+	}
 	k := len(h.o.Classes)
 	var wrong error
 	err = torch.Catch(func() {

@@ -96,6 +96,22 @@ func CheckAddr(ip netip.Addr) error {
 	return nil
 }
 
+// numericHost reports a host name whose last label is a number (decimal,
+// octal or hex): "2130706433", "127.1", "0x7f.1", "0177.0.0.1". No DNS
+// name ends in one, and C resolvers read them as IPv4 addresses.
+func numericHost(host string) bool {
+	h := strings.TrimSuffix(strings.ToLower(host), ".")
+	last := h[strings.LastIndex(h, ".")+1:]
+	if last == "" {
+		return false
+	}
+	if strings.HasPrefix(last, "0x") {
+		last = last[2:]
+		return last == "" || strings.Trim(last, "0123456789abcdef") == ""
+	}
+	return strings.Trim(last, "0123456789") == ""
+}
+
 func parsePort(p string) (int, error) {
 	n := 0
 	for _, c := range p {
@@ -183,6 +199,9 @@ func (g Guard) checkURL(u *url.URL) error {
 			return &RefusedError{What: show, Why: err.(*RefusedError).Why}
 		}
 		return nil
+	}
+	if numericHost(host) {
+		return &RefusedError{What: show, Why: fmt.Sprintf("numeric host %q is not a dotted-quad IPv4 address (resolvers read such hosts differently)", host)}
 	}
 	if h := strings.TrimSuffix(strings.ToLower(host), "."); (h == "localhost" || strings.HasSuffix(h, ".localhost")) && len(g.Allow) == 0 {
 		return &RefusedError{What: show, Why: "localhost (pass AllowPrivate / --allow-private to allow it)"}

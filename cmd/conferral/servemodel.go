@@ -64,7 +64,7 @@ func runServeModel(ctx context.Context, e *env, args []string) error {
 	}
 	defer m.Free()
 	h, err := predict.New(m, predict.Options{Name: *name, Classes: spec.Classes, C: int(spec.C), H: int(spec.H), W: int(spec.W),
-		Layout: l, Answer: a, Scale: *scale, MaxBatch: *maxBatch})
+		Layout: l, Answer: a, Scale: *scale, MaxBatch: *maxBatch, Threads: threadsFlag(fs)})
 	if err != nil {
 		return usageError{err}
 	}
@@ -162,6 +162,18 @@ func loadServed(e *env, path, classes string) (served, nn.Spec, error) {
 	}
 	m.Free()
 	return nil, nn.Spec{}, fmt.Errorf("serve-model: %s: cannot serve a %T", path, m)
+}
+
+// threadsFlag is the value of the common --threads flag.
+func threadsFlag(fs *flag.FlagSet) int {
+	if f := fs.Lookup("threads"); f != nil {
+		if g, ok := f.Value.(flag.Getter); ok {
+			if n, ok := g.Get().(int); ok {
+				return n
+			}
+		}
+	}
+	return 0
 }
 
 // isRemote says whether a suspect is a URL (only http and https ones get
