@@ -39,6 +39,8 @@ bench: build
 	$(BIN) bench --threads $(THREADS) --out BENCH.md
 	# A fleet (PostgreSQL, `conferral worker` processes): small training jobs per minute with 1 and 2 workers.
 	$(GO) test ./cmd/conferral -run '^$$' -bench Fleet -benchtime 1x
+	# The browser app: app.wasm's size as sent, navigation to a rendered page in headless chromium.
+	$(GO) test ./e2e -run '^$$' -bench App -benchtime 3x
 
 clean:
 	rm -rf bin demo-out
