@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	ui "github.com/maxence-charriere/go-app/v9/pkg/app"
 
@@ -198,6 +199,18 @@ func (p *models) start(ctx ui.Context, _ ui.Event) {
 		})
 }
 
+// cancel returns a handler that cancels job id.
+func (p *models) cancel(id string) ui.EventHandler {
+	return func(ctx ui.Context, _ ui.Event) {
+		c := newClient("")
+		fetch(ctx, func(ctx context.Context) (struct{}, error) { return struct{}{}, c.Cancel(ctx, id) },
+			func(_ struct{}, err error) {
+				p.err = err
+				p.refresh(ctx)
+			})
+	}
+}
+
 func (p *models) Render() ui.UI {
 	return shell("/models", p.loaded,
 		ui.H1().Text("Models"),
@@ -270,14 +283,17 @@ func (p *models) jobList() ui.UI {
 	}
 	return ui.Table().ID("jobs-table").Body(
 		ui.THead().Body(ui.Tr().Body(ui.Th().Text("job"), ui.Th().Text("kind"), ui.Th().Text("model"),
-			ui.Th().Text("state"), ui.Th().Text("progress"), ui.Th().Text(""))),
+			ui.Th().Text("state"), ui.Th().Text("progress"), ui.Th().Text("runs on"), ui.Th().Text(""))),
 		ui.TBody().Body(ui.Range(p.jobs).Slice(func(i int) ui.UI {
 			j := p.jobs[i]
 			what := ""
-			if j.Args.Train != nil {
-				what = fmt.Sprintf("%s, %d epochs", j.Args.Train.Arch, j.Args.Train.Epochs)
-			} else if j.Args.Derive != nil {
-				what = j.Args.Derive.Attack
+			if a := j.Args.Train; a != nil {
+				what = strings.TrimPrefix(strings.Join([]string{a.Name, a.Arch}, " "), " ")
+				if a.Epochs > 0 {
+					what += fmt.Sprintf(", %d epochs", a.Epochs)
+				}
+			} else if a := j.Args.Derive; a != nil {
+				what = strings.TrimPrefix(a.Name+" "+a.Attack, " ")
 			}
 			prog := ""
 			if e := j.Progress; e != nil && e.Total > 0 {
@@ -286,9 +302,14 @@ func (p *models) jobList() ui.UI {
 			id := j.ID
 			return ui.Tr().DataSet("job", j.ID).Body(
 				ui.Td().Text("#"+j.ID), ui.Td().Text(string(j.Kind)), ui.Td().Text(what),
-				ui.Td().Class("state").Text(string(j.State)), ui.Td().Text(prog),
-				ui.Td().Body(ui.Button().Class("secondary").Text("follow").
-					OnClick(func(ctx ui.Context, _ ui.Event) { p.watch(ctx, id) })),
+				ui.Td().Class("state").Title(j.Error).Body(ui.Text(string(j.State)),
+					ui.If(j.Error != "", ui.Div().Class("small error-text").Text(j.Error))),
+				ui.Td().Text(prog),
+				ui.Td().Class("worker").Title(j.Host).Text(j.Worker),
+				ui.Td().Body(
+					ui.Button().Class("secondary").Text("follow").OnClick(func(ctx ui.Context, _ ui.Event) { p.watch(ctx, id) }),
+					ui.If(!j.State.Final(), ui.Button().Class("secondary cancel").Text("cancel").OnClick(p.cancel(id))),
+				),
 			)
 		})),
 	)

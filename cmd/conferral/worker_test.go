@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/conferral/conferral/backend/server"
@@ -185,6 +186,48 @@ func (f *testFleet) call(tb testing.TB, method, path string, body, out any) {
 	}
 }
 
+// follow subscribes to a job's events on the server's websocket; the
+// function it returns waits for the job's final event and returns them all.
+func (f *testFleet) follow(tb testing.TB, id string) func() []shared.Event {
+	tb.Helper()
+	url := "ws" + strings.TrimPrefix(f.http.URL, "http") + "/api/events?job=" + id
+	conn, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		tb.Fatalf("websocket: %v", err)
+	}
+	var evs []shared.Event
+	done := make(chan error, 1)
+	go func() {
+		for {
+			var e shared.Event
+			if err := conn.ReadJSON(&e); err != nil {
+				done <- err
+				return
+			}
+			evs = append(evs, e)
+			if e.Kind == shared.State && e.State.Final() {
+				done <- nil
+				return
+			}
+		}
+	}()
+	return func() []shared.Event {
+		tb.Helper()
+		defer conn.Close()
+		select {
+		case err := <-done:
+			if err != nil {
+				tb.Errorf("websocket: %v", err)
+			}
+		case <-time.After(time.Minute):
+			tb.Errorf("websocket: no final event of job %s", id)
+			conn.Close()
+			<-done
+		}
+		return evs
+	}
+}
+
 func (f *testFleet) submit(tb testing.TB, req shared.JobRequest) shared.Job {
 	tb.Helper()
 	var j shared.Job
@@ -258,6 +301,9 @@ func TestFleet(t *testing.T) {
 	// The long job is queued first, so that a worker holds it while the
 	// short ones pass through both workers' second slot.
 	long := f.submit(t, trainJob(1000, 8, 2000))
+	// The coordinator runs no job: what its websocket shows of the long
+	// job, the workers' events, comes through the database.
+	live := f.follow(t, long.ID)
 	short := map[string]bool{}
 	for i := range 8 {
 		short[f.submit(t, trainJob(int64(i+1), 1, 300)).ID] = true
@@ -323,6 +369,25 @@ func TestFleet(t *testing.T) {
 	}
 	if !took || runs != 2 {
 		t.Errorf("the killed job's events tell of %d runs and took=%v, want 2 runs and that %s stopped answering: %+v", runs, took, victim.name, evs)
+	}
+
+	// The browser's view: the coordinator's websocket carried the
+	// workers' events live, in order, up to the completion.
+	got := live()
+	runs, progress := 0, 0
+	for i, e := range got {
+		if i > 0 && e.Seq <= got[i-1].Seq {
+			t.Errorf("websocket: event %d after %d", e.Seq, got[i-1].Seq)
+		}
+		switch {
+		case e.Kind == shared.State && e.State == shared.JobRunning:
+			runs++
+		case e.Kind == shared.Progress:
+			progress++
+		}
+	}
+	if runs != 2 || progress == 0 || len(got) == 0 || got[len(got)-1].State != shared.JobCompleted {
+		t.Errorf("websocket: %d events, %d running, %d progress, want 2 runs, progress and completed last: %+v", len(got), runs, progress, got)
 	}
 
 	// Nothing lost or duplicated: one completed queue row per job, the
