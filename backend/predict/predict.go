@@ -192,11 +192,16 @@ func (h *Handler) model(rest string) (tail string, ok bool) {
 	return tail, true
 }
 
+// noModel answers 404 for the model path rest.
+func (h *Handler) noModel(w http.ResponseWriter, rest string) {
+	name, _, _ := strings.Cut(rest, "/")
+	writeError(w, http.StatusNotFound, fmt.Sprintf("no model %q (this endpoint serves %q, version 1)", name, h.o.Name))
+}
+
 func (h *Handler) kserve(w http.ResponseWriter, r *http.Request, rest string) {
 	tail, ok := h.model(strings.TrimSuffix(rest, "/"))
 	if !ok {
-		name, _, _ := strings.Cut(rest, "/")
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no model %q (this endpoint serves %q, version 1)", name, h.o.Name))
+		h.noModel(w, rest)
 		return
 	}
 	switch tail {
@@ -220,7 +225,7 @@ func (h *Handler) tfserving(w http.ResponseWriter, r *http.Request, rest string)
 	rest = strings.TrimSuffix(rest, "/")
 	if m, ok := strings.CutSuffix(rest, ":predict"); ok {
 		if tail, ok := h.model(m); !ok || tail != "" {
-			writeError(w, http.StatusNotFound, fmt.Sprintf("no model %q (this endpoint serves %q, version 1)", m, h.o.Name))
+			h.noModel(w, m)
 			return
 		}
 		if r.Method != http.MethodPost {
@@ -233,8 +238,7 @@ func (h *Handler) tfserving(w http.ResponseWriter, r *http.Request, rest string)
 	}
 	tail, ok := h.model(rest)
 	if !ok {
-		name, _, _ := strings.Cut(rest, "/")
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no model %q (this endpoint serves %q, version 1)", name, h.o.Name))
+		h.noModel(w, rest)
 		return
 	}
 	switch tail {
