@@ -33,8 +33,11 @@ type galleryFilter struct {
 	MaxShown int
 }
 
+// galleryPage is how many more items "show more" adds.
+const galleryPage = 60
+
 func defaultFilter() galleryFilter {
-	return galleryFilter{Target: -1, Label: -1, Sort: "confer-desc", MaxShown: 60}
+	return galleryFilter{Target: -1, Label: -1, Sort: "confer-desc", MaxShown: galleryPage}
 }
 
 // apply returns the items of d that pass f, in f's order.
@@ -185,6 +188,9 @@ func (g *gallery) body() ui.UI {
 		ui.P().ID("gallery-count").Class("muted").DataSet("shown", len(shown)).DataSet("matching", len(items)).
 			Text(fmt.Sprintf("%d of %d examples match; showing %d.", len(items), len(d.Items), len(shown))),
 		ui.Div().ID("gallery").Class("gallery").Body(ui.Range(shown).Slice(func(i int) ui.UI { return itemCard(d, shown[i]) })),
+		ui.If(len(shown) < len(items), ui.P().Body(ui.Button().ID("gallery-more").Class("secondary").
+			Text(fmt.Sprintf("Show %d more", min(galleryPage, len(items)-len(shown)))).
+			OnClick(func(ui.Context, ui.Event) { g.filter.MaxShown += galleryPage }))),
 	)
 }
 

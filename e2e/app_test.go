@@ -448,6 +448,31 @@ func TestModelsAndLiveTraining(t *testing.T) {
 	// The new model joins the list when the job ends.
 	waitFor(t, ctx, fmt.Sprintf(`document.querySelector('tr[data-model=%q]') !== null`, j.Result.Models[0].ID), "the new model in the list")
 	shoot(t, ctx, "models")
+
+	// A long job started from the page is cancelled from the page.
+	if err := chromedp.Do(ctx,
+		chromedp.SetValue(`#train-name`, "e2e-cancel"),
+		chromedp.SetValue(`#train-limit`, "2000"),
+		chromedp.SetValue(`#train-epochs`, "50"),
+		chromedp.Evaluate[chromedp.Void](`['#train-name','#train-limit','#train-epochs'].forEach(s => document.querySelector(s).dispatchEvent(new Event('change')))`),
+		chromedp.Click(`#train-start`),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, fmt.Sprintf(`(() => { const l = document.querySelector('#job-live [data-job]'); return l && l.dataset.job !== %q && document.querySelector('tr[data-job="' + l.dataset.job + '"] button.cancel') !== null; })()`, live.Job),
+		"the new job's cancel button")
+	long := eval[string](t, ctx, `document.querySelector('#job-live [data-job]').dataset.job`)
+	if err := chromedp.Do(ctx, chromedp.Click(fmt.Sprintf(`tr[data-job=%q] button.cancel`, long))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, fmt.Sprintf(`document.querySelector('tr[data-job=%q] td.state').innerText.startsWith('cancelled')`, long), "the job to show as cancelled")
+	var cancelled shared.Job
+	if err := call(context.Background(), http.MethodGet, "/api/jobs/"+long, nil, &cancelled); err != nil {
+		t.Fatal(err)
+	}
+	if cancelled.State != shared.JobCancelled || cancelled.Args.Train == nil || cancelled.Args.Train.Name != "e2e-cancel" {
+		t.Errorf("job %s: %s, %+v; want the cancelled e2e-cancel", long, cancelled.State, cancelled.Args.Train)
+	}
 }
 
 func TestGallery(t *testing.T) {
@@ -604,6 +629,25 @@ func TestVerifyUploadedONNX(t *testing.T) {
 		t.Errorf("verdict card says %q", v.Text)
 	}
 	shoot(t, ctx, "verify-upload")
+}
+
+func TestVerifyStoredModel(t *testing.T) {
+	// The training surrogate agrees with every key (τ = 1).
+	ctx := tab(t)
+	open(t, ctx, "/verify", "verify")
+	if err := chromedp.Do(ctx,
+		chromedp.Click(`#mode-model`),
+		chromedp.WaitVisible(`#verify-model`),
+		chromedp.SetValue(`#verify-model`, e2e.surr.ID),
+		chromedp.Evaluate[chromedp.Void](`document.querySelector('#verify-model').dispatchEvent(new Event('change'))`),
+		chromedp.Click(`#verify-run`),
+	); err != nil {
+		t.Fatal(err)
+	}
+	v := readVerdict(t, ctx)
+	if !v.Surrogate || v.Accuracy != 1 || v.Agree != e2e.fp.Count || !strings.Contains(v.Text, "e2e-surrogate") {
+		t.Errorf("verdict on the stored surrogate: %+v; want a surrogate agreeing on all %d", v, e2e.fp.Count)
+	}
 }
 
 func TestVerifyEndpoint(t *testing.T) {
