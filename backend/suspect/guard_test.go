@@ -193,6 +193,22 @@ func TestGuardedClient(t *testing.T) {
 		{"redirect loop", only1, redirector + "/loop", "redirects"},
 		{"redirect allowed when private is", Guard{AllowPrivate: true}, redirector + "/to-private", ""},
 	}
+	// https never redirects to http: the answer would travel in clear.
+	tlsSrv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, redirector+"/", http.StatusFound)
+	}))
+	t.Cleanup(tlsSrv.Close)
+	t.Run("redirect from https to http", func(t *testing.T) {
+		c := Guard{AllowPrivate: true}.Client(5 * time.Second)
+		c.Transport.(*http.Transport).TLSClientConfig = tlsSrv.Client().Transport.(*http.Transport).TLSClientConfig
+		resp, err := c.Get(tlsSrv.URL + "/")
+		if err == nil {
+			resp.Body.Close()
+		}
+		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "redirect from https to http") {
+			t.Errorf("error %v, want a refusal of the downgrade", err)
+		}
+	})
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := inner

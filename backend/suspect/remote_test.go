@@ -28,6 +28,7 @@ type endpoint struct {
 	requests int
 	images   int
 	bodies   [][]byte
+	auth     []string // Authorization headers of the POSTs
 }
 
 func (e *endpoint) serve(t *testing.T, fn func(w http.ResponseWriter, r *http.Request, n int)) string {
@@ -43,6 +44,7 @@ func (e *endpoint) serve(t *testing.T, fn func(w http.ResponseWriter, r *http.Re
 		e.requests++
 		e.images += n
 		e.bodies = append(e.bodies, body)
+		e.auth = append(e.auth, r.Header.Get("Authorization"))
 		e.mu.Unlock()
 		fn(w, r, n)
 	}))
@@ -402,7 +404,7 @@ func TestRequests(t *testing.T) {
 		want  string
 		reply string
 	}{
-		{"kserve nchw", "/v2/models/m", RemoteOptions{},
+		{"kserve nchw with a header", "/v2/models/m", RemoteOptions{Header: http.Header{"Authorization": {"Bearer t0k3n"}}},
 			`{"inputs":[{"name":"input","shape":[1,2,1,3],"datatype":"FP32","data":[0,0.5,1,0.25,0.75,0.125]}]}`, `{"outputs":[{"name":"l","shape":[1],"datatype":"INT64","data":[1]}]}`},
 		{"kserve nhwc scaled named", "/v2/models/m", RemoteOptions{Layout: NHWC, Scale: 255, InputName: "x", OutputName: "l"},
 			`{"inputs":[{"name":"x","shape":[1,1,3,2],"datatype":"FP32","data":[0,63.75,127.5,191.25,255,31.875]}],"outputs":[{"name":"l"}]}`, `{"outputs":[{"name":"l","shape":[1],"datatype":"INT64","data":[1]}]}`},
@@ -431,7 +433,10 @@ func TestRequests(t *testing.T) {
 				t.Errorf("labels %v", got)
 			}
 			if len(e.bodies) != 1 || string(e.bodies[0]) != c.want {
-				t.Errorf("sent %s\nwant %s", e.bodies, c.want)
+				t.Fatalf("sent %s\nwant %s", e.bodies, c.want)
+			}
+			if want := c.o.Header.Get("Authorization"); e.auth[0] != want {
+				t.Errorf("Authorization %q, want %q", e.auth[0], want)
 			}
 		})
 	}

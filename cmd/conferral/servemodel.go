@@ -196,6 +196,15 @@ func remoteFlags(fs *flag.FlagSet) func() (suspect.RemoteOptions, error) {
 	batch := fs.Int("remote-batch", 64, "images per request to an http(s) suspect")
 	input := fs.String("input", "", "input tensor name for http(s) suspects (default: from the metadata, else \"input\")")
 	output := fs.String("output", "", "output name holding the class, when an endpoint returns several")
+	header := http.Header{}
+	fs.Func("header", "`Name: value` header sent to http(s) suspects, e.g. \"Authorization: Bearer …\" (repeatable)", func(s string) error {
+		k, v, ok := strings.Cut(s, ":")
+		if k = strings.TrimSpace(k); !ok || k == "" || strings.ContainsAny(k, " \t") {
+			return fmt.Errorf("want Name: value, got %q", s)
+		}
+		header.Add(k, strings.TrimSpace(v))
+		return nil
+	})
 	return func() (suspect.RemoteOptions, error) {
 		p, err := suspect.ParseProtocol(*proto)
 		if err != nil {
@@ -209,7 +218,7 @@ func remoteFlags(fs *flag.FlagSet) func() (suspect.RemoteOptions, error) {
 			return suspect.RemoteOptions{}, usagef("--budget, --retries ≥ 0; --remote-batch, --timeout, --scale > 0")
 		}
 		o := suspect.RemoteOptions{Protocol: p, Layout: l, Scale: *scale, AllowPrivate: *allowPrivate, Budget: *budget,
-			Timeout: *timeout, Retries: *retries, Batch: *batch, InputName: *input, OutputName: *output}
+			Timeout: *timeout, Retries: *retries, Batch: *batch, InputName: *input, OutputName: *output, Header: header}
 		if *retries == 0 {
 			o.Retries = -1
 		}

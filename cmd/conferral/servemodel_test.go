@@ -170,6 +170,7 @@ func TestServeModelVerify(t *testing.T) {
 			{[]string{"--suspect", kserve, "--protocol", "grpc"}, 2, "--protocol"},
 			{[]string{"--suspect", kserve, "--allow-net", "10.0.0.0/99"}, 2, "--allow-net"},
 			{[]string{"--suspect", kserve, "--remote-batch", "0"}, 2, "--remote-batch"},
+			{[]string{"--suspect", kserve, "--header", "no colon"}, 2, "want Name: value"},
 		}
 		for _, c := range cases {
 			code, _, _, stderr := verify(c.args...)
