@@ -215,7 +215,7 @@ func endpoints(u *url.URL, p Protocol) (Protocol, string, string, error) {
 			default:
 				return "", "", "", fmt.Errorf("remote: %s is not a KServe v2 model URL (/v2/models/NAME[/versions/V][/infer])", u.Redacted())
 			}
-			return KServe, withQuery(u, model+"/infer"), withQuery(u, model), nil
+			return KServe, withPath(u, model+"/infer"), withPath(u, model), nil
 		}
 		if p == KServe {
 			return KServe, u.String(), "", nil
@@ -235,7 +235,7 @@ func endpoints(u *url.URL, p Protocol) (Protocol, string, string, error) {
 				return "", "", "", fmt.Errorf("remote: %s is not a TensorFlow Serving model URL (/v1/models/NAME[/versions/V][:predict])", u.Redacted())
 			}
 			model := head + rest
-			return TFServing, withQuery(u, model+":predict"), withQuery(u, model+"/metadata"), nil
+			return TFServing, withPath(u, model+":predict"), withPath(u, model+"/metadata"), nil
 		}
 		if p == TFServing {
 			return TFServing, u.String(), "", nil
@@ -245,7 +245,7 @@ func endpoints(u *url.URL, p Protocol) (Protocol, string, string, error) {
 }
 
 // withQuery is u with its path replaced by the escaped path p.
-func withQuery(u *url.URL, p string) string {
+func withPath(u *url.URL, p string) string {
 	v := *u
 	v.Path, v.RawPath = "", ""
 	v.Fragment, v.RawFragment = "", ""
@@ -285,7 +285,7 @@ func (r *Remote) Classify(ctx context.Context, b Images) ([]int64, error) {
 	if err := r.prepare(ctx, b); err != nil {
 		return nil, err
 	}
-	if err := r.reserve(b.N, 0); err != nil {
+	if err := r.reserve(b.N); err != nil {
 		return nil, err
 	}
 	per := b.C * b.H * b.W
@@ -302,14 +302,14 @@ func (r *Remote) Classify(ctx context.Context, b Images) ([]int64, error) {
 	return out, nil
 }
 
-// reserve checks that n more images (beyond pending ones) fit the budget.
-func (r *Remote) reserve(n, pending int) error {
+// reserve checks that n more images fit the budget.
+func (r *Remote) reserve(n int) error {
 	if r.o.Budget == 0 {
 		return nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.sent+pending+n > r.o.Budget {
+	if r.sent+n > r.o.Budget {
 		return fmt.Errorf("%w: %d of %d images sent, %d more needed", ErrBudget, r.sent, r.o.Budget, n)
 	}
 	return nil
