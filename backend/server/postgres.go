@@ -17,6 +17,8 @@ import (
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"github.com/riverqueue/river/rivermigrate"
 	"github.com/riverqueue/river/rivertype"
+
+	"github.com/conferral/conferral/backend/torch"
 )
 
 // queue is what the server asks of River's client. River's client is
@@ -173,8 +175,17 @@ func (s *Server) openFleet(ctx context.Context) (err error) {
 		FetchPollInterval:           250 * time.Millisecond,
 		Logger:                      cfg.Logger,
 	}
+	// A fleet's queues are per kind of device: a job queued for cuda runs
+	// on whichever worker's GPU is free, within that worker's limit.
+	jobDev := s.device
+	if cfg.JobDevice != "" {
+		if jobDev, err = torch.ParseDevice(cfg.JobDevice); err != nil {
+			return fmt.Errorf("server: jobs' device: %w", err)
+		}
+	}
+	s.queue = fleetQueue(jobDev)
 	if !cfg.NoWork {
-		qcfg.Queues = map[string]river.QueueConfig{s.queue: {MaxWorkers: cfg.Workers}}
+		qcfg.Queues = map[string]river.QueueConfig{fleetQueue(s.device): {MaxWorkers: cfg.Workers}}
 	}
 	if f.client, err = river.NewClient(driver, qcfg); err != nil {
 		return fmt.Errorf("server: creating the queue client: %w", err)
@@ -193,6 +204,14 @@ func (s *Server) openFleet(ctx context.Context) (err error) {
 	f.cancel, f.done = cancel, make(chan struct{})
 	go f.loop(loopCtx, s)
 	return nil
+}
+
+// fleetQueue is the queue of a kind of device in a fleet.
+func fleetQueue(d torch.Device) string {
+	if d == torch.CPU {
+		return "device_cpu"
+	}
+	return "device_cuda"
 }
 
 // migrate runs fn holding the fleet's schema lock.

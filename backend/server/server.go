@@ -96,6 +96,10 @@ type Config struct {
 	Lease time.Duration
 	// NoWork, with Database, runs no jobs here: workers run them.
 	NoWork bool
+	// JobDevice, with Database, is the kind of device (cpu or cuda) that
+	// submitted jobs are queued for, whatever device this process has
+	// [Device's kind].
+	JobDevice string
 }
 
 // Server is a running `conferral serve`.

@@ -33,6 +33,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	database := fs.String("database", "", "PostgreSQL URL (postgres://...) for a fleet: `conferral worker`s share its queue (default: SQLite in --dir)")
 	artifacts := fs.String("artifacts", "", "artifact folder; with --database, one every worker mounts (default: DIR/artifacts)")
 	coordinator := fs.Bool("coordinator", false, "with --database: run no jobs here, only workers do")
+	jobsDevice := fs.String("jobs-device", "", "with --database: queue jobs for workers of this kind of device, cpu or cuda (default: --device)")
 	lease := fs.Duration("lease", 30*time.Second, "with --database: how long a fleet member may stay silent before its jobs run elsewhere")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -62,7 +63,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		Dir: *dir, Device: e.device.String(), Workers: *workers, Threads: threads, NoResume: *noResume,
 		MaxUpload: *maxUpload, AllowPrivate: *allowPrivate, Addr: *addr, Token: *token, Origins: extra,
 		App: app.Handler(*web), DataDir: *dataDir, Version: "dev",
-		Database: *database, Artifacts: *artifacts, NoWork: *coordinator, Lease: *lease,
+		Database: *database, Artifacts: *artifacts, NoWork: *coordinator, Lease: *lease, JobDevice: *jobsDevice,
 		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level})),
 	})
 	if err != nil {
