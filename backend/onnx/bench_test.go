@@ -2,8 +2,10 @@ package onnx
 
 import (
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/torch"
@@ -28,6 +30,16 @@ func benchModels(b *testing.B) (zoo *nn.Model, imported *Model) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { zoo.Free(); imported.Free() })
+	// Warm both up (libtorch's first convolutions set up MKL-DNN).
+	torch.NoGrad(func() {
+		torch.Scoped(func(s *torch.Scope) {
+			x := torch.Rand(s, torch.CPU, 128, 3, 32, 32)
+			for range 2 {
+				zoo.Forward(x)
+				imported.Forward(x)
+			}
+		})
+	})
 	return zoo, imported
 }
 
@@ -59,6 +71,52 @@ func BenchmarkResNet20(b *testing.B) {
 					torch.Grads([]*torch.Tensor{m.f.Forward(xi).Sum()}, []*torch.Tensor{xi})
 				})
 			}
+		})
+	}
+}
+
+// BenchmarkResNet20Ratio alternates the zoo's forward pass and the
+// import's on the same batch and reports the median ratio of their times,
+// which holds up on a loaded machine better than separate timings:
+//
+//	go test ./backend/onnx/ -run '^$' -bench ResNet20Ratio -benchtime 30x
+func BenchmarkResNet20Ratio(b *testing.B) {
+	zoo, imported := benchModels(b)
+	x := torch.Rand(nil, torch.CPU, 128, 3, 32, 32)
+	defer x.Free()
+	timeIt := func(f forwarder, grad bool) time.Duration {
+		start := time.Now()
+		torch.Scoped(func(s *torch.Scope) {
+			xi := s.Add(x.Detach())
+			if !grad {
+				torch.NoGrad(func() { f.Forward(xi) })
+				return
+			}
+			xi.SetRequiresGrad(true)
+			torch.Grads([]*torch.Tensor{f.Forward(xi).Sum()}, []*torch.Tensor{xi})
+		})
+		return time.Since(start)
+	}
+	for _, grad := range []bool{false, true} {
+		name := "forward"
+		if grad {
+			name = "input_grad"
+		}
+		b.Run(name, func(b *testing.B) {
+			var ratios []float64
+			var zt, ot []time.Duration
+			for b.Loop() {
+				z := timeIt(zoo, grad)
+				o := timeIt(imported, grad)
+				zt, ot = append(zt, z), append(ot, o)
+				ratios = append(ratios, float64(o)/float64(z))
+			}
+			slices.Sort(ratios)
+			slices.Sort(zt)
+			slices.Sort(ot)
+			b.ReportMetric(ratios[len(ratios)/2], "onnx/zoo")
+			b.ReportMetric(float64(zt[len(zt)/2].Milliseconds()), "zoo-ms")
+			b.ReportMetric(float64(ot[len(ot)/2].Milliseconds()), "onnx-ms")
 		})
 	}
 }
