@@ -66,7 +66,7 @@ func modelBytes(t testing.TB, opset int64, in []*pb.ValueInfoProto, out []*pb.Va
 
 // linearModel is a classifier of (N,3,2,2) images: Flatten, then Gemm with
 // a weight that picks pixel i for class i (12 classes), then optionally
-// Softmax.
+// Softmax and Identity, as some exporters end a graph.
 func linearModel(t testing.TB, opset int64, softmax bool, meta map[string]string, inDims ...int64) []byte {
 	if inDims == nil {
 		inDims = []int64{-1, 3, 2, 2}
@@ -81,7 +81,8 @@ func linearModel(t testing.TB, opset int64, softmax bool, meta map[string]string
 	}
 	out := "logits"
 	if softmax {
-		nodes = append(nodes, nodeOf("prob", "Softmax", []string{"logits"}, []string{"p"}, intAttr("axis", 1)))
+		nodes = append(nodes, nodeOf("prob", "Softmax", []string{"logits"}, []string{"sm"}, intAttr("axis", 1)),
+			nodeOf("id", "Identity", []string{"sm"}, []string{"p"}))
 		out = "p"
 	}
 	return modelBytes(t, opset, []*pb.ValueInfoProto{vinfo("x", inDims...)}, []*pb.ValueInfoProto{vinfo(out, -1, 12)},

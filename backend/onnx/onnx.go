@@ -207,28 +207,38 @@ func (m *Model) setInput(in valueInfo, meta map[string]string, o Options) error 
 }
 
 // setOutput picks the value Forward returns: the first graph output, or
-// the input of a final Softmax.
+// the input of a final Softmax over the class axis (seen through Identity
+// nodes).
 func (m *Model) setOutput() {
 	m.output = m.g.outputs[0].name
+	producer := map[string]*node{}
 	for _, n := range m.g.nodes {
-		if len(n.out) == 0 || n.out[0] != m.output || n.op != "Softmax" || len(n.in) == 0 {
-			continue
+		for _, o := range n.out {
+			producer[o] = n
 		}
-		shape := m.g.outputs[0].shape
-		rank := int64(len(shape))
-		axis := int64(-1)
-		if m.opset < 13 {
-			axis = 1
-		}
-		if n.attrs["axis"] != nil {
-			axis = n.attrs["axis"].I
-		}
-		if rank == 0 {
-			rank = 2 // unknown: classifiers output (batch, classes)
-		}
-		if axis == -1 || axis == rank-1 {
-			m.output = n.in[0]
-		}
+	}
+	name := m.output
+	n := producer[name]
+	for n != nil && (n.op == "Identity" || n.op == "Dropout") && len(n.in) > 0 {
+		name = n.in[0]
+		n = producer[name]
+	}
+	if n == nil || n.op != "Softmax" || len(n.in) == 0 || len(n.out) == 0 || n.out[0] != name {
+		return
+	}
+	rank := int64(len(m.g.outputs[0].shape))
+	if rank == 0 {
+		rank = 2 // unknown: classifiers output (batch, classes)
+	}
+	axis := int64(-1)
+	if m.opset < 13 {
+		axis = 1
+	}
+	if a := n.attrs["axis"]; a != nil {
+		axis = a.I
+	}
+	if axis == -1 || axis == rank-1 {
+		m.output = n.in[0]
 	}
 }
 
