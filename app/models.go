@@ -281,15 +281,20 @@ func (p *models) jobList() ui.UI {
 	if len(p.jobs) == 0 {
 		return ui.If(p.loaded, ui.P().Class("muted").Text("No training job yet."))
 	}
+	// A fleet names the member that runs each job; one server does not.
+	fleet := slices.ContainsFunc(p.jobs, func(j shared.Job) bool { return j.Worker != "" })
 	return ui.Table().ID("jobs-table").Body(
 		ui.THead().Body(ui.Tr().Body(ui.Th().Text("job"), ui.Th().Text("kind"), ui.Th().Text("model"),
-			ui.Th().Text("state"), ui.Th().Text("progress"), ui.Th().Text("runs on"), ui.Th().Text(""))),
+			ui.Th().Text("state"), ui.Th().Text("progress"), ui.If(fleet, ui.Th().Text("runs on")), ui.Th().Text(""))),
 		ui.TBody().Body(ui.Range(p.jobs).Slice(func(i int) ui.UI {
 			j := p.jobs[i]
 			what := ""
 			if a := j.Args.Train; a != nil {
 				what = strings.TrimPrefix(strings.Join([]string{a.Name, a.Arch}, " "), " ")
-				if a.Epochs > 0 {
+				switch {
+				case a.Epochs == 1:
+					what += ", 1 epoch"
+				case a.Epochs > 1:
 					what += fmt.Sprintf(", %d epochs", a.Epochs)
 				}
 			} else if a := j.Args.Derive; a != nil {
@@ -305,7 +310,7 @@ func (p *models) jobList() ui.UI {
 				ui.Td().Class("state").Title(j.Error).Body(ui.Text(string(j.State)),
 					ui.If(j.Error != "", ui.Div().Class("small error-text").Text(j.Error))),
 				ui.Td().Text(prog),
-				ui.Td().Class("worker").Title(j.Host).Text(j.Worker),
+				ui.If(fleet, ui.Td().Class("worker").Title(j.Host).Text(j.Worker)),
 				ui.Td().Body(
 					ui.Button().Class("secondary").Text("follow").OnClick(func(ctx ui.Context, _ ui.Event) { p.watch(ctx, id) }),
 					ui.If(!j.State.Final(), ui.Button().Class("secondary cancel").Text("cancel").OnClick(p.cancel(id))),

@@ -183,11 +183,11 @@ func chromium() string {
 	return "chromium"
 }
 
-// seed trains a source, a surrogate and a reference (one-epoch MLPs on a few
-// hundred Fashion-MNIST images) and crafts a fingerprint, all as jobs of the
+// seed trains a source, a surrogate and a reference (one-epoch MLPs on 2,000
+// Fashion-MNIST images) and crafts a fingerprint, all as jobs of the
 // running server, through its HTTP API.
 func seed(ctx context.Context) error {
-	data := shared.DataArgs{Limit: 400}
+	data := shared.DataArgs{Limit: 2000}
 	train := func(a shared.TrainArgs) (shared.ModelInfo, error) {
 		a.Arch, a.Epochs = "mlp", 1
 		j, err := runJob(ctx, shared.JobRequest{Kind: shared.JobTrain, Train: &a})
