@@ -209,7 +209,7 @@ var (
 	fixtureErr  string
 )
 
-func getFixture(t *testing.T) fixture {
+func getFixture(t testing.TB) fixture {
 	t.Helper()
 	fixtureOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "conferral-server-fixture-")
@@ -282,7 +282,7 @@ func buildFixture(dir string) (fixture, string) {
 }
 
 // copyFixture copies the fixture's folder for a test's own server.
-func copyFixture(t *testing.T) (fixture, string) {
+func copyFixture(t testing.TB) (fixture, string) {
 	t.Helper()
 	f := getFixture(t)
 	dir := t.TempDir()
