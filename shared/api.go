@@ -217,6 +217,24 @@ type ExtractArgs struct {
 	Candidates int      `json:"candidates,omitempty"`
 	Batch      int      `json:"batch,omitempty"`
 	Seed       int64    `json:"seed,omitempty"`
+	// Train, when set, trains more surrogates and references as jobs of
+	// their own (spread over a fleet's workers) before crafting.
+	Train *ExtractTraining `json:"train,omitempty"`
+}
+
+// ExtractTraining is the training models an extraction trains for itself:
+// surrogates retrained on the source's labels, references on ground truth,
+// both on the defender's split; their model IDs join the request's.
+type ExtractTraining struct {
+	Surrogates int      `json:"surrogates"`
+	References int      `json:"references"`
+	Archs      []string `json:"archs,omitempty"`  // taken in turn [the source's]
+	Epochs     int      `json:"epochs,omitempty"` // [train's default]
+	Limit      int      `json:"limit,omitempty"`  // images of the split [all]
+	// Jobs are the training jobs (surrogates first) and Gathered says
+	// that their models were added; the server sets both.
+	Jobs     []string `json:"jobs,omitempty"`
+	Gathered bool     `json:"gathered,omitempty"`
 }
 
 // VerifyArgs verify one suspect against a stored fingerprint. Exactly one of

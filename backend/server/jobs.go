@@ -110,6 +110,9 @@ func (w *worker) NextRetry(j *river.Job[jobArgs]) time.Time {
 }
 
 func (w *worker) Work(ctx context.Context, j *river.Job[jobArgs]) error {
+	if ready, err := w.s.gather(ctx, j.Args.Job); !ready { // fanout.go
+		return err
+	}
 	return w.s.work(ctx, j.Args.Job)
 }
 

@@ -119,8 +119,8 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 		if a == nil {
 			return badInput("an extract job needs extract arguments")
 		}
-		if len(a.Surrogates) == 0 || len(a.References) == 0 {
-			return badInput("extract needs at least one surrogate and one reference")
+		if err := checkExtractModels(a); err != nil {
+			return err
 		}
 		if err := model("source", a.Source); err != nil {
 			return err

@@ -1,0 +1,157 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/riverqueue/river"
+
+	"github.com/conferral/conferral/backend/nn"
+	"github.com/conferral/conferral/shared"
+)
+
+// Fan-out. An extraction that asks for its own training models
+// (ExtractArgs.Train) queues one training job per model, on the same kind
+// of device, so that a fleet trains them on all its workers at once. Until
+// they are done the extraction waits without holding a worker: each time
+// River hands it out, gather looks at its training jobs and snoozes it
+// again (a snooze is not an attempt). When they have all completed, their
+// models join the request's surrogates and references and the extraction
+// runs.
+
+// gatherPoll is how long an extraction waits between looks at its
+// training jobs.
+const gatherPoll = time.Second
+
+// checkExtractModels checks an extraction's training models: given ones
+// (their IDs), ones to train, or both.
+func checkExtractModels(a *shared.ExtractArgs) error {
+	nSurr, nRefs := len(a.Surrogates), len(a.References)
+	if t := a.Train; t != nil {
+		if t.Surrogates < 0 || t.References < 0 || t.Surrogates+t.References > 256 {
+			return badInput("train: %d surrogates and %d references: want 0 to 256 models in all", t.Surrogates, t.References)
+		}
+		for _, arch := range t.Archs {
+			if !slices.Contains(nn.Architectures(), arch) {
+				return badInput("train: arch %q: want one of %s", arch, strings.Join(nn.Architectures(), ", "))
+			}
+		}
+		if t.Epochs < 0 || t.Epochs > maxEpochs {
+			return badInput("train: epochs %d: want 0 to %d", t.Epochs, maxEpochs)
+		}
+		if t.Limit < 0 {
+			return badInput("train: limit %d: want 0 (all) or more", t.Limit)
+		}
+		if len(t.Jobs) != 0 || t.Gathered {
+			return badInput("train: jobs and gathered are the server's to set")
+		}
+		nSurr, nRefs = nSurr+t.Surrogates, nRefs+t.References
+	}
+	if nSurr == 0 || nRefs == 0 {
+		return badInput("extract needs at least one surrogate and one reference (given, or to train)")
+	}
+	return nil
+}
+
+// gather is called before each attempt of a job. It returns true when the
+// job is ready to run, and otherwise the error that tells River to hand it
+// out again later (a snooze) or never (it failed).
+func (s *Server) gather(ctx context.Context, id string) (bool, error) {
+	j, err := s.store.Job(ctx, id)
+	if err != nil || j.State.Final() || j.Kind != shared.JobExtract || j.Args.Extract == nil {
+		return true, nil // work records what is wrong
+	}
+	t := j.Args.Extract.Train
+	if t == nil || t.Gathered {
+		return true, nil
+	}
+	if len(t.Jobs) == 0 {
+		ids, err := s.fanOut(ctx, j)
+		if err != nil {
+			s.finish(ctx, id, shared.JobFailed, nil, err.Error())
+			return false, river.JobCancel(err)
+		}
+		if j, err = s.store.UpdateJob(ctx, id, func(j *shared.Job) { j.Args.Extract.Train.Jobs = ids }); err != nil {
+			return false, err
+		}
+		t = j.Args.Extract.Train
+		s.emit(ctx, shared.Event{Job: id, Kind: shared.Log, Stage: "train models",
+			Message: fmt.Sprintf("queued %d training jobs: %d surrogates and %d references (jobs %s)", len(ids), t.Surrogates, t.References, strings.Join(ids, ", "))})
+	}
+	var surr, refs []string
+	done := 0
+	for i, cid := range t.Jobs {
+		c, err := s.store.Job(ctx, cid)
+		if err != nil {
+			return false, err
+		}
+		switch {
+		case c.State == shared.JobCompleted && c.Result != nil && len(c.Result.Models) == 1:
+			done++
+			if i < t.Surrogates {
+				surr = append(surr, c.Result.Models[0].ID)
+			} else {
+				refs = append(refs, c.Result.Models[0].ID)
+			}
+		case c.State.Final():
+			err := fmt.Errorf("training job %s %s: %s", cid, c.State, c.Error)
+			s.finish(ctx, id, shared.JobFailed, nil, err.Error())
+			return false, river.JobCancel(err)
+		}
+	}
+	if done < len(t.Jobs) {
+		s.emit(ctx, shared.Event{Job: id, Kind: shared.Progress, Stage: "train models", Step: int64(done), Total: int64(len(t.Jobs)),
+			Message: fmt.Sprintf("%d of %d training models trained", done, len(t.Jobs))})
+		return false, river.JobSnooze(gatherPoll)
+	}
+	if _, err := s.store.UpdateJob(ctx, id, func(j *shared.Job) {
+		a := j.Args.Extract
+		a.Surrogates = append(a.Surrogates, surr...)
+		a.References = append(a.References, refs...)
+		a.Train.Gathered = true
+	}); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// fanOut queues an extraction's training jobs: surrogates retrained on the
+// source's labels and references trained on ground truth, both on the
+// defender's split (§2.4), architectures taken in turn.
+func (s *Server) fanOut(ctx context.Context, j shared.Job) ([]string, error) {
+	a, t := j.Args.Extract, j.Args.Extract.Train
+	archs := t.Archs
+	if len(archs) == 0 {
+		src, _, err := s.store.Model(ctx, a.Source)
+		if err != nil {
+			return nil, fmt.Errorf("extract: source: %w", err)
+		}
+		archs = []string{src.Arch}
+	}
+	var ids []string
+	for i := range t.Surrogates + t.References {
+		role, teacher, k := shared.RoleSurrogate, a.Source, i
+		if i >= t.Surrogates {
+			role, teacher, k = shared.RoleReference, "", i-t.Surrogates
+		}
+		arch := archs[k%len(archs)]
+		req := shared.JobRequest{Kind: shared.JobTrain, Train: &shared.TrainArgs{
+			DataArgs: shared.DataArgs{Dataset: a.Dataset, Split: "defender", SplitSeed: a.SplitSeed, Limit: t.Limit},
+			Name:     fmt.Sprintf("job%s-%s-%s-%d", j.ID, role, arch, k), Arch: arch, Role: role, Teacher: teacher,
+			Epochs: t.Epochs, Seed: int64(1000*(i+1)) + a.Seed}}
+		c, err := s.Submit(ctx, req)
+		if err != nil {
+			var in inputError
+			if errors.As(err, &in) {
+				return ids, fmt.Errorf("extract: a training job: %w", err)
+			}
+			return ids, fmt.Errorf("extract: queueing training job %d of %d: %w", i+1, t.Surrogates+t.References, err)
+		}
+		ids = append(ids, c.ID)
+	}
+	return ids, nil
+}
