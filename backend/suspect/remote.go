@@ -57,9 +57,15 @@ const (
 	LayoutAuto Layout = ""
 	NCHW       Layout = "NCHW"
 	NHWC       Layout = "NHWC"
+	// NHW drops the channel axis of one-channel images (Keras models of
+	// 28×28 digits often take [N, 28, 28]).
+	NHW Layout = "NHW"
+	// Flat sends each image as one vector of C·H·W values in CHW order
+	// (MLPs and scikit-learn models take [N, 784]).
+	Flat Layout = "flat"
 )
 
-// ParseLayout reads auto, nchw and nhwc.
+// ParseLayout reads auto, nchw, nhwc, nhw and flat.
 func ParseLayout(s string) (Layout, error) {
 	switch strings.ToUpper(strings.TrimSpace(s)) {
 	case "", "AUTO":
@@ -68,8 +74,12 @@ func ParseLayout(s string) (Layout, error) {
 		return NCHW, nil
 	case "NHWC":
 		return NHWC, nil
+	case "NHW":
+		return NHW, nil
+	case "FLAT":
+		return Flat, nil
 	}
-	return "", fmt.Errorf("unknown layout %q (auto, nchw or nhwc)", s)
+	return "", fmt.Errorf("unknown layout %q (auto, nchw, nhwc, nhw or flat)", s)
 }
 
 // ErrBudget is returned when a query would exceed the query budget.
@@ -152,7 +162,7 @@ func NewRemote(raw string, o RemoteOptions) (*Remote, error) {
 	if _, err := ParseProtocol(string(o.Protocol)); err != nil {
 		return nil, err
 	}
-	if o.Layout != LayoutAuto && o.Layout != NCHW && o.Layout != NHWC {
+	if l, err := ParseLayout(string(o.Layout)); err != nil || l != o.Layout {
 		return nil, fmt.Errorf("remote: unknown layout %q", o.Layout)
 	}
 	switch {
@@ -360,16 +370,31 @@ func (r *Remote) prepare(ctx context.Context, b Images) error {
 			layout = NHWC
 		}
 	}
+	if layout == NHW && b.C != 1 {
+		return fmt.Errorf("layout NHW drops the channel axis, and the images have %d channels", b.C)
+	}
 	r.layout = layout
 	return nil
 }
 
 // layoutOf matches an input shape (−1 for any size) against b's images.
 func layoutOf(shape []int64, b Images) (Layout, error) {
-	if len(shape) != 4 {
-		return "", fmt.Errorf("the endpoint's input shape %v is not a batch of images (rank 4)", shape)
-	}
 	fits := func(s int64, n int) bool { return s < 0 || s == int64(n) }
+	switch len(shape) {
+	case 2:
+		if fits(shape[1], b.C*b.H*b.W) {
+			return Flat, nil
+		}
+		return "", fmt.Errorf("the endpoint's input shape %v does not take %d×%d×%d = %d values per image", shape, b.C, b.H, b.W, b.C*b.H*b.W)
+	case 3:
+		if b.C == 1 && fits(shape[1], b.H) && fits(shape[2], b.W) {
+			return NHW, nil
+		}
+		return "", fmt.Errorf("the endpoint's input shape %v does not take %d×%d×%d images", shape, b.C, b.H, b.W)
+	case 4:
+	default:
+		return "", fmt.Errorf("the endpoint's input shape %v is not a batch of images (rank 2, 3 or 4)", shape)
+	}
 	nchw := fits(shape[1], b.C) && fits(shape[2], b.H) && fits(shape[3], b.W)
 	nhwc := fits(shape[1], b.H) && fits(shape[2], b.W) && fits(shape[3], b.C)
 	switch {
@@ -668,61 +693,47 @@ func (r *Remote) appendValue(buf []byte, v float32) []byte {
 	return strconv.AppendFloat(buf, float64(v), 'g', -1, 32)
 }
 
-// appendImage writes image i of b as nested arrays in the layout
-// ([C][H][W] or [H][W][C]), or flat when flat is set.
+// axis is one axis of an image on the wire: its size, and the stride
+// of its index in the NCHW data.
+type axis struct{ size, stride int }
+
+// axes are the wire axes of b's images in the layout.
+func (r *Remote) axes(b Images) []axis {
+	c, h, w := axis{b.C, b.H * b.W}, axis{b.H, b.W}, axis{b.W, 1}
+	switch r.layout {
+	case NHWC:
+		return []axis{h, w, c}
+	case NHW:
+		return []axis{h, w}
+	case Flat:
+		return []axis{{b.C * b.H * b.W, 1}}
+	}
+	return []axis{c, h, w}
+}
+
+// appendImage writes image i of b nested in the layout ([C][H][W],
+// [H][W][C], [H][W] or one vector), or flat in its order when flat is set.
 func (r *Remote) appendImage(buf []byte, b Images, i int, flat bool) []byte {
 	per := b.C * b.H * b.W
-	x := b.X[i*per : (i+1)*per]
-	open := func(nested bool) {
-		if nested && !flat {
-			buf = append(buf, '[')
-		}
+	return r.appendNested(buf, b.X[i*per:(i+1)*per], r.axes(b), 0, flat)
+}
+
+func (r *Remote) appendNested(buf []byte, x []float32, axes []axis, off int, flat bool) []byte {
+	if len(axes) == 0 {
+		return r.appendValue(buf, x[off])
 	}
-	shut := func(nested bool) {
-		if nested && !flat {
-			buf = append(buf, ']')
-		}
+	if !flat {
+		buf = append(buf, '[')
 	}
-	sep := func(first bool) {
-		if !first {
+	for i := 0; i < axes[0].size; i++ {
+		if i > 0 {
 			buf = append(buf, ',')
 		}
+		buf = r.appendNested(buf, x, axes[1:], off+i*axes[0].stride, flat)
 	}
-	if r.layout == NHWC {
-		open(true)
-		for h := 0; h < b.H; h++ {
-			sep(h == 0)
-			open(true)
-			for w := 0; w < b.W; w++ {
-				sep(w == 0)
-				open(true)
-				for c := 0; c < b.C; c++ {
-					sep(c == 0)
-					buf = r.appendValue(buf, x[(c*b.H+h)*b.W+w])
-				}
-				shut(true)
-			}
-			shut(true)
-		}
-		shut(true)
-		return buf
+	if !flat {
+		buf = append(buf, ']')
 	}
-	open(true)
-	for c := 0; c < b.C; c++ {
-		sep(c == 0)
-		open(true)
-		for h := 0; h < b.H; h++ {
-			sep(h == 0)
-			open(true)
-			for w := 0; w < b.W; w++ {
-				sep(w == 0)
-				buf = r.appendValue(buf, x[(c*b.H+h)*b.W+w])
-			}
-			shut(true)
-		}
-		shut(true)
-	}
-	shut(true)
 	return buf
 }
 
@@ -731,11 +742,11 @@ func (r *Remote) appendImage(buf []byte, b Images, i int, flat bool) []byte {
 func (r *Remote) kserveRequest(b Images) []byte {
 	buf := make([]byte, 0, 64+len(b.X)*10)
 	name, _ := json.Marshal(r.input)
-	shape := [4]int{b.N, b.C, b.H, b.W}
-	if r.layout == NHWC {
-		shape = [4]int{b.N, b.H, b.W, b.C}
+	shape := strconv.Itoa(b.N)
+	for _, a := range r.axes(b) {
+		shape += "," + strconv.Itoa(a.size)
 	}
-	buf = fmt.Appendf(buf, `{"inputs":[{"name":%s,"shape":[%d,%d,%d,%d],"datatype":"FP32","data":[`, name, shape[0], shape[1], shape[2], shape[3])
+	buf = fmt.Appendf(buf, `{"inputs":[{"name":%s,"shape":[%s],"datatype":"FP32","data":[`, name, shape)
 	for i := 0; i < b.N; i++ {
 		if i > 0 {
 			buf = append(buf, ',')

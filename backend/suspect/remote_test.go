@@ -29,13 +29,18 @@ type endpoint struct {
 	images   int
 	bodies   [][]byte
 	auth     []string // Authorization headers of the POSTs
+	meta     string   // the metadata answer (404 when empty)
 }
 
 func (e *endpoint) serve(t *testing.T, fn func(w http.ResponseWriter, r *http.Request, n int)) string {
 	t.Helper()
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet { // no metadata: defaults
-			http.NotFound(w, r)
+		if r.Method == http.MethodGet {
+			if e.meta == "" { // no metadata: defaults
+				http.NotFound(w, r)
+				return
+			}
+			fmt.Fprint(w, e.meta)
 			return
 		}
 		body, _ := io.ReadAll(r.Body)
@@ -397,35 +402,85 @@ func TestEndpoints(t *testing.T) {
 // TestRequests checks the bodies sent: layouts, scale and names.
 func TestRequests(t *testing.T) {
 	b := Images{X: []float32{0, 0.5, 1, 0.25, 0.75, 0.125}, N: 1, C: 2, H: 1, W: 3} // c0: 0 .5 1; c1: .25 .75 .125
+	gray := Images{X: []float32{0, 0.5, 1, 0.25, 0.75, 0.125}, N: 1, C: 1, H: 2, W: 3}
+	tfMeta := func(dims ...int) string {
+		var d []string
+		for _, n := range dims {
+			d = append(d, fmt.Sprintf(`{"size":"%d"}`, n))
+		}
+		return `{"metadata":{"signature_def":{"signature_def":{"serving_default":{"inputs":{"x":{"dtype":"DT_FLOAT","tensor_shape":{"dim":[` + strings.Join(d, ",") + `]}}}}}}}}`
+	}
 	cases := []struct {
 		name  string
 		url   string
 		o     RemoteOptions
 		want  string
 		reply string
+		meta  string
+		img   *Images // b when nil
+		err   string
 	}{
 		{"kserve nchw with a header", "/v2/models/m", RemoteOptions{Header: http.Header{"Authorization": {"Bearer t0k3n"}}},
-			`{"inputs":[{"name":"input","shape":[1,2,1,3],"datatype":"FP32","data":[0,0.5,1,0.25,0.75,0.125]}]}`, `{"outputs":[{"name":"l","shape":[1],"datatype":"INT64","data":[1]}]}`},
+			`{"inputs":[{"name":"input","shape":[1,2,1,3],"datatype":"FP32","data":[0,0.5,1,0.25,0.75,0.125]}]}`, `{"outputs":[{"name":"l","shape":[1],"datatype":"INT64","data":[1]}]}`, "", nil, ""},
 		{"kserve nhwc scaled named", "/v2/models/m", RemoteOptions{Layout: NHWC, Scale: 255, InputName: "x", OutputName: "l"},
-			`{"inputs":[{"name":"x","shape":[1,1,3,2],"datatype":"FP32","data":[0,63.75,127.5,191.25,255,31.875]}],"outputs":[{"name":"l"}]}`, `{"outputs":[{"name":"l","shape":[1],"datatype":"INT64","data":[1]}]}`},
+			`{"inputs":[{"name":"x","shape":[1,1,3,2],"datatype":"FP32","data":[0,63.75,127.5,191.25,255,31.875]}],"outputs":[{"name":"l"}]}`, `{"outputs":[{"name":"l","shape":[1],"datatype":"INT64","data":[1]}]}`, "", nil, ""},
 		{"tf nhwc (default)", "/v1/models/m", RemoteOptions{},
-			`{"instances":[[[[0,0.25],[0.5,0.75],[1,0.125]]]]}`, `{"predictions":[1]}`},
+			`{"instances":[[[[0,0.25],[0.5,0.75],[1,0.125]]]]}`, `{"predictions":[1]}`, "", nil, ""},
 		{"tf nchw", "/v1/models/m", RemoteOptions{Layout: NCHW},
-			`{"instances":[[[[0,0.5,1]],[[0.25,0.75,0.125]]]]}`, `{"predictions":[1]}`},
+			`{"instances":[[[[0,0.5,1]],[[0.25,0.75,0.125]]]]}`, `{"predictions":[1]}`, "", nil, ""},
 		{"tf named instance", "/v1/models/m", RemoteOptions{Layout: NCHW, InputName: "img"},
-			`{"instances":[{"img":[[[0,0.5,1]],[[0.25,0.75,0.125]]]}]}`, `{"predictions":[1]}`},
+			`{"instances":[{"img":[[[0,0.5,1]],[[0.25,0.75,0.125]]]}]}`, `{"predictions":[1]}`, "", nil, ""},
 		{"tf columnar named", "/v1/models/m", RemoteOptions{Layout: NCHW, InputName: "img", Columnar: true},
-			`{"inputs":{"img":[[[[0,0.5,1]],[[0.25,0.75,0.125]]]]}}`, `{"outputs":[1]}`},
+			`{"inputs":{"img":[[[[0,0.5,1]],[[0.25,0.75,0.125]]]]}}`, `{"outputs":[1]}`, "", nil, ""},
+		{"kserve flat from metadata", "/v2/models/m", RemoteOptions{},
+			`{"inputs":[{"name":"x","shape":[1,6],"datatype":"FP32","data":[0,0.5,1,0.25,0.75,0.125]}]}`, `{"outputs":[{"name":"l","shape":[1],"datatype":"INT64","data":[1]}]}`,
+			`{"inputs":[{"name":"x","datatype":"FP32","shape":[-1,6]}]}`, nil, ""},
+		{"kserve NHWC from metadata", "/v2/models/m", RemoteOptions{},
+			`{"inputs":[{"name":"x","shape":[1,1,3,2],"datatype":"FP32","data":[0,0.25,0.5,0.75,1,0.125]}]}`, `{"outputs":[{"name":"l","shape":[1],"datatype":"INT64","data":[1]}]}`,
+			`{"inputs":[{"name":"x","datatype":"FP32","shape":[-1,1,3,2]}]}`, nil, ""},
+		{"tf flat", "/v1/models/m", RemoteOptions{Layout: Flat},
+			`{"instances":[[0,0.5,1,0.25,0.75,0.125]]}`, `{"predictions":[1]}`, "", nil, ""},
+		{"tf NHW from metadata", "/v1/models/m", RemoteOptions{},
+			`{"instances":[[[0,0.5,1],[0.25,0.75,0.125]]]}`, `{"predictions":[1]}`, tfMeta(-1, 2, 3), &gray, ""},
+		{"tf NCHW from metadata", "/v1/models/m", RemoteOptions{},
+			`{"instances":[[[[0,0.5,1],[0.25,0.75,0.125]]]]}`, `{"predictions":[1]}`, tfMeta(-1, 1, 2, 3), &gray, ""},
+		{"kserve NHW for two channels", "/v2/models/m", RemoteOptions{Layout: NHW}, "", "", "", nil, "drops the channel axis"},
+		{"kserve rank 3 for two channels", "/v2/models/m", RemoteOptions{}, "", "",
+			`{"inputs":[{"name":"x","datatype":"FP32","shape":[-1,1,3]}]}`, nil, "does not take 2×1×3 images"},
+		{"kserve flat of another size", "/v2/models/m", RemoteOptions{}, "", "",
+			`{"inputs":[{"name":"x","datatype":"FP32","shape":[-1,784]}]}`, nil, "does not take 2×1×3 = 6 values per image"},
+		{"kserve rank 5", "/v2/models/m", RemoteOptions{}, "", "",
+			`{"inputs":[{"name":"x","datatype":"FP32","shape":[-1,1,1,2,3]}]}`, nil, "rank 2, 3 or 4"},
+		{"kserve INT8 input", "/v2/models/m", RemoteOptions{}, "", "",
+			`{"inputs":[{"name":"x","datatype":"INT8","shape":[-1,2,1,3]}]}`, nil, "only FP32 inputs"},
+		{"kserve two inputs", "/v2/models/m", RemoteOptions{}, "", "",
+			`{"inputs":[{"name":"x","datatype":"FP32","shape":[-1,2,1,3]},{"name":"y","datatype":"FP32","shape":[-1]}]}`, nil, "2 inputs; name one"},
+		{"tf DT_INT32 input", "/v1/models/m", RemoteOptions{}, "", "",
+			strings.Replace(tfMeta(-1, 1, 3, 2), "DT_FLOAT", "DT_INT32", 1), nil, "only DT_FLOAT"},
+		{"kserve garbage metadata", "/v2/models/m", RemoteOptions{}, "", "", `<html>`, nil, "not KServe v2 model metadata"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			e := &endpoint{}
+			e := &endpoint{meta: c.meta}
 			url := e.serve(t, func(w http.ResponseWriter, r *http.Request, n int) { fmt.Fprint(w, c.reply) })
 			r, err := NewRemote(url+c.url, fast(c.o))
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := r.Classify(context.Background(), b)
+			img := b
+			if c.img != nil {
+				img = *c.img
+			}
+			got, err := r.Classify(context.Background(), img)
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Errorf("error %v, want one with %q", err, c.err)
+				}
+				if len(e.bodies) != 0 {
+					t.Errorf("%d requests sent", len(e.bodies))
+				}
+				return
+			}
 			if err != nil {
 				t.Fatal(err)
 			}

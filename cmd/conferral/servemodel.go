@@ -186,7 +186,7 @@ func isRemote(s string) bool {
 // returned reads them.
 func remoteFlags(fs *flag.FlagSet) func() (suspect.RemoteOptions, error) {
 	proto := fs.String("protocol", "auto", "protocol of http(s) suspects: auto (from the URL path), kserve or tfserving")
-	layout := fs.String("layout", "auto", "image layout of http(s) and .onnx suspects: auto (from the endpoint's metadata or the file), nchw or nhwc")
+	layout := fs.String("layout", "auto", "image layout of http(s) and .onnx suspects: auto (from the endpoint's metadata or the file), nchw or nhwc; endpoints also take nhw (one channel, no channel axis) and flat (C·H·W values)")
 	scale := fs.Float64("scale", 1, "multiply pixel values given to http(s) and .onnx suspects (255 for 0-255 models)")
 	allowPrivate := fs.Bool("allow-private", false, "allow http(s) suspects on loopback, private and link-local addresses")
 	allowNets := fs.String("allow-net", "", "comma-separated networks (CIDR) allowed although not public, e.g. 10.1.2.0/24")
