@@ -360,15 +360,14 @@ func TestUploads(t *testing.T) {
 			t.Errorf("verdict %+v", v)
 		}
 	})
+	// Refused files are gone; the accepted one is kept and recorded.
 	stray, _ := filepath.Glob(filepath.Join(dir, "artifacts", ".tmp-*"))
 	onnxFiles, _ := filepath.Glob(filepath.Join(dir, "artifacts", "*.onnx"))
-	if len(stray) > 0 {
-		t.Errorf("temporary files left: %v", stray)
+	if len(stray) > 0 || len(onnxFiles) != 1 {
+		t.Fatalf("after the uploads: temporaries %v, ONNX files %v; want none and one", stray, onnxFiles)
 	}
-	// Every rejected upload that reached the disk was content-addressed;
-	// only the valid one is recorded as an upload.
-	if _, err := ts.store.Upload(context.Background(), filepath.Base(strings.TrimSuffix(onnxFiles[len(onnxFiles)-1], ".onnx"))); err != nil && len(onnxFiles) == 1 {
-		t.Errorf("the valid upload is not recorded: %v", err)
+	if _, err := ts.store.Upload(context.Background(), strings.TrimSuffix(filepath.Base(onnxFiles[0]), ".onnx")); err != nil {
+		t.Errorf("the accepted upload is not recorded: %v", err)
 	}
 	ts.checkStored(f)
 }

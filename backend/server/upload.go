@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -48,6 +49,15 @@ func (s *Server) verifyUpload(w http.ResponseWriter, r *http.Request) (shared.Jo
 	fields := map[string]string{}
 	var sum, path string
 	var size int64
+	kept := false
+	defer func() {
+		// A refused file goes, unless the same bytes were accepted before.
+		if sum != "" && !kept {
+			if _, err := s.store.Upload(context.WithoutCancel(r.Context()), sum); errors.Is(err, ErrNotFound) {
+				os.Remove(path)
+			}
+		}
+	}()
 	tooLarge := func(err error) error {
 		var mbe *http.MaxBytesError
 		if errors.Is(err, errTooLarge) || errors.As(err, &mbe) {
@@ -131,6 +141,7 @@ func (s *Server) verifyUpload(w http.ResponseWriter, r *http.Request) (shared.Jo
 	if err := s.store.PutUpload(r.Context(), sum, path, size); err != nil {
 		return none, err
 	}
+	kept = true
 	return s.Submit(r.Context(), shared.JobRequest{Kind: shared.JobVerify, Verify: &a})
 }
 
