@@ -333,6 +333,15 @@ func waitFor(t *testing.T, ctx context.Context, predicate, what string) {
 	}
 }
 
+// set types value into the field sel and fires its change event, which is
+// when go-app reads a field.
+func set(sel, value string) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(
+		chromedp.SetValue(sel, value),
+		chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`document.querySelector(%q).dispatchEvent(new Event('change'))`, sel)),
+	)
+}
+
 // eval evaluates a JavaScript expression.
 func eval[T any](t *testing.T, ctx context.Context, expr string) T {
 	t.Helper()
@@ -409,11 +418,7 @@ func TestModelsAndLiveTraining(t *testing.T) {
 
 	// Start a small job from the page and watch its events arrive.
 	if err := chromedp.Do(ctx,
-		chromedp.SetValue(`#train-name`, "e2e-live"),
-		chromedp.SetValue(`#train-limit`, "300"),
-		chromedp.SetValue(`#train-epochs`, "2"),
-		// go-app reads inputs on change events.
-		chromedp.Evaluate[chromedp.Void](`['#train-name','#train-limit','#train-epochs'].forEach(s => document.querySelector(s).dispatchEvent(new Event('change')))`),
+		set(`#train-name`, "e2e-live"), set(`#train-limit`, "300"), set(`#train-epochs`, "2"),
 		chromedp.Click(`#train-start`),
 	); err != nil {
 		t.Fatal(err)
@@ -451,10 +456,7 @@ func TestModelsAndLiveTraining(t *testing.T) {
 
 	// A long job started from the page is cancelled from the page.
 	if err := chromedp.Do(ctx,
-		chromedp.SetValue(`#train-name`, "e2e-cancel"),
-		chromedp.SetValue(`#train-limit`, "2000"),
-		chromedp.SetValue(`#train-epochs`, "50"),
-		chromedp.Evaluate[chromedp.Void](`['#train-name','#train-limit','#train-epochs'].forEach(s => document.querySelector(s).dispatchEvent(new Event('change')))`),
+		set(`#train-name`, "e2e-cancel"), set(`#train-limit`, "2000"), set(`#train-epochs`, "50"),
 		chromedp.Click(`#train-start`),
 	); err != nil {
 		t.Fatal(err)
@@ -502,8 +504,7 @@ func TestGallery(t *testing.T) {
 		}
 	}
 	// Sorting by index and filtering by a target class.
-	if err := chromedp.Do(ctx, chromedp.SetValue(`#sort`, "index"),
-		chromedp.Evaluate[chromedp.Void](`document.querySelector('#sort').dispatchEvent(new Event('change'))`)); err != nil {
+	if err := chromedp.Do(ctx, set(`#sort`, "index")); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, ctx, `(() => { const ix = [...document.querySelectorAll('#gallery .item')].map(c => Number(c.dataset.index)); return ix.every((v, i) => i === 0 || v > ix[i-1]); })()`,
@@ -519,8 +520,7 @@ func TestGallery(t *testing.T) {
 			want++
 		}
 	}
-	if err := chromedp.Do(ctx, chromedp.SetValue(`#filter-target`, fmt.Sprint(target)),
-		chromedp.Evaluate[chromedp.Void](`document.querySelector('#filter-target').dispatchEvent(new Event('change'))`)); err != nil {
+	if err := chromedp.Do(ctx, set(`#filter-target`, fmt.Sprint(target))); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, ctx, fmt.Sprintf(`document.querySelectorAll('#gallery .item').length === %d`, want), fmt.Sprintf("%d items of target %d", want, target))
@@ -535,8 +535,7 @@ func TestGallery(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !bytes.Contains(b, []byte("conferral-fingerprint/1")) {
 		t.Errorf("download %s: HTTP %d, %d bytes, not a fingerprint file", href, resp.StatusCode, len(b))
 	}
-	if err := chromedp.Do(ctx, chromedp.SetValue(`#filter-target`, "-1"),
-		chromedp.Evaluate[chromedp.Void](`document.querySelector('#filter-target').dispatchEvent(new Event('change'))`)); err != nil {
+	if err := chromedp.Do(ctx, set(`#filter-target`, "-1")); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, ctx, imagesLoaded("#gallery img"), "the gallery's images")
@@ -638,8 +637,7 @@ func TestVerifyStoredModel(t *testing.T) {
 	if err := chromedp.Do(ctx,
 		chromedp.Click(`#mode-model`),
 		chromedp.WaitVisible(`#verify-model`),
-		chromedp.SetValue(`#verify-model`, e2e.surr.ID),
-		chromedp.Evaluate[chromedp.Void](`document.querySelector('#verify-model').dispatchEvent(new Event('change'))`),
+		set(`#verify-model`, e2e.surr.ID),
 		chromedp.Click(`#verify-run`),
 	); err != nil {
 		t.Fatal(err)
@@ -675,8 +673,7 @@ func TestVerifyEndpoint(t *testing.T) {
 	if err := chromedp.Do(ctx,
 		chromedp.Click(`#mode-endpoint`),
 		chromedp.WaitVisible(`#verify-endpoint`),
-		chromedp.SetValue(`#verify-endpoint`, endpoint),
-		chromedp.Evaluate[chromedp.Void](`document.querySelector('#verify-endpoint').dispatchEvent(new Event('change'))`),
+		set(`#verify-endpoint`, endpoint),
 		chromedp.Click(`#verify-run`),
 	); err != nil {
 		t.Fatal(err)
