@@ -516,3 +516,34 @@ func TestParseRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// FuzzAnswers feeds arbitrary bodies to both decoders: an answer is
+// labels or an error, never a panic, and labels are one per image, in
+// range.
+func FuzzAnswers(f *testing.F) {
+	f.Add([]byte(`{"outputs":[{"name":"p","shape":[3,3],"datatype":"FP32","data":[0.1,0.2,0.7,0.5,0.3,0.2,0,1,0]}]}`), 3)
+	f.Add([]byte(`{"predictions":[{"class_ids":[2]},{"class_ids":[0]}]}`), 2)
+	f.Add([]byte(`{"outputs":{"scores":[[1,0]],"keys":[7]}}`), 1)
+	f.Add([]byte(`{"outputs":[{"name":"l","shape":[2,1],"datatype":"BYTES","data":[["cat"],["3"]]}]}`), 2)
+	classes := []string{"cat", "dog", "emu", "yak"}
+	f.Fuzz(func(t *testing.T, body []byte, n int) {
+		if n < 0 || n > 64 {
+			return
+		}
+		r := &Remote{o: RemoteOptions{Classes: classes}}
+		for _, decode := range []func([]byte, int) ([]int64, error){r.kserveLabels, r.tfLabels} {
+			labels, err := decode(body, n)
+			if err != nil {
+				continue
+			}
+			if len(labels) != n {
+				t.Fatalf("%d labels for %d images from %s", len(labels), n, body)
+			}
+			for _, l := range labels {
+				if l < 0 || l >= int64(len(classes)) {
+					t.Fatalf("label %d from %s", l, body)
+				}
+			}
+		}
+	})
+}
