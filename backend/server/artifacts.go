@@ -16,7 +16,8 @@ import (
 // file and a crash leaves at most a stray temporary.
 type artifacts struct {
 	dir           string
-	artifactCheck // what checked.go has verified
+	artifactCheck              // what checked.go has verified
+	remote        *objectStore // when dir caches an object store (s3.go)
 }
 
 func newArtifacts(dir string) (*artifacts, error) {
@@ -72,6 +73,9 @@ func (a *artifacts) adopt(tmp, ext string) (sum, path string, err error) {
 	if err := os.Rename(tmp, path); err != nil {
 		return "", "", fmt.Errorf("storing artifact %s: %w", sum, err)
 	}
+	if err := a.publish(path); err != nil {
+		return "", "", err
+	}
 	return sum, path, nil
 }
 
@@ -106,6 +110,9 @@ func (a *artifacts) write(r io.Reader, limit int64, ext string) (sum, path strin
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
 		return "", "", 0, fmt.Errorf("storing artifact %s: %w", sum, err)
+	}
+	if err := a.publish(path); err != nil {
+		return "", "", 0, err
 	}
 	return sum, path, size, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -53,6 +54,12 @@ func (a *artifacts) verify(stored string) (string, error) {
 	}
 	path := filepath.Join(a.dir, base)
 	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) && a.remote != nil {
+		if err := a.remote.fetch(context.Background(), base, a.dir); err != nil {
+			return "", err
+		}
+		f, err = os.Open(path)
+	}
 	if err != nil {
 		return "", fmt.Errorf("artifact %s: %w", sum, err)
 	}

@@ -96,15 +96,23 @@ const migrateLock = 0x636f6e66 // "conf"
 func (s *Server) openFleet(ctx context.Context) (err error) {
 	cfg := s.cfg
 	artDir := cfg.Artifacts
-	if artDir == "" {
+	if artDir == "" || IsObjectStore(artDir) {
 		artDir = filepath.Join(cfg.Dir, "artifacts")
 	}
 	if s.art, err = newSharedArtifacts(artDir); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
 	// Reports live beside the artifacts, so that every member writes them
-	// where the server that shows them reads them.
+	// where the server that shows them reads them (not in an object store:
+	// there each process keeps its own).
 	s.reports = filepath.Join(artDir, "reports")
+	if IsObjectStore(cfg.Artifacts) {
+		// The folder is this process's cache of the store.
+		if s.art.remote, err = newObjectStore(ctx, cfg.Artifacts); err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
+		s.reports = filepath.Join(cfg.Dir, "reports")
+	}
 	if err := os.MkdirAll(s.reports, 0o755); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}

@@ -18,7 +18,8 @@ func runWorker(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	apply := common(fs, e)
 	database := fs.String("database", "", "PostgreSQL URL of the fleet's queue (postgres://user@host:port/db)")
-	artifacts := fs.String("artifacts", "", "the fleet's shared artifact folder (the server's --artifacts, mounted here)")
+	artifacts := fs.String("artifacts", "", "the fleet's shared artifacts: a folder (the server's --artifacts, mounted here) or an object store, s3://host[:port]/bucket[/prefix] (s3+http:// without TLS)")
+	cache := fs.String("cache", "conferral-cache", "with an object store for --artifacts: this worker's folder of copies")
 	workers := fs.Int("workers", 1, "jobs run at once on this worker's device")
 	name := fs.String("name", "", "this worker's name in the fleet (default host-pid)")
 	lease := fs.Duration("lease", 30*time.Second, "how long this worker may stay silent before its jobs are run elsewhere (the same on every member)")
@@ -34,7 +35,11 @@ func runWorker(ctx context.Context, e *env, args []string) error {
 		return usagef("--database postgres://... is required (the queue the server shares)")
 	}
 	if *artifacts == "" {
-		return usagef("--artifacts DIR is required (the folder the fleet shares)")
+		return usagef("--artifacts DIR or s3://... is required (what the fleet shares)")
+	}
+	dir := *artifacts
+	if server.IsObjectStore(dir) {
+		dir = *cache
 	}
 	if *workers < 1 {
 		return usagef("--workers %d: want 1 or more", *workers)
@@ -45,7 +50,7 @@ func runWorker(ctx context.Context, e *env, args []string) error {
 		level = slog.LevelInfo
 	}
 	s, err := server.New(ctx, server.Config{
-		Dir: *artifacts, Artifacts: *artifacts, Database: *database, Name: *name, Lease: *lease,
+		Dir: dir, Artifacts: *artifacts, Database: *database, Name: *name, Lease: *lease,
 		Device: e.device.String(), Workers: *workers, Threads: threads, DataDir: *dataDir, Version: "dev",
 		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level})),
 	})
