@@ -343,3 +343,36 @@ func TestNew(t *testing.T) {
 		t.Errorf("error %v, want one about 10 scores for 2 classes", err)
 	}
 }
+
+// FuzzHandler sends arbitrary bodies to both inference routes of a small
+// real model: every answer is 200, 400 or 413 with a JSON body, never a
+// crash or a 500.
+func FuzzHandler(f *testing.F) {
+	f.Add("/v2/models/model/infer", `{"inputs":[{"name":"input","shape":[1,1,2,2],"datatype":"FP32","data":[0,0.5,1,0.25]}]}`)
+	f.Add("/v2/models/model/infer", `{"inputs":[{"name":"input","shape":[2,1,2,2],"datatype":"FP64","data":[[0,0.5,1,0.25],[1,1,1,1]]}]}`)
+	f.Add("/v1/models/model:predict", `{"instances":[[[[0,0.5],[1,0.25]]]]}`)
+	f.Add("/v1/models/model:predict", `{"inputs":{"x":[[[[0,0.5],[1,0.25]]]]}}`)
+	f.Add("/v1/models/model:predict", `{"instances":[{"x":[[[1e39,0],[0,0]]]}]}`)
+	spec := nn.Spec{Arch: "mlp", Dataset: "t", Classes: []string{"a", "b", "c"}, C: 1, H: 2, W: 2, Mean: []float64{0.5}, Std: []float64{0.3}}
+	m, err := nn.New(spec, 1, torch.CPU)
+	if err != nil {
+		f.Fatal(err)
+	}
+	h, err := predict.New(m, predict.Options{Classes: spec.Classes, C: 1, H: 2, W: 2, MaxBatch: 8, MaxBodyBytes: 1 << 16})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, path, body string) {
+		if path != "/v2/models/model/infer" && path != "/v1/models/model:predict" {
+			return
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodPost, path, strings.NewReader(body)))
+		if c := w.Code; c != 200 && c != 400 && c != 413 {
+			t.Fatalf("%s %q: status %d: %s", path, body, c, w.Body)
+		}
+		if !json.Valid(w.Body.Bytes()) {
+			t.Fatalf("%s %q: not JSON: %s", path, body, w.Body)
+		}
+	})
+}
