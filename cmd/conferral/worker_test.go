@@ -22,6 +22,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/jackc/pgx/v5"
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
 	"github.com/conferral/conferral/backend/server"
 	"github.com/conferral/conferral/internal/pgtest"
@@ -83,13 +85,23 @@ func (s *syncBuffer) String() string {
 
 func startFleet(tb testing.TB, lease time.Duration) *testFleet {
 	tb.Helper()
+	return startFleetWith(tb, lease, "")
+}
+
+// startFleetWith starts a fleet whose artifacts are in store (an object
+// store's URL), or in a shared folder when store is "".
+func startFleetWith(tb testing.TB, lease time.Duration, store string) *testFleet {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	pg, err := pgtest.Start(ctx)
 	if err != nil {
 		tb.Fatalf("PostgreSQL did not start: %v", err)
 	}
-	f := &testFleet{pg: pg, art: tb.TempDir(), lease: lease, workers: map[string]*fleetWorker{}}
+	f := &testFleet{pg: pg, art: store, lease: lease, workers: map[string]*fleetWorker{}}
+	if store == "" {
+		f.art = tb.TempDir()
+	}
 	tb.Cleanup(func() {
 		if err := pg.Stop(); err != nil {
 			tb.Error(err)
@@ -115,8 +127,8 @@ func startFleet(tb testing.TB, lease time.Duration) *testFleet {
 func (f *testFleet) startWorker(tb testing.TB, name string, slots int) *fleetWorker {
 	tb.Helper()
 	w := &fleetWorker{name: name, done: make(chan struct{})}
-	w.cmd = exec.Command(os.Args[0], "worker", "--database", f.pg.URL, "--artifacts", f.art, "--device", "cpu",
-		"--threads", "1", "--workers", fmt.Sprint(slots), "--name", name, "--lease", f.lease.String(), "--quiet")
+	w.cmd = exec.Command(os.Args[0], "worker", "--database", f.pg.URL, "--artifacts", f.art, "--cache", tb.TempDir(),
+		"--device", "cpu", "--threads", "1", "--workers", fmt.Sprint(slots), "--name", name, "--lease", f.lease.String(), "--quiet")
 	w.cmd.Env = append(os.Environ(), childEnv+"=1")
 	w.cmd.Stdout, w.cmd.Stderr = &w.out, &w.out
 	if err := w.cmd.Start(); err != nil {
@@ -564,5 +576,87 @@ func BenchmarkFleet(b *testing.B) {
 			}
 			b.ReportMetric(float64(jobs*b.N)/b.Elapsed().Minutes(), "jobs/min")
 		})
+	}
+}
+
+// TestFleetObjectStore runs a fleet whose artifacts live in an
+// S3-compatible object store (gofakes3 on 127.0.0.1): an extraction that
+// trains its own surrogates and references fans them out over both
+// workers, and crafts with models that other processes trained, fetched
+// from the store and checked against their names.
+func TestFleetObjectStore(t *testing.T) {
+	backend := s3mem.New()
+	if err := backend.CreateBucket("fleet"); err != nil {
+		t.Fatal(err)
+	}
+	s3 := httptest.NewServer(gofakes3.New(backend).Server())
+	defer s3.Close()
+	store := "s3+http://conferral:secret@" + strings.TrimPrefix(s3.URL, "http://") + "/fleet/artifacts"
+	f := startFleetWith(t, 5*time.Second, store)
+	f.startWorker(t, "w1", 1)
+	f.startWorker(t, "w2", 1)
+
+	src := f.submit(t, trainJob(1, 1, 600))
+	js := f.waitFor(t, "the source", 3*time.Minute, func(js map[string]shared.Job) bool { return js[src.ID].State.Final() })
+	if j := js[src.ID]; j.State != shared.JobCompleted {
+		t.Fatalf("source: %s: %s", j.State, j.Error)
+	}
+	source := js[src.ID].Result.Models[0]
+	ex := f.submit(t, shared.JobRequest{Kind: shared.JobExtract, Extract: &shared.ExtractArgs{
+		DataArgs: shared.DataArgs{Limit: 200}, Source: source.ID,
+		Eps: 0.25, Alpha: 0.025, Steps: 10, Tau: 0.01, Candidates: 40, Batch: 40,
+		Train: &shared.ExtractTraining{Surrogates: 2, References: 2, Archs: []string{"mlp"}, Epochs: 1, Limit: 300}}})
+	js = f.waitFor(t, "the extraction", 5*time.Minute, func(js map[string]shared.Job) bool { return js[ex.ID].State.Final() })
+	j := js[ex.ID]
+	if j.State != shared.JobCompleted || j.Result == nil || j.Result.Fingerprint == nil {
+		t.Fatalf("extraction: %s: %s", j.State, j.Error)
+	}
+	tr := j.Args.Extract.Train
+	if len(tr.Jobs) != 4 || len(j.Args.Extract.Surrogates) != 2 || len(j.Args.Extract.References) != 2 {
+		t.Fatalf("extraction trained %v into surrogates %v and references %v", tr.Jobs, j.Args.Extract.Surrogates, j.Args.Extract.References)
+	}
+	ranOn := map[string]int{}
+	for _, id := range tr.Jobs {
+		c := js[id]
+		if c.State != shared.JobCompleted {
+			t.Errorf("training job %s: %s: %s", id, c.State, c.Error)
+		}
+		ranOn[c.Worker]++
+	}
+	if ranOn["w1"] == 0 || ranOn["w2"] == 0 {
+		t.Errorf("the extraction's training jobs ran %v, want on both workers", ranOn)
+	}
+	t.Logf("training jobs per worker %v; source on %s, extraction on %s", ranOn, js[src.ID].Worker, j.Worker)
+
+	// The store holds every artifact, named by its content's sha256.
+	var models []shared.ModelInfo
+	f.call(t, "GET", "/api/models", nil, &models)
+	want := map[string]bool{j.Result.Fingerprint.ID + ".safetensors": true}
+	for _, m := range models {
+		want[m.ID+".safetensors"] = true
+	}
+	if len(models) != 5 {
+		t.Errorf("%d models stored, want the source and 4 training models", len(models))
+	}
+	objs, err := backend.ListBucket("fleet", &gofakes3.Prefix{}, gofakes3.ListBucketPage{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs.Contents {
+		name := strings.TrimPrefix(o.Key, "artifacts/")
+		obj, err := backend.GetObject("fleet", o.Key, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(obj.Contents)
+		obj.Contents.Close()
+		sum := sha256.Sum256(b)
+		if hex.EncodeToString(sum[:])+".safetensors" != name {
+			t.Errorf("object %s holds other bytes", o.Key)
+		}
+		delete(want, name)
+	}
+	if len(want) != 0 {
+		t.Errorf("artifacts missing from the store: %v", want)
 	}
 }
