@@ -86,8 +86,9 @@ type Config struct {
 	// the records of a fleet of servers and workers; "" keeps both in
 	// Dir/conferral.db (see postgres.go).
 	Database string
-	// Artifacts is the folder of artifacts; with Database, one that every
-	// member of the fleet mounts [Dir/artifacts].
+	// Artifacts, with Database, is where the fleet's artifacts live: a
+	// folder every member mounts, or an S3-compatible object store's URL
+	// (s3.go) [Dir/artifacts].
 	Artifacts string
 	// Name is this process's name in the fleet [host-pid].
 	Name string
@@ -185,6 +186,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return s, nil
 	} else if cfg.Database != "" {
 		return nil, fmt.Errorf("server: database %q: want a postgres:// URL, or none for SQLite in the folder", cfg.Database)
+	} else if cfg.Artifacts != "" {
+		return nil, errors.New("server: a separate artifact store is for a fleet (with a postgres:// database); without one, artifacts live in the folder")
 	}
 	// One process owns the folder: the crash recovery below relies on it.
 	lock, err := os.OpenFile(filepath.Join(cfg.Dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)

@@ -31,7 +31,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	dataDir := fs.String("data-dir", "", "dataset folder (default: where the Debian package or module puts it)")
 	verbose := fs.Bool("v", false, "log the queue's activity")
 	database := fs.String("database", "", "PostgreSQL URL (postgres://...) for a fleet: `conferral worker`s share its queue (default: SQLite in --dir)")
-	artifacts := fs.String("artifacts", "", "artifact folder; with --database, one every worker mounts (default: DIR/artifacts)")
+	artifacts := fs.String("artifacts", "", "artifact folder; with --database, one every worker mounts, or an object store s3://host[:port]/bucket[/prefix] (default: DIR/artifacts)")
 	coordinator := fs.Bool("coordinator", false, "with --database: run no jobs here, only workers do")
 	jobsDevice := fs.String("jobs-device", "", "with --database: queue jobs for workers of this kind of device, cpu or cuda (default: --device)")
 	lease := fs.Duration("lease", 30*time.Second, "with --database: how long a fleet member may stay silent before its jobs run elsewhere")
