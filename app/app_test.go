@@ -92,6 +92,8 @@ func TestLineChart(t *testing.T) {
 			Series: []series{{Name: "test", Color: "#000", X: []float64{1}, Y: []float64{0.5}}}}, 0, 1, nil, "test", "no data yet"},
 		{"non-finite points skipped", chart{Title: "loss", Width: 300, Height: 200,
 			Series: []series{{Name: "loss", Color: "#000", X: []float64{1, 2, 3, 4}, Y: []float64{2, nan, math.Inf(1), 1}}}}, 1, 2, []int{2}, "loss", ""},
+		{"whole-number ticks", chart{Title: "accuracy", XLabel: "epoch", XInt: true, Width: 300, Height: 200, YMax: 1,
+			Series: []series{{Name: "test", Color: "#000", X: []float64{1, 2}, Y: []float64{0.4, 0.5}}}}, 1, 2, []int{2}, "0.25|0.50|0.75|1|1|2|epoch", "1.25"},
 		{"two series", chart{Title: "accuracy", Width: 300, Height: 200, YMax: 1, Series: []series{
 			{Name: "train", Color: "#111", X: []float64{1, 2, 3}, Y: []float64{0.1, 0.5, 0.9}},
 			{Name: "test", Color: "#222", X: []float64{1, 2, 3}, Y: []float64{0.2, 0.4, 0.8}}}}, 2, 6, []int{3, 3}, "train", ""},

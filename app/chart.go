@@ -15,8 +15,10 @@ type series struct {
 
 // chart describes a line chart drawn as SVG by lineChart.
 type chart struct {
-	Title         string
-	XLabel        string
+	Title  string
+	XLabel string
+	// XInt puts x ticks on whole numbers only (steps, epochs).
+	XInt          bool
 	Width, Height int
 	// YMin and YMax fix the y range when YMax > YMin (accuracy: 0..1);
 	// otherwise it is fitted to the data.
@@ -68,7 +70,16 @@ func lineChart(c chart) string {
 		y := ymin + (ymax-ymin)*float64(i)/4
 		fmt.Fprintf(&b, `<line x1="%g" x2="%g" y1="%.1f" y2="%.1f" stroke="#eef0f5"/>`, left, left+pw, py(y), py(y))
 		fmt.Fprintf(&b, `<text x="%g" y="%.1f" text-anchor="end">%s</text>`, left-4, py(y)+4, tick(y))
+	}
+	lastTick := math.NaN()
+	for i := 0; i <= 4; i++ {
 		x := xmin + (xmax-xmin)*float64(i)/4
+		if c.XInt {
+			if x = math.Round(x); x == lastTick || x < xmin || x > xmax {
+				continue
+			}
+			lastTick = x
+		}
 		fmt.Fprintf(&b, `<text x="%.1f" y="%g" text-anchor="middle">%s</text>`, px(x), top+ph+14, tick(x))
 	}
 	if c.XLabel != "" {

@@ -341,9 +341,9 @@ func (p *models) live() ui.UI {
 		ui.If(c.message != "", ui.P().Class("muted").Text(c.message)),
 		errorBox(p.watchErr),
 		ui.Div().Class("row").Body(
-			ui.Raw(lineChart(chart{Title: "training loss", XLabel: "step", Width: 520, Height: 220,
+			ui.Raw(lineChart(chart{Title: "training loss", XLabel: "step", XInt: true, Width: 520, Height: 220,
 				Series: []series{thin(series{Name: "loss", Color: "#2f6fd6", X: c.lossX, Y: c.lossY}, 400)}})),
-			ui.Raw(lineChart(chart{Title: "accuracy", XLabel: "epoch", Width: 420, Height: 220, YMin: 0, YMax: 1,
+			ui.Raw(lineChart(chart{Title: "accuracy", XLabel: "epoch", XInt: true, Width: 420, Height: 220, YMin: 0, YMax: 1,
 				Series: []series{
 					{Name: "train", Color: "#f2a93b", X: c.epochs, Y: c.trainAcc},
 					{Name: "test", Color: "#1f8a4c", X: c.epochs, Y: c.testAcc},

@@ -418,7 +418,7 @@ func TestModelsAndLiveTraining(t *testing.T) {
 
 	// Start a small job from the page and watch its events arrive.
 	if err := chromedp.Do(ctx,
-		set(`#train-name`, "e2e-live"), set(`#train-limit`, "300"), set(`#train-epochs`, "2"),
+		set(`#train-name`, "e2e-live"), set(`#train-limit`, "1000"), set(`#train-epochs`, "2"),
 		chromedp.Click(`#train-start`),
 	); err != nil {
 		t.Fatal(err)
@@ -441,7 +441,7 @@ func TestModelsAndLiveTraining(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j.Args.Train == nil || j.Args.Train.Name != "e2e-live" || j.Args.Train.Limit != 300 || j.Args.Train.Epochs != 2 {
+	if j.Args.Train == nil || j.Args.Train.Name != "e2e-live" || j.Args.Train.Limit != 1000 || j.Args.Train.Epochs != 2 {
 		t.Errorf("the page started %+v, want the form's name, limit and epochs", j.Args.Train)
 	}
 	if j.Progress == nil || live.Progress != fmt.Sprintf("step %d of %d", j.Progress.Total, j.Progress.Total) {
