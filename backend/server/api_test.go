@@ -714,3 +714,29 @@ func TestExperimentReport(t *testing.T) {
 		t.Errorf("progress %+v", j.Progress)
 	}
 }
+
+// TestOrphan restarts a server whose process died between recording a job
+// and queueing it: the job is queued at start and runs.
+func TestOrphan(t *testing.T) {
+	dir := t.TempDir()
+	ts := start(t, Config{Dir: dir})
+	ts.stop()
+	st, db := openStore(t, filepath.Join(dir, "conferral.db"))
+	j, err := st.NewJob(context.Background(), tiny("orphan", "defender", 4, "", 300))
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts = start(t, Config{Dir: dir})
+	if done := ts.wait(j.ID); done.State != shared.JobCompleted || done.Attempt != 1 {
+		t.Fatalf("the orphaned job: %s, attempt %d: %s", done.State, done.Attempt, done.Error)
+	}
+	// Queueing is unique by job: queueing it again is a no-op.
+	q1, _ := ts.store.QueueID(context.Background(), j.ID)
+	if err := ts.enqueue(context.Background(), j.ID); err != nil {
+		t.Fatal(err)
+	}
+	if q2, _ := ts.store.QueueID(context.Background(), j.ID); q2 != q1 {
+		t.Errorf("queued twice: queue rows %d and %d", q1, q2)
+	}
+}

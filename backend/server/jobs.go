@@ -32,16 +32,44 @@ func (s *Server) Submit(ctx context.Context, req shared.JobRequest) (shared.Job,
 		return shared.Job{}, err
 	}
 	s.emit(ctx, shared.Event{Job: j.ID, Kind: shared.State, State: shared.JobQueued, Stage: string(j.Kind)})
-	res, err := s.river.Insert(ctx, jobArgs{Job: j.ID}, &river.InsertOpts{Queue: s.queue, MaxAttempts: s.cfg.MaxAttempts})
-	if err != nil {
-		err = fmt.Errorf("queueing job %s: %w", j.ID, err)
+	if err := s.enqueue(ctx, j.ID); err != nil {
 		s.finish(ctx, j.ID, shared.JobFailed, nil, err.Error())
 		return shared.Job{}, err
 	}
-	if err := s.store.SetQueueID(ctx, j.ID, res.Job.ID); err != nil {
-		return shared.Job{}, err
-	}
 	return s.store.Job(ctx, j.ID)
+}
+
+// enqueue puts a recorded job in the queue and links the two. Queueing is
+// unique by the job's ID: a job that is already in the queue is not queued
+// twice.
+func (s *Server) enqueue(ctx context.Context, id string) error {
+	res, err := s.river.Insert(ctx, jobArgs{Job: id}, &river.InsertOpts{Queue: s.queue, MaxAttempts: s.cfg.MaxAttempts,
+		UniqueOpts: river.UniqueOpts{ByArgs: true}})
+	if err != nil {
+		return fmt.Errorf("queueing job %s: %w", id, err)
+	}
+	return s.store.SetQueueID(ctx, id, res.Job.ID)
+}
+
+// requeueOrphans queues the jobs that were recorded but never linked to
+// the queue: the process died between the two steps of Submit.
+func (s *Server) requeueOrphans(ctx context.Context) error {
+	queued, err := s.store.JobsIn(ctx, shared.JobQueued)
+	if err != nil {
+		return err
+	}
+	for _, j := range queued {
+		qid, err := s.store.QueueID(ctx, j.ID)
+		if err != nil {
+			return err
+		}
+		if qid == 0 {
+			if err := s.enqueue(ctx, j.ID); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Cancel cancels a queued job at once and asks a running one to stop; the

@@ -250,6 +250,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.river.Start(context.WithoutCancel(ctx)); err != nil {
 		return nil, fmt.Errorf("server: starting the queue: %w", err)
 	}
+	if err := s.requeueOrphans(ctx); err != nil {
+		return nil, err
+	}
 	s.handler = s.routes()
 	ok = true
 	return s, nil
