@@ -2,7 +2,6 @@ package onnx
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -224,6 +223,3 @@ func seen(ts []*torch.Tensor, t *torch.Tensor) bool {
 	}
 	return false
 }
-
-// errUnsupported marks a feature the interpreter refuses.
-var errUnsupported = errors.New("not supported")
