@@ -141,7 +141,6 @@ type Remote struct {
 	mu     sync.Mutex
 	sent   int // images sent, retries included
 	metaOK bool
-	layout Layout
 	input  string
 	shape  []int64 // the endpoint's input shape, when it says
 }
@@ -292,7 +291,8 @@ func (r *Remote) Classify(ctx context.Context, b Images) ([]int64, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := r.prepare(ctx, b); err != nil {
+	w, err := r.prepare(ctx, b)
+	if err != nil {
 		return nil, err
 	}
 	if err := r.reserve(b.N); err != nil {
@@ -303,7 +303,7 @@ func (r *Remote) Classify(ctx context.Context, b Images) ([]int64, error) {
 	for start := 0; start < b.N; start += r.o.Batch {
 		n := min(r.o.Batch, b.N-start)
 		part := Images{X: b.X[start*per : (start+n)*per], N: n, C: b.C, H: b.H, W: b.W}
-		labels, err := r.infer(ctx, part)
+		labels, err := r.infer(ctx, w, part)
 		if err != nil {
 			return nil, fmt.Errorf("images %d–%d: %w", start, start+n-1, err)
 		}
@@ -338,14 +338,14 @@ func (r *Remote) count(n int) error {
 
 // prepare reads the endpoint's metadata once (input name, shape, layout)
 // and checks that images of b's size fit it.
-func (r *Remote) prepare(ctx context.Context, b Images) error {
+func (r *Remote) prepare(ctx context.Context, b Images) (wire, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.metaOK { // read again on the next call after a failure
-		r.layout, r.input, r.shape = r.o.Layout, r.o.InputName, nil
-		if r.metaURL != "" && (r.layout == LayoutAuto || r.input == "") {
+		r.input, r.shape = r.o.InputName, nil
+		if r.metaURL != "" && (r.o.Layout == LayoutAuto || r.input == "") {
 			if err := r.metadata(ctx); err != nil {
-				return err
+				return wire{}, err
 			}
 		}
 		r.metaOK = true
@@ -353,15 +353,15 @@ func (r *Remote) prepare(ctx context.Context, b Images) error {
 			r.input = "input"
 		}
 	}
-	layout := r.layout
+	layout := r.o.Layout
 	if r.shape != nil {
 		switch l, err := layoutOf(r.shape, b); {
 		case err != nil:
-			return err
+			return wire{}, err
 		case layout == LayoutAuto:
 			layout = l
 		case l != LayoutAuto && l != layout:
-			return fmt.Errorf("the endpoint's input shape %v is %s, not the %s asked for", r.shape, l, layout)
+			return wire{}, fmt.Errorf("the endpoint's input shape %v is %s, not the %s asked for", r.shape, l, layout)
 		}
 	}
 	if layout == LayoutAuto {
@@ -371,10 +371,15 @@ func (r *Remote) prepare(ctx context.Context, b Images) error {
 		}
 	}
 	if layout == NHW && b.C != 1 {
-		return fmt.Errorf("layout NHW drops the channel axis, and the images have %d channels", b.C)
+		return wire{}, fmt.Errorf("layout NHW drops the channel axis, and the images have %d channels", b.C)
 	}
-	r.layout = layout
-	return nil
+	return wire{layout: layout, input: r.input}, nil
+}
+
+// wire is how one call sends its images.
+type wire struct {
+	layout Layout
+	input  string // the input's name
 }
 
 // layoutOf matches an input shape (−1 for any size) against b's images.
@@ -499,12 +504,12 @@ func (r *Remote) metadata(ctx context.Context) error {
 }
 
 // infer sends one batch and decodes its labels.
-func (r *Remote) infer(ctx context.Context, b Images) ([]int64, error) {
+func (r *Remote) infer(ctx context.Context, w wire, b Images) ([]int64, error) {
 	var body []byte
 	if r.proto == KServe {
-		body = r.kserveRequest(b)
+		body = r.kserveRequest(w, b)
 	} else {
-		body = r.tfRequest(b)
+		body = r.tfRequest(w, b)
 	}
 	resp, err := r.do(ctx, http.MethodPost, r.inferURL, body, b.N)
 	if err != nil {
@@ -698,9 +703,9 @@ func (r *Remote) appendValue(buf []byte, v float32) []byte {
 type axis struct{ size, stride int }
 
 // axes are the wire axes of b's images in the layout.
-func (r *Remote) axes(b Images) []axis {
+func axes(l Layout, b Images) []axis {
 	c, h, w := axis{b.C, b.H * b.W}, axis{b.H, b.W}, axis{b.W, 1}
-	switch r.layout {
+	switch l {
 	case NHWC:
 		return []axis{h, w, c}
 	case NHW:
@@ -713,9 +718,9 @@ func (r *Remote) axes(b Images) []axis {
 
 // appendImage writes image i of b nested in the layout ([C][H][W],
 // [H][W][C], [H][W] or one vector), or flat in its order when flat is set.
-func (r *Remote) appendImage(buf []byte, b Images, i int, flat bool) []byte {
+func (r *Remote) appendImage(buf []byte, l Layout, b Images, i int, flat bool) []byte {
 	per := b.C * b.H * b.W
-	return r.appendNested(buf, b.X[i*per:(i+1)*per], r.axes(b), 0, flat)
+	return r.appendNested(buf, b.X[i*per:(i+1)*per], axes(l, b), 0, flat)
 }
 
 func (r *Remote) appendNested(buf []byte, x []float32, axes []axis, off int, flat bool) []byte {
@@ -739,11 +744,11 @@ func (r *Remote) appendNested(buf []byte, x []float32, axes []axis, off int, fla
 
 // kserveRequest is {"inputs":[{"name","shape","datatype":"FP32","data"}]}
 // with the data flat in row-major order of the shape.
-func (r *Remote) kserveRequest(b Images) []byte {
+func (r *Remote) kserveRequest(w wire, b Images) []byte {
 	buf := make([]byte, 0, 64+len(b.X)*10)
-	name, _ := json.Marshal(r.input)
+	name, _ := json.Marshal(w.input)
 	shape := strconv.Itoa(b.N)
-	for _, a := range r.axes(b) {
+	for _, a := range axes(w.layout, b) {
 		shape += "," + strconv.Itoa(a.size)
 	}
 	buf = fmt.Appendf(buf, `{"inputs":[{"name":%s,"shape":[%s],"datatype":"FP32","data":[`, name, shape)
@@ -751,7 +756,7 @@ func (r *Remote) kserveRequest(b Images) []byte {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		buf = r.appendImage(buf, b, i, true)
+		buf = r.appendImage(buf, w.layout, b, i, true)
 	}
 	buf = append(buf, "]}]"...)
 	if r.o.OutputName != "" {
@@ -763,7 +768,7 @@ func (r *Remote) kserveRequest(b Images) []byte {
 
 // tfRequest is {"instances":[image, …]} (or {"inputs":[…]}), each image
 // nested in the layout, under the input's name when one is set.
-func (r *Remote) tfRequest(b Images) []byte {
+func (r *Remote) tfRequest(w wire, b Images) []byte {
 	buf := make([]byte, 0, 64+len(b.X)*10)
 	key := "instances"
 	if r.o.Columnar {
@@ -787,7 +792,7 @@ func (r *Remote) tfRequest(b Images) []byte {
 			buf = append(buf, name...)
 			buf = append(buf, ':')
 		}
-		buf = r.appendImage(buf, b, i, false)
+		buf = r.appendImage(buf, w.layout, b, i, false)
 		if named && !r.o.Columnar {
 			buf = append(buf, '}')
 		}

@@ -547,3 +547,44 @@ func FuzzAnswers(f *testing.F) {
 		}
 	})
 }
+
+// TestRemoteConcurrent shares one Remote between goroutines: the budget
+// holds exactly, and the count of queries is exact.
+func TestRemoteConcurrent(t *testing.T) {
+	e := &endpoint{}
+	url := e.serve(t, func(w http.ResponseWriter, r *http.Request, n int) { labelsAnswer(w, n) })
+	r, err := NewRemote(url+"/v2/models/m", fast(RemoteOptions{Budget: 9}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const callers = 4
+	errs := make(chan error, callers)
+	var wg sync.WaitGroup
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			labels, err := r.Classify(context.Background(), batch3())
+			if err == nil && !slices.Equal(labels, []int64{0, 1, 2}) {
+				err = fmt.Errorf("labels %v", labels)
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	ok, over := 0, 0
+	for err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case errors.Is(err, ErrBudget):
+			over++
+		default:
+			t.Error(err)
+		}
+	}
+	if _, images := e.counts(); ok != 3 || over != 1 || r.Queries() != 9 || images != 9 {
+		t.Errorf("%d succeeded, %d over budget, %d queries, %d images served; want 3, 1, 9, 9", ok, over, r.Queries(), images)
+	}
+}
