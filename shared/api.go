@@ -359,6 +359,9 @@ type Verdict struct {
 	BaseRate    float64       `json:"base_rate"`
 	Explanation string        `json:"explanation"`
 	Items       []VerdictItem `json:"items"`
+	// Queries is the number of images the suspect was sent: N, or more
+	// for a remote suspect that had to retry.
+	Queries int `json:"queries,omitempty"`
 }
 
 // VerdictItem is the suspect's answer to one fingerprint.

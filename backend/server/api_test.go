@@ -449,8 +449,8 @@ func TestEndpoints(t *testing.T) {
 					t.Errorf("item %d: endpoint %d, local %d", i, got.Items[i].Label, want.Items[i].Label)
 				}
 			}
-			if got.Matches != want.Matches || got.N != want.N {
-				t.Errorf("endpoint verdict %d/%d, local %d/%d", got.Matches, got.N, want.Matches, want.N)
+			if got.Matches != want.Matches || got.N != want.N || got.Queries < got.N || want.Queries != want.N {
+				t.Errorf("endpoint verdict %d/%d (%d queries), local %d/%d (%d queries)", got.Matches, got.N, got.Queries, want.Matches, want.N, want.Queries)
 			}
 		})
 	}

@@ -589,7 +589,7 @@ func (s *Server) runVerify(ctx context.Context, j shared.Job, a shared.VerifyArg
 func verdict(v *fingerprint.Verdict, fp *fingerprint.Fingerprint, id string) shared.Verdict {
 	out := shared.Verdict{Suspect: v.Suspect, Fingerprint: id, N: v.Fingerprints, Matches: v.Agree, Accuracy: v.Accuracy,
 		Threshold: v.Threshold, Surrogate: v.Surrogate, Verdict: "not a surrogate", PValue: v.PValue, BaseRate: v.BaseRate,
-		Explanation: v.Explain()}
+		Explanation: v.Explain(), Queries: v.Queries}
 	if v.Surrogate {
 		out.Verdict = "surrogate"
 	}
