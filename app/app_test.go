@@ -304,3 +304,50 @@ func TestThin(t *testing.T) {
 		}
 	}
 }
+
+func TestExtractionForm(t *testing.T) {
+	ms := []shared.ModelInfo{
+		{ID: "s", Role: shared.RoleSource, Dataset: "fashion-mnist"},
+		{ID: "a", Role: shared.RoleSurrogate, Dataset: "fashion-mnist"},
+		{ID: "b", Role: shared.RoleReference, Dataset: "fashion-mnist"},
+		{ID: "c", Role: shared.RoleReference, Dataset: "mnist"},
+		{ID: "s2", Role: shared.RoleSource, Dataset: "fashion-mnist"},
+	}
+	var base extraction
+	base.defaults(ms)
+	if base.source != "s" || !slices.Equal(base.surrogates, []string{"a"}) || !slices.Equal(base.references, []string{"b"}) {
+		t.Fatalf("defaults: source %q, surrogates %v, references %v", base.source, base.surrogates, base.references)
+	}
+	cases := []struct {
+		name string
+		edit func(*extraction)
+		err  string
+	}{
+		{"defaults", func(*extraction) {}, ""},
+		{"no source", func(x *extraction) { x.source = "" }, "source"},
+		{"no reference", func(x *extraction) { x.references = nil }, "at least one surrogate and one reference"},
+		{"source as surrogate", func(x *extraction) { toggle(&x.surrogates, "s", true) }, "the source cannot"},
+		{"both roles", func(x *extraction) { toggle(&x.references, "a", true) }, "both a surrogate and a reference"},
+		{"eps not a number", func(x *extraction) { x.eps = "big" }, "ε must be"},
+		{"eps out of range", func(x *extraction) { x.eps = "2" }, "ε must be"},
+		{"tau out of range", func(x *extraction) { x.tau = "-0.1" }, "τ must be"},
+		{"no start points", func(x *extraction) { x.candidates = "0" }, "start points must be"},
+		{"toggled off and on", func(x *extraction) { toggle(&x.surrogates, "a", false); toggle(&x.surrogates, "a", true) }, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			x := base
+			x.surrogates, x.references = slices.Clone(base.surrogates), slices.Clone(base.references)
+			c.edit(&x)
+			a, err := x.args()
+			switch {
+			case c.err == "" && err != nil:
+				t.Fatalf("unexpected error %v", err)
+			case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
+				t.Fatalf("error %v, want one with %q", err, c.err)
+			case c.err == "" && (a.Eps != 0.15 || a.Tau != 1 || a.Candidates != 100 || a.Steps != 50 || a.Source != "s"):
+				t.Errorf("args %+v", a)
+			}
+		})
+	}
+}

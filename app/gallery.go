@@ -21,6 +21,9 @@ type gallery struct {
 	loaded bool
 
 	filter galleryFilter
+
+	models  []shared.ModelInfo
+	extract extraction
 }
 
 // galleryFilter chooses and orders the items shown.
@@ -82,16 +85,45 @@ func agreementHolds(ms []shared.ModelRef, it shared.FingerprintItem, rule string
 
 func (g *gallery) OnMount(ctx ui.Context) {
 	g.filter = defaultFilter()
+	g.reload(ctx, "")
+}
+
+func (g *gallery) OnDismount() {
+	if g.extract.stop != nil {
+		g.extract.stop()
+	}
+}
+
+// reload fetches the fingerprints and the models, then opens fingerprint
+// id (the first one when id is "").
+func (g *gallery) reload(ctx ui.Context, id string) {
 	c := newClient("")
-	fetch(ctx, func(ctx context.Context) ([]shared.FingerprintInfo, error) { return c.Fingerprints(ctx) },
-		func(l []shared.FingerprintInfo, err error) {
-			g.list, g.err = l, err
-			if err != nil || len(l) == 0 {
-				g.loaded = true
-				return
-			}
-			g.open(ctx, l[0].ID)
-		})
+	type lists struct {
+		fps    []shared.FingerprintInfo
+		models []shared.ModelInfo
+	}
+	fetch(ctx, func(ctx context.Context) (lists, error) {
+		fps, err := c.Fingerprints(ctx)
+		if err != nil {
+			return lists{}, err
+		}
+		ms, err := c.Models(ctx)
+		return lists{fps, ms}, err
+	}, func(l lists, err error) {
+		g.list, g.err = l.fps, err
+		if g.models == nil && err == nil {
+			g.extract.defaults(l.models)
+		}
+		g.models = l.models
+		if err != nil || len(l.fps) == 0 {
+			g.loaded = true
+			return
+		}
+		if id == "" {
+			id = l.fps[0].ID
+		}
+		g.open(ctx, id)
+	})
 }
 
 // open loads fingerprint id's items.
@@ -113,6 +145,7 @@ func (g *gallery) Render() ui.UI {
 		errorBox(g.err),
 		loading(g.loaded, "fingerprints"),
 		ui.Div().Body(g.chooser()),
+		ui.Div().Body(ui.If(g.loaded, g.extractPanel())),
 		ui.Div().Body(g.body()),
 	)
 }

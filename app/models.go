@@ -29,6 +29,7 @@ type models struct {
 
 	// The training form.
 	name, arch, split string
+	role, teacher     string
 	epochs, limit     int
 	starting          bool
 
@@ -186,7 +187,7 @@ func (p *models) start(ctx ui.Context, _ ui.Event) {
 	p.starting, p.err = true, nil
 	req := shared.JobRequest{Kind: shared.JobTrain, Train: &shared.TrainArgs{
 		DataArgs: shared.DataArgs{Split: p.split, Limit: p.limit},
-		Name:     p.name, Arch: p.arch, Epochs: p.epochs,
+		Name:     p.name, Arch: p.arch, Epochs: p.epochs, Role: p.role, Teacher: p.teacher,
 	}}
 	c := newClient("")
 	fetch(ctx, func(ctx context.Context) (*shared.Job, error) { return c.Start(ctx, req) },
@@ -256,6 +257,10 @@ func (p *models) table() ui.UI {
 }
 
 func (p *models) form() ui.UI {
+	teachers := []ui.UI{ui.Option().Value("").Text("none: the dataset's labels").Selected(p.teacher == "")}
+	for _, m := range p.list {
+		teachers = append(teachers, ui.Option().Value(m.ID).Text(m.Name+" ("+m.Arch+")").Selected(p.teacher == m.ID))
+	}
 	archs := trainArchs()
 	opts := make([]ui.UI, len(archs))
 	for i, a := range archs {
@@ -269,6 +274,12 @@ func (p *models) form() ui.UI {
 			ui.Option().Value("defender").Text("defender").Selected(p.split == "defender"),
 			ui.Option().Value("adversary").Text("adversary").Selected(p.split == "adversary"),
 		).OnChange(ctxValue(&p.split))),
+		ui.Label().Body(ui.Text("role"), ui.Select().ID("train-role").Body(
+			ui.Option().Value("").Text("source (or surrogate of a teacher)").Selected(p.role == ""),
+			ui.Option().Value(shared.RoleSurrogate).Text("surrogate").Selected(p.role == shared.RoleSurrogate),
+			ui.Option().Value(shared.RoleReference).Text("reference").Selected(p.role == shared.RoleReference),
+		).OnChange(ctxValue(&p.role))),
+		ui.Label().Body(ui.Text("teacher (labels from)"), ui.Select().ID("train-teacher").Body(teachers...).OnChange(ctxValue(&p.teacher))),
 		ui.Label().Body(ui.Text("epochs"), ui.Input().ID("train-epochs").Type("number").Min(1).Max(200).
 			Value(p.epochs).OnChange(ctxInt(&p.epochs))),
 		ui.Label().Body(ui.Text("images (0: all)"), ui.Input().ID("train-limit").Type("number").Min(0).

@@ -552,6 +552,15 @@ func modelFile(t *testing.T, id string) string {
 	return m[0]
 }
 
+// openVerify opens the Verify page with the setup's fingerprint chosen.
+func openVerify(t *testing.T, ctx context.Context) {
+	t.Helper()
+	open(t, ctx, "/verify", "verify")
+	if err := chromedp.Do(ctx, set(`#verify-fp`, e2e.fp.ID)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // verdictFromPage waits for the verdict card and reads it.
 type pageVerdict struct {
 	Surrogate bool
@@ -587,7 +596,7 @@ func TestVerifyUploadedONNX(t *testing.T) {
 	}
 
 	ctx := tab(t)
-	open(t, ctx, "/verify", "verify")
+	openVerify(t, ctx)
 
 	// A file that is not ONNX is refused with the server's reason.
 	junk := filepath.Join(t.TempDir(), "junk.onnx")
@@ -633,7 +642,7 @@ func TestVerifyUploadedONNX(t *testing.T) {
 func TestVerifyStoredModel(t *testing.T) {
 	// The training surrogate agrees with every key (τ = 1).
 	ctx := tab(t)
-	open(t, ctx, "/verify", "verify")
+	openVerify(t, ctx)
 	if err := chromedp.Do(ctx,
 		chromedp.Click(`#mode-model`),
 		chromedp.WaitVisible(`#verify-model`),
@@ -669,7 +678,7 @@ func TestVerifyEndpoint(t *testing.T) {
 	}
 
 	ctx := tab(t)
-	open(t, ctx, "/verify", "verify")
+	openVerify(t, ctx)
 	if err := chromedp.Do(ctx,
 		chromedp.Click(`#mode-endpoint`),
 		chromedp.WaitVisible(`#verify-endpoint`),
@@ -694,6 +703,50 @@ func TestVerifyEndpoint(t *testing.T) {
 		t.Errorf("verdict card says %q", v.Text)
 	}
 	shoot(t, ctx, "verify-endpoint")
+}
+
+func TestCraftFromGallery(t *testing.T) {
+	ctx := tab(t)
+	open(t, ctx, "/fingerprints", "fingerprints")
+	if err := chromedp.Do(ctx, chromedp.Click(`#extract-open`), chromedp.WaitVisible(`#extract-start`)); err != nil {
+		t.Fatal(err)
+	}
+	// The form proposes the stored surrogates and references; the test
+	// names its source and keeps the run small.
+	boxes := eval[map[string]bool](t, ctx, `Object.fromEntries([...document.querySelectorAll('#extract input[type=checkbox]')].map(b => [b.id, b.checked]))`)
+	for _, want := range []string{"ex-surrogate-" + e2e.surr.ID[:10], "ex-reference-" + e2e.ref.ID[:10]} {
+		if !boxes[want] {
+			t.Errorf("%s is not proposed: %v", want, boxes)
+		}
+	}
+	// A model cannot be a surrogate and a reference at once.
+	if err := chromedp.Do(ctx, chromedp.Click(`#ex-reference-`+e2e.surr.ID[:10]), chromedp.Click(`#extract-start`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, `(document.querySelector('#extract .error') || {innerText: ''}).innerText.includes('both a surrogate and a reference')`, "the form's refusal")
+	if err := chromedp.Do(ctx, chromedp.Click(`#ex-reference-`+e2e.surr.ID[:10]),
+		set(`#ex-name`, "e2e-page"), set(`#ex-source`, e2e.source.ID), set(`#ex-candidates`, "32"), set(`#ex-steps`, "10"),
+		chromedp.Click(`#extract-start`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, `document.querySelector('#extract').dataset.state === 'completed'`, "the extraction to complete")
+	progress := eval[string](t, ctx, `document.querySelector('#extract-progress').innerText`)
+	if !strings.HasPrefix(progress, "C-BIM step ") || strings.HasPrefix(progress, "C-BIM step 0 ") {
+		t.Errorf("progress shown: %q", progress)
+	}
+	job := eval[string](t, ctx, `document.querySelector('#extract').dataset.job`)
+	j, err := waitJob(context.Background(), job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := j.Result.Fingerprint
+	if a := j.Args.Extract; a == nil || a.Name != "e2e-page" || a.Source != e2e.source.ID || a.Candidates != 32 || a.Steps != 10 ||
+		strings.Join(a.Surrogates, ",") != e2e.surr.ID || strings.Join(a.References, ",") != e2e.ref.ID {
+		t.Errorf("the page asked for %+v", a)
+	}
+	// The gallery opens the new fingerprint.
+	waitFor(t, ctx, fmt.Sprintf(`document.querySelector('#fp-select').value === %q && document.querySelectorAll('#gallery .item').length === %d`, fp.ID, min(fp.Count, 60)),
+		"the new fingerprint in the gallery")
 }
 
 func TestExperiments(t *testing.T) {

@@ -1,0 +1,223 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	ui "github.com/maxence-charriere/go-app/v9/pkg/app"
+
+	"github.com/conferral/conferral/shared"
+)
+
+// extraction is the gallery's form that crafts a new fingerprint from
+// stored models (an extract job) and follows the job.
+type extraction struct {
+	open                 bool
+	name                 string
+	source               string
+	surrogates           []string
+	references           []string
+	eps, tau, candidates string
+	steps                string
+
+	job      string
+	stop     context.CancelFunc
+	state    shared.JobState
+	step     int64
+	total    int64
+	messages []string
+	err      error
+}
+
+// defaults picks the newest source and every stored surrogate and
+// reference trained on the same dataset.
+func (x *extraction) defaults(ms []shared.ModelInfo) {
+	x.eps, x.tau, x.candidates, x.steps = "0.15", "1", "100", "50"
+	x.surrogates, x.references = nil, nil
+	var dataset string
+	for _, m := range ms {
+		if m.Role == shared.RoleSource && x.source == "" {
+			x.source, dataset = m.ID, m.Dataset
+		}
+	}
+	for _, m := range ms {
+		if dataset != "" && m.Dataset != dataset {
+			continue
+		}
+		switch m.Role {
+		case shared.RoleSurrogate:
+			x.surrogates = append(x.surrogates, m.ID)
+		case shared.RoleReference:
+			x.references = append(x.references, m.ID)
+		}
+	}
+}
+
+// args reads the form into an extract job's arguments.
+func (x *extraction) args() (*shared.ExtractArgs, error) {
+	a := &shared.ExtractArgs{Name: strings.TrimSpace(x.name), Source: x.source,
+		Surrogates: slices.Clone(x.surrogates), References: slices.Clone(x.references)}
+	switch {
+	case a.Source == "":
+		return nil, fmt.Errorf("choose a source model")
+	case len(a.Surrogates) == 0 || len(a.References) == 0:
+		return nil, fmt.Errorf("choose at least one surrogate and one reference (C-BIM needs both)")
+	case slices.Contains(a.Surrogates, a.Source) || slices.Contains(a.References, a.Source):
+		return nil, fmt.Errorf("the source cannot also be a surrogate or a reference")
+	}
+	for _, id := range a.Surrogates {
+		if slices.Contains(a.References, id) {
+			return nil, fmt.Errorf("a model cannot be both a surrogate and a reference")
+		}
+	}
+	var err error
+	num := func(field, s string, lo, hi float64) float64 {
+		if err != nil {
+			return 0
+		}
+		v, perr := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if perr != nil || v < lo || v > hi {
+			err = fmt.Errorf("%s must be a number from %g to %g, not %q", field, lo, hi, s)
+		}
+		return v
+	}
+	a.Eps = num("ε", x.eps, 0.001, 1)
+	a.Tau = num("τ", x.tau, 0, 1)
+	a.Candidates = int(num("start points", x.candidates, 1, 100000))
+	a.Steps = int(num("steps", x.steps, 1, 10000))
+	return a, err
+}
+
+// toggle adds id to or removes it from *list.
+func toggle(list *[]string, id string, on bool) {
+	i := slices.Index(*list, id)
+	switch {
+	case on && i < 0:
+		*list = append(*list, id)
+	case !on && i >= 0:
+		*list = slices.Delete(*list, i, i+1)
+	}
+}
+
+// startExtraction submits the form's job and follows it; when it completes,
+// the gallery opens the new fingerprint.
+func (g *gallery) startExtraction(ctx ui.Context, _ ui.Event) {
+	x := &g.extract
+	a, err := x.args()
+	if x.err = err; err != nil {
+		return
+	}
+	if x.stop != nil {
+		x.stop()
+	}
+	x.job, x.state, x.step, x.total, x.messages = "", shared.JobQueued, 0, 0, nil
+	c := newClient("")
+	fetch(ctx, func(ctx context.Context) (*shared.Job, error) {
+		return c.Start(ctx, shared.JobRequest{Kind: shared.JobExtract, Extract: a})
+	}, func(j *shared.Job, err error) {
+		if x.err = err; err != nil {
+			x.state = ""
+			return
+		}
+		x.job = j.ID
+		wctx, stop := context.WithCancel(ctx)
+		x.stop = stop
+		id := j.ID
+		add := batched(ctx, func(evs []shared.Event) {
+			if x.job != id {
+				return
+			}
+			for _, e := range evs {
+				if e.Total > 0 {
+					x.step, x.total = e.Step, e.Total
+				}
+				if e.Kind == shared.State {
+					x.state = e.State
+				}
+				if e.Message != "" {
+					x.messages = append(x.messages, e.Message)
+				}
+			}
+			if len(x.messages) > 20 {
+				x.messages = x.messages[len(x.messages)-20:]
+			}
+		})
+		ctx.Async(func() {
+			err := c.Events(wctx, id, func(e shared.Event) bool {
+				add(e)
+				return !(e.Kind == shared.State && e.State.Final())
+			})
+			j, jerr := c.Job(wctx, id)
+			ctx.Dispatch(func(ctx ui.Context) {
+				switch {
+				case err != nil:
+					x.err = err
+				case jerr != nil:
+					x.err = jerr
+				case j.State != shared.JobCompleted:
+					x.state, x.err = j.State, fmt.Errorf("the extraction %s: %s", j.State, j.Error)
+				case j.Result != nil && j.Result.Fingerprint != nil:
+					x.state = j.State
+					g.reload(ctx, j.Result.Fingerprint.ID)
+				}
+			})
+		})
+	})
+}
+
+// extractPanel is the form and the running extraction.
+func (g *gallery) extractPanel() ui.UI {
+	x := &g.extract
+	if !x.open {
+		return ui.P().Body(ui.Button().ID("extract-open").Class("secondary").Text("Craft a new fingerprint…").
+			OnClick(func(ui.Context, ui.Event) { x.open = true }))
+	}
+	sources := []ui.UI{}
+	for _, m := range g.models {
+		sources = append(sources, ui.Option().Value(m.ID).Text(fmt.Sprintf("%s (%s, %s, %.3f)", m.Name, m.Role, m.Arch, m.TestAcc)).Selected(m.ID == x.source))
+	}
+	boxes := func(kind string, list *[]string) ui.UI {
+		items := []ui.UI{}
+		for _, m := range g.models {
+			id := m.ID
+			items = append(items, ui.Label().Style("flex-direction", "row").Style("gap", "4px").Body(
+				ui.Input().Type("checkbox").ID("ex-"+kind+"-"+short(id)).Checked(slices.Contains(*list, id)).
+					OnChange(func(ctx ui.Context, _ ui.Event) { toggle(list, id, ctx.JSSrc().Get("checked").Bool()) }),
+				ui.Text(fmt.Sprintf("%s (%s, %s)", m.Name, m.Role, m.Arch))))
+		}
+		return ui.Div().Body(ui.B().Text(kind+"s"), ui.Div().Style("display", "flex").Style("flex-direction", "column").Body(items...))
+	}
+	frac := 0.0
+	if x.total > 0 {
+		frac = float64(x.step) / float64(x.total)
+	}
+	busy := x.job != "" && !x.state.Final() && x.err == nil
+	log := make([]ui.UI, len(x.messages))
+	for i, m := range x.messages {
+		log[i] = ui.Div().Text(m)
+	}
+	return ui.Div().Class("panel").ID("extract").DataSet("job", x.job).DataSet("state", string(x.state)).Body(
+		ui.H2().Text("Craft a new fingerprint (C-BIM, Algorithm 2)"),
+		ui.Div().Class("form").Body(
+			ui.Label().Body(ui.Text("name"), ui.Input().ID("ex-name").Placeholder("optional").Value(x.name).OnChange(ctxValue(&x.name))),
+			ui.Label().Body(ui.Text("source model"), ui.Select().ID("ex-source").Body(sources...).OnChange(ctxValue(&x.source))),
+			ui.Label().Body(ui.Text("ε (L∞)"), ui.Input().ID("ex-eps").Size(5).Value(x.eps).OnChange(ctxValue(&x.eps))),
+			ui.Label().Body(ui.Text("τ"), ui.Input().ID("ex-tau").Size(4).Value(x.tau).OnChange(ctxValue(&x.tau))),
+			ui.Label().Body(ui.Text("start points"), ui.Input().ID("ex-candidates").Size(6).Value(x.candidates).OnChange(ctxValue(&x.candidates))),
+			ui.Label().Body(ui.Text("steps"), ui.Input().ID("ex-steps").Size(5).Value(x.steps).OnChange(ctxValue(&x.steps))),
+		),
+		ui.Div().Class("row").Style("margin", "10px 0").Body(boxes("surrogate", &x.surrogates), boxes("reference", &x.references)),
+		ui.Button().ID("extract-start").Text("Craft").Disabled(busy).OnClick(g.startExtraction),
+		errorBox(x.err),
+		ui.If(x.job != "", ui.Div().Class("row").Style("margin-top", "8px").Body(
+			ui.Span().Text("Job #"+x.job),
+			ui.Div().Class("bar").Body(ui.Div().Style("width", pct(frac))),
+			ui.Span().ID("extract-progress").Text(fmt.Sprintf("C-BIM step %d of %d", x.step, x.total)),
+			ui.Span().ID("extract-state").Class("tag").Text(string(x.state)),
+		)),
+		ui.If(len(log) > 0, ui.Div().Class("log").Style("margin-top", "8px").Body(log...)),
+	)
+}
