@@ -120,6 +120,12 @@ func (s *Server) openFleet(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("server: the database URL: %w", err)
 	}
+	if !strings.Contains(cfg.Database, "pool_max_conns") {
+		// River's listener and fetchers, the event relay's listener and the
+		// reaper each hold a connection at times: pgx's default of
+		// max(4, cores) is tight for them on a small machine.
+		pcfg.MaxConns = max(pcfg.MaxConns, 10)
+	}
 	f := &fleet{lease: cfg.Lease, running: map[int64]context.CancelCauseFunc{}}
 	if f.lease <= 0 {
 		f.lease = 30 * time.Second

@@ -660,3 +660,36 @@ func TestFleetObjectStore(t *testing.T) {
 		t.Errorf("artifacts missing from the store: %v", want)
 	}
 }
+
+// TestFleetGracefulStop stops a worker as Ctrl-C does while it trains: the
+// worker leaves the fleet at once, and its job runs again from the start
+// on the other worker.
+func TestFleetGracefulStop(t *testing.T) {
+	f := startFleet(t, 5*time.Second)
+	workers := map[string]*fleetWorker{"w1": f.startWorker(t, "w1", 1), "w2": f.startWorker(t, "w2", 1)}
+	j := f.submit(t, trainJob(7, 8, 2000))
+	js := f.waitFor(t, "the job training", 3*time.Minute, func(js map[string]shared.Job) bool {
+		return js[j.ID].State == shared.JobRunning && js[j.ID].Progress != nil
+	})
+	first := workers[js[j.ID].Worker]
+	if first == nil {
+		t.Fatalf("job %s runs on %q", j.ID, js[j.ID].Worker)
+	}
+	first.cmd.Process.Signal(syscall.SIGTERM)
+	<-first.done
+	if first.err != nil {
+		t.Errorf("worker %s stopped with %v:\n%s", first.name, first.err, first.out.String())
+	}
+	js = f.waitFor(t, "the job to finish", 5*time.Minute, func(js map[string]shared.Job) bool { return js[j.ID].State.Final() })
+	got := js[j.ID]
+	if got.State != shared.JobCompleted || got.Attempt != 2 || got.Worker == first.name {
+		t.Errorf("job %s: %s in attempt %d on %s (%s), want completed in attempt 2 on the other worker", j.ID, got.State, got.Attempt, got.Worker, got.Error)
+	}
+	stopped := false
+	for _, e := range jobEvents(t, f, j.ID) {
+		stopped = stopped || (e.State == shared.JobQueued && strings.Contains(e.Message, "stopped during attempt 1"))
+	}
+	if !stopped {
+		t.Errorf("no event of job %s tells that its worker stopped", j.ID)
+	}
+}
