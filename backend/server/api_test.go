@@ -217,6 +217,16 @@ func TestPipeline(t *testing.T) {
 func TestBadRequests(t *testing.T) {
 	f, dir := copyFixture(t)
 	ts := start(t, Config{Dir: dir})
+	// A model of another dataset (only its record is read: the file's
+	// content does not matter, its name must be its sha256).
+	sum, path, _, err := ts.art.write(strings.NewReader("weights of a CIFAR-10 model"), 1<<10, ".safetensors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cifar := shared.ModelInfo{ID: sum, SHA256: sum, Name: "cifar-model", Arch: "resnet20", Role: shared.RoleSource, Dataset: "cifar10", Created: time.Now()}
+	if err := ts.store.PutModel(context.Background(), cifar, path); err != nil {
+		t.Fatal(err)
+	}
 	big := `{"kind":"train","train":{"name":"` + strings.Repeat("x", 2<<20) + `"}}`
 	for _, tc := range []struct {
 		name, method, path, body string
@@ -235,6 +245,8 @@ func TestBadRequests(t *testing.T) {
 		{"not JSON type", "POST", "/api/jobs", `{}`, map[string]string{"Content-Type": "text/plain"}, 400, "JSON body"},
 		{"body too large", "POST", "/api/jobs", big, nil, 413, "over"},
 		{"unknown teacher", "POST", "/api/jobs", `{"kind":"train","train":{"teacher":"abc"}}`, nil, 400, `no stored model "abc"`},
+		{"teacher of another dataset", "POST", "/api/jobs", `{"kind":"train","train":{"teacher":"` + cifar.ID + `"}}`, nil, 400, "cifar-model was trained on cifar10, not fashion-mnist"},
+		{"training model of another dataset", "POST", "/api/jobs", `{"kind":"extract","extract":{"source":"` + f.source.ID + `","surrogates":["` + cifar.ID + `"],"references":["` + f.reference.ID + `"]}}`, nil, 400, "trained on cifar10"},
 		{"unknown attack", "POST", "/api/jobs", `{"kind":"derive","derive":{"source":"` + f.source.ID + `","attack":"theft"}}`, nil, 400, "attack"},
 		{"extract without references", "POST", "/api/jobs", `{"kind":"extract","extract":{"source":"` + f.source.ID + `","surrogates":["` + f.surrogate.ID + `"]}}`, nil, 400, "reference"},
 		{"unknown fingerprint", "POST", "/api/verify", `{"fingerprint":"nope","model":"` + f.source.ID + `"}`, nil, 400, "no stored fingerprint"},

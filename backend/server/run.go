@@ -43,16 +43,8 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 		return badInput("a job request carries the arguments of exactly one kind, this one has %d", given)
 	}
 	model := func(what, id string) error {
-		if id == "" {
-			return badInput("%s: a model ID is required", what)
-		}
-		if _, _, err := s.store.Model(ctx, id); err != nil {
-			if errors.Is(err, ErrNotFound) {
-				return badInput("%s: no stored model %q", what, id)
-			}
-			return err
-		}
-		return nil
+		_, err := s.modelOf(ctx, what, id, "")
+		return err
 	}
 	checkData := func(d shared.DataArgs) error {
 		if d.Dataset != "" && data.CanonicalName(d.Dataset) == "" {
@@ -82,7 +74,7 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 			return badInput("arch %q: want one of %s", a.Arch, strings.Join(nn.Architectures(), ", "))
 		}
 		if a.Teacher != "" {
-			if err := model("teacher", a.Teacher); err != nil {
+			if _, err := s.modelOf(ctx, "teacher", a.Teacher, cmpOr(a.Dataset, "fashion-mnist")); err != nil {
 				return err
 			}
 		}
@@ -122,11 +114,12 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 		if err := checkExtractModels(a); err != nil {
 			return err
 		}
-		if err := model("source", a.Source); err != nil {
+		src, err := s.modelOf(ctx, "source", a.Source, a.Dataset)
+		if err != nil {
 			return err
 		}
 		for _, id := range append(slices.Clone(a.Surrogates), a.References...) {
-			if err := model("training model", id); err != nil {
+			if _, err := s.modelOf(ctx, "training model", id, src.Dataset); err != nil {
 				return err
 			}
 		}
@@ -164,6 +157,25 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 		return checkData(shared.DataArgs{Dataset: a.Dataset, Limit: a.Limit})
 	}
 	return badInput("job kind %q: want train, derive, extract, verify or experiment", req.Kind)
+}
+
+// modelOf returns a stored model's record for a request, refusing an
+// unknown ID or, when dataset is given, a model of another dataset.
+func (s *Server) modelOf(ctx context.Context, what, id, dataset string) (shared.ModelInfo, error) {
+	if id == "" {
+		return shared.ModelInfo{}, badInput("%s: a model ID is required", what)
+	}
+	m, _, err := s.store.Model(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return m, badInput("%s: no stored model %q", what, id)
+	}
+	if err != nil {
+		return m, err
+	}
+	if dataset != "" && data.CanonicalName(dataset) != data.CanonicalName(m.Dataset) {
+		return m, badInput("%s %s was trained on %s, not %s", what, m.Name, m.Dataset, dataset)
+	}
+	return m, nil
 }
 
 // run does a job's work.
