@@ -526,7 +526,7 @@ func TestCancel(t *testing.T) {
 func TestRestart(t *testing.T) {
 	f, dir := copyFixture(t)
 	ts := start(t, Config{Dir: dir})
-	j := ts.submit(long(1))
+	j := ts.submit(long(2)) // long enough to be stopped mid-way
 	ts.waitRunning(j.ID)
 	ts.stop()
 
