@@ -652,6 +652,31 @@ func TestAuth(t *testing.T) {
 			}
 		})
 	}
+	// A page of an allowed origin may call the API (CORS), others may not.
+	for _, tc := range []struct {
+		origin, method string
+		want           int
+		allowed        bool
+	}{
+		{"https://app.example", "OPTIONS", 204, true},
+		{"https://app.example", "GET", 200, true},
+		{"https://evil.example", "OPTIONS", 401, false},
+		{"https://evil.example", "GET", 200, false}, // the browser keeps the answer from the page
+	} {
+		req, _ := http.NewRequest(tc.method, ts.http.URL+"/api/health", nil)
+		req.Header.Set("Origin", tc.origin)
+		if tc.method == "GET" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Access-Control-Allow-Origin") == tc.origin; resp.StatusCode != tc.want || got != tc.allowed {
+			t.Errorf("%s from %s: %d, allowed %v; want %d, %v", tc.method, tc.origin, resp.StatusCode, got, tc.want, tc.allowed)
+		}
+	}
 	// Opening the app with ?token= leaves the cookie the websocket needs.
 	resp := get("/?token="+token, nil)
 	var c *http.Cookie

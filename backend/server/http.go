@@ -33,6 +33,7 @@ func (s *Server) routes() http.Handler {
 		reply(w, m, err)
 	})
 	mux.HandleFunc("GET /api/jobs", s.listOf(func(ctx context.Context) (any, error) { return s.store.Jobs(ctx) }))
+	mux.HandleFunc("GET /api/workers", s.listOf(func(ctx context.Context) (any, error) { return s.workers(ctx) }))
 	mux.HandleFunc("GET /api/jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
 		j, err := s.store.Job(r.Context(), r.PathValue("id"))
 		reply(w, j, err)
@@ -89,6 +90,19 @@ func (s *Server) routes() http.Handler {
 // browser's Origin is this server's (or an allowed one).
 func (s *Server) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A page served elsewhere (Config.Origins) may call the API.
+		if o := r.Header.Get("Origin"); o != "" && s.extraOrigin(o) {
+			h := w.Header()
+			h.Set("Access-Control-Allow-Origin", o)
+			h.Set("Access-Control-Allow-Credentials", "true")
+			h.Add("Vary", "Origin")
+			if r.Method == http.MethodOptions {
+				h.Set("Access-Control-Allow-Methods", "GET, POST")
+				h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type")
+				w.WriteHeader(http.StatusNoContent)
+				return
+			}
+		}
 		if !s.authorized(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="conferral"`)
 			if strings.HasPrefix(r.URL.Path, "/api/") {
@@ -123,6 +137,11 @@ func (s *Server) originOK(r *http.Request) bool {
 	if strings.EqualFold(u.Host, r.Host) {
 		return true
 	}
+	return s.extraOrigin(o)
+}
+
+// extraOrigin says whether o is one of Config.Origins.
+func (s *Server) extraOrigin(o string) bool {
 	return slices.ContainsFunc(s.cfg.Origins, func(a string) bool { return strings.EqualFold(strings.TrimRight(a, "/"), o) })
 }
 
