@@ -6,7 +6,7 @@ THREADS ?= $(shell nproc)
 DEPS       := libtorch-dev dataset-fashion-mnist g++ chromium libonnx-testdata python3-onnx postgresql
 BENCH_DEPS := python3-torch
 
-.PHONY: all build web deps test demo bench vet clean
+.PHONY: all build web deps test demo demo-serve bench vet clean
 
 all: build
 
@@ -33,6 +33,10 @@ test: deps vet
 
 demo: build
 	$(BIN) demo --threads $(THREADS) --out demo-out
+
+# The same story as jobs of `conferral serve`: open the printed URL to watch.
+demo-serve: build
+	$(BIN) demo --serve --threads $(THREADS) --out demo-out
 
 bench: build
 	@scripts/deps.sh $(BENCH_DEPS)
