@@ -27,6 +27,8 @@ package shared
 //	                                          with job=ID only that job's events, first replaying
 //	                                          the ones already recorded
 //	GET  /api/health                          Health
+//	GET  /api/workers                         []Worker: the processes that run jobs (a fleet's
+//	                                          members, or this server alone)
 //
 // When the server is bound to anything but loopback it requires a token:
 // the header "Authorization: Bearer TOKEN", the cookie "conferral_token", or
@@ -34,6 +36,21 @@ package shared
 // server answers a page load with ?token= by setting the cookie).
 
 import "time"
+
+// Worker is a process that runs jobs: a fleet member (`conferral worker`,
+// or `conferral serve --database`) or the one server without a fleet.
+type Worker struct {
+	ID        string     `json:"id"` // the name jobs show in Job.Worker
+	Host      string     `json:"host"`
+	Device    string     `json:"device"`
+	Slots     int        `json:"slots"` // jobs at once; 0 for a server that runs none
+	Started   *time.Time `json:"started,omitempty"`
+	Heartbeat time.Time  `json:"heartbeat"`
+	// Alive is false once the worker has been silent for a lease: its jobs
+	// are being taken back.
+	Alive bool     `json:"alive"`
+	Jobs  []string `json:"jobs"` // the jobs it runs now
+}
 
 // APIError is the body of every error answer.
 type APIError struct {

@@ -33,6 +33,7 @@ func (s *Server) routes() http.Handler {
 		reply(w, m, err)
 	})
 	mux.HandleFunc("GET /api/jobs", s.listOf(func(ctx context.Context) (any, error) { return s.store.Jobs(ctx) }))
+	mux.HandleFunc("GET /api/workers", s.listOf(func(ctx context.Context) (any, error) { return s.workers(ctx) }))
 	mux.HandleFunc("GET /api/jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
 		j, err := s.store.Job(r.Context(), r.PathValue("id"))
 		reply(w, j, err)

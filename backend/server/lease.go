@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
 	"time"
 
@@ -320,4 +321,40 @@ func cutSeq(p string) (job string, seq int64, ok bool) {
 		}
 	}
 	return "", 0, false
+}
+
+// workers lists the fleet's members with the jobs each runs now.
+func (f *fleet) workers(ctx context.Context) ([]shared.Worker, error) {
+	rows, err := f.pool.Query(ctx, `SELECT w.id, w.host, w.device, w.slots, w.started, w.heartbeat,
+			w.heartbeat > now() - make_interval(secs => $1),
+			COALESCE((SELECT array_agg(j.args->>'job' ORDER BY j.id) FROM river_job j
+				WHERE j.state = 'running' AND j.attempted_by[array_length(j.attempted_by, 1)] = w.id), '{}')
+		FROM conferral_workers w ORDER BY w.started, w.id`, f.lease.Seconds())
+	if err != nil {
+		return nil, fmt.Errorf("listing the fleet: %w", err)
+	}
+	ws, err := pgx.CollectRows(rows, pgx.RowToStructByPos[shared.Worker])
+	if err != nil {
+		return nil, fmt.Errorf("listing the fleet: %w", err)
+	}
+	return ws, nil
+}
+
+// workers lists the processes that run jobs: the fleet's members, or this
+// server alone (with the jobs it runs).
+func (s *Server) workers(ctx context.Context) ([]shared.Worker, error) {
+	if s.fleet != nil {
+		return s.fleet.workers(ctx)
+	}
+	running, err := s.store.JobsIn(ctx, shared.JobRunning)
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	w := shared.Worker{ID: "serve", Host: host, Device: s.device.String(), Slots: s.cfg.Workers,
+		Heartbeat: time.Now().UTC(), Alive: true, Jobs: []string{}}
+	for _, j := range running {
+		w.Jobs = append(w.Jobs, j.ID)
+	}
+	return []shared.Worker{w}, nil
 }

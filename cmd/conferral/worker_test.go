@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -336,6 +337,18 @@ func TestFleet(t *testing.T) {
 		}
 		return done["w1"] && done["w2"]
 	})
+	// The fleet as the browser sees it: the coordinator (no slots) and
+	// both workers, alive, one of them running the long job.
+	var ws []shared.Worker
+	f.call(t, "GET", "/api/workers", nil, &ws)
+	members := map[string]shared.Worker{}
+	for _, w := range ws {
+		members[w.ID] = w
+	}
+	if len(ws) != 3 || members["coordinator"].Slots != 0 || members["w1"].Slots != 2 || !members["w1"].Alive || !members["w2"].Alive ||
+		!slices.Contains(members[js[long.ID].Worker].Jobs, long.ID) {
+		t.Errorf("GET /api/workers: %+v, want the coordinator and w1, w2 alive, the long job on %s", ws, js[long.ID].Worker)
+	}
 	victimName := js[long.ID].Worker
 	var victim, survivor *fleetWorker
 	for _, w := range workers {
@@ -446,6 +459,15 @@ func TestFleet(t *testing.T) {
 			t.Errorf("queue row of job %s left %s", r.Job, r.State)
 		}
 	}
+	// The killed worker has left the list (its jobs taken back), and
+	// nobody runs anything.
+	f.call(t, "GET", "/api/workers", nil, &ws)
+	for _, w := range ws {
+		if w.ID == victim.name || len(w.Jobs) != 0 {
+			t.Errorf("GET /api/workers after the batch: %+v", w)
+		}
+	}
+
 	// A job the victim finished just before it died has its record
 	// completed but its queue row still running: the reaper cancels the
 	// row and, the record being final, runs nothing again.
