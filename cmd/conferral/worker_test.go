@@ -715,3 +715,77 @@ func TestFleetGracefulStop(t *testing.T) {
 		t.Errorf("no event of job %s tells that its worker stopped", j.ID)
 	}
 }
+
+// TestWorkerUsage checks the worker's refusals of a bad command line.
+func TestWorkerUsage(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		says string
+	}{
+		{"no database", []string{"worker", "--artifacts", "/tmp"}, "--database postgres://... is required"},
+		{"SQLite is one machine's", []string{"worker", "--database", "conferral.db", "--artifacts", "/tmp"}, "--database postgres://... is required"},
+		{"no artifacts", []string{"worker", "--database", "postgres://db/conferral"}, "--artifacts DIR or s3://... is required"},
+		{"no slots", []string{"worker", "--database", "postgres://db/conferral", "--artifacts", "/tmp", "--workers", "0"}, "--workers 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := invoke(t, context.Background(), append(tc.args, "--device", "cpu")...)
+			if code != 2 || !strings.Contains(stderr, tc.says) {
+				t.Errorf("exit %d, stderr %q; want 2 and %q", code, stderr, tc.says)
+			}
+		})
+	}
+}
+
+// TestServeFleetCLI runs `conferral serve --database … --coordinator` as a
+// process and asks it for its health and its fleet.
+func TestServeFleetCLI(t *testing.T) {
+	f := startFleet(t, 5*time.Second) // for its PostgreSQL
+	cmd := exec.Command(os.Args[0], "serve", "--database", f.pg.URL, "--artifacts", t.TempDir(), "--dir", t.TempDir(),
+		"--coordinator", "--addr", "127.0.0.1:0", "--device", "cpu", "--threads", "1", "--quiet")
+	cmd.Env = append(os.Environ(), childEnv+"=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("serve stopped with %v: %s", err, stderr.String())
+		}
+	}()
+	line := make([]byte, 512)
+	n, err := out.Read(line)
+	if err != nil {
+		t.Fatalf("serve printed nothing: %v: %s", err, stderr.String())
+	}
+	_, rest, ok := strings.Cut(string(line[:n]), "http://")
+	base, _, _ := strings.Cut(rest, "/")
+	if !ok || base == "" {
+		t.Fatalf("serve printed %q", line[:n])
+	}
+	var ws []shared.Worker
+	resp, err := http.Get("http://" + base + "/api/workers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(&ws); err != nil {
+		t.Fatal(err)
+	}
+	// The in-process coordinator of startFleet and this one.
+	serving := 0
+	for _, w := range ws {
+		if w.Slots == 0 && w.Alive && w.ID != "coordinator" {
+			serving++
+		}
+	}
+	if serving != 1 {
+		t.Errorf("the fleet as the CLI's server lists it: %+v, want it among the members", ws)
+	}
+}
