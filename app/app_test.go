@@ -38,7 +38,8 @@ func TestMarkdown(t *testing.T) {
 		{"heading and paragraph", "# Title\n\nSome **bold** and `code`\nwrapped.", []string{"<h2>Title</h2>", "<p>Some <b>bold</b> and <code>code</code> wrapped.</p>"}, nil},
 		{"table", "| a | b |\n|---|---:|\n| x | 0.5 |\n| **y** | 12% |\n",
 			[]string{"<th>a</th>", "<td>x</td>", `<td class="num">0.5</td>`, "<td><b>y</b></td>", `<td class="num">12%</td>`}, nil},
-		{"image", "![plot](roc.png)", []string{`<img src="/r/roc.png" alt="plot">`}, nil},
+		{"image", "![plot](roc.png)", []string{`<p><img `, `src="/r/roc.png"`}, nil},
+		{"image's alt text", "![plot](roc.png)", []string{`<p><img `, `alt="plot"`}, nil}, // attributes come in any order
 		{"outside image refused", "![x](https://example.com/x.png)", []string{"[image: x]"}, []string{"example.com"}},
 		{"indented code", "Run:\n\n    conferral demo\n    --threads 1\n\nDone.", []string{"<pre><code>conferral demo\n--threads 1</code></pre>", "<p>Done.</p>"}, nil},
 		{"fenced code", "```\n| not a table |\n```", []string{"<pre><code>| not a table |</code></pre>"}, []string{"<table"}},

@@ -251,6 +251,42 @@ func batched(ctx ui.Context, apply func([]shared.Event)) func(shared.Event) {
 	}
 }
 
+// watchJob follows job id's events, replayed from its start, until the job
+// ends or the returned function (or ctx) stops the watch. apply gets the
+// events in batches on the UI goroutine; then done, also there, gets the
+// job as it finished, or the error that ended the watch.
+func watchJob(ctx ui.Context, id string, apply func([]shared.Event), done func(ui.Context, *shared.Job, error)) context.CancelFunc {
+	wctx, stop := context.WithCancel(ctx)
+	c := newClient("")
+	add := batched(ctx, apply)
+	ctx.Async(func() {
+		err := c.Events(wctx, id, func(e shared.Event) bool {
+			add(e)
+			return !(e.Kind == shared.State && e.State.Final())
+		})
+		var j *shared.Job
+		if err == nil {
+			j, err = c.Job(wctx, id)
+		}
+		if wctx.Err() != nil {
+			return // stopped: nobody waits for the answer
+		}
+		ctx.Dispatch(func(ctx ui.Context) { done(ctx, j, err) })
+	})
+	return stop
+}
+
+// jobError says why a finished job did not complete, or nil.
+func jobError(what string, j *shared.Job) error {
+	if j == nil || j.State == shared.JobCompleted {
+		return nil
+	}
+	if j.Error == "" {
+		return fmt.Errorf("%s %s", what, j.State)
+	}
+	return fmt.Errorf("%s %s: %s", what, j.State, j.Error)
+}
+
 // itemURL is the address of one picture of a fingerprint item: kind is
 // original, perturbation or fingerprint.
 func itemURL(fp string, i int, kind string) string {

@@ -123,10 +123,8 @@ func (g *gallery) startExtraction(ctx ui.Context, _ ui.Event) {
 			return
 		}
 		x.job = j.ID
-		wctx, stop := context.WithCancel(ctx)
-		x.stop = stop
 		id := j.ID
-		add := batched(ctx, func(evs []shared.Event) {
+		x.stop = watchJob(ctx, id, func(evs []shared.Event) {
 			if x.job != id {
 				return
 			}
@@ -144,26 +142,18 @@ func (g *gallery) startExtraction(ctx ui.Context, _ ui.Event) {
 			if len(x.messages) > 20 {
 				x.messages = x.messages[len(x.messages)-20:]
 			}
-		})
-		ctx.Async(func() {
-			err := c.Events(wctx, id, func(e shared.Event) bool {
-				add(e)
-				return !(e.Kind == shared.State && e.State.Final())
-			})
-			j, jerr := c.Job(wctx, id)
-			ctx.Dispatch(func(ctx ui.Context) {
-				switch {
-				case err != nil:
-					x.err = err
-				case jerr != nil:
-					x.err = jerr
-				case j.State != shared.JobCompleted:
-					x.state, x.err = j.State, fmt.Errorf("the extraction %s: %s", j.State, j.Error)
-				case j.Result != nil && j.Result.Fingerprint != nil:
-					x.state = j.State
-					g.reload(ctx, j.Result.Fingerprint.ID)
-				}
-			})
+		}, func(ctx ui.Context, j *shared.Job, err error) {
+			if x.job != id {
+				return
+			}
+			if err != nil {
+				x.err = err
+				return
+			}
+			x.state, x.err = j.State, jobError("the extraction", j)
+			if x.err == nil && j.Result != nil && j.Result.Fingerprint != nil {
+				g.reload(ctx, j.Result.Fingerprint.ID)
+			}
 		})
 	})
 }
@@ -195,9 +185,13 @@ func (g *gallery) extractPanel() ui.UI {
 		frac = float64(x.step) / float64(x.total)
 	}
 	busy := x.job != "" && !x.state.Final() && x.err == nil
+	// The log, newest line first.
 	log := make([]ui.UI, len(x.messages))
 	for i, m := range x.messages {
-		log[i] = ui.Div().Text(m)
+		log[len(log)-1-i] = ui.Div().Text(m)
+	}
+	if x.state == shared.JobCompleted && x.total > 0 {
+		x.step = x.total // the last progress event may come before the last step's end
 	}
 	return ui.Div().Class("panel").ID("extract").DataSet("job", x.job).DataSet("state", string(x.state)).Body(
 		ui.H2().Text("Craft a new fingerprint (C-BIM, Algorithm 2)"),

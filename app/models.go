@@ -161,24 +161,16 @@ func (p *models) watch(ctx ui.Context, id string) {
 		p.stop()
 	}
 	p.follow, p.curve, p.watchErr = id, curve{}, nil
-	wctx, stop := context.WithCancel(ctx)
-	p.stop = stop
-	c := newClient("")
-	add := batched(ctx, func(evs []shared.Event) {
+	p.stop = watchJob(ctx, id, func(evs []shared.Event) {
 		if p.follow != id {
 			return
 		}
 		for _, e := range evs {
 			p.curve.add(e)
 		}
-	})
-	ctx.Async(func() {
-		err := c.Events(wctx, id, func(e shared.Event) bool {
-			add(e)
-			return true
-		})
-		if err != nil {
-			ctx.Dispatch(func(ui.Context) { p.watchErr = err })
+	}, func(_ ui.Context, _ *shared.Job, err error) {
+		if p.follow == id {
+			p.watchErr = err
 		}
 	})
 }

@@ -174,39 +174,28 @@ func (v *verify) run(ctx ui.Context, _ ui.Event) {
 // follow streams job j's events until it ends, then reads its verdict.
 func (v *verify) follow(ctx ui.Context, j *shared.Job) {
 	v.job, v.state = j.ID, j.State
-	wctx, stop := context.WithCancel(ctx)
-	v.stop = stop
-	c := newClient("")
 	id := j.ID
-	add := batched(ctx, func(evs []shared.Event) {
+	v.stop = watchJob(ctx, id, func(evs []shared.Event) {
 		if v.job != id {
 			return
 		}
 		for _, e := range evs {
 			v.add(e)
 		}
-	})
-	ctx.Async(func() {
-		err := c.Events(wctx, id, func(e shared.Event) bool {
-			add(e)
-			return !(e.Kind == shared.State && e.State.Final())
-		})
+	}, func(_ ui.Context, j *shared.Job, err error) {
+		if v.job != id {
+			return
+		}
+		if err != nil {
+			v.err = err
+			return
+		}
 		// The verdict is in the finished job (and in its verdict event).
-		j, jerr := c.Job(wctx, id)
-		ctx.Dispatch(func(ui.Context) {
-			if err != nil {
-				v.err = err
-			}
-			if jerr == nil {
-				v.state = j.State
-				if j.Result != nil && j.Result.Verdict != nil {
-					v.add(shared.Event{Kind: shared.Verdicts, Verdict: j.Result.Verdict})
-				}
-				if j.State == shared.JobFailed || j.State == shared.JobInterrupted || j.State == shared.JobCancelled {
-					v.err = fmt.Errorf("the verification %s: %s", j.State, j.Error)
-				}
-			}
-		})
+		v.state = j.State
+		if j.Result != nil && j.Result.Verdict != nil {
+			v.add(shared.Event{Kind: shared.Verdicts, Verdict: j.Result.Verdict})
+		}
+		v.err = jobError("the verification", j)
 	})
 }
 

@@ -40,19 +40,16 @@ var screenshots = flag.String("screenshots", "../docs/screenshots", "folder for 
 
 // env is what TestMain sets up for the tests: read-only once the tests run.
 type env struct {
-	base   string // http://127.0.0.1:PORT
-	dir    string // the server's folder
-	bin    string // the conferral binary (for serve-model)
-	wasm   string // the app.wasm the server serves
-	source shared.ModelInfo
-	surr   shared.ModelInfo
-	ref    shared.ModelInfo
-	fp     shared.FingerprintInfo
-	// experiment is the job of a small study, started by setup, awaited by
-	// TestExperiments.
-	experiment string
-	browser    context.Context // a chromedp context that has run once
-	requests   *requestLog
+	base     string // http://127.0.0.1:PORT
+	dir      string // the server's folder
+	bin      string // the conferral binary (for serve-model)
+	wasm     string // the app.wasm the server serves
+	source   shared.ModelInfo
+	surr     shared.ModelInfo
+	ref      shared.ModelInfo
+	fp       shared.FingerprintInfo
+	browser  context.Context // a chromedp context that has run once
+	requests *requestLog
 }
 
 // requestLog records every URL the browser asked for.
@@ -120,7 +117,7 @@ func setup(m *testing.M) (int, error) {
 	torch.SetNumThreads(1)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	srv, err := server.New(ctx, server.Config{Dir: e2e.dir, Device: "cpu", Threads: 1, Workers: 2,
+	srv, err := server.New(ctx, server.Config{Dir: e2e.dir, Device: "cpu", Threads: 1, Workers: 1,
 		Addr: "127.0.0.1:0", AllowPrivate: true, App: app.Handler(web)})
 	if err != nil {
 		return 0, fmt.Errorf("starting the server: %w", err)
@@ -220,16 +217,6 @@ func seed(ctx context.Context) error {
 	if e2e.fp.Count < 4 {
 		return fmt.Errorf("the fingerprint has %d examples; the tests need at least 4", e2e.fp.Count)
 	}
-	// A tiny conferrability study for the experiments page; the second
-	// worker runs it while the first tests run.
-	var exp shared.Job
-	if err := call(ctx, http.MethodPost, "/api/jobs", shared.JobRequest{Kind: shared.JobExperiment, Experiment: &shared.ExperimentArgs{
-		Study: "conferrability", Name: "e2e-conferrability", Limit: 300, Archs: []string{"mlp"}, SourceArch: "mlp",
-		Per: 1, Epochs: 1, EpsSweep: []float64{0.1, 0.15}, Points: 16, Focus: 0.15,
-	}}, &exp); err != nil {
-		return fmt.Errorf("starting the experiment: %w", err)
-	}
-	e2e.experiment = exp.ID
 	return nil
 }
 
@@ -750,11 +737,24 @@ func TestCraftFromGallery(t *testing.T) {
 }
 
 func TestExperiments(t *testing.T) {
-	if _, err := waitJob(context.Background(), e2e.experiment); err != nil {
-		t.Fatal(err)
-	}
 	ctx := tab(t)
 	open(t, ctx, "/experiments", "experiments")
+	// A tiny conferrability study, run from the page.
+	if err := chromedp.Do(ctx, set(`#study-name`, "e2e-conferrability"), set(`#study-limit`, "300"), set(`#study-points`, "16"),
+		chromedp.Click(`#study-run`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, `document.querySelector('#study').dataset.state === 'running' && /^[1-9]\d* of [1-9]/.test(document.querySelector('#study-progress').innerText)`,
+		"the study's progress")
+	waitFor(t, ctx, `document.querySelector('#study').dataset.state === 'completed'`, "the study to complete")
+	job := eval[string](t, ctx, `document.querySelector('#study').dataset.job`)
+	j, err := waitJob(context.Background(), job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := j.Args.Experiment; a == nil || a.Study != "conferrability" || a.Limit != 300 || a.Points != 16 || strings.Join(a.Archs, ",") != "mlp" {
+		t.Errorf("the page asked for %+v", a)
+	}
 	waitFor(t, ctx, `document.querySelector('#report[data-report="e2e-conferrability"] table') !== null`, "the report's tables")
 	waitFor(t, ctx, imagesLoaded("#report img"), "the report's plots")
 	got := eval[struct {
@@ -835,10 +835,6 @@ func TestOnlyOwnOrigin(t *testing.T) {
 // download, compilation and first render) and again in the same tab
 // (app.wasm from the cache). `make bench` runs it.
 func BenchmarkApp(b *testing.B) {
-	// The setup's study would compete for the CPU.
-	if _, err := waitJob(context.Background(), e2e.experiment); err != nil {
-		b.Fatal(err)
-	}
 	raw, err := os.ReadFile(e2e.wasm)
 	if err != nil {
 		b.Fatal(err)
