@@ -254,6 +254,8 @@ func TestHandler(t *testing.T) {
 		{"wasm plain", srv.URL, "/web/app.wasm", false, 200, "asm fake module"},
 		{"wasm missing", empty.URL, "/web/app.wasm", true, 404, "make web"},
 		{"manifest", srv.URL, "/manifest.webmanifest", false, 200, "/web/icon.png"},
+		{"service worker's cache list", srv.URL, "/app-worker.js", false, 200, "/web/app.css"},
+		{"loader", srv.URL, "/app.js", false, 200, "/web/app.wasm"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
