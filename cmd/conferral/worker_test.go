@@ -575,6 +575,7 @@ func BenchmarkFleet(b *testing.B) {
 				f.startWorker(b, fmt.Sprintf("w%d", i+1), 1)
 			}
 			seed := int64(0)
+			var took []float64 // each job's run, from start to finish
 			b.ResetTimer()
 			for b.Loop() {
 				ids := map[string]bool{}
@@ -591,12 +592,16 @@ func BenchmarkFleet(b *testing.B) {
 					return true
 				})
 				for id := range ids {
-					if js[id].State != shared.JobCompleted {
-						b.Fatalf("job %s: %s (%s)", id, js[id].State, js[id].Error)
+					j := js[id]
+					if j.State != shared.JobCompleted {
+						b.Fatalf("job %s: %s (%s)", id, j.State, j.Error)
 					}
+					took = append(took, j.Finished.Sub(*j.Started).Seconds())
 				}
 			}
 			b.ReportMetric(float64(jobs*b.N)/b.Elapsed().Minutes(), "jobs/min")
+			slices.Sort(took)
+			b.ReportMetric(took[len(took)/2], "s/job")
 		})
 	}
 }
