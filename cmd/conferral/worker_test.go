@@ -794,3 +794,26 @@ func TestServeFleetCLI(t *testing.T) {
 		t.Errorf("the fleet as the CLI's server lists it: %+v, want it among the members", ws)
 	}
 }
+
+// TestFleetCancel cancels, from the server, a job that a worker process
+// runs: the worker stops it and takes the next job.
+func TestFleetCancel(t *testing.T) {
+	f := startFleet(t, 5*time.Second)
+	f.startWorker(t, "w1", 1)
+	long := f.submit(t, trainJob(11, 30, 2000))
+	next := f.submit(t, trainJob(12, 1, 300))
+	f.waitFor(t, "the long job training", 3*time.Minute, func(js map[string]shared.Job) bool {
+		return js[long.ID].State == shared.JobRunning && js[long.ID].Progress != nil
+	})
+	var j shared.Job
+	f.call(t, "POST", "/api/jobs/"+long.ID+"/cancel", nil, &j)
+	js := f.waitFor(t, "the cancel and the next job", 2*time.Minute, func(js map[string]shared.Job) bool {
+		return js[long.ID].State.Final() && js[next.ID].State.Final()
+	})
+	if got := js[long.ID]; got.State != shared.JobCancelled || got.Result != nil {
+		t.Errorf("cancelled job %s: %s (%s), result %+v", long.ID, got.State, got.Error, got.Result)
+	}
+	if got := js[next.ID]; got.State != shared.JobCompleted || got.Worker != "w1" {
+		t.Errorf("next job %s: %s on %s (%s)", next.ID, got.State, got.Worker, got.Error)
+	}
+}
