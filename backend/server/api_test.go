@@ -526,7 +526,7 @@ func TestCancel(t *testing.T) {
 func TestRestart(t *testing.T) {
 	f, dir := copyFixture(t)
 	ts := start(t, Config{Dir: dir})
-	j := ts.submit(long(2)) // long enough to be stopped mid-way
+	j := ts.submit(long(10)) // long enough to be stopped mid-way on any machine
 	ts.waitRunning(j.ID)
 	ts.stop()
 
