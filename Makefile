@@ -6,7 +6,7 @@ THREADS ?= $(shell nproc)
 DEPS       := libtorch-dev dataset-fashion-mnist g++ chromium libonnx-testdata python3-onnx postgresql
 BENCH_DEPS := python3-torch
 
-.PHONY: all build web deps test demo demo-serve bench vet clean
+.PHONY: all build web deps test demo demo-serve demo-cli screenshots bench vet clean
 
 all: build
 
@@ -31,12 +31,21 @@ vet: deps
 test: deps vet
 	$(GO) test -timeout 25m ./...
 
+# The whole story as jobs of `conferral serve`: open the printed URL to watch
+# them in the browser. `make demo-serve` keeps serving afterwards;
+# `make demo-cli` runs the same story without the server.
 demo: build
-	$(BIN) demo --threads $(THREADS) --out demo-out
+	$(BIN) demo --serve --keep=false --threads $(THREADS) --out demo-out
 
-# The same story as jobs of `conferral serve`: open the printed URL to watch.
 demo-serve: build
 	$(BIN) demo --serve --threads $(THREADS) --out demo-out
+
+demo-cli: build
+	$(BIN) demo --threads $(THREADS) --out demo-out
+
+# Screenshots of every page of the browser app, from the end-to-end tests.
+screenshots: deps
+	$(GO) test -count=1 ./e2e -screenshots $(CURDIR)/docs/screenshots
 
 bench: build
 	@scripts/deps.sh $(BENCH_DEPS)

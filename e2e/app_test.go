@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	stdpng "image/png"
 	"io"
 	"log"
 	"net"
@@ -36,7 +37,10 @@ import (
 	"github.com/conferral/conferral/shared"
 )
 
-var screenshots = flag.String("screenshots", "../docs/screenshots", "folder for the pages' screenshots (empty: none)")
+// `make screenshots` passes -screenshots ../docs/screenshots; by default the
+// screenshots are still taken (and must decode) but land in a temporary
+// folder, so that `make test` leaves the tree clean.
+var screenshots = flag.String("screenshots", "", "folder for the pages' screenshots (empty: a temporary folder)")
 
 // env is what TestMain sets up for the tests: read-only once the tests run.
 type env struct {
@@ -347,17 +351,21 @@ func imagesLoaded(sel string) string {
 // shoot writes a full-page screenshot to the screenshots folder.
 func shoot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
-	if *screenshots == "" {
-		return
+	dir := *screenshots
+	if dir == "" {
+		dir = t.TempDir()
 	}
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
 	}
-	if err := os.MkdirAll(*screenshots, 0o755); err != nil {
+	if _, err := stdpng.DecodeConfig(bytes.NewReader(png)); err != nil {
+		t.Fatalf("screenshot %s is not a PNG: %v", name, err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(*screenshots, name+".png"), png, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

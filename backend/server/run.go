@@ -19,6 +19,7 @@ import (
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/report"
+	"github.com/conferral/conferral/backend/suspect"
 	"github.com/conferral/conferral/backend/torch"
 	"github.com/conferral/conferral/backend/train"
 	"github.com/conferral/conferral/shared"
@@ -588,7 +589,10 @@ func (s *Server) runVerify(ctx context.Context, j shared.Job, a shared.VerifyArg
 		theta = fingerprint.DefaultThreshold
 	}
 	rep.Report(shared.Event{Kind: shared.Log, Stage: "verify", Message: fmt.Sprintf("querying %s with %d fingerprints of %s", sus, fp.N, fpInfo.Name)})
-	v, err := fingerprint.Verify(ctx, sus, fp, theta, a.BaseRate)
+	watched := &suspect.Progress{Suspect: sus, Batch: 8, Report: func(done, total int) {
+		rep.Report(shared.Event{Kind: shared.Progress, Stage: "verify", Step: int64(done), Total: int64(total), Message: fmt.Sprintf("%d of %d queries answered", done, total)})
+	}}
+	v, err := fingerprint.Verify(ctx, watched, fp, theta, a.BaseRate)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"sync/atomic"
 
 	"github.com/conferral/conferral/backend/torch"
 )
@@ -99,4 +100,54 @@ func (l *Local) Classify(ctx context.Context, b Images) ([]int64, error) {
 		}
 	}
 	return out, nil
+}
+
+// Progress classifies through Suspect in batches of Batch images and calls
+// Report after each with the images answered so far, so that long
+// verifications (a remote endpoint answering slowly) can be watched.
+type Progress struct {
+	Suspect
+	Batch  int // images per request to Suspect (32 when zero)
+	Report func(done, total int)
+
+	sent atomic.Int64
+}
+
+// Classify labels b batch by batch.
+func (p *Progress) Classify(ctx context.Context, b Images) ([]int64, error) {
+	if err := b.Validate(); err != nil {
+		return nil, err
+	}
+	batch := p.Batch
+	if batch <= 0 {
+		batch = 32
+	}
+	per := b.C * b.H * b.W
+	out := make([]int64, 0, b.N)
+	for start := 0; start < b.N; start += batch {
+		n := min(batch, b.N-start)
+		part := Images{X: b.X[start*per : (start+n)*per], N: n, C: b.C, H: b.H, W: b.W}
+		p.sent.Add(int64(n))
+		labels, err := p.Suspect.Classify(ctx, part)
+		if err != nil {
+			return nil, err
+		}
+		if len(labels) != n {
+			return nil, fmt.Errorf("%s: %d answers to %d images", p.Suspect, len(labels), n)
+		}
+		out = append(out, labels...)
+		if p.Report != nil {
+			p.Report(len(out), b.N)
+		}
+	}
+	return out, nil
+}
+
+// Queries passes on the wrapped suspect's count if it keeps one (a remote
+// suspect's retries count), and otherwise counts the images passed on.
+func (p *Progress) Queries() int {
+	if c, ok := p.Suspect.(Counter); ok {
+		return c.Queries()
+	}
+	return int(p.sent.Load())
 }

@@ -3,6 +3,7 @@ package suspect
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/conferral/conferral/backend/nn"
@@ -73,5 +74,30 @@ func TestLocal(t *testing.T) {
 	cancel()
 	if _, err := (&Local{Model: m, Name: "m"}).Classify(ctx, b); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled: %v", err)
+	}
+
+	// Progress gives the same answers in batches, reports each, and counts
+	// the images it passed on.
+	var done []int
+	p := &Progress{Suspect: &Local{Model: m, Name: "m"}, Batch: 3, Report: func(d, total int) {
+		if total != n {
+			t.Errorf("progress total %d, want %d", total, n)
+		}
+		done = append(done, d)
+	}}
+	watched, err := p.Classify(context.Background(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range whole {
+		if watched[i] != whole[i] {
+			t.Errorf("image %d: %d through Progress, %d directly", i, watched[i], whole[i])
+		}
+	}
+	if fmt.Sprint(done) != "[3 6 7]" || p.Queries() != n || p.String() != "m" {
+		t.Errorf("progress %v, %d queries, name %q; want [3 6 7], %d, m", done, p.Queries(), p.String(), n)
+	}
+	if _, err := p.Classify(ctx, b); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled through Progress: %v", err)
 	}
 }

@@ -57,6 +57,8 @@ func runDemoServe(ctx context.Context, e *env, o demoServe) error {
 	if err == nil && o.keep {
 		fmt.Fprintf(e.stdout, "The server goes on at http://%s/ — Ctrl-C stops it.\n", url)
 		<-ctx.Done()
+	} else if err == nil {
+		fmt.Fprintf(e.stdout, "Browse the results again with: conferral serve --dir %s\n", filepath.Join(o.out, "server"))
 	}
 	cancel()
 	if serr := <-served; err == nil && serr != nil && !errors.Is(serr, context.Canceled) {
