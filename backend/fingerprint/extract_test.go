@@ -546,3 +546,58 @@ func TestExtractStops(t *testing.T) {
 		}
 	})
 }
+
+// TestCalibrate checks that held-out references set the p-value's base
+// rate to the highest agreement among them (never lowering it), that the
+// source itself would set it to 1, and that the file keeps the calibration.
+func TestCalibrate(t *testing.T) {
+	w := getWorld(t)
+	if w.fp.N == 0 {
+		t.Fatal("no fingerprint")
+	}
+	ctx := context.Background()
+	clone := func() *fingerprint.Fingerprint {
+		c := *w.fp
+		return &c
+	}
+	want := w.fp.Meta.ReferenceRate
+	for i, ls := range labelsOn(t, w.fp, w.heldRef) {
+		agree := 0
+		for j, l := range ls {
+			if l == w.fp.Keys[j] {
+				agree++
+			}
+		}
+		want = math.Max(want, float64(agree)/float64(w.fp.N))
+		t.Logf("held-out reference %d agrees on %d of %d", i, agree, w.fp.N)
+	}
+	fp := clone()
+	var held []fingerprint.Model
+	for _, r := range w.heldRef {
+		held = append(held, r)
+	}
+	if err := fingerprint.Calibrate(ctx, fp, held); err != nil {
+		t.Fatal(err)
+	}
+	if fp.Meta.ReferenceRate != want || fp.Meta.Calibration != len(held) || fp.Meta.ReferenceRate < w.fp.Meta.ReferenceRate {
+		t.Errorf("calibrated rate %v from %d models, want %v from %d", fp.Meta.ReferenceRate, fp.Meta.Calibration, want, len(held))
+	}
+	path := filepath.Join(t.TempDir(), "fp.safetensors")
+	if err := fp.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	back, err := fingerprint.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Meta.ReferenceRate != fp.Meta.ReferenceRate || back.Meta.Calibration != fp.Meta.Calibration {
+		t.Errorf("file kept rate %v from %d models", back.Meta.ReferenceRate, back.Meta.Calibration)
+	}
+	src := clone()
+	if err := fingerprint.Calibrate(ctx, src, []fingerprint.Model{w.source}); err != nil {
+		t.Fatal(err)
+	}
+	if src.Meta.ReferenceRate != 1 {
+		t.Errorf("the source as a held-out model gives rate %v, want 1", src.Meta.ReferenceRate)
+	}
+}

@@ -53,7 +53,10 @@ type Meta struct {
 	// keys, floored at chance (1/classes): the null hypothesis of the
 	// verdict's p-value.
 	ReferenceRate float64 `json:"reference_rate"`
-	Seed          int64   `json:"seed"`
+	// Calibration is the number of held-out references that measured
+	// ReferenceRate (0: only the training references did).
+	Calibration int   `json:"calibration,omitempty"`
+	Seed        int64 `json:"seed"`
 }
 
 // ImageSize is C·H·W.

@@ -89,6 +89,7 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	source := fs.String("source", "", "source model M, a model file or an .onnx file; required")
 	surr := fs.String("surrogates", "", "comma-separated training surrogates S; required")
 	refs := fs.String("references", "", "comma-separated training references R; required")
+	calib := fs.String("calibration", "", "comma-separated held-out references (trained independently, not in --references) that measure the p-value's base rate")
 	out := fs.String("out", "", "fingerprint file to write; required")
 	sheet := fs.String("sheet", "", "also write a contact sheet PNG here")
 	cfgOf := cbimFlags(fs)
@@ -132,6 +133,17 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	}
 	if fp.N == 0 {
 		return fmt.Errorf("extract: no start point reached conferrability τ = %g; try more candidates, a larger ε or a lower τ", cfg.Tau)
+	}
+	if *calib != "" {
+		cs, _, err := loadModels(e, *calib)
+		if err != nil {
+			return err
+		}
+		err = fingerprint.Calibrate(ctx, fp, asModels(cs))
+		freeAll(cs)
+		if err != nil {
+			return err
+		}
 	}
 	if err := fp.Save(*out); err != nil {
 		return err
