@@ -307,6 +307,17 @@ type ExperimentArgs struct {
 	Taus       []float64 `json:"taus,omitempty"`
 	Points     int       `json:"points,omitempty"`
 	Focus      float64   `json:"focus,omitempty"`
+	// Fanout trains the study's models as jobs of their own (spread over a
+	// fleet's workers: the source first, then all the others at once)
+	// before the study runs with them.
+	Fanout bool `json:"fanout,omitempty"`
+	// Member trains only that model of the study's plan, into the shared
+	// folder of trained models, and runs no study: the jobs Fanout queues.
+	Member string `json:"member,omitempty"`
+	// Jobs are the jobs Fanout queued (the source's first) and Gathered
+	// says that they are done; the server sets both.
+	Jobs     []string `json:"jobs,omitempty"`
+	Gathered bool     `json:"gathered,omitempty"`
 }
 
 // FingerprintInfo describes a stored fingerprint.

@@ -137,3 +137,20 @@ func (c checkedStore) Upload(ctx context.Context, id string) (string, error) {
 	}
 	return c.art.verify(p)
 }
+
+// Report resolves a report's folder written by another member of a fleet,
+// which may mount the shared folder elsewhere, in this process's mount.
+func (c checkedStore) Report(ctx context.Context, name string) (shared.ReportInfo, string, error) {
+	r, dir, err := c.Store.Report(ctx, name)
+	if err != nil {
+		return r, dir, err
+	}
+	if _, serr := os.Stat(dir); serr != nil {
+		if here := filepath.Join(c.art.dir, "reports", filepath.Base(dir)); here != dir {
+			if fi, err := os.Stat(here); err == nil && fi.IsDir() {
+				return r, here, nil
+			}
+		}
+	}
+	return r, dir, nil
+}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/conferral/conferral/shared"
 )
 
 // TestArtifactVerify checks that an artifact is found by its name wherever
@@ -89,5 +92,31 @@ func TestSharedArtifactTemps(t *testing.T) {
 	}
 	if _, err := os.Stat(old); !os.IsNotExist(err) {
 		t.Errorf("a temporary older than %s was kept: %v", staleTemp, err)
+	}
+}
+
+// TestReportElsewhere checks that a report written by a fleet member that
+// mounts the shared folder elsewhere is found in this process's mount.
+func TestReportElsewhere(t *testing.T) {
+	ts := start(t, Config{Dir: t.TempDir()})
+	ctx := context.Background()
+	here := filepath.Join(ts.art.dir, "reports", "study")
+	if err := os.MkdirAll(here, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, stored, want string }{
+		{"elsewhere", "/mnt/fleet/artifacts/reports/study", here},
+		{"here", here, here},
+		{"gone", "/mnt/fleet/artifacts/reports/lost", "/mnt/fleet/artifacts/reports/lost"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := filepath.Base(tc.stored) + "-" + tc.name
+			if err := ts.store.PutReport(ctx, shared.ReportInfo{Name: name}, tc.stored); err != nil {
+				t.Fatal(err)
+			}
+			if _, got, err := ts.store.Report(ctx, name); err != nil || got != tc.want {
+				t.Errorf("Report(%s) = %q, %v; want %q", name, got, err, tc.want)
+			}
+		})
 	}
 }

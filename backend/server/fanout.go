@@ -4,17 +4,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/riverqueue/river"
 
+	"github.com/conferral/conferral/backend/data"
+	"github.com/conferral/conferral/backend/experiment"
 	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/shared"
 )
 
-// Fan-out. An extraction that asks for its own training models
+// Fan-out. An experiment with Fanout queues one job per model of its
+// study's plan (the source first, since surrogates learn from it, then all
+// the others at once); each trains its model into the folder of trained
+// models that the experiment's own run then finds (experiment.Build reuses
+// a model whose recorded key matches, and retrains one that does not, so
+// a model made under other settings is never used). An extraction that
+// asks for its own training models
 // (ExtractArgs.Train) queues one training job per model, on the same kind
 // of device, so that a fleet trains them on all its workers at once. Until
 // they are done the extraction waits without holding a worker: each time
@@ -62,8 +71,14 @@ func checkExtractModels(a *shared.ExtractArgs) error {
 // out again later (a snooze) or never (it failed).
 func (s *Server) gather(ctx context.Context, id string) (bool, error) {
 	j, err := s.store.Job(ctx, id)
-	if err != nil || j.State.Final() || j.Kind != shared.JobExtract || j.Args.Extract == nil {
+	if err != nil || j.State.Final() {
 		return true, nil // work records what is wrong
+	}
+	if e := j.Args.Experiment; j.Kind == shared.JobExperiment && e != nil && e.Fanout && !e.Gathered {
+		return s.gatherExperiment(ctx, j)
+	}
+	if j.Kind != shared.JobExtract || j.Args.Extract == nil {
+		return true, nil
 	}
 	t := j.Args.Extract.Train
 	if t == nil || t.Gathered {
@@ -154,4 +169,144 @@ func (s *Server) fanOut(ctx context.Context, j shared.Job) ([]string, error) {
 		ids = append(ids, c.ID)
 	}
 	return ids, nil
+}
+
+// modelsDir is the folder of an experiment's trained models: in a fleet
+// with a shared artifact folder, beside the artifacts, so that every
+// member finds the models the others trained.
+func (s *Server) modelsDir() string {
+	if s.fleet != nil && s.art.remote == nil {
+		return filepath.Join(s.art.dir, "fleet")
+	}
+	return filepath.Join(s.cfg.Dir, "fleet")
+}
+
+// checkExperimentFanout checks the fan-out fields of an experiment.
+func (s *Server) checkExperimentFanout(a *shared.ExperimentArgs) error {
+	if len(a.Jobs) != 0 || a.Gathered {
+		return badInput("jobs and gathered are the server's to set")
+	}
+	if a.Fanout && a.Member != "" {
+		return badInput("fanout and member exclude each other")
+	}
+	if a.Fanout && s.art.remote != nil {
+		return badInput("fanout needs the fleet's artifacts in a shared folder: with an object store, each worker keeps its own models")
+	}
+	if a.Member != "" && !slices.ContainsFunc(experimentPlan(*a), func(m *experiment.Member) bool { return m.Name == a.Member }) {
+		return badInput("member %q is not a model of this study's plan", a.Member)
+	}
+	return nil
+}
+
+// experimentPlan is the plan of an experiment's models, with the same
+// defaults as runExperiment (were they to differ, Build would retrain the
+// models, not misuse them).
+func experimentPlan(a shared.ExperimentArgs) []*experiment.Member {
+	archs := a.Archs
+	if len(archs) == 0 {
+		archs = []string{"cnn", "mlp", "resnet20"}
+	}
+	per, epochs := a.Per, a.Epochs
+	if per <= 0 {
+		per = 2
+	}
+	if epochs <= 0 {
+		epochs = 2
+	}
+	return experiment.Plan(cmpOr(a.SourceArch, "cnn"), archs, per, epochs)
+}
+
+// runMember trains one model of an experiment's plan (with the source,
+// which it loads when it is there).
+func (s *Server) runMember(ctx context.Context, a shared.ExperimentArgs, rep shared.Reporter) (*shared.JobResult, error) {
+	var plan []*experiment.Member
+	for _, m := range experimentPlan(a) {
+		if m.Role == experiment.Source || m.Name == a.Member {
+			plan = append(plan, m)
+		}
+	}
+	full, test, err := s.loadData(shared.DataArgs{Dataset: a.Dataset, Split: "all", Limit: a.Limit}, "all")
+	if err != nil {
+		return nil, err
+	}
+	def, adv := data.Split(full, 1)
+	ds := experiment.Data{Defender: def, Adversary: adv, Test: test, Tag: fmt.Sprintf("%s/split=1/limit=%d", full.Name, a.Limit)}
+	fl, err := experiment.Build(ctx, s.modelsDir(), plan, ds, s.device, rep)
+	if err != nil {
+		return nil, err
+	}
+	defer fl.Free()
+	for _, m := range fl.Members {
+		if m.Name == a.Member {
+			how := "trained"
+			if m.FromDisk {
+				how = "found trained"
+			}
+			return &shared.JobResult{Message: fmt.Sprintf("%s (%s, %s): %s, test accuracy %.4f", m.Name, m.Arch, m.Role, how, m.TestAcc)}, nil
+		}
+	}
+	return nil, fmt.Errorf("member %q is not in the study's plan", a.Member)
+}
+
+// gatherExperiment queues an experiment's model jobs and waits for them.
+func (s *Server) gatherExperiment(ctx context.Context, j shared.Job) (bool, error) {
+	a := j.Args.Experiment
+	plan := experimentPlan(*a)
+	queue := func(members []*experiment.Member) error {
+		var ids []string
+		for _, m := range members {
+			c := *a
+			c.Fanout, c.Member, c.Name, c.Jobs = false, m.Name, "", nil
+			cj, err := s.Submit(ctx, shared.JobRequest{Kind: shared.JobExperiment, Experiment: &c})
+			if err != nil {
+				return fmt.Errorf("experiment: queueing the job of %s: %w", m.Name, err)
+			}
+			ids = append(ids, cj.ID)
+		}
+		var err error
+		j, err = s.store.UpdateJob(ctx, j.ID, func(j *shared.Job) { j.Args.Experiment.Jobs = append(j.Args.Experiment.Jobs, ids...) })
+		if err == nil {
+			s.emit(ctx, shared.Event{Job: j.ID, Kind: shared.Log, Stage: "train models",
+				Message: fmt.Sprintf("queued %d model jobs (%s)", len(ids), strings.Join(ids, ", "))})
+		}
+		return err
+	}
+	fail := func(err error) (bool, error) {
+		s.finish(ctx, j.ID, shared.JobFailed, nil, err.Error())
+		return false, river.JobCancel(err)
+	}
+	if len(a.Jobs) == 0 {
+		if err := queue(plan[:1]); err != nil { // the source
+			return fail(err)
+		}
+		a = j.Args.Experiment
+	}
+	done := 0
+	for _, cid := range a.Jobs {
+		c, err := s.store.Job(ctx, cid)
+		if err != nil {
+			return false, err
+		}
+		switch {
+		case c.State == shared.JobCompleted:
+			done++
+		case c.State.Final():
+			return fail(fmt.Errorf("model job %s (%s) %s: %s", cid, c.Args.Experiment.Member, c.State, c.Error))
+		}
+	}
+	if done == len(a.Jobs) && len(a.Jobs) == 1 && len(plan) > 1 {
+		if err := queue(plan[1:]); err != nil {
+			return fail(err)
+		}
+		a = j.Args.Experiment
+	}
+	if done < len(plan) {
+		s.emit(ctx, shared.Event{Job: j.ID, Kind: shared.Progress, Stage: "train models", Step: int64(done), Total: int64(len(plan)),
+			Message: fmt.Sprintf("%d of %d models trained", done, len(plan))})
+		return false, river.JobSnooze(gatherPoll)
+	}
+	if _, err := s.store.UpdateJob(ctx, j.ID, func(j *shared.Job) { j.Args.Experiment.Gathered = true }); err != nil {
+		return false, err
+	}
+	return true, nil
 }

@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/conferral/conferral/shared"
 )
@@ -110,5 +113,75 @@ func TestExtractFanOutRefused(t *testing.T) {
 		if j.Kind == shared.JobExtract && j.ID != f.extractJob {
 			t.Errorf("a refused request left job %s", j.ID)
 		}
+	}
+}
+
+// TestExperimentFanOut runs a study whose models are trained as jobs of
+// their own, the source first, and checks that the study ran with them.
+func TestExperimentFanOut(t *testing.T) {
+	dir := t.TempDir()
+	ts := start(t, Config{Dir: dir, Workers: 2})
+	j := ts.mustComplete(shared.JobRequest{Kind: shared.JobExperiment, Experiment: &shared.ExperimentArgs{
+		Study: "conferrability", Name: "fanned", Limit: 300, Archs: []string{"mlp"}, SourceArch: "mlp", Per: 1, Epochs: 1,
+		EpsSweep: []float64{0.1}, Focus: 0.1, Points: 10, Fanout: true}})
+	a := j.Args.Experiment
+	if len(a.Jobs) != 5 || !a.Gathered {
+		t.Fatalf("model jobs %v (gathered %v), want the source and 4 others", a.Jobs, a.Gathered)
+	}
+	var src shared.Job
+	var last time.Time // when the last model job finished
+	for i, id := range a.Jobs {
+		var c shared.Job
+		if code := ts.call("GET", "/api/jobs/"+id, nil, &c); code != http.StatusOK {
+			t.Fatalf("GET job %s: %d", id, code)
+		}
+		if c.State != shared.JobCompleted || c.Args.Experiment.Member == "" || !strings.Contains(c.Result.Message, "trained") {
+			t.Errorf("model job %s: %s %q: %s %+v", id, c.State, c.Args.Experiment.Member, c.Error, c.Result)
+		}
+		if c.Finished != nil && c.Finished.After(last) {
+			last = *c.Finished
+		}
+		if i == 0 {
+			src = c
+			if c.Args.Experiment.Member != "source" {
+				t.Errorf("the first model job trains %q, want the source", c.Args.Experiment.Member)
+			}
+		} else if c.Started.Before(*src.Finished) {
+			t.Errorf("model job %s started before the source was trained", id)
+		}
+	}
+	if r := j.Result.Report; r == nil || r.Name != "fanned" || len(r.Files) < 2 {
+		t.Fatalf("report %+v", j.Result.Report)
+	}
+	models, _ := filepath.Glob(filepath.Join(dir, "fleet", "*.safetensors"))
+	if len(models) != 5 {
+		t.Errorf("%d trained models in the folder, want 5: %v", len(models), models)
+	}
+	for _, m := range models { // the study used them as the jobs left them
+		if fi, err := os.Stat(m); err != nil || fi.ModTime().After(last) {
+			t.Errorf("%s was written after the model jobs finished (%v)", m, err)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		args shared.ExperimentArgs
+		says string
+	}{
+		{"jobs from the client", shared.ExperimentArgs{Study: "conferrability", Fanout: true, Jobs: []string{"1"}}, "server's to set"},
+		{"fanout and member", shared.ExperimentArgs{Study: "conferrability", Fanout: true, Member: "source"}, "exclude each other"},
+		{"unknown member", shared.ExperimentArgs{Study: "conferrability", Member: "nobody"}, `member \"nobody\"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, _ := json.Marshal(shared.JobRequest{Kind: shared.JobExperiment, Experiment: &tc.args})
+			resp, err := http.Post(ts.http.URL+"/api/jobs", "application/json", bytes.NewReader(b))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), tc.says) {
+				t.Errorf("%d %s, want 400 saying %q", resp.StatusCode, body, tc.says)
+			}
+		})
 	}
 }

@@ -144,6 +144,9 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 		if a.Study != "conferrability" && a.Study != "fingerprint" {
 			return badInput("study %q: want conferrability or fingerprint", a.Study)
 		}
+		if err := s.checkExperimentFanout(a); err != nil { // fanout.go
+			return err
+		}
 		if a.Name != "" && !nameRE.MatchString(a.Name) {
 			return badInput("report name %q: letters, digits, '.', '_' and '-' only", a.Name)
 		}
@@ -616,6 +619,9 @@ func verdict(v *fingerprint.Verdict, fp *fingerprint.Fingerprint, id string) sha
 }
 
 func (s *Server) runExperiment(ctx context.Context, j shared.Job, a shared.ExperimentArgs, rep shared.Reporter) (*shared.JobResult, error) {
+	if a.Member != "" {
+		return s.runMember(ctx, a, rep) // fanout.go
+	}
 	archs := a.Archs
 	if len(archs) == 0 {
 		archs = []string{"cnn", "mlp", "resnet20"}
@@ -643,7 +649,7 @@ func (s *Server) runExperiment(ctx context.Context, j shared.Job, a shared.Exper
 	def, adv := data.Split(full, 1)
 	ds := experiment.Data{Defender: def, Adversary: adv, Test: test, Tag: fmt.Sprintf("%s/split=1/limit=%d", full.Name, a.Limit)}
 	plan := experiment.Plan(sourceArch, archs, per, epochs)
-	fleet, err := experiment.Build(ctx, filepath.Join(s.cfg.Dir, "fleet"), plan, ds, s.device, rep)
+	fleet, err := experiment.Build(ctx, s.modelsDir(), plan, ds, s.device, rep)
 	if err != nil {
 		return nil, err
 	}

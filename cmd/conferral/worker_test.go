@@ -817,3 +817,39 @@ func TestFleetCancel(t *testing.T) {
 		t.Errorf("next job %s: %s on %s (%s)", next.ID, got.State, got.Worker, got.Error)
 	}
 }
+
+// TestFleetExperiment runs a study whose models are trained as jobs of
+// their own on two worker processes, in the shared folder.
+func TestFleetExperiment(t *testing.T) {
+	f := startFleet(t, 5*time.Second)
+	f.startWorker(t, "w1", 1)
+	f.startWorker(t, "w2", 1)
+	ex := f.submit(t, shared.JobRequest{Kind: shared.JobExperiment, Experiment: &shared.ExperimentArgs{
+		Study: "conferrability", Name: "fleet", Limit: 300, Archs: []string{"mlp"}, SourceArch: "mlp", Per: 2, Epochs: 1,
+		EpsSweep: []float64{0.1}, Focus: 0.1, Points: 10, Fanout: true}})
+	js := f.waitFor(t, "the study", 5*time.Minute, func(js map[string]shared.Job) bool { return js[ex.ID].State.Final() })
+	j := js[ex.ID]
+	if j.State != shared.JobCompleted || j.Result == nil || j.Result.Report == nil {
+		t.Fatalf("study: %s: %s", j.State, j.Error)
+	}
+	ranOn := map[string]int{}
+	for _, id := range j.Args.Experiment.Jobs {
+		if c := js[id]; c.State != shared.JobCompleted {
+			t.Errorf("model job %s: %s: %s", id, c.State, c.Error)
+		}
+		ranOn[js[id].Worker]++
+	}
+	if len(j.Args.Experiment.Jobs) != 9 || ranOn["w1"] == 0 || ranOn["w2"] == 0 {
+		t.Errorf("%d model jobs ran %v, want 9 over both workers", len(j.Args.Experiment.Jobs), ranOn)
+	}
+	t.Logf("model jobs per worker %v; the study on %s", ranOn, j.Worker)
+	// The report is in the shared folder, where the server serves it from.
+	resp, err := http.Get(f.http.URL + "/api/reports/fleet/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET the report's README.md: %s", resp.Status)
+	}
+}
