@@ -161,11 +161,10 @@ func (f *fleet) reap(ctx context.Context, s *Server) error {
 			return err
 		}
 	}
-	if len(stale) > 0 {
-		// Dead members' rows only clutter the list of the fleet.
-		_, err = conn.Exec(ctx, `DELETE FROM conferral_workers w WHERE heartbeat < now() - make_interval(secs => $1)
-			AND NOT EXISTS (SELECT 1 FROM river_job j WHERE j.state = 'running' AND j.attempted_by[array_length(j.attempted_by, 1)] = w.id)`, lease)
-	}
+	// A dead member stays listed (not alive) for ten leases, then leaves
+	// the list once none of its jobs is left to take back.
+	_, err = conn.Exec(ctx, `DELETE FROM conferral_workers w WHERE heartbeat < now() - make_interval(secs => $1)
+		AND NOT EXISTS (SELECT 1 FROM river_job j WHERE j.state = 'running' AND j.attempted_by[array_length(j.attempted_by, 1)] = w.id)`, 10*lease)
 	return err
 }
 
