@@ -181,6 +181,11 @@ func TestRobustness(t *testing.T) {
 	if !labels.FromDisk || labels.TestAcc != retrain.TestAcc || labels.Verdict.Agree != retrain.Verdict.Agree {
 		t.Errorf("labels-only suspect: from disk %v, accuracy %v vs %v, agreement %d vs %d", labels.FromDisk, labels.TestAcc, retrain.TestAcc, labels.Verdict.Agree, retrain.Verdict.Agree)
 	}
+	for i, v := range append(append([]*fingerprint.Verdict{}, res.RefV...), res.Derived[0].Verdict) {
+		if (i < len(res.RefV) && v.Accuracy > res.BaseRate) || v.BaseRate != res.BaseRate || v.PValue != fingerprint.BinomialTail(v.Agree, v.Fingerprints, res.BaseRate) {
+			t.Errorf("%s: accuracy %v, base rate %v (study %v), p %v", v.Suspect, v.Accuracy, v.BaseRate, res.BaseRate, v.PValue)
+		}
+	}
 	useful, retained := 0, 0
 	for _, d := range res.Derived {
 		if d.Verdict.Fingerprints != fp.N {

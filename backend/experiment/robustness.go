@@ -68,6 +68,9 @@ type RobustnessResult struct {
 	// Useful counts those within the margin; FalsePositives the references
 	// verified as surrogates.
 	Retained, Useful, FalsePositives int
+	// BaseRate is the p-values' null agreement rate: the highest of the
+	// references' fingerprint accuracies (and the fingerprint's own rate).
+	BaseRate float64
 }
 
 var nonSlug = regexp.MustCompile(`[^a-z0-9.]+`)
@@ -170,10 +173,24 @@ func (st *RobustnessStudy) Run(ctx context.Context, f *Fleet, fp *fingerprint.Fi
 	if res.RefV, err = verifyAll(ctx, fp, res.References, st.Theta); err != nil {
 		return nil, err
 	}
+	// The p-values' null hypothesis: an innocent model agrees as often as
+	// the most agreeing of these references, which took no part in
+	// crafting (the training references disagree by construction).
+	res.BaseRate = fp.Meta.ReferenceRate
 	for _, v := range res.RefV {
+		res.BaseRate = max(res.BaseRate, v.Accuracy)
 		if v.Surrogate {
 			res.FalsePositives++
 		}
+	}
+	for _, vs := range [][]*fingerprint.Verdict{res.SurrV, res.RefV} {
+		for _, v := range vs {
+			v.BaseRate, v.PValue = res.BaseRate, fingerprint.BinomialTail(v.Agree, v.Fingerprints, res.BaseRate)
+		}
+	}
+	for _, d := range res.Derived {
+		v := d.Verdict
+		v.BaseRate, v.PValue = res.BaseRate, fingerprint.BinomialTail(v.Agree, v.Fingerprints, res.BaseRate)
 	}
 	progress.Report(shared.Event{Kind: shared.Done, Stage: "robustness", Step: int64(len(st.Attacks)), Total: int64(len(st.Attacks))})
 	return res, st.write(dir, fp, res)
@@ -197,7 +214,11 @@ func (st *RobustnessStudy) write(dir report.Dir, fp *fingerprint.Fingerprint, r 
 		var missed []string
 		for _, d := range r.Derived {
 			if d.Within(r.SourceAcc, st.Margin) && !d.Verdict.Surrogate {
-				missed = append(missed, fmt.Sprintf("%s %s (%.2f)", d.Name, d.Param, d.Verdict.Accuracy))
+				name := d.Name
+				if d.LabelsOnly {
+					name += " (labels only)"
+				}
+				missed = append(missed, fmt.Sprintf("%s %s (%.2f)", name, d.Param, d.Verdict.Accuracy))
 			}
 		}
 		fmt.Fprintf(&md, "The fingerprint **fails** the paper's retention target here: %s fell below θ although they kept their accuracy.\n\n", strings.Join(missed, ", "))
@@ -205,6 +226,7 @@ func (st *RobustnessStudy) write(dir report.Dir, fp *fingerprint.Fingerprint, r 
 	if r.FalsePositives > 0 {
 		fmt.Fprintf(&md, "The fingerprint **wrongly accuses** %d reference model(s).\n\n", r.FalsePositives)
 	}
+	fmt.Fprintf(&md, "p-values are one-sided binomial tails against an agreement rate of %.2f, the most agreeing reference model's below: how likely an innocent model agreeing that often with each fingerprint would agree as much as the suspect.\n\n", r.BaseRate)
 	var rows [][]string
 	group := ""
 	for _, d := range r.Derived {

@@ -104,6 +104,9 @@ func Scatter(path, title, xl, yl string, groups []Series, h float64, hName strin
 		p.Add(s)
 		p.Legend.Add(g.Name, s)
 	}
+	// Models cluster at high test accuracy, on the right: keep the legend
+	// out of their way.
+	p.Legend.Left, p.Legend.Top = true, true
 	if h == h {
 		p.Y.Min = 0
 		xmin, xmax := p.X.Min, p.X.Max
