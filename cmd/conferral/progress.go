@@ -53,13 +53,18 @@ func (b *bar) Report(e shared.Event) {
 		fmt.Fprintf(b.w, "\r\033[K%s", b.line(e))
 		b.drawn = true
 	default:
+		msg := e.Message
+		switch {
+		case e.Kind == shared.Epoch:
+			msg = fmt.Sprintf("epoch %d %s", e.Epoch, metrics(e.Metrics))
+		case msg == "" && e.Kind == shared.State && e.State != "":
+			msg = string(e.State) // a server job's state change
+		case msg == "":
+			return // nothing a person would read
+		}
 		if b.drawn {
 			fmt.Fprint(b.w, "\r\033[K")
 			b.drawn = false
-		}
-		msg := e.Message
-		if e.Kind == shared.Epoch {
-			msg = fmt.Sprintf("epoch %d %s", e.Epoch, metrics(e.Metrics))
 		}
 		fmt.Fprintf(b.w, "%s: %s\n", e.Stage, msg)
 	}
