@@ -80,6 +80,19 @@ func (d *Dataset) Subset(idx []int) *Dataset {
 	return s
 }
 
+// First returns the first n examples of d, or d itself when n ≤ 0 or d
+// has no more than n.
+func (d *Dataset) First(n int) *Dataset {
+	if n <= 0 || n >= d.Len() {
+		return d
+	}
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	return d.Subset(idx)
+}
+
 // emptyLike returns a dataset with d's metadata and room for n images.
 func (d *Dataset) emptyLike(n int) *Dataset {
 	return &Dataset{

@@ -171,24 +171,9 @@ func (s *Server) openFleet(ctx context.Context) (err error) {
 		return fmt.Errorf("server: %w", err)
 	}
 
-	workers := river.NewWorkers()
-	river.AddWorker(workers, &worker{s: s})
-	qcfg := &river.Config{
-		ID:               f.name,
-		Workers:          workers,
-		WorkerMiddleware: []rivertype.WorkerMiddleware{&leaseMiddleware{s: s}},
-		MaxAttempts:      cfg.MaxAttempts,
-		JobTimeout:       -1, // training takes what it takes
-		// River's rescuer knows only how long a job has run, and jobs run
-		// for hours: leases (lease.go) find the jobs of a dead member.
-		RescueStuckJobsAfter:        10 * 365 * 24 * time.Hour,
-		CompletedJobRetentionPeriod: -1,
-		CancelledJobRetentionPeriod: -1,
-		DiscardedJobRetentionPeriod: -1,
-		FetchCooldown:               50 * time.Millisecond,
-		FetchPollInterval:           250 * time.Millisecond,
-		Logger:                      cfg.Logger,
-	}
+	qcfg := s.riverConfig(cfg)
+	qcfg.ID = f.name
+	qcfg.WorkerMiddleware = []rivertype.WorkerMiddleware{&leaseMiddleware{s: s}}
 	// A fleet's queues are per kind of device: a job queued for cuda runs
 	// on whichever worker's GPU is free, within that worker's limit.
 	jobDev := s.device

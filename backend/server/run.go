@@ -223,7 +223,7 @@ func (s *Server) loadData(a shared.DataArgs, defSplit string) (trainSet, testSet
 	case "adversary":
 		_, trainSet = data.Split(full, seed)
 	}
-	return first(trainSet, a.Limit), first(testSet, a.Limit), nil
+	return trainSet.First(a.Limit), testSet.First(a.Limit), nil
 }
 
 func cmpOr(s, def string) string {
@@ -231,18 +231,6 @@ func cmpOr(s, def string) string {
 		return def
 	}
 	return s
-}
-
-// first keeps the first n examples (all when n ≤ 0).
-func first(d *data.Dataset, n int) *data.Dataset {
-	if n <= 0 || n >= d.Len() {
-		return d
-	}
-	idx := make([]int, n)
-	for i := range idx {
-		idx[i] = i
-	}
-	return d.Subset(idx)
 }
 
 // loadModel loads a stored model onto the server's device.
@@ -377,7 +365,7 @@ func (s *Server) runDerive(ctx context.Context, j shared.Job, a shared.DeriveArg
 	if n == 0 && train.FineTuning(a.Attack) {
 		n = 10000 // §6.3: 10,000 inputs labelled by the source
 	}
-	trainSet = first(trainSet, n)
+	trainSet = trainSet.First(n)
 	cfg := train.AttackConfig(a.Attack)
 	if a.Epochs > 0 {
 		cfg.Epochs = a.Epochs
@@ -422,7 +410,7 @@ func (s *Server) runDerive(ctx context.Context, j shared.Job, a shared.DeriveArg
 		}
 		t.Classes = slices.Clone(trainSet.Classes)
 		clear(t.Labels) // the adversary has no labels; the source gives them
-		o.Transfer = first(t, max(o.TransferSize, trainSet.Len()))
+		o.Transfer = t.First(max(o.TransferSize, trainSet.Len()))
 	}
 	cfg.Test, cfg.Progress, cfg.Stage = testSet, rep, "derive "+a.Attack
 	m, der, err := train.Derive(ctx, a.Attack, src, trainSet, o, cfg)

@@ -225,24 +225,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.recover(ctx); err != nil {
 		return nil, err
 	}
-	workers := river.NewWorkers()
-	river.AddWorker(workers, &worker{s: s})
-	client, err := river.NewClient(driver, &river.Config{
-		Queues:      map[string]river.QueueConfig{s.queue: {MaxWorkers: cfg.Workers}},
-		Workers:     workers,
-		MaxAttempts: cfg.MaxAttempts,
-		JobTimeout:  -1, // training takes what it takes
-		// Jobs run for hours: River must not "rescue" a job that is still
-		// running. A dead process's jobs are recovered at start instead.
-		RescueStuckJobsAfter: 10 * 365 * 24 * time.Hour,
-		// Keep River's rows as long as the server's own records.
-		CompletedJobRetentionPeriod: -1,
-		CancelledJobRetentionPeriod: -1,
-		DiscardedJobRetentionPeriod: -1,
-		FetchCooldown:               50 * time.Millisecond,
-		FetchPollInterval:           250 * time.Millisecond,
-		Logger:                      cfg.Logger,
-	})
+	qcfg := s.riverConfig(cfg)
+	qcfg.Queues = map[string]river.QueueConfig{s.queue: {MaxWorkers: cfg.Workers}}
+	client, err := river.NewClient(driver, qcfg)
 	if err != nil {
 		return nil, fmt.Errorf("server: creating the queue client: %w", err)
 	}
@@ -256,6 +241,29 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.handler = s.routes()
 	ok = true
 	return s, nil
+}
+
+// riverConfig is the queue client's configuration that SQLite and
+// PostgreSQL share; the caller adds the queues it works.
+func (s *Server) riverConfig(cfg Config) *river.Config {
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &worker{s: s})
+	return &river.Config{
+		Workers:     workers,
+		MaxAttempts: cfg.MaxAttempts,
+		JobTimeout:  -1, // training takes what it takes
+		// Jobs run for hours: River must not "rescue" a job that is still
+		// running. A dead process's jobs are recovered at start (SQLite) or
+		// by leases (lease.go, PostgreSQL) instead.
+		RescueStuckJobsAfter: 10 * 365 * 24 * time.Hour,
+		// Keep River's rows as long as the server's own records.
+		CompletedJobRetentionPeriod: -1,
+		CancelledJobRetentionPeriod: -1,
+		DiscardedJobRetentionPeriod: -1,
+		FetchCooldown:               50 * time.Millisecond,
+		FetchPollInterval:           250 * time.Millisecond,
+		Logger:                      cfg.Logger,
+	}
 }
 
 // queueName is the queue of a device: jobs that share a device share its

@@ -153,7 +153,7 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 	if !set["examples"] && train.FineTuning(*name) {
 		n = 10000 // §6.3: 10,000 inputs labelled by the source
 	}
-	trainSet = limit(trainSet, n)
+	trainSet = trainSet.First(n)
 
 	o := train.DefaultOptions(*name)
 	o.Arch = *arch

@@ -229,7 +229,7 @@ func TestTrainEval(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		test = limit(test, 500)
+		test = test.First(500)
 		want, err := train.Predict(ctx, src, test)
 		if err != nil {
 			t.Fatal(err)

@@ -40,7 +40,7 @@ func robustnessAttacks(p robustnessPlan, src nn.Spec, adversary *data.Dataset) (
 		}
 		return experiment.Attack{Group: group, Name: name, Param: param, Options: o, Config: cfg(name)}
 	}
-	small := limit(adversary, p.fineTuneExamples)
+	small := adversary.First(p.fineTuneExamples)
 	fine := func(a experiment.Attack) experiment.Attack { a.Data = small; return a }
 	transfer, err := loadTransfer(p.transfer, p.transferDir, src, adversary, adversary.Len(), p.seed)
 	if err != nil {

@@ -54,18 +54,7 @@ func (f *dataFlags) load() (trainSet, testSet *data.Dataset, err error) {
 	default:
 		return nil, nil, usagef("--split %q: want defender, adversary or all", f.split)
 	}
-	return limit(trainSet, f.limit), limit(testSet, f.limit), nil
-}
-
-func limit(d *data.Dataset, n int) *data.Dataset {
-	if n <= 0 || n >= d.Len() {
-		return d
-	}
-	idx := make([]int, n)
-	for i := range idx {
-		idx[i] = i
-	}
-	return d.Subset(idx)
+	return trainSet.First(f.limit), testSet.First(f.limit), nil
 }
 
 // trainFlags are a training run's hyper-parameters.
@@ -208,7 +197,7 @@ func runEval(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	test = limit(test, *lim)
+	test = test.First(*lim)
 	pred, err := train.Predict(ctx, m, test)
 	if err != nil {
 		return err
