@@ -42,7 +42,7 @@ func subsets(sourceArch string, archs []string, per int) []experiment.Setting {
 	if per > 1 {
 		out = append(out, experiment.Setting{Name: "one pair per arch", Archs: archs, Per: 1})
 	}
-	if len(archs) > 1 {
+	if len(archs) > 1 && per > 1 { // with one model per arch this is "one pair, source arch"
 		out = append(out, experiment.Setting{Name: "source arch only", Archs: []string{sourceArch}})
 	}
 	return out
