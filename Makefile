@@ -50,10 +50,11 @@ screenshots: deps
 bench: build
 	@scripts/deps.sh $(BENCH_DEPS)
 	$(BIN) bench --threads $(THREADS) --out BENCH.md
-	# A fleet (PostgreSQL, `conferral worker` processes): small training jobs per minute with 1 and 2 workers.
-	$(GO) test ./cmd/conferral -run '^$$' -bench Fleet -benchtime 1x
-	# The browser app: app.wasm's size as sent, navigation to a rendered page in headless chromium.
-	$(GO) test ./e2e -run '^$$' -bench App -benchtime 3x
+	@printf '\n## A fleet: small training jobs per minute with 1 and 2 `conferral worker` processes (PostgreSQL)\n\n```\n' >> BENCH.md
+	$(GO) test ./cmd/conferral -run '^$$' -bench Fleet -benchtime 1x | grep -E '^Benchmark|^cpu' | tee -a BENCH.md
+	@printf '```\n\n## The browser app: app.wasm as sent, navigation to a rendered page in headless chromium\n\n```\n' >> BENCH.md
+	$(GO) test ./e2e -run '^$$' -bench App -benchtime 3x | grep -E '^Benchmark|^cpu' | tee -a BENCH.md
+	@printf '```\n' >> BENCH.md
 
 clean:
 	rm -rf bin demo-out
