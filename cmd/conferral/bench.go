@@ -30,22 +30,12 @@ func benchGo(models []string, c, hw int64, batch, warmup, iters int, d torch.Dev
 	defer runtime.UnlockOSThread()
 	res := map[string][]float64{}
 	for _, arch := range models {
-		mean, std := make([]float64, c), make([]float64, c)
-		for i := range mean {
-			mean[i], std[i] = 0.5, 0.25
-		}
-		spec := nn.Spec{Arch: arch, Dataset: "bench", Classes: strings.Split("0123456789", ""), C: c, H: hw, W: hw, Mean: mean, Std: std}
-		m, err := nn.New(spec, 1, d)
+		m, err := nn.New(benchSpec(arch, c, hw), 1, d)
 		if err != nil {
 			return nil, err
 		}
 		err = torch.Catch(func() {
-			x := torch.Rand(nil, d, int64(batch), c, hw, hw)
-			labels := make([]int64, batch)
-			for i := range labels {
-				labels[i] = int64(i % 10)
-			}
-			y := torch.FromSlice(nil, labels, int64(batch)).ToDevice(d)
+			x, y := benchBatch(batch, c, hw, d)
 			defer x.Free()
 			defer y.Free()
 			opt := torch.NewSGD(m.Params(), torch.SGDOpts{LR: 0.01, Momentum: 0.9, Nesterov: true, WeightDecay: 5e-4})
@@ -60,32 +50,11 @@ func benchGo(models []string, c, hw int64, batch, warmup, iters int, d torch.Dev
 						opt.Step()
 					})
 				},
-				"forward": func() {
-					m.SetTraining(false)
-					torch.NoGrad(func() { torch.Scoped(func(s *torch.Scope) { m.Forward(s.Add(x.Detach())) }) })
-				},
-				"input_grad": func() {
-					m.SetTraining(false)
-					torch.Scoped(func(s *torch.Scope) {
-						xi := s.Add(x.Detach()).SetRequiresGrad(true)
-						loss := torch.CrossEntropy(m.Forward(xi), y, torch.ReduceMean)
-						torch.Grads([]*torch.Tensor{loss}, []*torch.Tensor{xi})
-					})
-				},
 			}
-			for _, op := range benchOps() {
-				fn := steps[op]
-				for range warmup {
-					fn()
-				}
-				var ts []float64
-				for range iters {
-					t := time.Now()
-					fn()
-					ts = append(ts, time.Since(t).Seconds())
-				}
-				res[arch+"/"+op] = ts
-			}
+			eval := func(f func()) func() { return func() { m.SetTraining(false); f() } }
+			forward, inputGrad := inferenceSteps(m, x, y)
+			steps["forward"], steps["input_grad"] = eval(forward), eval(inputGrad)
+			timeSteps(res, arch+"/", steps, benchOps(), warmup, iters)
 		})
 		m.Free()
 		if err != nil {
@@ -93,6 +62,60 @@ func benchGo(models []string, c, hw int64, batch, warmup, iters int, d torch.Dev
 		}
 	}
 	return res, nil
+}
+
+// benchSpec is a model of arch for the benchmark's c×hw×hw inputs.
+func benchSpec(arch string, c, hw int64) nn.Spec {
+	mean, std := make([]float64, c), make([]float64, c)
+	for i := range mean {
+		mean[i], std[i] = 0.5, 0.25
+	}
+	return nn.Spec{Arch: arch, Dataset: "bench", Classes: strings.Split("0123456789", ""), C: c, H: hw, W: hw, Mean: mean, Std: std}
+}
+
+// benchBatch is a random batch and its labels on d; the caller frees both.
+func benchBatch(batch int, c, hw int64, d torch.Device) (x, y *torch.Tensor) {
+	labels := make([]int64, batch)
+	for i := range labels {
+		labels[i] = int64(i % 10)
+	}
+	return torch.Rand(nil, d, int64(batch), c, hw, hw), torch.FromSlice(nil, labels, int64(batch)).ToDevice(d)
+}
+
+// inferenceSteps are the forward pass (no gradients) and the input
+// gradient of the cross-entropy on x, y: the steps an attack repeats.
+func inferenceSteps(m interface {
+	Forward(*torch.Tensor) *torch.Tensor
+}, x, y *torch.Tensor) (forward, inputGrad func()) {
+	forward = func() {
+		torch.NoGrad(func() { torch.Scoped(func(s *torch.Scope) { m.Forward(s.Add(x.Detach())) }) })
+	}
+	inputGrad = func() {
+		torch.Scoped(func(s *torch.Scope) {
+			xi := s.Add(x.Detach()).SetRequiresGrad(true)
+			loss := torch.CrossEntropy(m.Forward(xi), y, torch.ReduceMean)
+			torch.Grads([]*torch.Tensor{loss}, []*torch.Tensor{xi})
+		})
+	}
+	return forward, inputGrad
+}
+
+// timeSteps runs each of ops warmup times, then times it iters times,
+// into res[prefix+op] in seconds.
+func timeSteps(res map[string][]float64, prefix string, steps map[string]func(), ops []string, warmup, iters int) {
+	for _, op := range ops {
+		fn := steps[op]
+		for range warmup {
+			fn()
+		}
+		var ts []float64
+		for range iters {
+			t := time.Now()
+			fn()
+			ts = append(ts, time.Since(t).Seconds())
+		}
+		res[prefix+op] = ts
+	}
 }
 
 // benchCBIM times C-BIM steps on 1 source + 3 surrogates + 3 references

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"time"
 
 	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/onnx"
@@ -27,12 +26,7 @@ func benchONNXOps() []string { return []string{"forward", "input_grad"} }
 func benchONNX(c, hw int64, batch, warmup, iters int, d torch.Device) (map[string][]float64, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	mean, std := make([]float64, c), make([]float64, c)
-	for i := range mean {
-		mean[i], std[i] = 0.5, 0.25
-	}
-	spec := nn.Spec{Arch: benchONNXArch, Dataset: "bench", Classes: strings.Split("0123456789", ""), C: c, H: hw, W: hw, Mean: mean, Std: std}
-	zm, err := nn.New(spec, 1, torch.CPU)
+	zm, err := nn.New(benchSpec(benchONNXArch, c, hw), 1, torch.CPU)
 	if err != nil {
 		return nil, err
 	}
@@ -58,39 +52,11 @@ func benchONNX(c, hw int64, batch, warmup, iters int, d torch.Device) (map[strin
 	}
 	res := map[string][]float64{}
 	err = torch.Catch(func() {
-		x := torch.Rand(nil, d, int64(batch), c, hw, hw)
-		labels := make([]int64, batch)
-		for i := range labels {
-			labels[i] = int64(i % 10)
-		}
-		y := torch.FromSlice(nil, labels, int64(batch)).ToDevice(d)
+		x, y := benchBatch(batch, c, hw, d)
 		defer x.Free()
 		defer y.Free()
-		steps := map[string]func(){
-			"forward": func() {
-				torch.NoGrad(func() { torch.Scoped(func(s *torch.Scope) { m.Forward(s.Add(x.Detach())) }) })
-			},
-			"input_grad": func() {
-				torch.Scoped(func(s *torch.Scope) {
-					xi := s.Add(x.Detach()).SetRequiresGrad(true)
-					loss := torch.CrossEntropy(m.Forward(xi), y, torch.ReduceMean)
-					torch.Grads([]*torch.Tensor{loss}, []*torch.Tensor{xi})
-				})
-			},
-		}
-		for _, op := range benchONNXOps() {
-			fn := steps[op]
-			for range warmup {
-				fn()
-			}
-			var ts []float64
-			for range iters {
-				t := time.Now()
-				fn()
-				ts = append(ts, time.Since(t).Seconds())
-			}
-			res["onnx:"+benchONNXArch+"/"+op] = ts
-		}
+		forward, inputGrad := inferenceSteps(m, x, y)
+		timeSteps(res, "onnx:"+benchONNXArch+"/", map[string]func(){"forward": forward, "input_grad": inputGrad}, benchONNXOps(), warmup, iters)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("timing the imported %s: %w", benchONNXArch, err)
