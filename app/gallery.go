@@ -98,18 +98,7 @@ func (g *gallery) OnDismount() {
 // id (the first one when id is "").
 func (g *gallery) reload(ctx ui.Context, id string) {
 	c := newClient("")
-	type lists struct {
-		fps    []shared.FingerprintInfo
-		models []shared.ModelInfo
-	}
-	fetch(ctx, func(ctx context.Context) (lists, error) {
-		fps, err := c.Fingerprints(ctx)
-		if err != nil {
-			return lists{}, err
-		}
-		ms, err := c.Models(ctx)
-		return lists{fps, ms}, err
-	}, func(l lists, err error) {
+	fetchCatalogue(ctx, c, func(l catalogue, err error) {
 		g.list, g.err = l.fps, err
 		if g.models == nil && err == nil {
 			g.extract.defaults(l.models)

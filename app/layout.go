@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	ui "github.com/maxence-charriere/go-app/v9/pkg/app"
+
+	"github.com/conferral/conferral/shared"
 )
 
 // shell wraps a page: the navigation bar and a main element that says which
@@ -49,6 +51,25 @@ func errText(err error) string {
 // loading is shown until a page's data arrives.
 func loading(done bool, what string) ui.UI {
 	return ui.If(!done, ui.P().Class("status").Text("Loading "+what+"…"))
+}
+
+// catalogue is what the gallery and the verify page start from: the stored
+// fingerprints and models.
+type catalogue struct {
+	fps    []shared.FingerprintInfo
+	models []shared.ModelInfo
+}
+
+// fetchCatalogue loads the catalogue through c and hands it to apply.
+func fetchCatalogue(ctx ui.Context, c *client, apply func(catalogue, error)) {
+	fetch(ctx, func(ctx context.Context) (catalogue, error) {
+		fps, err := c.Fingerprints(ctx)
+		if err != nil {
+			return catalogue{}, err
+		}
+		ms, err := c.Models(ctx)
+		return catalogue{fps, ms}, err
+	}, apply)
 }
 
 // fetch runs load off the UI goroutine, then apply on it (which updates the

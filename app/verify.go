@@ -51,18 +51,7 @@ type verify struct {
 func (v *verify) OnMount(ctx ui.Context) {
 	v.mode, v.protocol, v.theta = "upload", "auto", "0.7"
 	c := newClient("")
-	type lists struct {
-		fps    []shared.FingerprintInfo
-		models []shared.ModelInfo
-	}
-	fetch(ctx, func(ctx context.Context) (lists, error) {
-		fps, err := c.Fingerprints(ctx)
-		if err != nil {
-			return lists{}, err
-		}
-		ms, err := c.Models(ctx)
-		return lists{fps, ms}, err
-	}, func(l lists, err error) {
+	fetchCatalogue(ctx, c, func(l catalogue, err error) {
 		v.fps, v.models, v.err, v.loaded = l.fps, l.models, err, true
 		if len(l.fps) > 0 {
 			v.fp = l.fps[0].ID
