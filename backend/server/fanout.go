@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -213,7 +214,7 @@ func experimentPlan(a shared.ExperimentArgs) []*experiment.Member {
 	if epochs <= 0 {
 		epochs = 2
 	}
-	return experiment.Plan(cmpOr(a.SourceArch, "cnn"), archs, per, epochs)
+	return experiment.Plan(cmp.Or(a.SourceArch, "cnn"), archs, per, epochs)
 }
 
 // runMember trains one model of an experiment's plan (with the source,

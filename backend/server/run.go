@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -75,7 +76,7 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 			return badInput("arch %q: want one of %s", a.Arch, strings.Join(nn.Architectures(), ", "))
 		}
 		if a.Teacher != "" {
-			if _, err := s.modelOf(ctx, "teacher", a.Teacher, cmpOr(a.Dataset, "fashion-mnist")); err != nil {
+			if _, err := s.modelOf(ctx, "teacher", a.Teacher, cmp.Or(a.Dataset, "fashion-mnist")); err != nil {
 				return err
 			}
 		}
@@ -202,7 +203,7 @@ func (s *Server) run(ctx context.Context, j shared.Job, rep shared.Reporter) (*s
 
 // loadData returns a request's training split and the test set.
 func (s *Server) loadData(a shared.DataArgs, defSplit string) (trainSet, testSet *data.Dataset, err error) {
-	name := cmpOr(a.Dataset, "fashion-mnist")
+	name := cmp.Or(a.Dataset, "fashion-mnist")
 	full, err := data.Load(name, s.cfg.DataDir, true)
 	if err != nil {
 		return nil, nil, err
@@ -215,7 +216,7 @@ func (s *Server) loadData(a shared.DataArgs, defSplit string) (trainSet, testSet
 	if seed == 0 {
 		seed = 1
 	}
-	switch cmpOr(a.Split, defSplit) {
+	switch cmp.Or(a.Split, defSplit) {
 	case "all":
 		trainSet = full
 	case "defender":
@@ -224,13 +225,6 @@ func (s *Server) loadData(a shared.DataArgs, defSplit string) (trainSet, testSet
 		_, trainSet = data.Split(full, seed)
 	}
 	return trainSet.First(a.Limit), testSet.First(a.Limit), nil
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // loadModel loads a stored model onto the server's device.
@@ -282,7 +276,7 @@ func (s *Server) runTrain(ctx context.Context, j shared.Job, a shared.TrainArgs,
 	if err != nil {
 		return nil, err
 	}
-	arch := cmpOr(a.Arch, "cnn")
+	arch := cmp.Or(a.Arch, "cnn")
 	cfg := train.Defaults(10)
 	if a.Epochs > 0 {
 		cfg.Epochs = a.Epochs
@@ -307,8 +301,8 @@ func (s *Server) runTrain(ctx context.Context, j shared.Job, a shared.TrainArgs,
 	}
 	defer m.Free()
 	cfg.Test, cfg.Progress, cfg.Stage = testSet, rep, "train "+arch
-	role := cmpOr(a.Role, shared.RoleSource)
-	meta := map[string]string{"train.split": cmpOr(a.Split, "defender"), "train.epochs": fmt.Sprint(cfg.Epochs),
+	role := cmp.Or(a.Role, shared.RoleSource)
+	meta := map[string]string{"train.split": cmp.Or(a.Split, "defender"), "train.epochs": fmt.Sprint(cfg.Epochs),
 		"train.seed": fmt.Sprint(cfg.Seed), "train.optimizer": cfg.Optimizer, "train.created": time.Now().UTC().Format(time.RFC3339),
 		"server.job": j.ID}
 	var res *train.Result
@@ -614,7 +608,7 @@ func (s *Server) runExperiment(ctx context.Context, j shared.Job, a shared.Exper
 	if len(archs) == 0 {
 		archs = []string{"cnn", "mlp", "resnet20"}
 	}
-	sourceArch := cmpOr(a.SourceArch, "cnn")
+	sourceArch := cmp.Or(a.SourceArch, "cnn")
 	per, epochs := a.Per, a.Epochs
 	if per <= 0 {
 		per = 2

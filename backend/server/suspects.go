@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -97,7 +98,7 @@ func (s *Server) openSuspect(ctx context.Context, a shared.VerifyArgs, classes [
 		if err != nil {
 			return nil, nil, fmt.Errorf("loading suspect %s: %w", info.Name, err)
 		}
-		return &suspect.Local{Model: m, Name: cmpOr(a.Name, info.Name)}, m.Free, nil
+		return &suspect.Local{Model: m, Name: cmp.Or(a.Name, info.Name)}, m.Free, nil
 	case a.Endpoint != "":
 		proto, err := suspect.ParseProtocol(a.Protocol)
 		if err != nil {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -204,5 +205,5 @@ func (s *Server) openUpload(ctx context.Context, a shared.VerifyArgs, in shared.
 			return nil, nil, err
 		}
 	}
-	return &suspect.Local{Model: m, Name: cmpOr(a.Name, "upload "+a.Upload[:min(12, len(a.Upload))])}, m.Free, nil
+	return &suspect.Local{Model: m, Name: cmp.Or(a.Name, "upload "+a.Upload[:min(12, len(a.Upload))])}, m.Free, nil
 }
