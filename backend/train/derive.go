@@ -271,7 +271,7 @@ func Derive(ctx context.Context, attackName string, source *nn.Model, d *data.Da
 		der.TestAccuracy = acc
 	}
 	der.Seconds = time.Since(start).Seconds()
-	cfg.Progress.Report(shared.Event{Kind: shared.Done, Stage: stageOr(cfg, "derive "+attackName),
+	cfg.Progress.Report(shared.Event{Kind: shared.Done, Stage: cmp.Or(cfg.Stage, "derive "+attackName),
 		Message: fmt.Sprintf("%d queries, test accuracy %.4f", der.Queries, der.TestAccuracy),
 		Metrics: map[string]float64{"queries": float64(der.Queries), "test_acc": der.TestAccuracy}})
 	return out, der, nil
@@ -286,13 +286,6 @@ func newSurrogate(source *nn.Model, arch string, d *data.Dataset, seed int64) (*
 	}
 	spec.Mean, spec.Std = d.Stats()
 	return nn.New(spec, uint64(seed), source.Device())
-}
-
-func stageOr(cfg Config, def string) string {
-	if cfg.Stage != "" {
-		return cfg.Stage
-	}
-	return def
 }
 
 // logf reports a line of text.
@@ -359,7 +352,7 @@ func Probabilities(ctx context.Context, m Classifier, d *data.Dataset, temperatu
 // give near-uniform targets, so we read it as this normalised power.) m is
 // trained on them with a soft-target cross-entropy. Queries: d.Len().
 func Jagielski(ctx context.Context, source Classifier, m *nn.Model, d *data.Dataset, temperature float64, cfg Config) (*Derivation, error) {
-	stage := stageOr(cfg, "jagielski "+m.Spec.Arch)
+	stage := cmp.Or(cfg.Stage, "jagielski "+m.Spec.Arch)
 	logf(cfg, stage, "labelling %d examples with the source's soft labels (T′ = %g)", d.Len(), temperature)
 	soft, err := Probabilities(ctx, source, d, temperature)
 	if err != nil {
@@ -386,7 +379,7 @@ func Knockoff(ctx context.Context, source Classifier, m *nn.Model, transfer *dat
 	if n < transfer.Len() {
 		set = RandomSubset(transfer, n, cfg.Seed)
 	}
-	stage := stageOr(cfg, "knockoff "+m.Spec.Arch)
+	stage := cmp.Or(cfg.Stage, "knockoff "+m.Spec.Arch)
 	logf(cfg, stage, "labelling %d transfer images (%s) with the source", set.Len(), transfer.Name)
 	labels, err := Predict(ctx, source, set)
 	if err != nil {
@@ -423,7 +416,7 @@ func Papernot(ctx context.Context, source Classifier, m *nn.Model, d *data.Datas
 	if o.Seeds <= 0 || o.Rounds <= 0 {
 		return nil, fmt.Errorf("papernot: seeds (%d) and rounds (%d) must be positive", o.Seeds, o.Rounds)
 	}
-	base := stageOr(cfg, "papernot "+m.Spec.Arch)
+	base := cmp.Or(cfg.Stage, "papernot "+m.Spec.Arch)
 	set := RandomSubset(d, o.Seeds, cfg.Seed)
 	set.Part = "papernot"
 	labels, err := Predict(ctx, source, set)
@@ -595,7 +588,7 @@ func FineTune(ctx context.Context, source Classifier, m *nn.Model, d *data.Datas
 	default:
 		return nil, fmt.Errorf("fine-tune: unknown kind %q (want ftll, ftal, rtll or rtal)", attackName)
 	}
-	stage := stageOr(cfg, attackName+" "+m.Spec.Arch)
+	stage := cmp.Or(cfg.Stage, attackName+" "+m.Spec.Arch)
 	logf(cfg, stage, "labelling %d examples with the source", d.Len())
 	labels, err := Predict(ctx, source, d)
 	if err != nil {
@@ -660,7 +653,7 @@ func AdversarialTraining(ctx context.Context, source Classifier, m *nn.Model, d 
 	if !(o.Eps > 0) || o.Fraction < 0 || o.Fraction > 1 || (o.Attack == AttackPGD && (o.Steps <= 0 || !(o.Alpha > 0))) {
 		return nil, fmt.Errorf("adversarial training: bad parameters %+v", o)
 	}
-	stage := stageOr(cfg, o.Attack+" "+m.Spec.Arch)
+	stage := cmp.Or(cfg.Stage, o.Attack+" "+m.Spec.Arch)
 	logf(cfg, stage, "labelling %d examples with the source", d.Len())
 	labels, err := Predict(ctx, source, d)
 	if err != nil {
@@ -706,7 +699,7 @@ func NoiseTargets(ctx context.Context, source Classifier, d *data.Dataset, lambd
 // Noise derives m from source by the Noise attack (§6.3): m is trained with
 // a soft-target cross-entropy on NoiseTargets(λ). Queries: d.Len().
 func Noise(ctx context.Context, source Classifier, m *nn.Model, d *data.Dataset, lambda float64, cfg Config) (*Derivation, error) {
-	stage := stageOr(cfg, fmt.Sprintf("noise λ=%g %s", lambda, m.Spec.Arch))
+	stage := cmp.Or(cfg.Stage, fmt.Sprintf("noise λ=%g %s", lambda, m.Spec.Arch))
 	logf(cfg, stage, "labelling %d examples with the source, noise λ = %g", d.Len(), lambda)
 	soft, err := NoiseTargets(ctx, source, d, lambda, cfg.Seed)
 	if err != nil {
@@ -746,7 +739,7 @@ func MixTrueLabels(ctx context.Context, source Classifier, d *data.Dataset, rho 
 // TrueLabels derives m from source by the True Labels attack (§6.3): m is
 // trained on MixTrueLabels(ρ). Queries: the examples without ground truth.
 func TrueLabels(ctx context.Context, source Classifier, m *nn.Model, d *data.Dataset, rho float64, cfg Config) (*Derivation, error) {
-	stage := stageOr(cfg, fmt.Sprintf("true labels ρ=%g %s", rho, m.Spec.Arch))
+	stage := cmp.Or(cfg.Stage, fmt.Sprintf("true labels ρ=%g %s", rho, m.Spec.Arch))
 	labels, queries, err := MixTrueLabels(ctx, source, d, rho, cfg.Seed)
 	if err != nil {
 		return nil, fmt.Errorf("true labels: %w", err)
@@ -902,7 +895,7 @@ func TrainEnsemble(ctx context.Context, source Classifier, spec nn.Spec, dev tor
 	if n <= 0 || n > d.Len() {
 		return nil, nil, fmt.Errorf("ensemble: %d members for %d examples", n, d.Len())
 	}
-	base := stageOr(cfg, fmt.Sprintf("ensemble n=%d %s", n, spec.Arch))
+	base := cmp.Or(cfg.Stage, fmt.Sprintf("ensemble n=%d %s", n, spec.Arch))
 	logf(cfg, base, "labelling %d examples with the source", d.Len())
 	labels, err := Predict(ctx, source, d)
 	if err != nil {
@@ -1134,7 +1127,7 @@ func fit(ctx context.Context, m *nn.Model, d *data.Dataset, cfg Config, o fitOpt
 	stepsPerEpoch := max(d.Len()/cfg.BatchSize, 1)
 	total := stepsPerEpoch * cfg.Epochs
 	sched := cfg.schedule(total)
-	stage := stageOr(cfg, "train "+m.Spec.Arch)
+	stage := cmp.Or(cfg.Stage, "train "+m.Spec.Arch)
 	training := !o.frozenEval
 	res := &Result{}
 	start := time.Now()
