@@ -65,6 +65,12 @@ func (f *Fingerprint) ImageSize() int { return f.C * f.H * f.W }
 // Float32 returns the fingerprints in pixel space [0,1].
 func (f *Fingerprint) Float32() []float32 { return toFloat(f.Images) }
 
+// ImageFloat32 returns fingerprint i in pixel space [0,1].
+func (f *Fingerprint) ImageFloat32(i int) []float32 {
+	per := f.ImageSize()
+	return toFloat(f.Images[i*per : (i+1)*per])
+}
+
 // OriginalsFloat32 returns the start points in pixel space [0,1].
 func (f *Fingerprint) OriginalsFloat32() []float32 { return toFloat(f.Originals) }
 

@@ -130,7 +130,10 @@ func newModel(mp *pb.ModelProto, o Options) (m *Model, err error) {
 
 // setInput decides layout, scale and normalisation and reads the input size.
 func (m *Model) setInput(in valueInfo, meta map[string]string, o Options) error {
-	m.layout = strings.ToLower(o.Layout)
+	m.layout = strings.ToLower(strings.TrimSpace(o.Layout))
+	if m.layout == "auto" { // as the CLI and the server say "decide from the file"
+		m.layout = ""
+	}
 	if m.layout == "" {
 		m.layout = strings.ToLower(meta[MetaLayout])
 	}

@@ -348,6 +348,7 @@ func TestUploads(t *testing.T) {
 		{"no file", nil, fpField, 400, `no part "file"`},
 		{"no fingerprint", good, map[string]string{}, 400, "fingerprint ID is required"},
 		{"bad layout", good, map[string]string{"fingerprint": f.fp.ID, "layout": "diagonal"}, 400, "layout"},
+		{"endpoint-only layout", good, map[string]string{"fingerprint": f.fp.ID, "layout": "flat"}, 400, "takes layout auto, nchw or nhwc"},
 		{"bad theta", good, map[string]string{"fingerprint": f.fp.ID, "theta": "high"}, 400, "theta"},
 		{"bad mean", good, map[string]string{"fingerprint": f.fp.ID, "mean": "0.5,zebra"}, 400, "mean"},
 	} {
@@ -359,7 +360,7 @@ func TestUploads(t *testing.T) {
 		})
 	}
 	t.Run("valid", func(t *testing.T) {
-		code, j, e := ts.upload(good, map[string]string{"fingerprint": f.fp.ID, "name": "their model", "theta": "0.6"})
+		code, j, e := ts.upload(good, map[string]string{"fingerprint": f.fp.ID, "name": "their model", "theta": "0.6", "layout": "auto"})
 		if code != http.StatusAccepted {
 			t.Fatalf("%d %s", code, e.Error)
 		}

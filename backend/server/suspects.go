@@ -70,8 +70,12 @@ func (s *Server) checkVerifyBase(ctx context.Context, a *shared.VerifyArgs) erro
 		return badInput("verify: theta must lie in [0,1] and base_rate in [0,1)")
 	}
 	if in := a.Input; in != nil {
-		if _, err := suspect.ParseLayout(in.Layout); err != nil {
+		l, err := suspect.ParseLayout(in.Layout)
+		if err != nil {
 			return badInput("verify: %v", err)
+		}
+		if a.Upload != "" && l != suspect.LayoutAuto && l != suspect.NCHW && l != suspect.NHWC {
+			return badInput("verify: an uploaded ONNX model takes layout auto, nchw or nhwc, not %q", in.Layout)
 		}
 		if in.Scale < 0 {
 			return badInput("verify: scale %v is negative", in.Scale)
