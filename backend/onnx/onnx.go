@@ -35,6 +35,7 @@ package onnx
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -167,14 +168,19 @@ func (m *Model) setInput(in valueInfo, meta map[string]string, o Options) error 
 		m.scale = 1
 		if v, ok := meta[MetaScale]; ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 32)
-			if err != nil || f <= 0 {
+			if err != nil || !(f > 0) || math.IsInf(f, 0) {
 				return fmt.Errorf("onnx: metadata %s=%q is not a positive number", MetaScale, v)
 			}
 			m.scale = float32(f)
 		}
 	}
-	if m.scale < 0 {
-		return fmt.Errorf("onnx: scale %v is negative", m.scale)
+	if !(m.scale > 0) || math.IsInf(float64(m.scale), 0) { // NaN would silently poison every logit
+		return fmt.Errorf("onnx: scale %v is not a positive number", m.scale)
+	}
+	for _, v := range append(append([]float32{}, o.Mean...), o.Std...) {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("onnx: normalisation value %v is not finite", v)
+		}
 	}
 	var err error
 	pick := func(opt []float32, key string) []float32 {

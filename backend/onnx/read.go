@@ -370,6 +370,9 @@ func floatList(s string) ([]float32, error) {
 		if err != nil {
 			return nil, err
 		}
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil, fmt.Errorf("%q is not a finite number", f)
+		}
 		out = append(out, float32(v))
 	}
 	return out, nil

@@ -92,6 +92,8 @@ func TestReadRefuses(t *testing.T) {
 		{"bad layout metadata", linearModel(t, 13, false, map[string]string{MetaLayout: "chwn"}), 0, 0, []string{`layout "chwn"`}},
 		{"bad mean metadata", linearModel(t, 13, false, map[string]string{MetaMean: "0.5,x"}), 0, 0, []string{MetaMean}},
 		{"wrong number of means", linearModel(t, 13, false, map[string]string{MetaMean: "0.5,0.5"}), 0, 0, []string{"2 normalisation values for 3 channels"}},
+		{"NaN scale metadata", linearModel(t, 13, false, map[string]string{MetaScale: "NaN"}), 0, 0, []string{MetaScale, "not a positive number"}},
+		{"infinite std metadata", linearModel(t, 13, false, map[string]string{MetaStd: "Inf"}), 0, 0, []string{MetaStd}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -344,6 +346,8 @@ func TestParseFloats(t *testing.T) {
 		{"0.4914, 0.4822,0.4465", []float32{0.4914, 0.4822, 0.4465}, false},
 		{"1,,2", nil, true},
 		{"a", nil, true},
+		{"0.5,NaN", nil, true},
+		{"Inf", nil, true},
 	}
 	for _, c := range cases {
 		got, err := ParseFloats(c.in)
