@@ -127,9 +127,10 @@ func (s *Server) openSuspect(ctx context.Context, a shared.VerifyArgs, classes [
 	return nil, nil, errors.New("verify: no suspect named")
 }
 
-// named gives a suspect another name in the verdict.
+// named gives a remote suspect the user's name in the verdict; the
+// embedded Remote still counts its queries, retries included.
 type named struct {
-	suspect.Suspect
+	*suspect.Remote
 	name string
 }
 
