@@ -81,13 +81,20 @@ func (a Attack) slug() string {
 	return strings.Trim(nonSlug.ReplaceAllString(strings.ToLower(a.Name+"-"+a.Param), "-"), "-")
 }
 
+// attackName is the attack as the report names it.
+func (a Attack) attackName() string {
+	if a.LabelsOnly {
+		return a.Name + " (labels only)"
+	}
+	return a.Name
+}
+
 // String names the deployed suspect.
 func (a Attack) String() string {
-	s := a.slug()
 	if a.LabelsOnly {
-		s += " (labels only)"
+		return a.slug() + " (labels only)"
 	}
-	return s
+	return a.slug()
 }
 
 // derive runs a, or loads its model from dir when an earlier run with the
@@ -183,13 +190,11 @@ func (st *RobustnessStudy) Run(ctx context.Context, f *Fleet, fp *fingerprint.Fi
 			res.FalsePositives++
 		}
 	}
-	for _, vs := range [][]*fingerprint.Verdict{res.SurrV, res.RefV} {
-		for _, v := range vs {
-			v.BaseRate, v.PValue = res.BaseRate, fingerprint.BinomialTail(v.Agree, v.Fingerprints, res.BaseRate)
-		}
-	}
+	all := append(append([]*fingerprint.Verdict{}, res.SurrV...), res.RefV...)
 	for _, d := range res.Derived {
-		v := d.Verdict
+		all = append(all, d.Verdict)
+	}
+	for _, v := range all {
 		v.BaseRate, v.PValue = res.BaseRate, fingerprint.BinomialTail(v.Agree, v.Fingerprints, res.BaseRate)
 	}
 	progress.Report(shared.Event{Kind: shared.Done, Stage: "robustness", Step: int64(len(st.Attacks)), Total: int64(len(st.Attacks))})
@@ -214,11 +219,7 @@ func (st *RobustnessStudy) write(dir report.Dir, fp *fingerprint.Fingerprint, r 
 		var missed []string
 		for _, d := range r.Derived {
 			if d.Within(r.SourceAcc, st.Margin) && !d.Verdict.Surrogate {
-				name := d.Name
-				if d.LabelsOnly {
-					name += " (labels only)"
-				}
-				missed = append(missed, fmt.Sprintf("%s %s (%.2f)", name, d.Param, d.Verdict.Accuracy))
+				missed = append(missed, fmt.Sprintf("%s %s (%.2f)", d.attackName(), d.Param, d.Verdict.Accuracy))
 			}
 		}
 		fmt.Fprintf(&md, "The fingerprint **fails** the paper's retention target here: %s fell below θ although they kept their accuracy.\n\n", strings.Join(missed, ", "))
@@ -238,11 +239,7 @@ func (st *RobustnessStudy) write(dir report.Dir, fp *fingerprint.Fingerprint, r 
 		if !d.Within(r.SourceAcc, st.Margin) {
 			within = "no"
 		}
-		name := d.Name
-		if d.LabelsOnly {
-			name += " (labels only)"
-		}
-		rows = append(rows, []string{g, name, d.Param, fmt.Sprint(d.Queries), fmt.Sprintf("%.4f", d.TestAcc), fmt.Sprintf("%+.1f", 100*(d.TestAcc-r.SourceAcc)), within,
+		rows = append(rows, []string{g, d.attackName(), d.Param, fmt.Sprint(d.Queries), fmt.Sprintf("%.4f", d.TestAcc), fmt.Sprintf("%+.1f", 100*(d.TestAcc-r.SourceAcc)), within,
 			fmt.Sprintf("%.2f", d.Verdict.Accuracy), fmt.Sprintf("%.2g", d.Verdict.PValue), verdict(d.Verdict)})
 	}
 	fmt.Fprintf(&md, "## Derived models\n\n")
