@@ -217,6 +217,17 @@ func experimentPlan(a shared.ExperimentArgs) []*experiment.Member {
 	return experiment.Plan(cmp.Or(a.SourceArch, "cnn"), archs, per, epochs)
 }
 
+// experimentData is an experiment's data: the defender's and adversary's
+// halves of the training set (split seed 1) and the test set.
+func (s *Server) experimentData(a shared.ExperimentArgs) (experiment.Data, error) {
+	full, test, err := s.loadData(shared.DataArgs{Dataset: a.Dataset, Split: "all", Limit: a.Limit}, "all")
+	if err != nil {
+		return experiment.Data{}, err
+	}
+	def, adv := data.Split(full, 1)
+	return experiment.Data{Defender: def, Adversary: adv, Test: test, Tag: fmt.Sprintf("%s/split=1/limit=%d", full.Name, a.Limit)}, nil
+}
+
 // runMember trains one model of an experiment's plan (with the source,
 // which it loads when it is there).
 func (s *Server) runMember(ctx context.Context, a shared.ExperimentArgs, rep shared.Reporter) (*shared.JobResult, error) {
@@ -226,12 +237,10 @@ func (s *Server) runMember(ctx context.Context, a shared.ExperimentArgs, rep sha
 			plan = append(plan, m)
 		}
 	}
-	full, test, err := s.loadData(shared.DataArgs{Dataset: a.Dataset, Split: "all", Limit: a.Limit}, "all")
+	ds, err := s.experimentData(a)
 	if err != nil {
 		return nil, err
 	}
-	def, adv := data.Split(full, 1)
-	ds := experiment.Data{Defender: def, Adversary: adv, Test: test, Tag: fmt.Sprintf("%s/split=1/limit=%d", full.Name, a.Limit)}
 	fl, err := experiment.Build(ctx, s.modelsDir(), plan, ds, s.device, rep)
 	if err != nil {
 		return nil, err

@@ -606,18 +606,6 @@ func (s *Server) runExperiment(ctx context.Context, j shared.Job, a shared.Exper
 	if a.Member != "" {
 		return s.runMember(ctx, a, rep) // fanout.go
 	}
-	archs := a.Archs
-	if len(archs) == 0 {
-		archs = []string{"cnn", "mlp", "resnet20"}
-	}
-	sourceArch := cmp.Or(a.SourceArch, "cnn")
-	per, epochs := a.Per, a.Epochs
-	if per <= 0 {
-		per = 2
-	}
-	if epochs <= 0 {
-		epochs = 2
-	}
 	eps := a.EpsSweep
 	if len(eps) == 0 {
 		eps = []float64{0.025, 0.05, 0.1, 0.15}
@@ -626,14 +614,11 @@ func (s *Server) runExperiment(ctx context.Context, j shared.Job, a shared.Exper
 	if len(taus) == 0 {
 		taus = []float64{0.5, 0.75, 1}
 	}
-	full, test, err := s.loadData(shared.DataArgs{Dataset: a.Dataset, Split: "all", Limit: a.Limit}, "all")
+	ds, err := s.experimentData(a)
 	if err != nil {
 		return nil, err
 	}
-	def, adv := data.Split(full, 1)
-	ds := experiment.Data{Defender: def, Adversary: adv, Test: test, Tag: fmt.Sprintf("%s/split=1/limit=%d", full.Name, a.Limit)}
-	plan := experiment.Plan(sourceArch, archs, per, epochs)
-	fleet, err := experiment.Build(ctx, s.modelsDir(), plan, ds, s.device, rep)
+	fleet, err := experiment.Build(ctx, s.modelsDir(), experimentPlan(a), ds, s.device, rep)
 	if err != nil {
 		return nil, err
 	}
@@ -656,7 +641,7 @@ func (s *Server) runExperiment(ctx context.Context, j shared.Job, a shared.Exper
 			focus = 0.15
 		}
 		st := &experiment.ConferrabilityStudy{Eps: eps, Focus: focus, Points: points, Batch: cfg.Batch, CBIM: cfg.CBIM, Command: command}
-		if _, err := st.Run(ctx, fleet, test, dir, rep); err != nil {
+		if _, err := st.Run(ctx, fleet, ds.Test, dir, rep); err != nil {
 			return nil, err
 		}
 	case "fingerprint":
