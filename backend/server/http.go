@@ -208,15 +208,29 @@ type detailCache struct {
 	m  map[string]shared.FingerprintDetail
 }
 
+// openFingerprint returns a stored fingerprint's record and its file,
+// loaded once per process. Callers must not change the fingerprint.
+func (s *Server) openFingerprint(ctx context.Context, id string) (shared.FingerprintInfo, *fingerprint.Fingerprint, error) {
+	info, path, err := s.store.Fingerprint(ctx, id)
+	if err != nil {
+		return info, nil, err
+	}
+	if fp, ok := s.fps.Load(path); ok {
+		return info, fp.(*fingerprint.Fingerprint), nil
+	}
+	fp, err := fingerprint.Load(path)
+	if err != nil {
+		return info, nil, err
+	}
+	s.fps.Store(path, fp)
+	return info, fp, nil
+}
+
 // fingerprintDetail loads a fingerprint and labels its items with the
 // stored training models it names.
 func (s *Server) fingerprintDetail(ctx context.Context, id string, cache *detailCache) (shared.FingerprintDetail, error) {
 	var d shared.FingerprintDetail
-	info, path, err := s.store.Fingerprint(ctx, id)
-	if err != nil {
-		return d, err
-	}
-	fp, err := fingerprint.Load(path)
+	info, fp, err := s.openFingerprint(ctx, id)
 	if err != nil {
 		return d, err
 	}
@@ -282,12 +296,7 @@ func (s *Server) fingerprintDetail(ctx context.Context, id string, cache *detail
 
 // itemImage draws one fingerprint item, upscaled to about 224 pixels.
 func (s *Server) itemImage(w http.ResponseWriter, r *http.Request) {
-	_, path, err := s.store.Fingerprint(r.Context(), r.PathValue("id"))
-	if err != nil {
-		fail(w, err)
-		return
-	}
-	fp, err := fingerprint.Load(path)
+	_, fp, err := s.openFingerprint(r.Context(), r.PathValue("id"))
 	if err != nil {
 		fail(w, err)
 		return

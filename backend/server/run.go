@@ -556,11 +556,7 @@ func (s *Server) keepFingerprint(ctx context.Context, fp *fingerprint.Fingerprin
 }
 
 func (s *Server) runVerify(ctx context.Context, j shared.Job, a shared.VerifyArgs, rep shared.Reporter) (*shared.JobResult, error) {
-	fpInfo, fpPath, err := s.store.Fingerprint(ctx, a.Fingerprint)
-	if err != nil {
-		return nil, err
-	}
-	fp, err := fingerprint.Load(fpPath)
+	fpInfo, fp, err := s.openFingerprint(ctx, a.Fingerprint)
 	if err != nil {
 		return nil, err
 	}

@@ -119,10 +119,13 @@ type Server struct {
 	lock     *os.File
 	log      *slog.Logger
 	stopping atomic.Bool
-	seqMu    sync.Mutex
-	seqs     map[string]int64
-	handler  http.Handler
-	closed   sync.Once
+	// fps holds loaded fingerprint files by path: a path names its bytes
+	// (sha256), so a file is read and its commitment checked once.
+	fps     sync.Map
+	seqMu   sync.Mutex
+	seqs    map[string]int64
+	handler http.Handler
+	closed  sync.Once
 }
 
 // jobArgs is the River job: the server's own job ID.

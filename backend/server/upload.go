@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/onnx"
 	"github.com/conferral/conferral/backend/suspect"
 	"github.com/conferral/conferral/shared"
@@ -161,11 +160,7 @@ func onnxOptions(in shared.UploadFields, maxBytes int64) onnx.Options {
 // runs it once) and checks that it takes the fingerprint's images and
 // answers with its classes.
 func (s *Server) validateUpload(ctx context.Context, path string, size int64, in shared.UploadFields, fpID string) error {
-	_, fpPath, err := s.store.Fingerprint(ctx, fpID)
-	if err != nil {
-		return err
-	}
-	fp, err := fingerprint.Load(fpPath)
+	_, fp, err := s.openFingerprint(ctx, fpID)
 	if err != nil {
 		return err
 	}
