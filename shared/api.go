@@ -234,6 +234,9 @@ type ExtractArgs struct {
 	Candidates int      `json:"candidates,omitempty"`
 	Batch      int      `json:"batch,omitempty"`
 	Seed       int64    `json:"seed,omitempty"`
+	// Start is where C-BIM starts: "test" (the default: the dataset's test
+	// split, which no model was trained on) or "train" (the request's split).
+	Start string `json:"start,omitempty"`
 	// Train, when set, trains more surrogates and references as jobs of
 	// their own (spread over a fleet's workers) before crafting.
 	Train *ExtractTraining `json:"train,omitempty"`

@@ -67,6 +67,24 @@ func TestFleetCache(t *testing.T) {
 		}
 	}
 	f.Free()
+	// Surrogates distilled from prediction vectors are other models than
+	// those retrained on labels; nothing else is retrained.
+	soft := Plan("mlp", []string{"mlp"}, 1, 1)
+	for _, m := range soft {
+		if m.Role == Surrogate {
+			m.Labels = SoftLabels
+		}
+	}
+	f, err := Build(context.Background(), dir, soft, ds, torch.CPU, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range f.Members {
+		if m.FromDisk == (m.Role == Surrogate) {
+			t.Errorf("%s (%s, %q labels): loaded from disk = %v", m.Name, m.Role, m.Labels, m.FromDisk)
+		}
+	}
+	f.Free()
 	ds.Tag = "other data"
 	f = build(ds)
 	defer f.Free()

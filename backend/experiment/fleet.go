@@ -23,7 +23,7 @@ type Role string
 
 const (
 	Source    Role = "source"
-	Surrogate Role = "surrogate" // Retraining on the source's labels (§2.4)
+	Surrogate Role = "surrogate" // distilled from the source's outputs (§2.2, §2.4)
 	Reference Role = "reference" // trained on ground truth, independently
 )
 
@@ -36,6 +36,10 @@ type Member struct {
 	Adversary bool // a testing model, trained on the adversary's half
 	Epochs    int
 	Seed      int64
+	// Labels is what a surrogate learns from: HardLabels (Plan's choice),
+	// the source's labels as a classification API returns them, or
+	// SoftLabels, its prediction vectors (distillation at T = 1).
+	Labels string
 
 	Model    *nn.Model
 	TestAcc  float64
@@ -49,6 +53,12 @@ func (m *Member) Side() string {
 	}
 	return "training"
 }
+
+// What a surrogate is distilled from (Member.Labels).
+const (
+	SoftLabels = "soft"
+	HardLabels = "hard"
+)
 
 // Fleet is the source and its surrogates and references.
 type Fleet struct {
@@ -73,7 +83,7 @@ func Plan(sourceArch string, archs []string, perSide, epochs int) []*Member {
 						e = 2 * epochs // cheap, and slower to converge
 					}
 					seed++
-					ms = append(ms, &Member{Name: fmt.Sprintf("%s-%s-%s-%d", side, r, arch, i), Arch: arch, Role: r, Adversary: adv, Epochs: e, Seed: seed})
+					ms = append(ms, &Member{Name: fmt.Sprintf("%s-%s-%s-%d", side, r, arch, i), Arch: arch, Role: r, Adversary: adv, Epochs: e, Seed: seed, Labels: HardLabels})
 				}
 			}
 		}
@@ -105,6 +115,9 @@ func Build(ctx context.Context, dir string, plan []*Member, ds Data, dev torch.D
 			sourceKey = key
 		} else if m.Role == Surrogate {
 			key += "/teacher=" + sourceKey // a surrogate is only valid for its source
+			if m.Labels == SoftLabels {
+				key += "/labels=soft"
+			}
 		}
 		if model, meta, err := nn.Load(path, dev); err == nil && meta["fleet.key"] == key {
 			m.Model, m.FromDisk = model, true
@@ -126,9 +139,16 @@ func Build(ctx context.Context, dir string, plan []*Member, ds Data, dev torch.D
 			cfg := train.Defaults(m.Epochs)
 			cfg.Seed, cfg.Test, cfg.Progress, cfg.Stage = m.Seed, ds.Test, progress, "train "+m.Name
 			var res *train.Result
-			if m.Role == Surrogate {
+			switch {
+			case m.Role == Surrogate && m.Labels != SoftLabels:
 				res, err = train.Retrain(ctx, source, model, d, cfg)
-			} else {
+			case m.Role == Surrogate:
+				var dv *train.Derivation
+				dv, err = train.Jagielski(ctx, source, model, d, 1, cfg) // T′ = 1: the source's softmax as targets
+				if dv != nil {
+					res = dv.Train
+				}
+			default:
 				res, err = train.Train(ctx, model, d, cfg)
 			}
 			if err != nil {

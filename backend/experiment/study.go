@@ -1,6 +1,7 @@
 package experiment
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/conferral/conferral/backend/attack"
+	"github.com/conferral/conferral/backend/data"
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/report"
 	"github.com/conferral/conferral/backend/suspect"
@@ -23,6 +25,25 @@ type Setting struct {
 	Loss  attack.Loss
 	Archs []string // architectures of the training models (all when empty)
 	Per   int      // training models per architecture and role (all when 0)
+	Start string   // where C-BIM starts: HeldOut (when empty) or Training
+}
+
+// Where C-BIM's start points come from (Setting.Start).
+const (
+	// HeldOut is the test split: inputs no model of the fleet was trained
+	// on, so the training models judge them as the suspects will.
+	HeldOut = "held-out"
+	// Training is the defender's half, the data the source and the
+	// training models were fit on (Algorithm 2 as printed).
+	Training = "training"
+)
+
+// StartPoints returns the inputs C-BIM starts from in setting s.
+func (ds Data) StartPoints(s Setting) *data.Dataset {
+	if s.Start == Training {
+		return ds.Defender
+	}
+	return ds.Test
 }
 
 // FingerprintStudy configures the study of Table 2.
@@ -32,6 +53,7 @@ type FingerprintStudy struct {
 	Taus    []float64 // τ sweep (filters one attack, no re-run)
 	Subsets []Setting // training-model sweep
 	Losses  []attack.Loss
+	Starts  []string // start-point sweep (HeldOut, Training)
 	Extract fingerprint.Config
 	Theta   float64
 	Command string
@@ -43,6 +65,7 @@ type Outcome struct {
 	Eps, Tau      float64
 	Loss          string
 	Training      string // training models
+	Start         string // where C-BIM started
 	Fingerprints  int
 	AUC, Gap      float64 // gap = lowest surrogate − highest reference
 	MinSurr       float64
@@ -108,7 +131,7 @@ func (st *FingerprintStudy) evaluate(ctx context.Context, f *Fleet, ds Data, s S
 	cfg := st.Extract
 	cfg.CBIM.Eps, cfg.CBIM.Loss, cfg.Progress = s.Eps, s.Loss, progress
 	progress.Report(shared.Event{Kind: shared.Log, Stage: "study", Message: fmt.Sprintf("setting %s: ε = %g, loss %s, %d training surrogates, %d training references", s.Name, s.Eps, s.Loss, len(surr), len(refs))})
-	crafted, err := fingerprint.Craft(ctx, tm, ds.Defender, cfg)
+	crafted, err := fingerprint.Craft(ctx, tm, ds.StartPoints(s), cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +139,7 @@ func (st *FingerprintStudy) evaluate(ctx context.Context, f *Fleet, ds Data, s S
 	var out []*Outcome
 	for _, tau := range taus {
 		fp := crafted.Select(tau)
-		o := &Outcome{Setting: s.Name, Eps: s.Eps, Tau: tau, Loss: string(s.Loss), Training: training, Fingerprints: fp.N, fp: fp,
+		o := &Outcome{Setting: s.Name, Eps: s.Eps, Tau: tau, Loss: string(s.Loss), Training: training, Start: cmp.Or(s.Start, HeldOut), Fingerprints: fp.N, fp: fp,
 			SurrAcc: map[string]float64{}, RefAcc: map[string]float64{}, trainMembers: append(append([]*Member{src}, surr...), refs...), testSurr: testS, tRf: testR}
 		if fp.N > 0 {
 			if o.surrV, err = verifyAll(ctx, fp, testS, st.Theta); err != nil {
@@ -171,7 +194,7 @@ func (f *Fleet) training(s Setting) (tm fingerprint.Training, surr, refs []*Memb
 func (f *Fleet) Extract(ctx context.Context, ds Data, s Setting, cfg fingerprint.Config) (*fingerprint.Fingerprint, error) {
 	tm, _, _ := f.training(s)
 	cfg.CBIM.Eps, cfg.CBIM.Loss = s.Eps, s.Loss
-	return fingerprint.Extract(ctx, tm, ds.Defender, cfg)
+	return fingerprint.Extract(ctx, tm, ds.StartPoints(s), cfg)
 }
 
 func uniqueArchs(ms []*Member) []string {
@@ -223,6 +246,13 @@ func (st *FingerprintStudy) Run(ctx context.Context, f *Fleet, ds Data, dir repo
 			settings = append(settings, s)
 		}
 	}
+	for _, start := range st.Starts {
+		if start != cmp.Or(st.Main.Start, HeldOut) {
+			s := st.Main
+			s.Name, s.Start = "start="+start, start
+			settings = append(settings, s)
+		}
+	}
 	for _, sub := range st.Subsets {
 		s := st.Main
 		s.Name, s.Archs, s.Per = sub.Name, sub.Archs, sub.Per
@@ -238,14 +268,22 @@ func (st *FingerprintStudy) Run(ctx context.Context, f *Fleet, ds Data, dir repo
 	return all, st.write(dir, f, mainO, all)
 }
 
+func startText(start string) string {
+	if start == Training {
+		return "correctly classified inputs of the defender's half, the data the training models were fit on (Algorithm 2 as printed)"
+	}
+	return "correctly classified inputs of the test split, which no model of the fleet was trained on"
+}
+
 func pct(v float64) string { return fmt.Sprintf("%.2f", v) }
 
 func (st *FingerprintStudy) write(dir report.Dir, f *Fleet, mainO *Outcome, all []*Outcome) error {
 	var md strings.Builder
 	fmt.Fprintf(&md, "# Fingerprint study (the paper's Table 2 at CPU scale)\n\nReproduce with:\n\n    %s\n\n", st.Command)
 	fmt.Fprintf(&md, "Main setting: C-BIM (%s loss), ε = %g (L∞), %d steps of %g, ensemble dropout %g, %d start points, τ = %g, θ = %g, seed %d. "+
-		"Training models live on the defender's half of the training set, testing models on the adversary's half; no testing model took part in the extraction.\n\n",
-		mainO.Loss, mainO.Eps, st.Extract.CBIM.Steps, st.Extract.CBIM.Alpha, st.Extract.CBIM.Dropout, mainO.fp.Meta.Candidates, mainO.Tau, st.Theta, st.Extract.Seed)
+		"Training models live on the defender's half of the training set, testing models on the adversary's half; no testing model took part in the extraction. "+
+		"C-BIM starts from %s.\n\n",
+		mainO.Loss, mainO.Eps, st.Extract.CBIM.Steps, st.Extract.CBIM.Alpha, st.Extract.CBIM.Dropout, mainO.fp.Meta.Candidates, mainO.Tau, st.Theta, st.Extract.Seed, startText(mainO.Start))
 	fmt.Fprintf(&md, "**%d fingerprints. ROC AUC %.3f, gap (lowest testing surrogate − highest testing reference) %+.3f, %d of %d testing models verified correctly at θ.**\n\n", mainO.Fingerprints, mainO.AUC, mainO.Gap, mainO.Correct, mainO.Of)
 	// Table 2.
 	var rows [][]string
@@ -270,11 +308,11 @@ func (st *FingerprintStudy) write(dir report.Dir, f *Fleet, mainO *Outcome, all 
 	// Sweep.
 	rows = nil
 	for _, o := range all {
-		rows = append(rows, []string{o.Setting, fmt.Sprint(o.Eps), fmt.Sprint(o.Tau), o.Loss, o.Training, fmt.Sprint(o.Fingerprints),
+		rows = append(rows, []string{o.Setting, fmt.Sprint(o.Eps), fmt.Sprint(o.Tau), o.Loss, o.Training, o.Start, fmt.Sprint(o.Fingerprints),
 			fmt.Sprintf("%.3f", o.AUC), fmt.Sprintf("%+.3f", o.Gap), pct(o.MinSurr), pct(o.MaxRef), fmt.Sprintf("%d/%d", o.Correct, o.Of)})
 	}
-	fmt.Fprintf(&md, "## Levers: AUC and gap as ε, τ, the loss and the training models change\n\n")
-	report.Table(&md, []string{"setting", "ε", "τ", "loss", "training models", "fingerprints", "AUC", "gap", "min surrogate", "max reference", "right at θ"}, rows)
+	fmt.Fprintf(&md, "## Levers: AUC and gap as ε, τ, the loss, the training models and the start points change\n\n")
+	report.Table(&md, []string{"setting", "ε", "τ", "loss", "training models", "start points", "fingerprints", "AUC", "gap", "min surrogate", "max reference", "right at θ"}, rows)
 	// Plots.
 	var rocs []report.Series
 	for _, o := range all {

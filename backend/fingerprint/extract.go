@@ -68,6 +68,11 @@ func Labels(ctx context.Context, models []Model, b suspect.Images) ([][]int64, e
 // cfg.Candidates of them, rounds the results to 8 bits, and keeps those the
 // source labels differently from the original with conferrability ≥ τ on
 // the training models. The keys are the source's labels (vk = M(F)).
+//
+// d should hold inputs none of the models was trained on (a held-out or
+// test split): on their own training data the training surrogates and
+// references answer from memory, and examples selected there transfer
+// worse to unseen suspects (docs/results/fingerprint measures it).
 func Extract(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Fingerprint, error) {
 	c, err := Craft(ctx, tm, d, cfg)
 	if err != nil {

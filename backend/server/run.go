@@ -131,6 +131,9 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 		if a.Loss != "" && a.Loss != string(attack.LossLinear) && a.Loss != string(attack.LossCE) {
 			return badInput("loss %q: want %s or %s", a.Loss, attack.LossLinear, attack.LossCE)
 		}
+		if a.Start != "" && a.Start != "test" && a.Start != "train" {
+			return badInput("start %q: want test or train", a.Start)
+		}
 		return checkData(a.DataArgs)
 	case shared.JobVerify:
 		if req.Verify == nil {
@@ -470,9 +473,16 @@ func (s *Server) runExtract(ctx context.Context, j shared.Job, a shared.ExtractA
 	if a.Dataset == "" {
 		a.Dataset = src.Spec.Dataset
 	}
-	d, _, err := s.loadData(a.DataArgs, "defender")
+	d, test, err := s.loadData(a.DataArgs, "defender")
 	if err != nil {
 		return nil, err
+	}
+	switch a.Start {
+	case "", "test":
+		d = test // inputs no training model was fit on (docs/results/fingerprint)
+	case "train":
+	default:
+		return nil, fmt.Errorf("extract: start %q: want test or train", a.Start)
 	}
 	cfg := fingerprint.DefaultConfig()
 	if a.Eps > 0 {

@@ -168,7 +168,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 			tm.References, tm.ReferenceIDs = append(tm.References, models[fm.name]), append(tm.ReferenceIDs, fm.name)
 		}
 	}
-	fp, err := fingerprint.Extract(ctx, tm, defender, cfg)
+	fp, err := fingerprint.Extract(ctx, tm, test, cfg) // start points no model was trained on
 	if err != nil {
 		return err
 	}

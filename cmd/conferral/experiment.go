@@ -63,6 +63,8 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 	sourceArch := fs.String("source-arch", "cnn", "architecture of the source model")
 	per := fs.Int("per", 2, "surrogates and references per architecture on each half")
 	epochs := fs.Int("epochs", 2, "training epochs per model (the source gets one more)")
+	start := fs.String("start", experiment.HeldOut, "where C-BIM starts (fingerprint study): held-out (the test split, which no fleet model was trained on) or training (the defender's half); the study also runs the other")
+	labels := fs.String("surrogate-labels", experiment.HardLabels, "what surrogates learn from: hard (the source's labels, as a classification API returns them) or soft (its prediction vectors: distillation at T = 1)")
 	epsList := fs.String("eps-sweep", "0.025,0.05,0.1,0.15", "ε values to sweep")
 	taus := fs.String("taus", "0.5,0.75,1", "τ values to sweep (fingerprint study)")
 	points := fs.Int("points", 200, "start points (conferrability study)")
@@ -99,6 +101,17 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 	def, adv := data.Split(full, df.splitSeed)
 	ds := experiment.Data{Defender: def, Adversary: adv, Test: test, Tag: fmt.Sprintf("%s/split=%d/limit=%d", full.Name, df.splitSeed, df.limit)}
 	plan := experiment.Plan(*sourceArch, strings.Split(*archs, ","), *per, *epochs)
+	switch *labels {
+	case experiment.HardLabels:
+	case experiment.SoftLabels:
+		for _, m := range plan {
+			if m.Role == experiment.Surrogate {
+				m.Labels = experiment.SoftLabels
+			}
+		}
+	default:
+		return fmt.Errorf("--surrogate-labels %q: want soft or hard", *labels)
+	}
 	fleet, err := experiment.Build(ctx, *modelsDir, plan, ds, e.device, e.progress.Report)
 	if err != nil {
 		return err
@@ -137,10 +150,11 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 	case "fingerprint":
 		archList := strings.Split(*archs, ",")
 		st := &experiment.FingerprintStudy{
-			Main:    experiment.Setting{Name: "main", Eps: cfg.CBIM.Eps, Loss: cfg.CBIM.Loss},
+			Main:    experiment.Setting{Name: "main", Eps: cfg.CBIM.Eps, Loss: cfg.CBIM.Loss, Start: *start},
 			Eps:     epsV,
 			Taus:    tauV,
 			Losses:  []attack.Loss{attack.LossLinear, attack.LossCE},
+			Starts:  []string{experiment.HeldOut, experiment.Training},
 			Extract: cfg, Theta: 0.7, Command: command,
 			Subsets: subsets(*sourceArch, archList, *per),
 		}
