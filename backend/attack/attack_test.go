@@ -251,6 +251,9 @@ func TestAttacksStayInBall(t *testing.T) {
 		}},
 		{"CBIM linear", 0.1, attack.LInf, cbim(attack.LossLinear)},
 		{"CBIM ce", 0.1, attack.LInf, cbim(attack.LossCE)},
+		{"CBIM best iterate", 0.1, attack.LInf, func(x, y *torch.Tensor) *torch.Tensor {
+			return attack.CBIM(f.ensemble(), x, y, attack.CBIMConfig{Eps: 0.1, Alpha: 0.01, Steps: 15, Dropout: 0.5, Loss: attack.LossLinear, Best: true})
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -512,6 +515,53 @@ func TestCBIMRaisesConferrability(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestCBIMBestIterate checks that C-BIM with Best returns, for every
+// example, an iterate at least as conferrable on the whole ensemble as the
+// last one of the same trajectory (same seed), and for some a smaller
+// perturbation (L1).
+func TestCBIMBestIterate(t *testing.T) {
+	f := models(t)
+	f.run(t, func(x, y *torch.Tensor) {
+		e := f.ensemble()
+		c := attack.CBIMConfig{Eps: 0.1, Alpha: 0.01, Steps: 20, Dropout: 0.5, Loss: attack.LossLinear}
+		torch.ManualSeed(9)
+		last := attack.CBIM(e, x, y, c)
+		c.Best = true
+		torch.ManualSeed(9)
+		best := attack.CBIM(e, x, y, c)
+		var sl, sb []float32
+		torch.NoGrad(func() {
+			sl = e.Conferrability(last).Float32s()
+			sb = e.Conferrability(best).Float32s()
+		})
+		l, b := bestOther(sl, f.y, f.classes), bestOther(sb, f.y, f.classes)
+		dl := last.Sub(x).Abs().Float32s()
+		db := best.Sub(x).Abs().Float32s()
+		per := len(dl) / batchN
+		smaller := 0
+		for i := range b {
+			if b[i] < l[i]-1e-5 {
+				t.Errorf("example %d: best iterate scores %.4f, the last one %.4f", i, b[i], l[i])
+			}
+			if sum32(db[i*per:(i+1)*per]) < sum32(dl[i*per:(i+1)*per])-1e-4 {
+				smaller++
+			}
+		}
+		t.Logf("%d of %d examples end on a smaller perturbation", smaller, batchN)
+		if smaller == 0 {
+			t.Error("no example stopped before the last step")
+		}
+	})
+}
+
+func sum32(v []float32) float64 {
+	s := 0.0
+	for _, x := range v {
+		s += float64(x)
+	}
+	return s
 }
 
 // TestCBIMRefusesBadInput checks that C-BIM panics with a *torch.Error,

@@ -35,6 +35,11 @@ type CBIMConfig struct {
 	// particular training models.
 	Dropout float64
 	Loss    Loss
+	// Best returns, per example, the first iterate at which the whole
+	// ensemble's score M_E(x′)_t was highest, instead of the last one: the
+	// smallest perturbation that is as conferrable on the training models,
+	// rather than one pushed on to the edge of the ε-ball.
+	Best bool
 	// Weights α, β, γ of LossCE (1, 1, 1 when all are zero).
 	Weights [3]float64
 	// OnStep, when set, is called after each step.
@@ -99,6 +104,22 @@ func CBIM(e Ensemble, x, y *torch.Tensor, c CBIMConfig) *torch.Tensor {
 	if c.Loss == LossCE {
 		torch.NoGrad(func() { clean = e.Source.Forward(x).Softmax(1) })
 	}
+	var best, bestScore *torch.Tensor // c.Best: each example's best iterate so far and its score
+	// keepBest records xi when its score beats the best so far (full is
+	// M_E(xi) of the whole ensemble, t the targets).
+	keepBest := func(xi, full, t *torch.Tensor) {
+		score := full.Gather(1, t).Reshape(-1)
+		nb, ns := xi.Detach(), score
+		if best != nil {
+			better := score.Gt(bestScore.AddScalar(1e-6))
+			nb = torch.Where(better.Reshape(-1, 1, 1, 1), nb, best)
+			ns = torch.Where(better, score, bestScore)
+			best.Free()
+			bestScore.Free()
+		}
+		torch.Keep(nb, ns)
+		best, bestScore = nb, ns
+	}
 	xa := x
 	for i := range c.Steps {
 		next := x
@@ -112,6 +133,9 @@ func CBIM(e Ensemble, x, y *torch.Tensor, c CBIMConfig) *torch.Tensor {
 			// on the whole ensemble (no dropout) so that it does not flicker.
 			full := rv.Detach().MeanDims([]int64{0}, false).RSubScalar(1).Mul(sv.Detach().MeanDims([]int64{0}, false))
 			t := full.Add(notY).Argmax(1, true)
+			if c.Best && i > 0 {
+				keepBest(xi, full, t)
+			}
 			conf := me.Gather(1, t) // M_E(x′)_t
 			var loss *torch.Tensor
 			switch c.Loss {
@@ -137,6 +161,18 @@ func CBIM(e Ensemble, x, y *torch.Tensor, c CBIMConfig) *torch.Tensor {
 		if c.OnStep != nil {
 			c.OnStep(i + 1)
 		}
+	}
+	if c.Best && xa != x {
+		torch.NoGrad(func() {
+			torch.Scoped(func(s *torch.Scope) {
+				xf := s.Add(xa.Detach())
+				full := e.Conferrability(xf)
+				keepBest(xf, full, full.Add(notY).Argmax(1, true))
+			})
+		})
+		xa.Free()
+		bestScore.Free()
+		xa = best
 	}
 	if xa != x {
 		x.Scope().Add(xa)

@@ -49,7 +49,7 @@ func (st *ConferrabilityStudy) attacks(f *Fleet) ([]string, map[string]craftFunc
 		return out
 	}
 	ens := attack.Ensemble{Source: src, Surrogates: tr(Surrogate), References: tr(Reference)}
-	order := []string{"FGSM", "IGM", "PGD", "DeepFool", "CW-L2", "C-BIM"}
+	order := []string{"FGSM", "IGM", "PGD", "DeepFool", "CW-L2", "C-BIM", cbimBest}
 	return order, map[string]craftFunc{
 		"FGSM": func(x, y *torch.Tensor, eps float64) *torch.Tensor {
 			return attack.FGSM(src, x, y, attack.Config{Eps: eps})
@@ -71,8 +71,16 @@ func (st *ConferrabilityStudy) attacks(f *Fleet) ([]string, map[string]craftFunc
 			c.Eps = eps
 			return attack.CBIM(ens, x, y, c)
 		},
+		cbimBest: func(x, y *torch.Tensor, eps float64) *torch.Tensor {
+			c := st.CBIM
+			c.Eps, c.Best = eps, true
+			return attack.CBIM(ens, x, y, c)
+		},
 	}
 }
+
+// cbimBest is C-BIM returning each example's most conferrable iterate.
+const cbimBest = "C-BIM best iterate"
 
 // Run measures every attack at every ε on the testing models and writes the
 // report into dir.
@@ -187,12 +195,13 @@ func (st *ConferrabilityStudy) write(dir report.Dir, f *Fleet, scores []*AttackS
 	var baseline float64
 	var baseName string
 	for a, c := range best {
-		if a != "C-BIM" && c > baseline {
+		if !strings.HasPrefix(a, "C-BIM") && c > baseline {
 			baseline, baseName = c, a
 		}
 	}
 	if baseline > 0 {
-		fmt.Fprintf(&md, "C-BIM's mean conferrability is **%.2f×** the best baseline's (%s).\n\n", best["C-BIM"]/baseline, baseName)
+		fmt.Fprintf(&md, "C-BIM's mean conferrability is **%.2f×** the best baseline's (%s); returning each example's first most conferrable iterate (%s) makes it **%.2f×**.\n\n",
+			best["C-BIM"]/baseline, baseName, cbimBest, best[cbimBest]/baseline)
 	}
 	rows = nil
 	header := []string{"method"}

@@ -143,8 +143,8 @@ func TestStudiesWriteReports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(scores) != 6 {
-		t.Errorf("%d scores, want one per attack", len(scores))
+	if len(scores) != 7 {
+		t.Errorf("%d scores, want one per attack (C-BIM twice)", len(scores))
 	}
 	for _, s := range scores {
 		if s.Success < 0 || s.Success > 1 || s.Confer < 0 || s.Confer > 1 || s.Transfer < 0 || s.Transfer > 1 {

@@ -26,6 +26,7 @@ type Setting struct {
 	Archs []string // architectures of the training models (all when empty)
 	Per   int      // training models per architecture and role (all when 0)
 	Start string   // where C-BIM starts: HeldOut (when empty) or Training
+	Best  bool     // C-BIM keeps each example's most conferrable iterate
 }
 
 // Where C-BIM's start points come from (Setting.Start).
@@ -54,6 +55,7 @@ type FingerprintStudy struct {
 	Subsets []Setting // training-model sweep
 	Losses  []attack.Loss
 	Starts  []string // start-point sweep (HeldOut, Training)
+	Best    bool     // also run C-BIM keeping each example's best iterate
 	Extract fingerprint.Config
 	Theta   float64
 	Command string
@@ -129,7 +131,7 @@ func (st *FingerprintStudy) evaluate(ctx context.Context, f *Fleet, ds Data, s S
 	tm, surr, refs := f.training(s)
 	testS, testR := f.Select(Surrogate, true), f.Select(Reference, true)
 	cfg := st.Extract
-	cfg.CBIM.Eps, cfg.CBIM.Loss, cfg.Progress = s.Eps, s.Loss, progress
+	cfg.CBIM.Eps, cfg.CBIM.Loss, cfg.CBIM.Best, cfg.Progress = s.Eps, s.Loss, s.Best, progress
 	progress.Report(shared.Event{Kind: shared.Log, Stage: "study", Message: fmt.Sprintf("setting %s: ε = %g, loss %s, %d training surrogates, %d training references", s.Name, s.Eps, s.Loss, len(surr), len(refs))})
 	crafted, err := fingerprint.Craft(ctx, tm, ds.StartPoints(s), cfg)
 	if err != nil {
@@ -193,7 +195,7 @@ func (f *Fleet) training(s Setting) (tm fingerprint.Training, surr, refs []*Memb
 // models of setting s (Algorithm 2).
 func (f *Fleet) Extract(ctx context.Context, ds Data, s Setting, cfg fingerprint.Config) (*fingerprint.Fingerprint, error) {
 	tm, _, _ := f.training(s)
-	cfg.CBIM.Eps, cfg.CBIM.Loss = s.Eps, s.Loss
+	cfg.CBIM.Eps, cfg.CBIM.Loss, cfg.CBIM.Best = s.Eps, s.Loss, s.Best
 	return fingerprint.Extract(ctx, tm, ds.StartPoints(s), cfg)
 }
 
@@ -252,6 +254,11 @@ func (st *FingerprintStudy) Run(ctx context.Context, f *Fleet, ds Data, dir repo
 			s.Name, s.Start = "start="+start, start
 			settings = append(settings, s)
 		}
+	}
+	if st.Best && !st.Main.Best {
+		s := st.Main
+		s.Name, s.Best = "best iterate", true
+		settings = append(settings, s)
 	}
 	for _, sub := range st.Subsets {
 		s := st.Main

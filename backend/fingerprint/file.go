@@ -45,6 +45,7 @@ type Meta struct {
 	Alpha        float64   `json:"alpha"`
 	Steps        int       `json:"steps"`
 	Dropout      float64   `json:"dropout"`
+	BestIterate  bool      `json:"best_iterate,omitempty"` // C-BIM kept each example's most conferrable iterate
 	Tau          float64   `json:"tau"`
 	Surrogates   []string  `json:"surrogates"` // training models, by sha256 or name
 	References   []string  `json:"references"`

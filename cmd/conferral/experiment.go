@@ -150,7 +150,8 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 	case "fingerprint":
 		archList := strings.Split(*archs, ",")
 		st := &experiment.FingerprintStudy{
-			Main:    experiment.Setting{Name: "main", Eps: cfg.CBIM.Eps, Loss: cfg.CBIM.Loss, Start: *start},
+			Main:    experiment.Setting{Name: "main", Eps: cfg.CBIM.Eps, Loss: cfg.CBIM.Loss, Start: *start, Best: cfg.CBIM.Best},
+			Best:    true,
 			Eps:     epsV,
 			Taus:    tauV,
 			Losses:  []attack.Loss{attack.LossLinear, attack.LossCE},

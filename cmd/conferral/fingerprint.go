@@ -57,6 +57,7 @@ func cbimFlags(fs *flag.FlagSet) func() fingerprint.Config {
 	alpha := fs.Float64("alpha", def.CBIM.Alpha, "C-BIM step size")
 	steps := fs.Int("steps", def.CBIM.Steps, "C-BIM steps")
 	dropout := fs.Float64("dropout", def.CBIM.Dropout, "ensemble dropout (§6.2)")
+	best := fs.Bool("best-iterate", false, "return each example's first most conferrable C-BIM iterate instead of the last")
 	loss := fs.String("loss", string(def.CBIM.Loss), "C-BIM objective: linear (eq. 14) or ce (the later published version)")
 	tau := fs.Float64("tau", def.Tau, "minimal conferrability τ on the training models")
 	cands := fs.Int("candidates", def.Candidates, "start points to attack")
@@ -64,7 +65,7 @@ func cbimFlags(fs *flag.FlagSet) func() fingerprint.Config {
 	seed := fs.Int64("seed", def.Seed, "seed of start points and dropout")
 	return func() fingerprint.Config {
 		c := def
-		c.CBIM.Eps, c.CBIM.Alpha, c.CBIM.Steps, c.CBIM.Dropout, c.CBIM.Loss = *eps, *alpha, *steps, *dropout, attack.Loss(*loss)
+		c.CBIM.Eps, c.CBIM.Alpha, c.CBIM.Steps, c.CBIM.Dropout, c.CBIM.Loss, c.CBIM.Best = *eps, *alpha, *steps, *dropout, attack.Loss(*loss), *best
 		c.Tau, c.Candidates, c.Batch, c.Seed = *tau, *cands, *batch, *seed
 		return c
 	}
