@@ -772,7 +772,7 @@ func TestExperiments(t *testing.T) {
 	}](t, ctx, `({Methods: [...document.querySelectorAll('#report table')].shift() ? [...document.querySelector('#report table').querySelectorAll('tbody tr')].map(r => r.cells[0].innerText) : [],
 		Plots: document.querySelectorAll('#report img').length,
 		Heads: [...document.querySelectorAll('#report h2, #report h3')].map(h => h.innerText)})`)
-	want := []string{"FGSM", "IGM", "PGD", "DeepFool", "CW-L2", "C-BIM"}
+	want := []string{"FGSM", "IGM", "PGD", "DeepFool", "CW-L2", "C-BIM", "C-BIM best iterate"}
 	if strings.Join(got.Methods, ",") != strings.Join(want, ",") {
 		t.Errorf("Table 1 rows %q, want %q", got.Methods, want)
 	}
