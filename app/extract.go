@@ -35,7 +35,7 @@ type extraction struct {
 // defaults picks the newest source and every stored surrogate and
 // reference trained on the same dataset.
 func (x *extraction) defaults(ms []shared.ModelInfo) {
-	x.eps, x.tau, x.candidates, x.steps = "0.15", "1", "100", "50"
+	x.eps, x.tau, x.candidates, x.steps = "0.05", "0.75", "100", "50" // what separated best in docs/results/fingerprint-4x2
 	x.surrogates, x.references = nil, nil
 	var dataset string
 	for _, m := range ms {
