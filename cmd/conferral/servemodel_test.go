@@ -96,6 +96,17 @@ func TestServeModelVerify(t *testing.T) {
 	if local[0].Queries != fp.N {
 		t.Errorf("local verdict: %d queries for %d fingerprints", local[0].Queries, fp.N)
 	}
+	// An uncalibrated fingerprint's p-values come with a caveat, unless a
+	// base rate is given.
+	for _, tc := range []struct {
+		args   []string
+		caveat bool
+	}{{[]string{"--suspect", model}, true}, {[]string{"--suspect", model, "--base-rate", "0.3"}, false}} {
+		code, _, stdout, stderr := verify(tc.args...)
+		if code != 0 || strings.Contains(stdout, "overstate the evidence") != tc.caveat {
+			t.Errorf("verify %v: exit %d, caveat shown = %v, want %v:\n%s%s", tc.args, code, !tc.caveat, tc.caveat, stdout, stderr)
+		}
+	}
 	kserve, tfserving := serveModel(t, "--model", model)
 	kLabels, tLabels := serveModel(t, "--model", model, "--labels-only", "--layout", "nhwc", "--scale", "255", "--name", "fmnist")
 
