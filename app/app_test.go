@@ -170,21 +170,30 @@ func TestGalleryFilter(t *testing.T) {
 
 func TestPlainWords(t *testing.T) {
 	cases := []struct {
-		v    shared.Verdict
-		want []string
+		v         shared.Verdict
+		want, not []string
 	}{
-		{shared.Verdict{N: 10, Matches: 10, Accuracy: 1, Threshold: 0.7, Surrogate: true, PValue: 1e-10, BaseRate: 0.1},
-			[]string{"10 of the 10", "at least the threshold", "probably derived", "1.0e-10"}},
-		{shared.Verdict{N: 10, Matches: 1, Accuracy: 0.1, Threshold: 0.7, PValue: 0.65, BaseRate: 0.1},
-			[]string{"1 of the 10", "below the threshold", "does not show", "0.650"}},
-		{shared.Verdict{N: 50, Matches: 30, Accuracy: 0.6, Threshold: 0.7, PValue: 1e-6, BaseRate: 0.1},
-			[]string{"below the threshold", "well above chance"}},
+		{shared.Verdict{N: 10, Matches: 10, Accuracy: 1, Threshold: 0.7, Surrogate: true, PValue: 1e-10, BaseRate: 0.1, Calibrated: true},
+			[]string{"10 of the 10", "at least the threshold", "probably derived", "1.0e-10"}, []string{"with care"}},
+		{shared.Verdict{N: 10, Matches: 1, Accuracy: 0.1, Threshold: 0.7, PValue: 0.65, BaseRate: 0.1, Calibrated: true},
+			[]string{"1 of the 10", "below the threshold", "does not show", "0.650"}, []string{"with care"}},
+		{shared.Verdict{N: 50, Matches: 30, Accuracy: 0.6, Threshold: 0.7, PValue: 1e-6, BaseRate: 0.1, Calibrated: true},
+			[]string{"below the threshold", "well above chance"}, []string{"with care"}},
+		// Against the training references' rate, a small p-value of an
+		// innocent-looking model is not called evidence.
+		{shared.Verdict{N: 50, Matches: 22, Accuracy: 0.44, Threshold: 0.7, PValue: 1e-4, BaseRate: 0.2},
+			[]string{"below the threshold", "with care", "--calibration"}, []string{"well above chance"}},
 	}
 	for _, c := range cases {
 		got := plainWords(&c.v)
 		for _, w := range c.want {
 			if !strings.Contains(got, w) {
 				t.Errorf("%+v: %q lacks %q", c.v, got, w)
+			}
+		}
+		for _, w := range c.not {
+			if strings.Contains(got, w) {
+				t.Errorf("%+v: %q says %q", c.v, got, w)
 			}
 		}
 	}

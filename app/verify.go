@@ -395,8 +395,13 @@ func plainWords(vd *shared.Verdict) string {
 	}
 	s := agree + " That is below the threshold θ = " + fmt.Sprintf("%.2f", vd.Threshold) + ", so the fingerprint does not show " +
 		"that the suspect was derived from your model. " + chance
-	if vd.PValue < 0.01 {
+	if vd.PValue < 0.01 && vd.Calibrated {
 		s += " The agreement is still well above chance: the suspect may be a heavily modified copy; more fingerprints would tell."
+	}
+	if !vd.Calibrated {
+		s += " Read the p-value with care: the expected agreement comes from the training references, which the fingerprint " +
+			"was crafted to disagree with, so it understates how often innocent models agree. A fingerprint calibrated with " +
+			"held-out references (conferral extract --calibration) gives a fair one."
 	}
 	return s
 }

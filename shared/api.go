@@ -386,8 +386,13 @@ type Verdict struct {
 	Surrogate bool   `json:"surrogate"`
 	Verdict   string `json:"verdict"`
 	// PValue is P[X ≥ Matches], X ~ Binomial(N, BaseRate).
-	PValue      float64       `json:"p_value"`
-	BaseRate    float64       `json:"base_rate"`
+	PValue   float64 `json:"p_value"`
+	BaseRate float64 `json:"base_rate"`
+	// Calibrated says BaseRate was measured on held-out references or
+	// given by the caller; otherwise it is the training references'
+	// agreement, which C-BIM drives down, and the p-value overstates the
+	// evidence.
+	Calibrated  bool          `json:"calibrated"`
 	Explanation string        `json:"explanation"`
 	Items       []VerdictItem `json:"items"`
 	// Queries is the number of images the suspect was sent: N, or more

@@ -192,6 +192,14 @@ func TestPipeline(t *testing.T) {
 			if tc.name == "source" && (v.Matches != v.N || v.Verdict != "surrogate") {
 				t.Errorf("the source itself: %d of %d, %q", v.Matches, v.N, v.Verdict)
 			}
+			if v.Calibrated {
+				t.Errorf("%s: a verdict against the training references' rate says it is calibrated", tc.name)
+			}
+		}
+		// A base rate given by the caller is a calibrated one.
+		j := ts.mustComplete(shared.JobRequest{Kind: shared.JobVerify, Verify: &shared.VerifyArgs{Fingerprint: f.fp.ID, Model: f.reference.ID, BaseRate: 0.3}})
+		if v := j.Result.Verdict; v == nil || !v.Calibrated || v.BaseRate != 0.3 {
+			t.Errorf("verdict with base rate 0.3: %+v", v)
 		}
 	})
 

@@ -590,6 +590,7 @@ func (s *Server) runVerify(ctx context.Context, j shared.Job, a shared.VerifyArg
 		return nil, err
 	}
 	out := verdict(v, fp, a.Fingerprint)
+	out.Calibrated = a.BaseRate > 0 || fp.Meta.Calibration > 0
 	rep.Report(shared.Event{Kind: shared.Verdicts, Stage: "verify", Verdict: &out, Message: out.Explanation})
 	return &shared.JobResult{Verdict: &out, Message: out.Explanation}, nil
 }
