@@ -600,4 +600,19 @@ func TestCalibrate(t *testing.T) {
 	if src.Meta.ReferenceRate != 1 {
 		t.Errorf("the source as a held-out model gives rate %v, want 1", src.Meta.ReferenceRate)
 	}
+	// A verdict says whether its base rate is a fair one.
+	for _, tc := range []struct {
+		name string
+		fp   *fingerprint.Fingerprint
+		base float64
+		want bool
+	}{{"training references' rate", w.fp, 0, false}, {"calibrated file", back, 0, true}, {"given rate", w.fp, 0.3, true}} {
+		v, err := fingerprint.Verify(ctx, &suspect.Local{Model: w.source, Name: "source"}, tc.fp, 0.7, tc.base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Calibrated != tc.want {
+			t.Errorf("%s: verdict calibrated = %v, want %v", tc.name, v.Calibrated, tc.want)
+		}
+	}
 }

@@ -27,6 +27,9 @@ type Verdict struct {
 	// a p-value a reviewer can lean on.
 	PValue   float64 `json:"p_value"`
 	BaseRate float64 `json:"base_rate"`
+	// Calibrated says BaseRate was given by the caller or measured on
+	// held-out references (Calibrate), not taken from the training ones.
+	Calibrated bool `json:"calibrated"`
 	// Labels are the suspect's answers, Matches whether each equals its key.
 	Labels  []int64 `json:"labels"`
 	Matches []bool  `json:"matches"`
@@ -54,10 +57,12 @@ func Verify(ctx context.Context, s suspect.Suspect, fp *Fingerprint, theta, base
 	if len(labels) != fp.N {
 		return nil, fmt.Errorf("verify %s: %d answers to %d queries", s, len(labels), fp.N)
 	}
+	calibrated := baseRate > 0 || fp.Meta.Calibration > 0
 	if baseRate <= 0 {
 		baseRate = fp.Meta.ReferenceRate
 	}
-	v := &Verdict{Suspect: s.String(), Fingerprints: fp.N, Threshold: theta, BaseRate: baseRate, Labels: labels, Matches: make([]bool, fp.N), Queries: fp.N}
+	v := &Verdict{Suspect: s.String(), Fingerprints: fp.N, Threshold: theta, BaseRate: baseRate, Calibrated: calibrated,
+		Labels: labels, Matches: make([]bool, fp.N), Queries: fp.N}
 	if counts {
 		v.Queries = q.Queries() - before
 	}

@@ -590,7 +590,6 @@ func (s *Server) runVerify(ctx context.Context, j shared.Job, a shared.VerifyArg
 		return nil, err
 	}
 	out := verdict(v, fp, a.Fingerprint)
-	out.Calibrated = a.BaseRate > 0 || fp.Meta.Calibration > 0
 	rep.Report(shared.Event{Kind: shared.Verdicts, Stage: "verify", Verdict: &out, Message: out.Explanation})
 	return &shared.JobResult{Verdict: &out, Message: out.Explanation}, nil
 }
@@ -599,7 +598,7 @@ func (s *Server) runVerify(ctx context.Context, j shared.Job, a shared.VerifyArg
 func verdict(v *fingerprint.Verdict, fp *fingerprint.Fingerprint, id string) shared.Verdict {
 	out := shared.Verdict{Suspect: v.Suspect, Fingerprint: id, N: v.Fingerprints, Matches: v.Agree, Accuracy: v.Accuracy,
 		Threshold: v.Threshold, Surrogate: v.Surrogate, Verdict: "not a surrogate", PValue: v.PValue, BaseRate: v.BaseRate,
-		Explanation: v.Explain(), Queries: v.Queries}
+		Calibrated: v.Calibrated, Explanation: v.Explain(), Queries: v.Queries}
 	if v.Surrogate {
 		out.Verdict = "surrogate"
 	}

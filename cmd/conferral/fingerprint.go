@@ -219,7 +219,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(&sb, "%-40s %-15s fingerprint accuracy %.3f (%d/%d), θ = %.2f, p = %.2g\n", p, word, v.Accuracy, v.Agree, v.Fingerprints, v.Threshold, v.PValue)
 		sb.WriteString(note)
 	}
-	if *base <= 0 && fp.Meta.Calibration == 0 {
+	if len(verdicts) > 0 && !verdicts[0].Calibrated {
 		fmt.Fprintf(&sb, "(p-values test against the training references' agreement, %.2f, which C-BIM drives down, so they overstate the evidence; "+
 			"extract with --calibration, or give --base-rate, for a held-out base rate)\n", fp.Meta.ReferenceRate)
 	}
