@@ -25,26 +25,15 @@ type Setting struct {
 	Loss  attack.Loss
 	Archs []string // architectures of the training models (all when empty)
 	Per   int      // training models per architecture and role (all when 0)
-	Start string   // where C-BIM starts: HeldOut (when empty) or Training
+	Start string   // where C-BIM starts: fingerprint.StartTest (when empty) or StartTrain
 	Best  bool     // C-BIM keeps each example's most conferrable iterate
 }
 
-// Where C-BIM's start points come from (Setting.Start).
-const (
-	// HeldOut is the test split: inputs no model of the fleet was trained
-	// on, so the training models judge them as the suspects will.
-	HeldOut = "held-out"
-	// Training is the defender's half, the data the source and the
-	// training models were fit on (Algorithm 2 as printed).
-	Training = "training"
-)
-
-// StartPoints returns the inputs C-BIM starts from in setting s.
-func (ds Data) StartPoints(s Setting) *data.Dataset {
-	if s.Start == Training {
-		return ds.Defender
-	}
-	return ds.Test
+// StartPoints returns the inputs C-BIM starts from in setting s: the test
+// split, which no model of the fleet was trained on, so that the training
+// models judge them as the suspects will; or the defender's half.
+func (ds Data) StartPoints(s Setting) (*data.Dataset, error) {
+	return fingerprint.StartPoints(s.Start, ds.Defender, ds.Test)
 }
 
 // FingerprintStudy configures the study of Table 2.
@@ -54,7 +43,7 @@ type FingerprintStudy struct {
 	Taus    []float64 // τ sweep (filters one attack, no re-run)
 	Subsets []Setting // training-model sweep
 	Losses  []attack.Loss
-	Starts  []string // start-point sweep (HeldOut, Training)
+	Starts  []string // start-point sweep (fingerprint.StartTest, StartTrain)
 	Best    bool     // also run C-BIM keeping each example's best iterate
 	Extract fingerprint.Config
 	Theta   float64
@@ -133,7 +122,11 @@ func (st *FingerprintStudy) evaluate(ctx context.Context, f *Fleet, ds Data, s S
 	cfg := st.Extract
 	cfg.CBIM.Eps, cfg.CBIM.Loss, cfg.CBIM.Best, cfg.Progress = s.Eps, s.Loss, s.Best, progress
 	progress.Report(shared.Event{Kind: shared.Log, Stage: "study", Message: fmt.Sprintf("setting %s: ε = %g, loss %s, %d training surrogates, %d training references", s.Name, s.Eps, s.Loss, len(surr), len(refs))})
-	crafted, err := fingerprint.Craft(ctx, tm, ds.StartPoints(s), cfg)
+	start, err := ds.StartPoints(s)
+	if err != nil {
+		return nil, err
+	}
+	crafted, err := fingerprint.Craft(ctx, tm, start, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +134,7 @@ func (st *FingerprintStudy) evaluate(ctx context.Context, f *Fleet, ds Data, s S
 	var out []*Outcome
 	for _, tau := range taus {
 		fp := crafted.Select(tau)
-		o := &Outcome{Setting: s.Name, Eps: s.Eps, Tau: tau, Loss: string(s.Loss), Training: training, Start: cmp.Or(s.Start, HeldOut), Fingerprints: fp.N, fp: fp,
+		o := &Outcome{Setting: s.Name, Eps: s.Eps, Tau: tau, Loss: string(s.Loss), Training: training, Start: cmp.Or(s.Start, fingerprint.StartTest), Fingerprints: fp.N, fp: fp,
 			SurrAcc: map[string]float64{}, RefAcc: map[string]float64{}, trainMembers: append(append([]*Member{src}, surr...), refs...), testSurr: testS, tRf: testR}
 		if fp.N > 0 {
 			if o.surrV, err = verifyAll(ctx, fp, testS, st.Theta); err != nil {
@@ -196,7 +189,11 @@ func (f *Fleet) training(s Setting) (tm fingerprint.Training, surr, refs []*Memb
 func (f *Fleet) Extract(ctx context.Context, ds Data, s Setting, cfg fingerprint.Config) (*fingerprint.Fingerprint, error) {
 	tm, _, _ := f.training(s)
 	cfg.CBIM.Eps, cfg.CBIM.Loss, cfg.CBIM.Best = s.Eps, s.Loss, s.Best
-	return fingerprint.Extract(ctx, tm, ds.StartPoints(s), cfg)
+	start, err := ds.StartPoints(s)
+	if err != nil {
+		return nil, err
+	}
+	return fingerprint.Extract(ctx, tm, start, cfg)
 }
 
 func uniqueArchs(ms []*Member) []string {
@@ -249,7 +246,7 @@ func (st *FingerprintStudy) Run(ctx context.Context, f *Fleet, ds Data, dir repo
 		}
 	}
 	for _, start := range st.Starts {
-		if start != cmp.Or(st.Main.Start, HeldOut) {
+		if start != cmp.Or(st.Main.Start, fingerprint.StartTest) {
 			s := st.Main
 			s.Name, s.Start = "start="+start, start
 			settings = append(settings, s)
@@ -276,7 +273,7 @@ func (st *FingerprintStudy) Run(ctx context.Context, f *Fleet, ds Data, dir repo
 }
 
 func startText(start string) string {
-	if start == Training {
+	if start == fingerprint.StartTrain {
 		return "correctly classified inputs of the defender's half, the data the training models were fit on (Algorithm 2 as printed)"
 	}
 	return "correctly classified inputs of the test split, which no model of the fleet was trained on"

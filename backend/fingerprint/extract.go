@@ -81,6 +81,26 @@ func Extract(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Fi
 	return c.Select(cfg.Tau), nil
 }
 
+// Where C-BIM starts (Extract's d): StartTest, the dataset's test split,
+// which no model was trained on (the default), or StartTrain, the training
+// split, as Algorithm 2 prints it.
+const (
+	StartTest  = "test"
+	StartTrain = "train"
+)
+
+// StartPoints returns the inputs C-BIM starts from: test for StartTest or
+// "", train for StartTrain, and an error for anything else.
+func StartPoints(start string, train, test *data.Dataset) (*data.Dataset, error) {
+	switch start {
+	case "", StartTest:
+		return test, nil
+	case StartTrain:
+		return train, nil
+	}
+	return nil, fmt.Errorf("start %q: want %s or %s", start, StartTest, StartTrain)
+}
+
 // Crafted holds every example C-BIM crafted (Algorithm 2, line 7), scored
 // on the training models but not yet filtered, so that one attack serves
 // several thresholds τ.

@@ -131,8 +131,8 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 		if a.Loss != "" && a.Loss != string(attack.LossLinear) && a.Loss != string(attack.LossCE) {
 			return badInput("loss %q: want %s or %s", a.Loss, attack.LossLinear, attack.LossCE)
 		}
-		if a.Start != "" && a.Start != "test" && a.Start != "train" {
-			return badInput("start %q: want test or train", a.Start)
+		if _, err := fingerprint.StartPoints(a.Start, nil, nil); err != nil {
+			return badInput("%v", err)
 		}
 		return checkData(a.DataArgs)
 	case shared.JobVerify:
@@ -477,12 +477,8 @@ func (s *Server) runExtract(ctx context.Context, j shared.Job, a shared.ExtractA
 	if err != nil {
 		return nil, err
 	}
-	switch a.Start {
-	case "", "test":
-		d = test // inputs no training model was fit on (docs/results/fingerprint)
-	case "train":
-	default:
-		return nil, fmt.Errorf("extract: start %q: want test or train", a.Start)
+	if d, err = fingerprint.StartPoints(a.Start, d, test); err != nil { // test by default: inputs no training model was fit on
+		return nil, err
 	}
 	cfg := fingerprint.DefaultConfig()
 	if a.Eps > 0 {

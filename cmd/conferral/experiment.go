@@ -12,6 +12,7 @@ import (
 	"github.com/conferral/conferral/backend/attack"
 	"github.com/conferral/conferral/backend/data"
 	"github.com/conferral/conferral/backend/experiment"
+	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/report"
 )
 
@@ -63,7 +64,7 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 	sourceArch := fs.String("source-arch", "cnn", "architecture of the source model")
 	per := fs.Int("per", 2, "surrogates and references per architecture on each half")
 	epochs := fs.Int("epochs", 2, "training epochs per model (the source gets one more)")
-	start := fs.String("start", experiment.HeldOut, "where C-BIM starts (fingerprint study): held-out (the test split, which no fleet model was trained on) or training (the defender's half); the study also runs the other")
+	start := fs.String("start", fingerprint.StartTest, "where C-BIM starts (fingerprint study): test (the test split, which no fleet model was trained on) or train (the defender's half); the study also runs the other")
 	labels := fs.String("surrogate-labels", experiment.HardLabels, "what surrogates learn from: hard (the source's labels, as a classification API returns them) or soft (its prediction vectors: distillation at T = 1)")
 	epsList := fs.String("eps-sweep", "0.025,0.05,0.1,0.15", "ε values to sweep")
 	taus := fs.String("taus", "0.5,0.75,1", "τ values to sweep (fingerprint study)")
@@ -110,7 +111,10 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 			}
 		}
 	default:
-		return fmt.Errorf("--surrogate-labels %q: want soft or hard", *labels)
+		return usagef("--surrogate-labels %q: want soft or hard", *labels)
+	}
+	if _, err := fingerprint.StartPoints(*start, nil, nil); err != nil {
+		return usagef("--%v", err) // before the fleet trains, not after
 	}
 	fleet, err := experiment.Build(ctx, *modelsDir, plan, ds, e.device, e.progress.Report)
 	if err != nil {
@@ -155,7 +159,7 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 			Eps:     epsV,
 			Taus:    tauV,
 			Losses:  []attack.Loss{attack.LossLinear, attack.LossCE},
-			Starts:  []string{experiment.HeldOut, experiment.Training},
+			Starts:  []string{fingerprint.StartTest, fingerprint.StartTrain},
 			Extract: cfg, Theta: 0.7, Command: command,
 			Subsets: subsets(*sourceArch, archList, *per),
 		}

@@ -93,7 +93,7 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	calib := fs.String("calibration", "", "comma-separated held-out references (trained independently, not in --references) that measure the p-value's base rate")
 	out := fs.String("out", "", "fingerprint file to write; required")
 	sheet := fs.String("sheet", "", "also write a contact sheet PNG here")
-	start := fs.String("start", "test", "where C-BIM starts: test (the dataset's test split, which no model was trained on; separates testing models better, docs/results/fingerprint) or train (the --split data, as Algorithm 2 prints it)")
+	start := fs.String("start", fingerprint.StartTest, "where C-BIM starts: test (the dataset's test split, which no model was trained on; separates testing models better, docs/results/fingerprint) or train (the --split data, as Algorithm 2 prints it)")
 	cfgOf := cbimFlags(fs)
 	var of onnxFlags
 	of.register(fs)
@@ -112,12 +112,8 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	switch *start {
-	case "test":
-		d = test
-	case "train":
-	default:
-		return usagef("--start %q: want test or train", *start)
+	if d, err = fingerprint.StartPoints(*start, d, test); err != nil {
+		return usagef("--%v", err)
 	}
 	src, srcID, srcArch, freeSrc, err := loadSource(e, *source, &of)
 	if err != nil {
