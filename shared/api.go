@@ -231,9 +231,12 @@ type ExtractArgs struct {
 	Dropout    float64  `json:"dropout,omitempty"`
 	Loss       string   `json:"loss,omitempty"` // linear or ce
 	Tau        float64  `json:"tau,omitempty"`
-	Candidates int      `json:"candidates,omitempty"`
-	Batch      int      `json:"batch,omitempty"`
-	Seed       int64    `json:"seed,omitempty"`
+	// TauSurr (τ_S) is the minimal share of the training surrogates that must
+	// carry an example's key, on top of τ (0: only τ filters).
+	TauSurr    float64 `json:"tau_surr,omitempty"`
+	Candidates int     `json:"candidates,omitempty"`
+	Batch      int     `json:"batch,omitempty"`
+	Seed       int64   `json:"seed,omitempty"`
 	// Start is where C-BIM starts: "test" (the default: the dataset's test
 	// split, which no model was trained on) or "train" (the request's split).
 	Start string `json:"start,omitempty"`

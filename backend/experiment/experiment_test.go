@@ -106,16 +106,25 @@ func TestStudiesWriteReports(t *testing.T) {
 	defer f.Free()
 	cfg := fingerprint.DefaultConfig()
 	cfg.Candidates, cfg.CBIM.Steps, cfg.CBIM.Eps, cfg.Tau = 40, 10, 0.15, 0.5
-	fs := &FingerprintStudy{Main: Setting{Name: "main", Eps: 0.15, Loss: attack.LossLinear}, Eps: []float64{0.1, 0.15}, Taus: []float64{0.5, 1},
+	fs := &FingerprintStudy{Main: Setting{Name: "main", Eps: 0.15, Loss: attack.LossLinear}, Eps: []float64{0.1, 0.15}, Taus: []float64{0.5, 1}, TauSurrs: []float64{0, 1},
 		Losses: []attack.Loss{attack.LossLinear, attack.LossCE}, Extract: cfg, Theta: 0.7, Command: "test"}
 	dir := report.Dir(t.TempDir())
 	outs, err := fs.Run(context.Background(), f, ds, dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// main at τ 0.5 and 1, ε = 0.1, the ce loss.
-	if len(outs) != 4 {
-		t.Errorf("%d outcomes, want 4", len(outs))
+	// main at τ 0.5 and 1 (τ_S = 0), at τ 0.5 with τ_S = 1; ε = 0.1; the ce loss.
+	if len(outs) != 5 {
+		t.Errorf("%d outcomes, want 5", len(outs))
+	}
+	n := map[[2]float64]int{}
+	for _, o := range outs {
+		if o.Setting == "main" {
+			n[[2]float64{o.Tau, o.TauSurr}] = o.Fingerprints
+		}
+	}
+	if len(n) != 3 || n[[2]float64{0.5, 1}] > n[[2]float64{0.5, 0}] {
+		t.Errorf("main setting's filters (τ, τ_S) → fingerprints %v: want three, τ_S = 1 keeping no more than τ_S = 0", n)
 	}
 	for _, o := range outs {
 		if o.Fingerprints > 0 && (o.AUC < 0 || o.AUC > 1 || o.Of != 2) {
@@ -126,7 +135,7 @@ func TestStudiesWriteReports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Reproduce with", "| model |", "test-surrogate-mlp-0", "AUC", "roc.png"} {
+	for _, want := range []string{"Reproduce with", "| model |", "test-surrogate-mlp-0", "AUC", "roc.png", "| τ_S |"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report lacks %q", want)
 		}

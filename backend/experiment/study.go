@@ -38,22 +38,25 @@ func (ds Data) StartPoints(s Setting) (*data.Dataset, error) {
 
 // FingerprintStudy configures the study of Table 2.
 type FingerprintStudy struct {
-	Main    Setting
-	Eps     []float64 // ε sweep
-	Taus    []float64 // τ sweep (filters one attack, no re-run)
-	Subsets []Setting // training-model sweep
-	Losses  []attack.Loss
-	Starts  []string // start-point sweep (fingerprint.StartTest, StartTrain)
-	Best    bool     // also run C-BIM keeping each example's best iterate
-	Extract fingerprint.Config
-	Theta   float64
-	Command string
+	Main Setting
+	Eps  []float64 // ε sweep
+	Taus []float64 // τ sweep (filters one attack, no re-run)
+	// TauSurrs is the τ_S sweep at the main τ (filters one attack too).
+	TauSurrs []float64
+	Subsets  []Setting // training-model sweep
+	Losses   []attack.Loss
+	Starts   []string // start-point sweep (fingerprint.StartTest, StartTrain)
+	Best     bool     // also run C-BIM keeping each example's best iterate
+	Extract  fingerprint.Config
+	Theta    float64
+	Command  string
 }
 
 // Outcome is how one fingerprint separates the testing models.
 type Outcome struct {
 	Setting       string
 	Eps, Tau      float64
+	TauSurr       float64 // τ_S: minimal Transfer to the training surrogates
 	Loss          string
 	Training      string // training models
 	Start         string // where C-BIM started
@@ -114,8 +117,12 @@ func verifyAll(ctx context.Context, fp *fingerprint.Fingerprint, ms []*Member, t
 	return out, nil
 }
 
-// evaluate crafts once for a setting and scores every τ.
-func (st *FingerprintStudy) evaluate(ctx context.Context, f *Fleet, ds Data, s Setting, taus []float64, progress shared.Reporter) ([]*Outcome, error) {
+// filter is one of Algorithm 2's line-8 thresholds: Confer ≥ Tau and
+// Transfer to the training surrogates ≥ TauSurr.
+type filter struct{ Tau, TauSurr float64 }
+
+// evaluate crafts once for a setting and scores every filter.
+func (st *FingerprintStudy) evaluate(ctx context.Context, f *Fleet, ds Data, s Setting, filters []filter, progress shared.Reporter) ([]*Outcome, error) {
 	src := f.Source()
 	tm, surr, refs := f.training(s)
 	testS, testR := f.Select(Surrogate, true), f.Select(Reference, true)
@@ -132,9 +139,9 @@ func (st *FingerprintStudy) evaluate(ctx context.Context, f *Fleet, ds Data, s S
 	}
 	training := fmt.Sprintf("%d+%d (%s)", len(surr), len(refs), strings.Join(uniqueArchs(surr), ", "))
 	var out []*Outcome
-	for _, tau := range taus {
-		fp := crafted.Select(tau)
-		o := &Outcome{Setting: s.Name, Eps: s.Eps, Tau: tau, Loss: string(s.Loss), Training: training, Start: cmp.Or(s.Start, fingerprint.StartTest), Fingerprints: fp.N, fp: fp,
+	for _, fl := range filters {
+		fp := crafted.Select(fl.Tau, fl.TauSurr)
+		o := &Outcome{Setting: s.Name, Eps: s.Eps, Tau: fl.Tau, TauSurr: fl.TauSurr, Loss: string(s.Loss), Training: training, Start: cmp.Or(s.Start, fingerprint.StartTest), Fingerprints: fp.N, fp: fp,
 			SurrAcc: map[string]float64{}, RefAcc: map[string]float64{}, trainMembers: append(append([]*Member{src}, surr...), refs...), testSurr: testS, tRf: testR}
 		if fp.N > 0 {
 			if o.surrV, err = verifyAll(ctx, fp, testS, st.Theta); err != nil {
@@ -212,18 +219,23 @@ func (st *FingerprintStudy) Run(ctx context.Context, f *Fleet, ds Data, dir repo
 		return nil, err
 	}
 	var all []*Outcome
-	taus := st.Taus
-	if !slices.Contains(taus, st.Extract.Tau) {
-		taus = append(slices.Clone(taus), st.Extract.Tau)
+	mainF := filter{st.Extract.Tau, st.Extract.TauSurr}
+	filters := []filter{mainF}
+	for _, tau := range st.Taus {
+		filters = append(filters, filter{tau, mainF.TauSurr})
 	}
-	main, err := st.evaluate(ctx, f, ds, st.Main, taus, progress)
+	for _, ts := range st.TauSurrs {
+		filters = append(filters, filter{mainF.Tau, ts})
+	}
+	filters = uniq(filters)
+	main, err := st.evaluate(ctx, f, ds, st.Main, filters, progress)
 	if err != nil {
 		return nil, err
 	}
 	all = append(all, main...)
 	var mainO *Outcome
 	for _, o := range main {
-		if o.Tau == st.Extract.Tau {
+		if o.filter() == mainF {
 			mainO = o
 		}
 	}
@@ -263,13 +275,32 @@ func (st *FingerprintStudy) Run(ctx context.Context, f *Fleet, ds Data, dir repo
 		settings = append(settings, s)
 	}
 	for _, s := range settings {
-		os, err := st.evaluate(ctx, f, ds, s, []float64{st.Extract.Tau}, progress)
+		os, err := st.evaluate(ctx, f, ds, s, []filter{mainF}, progress)
 		if err != nil {
 			return nil, err
 		}
 		all = append(all, os...)
 	}
 	return all, st.write(dir, f, mainO, all)
+}
+
+// uniq returns fs without repeats, in their first order.
+func uniq(fs []filter) []filter {
+	var out []filter
+	for _, f := range fs {
+		if !slices.Contains(out, f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func (o *Outcome) filter() filter { return filter{o.Tau, o.TauSurr} }
+
+// mainOrEps says whether o belongs on the ε plots: the main setting's own
+// filter, or another ε.
+func (o *Outcome) mainOrEps(mainO *Outcome) bool {
+	return o.Setting == mainO.Setting && o.filter() == mainO.filter() || strings.HasPrefix(o.Setting, "eps=")
 }
 
 func startText(start string) string {
@@ -284,10 +315,10 @@ func pct(v float64) string { return fmt.Sprintf("%.2f", v) }
 func (st *FingerprintStudy) write(dir report.Dir, f *Fleet, mainO *Outcome, all []*Outcome) error {
 	var md strings.Builder
 	fmt.Fprintf(&md, "# Fingerprint study (the paper's Table 2 at CPU scale)\n\nReproduce with:\n\n    %s\n\n", st.Command)
-	fmt.Fprintf(&md, "Main setting: C-BIM (%s loss), ε = %g (L∞), %d steps of %g, ensemble dropout %g, %d start points, τ = %g, θ = %g, seed %d. "+
+	fmt.Fprintf(&md, "Main setting: C-BIM (%s loss), ε = %g (L∞), %d steps of %g, ensemble dropout %g, %d start points, τ = %g, τ_S = %g, θ = %g, seed %d. "+
 		"Training models live on the defender's half of the training set, testing models on the adversary's half; no testing model took part in the extraction. "+
 		"C-BIM starts from %s.\n\n",
-		mainO.Loss, mainO.Eps, st.Extract.CBIM.Steps, st.Extract.CBIM.Alpha, st.Extract.CBIM.Dropout, mainO.fp.Meta.Candidates, mainO.Tau, st.Theta, st.Extract.Seed, startText(mainO.Start))
+		mainO.Loss, mainO.Eps, st.Extract.CBIM.Steps, st.Extract.CBIM.Alpha, st.Extract.CBIM.Dropout, mainO.fp.Meta.Candidates, mainO.Tau, mainO.TauSurr, st.Theta, st.Extract.Seed, startText(mainO.Start))
 	fmt.Fprintf(&md, "**%d fingerprints. ROC AUC %.3f, gap (lowest testing surrogate − highest testing reference) %+.3f, %d of %d testing models verified correctly at θ.**\n\n", mainO.Fingerprints, mainO.AUC, mainO.Gap, mainO.Correct, mainO.Of)
 	// Table 2.
 	var rows [][]string
@@ -312,15 +343,15 @@ func (st *FingerprintStudy) write(dir report.Dir, f *Fleet, mainO *Outcome, all 
 	// Sweep.
 	rows = nil
 	for _, o := range all {
-		rows = append(rows, []string{o.Setting, fmt.Sprint(o.Eps), fmt.Sprint(o.Tau), o.Loss, o.Training, o.Start, fmt.Sprint(o.Fingerprints),
+		rows = append(rows, []string{o.Setting, fmt.Sprint(o.Eps), fmt.Sprint(o.Tau), fmt.Sprint(o.TauSurr), o.Loss, o.Training, o.Start, fmt.Sprint(o.Fingerprints),
 			fmt.Sprintf("%.3f", o.AUC), fmt.Sprintf("%+.3f", o.Gap), pct(o.MinSurr), pct(o.MaxRef), fmt.Sprintf("%d/%d", o.Correct, o.Of)})
 	}
-	fmt.Fprintf(&md, "## Levers: AUC and gap as ε, τ, the loss, the training models and the start points change\n\n")
-	report.Table(&md, []string{"setting", "ε", "τ", "loss", "training models", "start points", "fingerprints", "AUC", "gap", "min surrogate", "max reference", "right at θ"}, rows)
+	fmt.Fprintf(&md, "## Levers: AUC and gap as ε, τ, τ_S, the loss, the training models and the start points change\n\n")
+	report.Table(&md, []string{"setting", "ε", "τ", "τ_S", "loss", "training models", "start points", "fingerprints", "AUC", "gap", "min surrogate", "max reference", "right at θ"}, rows)
 	// Plots.
 	var rocs []report.Series
 	for _, o := range all {
-		if o.Setting == mainO.Setting && o.Tau == mainO.Tau || strings.HasPrefix(o.Setting, "eps=") {
+		if o.mainOrEps(mainO) {
 			var ps, rs []float64
 			for _, v := range o.SurrAcc {
 				ps = append(ps, v)
@@ -357,7 +388,7 @@ func (st *FingerprintStudy) write(dir report.Dir, f *Fleet, mainO *Outcome, all 
 	var auc, gap report.Series
 	auc.Name, gap.Name = "ROC AUC", "gap (min surrogate − max reference)"
 	for _, o := range all {
-		if o.Setting == mainO.Setting && o.Tau == mainO.Tau || strings.HasPrefix(o.Setting, "eps=") {
+		if o.mainOrEps(mainO) {
 			auc.X, auc.Y = append(auc.X, o.Eps), append(auc.Y, o.AUC)
 			gap.X, gap.Y = append(gap.X, o.Eps), append(gap.Y, o.Gap)
 		}
@@ -370,7 +401,7 @@ func (st *FingerprintStudy) write(dir report.Dir, f *Fleet, mainO *Outcome, all 
 	var tauAUC, tauN report.Series
 	tauAUC.Name, tauN.Name = "ROC AUC", "gap"
 	for _, o := range all {
-		if o.Setting == mainO.Setting {
+		if o.Setting == mainO.Setting && o.TauSurr == mainO.TauSurr {
 			tauAUC.X, tauAUC.Y = append(tauAUC.X, o.Tau), append(tauAUC.Y, o.AUC)
 			tauN.X, tauN.Y = append(tauN.X, o.Tau), append(tauN.Y, o.Gap)
 		}

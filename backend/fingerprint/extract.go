@@ -28,6 +28,13 @@ type Config struct {
 	CBIM attack.CBIMConfig
 	// Tau is the minimal conferrability on the training models (τ).
 	Tau float64
+	// TauSurr (τ_S) is the minimal Transfer (eq. 9) to the training
+	// surrogates an example must also reach; 0 leaves Confer ≥ τ as the only
+	// filter. Confer = Surr·(1 − Ref) lets a high 1 − Ref make up for
+	// surrogates the example missed, and those are mostly the surrogates of
+	// architectures other than the source's: τ_S = 1 keeps only examples
+	// every training surrogate carries (docs/results/fingerprint-4x2).
+	TauSurr float64
 	// Candidates is the number of start points attacked.
 	Candidates int
 	Batch      int
@@ -78,7 +85,7 @@ func Extract(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Fi
 	if err != nil {
 		return nil, err
 	}
-	return c.Select(cfg.Tau), nil
+	return c.Select(cfg.Tau, cfg.TauSurr), nil
 }
 
 // Where C-BIM starts (Extract's d): StartTest, the dataset's test split,
@@ -107,20 +114,29 @@ func StartPoints(start string, train, test *data.Dataset) (*data.Dataset, error)
 type Crafted struct {
 	All       *Fingerprint
 	refLabels [][]int64 // per example, the training references' labels
+	surr      []float64 // per example, Transfer to the training surrogates (eq. 9)
+}
+
+// keep says whether example i passes Algorithm 2's line 8: the source's
+// label changed, Confer ≥ τ and Transfer to the surrogates ≥ τ_S.
+func (c *Crafted) keep(i int, tau, tauSurr float64) bool {
+	a := c.All
+	return a.Keys[i] != a.Labels[i] && a.Confer[i] >= tau-1e-9 && c.surr[i] >= tauSurr-1e-9
 }
 
 // Select is Algorithm 2, line 8: the examples the source labels differently
-// from their original with conferrability ≥ τ. The fingerprint's reference
-// rate, the null hypothesis of Verify, is the highest agreement of a
-// training reference with the keys, never below chance.
-func (c *Crafted) Select(tau float64) *Fingerprint {
+// from their original with conferrability ≥ τ, and with Transfer to the
+// training surrogates ≥ τ_S (0: no such filter). The fingerprint's
+// reference rate, the null hypothesis of Verify, is the highest agreement
+// of a training reference with the keys, never below chance.
+func (c *Crafted) Select(tau, tauSurr float64) *Fingerprint {
 	a := c.All
 	fp := &Fingerprint{C: a.C, H: a.H, W: a.W, Meta: a.Meta}
-	fp.Meta.Tau = tau
+	fp.Meta.Tau, fp.Meta.TauSurr = tau, tauSurr
 	per := a.ImageSize()
 	var refs [][]int64
 	for i := range a.N {
-		if a.Keys[i] == a.Labels[i] || a.Confer[i] < tau-1e-9 {
+		if !c.keep(i, tau, tauSurr) {
 			continue
 		}
 		fp.Images = append(fp.Images, a.Images[i*per:(i+1)*per]...)
@@ -189,7 +205,7 @@ func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Craf
 	fp := &Fingerprint{C: d.C, H: d.H, W: d.W, Meta: Meta{
 		Dataset: d.Name, Classes: d.Classes, Mean: mean, Std: std, SourceSHA256: tm.SourceID, SourceArch: tm.SourceArch,
 		Created: time.Now().UTC(), Attack: "cbim", Loss: string(cfg.CBIM.Loss), Eps: cfg.CBIM.Eps, Alpha: cfg.CBIM.Alpha,
-		Steps: cfg.CBIM.Steps, Dropout: cfg.CBIM.Dropout, BestIterate: cfg.CBIM.Best, Tau: cfg.Tau, Surrogates: tm.SurrogateIDs, References: tm.ReferenceIDs,
+		Steps: cfg.CBIM.Steps, Dropout: cfg.CBIM.Dropout, BestIterate: cfg.CBIM.Best, Tau: cfg.Tau, TauSurr: cfg.TauSurr, Surrogates: tm.SurrogateIDs, References: tm.ReferenceIDs,
 		Candidates: len(start), Seed: cfg.Seed,
 	}}
 	if fp.Meta.Loss == "" {
@@ -200,7 +216,7 @@ func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Craf
 	totalSteps := int64(len(start) * cfg.CBIM.Steps)
 	var done int64
 	torch.ManualSeed(uint64(cfg.Seed))
-	var refLabels [][]int64 // references' labels of every kept fingerprint
+	out := &Crafted{All: fp}
 	for b := 0; b < len(start); b += cfg.Batch {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("extract: %w", err)
@@ -245,7 +261,8 @@ func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Craf
 		if err != nil {
 			return nil, fmt.Errorf("extract: %w", err)
 		}
-		conf := Confer(sl, rl, keys)
+		conf, surr := Confer(sl, rl, keys), Transfer(sl, keys)
+		out.surr = append(out.surr, surr...)
 		for i := range n {
 			fp.Images = append(fp.Images, toUint8(adv[i*per:(i+1)*per])...)
 			fp.Originals = append(fp.Originals, toUint8(x[i*per:(i+1)*per])...)
@@ -256,18 +273,18 @@ func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Craf
 			for r := range rl {
 				row[r] = rl[r][i]
 			}
-			refLabels = append(refLabels, row)
+			out.refLabels = append(out.refLabels, row)
 		}
 		fp.N = len(fp.Keys)
 		kept := 0
 		for i := range fp.N {
-			if fp.Keys[i] != fp.Labels[i] && fp.Confer[i] >= cfg.Tau-1e-9 {
+			if out.keep(i, cfg.Tau, cfg.TauSurr) {
 				kept++
 			}
 		}
 		cfg.Progress.Report(shared.Event{Kind: shared.Log, Stage: "extract", Message: fmt.Sprintf("%d of %d start points reach τ = %g so far", kept, b+n, cfg.Tau)})
 	}
-	return &Crafted{All: fp, refLabels: refLabels}, nil
+	return out, nil
 }
 
 func asAttack(ms []Model) []attack.Model {

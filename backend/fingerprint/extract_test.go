@@ -158,7 +158,7 @@ func buildWorld() (*world, error) {
 	if err != nil {
 		return nil, fmt.Errorf("craft: %w", err)
 	}
-	w.fp = w.crafted.Select(w.cfg.Tau)
+	w.fp = w.crafted.Select(w.cfg.Tau, 0)
 	return w, nil
 }
 
@@ -366,10 +366,10 @@ func labelsOn(t *testing.T, fp *fingerprint.Fingerprint, ms []*nn.Model) [][]int
 }
 
 // TestCraftSelect checks that Craft keeps every crafted example with its
-// conferrability on the training models, and that Select(τ) keeps exactly
-// those with a key other than the label and conferrability ≥ τ, with the
-// highest training reference agreement (at least chance) as the reference
-// rate.
+// conferrability on the training models, and that Select(τ, τ_S) keeps
+// exactly those with a key other than the label, conferrability ≥ τ and
+// Transfer to the training surrogates ≥ τ_S, with the highest training
+// reference agreement (at least chance) as the reference rate.
 func TestCraftSelect(t *testing.T) {
 	w := getWorld(t)
 	all := w.crafted.All
@@ -388,20 +388,36 @@ func TestCraftSelect(t *testing.T) {
 			t.Fatalf("example %d: conferrability %v, eq. 10 gives %v", i, all.Confer[i], want[i])
 		}
 	}
-	prev := all.N + 1
-	for _, tau := range []float64{0, 0.25, 0.5, 0.75, 1} {
-		fp := w.crafted.Select(tau)
+	surr := fingerprint.Transfer(labelsOn(t, all, w.surr), keys)
+	var prev, atTau1 int
+	atTau0 := map[float64]int{} // τ_S → examples at τ = 0
+	for _, f := range []struct{ tau, tauSurr float64 }{
+		{0, 0}, {0.25, 0}, {0.5, 0}, {0.75, 0}, {1, 0},
+		{0, 0.5}, {0.25, 0.5}, {0.5, 0.5},
+		{0, 1}, {0.25, 1}, {0.5, 1}, {0.75, 1}, {1, 1},
+	} {
+		tau := f.tau
+		fp := w.crafted.Select(tau, f.tauSurr)
 		var idx []int
 		for i := range all.N {
-			if all.Keys[i] != all.Labels[i] && all.Confer[i] >= tau-1e-9 {
+			if all.Keys[i] != all.Labels[i] && all.Confer[i] >= tau-1e-9 && surr[i] >= f.tauSurr-1e-9 {
 				idx = append(idx, i)
 			}
 		}
-		t.Logf("τ = %.2f: %d of %d crafted examples, reference rate %.3f", tau, fp.N, all.N, fp.Meta.ReferenceRate)
-		if fp.N != len(idx) || fp.Meta.Tau != tau || fp.N > prev {
-			t.Fatalf("τ = %v: %d examples (τ %v), want %d, at most %d", tau, fp.N, fp.Meta.Tau, len(idx), prev)
+		t.Logf("τ = %.2f, τ_S = %.2f: %d of %d crafted examples, reference rate %.3f", tau, f.tauSurr, fp.N, all.N, fp.Meta.ReferenceRate)
+		if tau == 0 {
+			prev = all.N + 1
+		}
+		if fp.N != len(idx) || fp.Meta.Tau != tau || fp.Meta.TauSurr != f.tauSurr || fp.N > prev {
+			t.Fatalf("τ = %v, τ_S = %v: %d examples (τ %v, τ_S %v), want %d, at most %d", tau, f.tauSurr, fp.N, fp.Meta.Tau, fp.Meta.TauSurr, len(idx), prev)
 		}
 		prev = fp.N
+		if tau == 0 {
+			atTau0[f.tauSurr] = fp.N
+		}
+		if tau == 1 && f.tauSurr == 0 {
+			atTau1 = fp.N
+		}
 		per := all.ImageSize()
 		rate := 0.1
 		for r := range refLabels {
@@ -423,8 +439,11 @@ func TestCraftSelect(t *testing.T) {
 			t.Errorf("τ = %v: reference rate %v, want %v", tau, fp.Meta.ReferenceRate, rate)
 		}
 	}
-	if prev == 0 {
+	if atTau1 == 0 {
 		t.Error("no example reaches τ = 1")
+	}
+	if atTau0[1] >= atTau0[0] {
+		t.Errorf("τ_S = 1 kept %d of the %d examples with a new key: it should drop those some training surrogate misses", atTau0[1], atTau0[0])
 	}
 	// Extract is Craft then Select: the same examples for the same seed.
 	cfg := w.cfg
@@ -437,7 +456,7 @@ func TestCraftSelect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sel := c.Select(cfg.Tau)
+	sel := c.Select(cfg.Tau, cfg.TauSurr)
 	sel.Meta.Created = ext.Meta.Created
 	if !reflect.DeepEqual(ext, sel) {
 		t.Errorf("Extract and Craft+Select differ:\n%+v\n%+v", ext, sel)

@@ -47,7 +47,8 @@ type Meta struct {
 	Dropout      float64   `json:"dropout"`
 	BestIterate  bool      `json:"best_iterate,omitempty"` // C-BIM kept each example's most conferrable iterate
 	Tau          float64   `json:"tau"`
-	Surrogates   []string  `json:"surrogates"` // training models, by sha256 or name
+	TauSurr      float64   `json:"tau_surr,omitempty"` // minimal Transfer to the training surrogates (τ_S)
+	Surrogates   []string  `json:"surrogates"`         // training models, by sha256 or name
 	References   []string  `json:"references"`
 	Candidates   int       `json:"candidates"` // start points attacked
 	// ReferenceRate is the highest agreement of a reference model with the

@@ -257,6 +257,7 @@ func TestBadRequests(t *testing.T) {
 		{"training model of another dataset", "POST", "/api/jobs", `{"kind":"extract","extract":{"source":"` + f.source.ID + `","surrogates":["` + cifar.ID + `"],"references":["` + f.reference.ID + `"]}}`, nil, 400, "trained on cifar10"},
 		{"unknown attack", "POST", "/api/jobs", `{"kind":"derive","derive":{"source":"` + f.source.ID + `","attack":"theft"}}`, nil, 400, "attack"},
 		{"unknown start points", "POST", "/api/jobs", `{"kind":"extract","extract":{"source":"` + f.source.ID + `","surrogates":["` + f.surrogate.ID + `"],"references":["` + f.reference.ID + `"],"start":"validation"}}`, nil, 400, `start "validation"`},
+		{"tau_surr above 1", "POST", "/api/jobs", `{"kind":"extract","extract":{"source":"` + f.source.ID + `","surrogates":["` + f.surrogate.ID + `"],"references":["` + f.reference.ID + `"],"tau_surr":1.5}}`, nil, 400, "tau_surr must lie in [0,1]"},
 		{"extract without references", "POST", "/api/jobs", `{"kind":"extract","extract":{"source":"` + f.source.ID + `","surrogates":["` + f.surrogate.ID + `"]}}`, nil, 400, "reference"},
 		{"unknown fingerprint", "POST", "/api/verify", `{"fingerprint":"nope","model":"` + f.source.ID + `"}`, nil, 400, "no stored fingerprint"},
 		{"two suspects", "POST", "/api/verify", `{"fingerprint":"` + f.fp.ID + `","model":"` + f.source.ID + `","endpoint":"https://example.com/v2/models/m"}`, nil, 400, "exactly one"},

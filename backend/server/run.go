@@ -125,11 +125,11 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 				return err
 			}
 		}
-		if a.Eps < 0 || a.Eps > 1 || a.Tau < 0 || a.Tau > 1 || a.Dropout < 0 || a.Dropout >= 1 {
-			return badInput("eps and tau must lie in [0,1] and dropout in [0,1)")
+		if !in01(a.Eps) || !in01(a.Tau) || !in01(a.TauSurr) || !(a.Dropout >= 0 && a.Dropout < 1) {
+			return badInput("eps, tau and tau_surr must lie in [0,1] and dropout in [0,1)")
 		}
-		if a.Loss != "" && a.Loss != string(attack.LossLinear) && a.Loss != string(attack.LossCE) {
-			return badInput("loss %q: want %s or %s", a.Loss, attack.LossLinear, attack.LossCE)
+		if _, err := attack.ParseLoss(a.Loss); err != nil {
+			return badInput("%v", err)
 		}
 		if _, err := fingerprint.StartPoints(a.Start, nil, nil); err != nil {
 			return badInput("%v", err)
@@ -499,6 +499,7 @@ func (s *Server) runExtract(ctx context.Context, j shared.Job, a shared.ExtractA
 	if a.Tau > 0 {
 		cfg.Tau = a.Tau
 	}
+	cfg.TauSurr = a.TauSurr
 	if a.Candidates > 0 {
 		cfg.Candidates = a.Candidates
 	}
@@ -681,6 +682,9 @@ func (s *Server) keepReport(ctx context.Context, name, study, job string) (share
 	})
 	return info, s.store.PutReport(ctx, info, dir)
 }
+
+// in01 says whether v lies in [0,1] (NaN does not).
+func in01(v float64) bool { return v >= 0 && v <= 1 }
 
 // finite replaces NaN and infinities, which JSON cannot carry, by 0.
 func finite(v float64) float64 {

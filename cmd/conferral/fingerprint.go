@@ -58,15 +58,23 @@ func cbimFlags(fs *flag.FlagSet) func() fingerprint.Config {
 	steps := fs.Int("steps", def.CBIM.Steps, "C-BIM steps")
 	dropout := fs.Float64("dropout", def.CBIM.Dropout, "ensemble dropout (§6.2)")
 	best := fs.Bool("best-iterate", false, "return each example's first most conferrable C-BIM iterate instead of the last")
-	loss := fs.String("loss", string(def.CBIM.Loss), "C-BIM objective: linear (eq. 14) or ce (the later published version)")
+	loss := def.CBIM.Loss
+	fs.Func("loss", "C-BIM objective: linear (eq. 14), ce (the later published version) or geometric (geometric means of Surr and 1 − Ref) (default linear)", func(v string) (err error) {
+		loss, err = attack.ParseLoss(v)
+		return err
+	})
+	momentum := fs.Float64("momentum", def.CBIM.Momentum, "C-BIM momentum μ over L1-normalised gradients (MI-FGSM; 0: plain BIM steps)")
+	shift := fs.Int("shift", def.CBIM.Shift, "show the ensemble each C-BIM iterate shifted by up to this many pixels (input diversity; 0: never)")
 	tau := fs.Float64("tau", def.Tau, "minimal conferrability τ on the training models")
+	tauSurr := fs.Float64("tau-surr", def.TauSurr, "minimal share τ_S of the training surrogates that must carry an example's key (1: every one; 0: only τ filters)")
 	cands := fs.Int("candidates", def.Candidates, "start points to attack")
 	batch := fs.Int("batch", def.Batch, "start points per C-BIM batch")
 	seed := fs.Int64("seed", def.Seed, "seed of start points and dropout")
 	return func() fingerprint.Config {
 		c := def
-		c.CBIM.Eps, c.CBIM.Alpha, c.CBIM.Steps, c.CBIM.Dropout, c.CBIM.Loss, c.CBIM.Best = *eps, *alpha, *steps, *dropout, attack.Loss(*loss), *best
-		c.Tau, c.Candidates, c.Batch, c.Seed = *tau, *cands, *batch, *seed
+		c.CBIM.Eps, c.CBIM.Alpha, c.CBIM.Steps, c.CBIM.Dropout, c.CBIM.Loss, c.CBIM.Best = *eps, *alpha, *steps, *dropout, loss, *best
+		c.CBIM.Momentum, c.CBIM.Shift = *momentum, *shift
+		c.Tau, c.TauSurr, c.Candidates, c.Batch, c.Seed = *tau, *tauSurr, *cands, *batch, *seed
 		return c
 	}
 }
