@@ -113,9 +113,9 @@ func TestStudiesWriteReports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// main at τ 0.5 and 1 (τ_S = 0), at τ 0.5 with τ_S = 1; ε = 0.1; the ce loss.
-	if len(outs) != 5 {
-		t.Errorf("%d outcomes, want 5", len(outs))
+	// main at τ 0.5 and 1 crossed with τ_S 0 and 1; ε = 0.1; the ce loss.
+	if len(outs) != 6 {
+		t.Errorf("%d outcomes, want 6", len(outs))
 	}
 	n := map[[2]float64]int{}
 	for _, o := range outs {
@@ -123,8 +123,8 @@ func TestStudiesWriteReports(t *testing.T) {
 			n[[2]float64{o.Tau, o.TauSurr}] = o.Fingerprints
 		}
 	}
-	if len(n) != 3 || n[[2]float64{0.5, 1}] > n[[2]float64{0.5, 0}] {
-		t.Errorf("main setting's filters (τ, τ_S) → fingerprints %v: want three, τ_S = 1 keeping no more than τ_S = 0", n)
+	if len(n) != 4 || n[[2]float64{0.5, 1}] > n[[2]float64{0.5, 0}] {
+		t.Errorf("main setting's filters (τ, τ_S) → fingerprints %v: want four, τ_S = 1 keeping no more than τ_S = 0", n)
 	}
 	for _, o := range outs {
 		if o.Fingerprints > 0 && (o.AUC < 0 || o.AUC > 1 || o.Of != 2) {

@@ -41,7 +41,8 @@ type FingerprintStudy struct {
 	Main Setting
 	Eps  []float64 // ε sweep
 	Taus []float64 // τ sweep (filters one attack, no re-run)
-	// TauSurrs is the τ_S sweep at the main τ (filters one attack too).
+	// TauSurrs is the τ_S sweep, crossed with the τ sweep (filters one
+	// attack too).
 	TauSurrs []float64
 	Subsets  []Setting // training-model sweep
 	Losses   []attack.Loss
@@ -221,11 +222,10 @@ func (st *FingerprintStudy) Run(ctx context.Context, f *Fleet, ds Data, dir repo
 	var all []*Outcome
 	mainF := filter{st.Extract.Tau, st.Extract.TauSurr}
 	filters := []filter{mainF}
-	for _, tau := range st.Taus {
-		filters = append(filters, filter{tau, mainF.TauSurr})
-	}
-	for _, ts := range st.TauSurrs {
-		filters = append(filters, filter{mainF.Tau, ts})
+	for _, tau := range append([]float64{mainF.Tau}, st.Taus...) {
+		for _, ts := range append([]float64{mainF.TauSurr}, st.TauSurrs...) {
+			filters = append(filters, filter{tau, ts})
+		}
 	}
 	filters = uniq(filters)
 	main, err := st.evaluate(ctx, f, ds, st.Main, filters, progress)

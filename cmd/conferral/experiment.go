@@ -68,7 +68,7 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 	labels := fs.String("surrogate-labels", experiment.HardLabels, "what surrogates learn from: hard (the source's labels, as a classification API returns them) or soft (its prediction vectors: distillation at T = 1)")
 	epsList := fs.String("eps-sweep", "0.025,0.05,0.1,0.15", "ε values to sweep")
 	taus := fs.String("taus", "0.5,0.75,1", "τ values to sweep (fingerprint study)")
-	tauSurrs := fs.String("tau-surrs", "0,1", "τ_S values to sweep at the main τ (fingerprint study)")
+	tauSurrs := fs.String("tau-surrs", "0,1", "τ_S values to sweep, crossed with --taus (fingerprint study)")
 	points := fs.Int("points", 200, "start points (conferrability study)")
 	focus := fs.Float64("focus", 0.15, "ε of Table 1 and the histogram (conferrability study)")
 	cfgOf := cbimFlags(fs)
@@ -163,7 +163,7 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 			Best: true,
 			Eps:  epsV,
 			Taus: tauV, TauSurrs: tauSurrV,
-			Losses:  []attack.Loss{attack.LossLinear, attack.LossCE},
+			Losses:  attack.Losses,
 			Starts:  []string{fingerprint.StartTest, fingerprint.StartTrain},
 			Extract: cfg, Theta: 0.7, Command: command,
 			Subsets: subsets(*sourceArch, archList, *per),
