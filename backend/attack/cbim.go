@@ -63,16 +63,6 @@ type CBIMConfig struct {
 	// smallest perturbation that is as conferrable on the training models,
 	// rather than one pushed on to the edge of the ε-ball.
 	Best bool
-	// Momentum μ accumulates each example's L1-normalised gradients across
-	// steps and steps along the sign of the sum (MI-FGSM, Dong et al. 2018),
-	// so the direction does not chase the particular training models' local
-	// wiggles; 0 is plain BIM.
-	Momentum float64
-	// Shift, when above 0, shows the ensemble the iterate translated by a
-	// random offset of up to Shift pixels in each direction at every step
-	// (input diversity, Xie et al. 2019), so the example does not rest on
-	// exact pixel positions that only the training models share.
-	Shift int
 	// Weights α, β, γ of LossCE (1, 1, 1 when all are zero).
 	Weights [3]float64
 	// OnStep, when set, is called after each step.
@@ -153,14 +143,12 @@ func CBIM(e Ensemble, x, y *torch.Tensor, c CBIMConfig) *torch.Tensor {
 		torch.Keep(nb, ns)
 		best, bestScore = nb, ns
 	}
-	var mom *torch.Tensor // c.Momentum: the accumulated gradient
 	xa := x
 	for i := range c.Steps {
 		next := x
 		torch.Scoped(func(s *torch.Scope) {
 			xi := s.Add(xa.Detach()).SetRequiresGrad(true)
-			xs, shifted := shift(xi, c.Shift)
-			sv, rv := votes(members, xs), votes(e.References, xs)
+			sv, rv := votes(members, xi), votes(e.References, xi)
 			surr := meanVote(sv, c.Dropout, d) // eq. 11
 			ref := meanVote(rv, c.Dropout, d)  // eq. 12
 			me := ref.RSubScalar(1).Mul(surr)  // eq. 13
@@ -169,10 +157,6 @@ func CBIM(e Ensemble, x, y *torch.Tensor, c CBIMConfig) *torch.Tensor {
 			full := rv.Detach().MeanDims([]int64{0}, false).RSubScalar(1).Mul(sv.Detach().MeanDims([]int64{0}, false))
 			t := full.Add(notY).Argmax(1, true)
 			if c.Best && i > 0 {
-				if shifted {
-					torch.NoGrad(func() { full = e.Conferrability(xi) })
-					t = full.Add(notY).Argmax(1, true)
-				}
 				keepBest(xi, full, t)
 			}
 			conf := me.Gather(1, t) // M_E(x′)_t
@@ -196,16 +180,6 @@ func CBIM(e Ensemble, x, y *torch.Tensor, c CBIMConfig) *torch.Tensor {
 				panic(&torch.Error{Op: "cbim", Msg: fmt.Sprintf("unknown loss %q", c.Loss)})
 			}
 			g := torch.Grads([]*torch.Tensor{loss}, []*torch.Tensor{xi})[0]
-			if c.Momentum > 0 {
-				n := g.Size(0)
-				g = g.Div(g.Abs().Reshape(n, -1).SumDims([]int64{1}, false).AddScalar(1e-12).Reshape(n, 1, 1, 1))
-				if mom != nil {
-					g = g.Add(mom.MulScalar(c.Momentum))
-					mom.Free()
-				}
-				mom = g.Detach()
-				torch.Keep(mom)
-			}
 			next = Project(xi.Detach().Sub(g.Sign().MulScalar(c.Alpha)), x, c.Eps, LInf)
 			torch.Keep(next)
 		})
@@ -216,9 +190,6 @@ func CBIM(e Ensemble, x, y *torch.Tensor, c CBIMConfig) *torch.Tensor {
 		if c.OnStep != nil {
 			c.OnStep(i + 1)
 		}
-	}
-	if mom != nil {
-		mom.Free()
 	}
 	if c.Best && xa != x {
 		torch.NoGrad(func() {
@@ -236,25 +207,6 @@ func CBIM(e Ensemble, x, y *torch.Tensor, c CBIMConfig) *torch.Tensor {
 		x.Scope().Add(xa)
 	}
 	return xa
-}
-
-// shift translates x (N, C, H, W) by a random offset of up to s pixels in
-// each direction, filling the border with zeros, and says whether it moved.
-// The offset comes from libtorch's generator, so torch.ManualSeed fixes it.
-func shift(x *torch.Tensor, s int) (*torch.Tensor, bool) {
-	if s <= 0 {
-		return x, false
-	}
-	var off []float32
-	torch.NoGrad(func() { off = torch.Data[float32](torch.Rand(x.Scope(), torch.CPU, 2)) })
-	span := float32(2*s + 1)
-	dy, dx := int64(min(off[0]*span, span-1)), int64(min(off[1]*span, span-1))
-	if dy == int64(s) && dx == int64(s) {
-		return x, false
-	}
-	h, w := x.Size(2), x.Size(3)
-	p := int64(s)
-	return torch.Pad(x, []int64{p, p, p, p}, torch.PadConstant, 0).Narrow(2, dy, h).Narrow(3, dx, w), true
 }
 
 // Quantize rounds x′ to 8-bit pixel values inside the L∞ ε-ball around x

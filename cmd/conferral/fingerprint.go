@@ -63,8 +63,6 @@ func cbimFlags(fs *flag.FlagSet) func() fingerprint.Config {
 		loss, err = attack.ParseLoss(v)
 		return err
 	})
-	momentum := fs.Float64("momentum", def.CBIM.Momentum, "C-BIM momentum μ over L1-normalised gradients (MI-FGSM; 0: plain BIM steps)")
-	shift := fs.Int("shift", def.CBIM.Shift, "show the ensemble each C-BIM iterate shifted by up to this many pixels (input diversity; 0: never)")
 	tau := fs.Float64("tau", def.Tau, "minimal conferrability τ on the training models")
 	tauSurr := fs.Float64("tau-surr", def.TauSurr, "minimal share τ_S of the training surrogates that must carry an example's key (1: every one; 0: only τ filters)")
 	cands := fs.Int("candidates", def.Candidates, "start points to attack")
@@ -73,7 +71,6 @@ func cbimFlags(fs *flag.FlagSet) func() fingerprint.Config {
 	return func() fingerprint.Config {
 		c := def
 		c.CBIM.Eps, c.CBIM.Alpha, c.CBIM.Steps, c.CBIM.Dropout, c.CBIM.Loss, c.CBIM.Best = *eps, *alpha, *steps, *dropout, loss, *best
-		c.CBIM.Momentum, c.CBIM.Shift = *momentum, *shift
 		c.Tau, c.TauSurr, c.Candidates, c.Batch, c.Seed = *tau, *tauSurr, *cands, *batch, *seed
 		return c
 	}
