@@ -343,6 +343,7 @@ func TestExtractionForm(t *testing.T) {
 		{"eps not a number", func(x *extraction) { x.eps = "big" }, "ε must be"},
 		{"eps out of range", func(x *extraction) { x.eps = "2" }, "ε must be"},
 		{"tau out of range", func(x *extraction) { x.tau = "-0.1" }, "τ must be"},
+		{"tau_S out of range", func(x *extraction) { x.tauSurr = "1.5" }, "τ_S must be"},
 		{"no start points", func(x *extraction) { x.candidates = "0" }, "start points must be"},
 		{"toggled off and on", func(x *extraction) { toggle(&x.surrogates, "a", false); toggle(&x.surrogates, "a", true) }, ""},
 	}
@@ -357,7 +358,7 @@ func TestExtractionForm(t *testing.T) {
 				t.Fatalf("unexpected error %v", err)
 			case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
 				t.Fatalf("error %v, want one with %q", err, c.err)
-			case c.err == "" && (a.Eps != 0.05 || a.Tau != 0.75 || a.Candidates != 100 || a.Steps != 50 || a.Source != "s"):
+			case c.err == "" && (a.Eps != 0.05 || a.Tau != 0.5 || a.TauSurr != 1 || a.Candidates != 100 || a.Steps != 50 || a.Source != "s"):
 				t.Errorf("args %+v", a)
 			}
 		})

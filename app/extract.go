@@ -15,13 +15,14 @@ import (
 // extraction is the gallery's form that crafts a new fingerprint from
 // stored models (an extract job) and follows the job.
 type extraction struct {
-	open                 bool
-	name                 string
-	source               string
-	surrogates           []string
-	references           []string
-	eps, tau, candidates string
-	steps                string
+	open              bool
+	name              string
+	source            string
+	surrogates        []string
+	references        []string
+	eps, tau, tauSurr string
+	candidates        string
+	steps             string
 
 	job      string
 	stop     context.CancelFunc
@@ -35,7 +36,7 @@ type extraction struct {
 // defaults picks the newest source and every stored surrogate and
 // reference trained on the same dataset.
 func (x *extraction) defaults(ms []shared.ModelInfo) {
-	x.eps, x.tau, x.candidates, x.steps = "0.05", "0.75", "100", "50" // what separated best in docs/results/fingerprint-4x2
+	x.eps, x.tau, x.tauSurr, x.candidates, x.steps = "0.05", "0.5", "1", "100", "50" // what separated best in docs/results/fingerprint-4x2
 	x.surrogates, x.references = nil, nil
 	var dataset string
 	for _, m := range ms {
@@ -86,6 +87,7 @@ func (x *extraction) args() (*shared.ExtractArgs, error) {
 	}
 	a.Eps = num("ε", x.eps, 0.001, 1)
 	a.Tau = num("τ", x.tau, 0, 1)
+	a.TauSurr = num("τ_S", x.tauSurr, 0, 1)
 	a.Candidates = int(num("start points", x.candidates, 1, 100000))
 	a.Steps = int(num("steps", x.steps, 1, 10000))
 	return a, err
@@ -200,6 +202,7 @@ func (g *gallery) extractPanel() ui.UI {
 			ui.Label().Body(ui.Text("source model"), ui.Select().ID("ex-source").Body(sources...).OnChange(ctxValue(&x.source))),
 			ui.Label().Body(ui.Text("ε (L∞)"), ui.Input().ID("ex-eps").Size(5).Value(x.eps).OnChange(ctxValue(&x.eps))),
 			ui.Label().Body(ui.Text("τ"), ui.Input().ID("ex-tau").Size(4).Value(x.tau).OnChange(ctxValue(&x.tau))),
+			ui.Label().Title("share of the training surrogates that must carry an example's key").Body(ui.Text("τ_S"), ui.Input().ID("ex-tau-surr").Size(4).Value(x.tauSurr).OnChange(ctxValue(&x.tauSurr))),
 			ui.Label().Body(ui.Text("start points"), ui.Input().ID("ex-candidates").Size(6).Value(x.candidates).OnChange(ctxValue(&x.candidates))),
 			ui.Label().Body(ui.Text("steps"), ui.Input().ID("ex-steps").Size(5).Value(x.steps).OnChange(ctxValue(&x.steps))),
 		),

@@ -178,7 +178,7 @@ func (g *gallery) body() ui.UI {
 	return ui.Div().Body(
 		ui.Div().Class("panel").Body(
 			ui.Div().Class("stats").Body(
-				stat("examples", strconv.Itoa(d.Count)), stat("ε (L∞)", fmt.Sprintf("%g", d.Eps)), stat("τ", fmt.Sprintf("%g", d.Tau)),
+				stat("examples", strconv.Itoa(d.Count)), stat("ε (L∞)", fmt.Sprintf("%g", d.Eps)), stat("τ", fmt.Sprintf("%g", d.Tau)), stat("τ_S", fmt.Sprintf("%g", d.TauSurr)),
 				stat("start points", strconv.Itoa(d.Candidates)), stat("reference rate", fmt.Sprintf("%.2f", d.ReferenceRate)),
 				stat("source", d.SourceArch+" "+short(d.Source)),
 			),

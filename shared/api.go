@@ -335,6 +335,7 @@ type FingerprintInfo struct {
 	Dataset    string  `json:"dataset"`
 	Eps        float64 `json:"eps"`
 	Tau        float64 `json:"tau"`
+	TauSurr    float64 `json:"tau_surr,omitempty"` // τ_S
 	Loss       string  `json:"loss"`
 	Count      int     `json:"count"`      // fingerprints
 	Candidates int     `json:"candidates"` // start points attacked

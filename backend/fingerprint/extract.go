@@ -282,7 +282,7 @@ func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Craf
 				kept++
 			}
 		}
-		cfg.Progress.Report(shared.Event{Kind: shared.Log, Stage: "extract", Message: fmt.Sprintf("%d of %d start points reach τ = %g so far", kept, b+n, cfg.Tau)})
+		cfg.Progress.Report(shared.Event{Kind: shared.Log, Stage: "extract", Message: fmt.Sprintf("%d of %d start points reach τ = %g, τ_S = %g so far", kept, b+n, cfg.Tau, cfg.TauSurr)})
 	}
 	return out, nil
 }

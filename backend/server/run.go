@@ -526,7 +526,7 @@ func (s *Server) runExtract(ctx context.Context, j shared.Job, a shared.ExtractA
 	rep.Report(shared.Event{Kind: shared.Crafted, Stage: "extract", Fingerprint: &info,
 		Message: fmt.Sprintf("%d fingerprints of %s from %d start points", info.Count, srcInfo.Name, info.Candidates)})
 	return &shared.JobResult{Fingerprint: &info,
-		Message: fmt.Sprintf("%d fingerprints from %d start points (ε = %g, τ = %g), commitment %s", fp.N, fp.Meta.Candidates, cfg.CBIM.Eps, cfg.Tau, info.Commitment)}, nil
+		Message: fmt.Sprintf("%d fingerprints from %d start points (ε = %g, τ = %g, τ_S = %g), commitment %s", fp.N, fp.Meta.Candidates, cfg.CBIM.Eps, cfg.Tau, cfg.TauSurr, info.Commitment)}, nil
 }
 
 // keepFingerprint writes fp as an artifact and records it.
@@ -550,7 +550,7 @@ func (s *Server) keepFingerprint(ctx context.Context, fp *fingerprint.Fingerprin
 	}
 	m := fp.Meta
 	info = shared.FingerprintInfo{ID: sum, Name: name, Source: m.SourceSHA256, SourceArch: m.SourceArch, Dataset: m.Dataset,
-		Eps: m.Eps, Tau: m.Tau, Loss: m.Loss, Count: fp.N, Candidates: m.Candidates, ReferenceRate: m.ReferenceRate,
+		Eps: m.Eps, Tau: m.Tau, TauSurr: m.TauSurr, Loss: m.Loss, Count: fp.N, Candidates: m.Candidates, ReferenceRate: m.ReferenceRate,
 		Commitment: com, Job: job, Created: time.Now().UTC()}
 	if info.Name == "" {
 		info.Name = fmt.Sprintf("fp-%s-eps%g-%s", m.SourceArch, m.Eps, sum[:8])
