@@ -142,7 +142,7 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	if fp.N == 0 {
-		return fmt.Errorf("extract: no start point reached conferrability τ = %g; try more candidates, a larger ε or a lower τ", cfg.Tau)
+		return fmt.Errorf("extract: no start point reached conferrability τ = %g with τ_S = %g; try more candidates, a larger ε or a lower τ or τ_S", cfg.Tau, cfg.TauSurr)
 	}
 	if *calib != "" {
 		cs, _, err := loadModels(e, *calib)

@@ -86,7 +86,7 @@ func robustnessFingerprint(ctx context.Context, path, modelsDir string, f *exper
 			return nil, err
 		}
 		if fp.N == 0 {
-			return nil, fmt.Errorf("robustness: no start point reached τ = %g; lower --tau or raise --candidates", cfg.Tau)
+			return nil, fmt.Errorf("robustness: no start point reached τ = %g with τ_S = %g; lower --tau or --tau-surr, or raise --candidates", cfg.Tau, cfg.TauSurr)
 		}
 		return fp, nil
 	}
