@@ -21,7 +21,8 @@ type extraction struct {
 	surrogates        []string
 	references        []string
 	eps, tau, tauSurr string
-	candidates        string
+	candidates, loss  string
+	best              bool
 	steps             string
 
 	job      string
@@ -36,7 +37,9 @@ type extraction struct {
 // defaults picks the newest source and every stored surrogate and
 // reference trained on the same dataset.
 func (x *extraction) defaults(ms []shared.ModelInfo) {
-	x.eps, x.tau, x.tauSurr, x.candidates, x.steps = "0.05", "0.5", "1", "100", "50" // what separated best in docs/results/fingerprint-4x2
+	// What separated best in docs/results/fingerprint-4x2-taus.
+	x.eps, x.tau, x.tauSurr, x.candidates, x.steps = "0.05", "0.5", "1", "100", "50"
+	x.loss, x.best = "geometric", true
 	x.surrogates, x.references = nil, nil
 	var dataset string
 	for _, m := range ms {
@@ -88,6 +91,7 @@ func (x *extraction) args() (*shared.ExtractArgs, error) {
 	a.Eps = num("ε", x.eps, 0.001, 1)
 	a.Tau = num("τ", x.tau, 0, 1)
 	a.TauSurr = num("τ_S", x.tauSurr, 0, 1)
+	a.Loss, a.BestIterate = x.loss, x.best
 	a.Candidates = int(num("start points", x.candidates, 1, 100000))
 	a.Steps = int(num("steps", x.steps, 1, 10000))
 	return a, err
@@ -171,6 +175,10 @@ func (g *gallery) extractPanel() ui.UI {
 	for _, m := range g.models {
 		sources = append(sources, ui.Option().Value(m.ID).Text(fmt.Sprintf("%s (%s, %s, %.3f)", m.Name, m.Role, m.Arch, m.TestAcc)).Selected(m.ID == x.source))
 	}
+	lossOpts := []ui.UI{}
+	for _, l := range []string{"geometric", "linear", "ce"} { // C-BIM's objectives (attack.Losses)
+		lossOpts = append(lossOpts, ui.Option().Value(l).Text(l).Selected(l == x.loss))
+	}
 	boxes := func(kind string, list *[]string) ui.UI {
 		items := []ui.UI{}
 		for _, m := range g.models {
@@ -203,6 +211,11 @@ func (g *gallery) extractPanel() ui.UI {
 			ui.Label().Body(ui.Text("ε (L∞)"), ui.Input().ID("ex-eps").Size(5).Value(x.eps).OnChange(ctxValue(&x.eps))),
 			ui.Label().Body(ui.Text("τ"), ui.Input().ID("ex-tau").Size(4).Value(x.tau).OnChange(ctxValue(&x.tau))),
 			ui.Label().Title("share of the training surrogates that must carry an example's key").Body(ui.Text("τ_S"), ui.Input().ID("ex-tau-surr").Size(4).Value(x.tauSurr).OnChange(ctxValue(&x.tauSurr))),
+			ui.Label().Body(ui.Text("loss"), ui.Select().ID("ex-loss").Body(lossOpts...).OnChange(ctxValue(&x.loss))),
+			ui.Label().Style("flex-direction", "row").Style("gap", "4px").Body(
+				ui.Input().Type("checkbox").ID("ex-best").Checked(x.best).
+					OnChange(func(ctx ui.Context, _ ui.Event) { x.best = ctx.JSSrc().Get("checked").Bool() }),
+				ui.Text("best iterate")),
 			ui.Label().Body(ui.Text("start points"), ui.Input().ID("ex-candidates").Size(6).Value(x.candidates).OnChange(ctxValue(&x.candidates))),
 			ui.Label().Body(ui.Text("steps"), ui.Input().ID("ex-steps").Size(5).Value(x.steps).OnChange(ctxValue(&x.steps))),
 		),

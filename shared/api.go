@@ -229,8 +229,10 @@ type ExtractArgs struct {
 	Alpha      float64  `json:"alpha,omitempty"`
 	Steps      int      `json:"steps,omitempty"`
 	Dropout    float64  `json:"dropout,omitempty"`
-	Loss       string   `json:"loss,omitempty"` // linear or ce
-	Tau        float64  `json:"tau,omitempty"`
+	Loss       string   `json:"loss,omitempty"` // linear, ce or geometric
+	// BestIterate keeps each example's first most conferrable C-BIM iterate.
+	BestIterate bool    `json:"best_iterate,omitempty"`
+	Tau         float64 `json:"tau,omitempty"`
 	// TauSurr (τ_S) is the minimal share of the training surrogates that must
 	// carry an example's key, on top of τ (0: only τ filters).
 	TauSurr    float64 `json:"tau_surr,omitempty"`

@@ -135,6 +135,9 @@ func TestPipeline(t *testing.T) {
 		if fp.N != f.fp.Count || com != f.fp.Commitment {
 			t.Errorf("downloaded %d fingerprints, commitment %s; want %d, %s", fp.N, com, f.fp.Count, f.fp.Commitment)
 		}
+		if fp.Meta.Loss != "geometric" || !fp.Meta.BestIterate {
+			t.Errorf("crafted with loss %q, best iterate %v; the job asked for geometric, true", fp.Meta.Loss, fp.Meta.BestIterate)
+		}
 	})
 
 	t.Run("verify", func(t *testing.T) {

@@ -496,6 +496,7 @@ func (s *Server) runExtract(ctx context.Context, j shared.Job, a shared.ExtractA
 	if a.Loss != "" {
 		cfg.CBIM.Loss = attack.Loss(a.Loss)
 	}
+	cfg.CBIM.Best = a.BestIterate
 	if a.Tau > 0 {
 		cfg.Tau = a.Tau
 	}
