@@ -313,7 +313,7 @@ type ExperimentArgs struct {
 	Epochs     int       `json:"epochs,omitempty"`
 	EpsSweep   []float64 `json:"eps_sweep,omitempty"`
 	Taus       []float64 `json:"taus,omitempty"`
-	Points     int       `json:"points,omitempty"`
+	Points     int       `json:"points,omitempty"` // start points of either study
 	Focus      float64   `json:"focus,omitempty"`
 	// Fanout trains the study's models as jobs of their own (spread over a
 	// fleet's workers: the source first, then all the others at once)

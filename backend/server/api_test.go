@@ -726,9 +726,23 @@ func TestAuth(t *testing.T) {
 }
 
 func TestExperimentReport(t *testing.T) {
+	for _, tc := range []struct {
+		study string
+		want  []string // in the report's README.md
+	}{
+		{"conferrability", []string{"Table 1", "C-BIM best iterate"}},
+		{"fingerprint", []string{"| τ_S |", "loss=ce", "loss=geometric", "test-surrogate-mlp-0"}},
+	} {
+		t.Run(tc.study, func(t *testing.T) { experimentReport(t, tc.study, tc.want) })
+	}
+}
+
+// experimentReport runs one study as a server job at toy scale and reads
+// its report back through the API.
+func experimentReport(t *testing.T, study string, want []string) {
 	ts := start(t, Config{Dir: t.TempDir()})
 	j := ts.mustComplete(shared.JobRequest{Kind: shared.JobExperiment, Experiment: &shared.ExperimentArgs{
-		Study: "conferrability", Name: "tiny", Limit: 300, Archs: []string{"mlp"}, SourceArch: "mlp", Per: 1, Epochs: 1,
+		Study: study, Name: "tiny", Limit: 300, Archs: []string{"mlp"}, SourceArch: "mlp", Per: 1, Epochs: 1,
 		EpsSweep: []float64{0.1}, Focus: 0.1, Points: 10}})
 	r := j.Result.Report
 	if r == nil || r.Name != "tiny" || len(r.Files) < 2 || r.Files[0] != "README.md" {
@@ -752,6 +766,13 @@ func TestExperimentReport(t *testing.T) {
 		if strings.HasSuffix(f, ".png") {
 			if _, err := png.Decode(bytes.NewReader(b)); err != nil {
 				t.Errorf("%s: %v", f, err)
+			}
+		}
+		if f == "README.md" {
+			for _, w := range want {
+				if !strings.Contains(string(b), w) {
+					t.Errorf("the %s report lacks %q", study, w)
+				}
 			}
 		}
 	}

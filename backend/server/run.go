@@ -649,9 +649,12 @@ func (s *Server) runExperiment(ctx context.Context, j shared.Job, a shared.Exper
 			return nil, err
 		}
 	case "fingerprint":
+		if a.Points > 0 {
+			cfg.Candidates = a.Points
+		}
 		st := &experiment.FingerprintStudy{
 			Main: experiment.Setting{Name: "main", Eps: cfg.CBIM.Eps, Loss: cfg.CBIM.Loss},
-			Eps:  eps, Taus: taus, Losses: []attack.Loss{attack.LossLinear, attack.LossCE},
+			Eps:  eps, Taus: taus, TauSurrs: []float64{0, 1}, Losses: attack.Losses,
 			Extract: cfg, Theta: fingerprint.DefaultThreshold, Command: command,
 		}
 		if _, err := st.Run(ctx, fleet, ds, dir, rep); err != nil {
