@@ -1,6 +1,7 @@
 package experiment
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -204,9 +205,10 @@ func (st *RobustnessStudy) Run(ctx context.Context, f *Fleet, fp *fingerprint.Fi
 func (st *RobustnessStudy) write(dir report.Dir, fp *fingerprint.Fingerprint, r *RobustnessResult) error {
 	var md strings.Builder
 	fmt.Fprintf(&md, "# Robustness of the fingerprint to removal attacks (the paper's Tables 4 and 5 at CPU scale)\n\nReproduce with:\n\n    %s\n\n", st.Command)
-	fmt.Fprintf(&md, "Fingerprint: %d conferrable examples of the source (%s, test accuracy %.4f), ε = %g, τ = %g, crafted on the defender's half; "+
+	fmt.Fprintf(&md, "Fingerprint: %d conferrable examples of the source (%s, test accuracy %.4f), C-BIM with the %s loss, ε = %g, τ = %g, τ_S = %g, "+
+		"crafted with %d training surrogates and %d training references of the defender's half; "+
 		"every attack below runs on the adversary's half (or, for Knockoff, a transfer set), which the fingerprint never saw. θ = %g.\n\n",
-		fp.N, fp.Meta.SourceArch, r.SourceAcc, fp.Meta.Eps, fp.Meta.Tau, st.Theta)
+		fp.N, fp.Meta.SourceArch, r.SourceAcc, cmp.Or(fp.Meta.Loss, "linear"), fp.Meta.Eps, fp.Meta.Tau, fp.Meta.TauSurr, len(fp.Meta.Surrogates), len(fp.Meta.References), st.Theta)
 	verdict := func(v *fingerprint.Verdict) string {
 		if v.Surrogate {
 			return "surrogate"
