@@ -344,6 +344,7 @@ func TestExtractionForm(t *testing.T) {
 		{"eps out of range", func(x *extraction) { x.eps = "2" }, "ε must be"},
 		{"tau out of range", func(x *extraction) { x.tau = "-0.1" }, "τ must be"},
 		{"tau_S out of range", func(x *extraction) { x.tauSurr = "1.5" }, "τ_S must be"},
+		{"tau not a number", func(x *extraction) { x.tau = "NaN" }, "τ must be"},
 		{"no start points", func(x *extraction) { x.candidates = "0" }, "start points must be"},
 		{"toggled off and on", func(x *extraction) { toggle(&x.surrogates, "a", false); toggle(&x.surrogates, "a", true) }, ""},
 	}

@@ -83,7 +83,7 @@ func (x *extraction) args() (*shared.ExtractArgs, error) {
 			return 0
 		}
 		v, perr := strconv.ParseFloat(strings.TrimSpace(s), 64)
-		if perr != nil || v < lo || v > hi {
+		if perr != nil || !(v >= lo && v <= hi) { // NaN is neither
 			err = fmt.Errorf("%s must be a number from %g to %g, not %q", field, lo, hi, s)
 		}
 		return v

@@ -491,7 +491,7 @@ func bestOther(scores []float32, y []int64, k int) []float64 {
 // loss.
 func TestCBIMRaisesConferrability(t *testing.T) {
 	f := models(t)
-	for _, loss := range attack.Losses {
+	for _, loss := range attack.Losses() {
 		t.Run(string(loss), func(t *testing.T) {
 			torch.ManualSeed(5)
 			f.run(t, func(x, y *torch.Tensor) {

@@ -3,6 +3,7 @@ package attack
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/conferral/conferral/backend/torch"
 )
@@ -33,20 +34,18 @@ const (
 	LossGeometric Loss = "geometric"
 )
 
-// Losses are C-BIM's objectives, the paper's first.
-var Losses = []Loss{LossLinear, LossCE, LossGeometric}
+// Losses returns C-BIM's objectives, the paper's first.
+func Losses() []Loss { return []Loss{LossLinear, LossCE, LossGeometric} }
 
 // ParseLoss reads a C-BIM objective's name; "" is LossLinear.
 func ParseLoss(s string) (Loss, error) {
 	if s == "" {
 		return LossLinear, nil
 	}
-	for _, l := range Losses {
-		if string(l) == s {
-			return l, nil
-		}
+	if slices.Contains(Losses(), Loss(s)) {
+		return Loss(s), nil
 	}
-	return "", fmt.Errorf("loss %q: want linear, ce or geometric", s)
+	return "", fmt.Errorf("loss %q: want one of %v", s, Losses())
 }
 
 // CBIMConfig configures C-BIM.
@@ -61,7 +60,9 @@ type CBIMConfig struct {
 	// Best returns, per example, the first iterate at which the whole
 	// ensemble's score M_E(x′)_t was highest, instead of the last one: the
 	// smallest perturbation that is as conferrable on the training models,
-	// rather than one pushed on to the edge of the ε-ball.
+	// rather than one pushed on to the edge of the ε-ball. Iterates are
+	// ranked by M_E (eq. 13) whatever the Loss, so that every objective
+	// is judged by the paper's score.
 	Best bool
 	// Weights α, β, γ of LossCE (1, 1, 1 when all are zero).
 	Weights [3]float64
@@ -77,9 +78,14 @@ func DefaultCBIM() CBIMConfig {
 
 // votes stacks softmax outputs of models on x: (len(models), N, K).
 func votes(models []Model, x *torch.Tensor) *torch.Tensor {
+	return logVotes(models, x).Exp()
+}
+
+// logVotes stacks log-softmax outputs of models on x: (len(models), N, K).
+func logVotes(models []Model, x *torch.Tensor) *torch.Tensor {
 	ps := make([]*torch.Tensor, len(models))
 	for i, m := range models {
-		p := m.Forward(x).Softmax(1)
+		p := m.Forward(x).LogSoftmax(1)
 		s := p.Shape()
 		ps[i] = p.Reshape(1, s[0], s[1])
 	}
@@ -148,7 +154,8 @@ func CBIM(e Ensemble, x, y *torch.Tensor, c CBIMConfig) *torch.Tensor {
 		next := x
 		torch.Scoped(func(s *torch.Scope) {
 			xi := s.Add(xa.Detach()).SetRequiresGrad(true)
-			sv, rv := votes(members, xi), votes(e.References, xi)
+			lsv, lrv := logVotes(members, xi), logVotes(e.References, xi)
+			sv, rv := lsv.Exp(), lrv.Exp()
 			surr := meanVote(sv, c.Dropout, d) // eq. 11
 			ref := meanVote(rv, c.Dropout, d)  // eq. 12
 			me := ref.RSubScalar(1).Mul(surr)  // eq. 13
@@ -169,10 +176,13 @@ func CBIM(e Ensemble, x, y *torch.Tensor, c CBIMConfig) *torch.Tensor {
 				h3 := src.Mul(surr.AddScalar(1e-12).Log()).Sum().Neg()
 				loss = h1.MulScalar(w[0]).Sub(h2.MulScalar(w[1])).Add(h3.MulScalar(w[2]))
 			case LossGeometric:
-				ts := t.Reshape(1, -1, 1).Expand(sv.Size(0), -1, -1)
-				tr := t.Reshape(1, -1, 1).Expand(rv.Size(0), -1, -1)
-				ls := sv.Gather(2, ts).ClampMin(1e-6).Log()               // log S_i(x′)_t
-				lr := rv.Gather(2, tr).RSubScalar(1).ClampMin(1e-6).Log() // log(1 − R_j(x′)_t)
+				// Both logarithms come from log-softmax, so that no model
+				// drops out of the gradient however sure it is: log S_i(x′)_t
+				// directly, log(1 − R_j(x′)_t) as the log-sum-exp of R_j's
+				// other classes.
+				ls := lsv.Gather(2, t.Reshape(1, -1, 1).Expand(lsv.Size(0), -1, -1))
+				notT := t.Reshape(-1).OneHot(k).To(torch.Float32, d).MulScalar(-1e9).Reshape(1, -1, k)
+				lr := lrv.Add(notT).LogSumExp([]int64{2}, true)
 				loss = meanVote(ls, c.Dropout, d).Sum().Add(meanVote(lr, c.Dropout, d).Sum()).Neg()
 			case LossLinear, "":
 				loss = conf.Sum().Neg() // eq. 14, summed over the batch

@@ -2,6 +2,7 @@ package experiment
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"runtime"
 	"strings"
@@ -249,5 +250,21 @@ func TestRobustness(t *testing.T) {
 	}
 	if _, err := os.Stat(dir.Path("robustness.png")); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestTauSeries checks that the τ plot takes the main setting's outcomes at
+// its τ_S only, in the order of τ, whatever order the filters ran in.
+func TestTauSeries(t *testing.T) {
+	mainO := &Outcome{Setting: "main", Tau: 1, TauSurr: 1, AUC: 0.8}
+	all := []*Outcome{mainO,
+		{Setting: "main", Tau: 0.5, TauSurr: 1, AUC: 1, Gap: 0.1},
+		{Setting: "main", Tau: 0.5, TauSurr: 0, AUC: 0.6},
+		{Setting: "main", Tau: 0.75, TauSurr: 1, AUC: 0.9},
+		{Setting: "eps=0.1", Tau: 1, TauSurr: 1, AUC: 0.7},
+	}
+	s := tauSeries(all, mainO)
+	if len(s) != 2 || fmt.Sprint(s[0].X) != "[0.5 0.75 1]" || fmt.Sprint(s[0].Y) != "[1 0.9 0.8]" || fmt.Sprint(s[1].Y) != "[0.1 0 0]" {
+		t.Errorf("series %+v, want AUC 1, 0.9, 0.8 and gap 0.1, 0, 0 at τ 0.5, 0.75, 1", s)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/conferral/conferral/backend/attack"
 	"github.com/conferral/conferral/backend/data"
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/report"
@@ -208,7 +209,7 @@ func (st *RobustnessStudy) write(dir report.Dir, fp *fingerprint.Fingerprint, r 
 	fmt.Fprintf(&md, "Fingerprint: %d conferrable examples of the source (%s, test accuracy %.4f), C-BIM with the %s loss, ε = %g, τ = %g, τ_S = %g, "+
 		"crafted with %d training surrogates and %d training references of the defender's half; "+
 		"every attack below runs on the adversary's half (or, for Knockoff, a transfer set), which the fingerprint never saw. θ = %g.\n\n",
-		fp.N, fp.Meta.SourceArch, r.SourceAcc, cmp.Or(fp.Meta.Loss, "linear"), fp.Meta.Eps, fp.Meta.Tau, fp.Meta.TauSurr, len(fp.Meta.Surrogates), len(fp.Meta.References), st.Theta)
+		fp.N, fp.Meta.SourceArch, r.SourceAcc, cmp.Or(fp.Meta.Loss, string(attack.LossLinear)), fp.Meta.Eps, fp.Meta.Tau, fp.Meta.TauSurr, len(fp.Meta.Surrogates), len(fp.Meta.References), st.Theta)
 	verdict := func(v *fingerprint.Verdict) string {
 		if v.Surrogate {
 			return "surrogate"

@@ -233,15 +233,7 @@ func (st *FingerprintStudy) Run(ctx context.Context, f *Fleet, ds Data, dir repo
 		return nil, err
 	}
 	all = append(all, main...)
-	var mainO *Outcome
-	for _, o := range main {
-		if o.filter() == mainF {
-			mainO = o
-		}
-	}
-	if mainO == nil {
-		mainO = main[len(main)-1]
-	}
+	mainO := main[0] // filters[0] is mainF
 	var settings []Setting
 	for _, e := range st.Eps {
 		if e != st.Main.Eps {
@@ -398,15 +390,7 @@ func (st *FingerprintStudy) write(dir report.Dir, f *Fleet, mainO *Outcome, all 
 	if err := report.Lines(dir.Path("auc_vs_eps.png"), "Separation against ε", "ε (L∞)", "", []report.Series{auc, gap}); err != nil {
 		return err
 	}
-	var tauAUC, tauN report.Series
-	tauAUC.Name, tauN.Name = "ROC AUC", "gap"
-	for _, o := range all {
-		if o.Setting == mainO.Setting && o.TauSurr == mainO.TauSurr {
-			tauAUC.X, tauAUC.Y = append(tauAUC.X, o.Tau), append(tauAUC.Y, o.AUC)
-			tauN.X, tauN.Y = append(tauN.X, o.Tau), append(tauN.Y, o.Gap)
-		}
-	}
-	if err := report.Lines(dir.Path("auc_vs_tau.png"), "Separation against τ", "τ", "", []report.Series{tauAUC, tauN}); err != nil {
+	if err := report.Lines(dir.Path("auc_vs_tau.png"), "Separation against τ", "τ", "", tauSeries(all, mainO)); err != nil {
 		return err
 	}
 	if mainO.fp.N > 0 {
@@ -419,6 +403,21 @@ func (st *FingerprintStudy) write(dir report.Dir, f *Fleet, mainO *Outcome, all 
 	}
 	fmt.Fprintf(&md, "## Plots\n\n![ROC](roc.png)\n\n![fingerprint accuracy](fingerprint_accuracy.png)\n\n![AUC against ε](auc_vs_eps.png)\n\n![AUC against τ](auc_vs_tau.png)\n\n![fingerprints](fingerprints.png)\n")
 	return os.WriteFile(dir.Path("README.md"), []byte(md.String()), 0o644)
+}
+
+// tauSeries returns AUC and gap against τ for the main setting at its τ_S,
+// in the order of τ.
+func tauSeries(all []*Outcome, mainO *Outcome) []report.Series {
+	auc, gap := report.Series{Name: "ROC AUC"}, report.Series{Name: "gap"}
+	for _, o := range all {
+		if o.Setting == mainO.Setting && o.TauSurr == mainO.TauSurr {
+			auc.X, auc.Y = append(auc.X, o.Tau), append(auc.Y, o.AUC)
+			gap.X, gap.Y = append(gap.X, o.Tau), append(gap.Y, o.Gap)
+		}
+	}
+	sortSeries(&auc)
+	sortSeries(&gap)
+	return []report.Series{auc, gap}
 }
 
 func sortSeries(s *report.Series) {

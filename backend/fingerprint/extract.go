@@ -33,7 +33,7 @@ type Config struct {
 	// filter. Confer = Surr·(1 − Ref) lets a high 1 − Ref make up for
 	// surrogates the example missed, and those are mostly the surrogates of
 	// architectures other than the source's: τ_S = 1 keeps only examples
-	// every training surrogate carries (docs/results/fingerprint-4x2).
+	// every training surrogate carries (docs/results/fingerprint-4x2-taus).
 	TauSurr float64
 	// Candidates is the number of start points attacked.
 	Candidates int

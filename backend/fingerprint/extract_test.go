@@ -448,6 +448,7 @@ func TestCraftSelect(t *testing.T) {
 	// Extract is Craft then Select: the same examples for the same seed.
 	cfg := w.cfg
 	cfg.Candidates, cfg.Batch, cfg.Progress = 12, 8, nil
+	cfg.Tau, cfg.TauSurr = 0.25, 1
 	ext, err := fingerprint.Extract(context.Background(), w.training(), w.defender, cfg)
 	if err != nil {
 		t.Fatal(err)

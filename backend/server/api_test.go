@@ -731,7 +731,7 @@ func TestExperimentReport(t *testing.T) {
 		want  []string // in the report's README.md
 	}{
 		{"conferrability", []string{"Table 1", "C-BIM best iterate"}},
-		{"fingerprint", []string{"| τ_S |", "loss=ce", "loss=geometric", "test-surrogate-mlp-0"}},
+		{"fingerprint", []string{"| τ_S |", "loss=ce", "loss=geometric", "test-surrogate-mlp-0", "10 start points"}},
 	} {
 		t.Run(tc.study, func(t *testing.T) { experimentReport(t, tc.study, tc.want) })
 	}

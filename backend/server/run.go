@@ -654,7 +654,7 @@ func (s *Server) runExperiment(ctx context.Context, j shared.Job, a shared.Exper
 		}
 		st := &experiment.FingerprintStudy{
 			Main: experiment.Setting{Name: "main", Eps: cfg.CBIM.Eps, Loss: cfg.CBIM.Loss},
-			Eps:  eps, Taus: taus, TauSurrs: []float64{0, 1}, Losses: attack.Losses,
+			Eps:  eps, Taus: taus, TauSurrs: []float64{0, 1}, Losses: attack.Losses(),
 			Extract: cfg, Theta: fingerprint.DefaultThreshold, Command: command,
 		}
 		if _, err := st.Run(ctx, fleet, ds, dir, rep); err != nil {

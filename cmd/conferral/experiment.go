@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -99,6 +100,11 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	for _, v := range append(slices.Clone(tauV), tauSurrV...) {
+		if !(v >= 0 && v <= 1) {
+			return usagef("--taus and --tau-surrs take values in [0,1], not %g", v)
+		}
+	}
 	df.split = "all"
 	full, test, err := df.load()
 	if err != nil {
@@ -163,7 +169,7 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 			Best: true,
 			Eps:  epsV,
 			Taus: tauV, TauSurrs: tauSurrV,
-			Losses:  attack.Losses,
+			Losses:  attack.Losses(),
 			Starts:  []string{fingerprint.StartTest, fingerprint.StartTrain},
 			Extract: cfg, Theta: 0.7, Command: command,
 			Subsets: subsets(*sourceArch, archList, *per),

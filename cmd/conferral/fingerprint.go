@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/conferral/conferral/backend/attack"
@@ -50,6 +51,21 @@ func asModels(ms []*nn.Model) []fingerprint.Model {
 	return out
 }
 
+// unitFlag registers a float flag that must lie in [0,1]: anything else
+// (NaN included) is a usage error when the flags are parsed.
+func unitFlag(fs *flag.FlagSet, name string, def float64, usage string) *float64 {
+	v := def
+	fs.Func(name, fmt.Sprintf("%s (default %g)", usage, def), func(s string) error {
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || !(f >= 0 && f <= 1) {
+			return fmt.Errorf("%q is not a number in [0,1]", s)
+		}
+		v = f
+		return nil
+	})
+	return &v
+}
+
 // cbimFlags registers C-BIM's and Extract's parameters.
 func cbimFlags(fs *flag.FlagSet) func() fingerprint.Config {
 	def := fingerprint.DefaultConfig()
@@ -63,8 +79,8 @@ func cbimFlags(fs *flag.FlagSet) func() fingerprint.Config {
 		loss, err = attack.ParseLoss(v)
 		return err
 	})
-	tau := fs.Float64("tau", def.Tau, "minimal conferrability τ on the training models")
-	tauSurr := fs.Float64("tau-surr", def.TauSurr, "minimal share τ_S of the training surrogates that must carry an example's key (1: every one; 0: only τ filters)")
+	tau := unitFlag(fs, "tau", def.Tau, "minimal conferrability τ on the training models, in [0,1]")
+	tauSurr := unitFlag(fs, "tau-surr", def.TauSurr, "minimal share τ_S of the training surrogates that must carry an example's key, in [0,1] (1: every one; 0: only τ filters)")
 	cands := fs.Int("candidates", def.Candidates, "start points to attack")
 	batch := fs.Int("batch", def.Batch, "start points per C-BIM batch")
 	seed := fs.Int64("seed", def.Seed, "seed of start points and dropout")
@@ -82,6 +98,8 @@ type extractResult struct {
 	Candidates    int     `json:"candidates"`
 	Eps           float64 `json:"eps"`
 	Tau           float64 `json:"tau"`
+	TauSurr       float64 `json:"tau_surr"`
+	Loss          string  `json:"loss"`
 	ReferenceRate float64 `json:"reference_rate"`
 	Commitment    string  `json:"commitment"`
 	Sheet         string  `json:"sheet,omitempty"`
@@ -165,8 +183,9 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	}
 	com, _ := fp.Commitment()
 	r := extractResult{Fingerprint: *out, Fingerprints: fp.N, Candidates: fp.Meta.Candidates, Eps: cfg.CBIM.Eps, Tau: cfg.Tau,
-		ReferenceRate: fp.Meta.ReferenceRate, Commitment: com, Sheet: *sheet}
-	return e.emit(r, fmt.Sprintf("%s: %d fingerprints from %d start points (ε = %g, τ = %g), commitment %s\n", *out, fp.N, fp.Meta.Candidates, cfg.CBIM.Eps, cfg.Tau, com))
+		TauSurr: cfg.TauSurr, Loss: fp.Meta.Loss, ReferenceRate: fp.Meta.ReferenceRate, Commitment: com, Sheet: *sheet}
+	return e.emit(r, fmt.Sprintf("%s: %d fingerprints from %d start points (%s loss, ε = %g, τ = %g, τ_S = %g), commitment %s\n",
+		*out, fp.N, fp.Meta.Candidates, fp.Meta.Loss, cfg.CBIM.Eps, cfg.Tau, cfg.TauSurr, com))
 }
 
 func runVerify(ctx context.Context, e *env, args []string) error {

@@ -45,7 +45,10 @@ func TestUsage(t *testing.T) {
 		{name: "eval without --model", args: []string{"eval"}, code: 2, stderr: []string{"conferral eval", "--model is required"}, noStdout: true},
 		{name: "unknown start points", args: []string{"extract", "--source", "s", "--surrogates", "a", "--references", "b", "--out", "fp", "--start", "validation"}, code: 2, stderr: []string{`--start "validation": want test or train`}, noStdout: true},
 		{name: "study with unknown start points", args: []string{"experiment", "fingerprint", "--models", "nowhere", "--start", "held-out"}, code: 2, stderr: []string{`--start "held-out": want test or train`}, noStdout: true},
-		{name: "unknown C-BIM loss", args: []string{"experiment", "fingerprint", "--models", "nowhere", "--loss", "hinge"}, code: 2, stderr: []string{`loss "hinge": want linear, ce or geometric`}, noStdout: true},
+		{name: "tau_S above 1", args: []string{"extract", "--source", "s", "--surrogates", "a", "--references", "b", "--out", "fp", "--tau-surr", "1.5"}, code: 2, stderr: []string{`"1.5" is not a number in [0,1]`}, noStdout: true},
+		{name: "tau not a number", args: []string{"extract", "--source", "s", "--surrogates", "a", "--references", "b", "--out", "fp", "--tau", "NaN"}, code: 2, stderr: []string{`"NaN" is not a number in [0,1]`}, noStdout: true},
+		{name: "study with tau_S sweep above 1", args: []string{"experiment", "fingerprint", "--models", "nowhere", "--tau-surrs", "0,2"}, code: 2, stderr: []string{"--taus and --tau-surrs take values in [0,1], not 2"}, noStdout: true},
+		{name: "unknown C-BIM loss", args: []string{"experiment", "fingerprint", "--models", "nowhere", "--loss", "hinge"}, code: 2, stderr: []string{`loss "hinge": want one of [linear ce geometric]`}, noStdout: true},
 		{name: "unknown surrogate labels", args: []string{"experiment", "fingerprint", "--models", "nowhere", "--surrogate-labels", "fuzzy"}, code: 2, stderr: []string{`--surrogate-labels "fuzzy": want soft or hard`}, noStdout: true},
 		{name: "bad device", args: []string{"info", "--device", "tpu"}, code: 1, stderr: []string{"conferral info", "tpu"}, noStdout: true},
 	}
