@@ -221,7 +221,7 @@ func (st *FingerprintStudy) Run(ctx context.Context, f *Fleet, ds Data, dir repo
 	}
 	var all []*Outcome
 	mainF := filter{st.Extract.Tau, st.Extract.TauSurr}
-	filters := []filter{mainF}
+	var filters []filter // mainF first: the cross product starts with it
 	for _, tau := range append([]float64{mainF.Tau}, st.Taus...) {
 		for _, ts := range append([]float64{mainF.TauSurr}, st.TauSurrs...) {
 			filters = append(filters, filter{tau, ts})

@@ -80,13 +80,24 @@ func Labels(ctx context.Context, models []Model, b suspect.Images) ([][]int64, e
 // test split): on their own training data the training surrogates and
 // references answer from memory, and examples selected there transfer
 // worse to unseen suspects (docs/results/fingerprint measures it).
+//
+// An extraction that keeps no example fails with ErrNoFingerprint.
 func Extract(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Fingerprint, error) {
 	c, err := Craft(ctx, tm, d, cfg)
 	if err != nil {
 		return nil, err
 	}
-	return c.Select(cfg.Tau, cfg.TauSurr), nil
+	fp := c.Select(cfg.Tau, cfg.TauSurr)
+	if fp.N == 0 {
+		return nil, fmt.Errorf("extract: %w: none of %d start points reached conferrability τ = %g with τ_S = %g; try more start points, a larger ε, or a lower τ or τ_S",
+			ErrNoFingerprint, fp.Meta.Candidates, cfg.Tau, cfg.TauSurr)
+	}
+	return fp, nil
 }
+
+// ErrNoFingerprint is Extract's error when no crafted example passes the
+// filters.
+var ErrNoFingerprint = errors.New("no fingerprint")
 
 // Where C-BIM starts (Extract's d): StartTest, the dataset's test split,
 // which no model was trained on (the default), or StartTrain, the training

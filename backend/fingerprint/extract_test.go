@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 
@@ -549,6 +550,14 @@ func TestExtractStops(t *testing.T) {
 		}
 		if maxStep >= total || maxStep > 8*cbimSteps {
 			t.Errorf("Extract went on to step %d of %d after the cancellation in the first batch", maxStep, total)
+		}
+	})
+	t.Run("nothing reaches τ", func(t *testing.T) {
+		cfg := w.cfg
+		cfg.CBIM.Eps, cfg.Candidates, cfg.Batch = 1.0/255, 8, 8 // one grey level changes no label
+		fp, err := fingerprint.Extract(context.Background(), w.training(), w.defender, cfg)
+		if !errors.Is(err, fingerprint.ErrNoFingerprint) || fp != nil || !strings.Contains(err.Error(), "none of 8 start points") {
+			t.Fatalf("Extract = %v, %v; want ErrNoFingerprint naming the 8 start points", fp, err)
 		}
 	})
 	t.Run("no references", func(t *testing.T) {

@@ -517,9 +517,6 @@ func (s *Server) runExtract(ctx context.Context, j shared.Job, a shared.ExtractA
 	if err != nil {
 		return nil, err
 	}
-	if fp.N == 0 {
-		return nil, fmt.Errorf("extract: no start point reached conferrability τ = %g with τ_S = %g; try more candidates, a larger ε or a lower τ or τ_S", cfg.Tau, cfg.TauSurr)
-	}
 	info, err := s.keepFingerprint(ctx, fp, a.Name, j.ID)
 	if err != nil {
 		return nil, err

@@ -172,9 +172,6 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if fp.N == 0 {
-		return fmt.Errorf("demo: no fingerprint reached τ = %g; try --candidates or --eps", cfg.Tau)
-	}
 	fpPath, sheetPath := filepath.Join(*out, "fingerprint.safetensors"), filepath.Join(*out, "fingerprint.png")
 	if err := fp.Save(fpPath); err != nil {
 		return err

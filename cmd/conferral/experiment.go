@@ -101,7 +101,7 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	for _, v := range append(slices.Clone(tauV), tauSurrV...) {
-		if !(v >= 0 && v <= 1) {
+		if !inUnit(v) {
 			return usagef("--taus and --tau-surrs take values in [0,1], not %g", v)
 		}
 	}

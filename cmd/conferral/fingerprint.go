@@ -51,13 +51,16 @@ func asModels(ms []*nn.Model) []fingerprint.Model {
 	return out
 }
 
+// inUnit says whether v lies in [0,1] (NaN does not).
+func inUnit(v float64) bool { return v >= 0 && v <= 1 }
+
 // unitFlag registers a float flag that must lie in [0,1]: anything else
 // (NaN included) is a usage error when the flags are parsed.
 func unitFlag(fs *flag.FlagSet, name string, def float64, usage string) *float64 {
 	v := def
 	fs.Func(name, fmt.Sprintf("%s (default %g)", usage, def), func(s string) error {
 		f, err := strconv.ParseFloat(s, 64)
-		if err != nil || !(f >= 0 && f <= 1) {
+		if err != nil || !inUnit(f) {
 			return fmt.Errorf("%q is not a number in [0,1]", s)
 		}
 		v = f
@@ -158,9 +161,6 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	fp, err := fingerprint.Extract(ctx, tm, d, cfg)
 	if err != nil {
 		return err
-	}
-	if fp.N == 0 {
-		return fmt.Errorf("extract: no start point reached conferrability τ = %g with τ_S = %g; try more candidates, a larger ε or a lower τ or τ_S", cfg.Tau, cfg.TauSurr)
 	}
 	if *calib != "" {
 		cs, _, err := loadModels(e, *calib)

@@ -81,14 +81,7 @@ func robustnessAttacks(p robustnessPlan, src nn.Spec, adversary *data.Dataset) (
 func robustnessFingerprint(ctx context.Context, path, modelsDir string, f *experiment.Fleet, ds experiment.Data, cfg fingerprint.Config, e *env) (*fingerprint.Fingerprint, error) {
 	if path == "" {
 		cfg.Progress = e.progress.Report
-		fp, err := f.Extract(ctx, ds, experiment.Setting{Name: "main", Eps: cfg.CBIM.Eps, Loss: cfg.CBIM.Loss}, cfg)
-		if err != nil {
-			return nil, err
-		}
-		if fp.N == 0 {
-			return nil, fmt.Errorf("robustness: no start point reached τ = %g with τ_S = %g; lower --tau or --tau-surr, or raise --candidates", cfg.Tau, cfg.TauSurr)
-		}
-		return fp, nil
+		return f.Extract(ctx, ds, experiment.Setting{Name: "main", Eps: cfg.CBIM.Eps, Loss: cfg.CBIM.Loss, Best: cfg.CBIM.Best}, cfg)
 	}
 	fp, err := fingerprint.Load(path)
 	if err != nil {
