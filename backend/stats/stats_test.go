@@ -1,0 +1,267 @@
+package stats_test
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/conferral/conferral/backend/stats"
+)
+
+// The expected values below were computed independently with Debian's
+// python3-scipy 1.10 (scipy.stats.betabinom, scipy.stats.beta.ppf and
+// scipy.optimize.minimize on betabinom.logpmf), and one far tail with
+// mpmath at 50 digits, where scipy's own sf is off in the seventh digit:
+//
+//	stats.betabinom.sf(k-1, n, a, b)                      # Tail
+//	stats.beta.ppf(0.025, k, n-k+1), stats.beta.ppf(0.975, k+1, n-k)   # Clopper–Pearson
+//	optimize.minimize(-betabinom.logpmf(counts, n, *exp(x)).sum(), Nelder-Mead)  # fit
+
+func near(a, b, rel float64) bool {
+	return math.Abs(a-b) <= rel*math.Max(math.Abs(b), 1e-300)
+}
+
+var agreements = []int{38, 45, 52, 60, 70, 41, 55, 48, 63, 39, 66, 50} // of 110
+
+func TestBetaBinomialTail(t *testing.T) {
+	fit := stats.BetaBinomial{Alpha: 17.995044146051427, Beta: 19.879466547773827}
+	for _, tc := range []struct {
+		k    int
+		d    stats.BetaBinomial
+		want float64
+	}{
+		{70, fit, 0.04683614919720547},
+		{60, fit, 0.242079615999658},
+		{55, fit, 0.41296152234159633},
+		{100, stats.BetaBinomial{Alpha: 2, Beta: 3}, 0.004436018292560573},
+		{1, stats.BetaBinomial{Alpha: 0.5, Beta: 0.5}, 0.9462677277802586},
+		{77, stats.BetaBinomial{Alpha: 30, Beta: 60}, 1.18353294985912362e-07}, // mpmath at 50 digits (scipy's sf says 1.1835331e-07)
+		{0, fit, 1},
+		{111, fit, 0},
+	} {
+		if got := tc.d.Tail(tc.k, 110); !near(got, tc.want, 1e-9) {
+			t.Errorf("Beta(%g, %g) Tail(%d, 110) = %.15g, want %.15g (scipy)", tc.d.Alpha, tc.d.Beta, tc.k, got, tc.want)
+		}
+	}
+}
+
+func TestFitBetaBinomial(t *testing.T) {
+	got, err := stats.FitBetaBinomial(agreements, 110)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := stats.BetaBinomial{Alpha: 17.995044146051427, Beta: 19.879466547773827}
+	if !near(got.Alpha, want.Alpha, 1e-4) || !near(got.Beta, want.Beta, 1e-4) {
+		t.Errorf("fit Beta(%.8g, %.8g), want Beta(%.8g, %.8g) (scipy)", got.Alpha, got.Beta, want.Alpha, want.Beta)
+	}
+	if ll := got.LogLik(agreements, 110); !near(ll, -44.877727215951325, 1e-9) {
+		t.Errorf("log-likelihood %.12g, want -44.877727215951 (scipy)", ll)
+	}
+
+	// Agreement simulated from a known beta-binomial comes back near it,
+	// and a binomial (no over-dispersion) ends at the precision bound.
+	r := rand.New(rand.NewPCG(1, 2))
+	truth := stats.BetaBinomial{Alpha: 8, Beta: 12}
+	var sim, flat []int
+	for range 4000 {
+		p := betaDraw(r, truth.Alpha, truth.Beta)
+		sim = append(sim, binomialDraw(r, 110, p))
+		flat = append(flat, binomialDraw(r, 110, 0.3))
+	}
+	got, err = stats.FitBetaBinomial(sim, 110)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !near(got.Mean(), truth.Mean(), 0.02) || !near(got.Alpha+got.Beta, 20, 0.15) {
+		t.Errorf("fit of Beta(8, 12) draws: Beta(%.3g, %.3g)", got.Alpha, got.Beta)
+	}
+	got, err = stats.FitBetaBinomial(flat, 110)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !near(got.Mean(), 0.3, 0.02) || got.Alpha+got.Beta < 1e3 {
+		t.Errorf("fit of binomial draws: Beta(%.3g, %.3g), want mean 0.3 and a large precision", got.Alpha, got.Beta)
+	}
+
+	for _, bad := range [][]int{nil, {40}, {40, 111}, {-1, 4}} {
+		if _, err := stats.FitBetaBinomial(bad, 110); err == nil {
+			t.Errorf("FitBetaBinomial(%v) accepted", bad)
+		}
+	}
+}
+
+func TestCritical(t *testing.T) {
+	d := stats.BetaBinomial{Alpha: 17.995044146051427, Beta: 19.879466547773827}
+	for _, alpha := range []float64{0.05, 0.01, 1e-3} {
+		k := d.Critical(110, alpha)
+		if d.Tail(k, 110) > alpha || d.Tail(k-1, 110) <= alpha {
+			t.Errorf("α = %g: critical %d has tail %g, one fewer %g", alpha, k, d.Tail(k, 110), d.Tail(k-1, 110))
+		}
+	}
+	// A null that agrees almost always cannot be rejected at any count.
+	if k := (stats.BetaBinomial{Alpha: 99, Beta: 1}).Critical(10, 1e-3); k != 11 {
+		t.Errorf("critical %d for an always-agreeing null, want n+1 = 11", k)
+	}
+}
+
+func TestClopperPearson(t *testing.T) {
+	for _, tc := range []struct {
+		k, n   int
+		lo, hi float64
+	}{
+		{0, 110, 0, 0.032979194032219696},
+		{77, 110, 0.605230888651531, 0.7836770416176791},
+		{110, 110, 0.9670208059677803, 1},
+		{5, 10, 0.18708602844739855, 0.8129139715526015},
+		{38, 110, 0.25735757388099767, 0.44210379451183796},
+	} {
+		lo, hi := stats.ClopperPearson(tc.k, tc.n, 0.95)
+		if !near(lo, tc.lo, 1e-9) && !(tc.lo == 0 && lo == 0) || !near(hi, tc.hi, 1e-9) {
+			t.Errorf("ClopperPearson(%d, %d) = [%.15g, %.15g], want [%.15g, %.15g] (scipy)", tc.k, tc.n, lo, hi, tc.lo, tc.hi)
+		}
+	}
+}
+
+func TestBinomialTail(t *testing.T) {
+	// Exact sums for small n, and the extreme tail without underflow.
+	exact := func(k, n int, p float64) float64 {
+		var s float64
+		for i := k; i <= n; i++ {
+			s += math.Exp(stats.LogChoose(n, i)) * math.Pow(p, float64(i)) * math.Pow(1-p, float64(n-i))
+		}
+		return s
+	}
+	for _, tc := range []struct {
+		k, n int
+		p    float64
+	}{{3, 10, 0.25}, {7, 10, 0.25}, {10, 10, 0.5}, {1, 5, 0.9}, {20, 40, 0.1}} {
+		if got, want := stats.BinomialTail(tc.k, tc.n, tc.p), exact(tc.k, tc.n, tc.p); !near(got, want, 1e-12) {
+			t.Errorf("BinomialTail(%d, %d, %g) = %g, want %g", tc.k, tc.n, tc.p, got, want)
+		}
+	}
+	if v, want := stats.BinomialTail(100, 100, 0.1), math.Pow(0.1, 100); !near(v, want, 1e-9) {
+		t.Errorf("BinomialTail(100, 100, 0.1) = %g, want %g", v, want)
+	}
+	for _, tc := range []struct {
+		k, n int
+		p    float64
+		want float64
+	}{{0, 5, 0.3, 1}, {6, 5, 0.3, 0}, {2, 5, 0, 0}, {2, 5, 1, 1}} {
+		if got := stats.BinomialTail(tc.k, tc.n, tc.p); got != tc.want {
+			t.Errorf("BinomialTail(%d, %d, %g) = %g, want %g", tc.k, tc.n, tc.p, got, tc.want)
+		}
+	}
+}
+
+// The SPRT's error rates on simulated agreement streams stay within
+// Wald's bounds: independent models (p drawn from the null) are accused at
+// most α of the time, derived ones (agreeing at P1) cleared at most
+// β/(1−α); and it decides with far fewer queries than the fingerprints.
+func TestSPRTErrorRates(t *testing.T) {
+	const n, runs = 110, 4000
+	for _, tc := range []struct {
+		name string
+		test stats.SPRT
+		// fast: the null sits far enough below P1 that both kinds of
+		// model are decided within half the fingerprints on average.
+		fast bool
+	}{
+		{"null like the fleet's own references", stats.SPRT{Null: stats.BetaBinomial{Alpha: 18, Beta: 20}, P1: 0.7, Alpha: 0.01, Beta: 0.05}, false},
+		{"null like other recipes' references", stats.SPRT{Null: stats.BetaBinomial{Alpha: 6, Beta: 14}, P1: 0.7, Alpha: 0.01, Beta: 0.05}, true},
+		{"a strict test", stats.SPRT{Null: stats.BetaBinomial{Alpha: 6, Beta: 14}, P1: 0.6, Alpha: 0.001, Beta: 0.01}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			test := tc.test
+			if err := test.Check(); err != nil {
+				t.Fatal(err)
+			}
+			r := rand.New(rand.NewPCG(3, 4))
+			run := func(p float64) (stats.Decision, int) {
+				s, f := 0, 0
+				for i := 1; i <= n; i++ {
+					if r.Float64() < p {
+						s++
+					} else {
+						f++
+					}
+					if d := test.Decide(s, f); d != stats.Continue {
+						return d, i
+					}
+				}
+				return stats.Continue, n
+			}
+			var accused, cleared, q0, q1 int
+			for range runs {
+				d, q := run(betaDraw(r, test.Null.Alpha, test.Null.Beta))
+				if d == stats.RejectNull {
+					accused++
+				}
+				q0 += q
+				d, q = run(test.P1)
+				if d == stats.AcceptNull {
+					cleared++
+				}
+				q1 += q
+			}
+			fa, fc := float64(accused)/runs, float64(cleared)/runs
+			// Monte-Carlo slack: three binomial standard errors.
+			se := func(p float64) float64 { return 3 * math.Sqrt(p*(1-p)/runs) }
+			if fa > test.Alpha+se(test.Alpha) {
+				t.Errorf("independent models accused %.4f of the time, α = %g", fa, test.Alpha)
+			}
+			if b := test.Beta / (1 - test.Alpha); fc > b+se(b) {
+				t.Errorf("derived models cleared %.4f of the time, bound β/(1−α) = %.4f", fc, b)
+			}
+			m0, m1 := float64(q0)/runs, float64(q1)/runs
+			if tc.fast && (m0 > n/2 || m1 > n/2) {
+				t.Errorf("mean queries %.1f (independent), %.1f (derived) of %d", m0, m1, n)
+			}
+			t.Logf("accused %.4f, cleared %.4f, mean queries %.1f / %.1f", fa, fc, m0, m1)
+		})
+	}
+
+	null := stats.BetaBinomial{Alpha: 18, Beta: 20}
+	for _, bad := range []stats.SPRT{
+		{Null: null, P1: 0.3, Alpha: 0.01, Beta: 0.05}, // P1 below the null's mean
+		{Null: null, P1: 1, Alpha: 0.01, Beta: 0.05},
+		{Null: stats.BetaBinomial{}, P1: 0.7, Alpha: 0.01, Beta: 0.05},
+		{Null: null, P1: 0.7, Alpha: 0, Beta: 0.05},
+	} {
+		if bad.Check() == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+}
+
+// betaDraw draws from Beta(a, b) as a ratio of gamma variates.
+func betaDraw(r *rand.Rand, a, b float64) float64 {
+	x, y := gammaDraw(r, a), gammaDraw(r, b)
+	return x / (x + y)
+}
+
+// gammaDraw is Marsaglia and Tsang's method (a ≥ 1).
+func gammaDraw(r *rand.Rand, a float64) float64 {
+	d := a - 1.0/3
+	c := 1 / math.Sqrt(9*d)
+	for {
+		x := r.NormFloat64()
+		v := 1 + c*x
+		if v <= 0 {
+			continue
+		}
+		v = v * v * v
+		if u := r.Float64(); math.Log(u) < x*x/2+d-d*v+d*math.Log(v) {
+			return d * v
+		}
+	}
+}
+
+func binomialDraw(r *rand.Rand, n int, p float64) int {
+	k := 0
+	for range n {
+		if r.Float64() < p {
+			k++
+		}
+	}
+	return k
+}
