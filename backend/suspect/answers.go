@@ -48,7 +48,7 @@ func (r *Remote) kserveLabels(body []byte, n int) ([]int64, error) {
 		return nil, fmt.Errorf("the answer is not KServe v2 JSON: %w", err)
 	}
 	if resp.Error != "" {
-		return nil, fmt.Errorf("the endpoint says: %s", truncate(resp.Error, 300))
+		return nil, fmt.Errorf("the endpoint says: %s", remoteText(resp.Error, maxShown))
 	}
 	if len(resp.Outputs) == 0 {
 		return nil, fmt.Errorf("the answer has no outputs")
@@ -61,7 +61,7 @@ func (r *Remote) kserveLabels(body []byte, n int) ([]int64, error) {
 	if r.o.OutputName != "" {
 		pick = slices.Index(names, r.o.OutputName)
 		if pick < 0 {
-			return nil, fmt.Errorf("the answer has no output %q (it has %s)", r.o.OutputName, strings.Join(names, ", "))
+			return nil, fmt.Errorf("the answer has no output %q (it has %s)", r.o.OutputName, remoteList(names))
 		}
 	} else {
 		for _, p := range preferred {
@@ -74,25 +74,25 @@ func (r *Remote) kserveLabels(body []byte, n int) ([]int64, error) {
 	o := resp.Outputs[pick]
 	var data any
 	if err := decodeJSON(o.Data, &data); err != nil {
-		return nil, fmt.Errorf("output %q: data: %w", o.Name, err)
+		return nil, fmt.Errorf("output %q: data: %w", remoteText(o.Name, 40), err)
 	}
 	flat := flatten(data, nil)
 	if len(o.Shape) > 0 {
 		total := int64(1)
 		for _, s := range o.Shape {
 			if s < 0 {
-				return nil, fmt.Errorf("output %q: negative dimension in shape %v", o.Name, o.Shape)
+				return nil, fmt.Errorf("output %q: negative dimension in shape %s", remoteText(o.Name, 40), shapeText(o.Shape))
 			}
 			total *= s
 		}
 		if total != int64(len(flat)) {
-			return nil, fmt.Errorf("output %q: shape %v holds %d values, data has %d", o.Name, o.Shape, total, len(flat))
+			return nil, fmt.Errorf("output %q: shape %s holds %d values, data has %d", remoteText(o.Name, 40), shapeText(o.Shape), total, len(flat))
 		}
 		if o.Shape[0] != int64(n) {
-			return nil, fmt.Errorf("output %q: %d answers to %d images (shape %v)", o.Name, o.Shape[0], n, o.Shape)
+			return nil, fmt.Errorf("output %q: %d answers to %d images (shape %s)", remoteText(o.Name, 40), o.Shape[0], n, shapeText(o.Shape))
 		}
 	}
-	return r.perImage(flat, n, "output "+strconv.Quote(o.Name))
+	return r.perImage(flat, n, "output "+strconv.Quote(remoteText(o.Name, 40)))
 }
 
 // tfLabels reads a TensorFlow Serving predict response, row
@@ -103,7 +103,7 @@ func (r *Remote) tfLabels(body []byte, n int) ([]int64, error) {
 		return nil, fmt.Errorf("the answer is not TensorFlow Serving JSON: %w", err)
 	}
 	if e, ok := resp["error"]; ok {
-		return nil, fmt.Errorf("the endpoint says: %s", truncate(fmt.Sprint(e), 300))
+		return nil, fmt.Errorf("the endpoint says: %s", remoteText(fmt.Sprint(e), maxShown))
 	}
 	preds, ok := resp["predictions"]
 	if !ok {
@@ -153,7 +153,7 @@ func (r *Remote) field(m map[string]any) (any, error) {
 	if r.o.OutputName != "" {
 		v, ok := m[r.o.OutputName]
 		if !ok {
-			return nil, fmt.Errorf("no output %q (there are %s)", r.o.OutputName, strings.Join(keys, ", "))
+			return nil, fmt.Errorf("no output %q (there are %s)", r.o.OutputName, remoteList(keys))
 		}
 		return v, nil
 	}
@@ -165,7 +165,7 @@ func (r *Remote) field(m map[string]any) (any, error) {
 			return v, nil
 		}
 	}
-	return nil, fmt.Errorf("cannot tell which of the outputs %s holds the class; name it (OutputName / --output)", strings.Join(keys, ", "))
+	return nil, fmt.Errorf("cannot tell which of the outputs %s holds the class; name it (OutputName / --output)", remoteList(keys))
 }
 
 // perImage splits flat values into n equal answers and labels each.
@@ -211,7 +211,7 @@ func (r *Remote) label(vals []any) (int64, error) {
 		}
 		f, err := num.Float64()
 		if err != nil || math.IsNaN(f) {
-			return 0, fmt.Errorf("score %q is not a number", num)
+			return 0, fmt.Errorf("score %q is not a number", remoteText(string(num), 40))
 		}
 		if best < 0 || f > bestV {
 			best, bestV = i, f
@@ -227,7 +227,7 @@ func (r *Remote) scalar(v any) (int64, error) {
 	case json.Number:
 		f, err := x.Float64()
 		if err != nil || f != math.Trunc(f) || math.Abs(f) > 1<<53 {
-			return 0, fmt.Errorf("label %s is not a class index", x)
+			return 0, fmt.Errorf("label %s is not a class index", remoteText(string(x), 40))
 		}
 		idx = int64(f)
 	case string:
@@ -237,9 +237,9 @@ func (r *Remote) scalar(v any) (int64, error) {
 		n, err := strconv.ParseInt(strings.TrimSpace(x), 10, 64)
 		if err != nil {
 			if len(r.o.Classes) == 0 {
-				return 0, fmt.Errorf("label %q is a name, and no class names were given", truncate(x, 40))
+				return 0, fmt.Errorf("label %q is a name, and no class names were given", remoteText(x, 40))
 			}
-			return 0, fmt.Errorf("label %q is none of the classes %s", truncate(x, 40), strings.Join(r.o.Classes, ", "))
+			return 0, fmt.Errorf("label %q is none of the classes %s", remoteText(x, 40), strings.Join(r.o.Classes, ", "))
 		}
 		idx = n
 	default:
@@ -278,4 +278,12 @@ func kind(v any) string {
 		return "an object"
 	}
 	return fmt.Sprintf("%T", v)
+}
+
+// shapeText shows a shape that came from an endpoint, bounded.
+func shapeText(shape []int64) string {
+	if len(shape) > 8 {
+		return fmt.Sprintf("%v… (%d dimensions)", shape[:8], len(shape))
+	}
+	return fmt.Sprint(shape)
 }

@@ -32,12 +32,17 @@ func (e *RefusedError) Error() string {
 func (e *RefusedError) Is(target error) bool { return target == ErrRefused }
 
 // special lists the networks a prediction endpoint may not live in unless
-// the operator allows private addresses: they reach this machine, its
-// local network, or a cloud's metadata service.
+// the operator allows private addresses: every entry of IANA's IPv4 and
+// IPv6 special-purpose address registries (RFC 6890 and its updates, as of
+// 2025), globally reachable or not, and the multicast and reserved blocks.
+// No model server the defender means to query lives in them, and several
+// reach this machine, its local network or a cloud's metadata service.
+// Longer prefixes come first so that the reason given is the most precise.
 var special = []struct {
 	prefix netip.Prefix
 	why    string
 }{
+	// IPv4 (iana-ipv4-special-registry, and the multicast and class E blocks).
 	{netip.MustParsePrefix("0.0.0.0/8"), "\"this network\" address"},
 	{netip.MustParsePrefix("10.0.0.0/8"), "private address"},
 	{netip.MustParsePrefix("100.64.0.0/10"), "shared (carrier-grade NAT) address"},
@@ -45,17 +50,42 @@ var special = []struct {
 	{netip.MustParsePrefix("169.254.0.0/16"), "link-local address (cloud metadata lives here)"},
 	{netip.MustParsePrefix("172.16.0.0/12"), "private address"},
 	{netip.MustParsePrefix("192.0.0.0/24"), "IETF protocol assignment"},
+	{netip.MustParsePrefix("192.0.2.0/24"), "documentation address (TEST-NET-1)"},
+	{netip.MustParsePrefix("192.31.196.0/24"), "AS112 address"},
+	{netip.MustParsePrefix("192.52.193.0/24"), "AMT relay address"},
+	{netip.MustParsePrefix("192.88.99.0/24"), "6to4 relay anycast address"},
 	{netip.MustParsePrefix("192.168.0.0/16"), "private address"},
+	{netip.MustParsePrefix("192.175.48.0/24"), "AS112 direct delegation address"},
 	{netip.MustParsePrefix("198.18.0.0/15"), "benchmarking address"},
+	{netip.MustParsePrefix("198.51.100.0/24"), "documentation address (TEST-NET-2)"},
+	{netip.MustParsePrefix("203.0.113.0/24"), "documentation address (TEST-NET-3)"},
 	{netip.MustParsePrefix("224.0.0.0/4"), "multicast address"},
+	{netip.MustParsePrefix("255.255.255.255/32"), "broadcast address"},
 	{netip.MustParsePrefix("240.0.0.0/4"), "reserved address"},
-	{netip.MustParsePrefix("::/96"), "unspecified, loopback or IPv4-compatible IPv6 address"},
+	// IPv6 (iana-ipv6-special-registry). IPv4-mapped, NAT64 and 6to4
+	// addresses are judged by the IPv4 address they carry (CheckAddr).
+	{netip.MustParsePrefix("::1/128"), "loopback address"},
+	{netip.MustParsePrefix("::/128"), "unspecified address"},
+	{netip.MustParsePrefix("::/96"), "IPv4-compatible IPv6 address"},
 	{netip.MustParsePrefix("100::/64"), "discard-only IPv6 address"},
+	{netip.MustParsePrefix("100:0:0:1::/64"), "dummy IPv6 prefix"},
+	{netip.MustParsePrefix("2001::/32"), "Teredo address (tunnels to an IPv4 host)"},
+	{netip.MustParsePrefix("2001:2::/48"), "benchmarking IPv6 address"},
+	{netip.MustParsePrefix("2001::/23"), "IETF protocol assignment (IPv6)"},
+	{netip.MustParsePrefix("2001:db8::/32"), "documentation IPv6 address"},
+	{netip.MustParsePrefix("2620:4f:8000::/48"), "AS112 direct delegation IPv6 address"},
+	{netip.MustParsePrefix("3fff::/20"), "documentation IPv6 address"},
+	{netip.MustParsePrefix("5f00::/16"), "SRv6 segment identifier"},
 	{netip.MustParsePrefix("fc00::/7"), "unique-local (private) IPv6 address"},
 	{netip.MustParsePrefix("fe80::/10"), "link-local IPv6 address"},
 	{netip.MustParsePrefix("fec0::/10"), "site-local IPv6 address"},
 	{netip.MustParsePrefix("ff00::/8"), "multicast IPv6 address"},
 }
+
+// globalUnicast6 is the only IPv6 block allocated for global unicast; an
+// IPv6 address outside it (and not carrying an IPv4 address) is refused
+// whatever future registry entries say.
+var globalUnicast6 = netip.MustParsePrefix("2000::/3")
 
 // embedding are IPv6 prefixes whose addresses carry an IPv4 address that a
 // translator or relay may forward to: NAT64 (RFC 6052) and 6to4.
@@ -68,30 +98,38 @@ var embedding = []struct {
 	{netip.MustParsePrefix("2002::/16"), 2},
 }
 
-// CheckAddr returns a *RefusedError when ip is loopback, private,
-// link-local, unspecified, multicast or otherwise not a public unicast
-// address, in any of its forms (IPv4, IPv4-mapped IPv6, NAT64, 6to4).
+// reached is the address a connection to ip ends at: ip without its zone,
+// the IPv4 address of an IPv4-mapped address, or the IPv4 address a NAT64
+// translator or 6to4 relay forwards to.
+func reached(ip netip.Addr) netip.Addr {
+	ip = ip.WithZone("").Unmap() // ::ffff:127.0.0.1 is 127.0.0.1
+	for _, e := range embedding {
+		if ip.Is6() && e.prefix.Contains(ip) {
+			b := ip.As16()
+			return netip.AddrFrom4([4]byte(b[e.offset : e.offset+4]))
+		}
+	}
+	return ip
+}
+
+// CheckAddr returns a *RefusedError when ip is in a special-purpose range
+// (loopback, private, link-local, unspecified, documentation, benchmarking,
+// shared, multicast, broadcast, reserved …) or otherwise not a public
+// unicast address, in any of its forms (IPv4, IPv4-mapped IPv6, NAT64,
+// 6to4). It does not know this host's own addresses: Guard.Check does.
 func CheckAddr(ip netip.Addr) error {
 	if !ip.IsValid() {
 		return &RefusedError{What: "address", Why: "not an IP address"}
 	}
-	ip = ip.WithZone("")
-	orig := ip
-	ip = ip.Unmap() // ::ffff:127.0.0.1 is 127.0.0.1
-	for _, e := range embedding {
-		if ip.Is6() && e.prefix.Contains(ip) {
-			b := ip.As16()
-			ip = netip.AddrFrom4([4]byte(b[e.offset : e.offset+4]))
-			break
-		}
-	}
-	if ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
-		return &RefusedError{What: orig.String(), Why: "broadcast address"}
-	}
+	orig := ip.WithZone("")
+	ip = reached(ip)
 	for _, s := range special {
 		if s.prefix.Contains(ip) {
 			return &RefusedError{What: orig.String(), Why: s.why}
 		}
+	}
+	if ip.Is6() && !globalUnicast6.Contains(ip) {
+		return &RefusedError{What: orig.String(), Why: "IPv6 address outside global unicast (2000::/3)"}
 	}
 	return nil
 }
@@ -127,29 +165,100 @@ func parsePort(p string) (int, error) {
 }
 
 // Guard decides which addresses untrusted URLs may reach. The zero value
-// allows public unicast addresses only.
+// allows public unicast addresses that are not this host's own.
 type Guard struct {
-	// AllowPrivate allows every address (loopback, private, link-local …).
+	// AllowPrivate allows every address (loopback, private, link-local,
+	// this host's own …).
 	AllowPrivate bool
 	// Allow lists networks allowed although not public: a known internal
-	// model server, say.
+	// model server, say. This host's own addresses stay refused unless an
+	// entry names that single address (a /32 or /128).
 	Allow []netip.Prefix
+	// Local lists this host's own addresses, refused whatever their range
+	// (a public address, or one in a range nobody expects, reaches every
+	// service bound to 0.0.0.0). Nil means the addresses of the host's
+	// network interfaces, read again at every check since they change.
+	Local func() ([]netip.Addr, error)
 }
 
-// Check refuses ip unless it is public or allowed.
+// InterfaceAddrs returns the addresses of this host's network interfaces.
+func InterfaceAddrs() ([]netip.Addr, error) {
+	as, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("listing this host's addresses: %w", err)
+	}
+	out := make([]netip.Addr, 0, len(as))
+	for _, a := range as {
+		var ip net.IP
+		switch a := a.(type) {
+		case *net.IPNet:
+			ip = a.IP
+		case *net.IPAddr:
+			ip = a.IP
+		default:
+			continue
+		}
+		if addr, ok := netip.AddrFromSlice(ip); ok {
+			out = append(out, addr.Unmap())
+		}
+	}
+	return out, nil
+}
+
+// checkLocal refuses ip when a connection to it ends at one of this host's
+// own addresses, unless an Allow entry names exactly that address.
+func (g Guard) checkLocal(ip netip.Addr) error {
+	local := g.Local
+	if local == nil {
+		local = InterfaceAddrs
+	}
+	own, err := local()
+	if err != nil {
+		// Fail closed: without the list, any address might be this host.
+		return &RefusedError{What: ip.String(), Why: fmt.Sprintf("cannot tell whether it is this host (%v)", err)}
+	}
+	to := reached(ip)
+	for _, a := range own {
+		if reached(a) != to {
+			continue
+		}
+		for _, p := range g.Allow {
+			if p.IsSingleIP() && reached(p.Addr()) == to {
+				return nil
+			}
+		}
+		return &RefusedError{What: ip.WithZone("").String(), Why: "an address of this host"}
+	}
+	return nil
+}
+
+// Check refuses ip unless it is public, not this host's, or allowed.
 func (g Guard) Check(ip netip.Addr) error {
 	if g.AllowPrivate {
 		return nil
 	}
+	if !ip.IsValid() {
+		return &RefusedError{What: "address", Why: "not an IP address"}
+	}
+	err := g.checkAllowed(ip)
+	if err == nil {
+		err = g.checkLocal(ip)
+	}
+	var re *RefusedError
+	if errors.As(err, &re) {
+		return &RefusedError{What: re.What, Why: re.Why + " (pass AllowPrivate / --allow-private to allow it)"}
+	}
+	return err
+}
+
+// checkAllowed is CheckAddr, passing the networks of Allow.
+func (g Guard) checkAllowed(ip netip.Addr) error {
 	for _, p := range g.Allow {
 		if p.Contains(ip.WithZone("")) || p.Contains(ip.WithZone("").Unmap()) {
 			return nil
 		}
 	}
-	if err := CheckAddr(ip); err != nil {
-		return &RefusedError{What: err.(*RefusedError).What, Why: err.(*RefusedError).Why + " (pass AllowPrivate / --allow-private to allow it)"}
-	}
-	return nil
+	return CheckAddr(ip)
 }
 
 // DialControl returns a net.Dialer Control function that refuses

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -47,7 +48,50 @@ func TestCheckAddr(t *testing.T) {
 		{"64:ff9b::a9fe:a9fe", true}, // NAT64 of 169.254.169.254
 		{"2002:7f00:1::", true},      // 6to4 of 127.0.0.1
 		{"2002:c0a8:101::1", true},   // 6to4 of 192.168.1.1
+		// The rest of IANA's special-purpose registries.
+		{"192.0.2.1", true},       // TEST-NET-1
+		{"192.0.2.255", true},     // TEST-NET-1
+		{"198.51.100.7", true},    // TEST-NET-2
+		{"203.0.113.200", true},   // TEST-NET-3
+		{"198.18.0.1", true},      // benchmarking
+		{"198.19.255.254", true},  // benchmarking
+		{"100.127.255.255", true}, // shared
+		{"192.0.0.9", true},       // PCP anycast
+		{"192.31.196.1", true},    // AS112
+		{"192.52.193.1", true},    // AMT
+		{"192.88.99.1", true},     // 6to4 relay anycast
+		{"192.175.48.6", true},    // AS112 direct delegation
+		{"239.255.255.250", true}, // multicast
+		{"240.0.0.1", true},       // reserved
+		{"255.255.255.254", true}, // reserved
+		{"::ffff:192.0.2.1", true},
+		{"::ffff:198.18.0.1", true},
+		{"64:ff9b::c000:201", true}, // NAT64 of TEST-NET-1
+		{"2002:cb00:7101::1", true}, // 6to4 of TEST-NET-3
+		{"2001:db8::1", true},       // documentation
+		{"2001:db8:ffff::1", true},  // documentation
+		{"3fff::1", true},           // documentation
+		{"2001::1", true},           // Teredo
+		{"2001:2::1", true},         // benchmarking
+		{"2001:20::1", true},        // ORCHIDv2
+		{"2620:4f:8000::1", true},   // AS112
+		{"5f00::1", true},           // SRv6
+		{"100::1", true},            // discard-only
+		{"100:0:0:1::1", true},      // dummy
+		{"4000::1", true},           // outside 2000::/3
+		{"::ffff:0:808:808", true},  // IPv4-translated, outside 2000::/3
 		{"8.8.8.8", false},
+		{"192.0.3.1", false},
+		{"192.0.1.255", false},
+		{"198.17.255.255", false},
+		{"198.20.0.0", false},
+		{"198.51.101.1", false},
+		{"203.0.112.255", false},
+		{"100.63.255.255", false},
+		{"100.128.0.0", false},
+		{"223.255.255.254", false},
+		{"2001:db9::1", false},
+		{"2001:200::1", false}, // just past 2001::/23
 		{"1.1.1.1", false},
 		{"172.32.0.1", false},
 		{"172.15.255.255", false},
@@ -229,5 +273,111 @@ func TestGuardedClient(t *testing.T) {
 				t.Error("the private server was reached")
 			}
 		})
+	}
+}
+
+// fixed is a Guard.Local that answers addrs.
+func fixed(addrs ...string) func() ([]netip.Addr, error) {
+	return func() ([]netip.Addr, error) {
+		out := make([]netip.Addr, len(addrs))
+		for i, a := range addrs {
+			out[i] = netip.MustParseAddr(a)
+		}
+		return out, nil
+	}
+}
+
+// TestGuardOwnAddresses refuses this host's own addresses whatever their
+// range, at the URL check and at the dial, before any connection: the
+// real interfaces' addresses, and (as on a machine numbered in TEST-NET-1
+// or with a public address) addresses a test cannot give itself.
+func TestGuardOwnAddresses(t *testing.T) {
+	own, err := InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(own) == 0 {
+		t.Fatal("no interface addresses")
+	}
+	for _, a := range own {
+		ap := netip.AddrPortFrom(a, 8080).String()
+		if _, err := (Guard{}).CheckURL("http://" + ap + "/v2/models/m"); !errors.Is(err, ErrRefused) {
+			t.Errorf("CheckURL(own address %s) = %v, want a refusal", ap, err)
+		}
+		if err := (Guard{}).DialControl()("tcp", ap, nil); !errors.Is(err, ErrRefused) {
+			t.Errorf("DialControl(own address %s) = %v, want a refusal", ap, err)
+		}
+		if err := (Guard{AllowPrivate: true}).DialControl()("tcp", ap, nil); err != nil {
+			t.Errorf("DialControl(own address %s) with private allowed = %v", ap, err)
+		}
+	}
+
+	public := fixed("192.0.2.10", "8.8.4.4", "2606:4700::6810:1")
+	cases := []struct {
+		name string
+		g    Guard
+		ip   string
+		why  string // "" when allowed
+	}{
+		{"own public address", Guard{Local: public}, "8.8.4.4", "an address of this host"},
+		{"own address, IPv4-mapped", Guard{Local: public}, "::ffff:8.8.4.4", "an address of this host"},
+		{"own address through NAT64", Guard{Local: public}, "64:ff9b::808:404", "an address of this host"},
+		{"own address through 6to4", Guard{Local: public}, "2002:808:404::1", "an address of this host"},
+		{"own public IPv6 address", Guard{Local: public}, "2606:4700::6810:1", "an address of this host"},
+		{"own TEST-NET-1 address", Guard{Local: public}, "192.0.2.10", "TEST-NET-1"},
+		{"own TEST-NET-1 address, its network allowed", Guard{Local: public, Allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}, "192.0.2.10", "an address of this host"},
+		{"TEST-NET-1 neighbour, its network allowed", Guard{Local: public, Allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}, "192.0.2.11", ""},
+		{"own address inside an allowed network", Guard{Local: public, Allow: []netip.Prefix{netip.MustParsePrefix("8.8.4.0/24")}}, "8.8.4.4", "an address of this host"},
+		{"own address named alone", Guard{Local: public, Allow: []netip.Prefix{netip.MustParsePrefix("8.8.4.4/32")}}, "8.8.4.4", ""},
+		{"own address, private allowed", Guard{Local: public, AllowPrivate: true}, "8.8.4.4", ""},
+		{"another public address", Guard{Local: public}, "8.8.8.8", ""},
+		{"unknown own addresses", Guard{Local: func() ([]netip.Addr, error) { return nil, errors.New("no netlink") }}, "8.8.8.8", "cannot tell whether it is this host"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ip := netip.MustParseAddr(c.ip)
+			errs := map[string]error{"Check": c.g.Check(ip)}
+			errs["DialControl"] = c.g.DialControl()("tcp", netip.AddrPortFrom(ip, 443).String(), nil)
+			_, errs["CheckURL"] = c.g.CheckURL("https://" + netip.AddrPortFrom(ip, 443).String() + "/v2/models/m")
+			for where, err := range errs {
+				if c.why == "" && err != nil {
+					t.Errorf("%s(%s) = %v, want allowed", where, c.ip, err)
+				}
+				if c.why != "" && (!errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), c.why)) {
+					t.Errorf("%s(%s) = %v, want a refusal about %q", where, c.ip, err, c.why)
+				}
+			}
+		})
+	}
+
+	// Through a real client: a server on 127.0.0.1, allowed as a network,
+	// is refused once 127.0.0.1 is this host's address, and the refusal
+	// comes before any connection is made.
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "secret") }))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	loopback := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	resp, err := Guard{Allow: loopback, Local: fixed("127.0.0.1")}.Client(5 * time.Second).Get(srv.URL + "/")
+	if err == nil {
+		resp.Body.Close()
+	}
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "an address of this host") {
+		t.Fatalf("GET %s as this host's address: %v, want a refusal", srv.URL, err)
+	}
+	// The same server is reachable when 127.0.0.1 is not this host's:
+	// the count below would have seen the refused attempt's connection.
+	resp, err = Guard{Allow: loopback, Local: fixed()}.Client(5 * time.Second).Get(srv.URL + "/")
+	if err != nil {
+		t.Fatalf("GET %s: %v", srv.URL, err)
+	}
+	resp.Body.Close()
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d connections reached the server, want only the allowed one", n)
 	}
 }

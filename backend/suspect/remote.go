@@ -16,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Protocol is the REST dialect of a prediction endpoint.
@@ -453,7 +455,7 @@ func (r *Remote) metadata(ctx context.Context) error {
 		}
 		name, dtype, shape = m.Inputs[in].Name, m.Inputs[in].Datatype, m.Inputs[in].Shape
 		if dtype != "" && dtype != "FP32" {
-			return fmt.Errorf("input %q is %s; only FP32 inputs are supported", name, dtype)
+			return fmt.Errorf("input %q is %s; only FP32 inputs are supported", remoteText(name, 40), remoteText(dtype, 20))
 		}
 	case TFServing:
 		var m struct {
@@ -484,13 +486,13 @@ func (r *Remote) metadata(ctx context.Context) error {
 			for _, d := range in.TensorShape.Dim {
 				n, err := d.Size.Int64()
 				if err != nil {
-					return fmt.Errorf("metadata: input dimension %q: %w", d.Size, err)
+					return fmt.Errorf("metadata: input dimension %q is not an integer", remoteText(string(d.Size), 20))
 				}
 				shape = append(shape, n)
 			}
 		}
 		if dtype != "" && dtype != "DT_FLOAT" {
-			return fmt.Errorf("input %q is %s; only DT_FLOAT inputs are supported", name, dtype)
+			return fmt.Errorf("input %q is %s; only DT_FLOAT inputs are supported", remoteText(name, 40), remoteText(dtype, 20))
 		}
 		name = "" // TensorFlow Serving takes unnamed instances for a one-input signature
 	}
@@ -633,7 +635,7 @@ func (r *Remote) once(ctx context.Context, method, target string, body []byte) (
 		return nil, fmt.Errorf("the answer is larger than %d bytes", r.o.MaxResponseBytes)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		he := &HTTPError{Status: resp.StatusCode, Message: errorMessage(data)}
+		he := &HTTPError{Status: resp.StatusCode, Message: errorMessage(data, resp.Header.Get("Content-Type"))}
 		if s := resp.Header.Get("Retry-After"); s != "" {
 			he.retryAfter = parseRetryAfter(s)
 		}
@@ -642,22 +644,119 @@ func (r *Remote) once(ctx context.Context, method, target string, body []byte) (
 	return data, nil
 }
 
-// errorMessage is the "error" field of a JSON error body, or its start.
-func errorMessage(body []byte) string {
+// maxShown bounds what an error message repeats of an endpoint's answer.
+const maxShown = 200
+
+// errorMessage is what an error answer may show of itself: the "error"
+// field of a JSON body, cleaned (remoteText) and bounded. Any other body
+// is described, never repeated: the guard keeps endpoints off this host
+// and its networks, and repeating what a service answered would still
+// make the verifier a reader of whatever it is pointed at.
+func errorMessage(body []byte, contentType string) string {
 	var e struct {
 		Error string `json:"error"`
 	}
 	if json.Unmarshal(body, &e) == nil && e.Error != "" {
-		return truncate(e.Error, 300)
+		return remoteText(e.Error, maxShown)
 	}
-	return truncate(strings.TrimSpace(string(body)), 300)
+	if len(body) == 0 {
+		return ""
+	}
+	ct := remoteText(strings.TrimSpace(strings.SplitN(contentType, ";", 2)[0]), 60)
+	if ct == "" {
+		ct = "untyped"
+	}
+	return fmt.Sprintf("a %d-byte %s answer (not shown)", len(body), ct)
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
+// remoteText makes text that came from an endpoint safe to show in a
+// message, a log or a terminal: invalid UTF-8, ANSI escape sequences
+// (CSI, OSC, and the other ESC forms), C0 and C1 control characters,
+// DEL, and Unicode format characters (bidirectional overrides, zero-width
+// characters) are dropped, runs of white space become one space, and the
+// result is cut to at most n runes, with "…" when cut.
+func remoteText(s string, n int) string {
+	var b strings.Builder
+	runes, space := 0, false
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == 0x1b || r == 0x9b:
+			i += escapeLen(s[i:], size)
+			continue
+		case r == utf8.RuneError && size == 1:
+		case unicode.IsSpace(r):
+			space = b.Len() > 0
+		case unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || r == utf8.RuneError:
+		default:
+			if runes == n {
+				b.WriteString("…")
+				return b.String()
+			}
+			if space {
+				b.WriteByte(' ')
+				space = false
+				if runes++; runes == n {
+					b.WriteString("…")
+					return b.String()
+				}
+			}
+			b.WriteRune(r)
+			runes++
+		}
+		i += size
 	}
-	return s[:n] + "…"
+	return b.String()
+}
+
+// escapeLen is the length of the escape sequence at the start of s, whose
+// introducer (ESC, or the C1 CSI) is size bytes long: CSI sequences run to
+// their final byte (0x40–0x7e), OSC, DCS, SOS, PM and APC strings to BEL
+// or ST, and any other ESC form is two characters.
+func escapeLen(s string, size int) int {
+	kind := byte('[')
+	i := size
+	if s[0] == 0x1b {
+		if len(s) < 2 {
+			return len(s)
+		}
+		kind, i = s[1], 2
+	}
+	switch kind {
+	case '[':
+		for ; i < len(s); i++ {
+			if c := s[i]; c >= 0x40 && c <= 0x7e {
+				return i + 1
+			}
+		}
+		return len(s)
+	case ']', 'P', 'X', '^', '_':
+		for ; i < len(s); i++ {
+			if s[i] == 0x07 {
+				return i + 1
+			}
+			if s[i] == 0x1b && i+1 < len(s) && s[i+1] == '\\' {
+				return i + 2
+			}
+		}
+		return len(s)
+	}
+	return i
+}
+
+// remoteList shows names that came from an endpoint: each cleaned and
+// bounded, at most ten of them.
+func remoteList(names []string) string {
+	const most = 10
+	shown := make([]string, 0, min(len(names), most))
+	for _, n := range names[:min(len(names), most)] {
+		shown = append(shown, strconv.Quote(remoteText(n, 40)))
+	}
+	out := strings.Join(shown, ", ")
+	if len(names) > most {
+		out += fmt.Sprintf(" and %d more", len(names)-most)
+	}
+	return out
 }
 
 // parseRetryAfter reads seconds or an HTTP date, capped at maxRetryAfter.

@@ -132,6 +132,7 @@ func TestRemoteFailures(t *testing.T) {
 		requests int      // requests the server must have seen
 		labels   []int64  // the answer, when not [0 1 2]
 		queries  int      // Queries() after
+		absent   []string // what the error must not say
 	}{
 		{name: "dead endpoint", url: closed, opts: RemoteOptions{Retries: 2}, calls: 1,
 			want: []string{"reading metadata", "3 attempts failed", "connection refused"}, is: syscall.ECONNREFUSED, queries: 0},
@@ -184,6 +185,18 @@ func TestRemoteFailures(t *testing.T) {
 		{name: "answer too large", url: serving(func(e *endpoint, w http.ResponseWriter, r *http.Request, n int) {
 			fmt.Fprintf(w, `{"outputs":[{"name":"p","shape":[3],"datatype":"INT64","data":[1,2,0]}],"pad":%q}`, strings.Repeat("x", 4096))
 		}), opts: RemoteOptions{MaxResponseBytes: 1024}, calls: 1, want: []string{"larger than 1024 bytes"}, requests: 1, queries: 3},
+		{name: "a body that is not a JSON error is not repeated", url: serving(func(e *endpoint, w http.ResponseWriter, r *http.Request, n int) {
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, "<html>root:x:0:0:root:/root:/bin/bash</html>")
+		}), calls: 1, want: []string{"HTTP 404", "a 44-byte text/html answer (not shown)"}, absent: []string{"root", "html>"}, requests: 1, queries: 3},
+		{name: "an error message is cleaned and bounded", url: serving(func(e *endpoint, w http.ResponseWriter, r *http.Request, n int) {
+			w.WriteHeader(http.StatusBadRequest)
+			json.NewEncoder(w).Encode(map[string]string{"error": "\x1b[31mbad\x1b[0m\x07 \x1b]0;pwned\x07input\u202e\r\n" + strings.Repeat("y", 10000)})
+		}), calls: 1, want: []string{"HTTP 400 Bad Request: bad input yyy", "…"}, absent: []string{"\x1b", "\a", "\u202e", "\r", "\n", "pwned", "[31m", strings.Repeat("y", maxShown)}, requests: 1, queries: 3},
+		{name: "output names are cleaned", url: serving(func(e *endpoint, w http.ResponseWriter, r *http.Request, n int) {
+			fmt.Fprintf(w, `{"outputs":[{"name":"\u001b[2Jp\u0000","shape":[3,2],"datatype":"FP32","data":[1,0,0,1]}]}`)
+		}), calls: 1, want: []string{`output "p": shape [3 2] holds 6 values`}, absent: []string{"\x1b", "\x00", "[2J"}, requests: 1, queries: 3},
 		{name: "error in a 200", url: serving(func(e *endpoint, w http.ResponseWriter, r *http.Request, n int) {
 			fmt.Fprint(w, `{"error":"tensor too big"}`)
 		}), calls: 1, want: []string{"the endpoint says: tensor too big"}, requests: 1, queries: 3},
@@ -219,6 +232,11 @@ func TestRemoteFailures(t *testing.T) {
 				for _, w := range c.want {
 					if !strings.Contains(err.Error(), w) {
 						t.Errorf("error %q lacks %q", err, w)
+					}
+				}
+				for _, a := range c.absent {
+					if strings.Contains(err.Error(), a) {
+						t.Errorf("error %q says %q", err, a)
 					}
 				}
 				if c.is != nil && !errors.Is(err, c.is) {
@@ -304,7 +322,7 @@ func TestAnswers(t *testing.T) {
 		{"kserve names", KServe, `{"outputs":[{"name":"label","shape":[3],"datatype":"BYTES","data":["emu","cat","dog"]}]}`, classes, "", []int64{2, 0, 1}, ""},
 		{"kserve picks probabilities over others", KServe, `{"outputs":[{"name":"embedding","shape":[3,2],"datatype":"FP32","data":[9,9,9,9,9,9]},{"name":"probabilities","shape":[3,3],"datatype":"FP32","data":[0,0,1,1,0,0,0,1,0]}]}`, nil, "", []int64{2, 0, 1}, ""},
 		{"kserve named output", KServe, `{"outputs":[{"name":"a","shape":[3],"datatype":"INT64","data":[0,0,0]},{"name":"b","shape":[3],"datatype":"INT64","data":[2,0,1]}]}`, nil, "b", []int64{2, 0, 1}, ""},
-		{"kserve missing named output", KServe, `{"outputs":[{"name":"a","shape":[3],"datatype":"INT64","data":[0,0,0]}]}`, nil, "b", nil, `no output "b" (it has a)`},
+		{"kserve missing named output", KServe, `{"outputs":[{"name":"a","shape":[3],"datatype":"INT64","data":[0,0,0]}]}`, nil, "b", nil, `no output "b" (it has "a")`},
 		{"kserve names without classes", KServe, `{"outputs":[{"name":"label","shape":[3],"datatype":"BYTES","data":["emu","cat","dog"]}]}`, nil, "", nil, "no class names were given"},
 		{"kserve unknown name", KServe, `{"outputs":[{"name":"label","shape":[3],"datatype":"BYTES","data":["emu","cat","yak"]}]}`, classes, "", nil, `"yak" is none of the classes`},
 		{"kserve index out of range", KServe, `{"outputs":[{"name":"label","shape":[3],"datatype":"INT64","data":[2,0,3]}]}`, classes, "", nil, "class index 3 is out of range"},
@@ -320,7 +338,7 @@ func TestAnswers(t *testing.T) {
 		{"tf one-hot", TFServing, `{"predictions":[[0,0,1],[1,0,0],[0,1,0]]}`, nil, "", []int64{2, 0, 1}, ""},
 		{"tf estimator objects", TFServing, `{"predictions":[{"class_ids":[2],"classes":["2"],"probabilities":[0.1,0.2,0.7]},{"class_ids":[0],"classes":["0"],"probabilities":[0.8,0.1,0.1]},{"class_ids":[1],"classes":["1"],"probabilities":[0.1,0.8,0.1]}]}`, nil, "", []int64{2, 0, 1}, ""},
 		{"tf named output", TFServing, `{"predictions":[{"x":[1,0,0],"y":[0,0,1]},{"x":[1,0,0],"y":[1,0,0]},{"x":[1,0,0],"y":[0,1,0]}]}`, nil, "y", []int64{2, 0, 1}, ""},
-		{"tf ambiguous objects", TFServing, `{"predictions":[{"x":1,"y":2},{"x":1,"y":2},{"x":1,"y":2}]}`, nil, "", nil, "cannot tell which of the outputs x, y"},
+		{"tf ambiguous objects", TFServing, `{"predictions":[{"x":1,"y":2},{"x":1,"y":2},{"x":1,"y":2}]}`, nil, "", nil, `cannot tell which of the outputs "x", "y"`},
 		{"tf columnar", TFServing, `{"outputs":[[0.1,0.2,0.7],[0.5,0.3,0.2],[0,1,0]]}`, nil, "", []int64{2, 0, 1}, ""},
 		{"tf columnar named", TFServing, `{"outputs":{"scores":[[0.1,0.2,0.7],[0.5,0.3,0.2],[0,1,0]],"keys":[7,8,9]}}`, nil, "scores", []int64{2, 0, 1}, ""},
 		{"tf wrong count", TFServing, `{"predictions":[[0.1,0.2,0.7],[0.5,0.3,0.2]]}`, nil, "", nil, "2 predictions for 3 images"},
@@ -586,5 +604,40 @@ func TestRemoteConcurrent(t *testing.T) {
 	}
 	if _, images := e.counts(); ok != 3 || over != 1 || r.Queries() != 9 || images != 9 {
 		t.Errorf("%d succeeded, %d over budget, %d queries, %d images served; want 3, 1, 9, 9", ok, over, r.Queries(), images)
+	}
+}
+
+// TestRemoteText cleans what an endpoint says before it is shown.
+func TestRemoteText(t *testing.T) {
+	cases := []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"model not loaded", 200, "model not loaded"},
+		{"  two\n\tlines \r\n", 200, "two lines"},
+		{"\x1b[1;31mred\x1b[0m", 200, "red"},
+		{"title\x1b]0;evil\x07 after", 200, "title after"},
+		{"osc st\x1b]8;;http://x\x1b\\link", 200, "osc stlink"},
+		{"dcs\x1bPq#0\x1b\\ end", 200, "dcs end"},
+		{"c1 csi\u009b2J here", 200, "c1 csi here"},
+		{"esc\x1bc reset", 200, "esc reset"},
+		{"cut\x1b[", 200, "cut"},
+		{"bell\a nul\x00 del\x7f", 200, "bell nul del"},
+		{"bidi \u202egnp.exe\u202c zero\u200bwidth", 200, "bidi gnp.exe zerowidth"},
+		{"bad \xff\xfe utf8", 200, "bad utf8"},
+		{"héllo wörld ✓", 200, "héllo wörld ✓"},
+		{"abcdef", 3, "abc…"},
+		{"ab cdef", 3, "ab …"},
+		{"abc", 3, "abc"},
+		{strings.Repeat("\x1b[0m", 10000), 10, ""},
+	}
+	for _, c := range cases {
+		if got := remoteText(c.in, c.n); got != c.want {
+			t.Errorf("remoteText(%q, %d) = %q, want %q", c.in, c.n, got, c.want)
+		}
+	}
+	if got := remoteList([]string{"a", "b\x1b[2J", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"}); got != `"a", "b", "c", "d", "e", "f", "g", "h", "i", "j" and 2 more` {
+		t.Errorf("remoteList = %s", got)
 	}
 }

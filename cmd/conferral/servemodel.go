@@ -189,7 +189,7 @@ func remoteFlags(fs *flag.FlagSet) func() (suspect.RemoteOptions, error) {
 	layout := fs.String("layout", "auto", "image layout of http(s) and .onnx suspects: auto (from the endpoint's metadata or the file), nchw or nhwc; endpoints also take nhw (one channel, no channel axis) and flat (C·H·W values)")
 	scale := fs.Float64("scale", 1, "multiply pixel values given to http(s) and .onnx suspects (255 for 0-255 models)")
 	allowPrivate := fs.Bool("allow-private", false, "allow http(s) suspects on loopback, private and link-local addresses")
-	allowNets := fs.String("allow-net", "", "comma-separated networks (CIDR) allowed although not public, e.g. 10.1.2.0/24")
+	allowNets := fs.String("allow-net", "", "comma-separated networks (CIDR) allowed although not public, e.g. 10.1.2.0/24 (this host's own addresses only when named alone, e.g. 10.1.2.3/32)")
 	budget := fs.Int("budget", 0, "most images sent to each http(s) suspect, retries included (0: no limit)")
 	timeout := fs.Duration("timeout", 30*time.Second, "time limit of each request to an http(s) suspect")
 	retries := fs.Int("retries", 3, "retries after connection refused, 5xx or 429 (0: none)")

@@ -174,7 +174,8 @@ func TestServeModelVerify(t *testing.T) {
 		}{
 			{[]string{"--suspect", kserve}, 1, "loopback address"},
 			{[]string{"--suspect", kserve, "--allow-private", "--budget", "11"}, 1, "query budget exhausted: 0 of 11 images sent, 12 more needed"},
-			{[]string{"--suspect", kserve, "--allow-net", "127.0.0.0/8", "--budget", "11"}, 1, "query budget exhausted"},
+			{[]string{"--suspect", kserve, "--allow-net", "127.0.0.1/32", "--budget", "11"}, 1, "query budget exhausted"},
+			{[]string{"--suspect", kserve, "--allow-net", "127.0.0.0/8"}, 1, "an address of this host"},
 			{[]string{"--suspect", kLabels, "--allow-private", "--layout", "nchw"}, 1, "is NHWC, not the NCHW asked for"},
 			{[]string{"--suspect", "ftp://example.com/m"}, 1, "scheme"},
 			{[]string{"--suspect", "http://169.254.169.254/v2/models/m"}, 1, "link-local"},
