@@ -41,8 +41,21 @@ func NewSGD(params []*Tensor, o SGDOpts) *Optimizer {
 	return newOptimizer(h, params, o.LR)
 }
 
-// NewAdam returns Adam over params.
+// NewAdam returns Adam over params. Its WeightDecay is an L2 penalty added
+// to the gradient (PyTorch's Adam): it passes through the adaptive scaling.
 func NewAdam(params []*Tensor, o AdamOpts) *Optimizer {
+	return newAdam("adam", params, o)
+}
+
+// NewAdamW returns AdamW (Loshchilov and Hutter) over params: Adam with
+// decoupled weight decay, each step first shrinking every parameter by
+// lr·WeightDecay and then taking Adam's step on the bare gradient
+// (PyTorch's AdamW; its default decay is 0.01).
+func NewAdamW(params []*Tensor, o AdamOpts) *Optimizer {
+	return newAdam("adamw", params, o)
+}
+
+func newAdam(kind string, params []*Tensor, o AdamOpts) *Optimizer {
 	if o.Beta1 == 0 {
 		o.Beta1 = 0.9
 	}
@@ -53,12 +66,16 @@ func NewAdam(params []*Tensor, o AdamOpts) *Optimizer {
 		o.Eps = 1e-8
 	}
 	if len(params) == 0 {
-		panic(&Error{Op: "adam", Msg: "no parameters to optimise"})
+		panic(&Error{Op: kind, Msg: "no parameters to optimise"})
 	}
-	hs := handles("adam", params)
+	hs := handles(kind, params)
 	var h C.tch_optim
-	check("adam", C.tch_adam(&hs[0], C.int(len(hs)), C.double(o.LR), C.double(o.Beta1), C.double(o.Beta2),
-		C.double(o.Eps), C.double(o.WeightDecay), cbool(o.AMSGrad), &h))
+	lr, b1, b2, eps, wd := C.double(o.LR), C.double(o.Beta1), C.double(o.Beta2), C.double(o.Eps), C.double(o.WeightDecay)
+	if kind == "adamw" {
+		check(kind, C.tch_adamw(&hs[0], C.int(len(hs)), lr, b1, b2, eps, wd, cbool(o.AMSGrad), &h))
+	} else {
+		check(kind, C.tch_adam(&hs[0], C.int(len(hs)), lr, b1, b2, eps, wd, cbool(o.AMSGrad), &h))
+	}
 	return newOptimizer(h, params, o.LR)
 }
 

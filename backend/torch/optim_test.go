@@ -51,13 +51,16 @@ func TestSchedules(t *testing.T) {
 func TestOptimizerSetLR(t *testing.T) {
 	s := torch.NewScope()
 	defer s.Close()
-	for _, kind := range []string{"sgd", "adam"} {
+	for _, kind := range []string{"sgd", "adam", "adamw"} {
 		w := torch.FromSlice(s, []float32{1, 2}, 2).SetRequiresGrad(true)
 		var o *torch.Optimizer
-		if kind == "sgd" {
+		switch kind {
+		case "sgd":
 			o = torch.NewSGD([]*torch.Tensor{w}, torch.SGDOpts{LR: 0})
-		} else {
+		case "adam":
 			o = torch.NewAdam([]*torch.Tensor{w}, torch.AdamOpts{LR: 0})
+		default:
+			o = torch.NewAdamW([]*torch.Tensor{w}, torch.AdamOpts{LR: 0})
 		}
 		step := func() []float32 {
 			o.ZeroGrad()
@@ -126,5 +129,61 @@ func TestOptimizerZeroGrad(t *testing.T) {
 	o.Step() // no gradients: a no-op
 	if got := w.Detach().Float32s(); !equalSlices(got, []float32{1, 1}) {
 		t.Errorf("step without gradients moved w to %v", got)
+	}
+}
+
+// AdamW decays the weights apart from the adaptive step (PyTorch's AdamW),
+// where Adam adds the decay to the gradient, which the step then rescales:
+// both match PyTorch's update rules step by step, and they differ.
+func TestAdamWDecoupledDecay(t *testing.T) {
+	const lr, wd, b1, b2, eps, steps = 0.1, 0.5, 0.9, 0.999, 1e-8, 4
+	// reference runs PyTorch's update on the loss ½Σw² (gradient w).
+	reference := func(decoupled bool) []float64 {
+		w := []float64{1, -2, 0.5}
+		m, v := make([]float64, len(w)), make([]float64, len(w))
+		for step := 1; step <= steps; step++ {
+			for i := range w {
+				g := w[i]
+				if decoupled {
+					w[i] *= 1 - lr*wd
+				} else {
+					g += wd * w[i]
+				}
+				m[i] = b1*m[i] + (1-b1)*g
+				v[i] = b2*v[i] + (1-b2)*g*g
+				bc1, bc2 := 1-math.Pow(b1, float64(step)), 1-math.Pow(b2, float64(step))
+				w[i] -= lr / bc1 * m[i] / (math.Sqrt(v[i])/math.Sqrt(bc2) + eps)
+			}
+		}
+		return w
+	}
+	s := torch.NewScope()
+	defer s.Close()
+	run := func(newOpt func([]*torch.Tensor, torch.AdamOpts) *torch.Optimizer) []float32 {
+		w := torch.FromSlice(s, []float32{1, -2, 0.5}, 3).SetRequiresGrad(true)
+		opt := newOpt([]*torch.Tensor{w}, torch.AdamOpts{LR: lr, WeightDecay: wd})
+		defer opt.Free()
+		for range steps {
+			opt.ZeroGrad()
+			w.Square().Sum().MulScalar(0.5).Backward()
+			opt.Step()
+		}
+		return w.Detach().Float32s()
+	}
+	adam, adamw := run(torch.NewAdam), run(torch.NewAdamW)
+	for _, tc := range []struct {
+		name string
+		got  []float32
+		want []float64
+	}{{"adam (L2)", adam, reference(false)}, {"adamw (decoupled)", adamw, reference(true)}} {
+		for i := range tc.want {
+			if math.Abs(float64(tc.got[i])-tc.want[i]) > 1e-5 {
+				t.Errorf("%s: w = %v, want %v", tc.name, tc.got, tc.want)
+				break
+			}
+		}
+	}
+	if equalSlices(adam, adamw) {
+		t.Errorf("Adam and AdamW took the same steps %v", adam)
 	}
 }

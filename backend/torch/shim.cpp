@@ -444,6 +444,15 @@ char *tch_adam(tch_tensor *params, int n, double lr, double beta1, double beta2,
                                                             .amsgrad(amsgrad != 0)))
 }
 
+char *tch_adamw(tch_tensor *params, int n, double lr, double beta1, double beta2, double eps,
+                double weight_decay, int amsgrad, tch_optim *out) {
+  TRY(*out = new torch::optim::AdamW(tensors(params, n), torch::optim::AdamWOptions(lr)
+                                                              .betas({beta1, beta2})
+                                                              .eps(eps)
+                                                              .weight_decay(weight_decay)
+                                                              .amsgrad(amsgrad != 0)))
+}
+
 char *tch_optim_step(tch_optim o) { TRY(static_cast<torch::optim::Optimizer *>(o)->step()) }
 
 char *tch_optim_zero_grad(tch_optim o) {
@@ -460,6 +469,7 @@ char *tch_optim_set_lr(tch_optim o, double lr) {
       auto &opts = g.options();
       if (auto *s = dynamic_cast<torch::optim::SGDOptions *>(&opts)) s->lr(lr);
       else if (auto *a = dynamic_cast<torch::optim::AdamOptions *>(&opts)) a->lr(lr);
+      else if (auto *w = dynamic_cast<torch::optim::AdamWOptions *>(&opts)) w->lr(lr);
       else throw std::invalid_argument("optimizer has no learning rate");
     }
   })

@@ -103,6 +103,8 @@ char *tch_sgd(tch_tensor *params, int n, double lr, double momentum, double damp
               double weight_decay, int nesterov, tch_optim *out);
 char *tch_adam(tch_tensor *params, int n, double lr, double beta1, double beta2,
                double eps, double weight_decay, int amsgrad, tch_optim *out);
+char *tch_adamw(tch_tensor *params, int n, double lr, double beta1, double beta2,
+                double eps, double weight_decay, int amsgrad, tch_optim *out);
 char *tch_optim_step(tch_optim o);
 char *tch_optim_zero_grad(tch_optim o);
 char *tch_optim_set_lr(tch_optim o, double lr);
