@@ -90,6 +90,17 @@ func (s *Server) routes() http.Handler {
 // browser's Origin is this server's (or an allowed one).
 func (s *Server) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// DNS rebinding: a page whose name resolves to this machine
+		// comes with its own name in Host.
+		if !s.hosts.allows(r.Host) {
+			msg := fmt.Sprintf("this server does not answer to host %q (serve --hosts adds names)", r.Host)
+			if strings.HasPrefix(r.URL.Path, "/api/") {
+				writeJSON(w, http.StatusMisdirectedRequest, shared.APIError{Error: msg})
+			} else {
+				http.Error(w, msg, http.StatusMisdirectedRequest)
+			}
+			return
+		}
 		// A page served elsewhere (Config.Origins) may call the API.
 		if o := r.Header.Get("Origin"); o != "" && s.extraOrigin(o) {
 			h := w.Header()
@@ -124,20 +135,23 @@ func (s *Server) guard(next http.Handler) http.Handler {
 }
 
 // originOK accepts requests without an Origin (not from a browser page),
-// from the server's own origin, and from Config.Origins.
+// from the server's own origin, and from Config.Origins. The own origin is
+// an http(s) origin whose host the server answers to (hostPolicy) and
+// whose host and port are those of the request: r.Host alone would be
+// whatever name a rebinding attacker's page has.
 func (s *Server) originOK(r *http.Request) bool {
 	o := r.Header.Get("Origin")
 	if o == "" {
 		return true
 	}
-	u, err := url.Parse(o)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(u.Host, r.Host) {
+	if s.extraOrigin(o) {
 		return true
 	}
-	return s.extraOrigin(o)
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return false
+	}
+	return s.hosts.allows(u.Host) && s.hosts.allows(r.Host) && strings.EqualFold(u.Host, r.Host)
 }
 
 // extraOrigin says whether o is one of Config.Origins.

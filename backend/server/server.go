@@ -71,6 +71,12 @@ type Config struct {
 	// Origins are the extra origins allowed to open the event websocket
 	// (scheme://host[:port]); the server's own origin always is.
 	Origins []string
+	// Hosts are the extra names (or addresses) the server answers to in
+	// a request's Host header, besides where it listens: loopback names
+	// and addresses for a loopback Addr; Addr's host, this machine's name
+	// and any IP address for a wider one. Any other Host is refused (421),
+	// which defeats DNS rebinding.
+	Hosts []string
 	// App serves "/" (the browser app); nil serves a short text page.
 	App http.Handler
 	// DataDir is the folder of datasets ("" for where packages put them).
@@ -125,6 +131,7 @@ type Server struct {
 	seqMu   sync.Mutex
 	seqs    map[string]int64
 	handler http.Handler
+	hosts   hostPolicy
 	closed  sync.Once
 }
 
@@ -172,8 +179,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
+	hosts, err := newHostPolicy(cfg.Addr, cfg.Hosts)
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{cfg: cfg, device: dev, hub: newHub(), log: cfg.Logger, seqs: map[string]int64{},
-		queue: queueName(dev), reports: filepath.Join(cfg.Dir, "reports")}
+		queue: queueName(dev), reports: filepath.Join(cfg.Dir, "reports"), hosts: hosts}
 	ok := false
 	defer func() {
 		if !ok {

@@ -26,6 +26,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	workers := fs.Int("workers", 1, "jobs run at once on the device")
 	maxUpload := fs.Int64("max-upload", 256<<20, "largest ONNX upload in bytes")
 	origins := fs.String("origins", "", "comma-separated extra origins (scheme://host:port) allowed to use the API from a browser")
+	hosts := fs.String("hosts", "", "comma-separated extra names the server answers to in the Host header (it answers to where it listens: loopback names and addresses for a loopback --addr); others are refused, which defeats DNS rebinding")
 	noResume := fs.Bool("no-resume", false, "mark jobs that a crash interrupted as interrupted instead of running them again")
 	web := fs.String("web", "bin/web", "folder of the browser app's app.wasm (`make web`)")
 	dataDir := fs.String("data-dir", "", "dataset folder (default: where the Debian package or module puts it)")
@@ -59,9 +60,15 @@ func runServe(ctx context.Context, e *env, args []string) error {
 			extra = append(extra, o)
 		}
 	}
+	var names []string
+	for _, h := range strings.Split(*hosts, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			names = append(names, h)
+		}
+	}
 	s, err := server.New(ctx, server.Config{
 		Dir: *dir, Device: e.device.String(), Workers: *workers, Threads: threads, NoResume: *noResume,
-		MaxUpload: *maxUpload, AllowPrivate: *allowPrivate, Addr: *addr, Token: *token, Origins: extra,
+		MaxUpload: *maxUpload, AllowPrivate: *allowPrivate, Addr: *addr, Token: *token, Origins: extra, Hosts: names,
 		App: app.Handler(*web), DataDir: *dataDir, Version: "dev",
 		Database: *database, Artifacts: *artifacts, NoWork: *coordinator, Lease: *lease, JobDevice: *jobsDevice,
 		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level})),
