@@ -200,6 +200,10 @@ func replyStatus(w http.ResponseWriter, status int, v any, err error) {
 
 // fail answers an error with the status its kind calls for.
 func fail(w http.ResponseWriter, err error) {
+	if errors.Is(err, errBusy) {
+		writeBusy(w, err)
+		return
+	}
 	status := http.StatusInternalServerError
 	switch {
 	case errors.As(err, new(inputError)):

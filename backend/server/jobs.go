@@ -22,18 +22,15 @@ func (e inputError) Unwrap() error { return e.error }
 
 func badInput(format string, args ...any) error { return inputError{fmt.Errorf(format, args...)} }
 
-// Submit checks a request, records the job and queues it.
+// Submit checks a request, then records the job and queues it in one
+// transaction. A database too busy to take it within a few seconds makes
+// an error that is errBusy (the API answers 503 with Retry-After).
 func (s *Server) Submit(ctx context.Context, req shared.JobRequest) (shared.Job, error) {
 	if err := s.check(ctx, &req); err != nil {
 		return shared.Job{}, err
 	}
-	j, err := s.store.NewJob(ctx, req)
+	j, err := s.record(ctx, req) // submit.go: one transaction
 	if err != nil {
-		return shared.Job{}, err
-	}
-	s.emit(ctx, shared.Event{Job: j.ID, Kind: shared.State, State: shared.JobQueued, Stage: string(j.Kind)})
-	if err := s.enqueue(ctx, j.ID); err != nil {
-		s.finish(ctx, j.ID, shared.JobFailed, nil, err.Error())
 		return shared.Job{}, err
 	}
 	return s.store.Job(ctx, j.ID)

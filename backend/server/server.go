@@ -132,7 +132,11 @@ type Server struct {
 	seqs    map[string]int64
 	handler http.Handler
 	hosts   hostPolicy
-	closed  sync.Once
+	// beginJobTx opens the transaction that records and queues a job
+	// (submit.go).
+	beginJobTx func(ctx context.Context) (jobTx, error)
+	submitWait time.Duration // [submitWait]
+	closed     sync.Once
 }
 
 // jobArgs is the River job: the server's own job ID.
@@ -195,6 +199,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		if err := s.openFleet(ctx); err != nil {
 			return nil, err
 		}
+		s.beginJobTx = func(ctx context.Context) (jobTx, error) { return beginPgJobTx(ctx, s.fleet) }
 		s.handler = s.routes()
 		ok = true
 		return s, nil
@@ -246,6 +251,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: creating the queue client: %w", err)
 	}
 	s.river = client
+	s.beginJobTx = func(ctx context.Context) (jobTx, error) {
+		tx, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			return nil, err
+		}
+		return sqliteJobTx{tx: tx, client: client}, nil
+	}
 	if err := s.river.Start(context.WithoutCancel(ctx)); err != nil {
 		return nil, fmt.Errorf("server: starting the queue: %w", err)
 	}

@@ -234,29 +234,29 @@ func (s *sqlStore) Upload(ctx context.Context, id string) (string, error) {
 	return path, nil
 }
 
-// NewJob takes the next job ID; two servers racing on Postgres would
-// collide on the primary key and one would retry.
+// NewJob records a queued job under the next job ID, in one transaction
+// (on PostgreSQL under the advisory lock that Server.record takes too).
+// The server itself records and queues a job together (Server.record);
+// this is the record alone.
 func (s *sqlStore) NewJob(ctx context.Context, req shared.JobRequest) (shared.Job, error) {
-	j := shared.Job{Kind: req.Kind, State: shared.JobQueued, Args: req, Created: time.Now().UTC()}
-	for range 5 {
-		var next int64
-		if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(id), 0) + 1 FROM conferral_jobs`).Scan(&next); err != nil {
-			return j, fmt.Errorf("recording a job: %w", err)
-		}
-		j.ID = fmt.Sprint(next)
-		b, err := json.Marshal(j)
-		if err != nil {
-			return j, err
-		}
-		_, err = s.db.ExecContext(ctx, s.q(`INSERT INTO conferral_jobs (id, state, info, created) VALUES (?, ?, ?, ?)`), next, string(j.State), string(b), stamp(j.Created))
-		if err == nil {
-			return j, nil
-		}
-		if ctx.Err() != nil {
-			return j, fmt.Errorf("recording a job: %w", err)
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return shared.Job{}, fmt.Errorf("recording a job: %w", err)
+	}
+	defer tx.Rollback()
+	if s.postgres {
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, jobIDLock); err != nil {
+			return shared.Job{}, fmt.Errorf("recording a job: %w", err)
 		}
 	}
-	return j, errors.New("recording a job: no free job ID after 5 tries")
+	j, _, err := insertJob(ctx, sqliteJobTx{tx: tx}, s.q, req)
+	if err != nil {
+		return j, err
+	}
+	if err := tx.Commit(); err != nil {
+		return j, fmt.Errorf("recording job %s: %w", j.ID, err)
+	}
+	return j, nil
 }
 
 func jobKey(id string) (int64, error) {
