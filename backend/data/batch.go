@@ -1,6 +1,9 @@
 package data
 
-import "iter"
+import (
+	"iter"
+	"math"
+)
 
 // Batch is a minibatch in pixel space: X holds N images of C×H×W pixels in
 // [0,1] (NCHW, float32), Y their labels, and Index their indices in the
@@ -43,6 +46,10 @@ type BatchOpts struct {
 	NoFlip bool
 	// DropLast drops the last batch when it is smaller than Size.
 	DropLast bool
+	// Noise, when positive, adds Gaussian noise of this standard deviation
+	// (pixel units) to every pixel, after any crop and flip, and clips the
+	// result to [0,1]. It is drawn from Seed like the augmentation.
+	Noise float64
 }
 
 // pad returns the crop padding for images of height h, or 0 for none.
@@ -67,6 +74,7 @@ func (d *Dataset) Batches(o BatchOpts) iter.Seq[Batch] {
 		size = DefaultBatchSize
 	}
 	return func(yield func(Batch) bool) {
+		noise := newRNG(o.Seed, 3)
 		order := make([]int, d.N)
 		for i := range order {
 			order[i] = i
@@ -88,6 +96,9 @@ func (d *Dataset) Batches(o BatchOpts) iter.Seq[Batch] {
 				b = d.augmented(idx, aug, pad, flip)
 			} else {
 				b = Batch{X: d.Float32(idx), N: len(idx), C: d.C, H: d.H, W: d.W}
+			}
+			if o.Noise > 0 {
+				addNoise(b.X, o.Noise, noise)
 			}
 			b.Index = append([]int(nil), idx...)
 			b.Y = make([]int64, len(idx))
@@ -151,4 +162,19 @@ func (d *Dataset) augmented(idx []int, r rng, pad int, flip bool) Batch {
 		}
 	}
 	return Batch{X: out, N: len(idx), C: c, H: h, W: w}
+}
+
+// addNoise adds N(0, σ²) to every pixel of x and clips to [0,1]. The
+// normal deviates come from r by the Box–Muller transform, written out so
+// that no library change alters them.
+func addNoise(x []float32, sigma float64, r rng) {
+	for i := 0; i < len(x); i += 2 {
+		u1 := 1 - r.float64() // (0,1]: the logarithm stays finite
+		u2 := r.float64()
+		rad := sigma * math.Sqrt(-2*math.Log(u1))
+		z := [2]float64{rad * math.Cos(2*math.Pi*u2), rad * math.Sin(2*math.Pi*u2)}
+		for k := range min(2, len(x)-i) {
+			x[i+k] = float32(min(max(float64(x[i+k])+z[k], 0), 1))
+		}
+	}
 }

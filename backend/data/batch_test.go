@@ -1,6 +1,7 @@
 package data
 
 import (
+	"math"
 	"slices"
 	"testing"
 )
@@ -179,5 +180,54 @@ func TestAugment(t *testing.T) {
 				t.Errorf("largest crop offset %d, want %d", maxOff, tc.wantPad)
 			}
 		})
+	}
+}
+
+// Noise adds zero-mean Gaussian noise of the given deviation, clipped to
+// [0,1], reproducibly from the seed, on top of crops and flips or alone.
+func TestNoise(t *testing.T) {
+	d := synth(64, 1, 8, 8, 4)
+	for i := range d.Images {
+		d.Images[i] = 128 // mid-grey: no clipping at σ = 0.05
+	}
+	first := func(o BatchOpts) []float32 {
+		for b := range d.Batches(o) {
+			return b.X
+		}
+		return nil
+	}
+	clean := first(BatchOpts{Size: 64})
+	for _, tc := range []struct {
+		name  string
+		o     BatchOpts
+		sigma float64
+	}{
+		{"none", BatchOpts{Size: 64, Seed: 3}, 0},
+		{"noise 0.05", BatchOpts{Size: 64, Seed: 3, Noise: 0.05}, 0.05},
+		{"noise 0.1", BatchOpts{Size: 64, Seed: 4, Noise: 0.1}, 0.1},
+	} {
+		got := first(tc.o)
+		var sum, sq float64
+		for i, v := range got {
+			e := float64(v - clean[i])
+			sum += e
+			sq += e * e
+		}
+		n := float64(len(got))
+		mean, std := sum/n, math.Sqrt(sq/n)
+		if math.Abs(mean) > 0.1*tc.sigma+1e-9 || math.Abs(std-tc.sigma) > 0.1*tc.sigma+1e-9 {
+			t.Errorf("%s: noise mean %.4f, std %.4f; want 0 and %.2f", tc.name, mean, std, tc.sigma)
+		}
+		if again := first(tc.o); !slices.Equal(again, got) {
+			t.Errorf("%s: the same seed gave different noise", tc.name)
+		}
+	}
+	// Clipped to [0,1] with crops and flips too.
+	for b := range d.Batches(BatchOpts{Size: 16, Seed: 1, Augment: true, Noise: 2}) {
+		for _, v := range b.X {
+			if v < 0 || v > 1 {
+				t.Fatalf("pixel %v outside [0,1]", v)
+			}
+		}
 	}
 }

@@ -132,6 +132,9 @@ func (r rng) intn(n int) int {
 	return int(hi)
 }
 
+// float64 returns a uniform number in [0,1) with 53 random bits.
+func (r rng) float64() float64 { return float64(r.p.Uint64()>>11) / (1 << 53) }
+
 // shuffle permutes s uniformly (Fisher–Yates).
 func (r rng) shuffle(s []int) {
 	for i := len(s) - 1; i > 0; i-- {

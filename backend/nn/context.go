@@ -31,6 +31,10 @@ type store struct {
 	device   torch.Device
 	training bool
 	frozen   bool // no new variables after the model is built
+	// dropout, when positive, replaces every dropout layer's rate;
+	// hasDropout records that the architecture has such layers.
+	dropout    float64
+	hasDropout bool
 }
 
 // Context gives layers their variables by scoped name ("block1.conv.weight")

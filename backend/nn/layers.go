@@ -55,8 +55,15 @@ func BatchNorm(c *Context, x *torch.Tensor) *torch.Tensor {
 	return torch.BatchNorm(x, w, b, mean, variance, c.Training(), 0.1, 1e-5)
 }
 
-// Dropout drops activations with probability p while training.
+// Dropout drops activations with probability p while training; a model's
+// Spec.Dropout, when positive, replaces p.
 func Dropout(c *Context, x *torch.Tensor, p float64) *torch.Tensor {
+	if !c.s.frozen {
+		c.s.hasDropout = true // the building pass records the layer
+	}
+	if c.s.dropout > 0 {
+		p = c.s.dropout
+	}
 	if p == 0 || !c.Training() {
 		return x
 	}

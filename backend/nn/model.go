@@ -20,6 +20,10 @@ type Spec struct {
 	C, H, W int64     // input channels, height, width
 	Mean    []float64 `json:"mean"` // per-channel normalisation, pixel space [0,1]
 	Std     []float64 `json:"std"`
+	// Dropout, when positive, replaces the rate of every dropout layer of
+	// an architecture that has any (cnn, mlp, widecnn, mlpdrop); 0 keeps
+	// each layer's own rate. Evaluation never drops.
+	Dropout float64 `json:"dropout,omitempty"`
 }
 
 func (s Spec) validate() error {
@@ -36,6 +40,9 @@ func (s Spec) validate() error {
 		if v <= 0 {
 			return fmt.Errorf("std %v is not positive", s.Std)
 		}
+	}
+	if !(s.Dropout >= 0 && s.Dropout < 1) {
+		return fmt.Errorf("dropout %v is not in [0,1)", s.Dropout)
 	}
 	return nil
 }
@@ -58,6 +65,7 @@ func New(spec Spec, seed uint64, d torch.Device) (m *Model, err error) {
 		return nil, fmt.Errorf("model %s: %w", spec.Arch, err)
 	}
 	m = &Model{Spec: spec, ctx: NewContext(seed, d), arch: arch}
+	m.ctx.s.dropout = spec.Dropout
 	// Create every variable with one forward pass on a dummy batch.
 	err = torch.Catch(func() {
 		torch.NoGrad(func() {
@@ -82,6 +90,24 @@ func (m *Model) Forward(x *torch.Tensor) *torch.Tensor {
 	}
 	x = Normalize(m.ctx.In("normalize"), x, m.Spec.Mean, m.Spec.Std)
 	return m.arch(m.ctx, x, int64(len(m.Spec.Classes)))
+}
+
+// HasDropout reports whether the architecture has dropout layers, whose
+// rate Spec.Dropout (or SetDropout) can change.
+func (m *Model) HasDropout() bool { return m.ctx.s.hasDropout }
+
+// SetDropout replaces the rate of every dropout layer (0: each layer's own)
+// and records it in the Spec, so that a saved model keeps it. It is an
+// error for an architecture without dropout to be given a positive rate.
+func (m *Model) SetDropout(p float64) error {
+	if !(p >= 0 && p < 1) {
+		return fmt.Errorf("%s: dropout %v is not in [0,1)", m.Spec.Arch, p)
+	}
+	if p > 0 && !m.HasDropout() {
+		return fmt.Errorf("%s has no dropout layers", m.Spec.Arch)
+	}
+	m.Spec.Dropout, m.ctx.s.dropout = p, p
+	return nil
 }
 
 // SetTraining switches between training and evaluation mode.
@@ -147,6 +173,9 @@ func (m *Model) File(extra map[string]string) (f *safetensors.File, err error) {
 	meta["input"] = fmt.Sprintf("%d,%d,%d", m.Spec.C, m.Spec.H, m.Spec.W)
 	meta["mean"] = string(mean)
 	meta["std"] = string(std)
+	if m.Spec.Dropout > 0 {
+		meta["dropout"] = strconv.FormatFloat(m.Spec.Dropout, 'g', -1, 64)
+	}
 	f = &safetensors.File{Metadata: meta}
 	err = torch.Catch(func() {
 		for _, v := range m.Variables() {
@@ -187,6 +216,13 @@ func SpecOf(meta map[string]string) (Spec, error) {
 		v[i] = n
 	}
 	s.C, s.H, s.W = v[0], v[1], v[2]
+	if p, ok := meta["dropout"]; ok {
+		d, err := strconv.ParseFloat(p, 64)
+		if err != nil {
+			return s, fmt.Errorf("dropout %q: %w", p, err)
+		}
+		s.Dropout = d
+	}
 	return s, s.validate()
 }
 

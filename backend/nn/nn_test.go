@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/conferral/conferral/backend/safetensors"
@@ -157,5 +158,121 @@ func TestLoadRejectsMismatchedFiles(t *testing.T) {
 				t.Error("accepted")
 			}
 		})
+	}
+}
+
+// The architectures beyond the paper's zoo are what their names say: no
+// batch norm in the wide and the deep nets, nine convolutions in the deep
+// one, dropout where it is claimed.
+func TestNewArchitecturesShape(t *testing.T) {
+	tests := []struct {
+		arch       string
+		convs      int
+		batchNorm  bool
+		hasDropout bool
+	}{
+		{"widecnn", 2, false, true},
+		{"deepnarrow", 9, false, false},
+		{"mlpdrop", 0, false, true},
+		{"cnn", 3, true, true},
+		{"resnet20", 21, true, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.arch, func(t *testing.T) {
+			m, err := New(spec(tc.arch, 1, 28), 1, torch.CPU)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer m.Free()
+			convs, bn := 0, false
+			for _, v := range m.Variables() {
+				if strings.HasSuffix(v.Name, "running_mean") {
+					bn = true
+				}
+				if strings.HasSuffix(v.Name, ".weight") && len(v.T.Shape()) == 4 {
+					convs++
+				}
+			}
+			if convs != tc.convs || bn != tc.batchNorm || m.HasDropout() != tc.hasDropout {
+				t.Errorf("%d convolutions, batch norm %v, dropout %v; want %d, %v, %v", convs, bn, m.HasDropout(), tc.convs, tc.batchNorm, tc.hasDropout)
+			}
+		})
+	}
+}
+
+// Spec.Dropout replaces every dropout layer's rate in training, travels in
+// the model file, and is refused where an architecture has no dropout.
+func TestDropoutOverride(t *testing.T) {
+	// The share of a layer's activations dropped in training: with rate p
+	// the MLP's logits change run to run; with p close to 1 the hidden
+	// layer is almost all zeros. Measure it on the first dense layer's
+	// output through the model's own Dropout.
+	dropped := func(p float64) float64 {
+		s := spec("mlpdrop", 1, 28)
+		s.Dropout = p
+		m, err := New(s, 1, torch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Free()
+		m.SetTraining(true)
+		var frac float64
+		torch.Scoped(func(s *torch.Scope) {
+			x := torch.Ones(s, torch.CPU, 1, 20000)
+			y := Dropout(m.Context(), x, 0.5).Float32s()
+			zeros := 0
+			for _, v := range y {
+				if v == 0 {
+					zeros++
+				}
+			}
+			frac = float64(zeros) / float64(len(y))
+		})
+		return frac
+	}
+	for _, tc := range []struct{ p, want float64 }{{0, 0.5}, {0.1, 0.1}, {0.8, 0.8}} {
+		if got := dropped(tc.p); math.Abs(got-tc.want) > 0.02 {
+			t.Errorf("Spec.Dropout %v: %.3f of activations dropped, want %.2f", tc.p, got, tc.want)
+		}
+	}
+
+	s := spec("widecnn", 1, 28)
+	s.Dropout = 0.4
+	m, err := New(s, 1, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	path := filepath.Join(t.TempDir(), "m.safetensors")
+	if err := m.Save(path, nil); err != nil {
+		t.Fatal(err)
+	}
+	m2, meta, err := Load(path, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Free()
+	if m2.Spec.Dropout != 0.4 || meta["dropout"] != "0.4" {
+		t.Errorf("loaded dropout %v (meta %q), want 0.4", m2.Spec.Dropout, meta["dropout"])
+	}
+
+	d, err := New(spec("deepnarrow", 1, 28), 1, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Free()
+	if err := d.SetDropout(0.3); err == nil {
+		t.Error("deepnarrow, which has no dropout, accepted a dropout rate")
+	}
+	if err := m.SetDropout(1); err == nil {
+		t.Error("dropout 1 accepted")
+	}
+	if err := m.SetDropout(0.2); err != nil || m.Spec.Dropout != 0.2 {
+		t.Errorf("SetDropout(0.2): %v, Spec.Dropout %v", err, m.Spec.Dropout)
+	}
+	bad := spec("cnn", 1, 28)
+	bad.Dropout = -0.1
+	if _, err := New(bad, 1, torch.CPU); err == nil {
+		t.Error("negative dropout accepted")
 	}
 }

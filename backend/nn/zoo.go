@@ -23,6 +23,9 @@ func archs() map[string]Arch {
 		"vgg19":       VGG(vgg19()),
 		"densenet":    DenseNetBC(40, 12),
 		"mobilenetv2": MobileNetV2,
+		"widecnn":     WideCNN,
+		"deepnarrow":  DeepNarrow,
+		"mlpdrop":     MLPDrop,
 	}
 }
 
@@ -185,4 +188,47 @@ func invertedResidual(c *Context, x *torch.Tensor, expansion, out, stride int64)
 		return h.Add(x)
 	}
 	return h
+}
+
+// Architectures unlike the paper's zoo, so that fleets and suspects differ
+// in depth, width, normalisation and pooling and not only in four shapes.
+
+// WideCNN is wide and shallow, without batch norm: a 5×5 convolution of 96
+// channels, ReLU, 2×2 max-pool, a 3×3 convolution of 192 channels with
+// stride 2, ReLU, global average pooling, dropout 0.3 and one dense layer.
+func WideCNN(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
+	x = then(Conv2d(c.In("conv1"), x, 96, 5, ConvOpts{Padding: -1, Bias: true}), (*torch.Tensor).Relu)
+	x = then(x, func(t *torch.Tensor) *torch.Tensor { return MaxPool(t, 2) })
+	x = then(Conv2d(c.In("conv2"), x, 192, 3, ConvOpts{Stride: 2, Padding: -1, Bias: true}), (*torch.Tensor).Relu)
+	x = Dropout(c, GlobalAvgPool(x), 0.3)
+	return Dense(c.In("fc"), x, classes, true)
+}
+
+// deepNarrowWidths are DeepNarrow's three stages of three convolutions.
+func deepNarrowWidths() []int64 { return []int64{16, 24, 32} }
+
+// DeepNarrow is deep and narrow, without normalisation: three stages of
+// three 3×3 convolutions (16, 24 and 32 channels, with biases) and ReLUs,
+// each stage but the last followed by 2×2 average
+// pooling, then global average pooling and one dense layer (nine
+// convolutions where the small CNN has three).
+func DeepNarrow(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
+	widths := deepNarrowWidths()
+	for stage, w := range widths {
+		for i := range 3 {
+			x = then(Conv2d(c.Inf("stage%d.conv%d", stage+1, i+1), x, w, 3, ConvOpts{Padding: -1, Bias: true}), (*torch.Tensor).Relu)
+		}
+		if stage < len(widths)-1 {
+			x = then(x, func(t *torch.Tensor) *torch.Tensor { return torch.AvgPool2d(t, torch.PoolOpts{Kernel: torch.P(2)}) })
+		}
+	}
+	return Dense(c.In("fc"), GlobalAvgPool(x), classes, true)
+}
+
+// MLPDrop is a wide perceptron with heavy dropout: two hidden layers of
+// 1024 units, ReLU, dropout 0.5 after each.
+func MLPDrop(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
+	x = Dropout(c, Dense(c.In("fc1"), x.Flatten(), 1024, true).Relu(), 0.5)
+	x = Dropout(c, Dense(c.In("fc2"), x, 1024, true).Relu(), 0.5)
+	return Dense(c.In("fc3"), x, classes, true)
 }

@@ -198,6 +198,9 @@ func exportArchs() map[string]func(*exBuilder, exValue) exValue {
 		"vgg19":       exportVGG,
 		"densenet":    exportDenseNet,
 		"mobilenetv2": exportMobileNetV2,
+		"widecnn":     exportWideCNN,
+		"deepnarrow":  exportDeepNarrow,
+		"mlpdrop":     exportMLP, // fc1–fc3 with ReLUs; dropout is the identity
 	}
 }
 
@@ -221,6 +224,26 @@ func exportMLP(b *exBuilder, x exValue) exValue {
 	x = b.relu(b.dense("fc1", b.flatten(x)))
 	x = b.relu(b.dense("fc2", x))
 	return b.dense("fc3", x)
+}
+
+func exportWideCNN(b *exBuilder, x exValue) exValue {
+	x = b.maxPool(b.relu(b.convPad("conv1", x, 1, -1)), 2)
+	x = b.relu(b.convPad("conv2", x, 2, -1))
+	return b.dense("fc", b.globalAvgPool(x))
+}
+
+// exportDeepNarrow follows nn.DeepNarrow: stages of convolutions named
+// stageS.convI, a 2×2 average pool between stages.
+func exportDeepNarrow(b *exBuilder, x exValue) exValue {
+	for s := 1; b.has(fmt.Sprintf("stage%d.conv1.weight", s)); s++ {
+		if s > 1 {
+			x = b.avgPool(x, 2)
+		}
+		for i := 1; b.has(fmt.Sprintf("stage%d.conv%d.weight", s, i)); i++ {
+			x = b.relu(b.convPad(fmt.Sprintf("stage%d.conv%d", s, i), x, 1, -1))
+		}
+	}
+	return b.dense("fc", b.globalAvgPool(x))
 }
 
 func exportResNet(b *exBuilder, x exValue) exValue {
