@@ -172,7 +172,10 @@ func DefaultOptions(attackName string) Options {
 // source's architecture by default), initialised from cfg.Seed and normalised
 // with the statistics of the data it is trained on; fine-tuning, adversarial
 // training, pruning and quantization start from a copy of the source. The
-// source itself is never changed. The caller frees the result.
+// source itself is never changed. cfg's recipe applies throughout: its
+// Share of d is drawn first; its soft labels apply to Retraining and
+// Knockoff (Jagielski and Noise train on probabilities anyway, the others
+// on labels). The caller frees the result.
 func Derive(ctx context.Context, attackName string, source *nn.Model, d *data.Dataset, o Options, cfg Config) (Deployed, *Derivation, error) {
 	start := time.Now()
 	var (
@@ -186,6 +189,9 @@ func Derive(ctx context.Context, attackName string, source *nn.Model, d *data.Da
 			out = nil
 		}
 	}
+	// The share of the adversary's data is drawn before anything is
+	// labelled, so that queries count only what is used.
+	d, _, cfg = takeShare(d, cfg)
 	switch attackName {
 	case AttackRetraining, AttackJagielski, AttackNoise, AttackTrueLabels, AttackPapernot, AttackKnockoff:
 		trainOn := d
@@ -381,12 +387,22 @@ func Knockoff(ctx context.Context, source Classifier, m *nn.Model, transfer *dat
 	}
 	stage := cmp.Or(cfg.Stage, "knockoff "+m.Spec.Arch)
 	logf(cfg, stage, "labelling %d transfer images (%s) with the source", set.Len(), transfer.Name)
+	cfg.Stage = stage
+	var res *Result
+	if cfg.SoftLabels {
+		soft, err := Probabilities(ctx, source, set, 1)
+		if err != nil {
+			return nil, fmt.Errorf("knockoff: labelling with the source: %w", err)
+		}
+		res, err = fit(ctx, m, set, cfg, fitOpts{soft: soft})
+		return &Derivation{Attack: AttackKnockoff, Queries: int64(set.Len()), Examples: set.Len(), Train: res}, err
+	}
 	labels, err := Predict(ctx, source, set)
 	if err != nil {
 		return nil, fmt.Errorf("knockoff: labelling with the source: %w", err)
 	}
-	cfg.Labels, cfg.Stage = labels, stage
-	res, err := Train(ctx, m, set, cfg)
+	cfg.Labels = labels
+	res, err = Train(ctx, m, set, cfg)
 	return &Derivation{Attack: AttackKnockoff, Queries: int64(set.Len()), Examples: set.Len(), Train: res}, err
 }
 
@@ -1053,15 +1069,61 @@ func optimizerOver(c Config, params []*torch.Tensor) (*torch.Optimizer, error) {
 	var o *torch.Optimizer
 	err := torch.Catch(func() {
 		switch c.Optimizer {
-		case "adam":
+		case OptAdam:
 			o = torch.NewAdam(params, torch.AdamOpts{LR: c.LR, WeightDecay: c.WeightDecay})
-		case "sgd", "":
-			o = torch.NewSGD(params, torch.SGDOpts{LR: c.LR, Momentum: c.Momentum, WeightDecay: c.WeightDecay, Nesterov: c.Momentum > 0})
+		case OptAdamW:
+			o = torch.NewAdamW(params, torch.AdamOpts{LR: c.LR, WeightDecay: c.WeightDecay})
+		case OptSGD, OptNesterov, "":
+			o = torch.NewSGD(params, torch.SGDOpts{LR: c.LR, Momentum: c.Momentum, WeightDecay: c.WeightDecay,
+				Nesterov: c.Optimizer != OptSGD && c.Momentum > 0})
 		default:
-			panic(&torch.Error{Op: "optimizer", Msg: fmt.Sprintf("unknown optimizer %q (want sgd or adam)", c.Optimizer)})
+			panic(&torch.Error{Op: "optimizer", Msg: fmt.Sprintf("unknown optimizer %q (want %s)", c.Optimizer, strings.Join(Optimizers(), ", "))})
 		}
 	})
 	return o, err
+}
+
+// SmoothedCrossEntropy is the mean cross-entropy of logits (N,K) against
+// class targets (N, int64) or probability targets (N,K) smoothed by ε:
+// the target becomes (1−ε)·target + ε/K, as PyTorch's
+// cross_entropy(label_smoothing=ε). ε = 0 is the plain cross-entropy.
+func SmoothedCrossEntropy(logits, target *torch.Tensor, eps float64) *torch.Tensor {
+	if eps == 0 {
+		return torch.CrossEntropy(logits, target, torch.ReduceMean)
+	}
+	k := logits.Size(1)
+	if len(target.Shape()) == 1 {
+		target = target.OneHot(k).To(torch.Float32, logits.Device())
+	}
+	return torch.CrossEntropy(logits, target.MulScalar(1-eps).AddScalar(eps/float64(k)), torch.ReduceMean)
+}
+
+// shareIndices draws round(share·n) of 0..n-1 (at least one) from seed, in
+// index order.
+func shareIndices(n int, share float64, seed int64) []int {
+	idx := permutation(n, seed^0x5a4e)[:max(1, min(n, int(math.Round(share*float64(n)))))]
+	slices.Sort(idx)
+	return idx
+}
+
+// takeShare returns the share of d that cfg trains on, drawn from
+// cfg.Seed, and cfg marked so that it is not drawn again; d itself when
+// cfg uses all of it.
+func takeShare(d *data.Dataset, cfg Config) (*data.Dataset, []int, Config) {
+	if cfg.drawn || !(cfg.Share > 0 && cfg.Share < 1) || d.Len() == 0 {
+		return d, nil, cfg
+	}
+	idx := shareIndices(d.Len(), cfg.Share, cfg.Seed)
+	cfg.drawn = true
+	return d.Subset(idx), idx, cfg
+}
+
+// TrainedRecipe is the recipe m was trained by with cfg: cfg's, with the
+// dropout m actually has (0 for an architecture without dropout).
+func TrainedRecipe(cfg Config, m *nn.Model) Recipe {
+	r := cfg.Recipe()
+	r.Dropout = m.Spec.Dropout
+	return r
 }
 
 // fit is the training loop behind Train and every derivation: optionally a
@@ -1073,6 +1135,9 @@ func fit(ctx context.Context, m *nn.Model, d *data.Dataset, cfg Config, o fitOpt
 	if d.Len() == 0 {
 		return nil, errors.New("train: empty dataset")
 	}
+	if err := cfg.Recipe().Validate(); err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
 	k := len(m.Spec.Classes)
 	if o.soft != nil {
 		if len(o.soft) != d.Len()*k {
@@ -1083,6 +1148,28 @@ func fit(ctx context.Context, m *nn.Model, d *data.Dataset, cfg Config, o fitOpt
 	}
 	if d.C != int(m.Spec.C) || d.H != int(m.Spec.H) || d.W != int(m.Spec.W) {
 		return nil, fmt.Errorf("train: data is %dx%dx%d, model %s takes %dx%dx%d", d.C, d.H, d.W, m.Spec.Arch, m.Spec.C, m.Spec.H, m.Spec.W)
+	}
+	if d2, idx, c2 := takeShare(d, cfg); idx != nil {
+		d, cfg = d2, c2
+		if cfg.Labels != nil {
+			labels := make([]int64, len(idx))
+			for i, j := range idx {
+				labels[i] = cfg.Labels[j]
+			}
+			cfg.Labels = labels
+		}
+		if o.soft != nil {
+			soft := make([]float32, 0, len(idx)*k)
+			for _, j := range idx {
+				soft = append(soft, o.soft[j*k:(j+1)*k]...)
+			}
+			o.soft = soft
+		}
+	}
+	if cfg.Dropout > 0 && m.HasDropout() {
+		if err := m.SetDropout(cfg.Dropout); err != nil {
+			return nil, fmt.Errorf("train: %w", err)
+		}
 	}
 	// libtorch's OpenMP thread pool belongs to the calling OS thread; moving
 	// between threads would start new pools that compete for the cores.
@@ -1138,7 +1225,11 @@ func fit(ctx context.Context, m *nn.Model, d *data.Dataset, cfg Config, o fitOpt
 		m.SetTraining(training)
 		var lossSum float64
 		var correct, seen int
-		batches := d.Batches(data.BatchOpts{Size: cfg.BatchSize, Shuffle: true, Seed: cfg.Seed + int64(epoch), Augment: cfg.Augment, DropLast: d.Len() >= cfg.BatchSize})
+		bo, err := cfg.batchOpts(epoch, d.Len())
+		if err != nil {
+			return res, fmt.Errorf("train %s: %w", m.Spec.Arch, err)
+		}
+		batches := d.Batches(bo)
 		for b := range batches {
 			if err := ctx.Err(); err != nil {
 				m.SetTraining(false)
@@ -1181,7 +1272,7 @@ func fit(ctx context.Context, m *nn.Model, d *data.Dataset, cfg Config, o fitOpt
 						}
 					}
 					logits := m.Forward(x)
-					l := torch.CrossEntropy(logits, target, torch.ReduceMean)
+					l := SmoothedCrossEntropy(logits, target, cfg.LabelSmoothing)
 					opt.ZeroGrad()
 					l.Backward()
 					opt.Step()
@@ -1220,7 +1311,7 @@ func fit(ctx context.Context, m *nn.Model, d *data.Dataset, cfg Config, o fitOpt
 		}
 		cfg.Progress.Report(shared.Event{Kind: shared.Epoch, Stage: stage, Step: int64(step), Total: int64(total), Epoch: epoch, Metrics: metrics})
 		if cfg.Checkpoint != "" {
-			meta := map[string]string{"train.epoch": fmt.Sprint(epoch)}
+			meta := map[string]string{"train.epoch": fmt.Sprint(epoch), MetaRecipe: TrainedRecipe(cfg, m).String()}
 			for k, v := range cfg.Meta {
 				meta[k] = v
 			}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 
 	"github.com/conferral/conferral/backend/data"
 	"github.com/conferral/conferral/backend/nn"
@@ -15,17 +16,36 @@ import (
 	"github.com/conferral/conferral/shared"
 )
 
-// Config is a training run's hyper-parameters.
+// Config is a training run's hyper-parameters (a Recipe, which Apply puts
+// in and Config.Recipe takes out) and what the run needs beside them.
 type Config struct {
 	Epochs      int
 	BatchSize   int
-	Optimizer   string  // "sgd" (momentum, Nesterov) or "adam"
+	Optimizer   string  // one of Optimizers(): sgd, sgd+nesterov, adam, adamw
 	LR          float64 // peak learning rate
 	Momentum    float64
 	WeightDecay float64
 	Schedule    string // "cosine", "step" (×0.1 at 50% and 75%) or "constant"
 	Augment     bool   // random crop (and flip where the dataset allows)
-	Seed        int64
+	// Augmentation, when set, names the augmentation (one of
+	// Augmentations()) and overrides Augment.
+	Augmentation string
+	// LabelSmoothing ε trains on (1−ε)·target + ε/K, as PyTorch's
+	// cross_entropy(label_smoothing=ε).
+	LabelSmoothing float64
+	// SoftLabels makes Retrain and Knockoff train on the source's
+	// probability vectors (T = 1) instead of its labels.
+	SoftLabels bool
+	// Share, when in (0,1), trains on that fraction of the data, drawn
+	// from Seed; the derivations draw it before querying the source.
+	Share float64
+	// Dropout, when positive, replaces the rate of the model's dropout
+	// layers for the run and in its Spec (nn.Model.SetDropout).
+	Dropout float64
+	Seed    int64
+	// drawn says that Share has been applied to the data already (the
+	// derivations draw it before they label).
+	drawn bool
 
 	// Labels, when set, replaces the ground truth: entry i is the label of
 	// training example i (Retraining: the source model's labels).
@@ -44,13 +64,41 @@ type Config struct {
 }
 
 // Defaults returns the recipe used throughout Conferral: SGD with Nesterov
-// momentum 0.9, weight decay 5e-4, cosine schedule, batch 128, augmentation.
-// Measured accuracies per architecture are in the README.
+// momentum 0.9, weight decay 5e-4, cosine schedule, batch 128, random crops
+// and flips. Measured accuracies per architecture are in the README.
 func Defaults(epochs int) Config {
 	return Config{
-		Epochs: epochs, BatchSize: 128, Optimizer: "sgd", LR: 0.05, Momentum: 0.9,
-		WeightDecay: 5e-4, Schedule: "cosine", Augment: true, Seed: 1,
+		Epochs: epochs, BatchSize: 128, Optimizer: OptNesterov, LR: 0.05, Momentum: 0.9,
+		WeightDecay: 5e-4, Schedule: SchedCosine, Augment: true, Seed: 1,
 	}
+}
+
+// augmentation names what Augmentation and Augment ask for.
+func (c Config) augmentation() string {
+	switch {
+	case c.Augmentation != "":
+		return c.Augmentation
+	case c.Augment:
+		return AugCropFlip
+	}
+	return AugNone
+}
+
+// batchOpts are the batches of one epoch of training.
+func (c Config) batchOpts(epoch, n int) (data.BatchOpts, error) {
+	o := data.BatchOpts{Size: c.BatchSize, Shuffle: true, Seed: c.Seed + int64(epoch), DropLast: n >= c.BatchSize}
+	switch a := c.augmentation(); a {
+	case AugNone:
+	case AugCrop:
+		o.Augment, o.NoFlip = true, true
+	case AugCropFlip:
+		o.Augment = true
+	case AugNoise:
+		o.Noise = NoiseStd
+	default:
+		return o, fmt.Errorf("augmentation %q: want one of %s", a, strings.Join(Augmentations(), ", "))
+	}
+	return o, nil
 }
 
 // EpochStats are one epoch's metrics.
@@ -183,16 +231,26 @@ func Accuracy(ctx context.Context, m Classifier, d *data.Dataset, labels []int64
 }
 
 // Retrain derives a surrogate by Retraining (§2.4): it labels d with the
-// source model's predictions (temperature 1, hard labels) and trains m on
-// them. The number of queries made to the source is d.Len().
+// source model's predictions (temperature 1; hard labels, or its
+// probability vectors when cfg.SoftLabels) and trains m on them. With
+// cfg.Share it labels only that share of d. The number of queries made to
+// the source is the number of examples labelled.
 func Retrain(ctx context.Context, source Classifier, m *nn.Model, d *data.Dataset, cfg Config) (*Result, error) {
+	d, _, cfg = takeShare(d, cfg)
+	if cfg.Stage == "" {
+		cfg.Stage = "retrain " + m.Spec.Arch
+	}
+	if cfg.SoftLabels {
+		soft, err := Probabilities(ctx, source, d, 1)
+		if err != nil {
+			return nil, fmt.Errorf("retrain: labelling with the source: %w", err)
+		}
+		return fit(ctx, m, d, cfg, fitOpts{soft: soft})
+	}
 	labels, err := Predict(ctx, source, d)
 	if err != nil {
 		return nil, fmt.Errorf("retrain: labelling with the source: %w", err)
 	}
 	cfg.Labels = labels
-	if cfg.Stage == "" {
-		cfg.Stage = "retrain " + m.Spec.Arch
-	}
 	return Train(ctx, m, d, cfg)
 }

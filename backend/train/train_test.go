@@ -118,7 +118,7 @@ func TestTrainLearns(t *testing.T) {
 		n    int // training images
 		cfg  train.Config
 	}{
-		{"mlp", 2000, train.Config{Epochs: 2, BatchSize: 64, Optimizer: "sgd", LR: 0.05, Momentum: 0.9, WeightDecay: 5e-4, Schedule: "cosine", Augment: true, Seed: 1}},
+		{"mlp", 2000, train.Config{Epochs: 2, BatchSize: 64, Optimizer: train.OptNesterov, LR: 0.05, Momentum: 0.9, WeightDecay: 5e-4, Schedule: "cosine", Augment: true, Seed: 1}},
 		{"cnn", 1000, fast(2)},
 	}
 	for _, tc := range cases {
