@@ -53,6 +53,7 @@ type deriveResult struct {
 	Dataset            string            `json:"dataset"`
 	Split              string            `json:"split"`
 	Params             map[string]string `json:"params,omitempty"`
+	Recipe             *train.Recipe     `json:"recipe,omitempty"` // how the derived model was trained (none for pruning and quantization)
 	SourceTestAccuracy float64           `json:"source_test_accuracy"`
 	*train.Derivation
 }
@@ -97,7 +98,7 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 		for _, a := range train.Attacks() {
 			fmt.Fprintf(w, "  %-12s %s\n", a, attackSummaries[a])
 		}
-		fmt.Fprintln(w, "\nTraining flags not given take the attack's defaults (fine-tuning: 5 epochs at lr 0.01).\n\nflags:")
+		fmt.Fprintln(w, "\nWithout --recipe, training takes the attack's defaults (fine-tuning: 5 epochs at lr 0.01);\nsingle training flags override either.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := parse(fs, args); err != nil {
@@ -115,23 +116,17 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	// Training flags the user left alone take the attack's recipe.
-	def := train.AttackConfig(*name)
-	for flagName, v := range map[string]string{
-		"epochs": strconv.Itoa(def.Epochs), "batch": strconv.Itoa(def.BatchSize), "optimizer": def.Optimizer,
-		"lr": fmt.Sprint(def.LR), "momentum": fmt.Sprint(def.Momentum), "weight-decay": fmt.Sprint(def.WeightDecay),
-		"schedule": def.Schedule, "no-augment": strconv.FormatBool(!def.Augment), "seed": fmt.Sprint(def.Seed),
-	} {
-		if !set[flagName] {
-			if err := fs.Set(flagName, v); err != nil {
-				return err
-			}
-		}
+	// Without --recipe, the attack's own recipe; single flags override.
+	cfg, err := cfgOf(train.AttackConfig(*name).Recipe())
+	if err != nil {
+		return err
+	}
+	if *arch != "" && !slices.Contains(nn.Architectures(), *arch) {
+		return usagef("--arch %q: want one of %s", *arch, strings.Join(nn.Architectures(), ", "))
 	}
 	if err := apply(); err != nil {
 		return err
 	}
-	cfg := cfgOf()
 
 	src, _, err := nn.Load(*source, e.device)
 	if err != nil {
@@ -216,6 +211,14 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 	for k, v := range params {
 		meta["derive."+k] = v
 	}
+	var rec *train.Recipe
+	if *name != train.AttackPrune && *name != train.AttackQuantize {
+		r := cfg.Recipe()
+		if dm, ok := m.(*nn.Model); ok {
+			r = train.TrainedRecipe(cfg, dm)
+		}
+		rec, meta[train.MetaRecipe] = &r, r.String()
+	}
 	if err := m.Save(*out, meta); err != nil {
 		return err
 	}
@@ -236,7 +239,7 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	r := deriveResult{Model: *out, SHA256: sum, Source: *source, Arch: derivedArch, Dataset: trainSet.Name,
-		Split: df.split, Params: params, SourceTestAccuracy: srcAcc, Derivation: der}
+		Split: df.split, Params: params, Recipe: rec, SourceTestAccuracy: srcAcc, Derivation: der}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "%s: %s of %s (%s)", *out, *name, *source, derivedArch)
 	switch {
@@ -257,6 +260,9 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(&sb, "\n  queries to the source: %d\n  test accuracy %.4f (source %.4f, %+.2f points) in %.0f s\n",
 		der.Queries, der.TestAccuracy, srcAcc, 100*(der.TestAccuracy-srcAcc), der.Seconds)
+	if rec != nil {
+		fmt.Fprintf(&sb, "  recipe %s\n", rec)
+	}
 	for _, rd := range der.Rounds {
 		fmt.Fprintf(&sb, "  round %d: %d examples, %d queries, test accuracy %.4f\n", rd.Round, rd.Examples, rd.Queries, rd.Train.TestAccuracy)
 	}

@@ -295,8 +295,8 @@ func TestTrainBadFlags(t *testing.T) {
 		msg  string
 	}{
 		{"bad split", []string{"--split", "middle", "--limit", "100"}, 2, "middle"},
-		{"unknown arch", []string{"--arch", "transformer", "--limit", "100"}, 1, "transformer"},
-		{"zero epochs", []string{"--arch", "mlp", "--epochs", "0", "--limit", "100"}, 1, "epochs"},
+		{"unknown arch", []string{"--arch", "transformer", "--limit", "100"}, 2, "transformer"},
+		{"zero epochs", []string{"--arch", "mlp", "--epochs", "0", "--limit", "100"}, 2, "epochs"},
 		{"unknown dataset", []string{"--data", "svhn"}, 1, "svhn"},
 	}
 	for _, tc := range cases {

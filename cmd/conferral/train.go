@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -57,21 +58,56 @@ func (f *dataFlags) load() (trainSet, testSet *data.Dataset, err error) {
 	return trainSet.First(f.limit), testSet.First(f.limit), nil
 }
 
-// trainFlags are a training run's hyper-parameters.
-func trainFlags(fs *flag.FlagSet) func() train.Config {
-	def := train.Defaults(10)
+// trainFlags are a training run's recipe: --recipe, and the flags of single
+// hyper-parameters, which override the recipe where they are given. The
+// returned function, called after parsing, builds the run's Config on base
+// (the recipe a command uses when --recipe is not given); a recipe out of
+// range is a usage error.
+func trainFlags(fs *flag.FlagSet) func(base train.Recipe) (train.Config, error) {
+	def := train.DefaultRecipe()
+	var rec train.Recipe
+	fs.Var(&rec, "recipe", "training recipe, e.g. adamw,lr=0.001,sched=constant,aug=none,ls=0.1,bs=64,epochs=3,share=0.5\n"+
+		"(optimizer "+strings.Join(train.Optimizers(), "|")+"; keys lr mom sched bs epochs wd aug ls labels share dropout;\n"+
+		"aug "+strings.Join(train.Augmentations(), "|")+"; labels hard|soft; the flags below override it)")
 	epochs := fs.Int("epochs", def.Epochs, "training epochs")
 	batch := fs.Int("batch", def.BatchSize, "batch size")
-	opt := fs.String("optimizer", def.Optimizer, "sgd (Nesterov momentum) or adam")
+	opt := fs.String("optimizer", def.Optimizer, "optimizer: "+strings.Join(train.Optimizers(), ", "))
 	lr := fs.Float64("lr", def.LR, "peak learning rate")
 	mom := fs.Float64("momentum", def.Momentum, "SGD momentum")
 	wd := fs.Float64("weight-decay", def.WeightDecay, "weight decay")
-	sched := fs.String("schedule", def.Schedule, "learning-rate schedule: cosine, step or constant")
-	noAug := fs.Bool("no-augment", false, "turn off random crops and flips")
-	seed := fs.Int64("seed", def.Seed, "seed of initialisation and shuffling")
-	return func() train.Config {
-		return train.Config{Epochs: *epochs, BatchSize: *batch, Optimizer: *opt, LR: *lr, Momentum: *mom,
-			WeightDecay: *wd, Schedule: *sched, Augment: !*noAug, Seed: *seed}
+	sched := fs.String("schedule", def.Schedule, "learning-rate schedule: "+strings.Join(train.Schedules(), ", "))
+	noAug := fs.Bool("no-augment", false, "turn off augmentation (the recipe's aug=none)")
+	seed := fs.Int64("seed", 1, "seed of initialisation, shuffling and the recipe's share")
+	return func(base train.Recipe) (train.Config, error) {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		r := base
+		if set["recipe"] {
+			r = rec
+		}
+		if set["optimizer"] && *opt != r.Optimizer {
+			// Another optimizer brings its own customary rate, momentum
+			// and decay, unless given.
+			o := train.RecipeFor(*opt)
+			r.Optimizer, r.LR, r.Momentum, r.WeightDecay = o.Optimizer, o.LR, o.Momentum, o.WeightDecay
+		}
+		for name, apply := range map[string]func(){
+			"epochs": func() { r.Epochs = *epochs }, "batch": func() { r.BatchSize = *batch },
+			"lr": func() { r.LR = *lr }, "momentum": func() { r.Momentum = *mom }, "weight-decay": func() { r.WeightDecay = *wd },
+			"schedule": func() { r.Schedule = *sched }, "no-augment": func() {
+				if *noAug {
+					r.Augment = train.AugNone
+				}
+			},
+		} {
+			if set[name] {
+				apply()
+			}
+		}
+		if err := r.Validate(); err != nil {
+			return train.Config{}, usageError{err}
+		}
+		return r.Apply(train.Config{Seed: *seed}), nil
 	}
 }
 
@@ -82,6 +118,7 @@ type trainResult struct {
 	Dataset      string             `json:"dataset"`
 	Split        string             `json:"split"`
 	Teacher      string             `json:"teacher,omitempty"`
+	Recipe       train.Recipe       `json:"recipe"`
 	Params       int64              `json:"params"`
 	TestAccuracy float64            `json:"test_accuracy"`
 	Seconds      float64            `json:"seconds"`
@@ -95,7 +132,7 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	df.register(fs)
 	arch := fs.String("arch", "cnn", "architecture: "+strings.Join(nn.Architectures(), ", "))
 	out := fs.String("out", "", "model file to write (safetensors); required")
-	teacher := fs.String("teacher", "", "source model: train a surrogate on its labels (Retraining, §2.4)")
+	teacher := fs.String("teacher", "", "source model: train a surrogate on its labels (Retraining, §2.4; its probabilities with the recipe's labels=soft)")
 	cfgOf := trainFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -103,10 +140,19 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	if *out == "" {
 		return usagef("--out is required")
 	}
+	cfg, err := cfgOf(train.DefaultRecipe())
+	if err != nil {
+		return err
+	}
+	if *teacher == "" {
+		cfg.SoftLabels = false // ground truth has no probabilities to learn: the recipe's labels=soft is moot
+	}
+	if !slices.Contains(nn.Architectures(), *arch) {
+		return usagef("--arch %q: want one of %s", *arch, strings.Join(nn.Architectures(), ", "))
+	}
 	if err := apply(); err != nil {
 		return err
 	}
-	cfg := cfgOf()
 	trainSet, testSet, err := df.load()
 	if err != nil {
 		return err
@@ -120,6 +166,7 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	meta := map[string]string{
 		"train.split": df.split, "train.split_seed": fmt.Sprint(df.splitSeed), "train.epochs": fmt.Sprint(cfg.Epochs),
 		"train.seed": fmt.Sprint(cfg.Seed), "train.optimizer": cfg.Optimizer, "train.created": time.Now().UTC().Format(time.RFC3339),
+		train.MetaRecipe: train.TrainedRecipe(cfg, m).String(),
 	}
 	cfg.Test, cfg.Checkpoint, cfg.Meta, cfg.Progress = testSet, *out, meta, e.progress.Report
 	var res *train.Result
@@ -147,6 +194,8 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	}
 	meta["test_accuracy"] = fmt.Sprintf("%.4f", res.TestAccuracy)
 	meta["train.epoch"] = fmt.Sprint(len(res.Epochs))
+	rec := train.TrainedRecipe(cfg, m)
+	meta[train.MetaRecipe] = rec.String()
 	if err := m.Save(*out, meta); err != nil {
 		return err
 	}
@@ -155,13 +204,14 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	r := trainResult{Model: *out, SHA256: sum, Arch: *arch, Dataset: trainSet.Name, Split: df.split, Teacher: *teacher,
-		Params: m.NumParams(), TestAccuracy: res.TestAccuracy, Seconds: res.Seconds, Epochs: res.Epochs}
-	return e.emit(r, fmt.Sprintf("%s: %s on %s/%s, %d parameters, test accuracy %.4f after %d epochs (%.0f s)\n",
-		*out, *arch, trainSet.Name, df.split, r.Params, r.TestAccuracy, len(res.Epochs), res.Seconds))
+		Recipe: rec, Params: m.NumParams(), TestAccuracy: res.TestAccuracy, Seconds: res.Seconds, Epochs: res.Epochs}
+	return e.emit(r, fmt.Sprintf("%s: %s on %s/%s, %d parameters, test accuracy %.4f after %d epochs (%.0f s)\n  recipe %s\n",
+		*out, *arch, trainSet.Name, df.split, r.Params, r.TestAccuracy, len(res.Epochs), res.Seconds, rec))
 }
 
 type evalResult struct {
 	Model     string             `json:"model"`
+	Recipe    *train.Recipe      `json:"recipe,omitempty"` // how the model was trained, where its file says
 	Dataset   string             `json:"dataset"`
 	Examples  int                `json:"examples"`
 	Accuracy  float64            `json:"accuracy"`
@@ -185,11 +235,15 @@ func runEval(ctx context.Context, e *env, args []string) error {
 	if err := apply(); err != nil {
 		return err
 	}
-	m, _, err := nn.Load(*model, e.device)
+	m, meta, err := nn.Load(*model, e.device)
 	if err != nil {
 		return err
 	}
 	defer m.Free()
+	rec, hasRecipe, err := train.RecipeOf(meta)
+	if err != nil {
+		return fmt.Errorf("%s: %w", *model, err)
+	}
 	if *name == "" {
 		*name = m.Spec.Dataset
 	}
@@ -220,6 +274,10 @@ func runEval(ctx context.Context, e *env, args []string) error {
 	r := evalResult{Model: *model, Dataset: test.Name, Examples: test.Len(), Accuracy: float64(hits) / float64(len(pred)), PerClass: map[string]float64{}, Confusion: conf}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "%s on %s test (%d examples): accuracy %.4f\n", *model, test.Name, test.Len(), r.Accuracy)
+	if hasRecipe {
+		r.Recipe = &rec
+		fmt.Fprintf(&sb, "  trained by %s\n", rec)
+	}
 	for c := range k {
 		n := 0
 		for _, v := range conf[c] {
