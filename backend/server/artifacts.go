@@ -73,6 +73,9 @@ func (a *artifacts) adopt(tmp, ext string) (sum, path string, err error) {
 	if err := os.Rename(tmp, path); err != nil {
 		return "", "", fmt.Errorf("storing artifact %s: %w", sum, err)
 	}
+	if err := syncDir(a.dir); err != nil {
+		return "", "", fmt.Errorf("storing artifact %s: %w", sum, err)
+	}
 	if err := a.publish(path); err != nil {
 		return "", "", err
 	}
@@ -85,11 +88,26 @@ var errTooLarge = errors.New("too large")
 // write copies at most limit bytes of r into a new artifact; a longer
 // stream is refused with errTooLarge and leaves nothing behind.
 func (a *artifacts) write(r io.Reader, limit int64, ext string) (sum, path string, size int64, err error) {
+	tmp, sum, size, err := a.stage(r, limit, ext)
+	if err != nil {
+		return "", "", 0, err
+	}
+	if path, err = a.place(tmp, sum, ext); err != nil {
+		return "", "", 0, err
+	}
+	return sum, path, size, nil
+}
+
+// stage copies at most limit bytes of r into a temporary file of the
+// folder, synced, and returns it with its sha256; a longer stream is
+// refused with errTooLarge and leaves nothing behind. place puts it where
+// its sum names it.
+func (a *artifacts) stage(r io.Reader, limit int64, ext string) (tmp, sum string, size int64, err error) {
 	f, err := os.CreateTemp(a.dir, ".tmp-*"+ext)
 	if err != nil {
 		return "", "", 0, fmt.Errorf("creating a temporary artifact: %w", err)
 	}
-	tmp := f.Name()
+	tmp = f.Name()
 	h := sha256.New()
 	size, err = io.Copy(io.MultiWriter(f, h), io.LimitReader(r, limit+1))
 	if err == nil && size > limit {
@@ -105,16 +123,41 @@ func (a *artifacts) write(r io.Reader, limit int64, ext string) (sum, path strin
 		os.Remove(tmp)
 		return "", "", 0, err
 	}
-	sum = hex.EncodeToString(h.Sum(nil))
-	path = filepath.Join(a.dir, sum+ext)
+	return tmp, hex.EncodeToString(h.Sum(nil)), size, nil
+}
+
+// place renames a staged temporary file to its sha256 name, makes the
+// rename durable and publishes the file; the temporary is gone either way.
+func (a *artifacts) place(tmp, sum, ext string) (string, error) {
+	path := filepath.Join(a.dir, sum+ext)
 	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
-		return "", "", 0, fmt.Errorf("storing artifact %s: %w", sum, err)
+		return "", fmt.Errorf("storing artifact %s: %w", sum, err)
+	}
+	if err := syncDir(a.dir); err != nil {
+		return "", fmt.Errorf("storing artifact %s: %w", sum, err)
 	}
 	if err := a.publish(path); err != nil {
-		return "", "", 0, err
+		return "", err
 	}
-	return sum, path, size, nil
+	return path, nil
+}
+
+// syncDir makes the renames in a folder durable: a rename is a change of
+// the folder, which fsync of the file does not cover.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("syncing folder: %w", err)
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("syncing folder: %w", err)
+	}
+	return nil
 }
 
 func syncFile(path string) error {

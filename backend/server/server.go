@@ -136,6 +136,7 @@ type Server struct {
 	// (submit.go).
 	beginJobTx func(ctx context.Context) (jobTx, error)
 	submitWait time.Duration // [submitWait]
+	uploads    keyLocks      // per upload digest (uploadlock.go)
 	closed     sync.Once
 }
 

@@ -50,12 +50,16 @@ func (s *Server) verifyUpload(w http.ResponseWriter, r *http.Request) (shared.Jo
 	var sum, path string
 	var size int64
 	kept := false
+	var unlock func() // the digest's lock (writeUpload)
 	defer func() {
 		// A refused file goes, unless the same bytes were accepted before.
 		if sum != "" && !kept {
 			if _, err := s.store.Upload(context.WithoutCancel(r.Context()), sum); errors.Is(err, ErrNotFound) {
 				os.Remove(path)
 			}
+		}
+		if unlock != nil {
+			unlock()
 		}
 	}()
 	tooLarge := func(err error) error {
@@ -81,7 +85,7 @@ func (s *Server) verifyUpload(w http.ResponseWriter, r *http.Request) (shared.Jo
 			if sum != "" {
 				return none, badInput("the upload holds more than one file")
 			}
-			sum, path, size, err = s.art.write(part, s.cfg.MaxUpload, ".onnx")
+			sum, path, size, unlock, err = s.writeUpload(part)
 			if err != nil {
 				if e := tooLarge(err); e != nil {
 					return none, e
