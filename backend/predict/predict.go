@@ -567,6 +567,13 @@ func (h *Handler) run(x []float32, n int) (labels []int64, probs []float32, err 
 	if err != nil {
 		return nil, nil, fmt.Errorf("running the model: %w", err)
 	}
+	// Finite values far outside the pixel range can overflow the model's
+	// layers: its scores are then not numbers, which no answer can carry.
+	for i, p := range probs {
+		if math.IsNaN(float64(p)) || math.IsInf(float64(p), 0) {
+			return nil, nil, badRequest("image %d: the model's scores are not finite numbers; its values lie too far outside the pixel range [0, %g]", i/k, h.o.Scale)
+		}
+	}
 	h.served.Add(int64(n))
 	return labels, probs, nil
 }
