@@ -169,20 +169,28 @@ func TestGalleryFilter(t *testing.T) {
 }
 
 func TestPlainWords(t *testing.T) {
+	p := func(v float64) *float64 { return &v }
+	null := &shared.Null{Models: 30, Architectures: []string{"cnn", "mlp"}, Mean: 0.3, SD: 0.08, FPR: 0.01, Threshold: 0.52}
 	cases := []struct {
 		v         shared.Verdict
 		want, not []string
 	}{
-		{shared.Verdict{N: 10, Matches: 10, Accuracy: 1, Threshold: 0.7, Surrogate: true, PValue: 1e-10, BaseRate: 0.1, Calibrated: true},
-			[]string{"10 of the 10", "at least the threshold", "probably derived", "1.0e-10"}, []string{"with care"}},
-		{shared.Verdict{N: 10, Matches: 1, Accuracy: 0.1, Threshold: 0.7, PValue: 0.65, BaseRate: 0.1, Calibrated: true},
-			[]string{"1 of the 10", "below the threshold", "does not show", "0.650"}, []string{"with care"}},
-		{shared.Verdict{N: 50, Matches: 30, Accuracy: 0.6, Threshold: 0.7, PValue: 1e-6, BaseRate: 0.1, Calibrated: true},
-			[]string{"below the threshold", "well above chance"}, []string{"with care"}},
-		// Against the training references' rate, a small p-value of an
-		// innocent-looking model is not called evidence.
-		{shared.Verdict{N: 50, Matches: 22, Accuracy: 0.44, Threshold: 0.7, PValue: 1e-4, BaseRate: 0.2},
-			[]string{"below the threshold", "with care", "--calibration"}, []string{"well above chance"}},
+		{shared.Verdict{N: 100, Matches: 60, Accuracy: 0.6, Interval: [2]float64{0.5, 0.7}, Confidence: 0.95, Theta: 0.7, Threshold: 0.52,
+			Outcome: shared.OutcomeDerived, Surrogate: true, PValue: p(1e-10), EmpiricalP: p(1.0 / 31), Null: null, Calibrated: true},
+			[]string{"60 of the 100", "30 models trained without your model (cnn, mlp)", "1.0e-10", "was derived from your model", "at most 0.01"}, []string{"calibrate the fingerprint"}},
+		{shared.Verdict{N: 100, Matches: 30, Accuracy: 0.3, Interval: [2]float64{0.21, 0.4}, Confidence: 0.95, Theta: 0.7, Threshold: 0.52,
+			Outcome: shared.OutcomeIndependent, PValue: p(0.5), EmpiricalP: p(0.5), Null: null, Calibrated: true},
+			[]string{"no evidence", "52.0%"}, []string{"calibrate the fingerprint"}},
+		{shared.Verdict{N: 100, Matches: 50, Accuracy: 0.5, Interval: [2]float64{0.4, 0.6}, Confidence: 0.95, Theta: 0.7, Threshold: 0.52,
+			Outcome: shared.OutcomeInconclusive, PValue: p(0.02), EmpiricalP: p(0.05), Null: null, Calibrated: true},
+			[]string{"cannot decide", "More fingerprints"}, nil},
+		// Uncalibrated: no p-value in any form, and what to do about it.
+		{shared.Verdict{N: 40, Matches: 28, Accuracy: 0.7, Interval: [2]float64{0.53, 0.83}, Confidence: 0.95, Theta: 0.7, Threshold: 0.7,
+			Outcome: shared.OutcomeInconclusive},
+			[]string{"straddles", "no p-value", "conferral calibrate"}, []string{"probability", "e-"}},
+		{shared.Verdict{N: 40, Matches: 40, Accuracy: 1, Interval: [2]float64{0.91, 1}, Confidence: 0.95, Theta: 0.7, Threshold: 0.7,
+			Outcome: shared.OutcomeDerived, Surrogate: true},
+			[]string{"copy of your model", "no p-value", "before acting"}, []string{"probability"}},
 	}
 	for _, c := range cases {
 		got := plainWords(&c.v)

@@ -336,16 +336,21 @@ func queries(step, total int64, state shared.JobState) string {
 	return "waiting for the queue…"
 }
 
-// card is the verdict: accuracy against θ, the p-value, the grid of
-// agreeing and disagreeing fingerprints, and what it means.
+// card is the verdict: its outcome, the fingerprint accuracy with its
+// interval against the decision threshold, the p-values of a calibrated
+// verdict (none for an uncalibrated one), the grid of agreeing and
+// disagreeing fingerprints, and what it means.
 func (v *verify) card() ui.UI {
 	vd := v.verdict
 	if vd == nil {
 		return ui.Div()
 	}
-	cls, title := "verdict innocent", "Not a surrogate"
-	if vd.Surrogate {
-		cls, title = "verdict stolen", "Surrogate: derived from your model"
+	cls, title := "verdict unsure", "Inconclusive: the fingerprints cannot decide"
+	switch vd.Outcome {
+	case shared.OutcomeDerived:
+		cls, title = "verdict stolen", "Derived from your model"
+	case shared.OutcomeIndependent:
+		cls, title = "verdict innocent", "Independent: no evidence of derivation"
 	}
 	cells := make([]ui.UI, len(vd.Items))
 	for i, it := range vd.Items {
@@ -357,17 +362,38 @@ func (v *verify) card() ui.UI {
 			className(v.classes, it.Key), className(v.classes, it.Label))).Body(
 			ui.Img().Src(itemURL(vd.Fingerprint, it.Index, "fingerprint")).Alt(fmt.Sprintf("fingerprint %d", it.Index)))
 	}
-	return ui.Div().Class(cls).ID("verdict").DataSet("surrogate", vd.Surrogate).DataSet("accuracy", fmt.Sprintf("%.4f", vd.Accuracy)).Body(
+	stats := []ui.UI{
+		stat("fingerprint accuracy", fmt.Sprintf("%.2f", vd.Accuracy)),
+		stat(fmt.Sprintf("%.0f%% interval", 100*vd.Confidence), fmt.Sprintf("%.2f–%.2f", vd.Interval[0], vd.Interval[1])),
+		stat("agreeing", fmt.Sprintf("%d of %d", vd.Matches, vd.N)),
+	}
+	if vd.Calibrated && vd.PValue != nil && vd.EmpiricalP != nil && vd.Null != nil {
+		stats = append(stats,
+			stat(fmt.Sprintf("threshold at %g FPR", vd.Null.FPR), fmt.Sprintf("%.2f", vd.Threshold)),
+			stat("p-value (fit)", pvalue(*vd.PValue)),
+			stat("p-value (empirical)", pvalue(*vd.EmpiricalP)),
+			stat("independent models", fmt.Sprintf("%d, agreeing %.2f ± %.2f", vd.Null.Models, vd.Null.Mean, vd.Null.SD)),
+		)
+	} else {
+		stats = append(stats, stat("threshold θ", fmt.Sprintf("%.2f", vd.Threshold)), stat("calibration", "none: no p-value"))
+	}
+	if q := vd.Sequential; q != nil {
+		stats = append(stats, stat("queries to a decision", fmt.Sprintf("%d (SPRT: %s)", q.Used, q.Decision)))
+	}
+	commitment := vd.Commitment
+	if len(commitment) > 16 {
+		commitment = commitment[:16] + "…"
+	}
+	rule := vd.Rule
+	if len(rule) > 16 {
+		rule = rule[:16] + "…"
+	}
+	return ui.Div().Class(cls).ID("verdict").DataSet("surrogate", vd.Surrogate).DataSet("outcome", vd.Outcome).DataSet("accuracy", fmt.Sprintf("%.4f", vd.Accuracy)).Body(
 		ui.H2().ID("verdict-title").Text(title),
 		ui.P().Class("muted").Text("Suspect: "+vd.Suspect),
-		ui.Div().Class("stats").Body(
-			stat("fingerprint accuracy", fmt.Sprintf("%.2f", vd.Accuracy)),
-			stat("threshold θ", fmt.Sprintf("%.2f", vd.Threshold)),
-			stat("agreeing", fmt.Sprintf("%d of %d", vd.Matches, vd.N)),
-			stat("p-value", pvalue(vd.PValue)),
-			stat("null agreement rate", fmt.Sprintf("%.2f", vd.BaseRate)),
-		),
-		ui.Raw(accuracyBar(vd.Accuracy, vd.Threshold)),
+		ui.Div().Class("stats").Body(stats...),
+		ui.Raw(accuracyBar(vd.Accuracy, vd.Interval, vd.Threshold, vd.Theta)),
+		ui.P().Class("muted small").Text(fmt.Sprintf("Fingerprint commitment %s · decision rule %s", commitment, rule)),
 		ui.H2().Text("Each fingerprint: green agrees with your model, red does not"),
 		ui.Div().Class("grid").Body(cells...),
 		ui.H2().Text("What this means"),
@@ -386,38 +412,56 @@ func pvalue(p float64) string {
 
 // plainWords says what a verdict means to someone who is not a statistician.
 func plainWords(vd *shared.Verdict) string {
-	agree := fmt.Sprintf("The suspect gave your model's label to %d of the %d fingerprints (%s).", vd.Matches, vd.N, pct(vd.Accuracy))
-	chance := fmt.Sprintf("A model trained independently would be expected to agree on about %s of them, and the "+
-		"chance that one would agree on this many or more is %s.", pct(vd.BaseRate), pvalue(vd.PValue))
-	if vd.Surrogate {
-		return agree + " That is at least the threshold θ = " + fmt.Sprintf("%.2f", vd.Threshold) + ", so the suspect behaves " +
-			"like a copy of your model: it was probably derived from it (by distillation, extraction or fine-tuning). " + chance
+	s := fmt.Sprintf("The suspect gave your model's label to %d of the %d fingerprints asked (%s; with %.0f%% confidence between %s and %s).",
+		vd.Matches, vd.N, pct(vd.Accuracy), 100*vd.Confidence, pct(vd.Interval[0]), pct(vd.Interval[1]))
+	if !vd.Calibrated || vd.Null == nil || vd.PValue == nil {
+		switch vd.Outcome {
+		case shared.OutcomeDerived:
+			s += fmt.Sprintf(" Even the low end is at least the paper's threshold θ = %.2f: the suspect behaves like a copy of your model.", vd.Theta)
+		case shared.OutcomeIndependent:
+			s += fmt.Sprintf(" Even the high end is below the paper's threshold θ = %.2f: the fingerprint does not show that it was derived from your model.", vd.Theta)
+		default:
+			s += fmt.Sprintf(" That range straddles the paper's threshold θ = %.2f, so the fingerprints cannot decide.", vd.Theta)
+		}
+		return s + " Nobody has measured how often independently trained models agree with this fingerprint, so there is no p-value and no error rate " +
+			"behind this verdict: calibrate the fingerprint (conferral calibrate) with models trained without yours before acting on it."
 	}
-	s := agree + " That is below the threshold θ = " + fmt.Sprintf("%.2f", vd.Threshold) + ", so the fingerprint does not show " +
-		"that the suspect was derived from your model. " + chance
-	if vd.PValue < 0.01 && vd.Calibrated {
-		s += " The agreement is still well above chance: the suspect may be a heavily modified copy; more fingerprints would tell."
+	null := fmt.Sprintf(" %d models trained without your model (%s) agreed on %s of them on average.", vd.Null.Models, strings.Join(vd.Null.Architectures, ", "), pct(vd.Null.Mean))
+	switch vd.Outcome {
+	case shared.OutcomeDerived:
+		s += null + fmt.Sprintf(" An independent model would agree this often with probability %s, so the suspect was derived from your model "+
+			"(the test accuses at most %g of independent models).", pvalue(*vd.PValue), vd.Null.FPR)
+	case shared.OutcomeIndependent:
+		s += null + fmt.Sprintf(" Accusing would take %s or more, above everything the suspect's answers allow: no evidence that it was derived from your model.", pct(vd.Threshold))
+	default:
+		s += null + fmt.Sprintf(" Accusing takes %s; the suspect's range reaches that line, so the fingerprints cannot decide. More fingerprints would.", pct(vd.Threshold))
 	}
-	if !vd.Calibrated {
-		s += " Read the p-value with care: the expected agreement comes from the training references, which the fingerprint " +
-			"was crafted to disagree with, so it understates how often innocent models agree. A fingerprint calibrated with " +
-			"held-out references (conferral extract --calibration) gives a fair one."
+	if len(vd.Null.Warnings) > 0 {
+		s += " Caution: " + strings.Join(vd.Null.Warnings, "; ") + "."
 	}
 	return s
 }
 
-// accuracyBar draws the fingerprint accuracy on [0,1] with θ marked.
-func accuracyBar(acc, theta float64) string {
-	const w, h, pad = 520.0, 42.0, 10.0
+// accuracyBar draws the fingerprint accuracy on [0,1] with its interval,
+// the decision threshold and the paper's θ marked.
+func accuracyBar(acc float64, interval [2]float64, threshold, theta float64) string {
+	const w, h, pad = 520.0, 56.0, 10.0
 	x := func(v float64) float64 { return pad + math.Max(0, math.Min(1, v))*(w-2*pad) }
 	col := "#1f8a4c"
-	if acc >= theta {
+	if interval[0] >= threshold {
 		col = "#c0392b"
 	}
-	return fmt.Sprintf(`<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="%g" height="%g">`+
-		`<rect x="%g" y="8" width="%g" height="14" fill="#e6e9f2" rx="4"/>`+
-		`<rect x="%g" y="8" width="%g" height="14" fill="%s" rx="4"/>`+
-		`<line x1="%.1f" x2="%.1f" y1="3" y2="27" stroke="#1b2233" stroke-width="2"/>`+
-		`<text x="%.1f" y="38" text-anchor="middle">θ = %.2f</text><text x="%g" y="38">0</text><text x="%g" y="38" text-anchor="end">1</text></svg>`,
-		w, h, pad, w-2*pad, pad, x(acc)-pad, col, x(theta), x(theta), x(theta), theta, pad, w-pad)
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="%g" height="%g">`, w, h)
+	fmt.Fprintf(&b, `<rect x="%g" y="8" width="%g" height="14" fill="#e6e9f2" rx="4"/>`, pad, w-2*pad)
+	fmt.Fprintf(&b, `<rect x="%g" y="8" width="%g" height="14" fill="%s" rx="4"/>`, pad, x(acc)-pad, col)
+	fmt.Fprintf(&b, `<line class="interval" x1="%.1f" x2="%.1f" y1="15" y2="15" stroke="#1b2233" stroke-width="3"/>`, x(interval[0]), x(interval[1]))
+	fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="3" y2="27" stroke="#1b2233" stroke-width="2"/><text x="%.1f" y="38" text-anchor="middle">threshold %.2f</text>`,
+		x(threshold), x(threshold), x(threshold), threshold)
+	if theta != threshold {
+		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="3" y2="27" stroke="#8a93a8" stroke-width="1" stroke-dasharray="3 2"/><text x="%.1f" y="52" text-anchor="middle" fill="#8a93a8">θ = %.2f</text>`,
+			x(theta), x(theta), x(theta), theta)
+	}
+	fmt.Fprintf(&b, `<text x="%g" y="38">0</text><text x="%g" y="38" text-anchor="end">1</text></svg>`, pad, w-pad)
+	return b.String()
 }

@@ -15,6 +15,7 @@ import (
 	stdpng "image/png"
 	"io"
 	"log"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -559,6 +560,7 @@ func openVerify(t *testing.T, ctx context.Context) {
 // verdictFromPage waits for the verdict card and reads it.
 type pageVerdict struct {
 	Surrogate bool
+	Outcome   string
 	Accuracy  float64
 	Title     string
 	Cells     int
@@ -571,7 +573,7 @@ func readVerdict(t *testing.T, ctx context.Context) pageVerdict {
 	waitFor(t, ctx, `document.querySelector('#verdict') !== null`, "the verdict")
 	waitFor(t, ctx, imagesLoaded("#verdict .grid img"), "the verdict's fingerprints")
 	return eval[pageVerdict](t, ctx, `(() => { const v = document.querySelector('#verdict'); return {
-		Surrogate: v.dataset.surrogate === 'true', Accuracy: Number(v.dataset.accuracy),
+		Surrogate: v.dataset.surrogate === 'true', Outcome: v.dataset.outcome, Accuracy: Number(v.dataset.accuracy),
 		Title: document.querySelector('#verdict-title').innerText,
 		Cells: v.querySelectorAll('.grid .cell').length, Agree: v.querySelectorAll('.grid .cell.agree').length,
 		Text: v.innerText}; })()`)
@@ -625,10 +627,12 @@ func TestVerifyUploadedONNX(t *testing.T) {
 	if eval[bool](t, ctx, `document.querySelector('main .error') !== null`) {
 		t.Error("the earlier refusal is still shown")
 	}
-	if !v.Surrogate || v.Accuracy != 1 || v.Cells != e2e.fp.Count || v.Agree != e2e.fp.Count {
-		t.Errorf("verdict on the source's ONNX: %+v; want a surrogate agreeing on all %d", v, e2e.fp.Count)
+	if v.Outcome != perfectOutcome() || v.Surrogate != (v.Outcome == shared.OutcomeDerived) || v.Accuracy != 1 || v.Cells != e2e.fp.Count || v.Agree != e2e.fp.Count {
+		t.Errorf("verdict on the source's ONNX: %+v; want %s, agreeing on all %d", v, perfectOutcome(), e2e.fp.Count)
 	}
-	if !strings.Contains(v.Title, "Surrogate") || !strings.Contains(v.Text, "probably derived from it") {
+	// The fixture's fingerprint is uncalibrated: the card says so and
+	// prints no p-value.
+	if !strings.Contains(v.Text, "no p-value") || strings.Contains(v.Text, "p-value (fit)") || !strings.Contains(v.Text, "conferral calibrate") {
 		t.Errorf("verdict card says %q", v.Text)
 	}
 	shoot(t, ctx, "verify-upload")
@@ -647,9 +651,20 @@ func TestVerifyStoredModel(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := readVerdict(t, ctx)
-	if !v.Surrogate || v.Accuracy != 1 || v.Agree != e2e.fp.Count || !strings.Contains(v.Text, "e2e-surrogate") {
-		t.Errorf("verdict on the stored surrogate: %+v; want a surrogate agreeing on all %d", v, e2e.fp.Count)
+	if v.Outcome != perfectOutcome() || v.Accuracy != 1 || v.Agree != e2e.fp.Count || !strings.Contains(v.Text, "e2e-surrogate") {
+		t.Errorf("verdict on the stored surrogate: %+v; want %s, agreeing on all %d", v, perfectOutcome(), e2e.fp.Count)
 	}
+}
+
+// perfectOutcome is the uncalibrated verdict on a suspect that agrees on
+// every one of the fixture's n fingerprints: derived when the
+// Clopper–Pearson lower bound (0.025^(1/n)) reaches θ = 0.7, which takes
+// n ≥ 11; inconclusive below.
+func perfectOutcome() string {
+	if math.Pow(0.025, 1/float64(e2e.fp.Count)) >= 0.7 {
+		return shared.OutcomeDerived
+	}
+	return shared.OutcomeInconclusive
 }
 
 func TestVerifyEndpoint(t *testing.T) {
@@ -691,10 +706,11 @@ func TestVerifyEndpoint(t *testing.T) {
 	if want := fmt.Sprintf("querying %s with %d fingerprints", endpoint, e2e.fp.Count); !strings.Contains(progress.Log, want) {
 		t.Errorf("the log lacks %q:\n%s", want, progress.Log)
 	}
-	if v.Surrogate || v.Accuracy != 0 || v.Cells != e2e.fp.Count || v.Agree != 0 {
-		t.Errorf("verdict on the served reference: %+v; want not a surrogate, agreeing on none of %d", v, e2e.fp.Count)
+	// 0 of n ≥ 4: the interval's upper end, 1 − 0.025^(1/n) ≤ 0.60, is below θ.
+	if v.Outcome != shared.OutcomeIndependent || v.Surrogate || v.Accuracy != 0 || v.Cells != e2e.fp.Count || v.Agree != 0 {
+		t.Errorf("verdict on the served reference: %+v; want independent, agreeing on none of %d", v, e2e.fp.Count)
 	}
-	if !strings.Contains(v.Title, "Not a surrogate") {
+	if !strings.Contains(v.Title, "Independent") {
 		t.Errorf("verdict card says %q", v.Text)
 	}
 	shoot(t, ctx, "verify-endpoint")

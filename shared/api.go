@@ -282,17 +282,22 @@ type VerifyArgs struct {
 	// scale for an endpoint.
 	Upload string        `json:"upload,omitempty"`
 	Input  *UploadFields `json:"input,omitempty"`
-	// Theta is the threshold θ on fingerprint accuracy (default 0.7) and
-	// BaseRate the p-value's null agreement rate (default: the
-	// fingerprint's reference rate).
-	Theta    float64 `json:"theta,omitempty"`
-	BaseRate float64 `json:"base_rate,omitempty"`
-	Name     string  `json:"name,omitempty"` // the suspect's name in the verdict
+	// Theta is the paper's threshold θ on fingerprint accuracy (default
+	// 0.7): the rule of an uncalibrated fingerprint. A fingerprint with a
+	// calibration (conferral calibrate; stored beside it) is judged by the
+	// calibrated test at the false-positive rate FPR (default: the
+	// calibration's own). Sequential queries in a random order and stops
+	// when Wald's SPRT decides (calibrated fingerprints only).
+	Theta      float64 `json:"theta,omitempty"`
+	FPR        float64 `json:"fpr,omitempty"`
+	Sequential bool    `json:"sequential,omitempty"`
+	Name       string  `json:"name,omitempty"` // the suspect's name in the verdict
 }
 
 // UploadFields are the form fields of an ONNX upload to POST /api/verify
 // besides the part "file": "fingerprint" (required), "name", "theta",
-// "base_rate", and the model's input convention below.
+// "fpr", "sequential" (true or false), and the model's input convention
+// below.
 type UploadFields struct {
 	Layout string    `json:"layout,omitempty"` // nchw or nhwc ("": from the file or the endpoint)
 	Mean   []float64 `json:"mean,omitempty"`   // form: comma-separated, per channel
@@ -379,31 +384,78 @@ type FingerprintItem struct {
 	Agree  []bool  `json:"agree"`
 }
 
+// The outcomes of a verdict.
+const (
+	OutcomeDerived      = "derived"
+	OutcomeIndependent  = "independent"
+	OutcomeInconclusive = "inconclusive"
+)
+
 // Verdict is a verification's answer with the evidence behind it.
 type Verdict struct {
-	Suspect     string  `json:"suspect"`
-	Fingerprint string  `json:"fingerprint"` // ID
-	N           int     `json:"n"`           // fingerprints queried
-	Matches     int     `json:"matches"`     // answers equal to the key
-	Accuracy    float64 `json:"accuracy"`    // fingerprint accuracy, Matches/N
-	Threshold   float64 `json:"threshold"`   // θ
-	// Surrogate is Accuracy ≥ Threshold, and Verdict says it in words
-	// ("surrogate" or "not a surrogate").
+	Suspect     string `json:"suspect"`
+	Fingerprint string `json:"fingerprint"` // ID
+	// Commitment is the fingerprint's commitment, Rule the hash of the
+	// decision rule the suspect was judged by.
+	Commitment string  `json:"commitment"`
+	Rule       string  `json:"rule"`
+	N          int     `json:"n"`        // fingerprints answered
+	Matches    int     `json:"matches"`  // answers equal to the key
+	Accuracy   float64 `json:"accuracy"` // fingerprint accuracy, Matches/N
+	// Interval is the Clopper–Pearson interval of Accuracy at Confidence.
+	Interval   [2]float64 `json:"interval"`
+	Confidence float64    `json:"confidence"`
+	// Outcome is OutcomeDerived, OutcomeIndependent or
+	// OutcomeInconclusive; Surrogate is Outcome == OutcomeDerived.
+	Outcome   string `json:"outcome"`
 	Surrogate bool   `json:"surrogate"`
-	Verdict   string `json:"verdict"`
-	// PValue is P[X ≥ Matches], X ~ Binomial(N, BaseRate).
-	PValue   float64 `json:"p_value"`
-	BaseRate float64 `json:"base_rate"`
-	// Calibrated says BaseRate was measured on held-out references or
-	// given by the caller; otherwise it is the training references'
-	// agreement, which C-BIM drives down, and the p-value overstates the
-	// evidence.
-	Calibrated  bool          `json:"calibrated"`
+	// Verdict says the outcome in words.
+	Verdict string  `json:"verdict"`
+	Theta   float64 `json:"theta"` // the paper's θ
+	// Threshold is the accuracy the decision needs: θ when uncalibrated,
+	// the calibrated test's critical accuracy otherwise.
+	Threshold float64 `json:"threshold"`
+	// Calibrated says the verdict was tested against independent models
+	// (Null); an uncalibrated one has no p-value.
+	Calibrated bool `json:"calibrated"`
+	// PValue is P[X ≥ Matches] under the beta-binomial fit of Null,
+	// EmpiricalP the share of Null's models at or above the suspect.
+	PValue      *float64      `json:"p_value,omitempty"`
+	EmpiricalP  *float64      `json:"empirical_p,omitempty"`
+	Null        *Null         `json:"null,omitempty"`
+	Sequential  *Sequential   `json:"sequential,omitempty"`
 	Explanation string        `json:"explanation"`
 	Items       []VerdictItem `json:"items"`
 	// Queries is the number of images the suspect was sent: N, or more
 	// for a remote suspect that had to retry.
 	Queries int `json:"queries,omitempty"`
+}
+
+// Null is what a calibrated verdict is tested against: independent
+// models' agreement with the fingerprint.
+type Null struct {
+	Models        int      `json:"models"`
+	Architectures []string `json:"architectures"`
+	// Alpha and Beta are the beta-binomial fit; Mean and SD the agreement
+	// rate's across the models.
+	Alpha     float64 `json:"alpha"`
+	Beta      float64 `json:"beta"`
+	Mean      float64 `json:"mean"`
+	SD        float64 `json:"sd"`
+	FPR       float64 `json:"fpr"`       // the test's level
+	Threshold float64 `json:"threshold"` // accuracy that accuses at FPR
+	// Calibration is the sha256 of the calibration record.
+	Calibration string   `json:"calibration"`
+	Warnings    []string `json:"warnings,omitempty"`
+}
+
+// Sequential reports a sequential verification (Wald's SPRT).
+type Sequential struct {
+	Used        int     `json:"used"`         // answers the decision used
+	Decision    string  `json:"decision"`     // derived, independent or none (all answers used)
+	DerivedRate float64 `json:"derived_rate"` // H₁
+	Miss        float64 `json:"miss"`         // β
+	FPR         float64 `json:"fpr"`          // α
 }
 
 // VerdictItem is the suspect's answer to one fingerprint.

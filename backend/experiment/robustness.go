@@ -53,6 +53,9 @@ func (d *Derived) Within(source, margin float64) bool { return d.TestAcc >= sour
 type RobustnessStudy struct {
 	Attacks []Attack
 	Theta   float64
+	// Calibration, when set, judges every model by the calibrated rule
+	// (outcome and p-values); its models must not be among those scored.
+	Calibration *fingerprint.Calibration
 	// Margin is the accuracy loss below which §6.3 demands retention (0.05).
 	Margin  float64
 	Command string
@@ -66,13 +69,13 @@ type RobustnessResult struct {
 	References []*Member
 	SurrV      []*fingerprint.Verdict
 	RefV       []*fingerprint.Verdict
-	// Retained counts derived models within the margin that are verified;
-	// Useful counts those within the margin; FalsePositives the references
-	// verified as surrogates.
-	Retained, Useful, FalsePositives int
-	// BaseRate is the p-values' null agreement rate: the highest of the
-	// references' fingerprint accuracies (and the fingerprint's own rate).
-	BaseRate float64
+	// Retained counts distinct derived models within the margin at or above
+	// θ; Useful counts distinct models within the margin (a labels-only row
+	// deploys the model of another row: verification sees only labels, so
+	// it is the same model and counted once); FalsePositives counts the
+	// references at or above θ. Accused counts, under a calibration, the
+	// distinct useful derived models the calibrated rule calls derived.
+	Retained, Useful, FalsePositives, Accused int
 }
 
 var nonSlug = regexp.MustCompile(`[^a-z0-9.]+`)
@@ -161,46 +164,42 @@ func (st *RobustnessStudy) Run(ctx context.Context, f *Fleet, fp *fingerprint.Fi
 		if a.LabelsOnly {
 			s = &suspect.Local{Model: train.LabelsOnly{Model: m}, Name: a.String()}
 		}
-		d.Verdict, err = fingerprint.Verify(ctx, s, fp, st.Theta, 0)
+		d.Verdict, err = fingerprint.Verify(ctx, s, fp, st.rule())
 		m.Free()
 		if err != nil {
 			return nil, err
 		}
 		res.Derived = append(res.Derived, d)
-		if d.Within(srcAcc, st.Margin) {
+		if d.Within(srcAcc, st.Margin) && !a.LabelsOnly {
 			res.Useful++
-			if d.Verdict.Surrogate {
+			if atTheta(d.Verdict) {
 				res.Retained++
+			}
+			if d.Verdict.Calibrated && d.Verdict.Surrogate {
+				res.Accused++
 			}
 		}
 		progress.Report(shared.Event{Kind: shared.Log, Stage: "robustness", Message: fmt.Sprintf("%-12s %-10s test accuracy %.4f, fingerprint accuracy %.2f", a.Name, a.Param, d.TestAcc, d.Verdict.Accuracy)})
 	}
 	res.Surrogates, res.References = f.Select(Surrogate, true), f.Select(Reference, true)
-	if res.SurrV, err = verifyAll(ctx, fp, res.Surrogates, st.Theta); err != nil {
+	if res.SurrV, err = verifyAll(ctx, fp, res.Surrogates, st.rule()); err != nil {
 		return nil, err
 	}
-	if res.RefV, err = verifyAll(ctx, fp, res.References, st.Theta); err != nil {
+	if res.RefV, err = verifyAll(ctx, fp, res.References, st.rule()); err != nil {
 		return nil, err
 	}
-	// The p-values' null hypothesis: an innocent model agrees as often as
-	// the most agreeing of these references, which took no part in
-	// crafting (the training references disagree by construction).
-	res.BaseRate = fp.Meta.ReferenceRate
 	for _, v := range res.RefV {
-		res.BaseRate = max(res.BaseRate, v.Accuracy)
-		if v.Surrogate {
+		if atTheta(v) {
 			res.FalsePositives++
 		}
 	}
-	all := append(append([]*fingerprint.Verdict{}, res.SurrV...), res.RefV...)
-	for _, d := range res.Derived {
-		all = append(all, d.Verdict)
-	}
-	for _, v := range all {
-		v.BaseRate, v.PValue = res.BaseRate, fingerprint.BinomialTail(v.Agree, v.Fingerprints, res.BaseRate)
-	}
 	progress.Report(shared.Event{Kind: shared.Done, Stage: "robustness", Step: int64(len(st.Attacks)), Total: int64(len(st.Attacks))})
 	return res, st.write(dir, fp, res)
+}
+
+// rule is the decision rule every model is judged by.
+func (st *RobustnessStudy) rule() fingerprint.Rule {
+	return fingerprint.Rule{Theta: st.Theta, Calibration: st.Calibration}
 }
 
 func (st *RobustnessStudy) write(dir report.Dir, fp *fingerprint.Fingerprint, r *RobustnessResult) error {
@@ -211,13 +210,20 @@ func (st *RobustnessStudy) write(dir report.Dir, fp *fingerprint.Fingerprint, r 
 		"every attack below runs on the adversary's half (or, for Knockoff, a transfer set), which the fingerprint never saw. θ = %g.\n\n",
 		fp.N, fp.Meta.SourceArch, r.SourceAcc, cmp.Or(fp.Meta.Loss, string(attack.LossLinear)), fp.Meta.Eps, fp.Meta.Tau, fp.Meta.TauSurr, len(fp.Meta.Surrogates), len(fp.Meta.References), st.Theta)
 	verdict := func(v *fingerprint.Verdict) string {
-		if v.Surrogate {
+		if atTheta(v) {
 			return "surrogate"
 		}
 		return "not a surrogate"
 	}
-	fmt.Fprintf(&md, "**Retention: %d of %d derived models within %.0f points of the source's accuracy are verified as surrogates at θ = %g. "+
-		"References verified as surrogates: %d of %d.**\n\n", r.Retained, r.Useful, 100*st.Margin, st.Theta, r.FalsePositives, len(r.References))
+	pvalue := func(v *fingerprint.Verdict) string {
+		if v.PValue == nil {
+			return "–"
+		}
+		return fmt.Sprintf("%.2g", *v.PValue)
+	}
+	fmt.Fprintf(&md, "**Retention: %d of %d distinct derived models within %.0f points of the source's accuracy are at or above θ = %g. "+
+		"References at or above θ: %d of %d.**\n\n", r.Retained, r.Useful, 100*st.Margin, st.Theta, r.FalsePositives, len(r.References))
+	fmt.Fprintf(&md, "A labels-only row deploys the model of the row above it behind a labels-only API; verification reads only labels, so it is the same model: it is listed, and counted once.\n\n")
 	if r.Retained < r.Useful {
 		var missed []string
 		for _, d := range r.Derived {
@@ -230,7 +236,13 @@ func (st *RobustnessStudy) write(dir report.Dir, fp *fingerprint.Fingerprint, r 
 	if r.FalsePositives > 0 {
 		fmt.Fprintf(&md, "The fingerprint **wrongly accuses** %d reference model(s).\n\n", r.FalsePositives)
 	}
-	fmt.Fprintf(&md, "p-values are one-sided binomial tails against an agreement rate of %.2f, the most agreeing reference model's below: how likely an innocent model agreeing that often with each fingerprint would agree as much as the suspect.\n\n", r.BaseRate)
+	if c := st.Calibration; c != nil {
+		fmt.Fprintf(&md, "Calibrated verdicts: %d independent models (%s), none of them scored below, fit agreement Beta(%.2f, %.2f) (mean %.2f); at a false-positive rate of %g the calibrated rule accuses from %.2f. "+
+			"It calls **%d of %d** distinct useful derived models derived. p-values are that fit's beta-binomial tails.\n\n",
+			len(c.Models), strings.Join(c.Architectures(), ", "), c.Fit.Alpha, c.Fit.Beta, c.Fit.Mean(), c.FPR, c.Summary.Accuracy, r.Accused, r.Useful)
+	} else {
+		fmt.Fprintf(&md, "No calibration was given (`--calibration`), so no p-value is printed: the verdicts are Algorithm 1's at θ.\n\n")
+	}
 	var rows [][]string
 	group := ""
 	for _, d := range r.Derived {
@@ -243,21 +255,21 @@ func (st *RobustnessStudy) write(dir report.Dir, fp *fingerprint.Fingerprint, r 
 			within = "no"
 		}
 		rows = append(rows, []string{g, d.attackName(), d.Param, fmt.Sprint(d.Queries), fmt.Sprintf("%.4f", d.TestAcc), fmt.Sprintf("%+.1f", 100*(d.TestAcc-r.SourceAcc)), within,
-			fmt.Sprintf("%.2f", d.Verdict.Accuracy), fmt.Sprintf("%.2g", d.Verdict.PValue), verdict(d.Verdict)})
+			fmt.Sprintf("%.2f", d.Verdict.Accuracy), pvalue(d.Verdict), verdict(d.Verdict), d.Verdict.Outcome})
 	}
 	fmt.Fprintf(&md, "## Derived models\n\n")
-	report.Table(&md, []string{"group", "attack", "parameters", "queries", "test accuracy", "Δ points", "within 5 points", "fingerprint accuracy", "p-value", "verdict at θ"}, rows)
+	report.Table(&md, []string{"group", "attack", "parameters", "queries", "test accuracy", "Δ points", "within 5 points", "fingerprint accuracy", "p-value", "at θ", "outcome"}, rows)
 	rows = nil
 	for _, g := range []struct {
 		ms []*Member
 		vs []*fingerprint.Verdict
 	}{{r.Surrogates, r.SurrV}, {r.References, r.RefV}} {
 		for i, m := range g.ms {
-			rows = append(rows, []string{m.Name, string(m.Role), m.Arch, fmt.Sprintf("%.4f", m.TestAcc), fmt.Sprintf("%.2f", g.vs[i].Accuracy), fmt.Sprintf("%.2g", g.vs[i].PValue), verdict(g.vs[i])})
+			rows = append(rows, []string{m.Name, string(m.Role), m.Arch, fmt.Sprintf("%.4f", m.TestAcc), fmt.Sprintf("%.2f", g.vs[i].Accuracy), pvalue(g.vs[i]), verdict(g.vs[i]), g.vs[i].Outcome})
 		}
 	}
 	fmt.Fprintf(&md, "\n## For contrast: the fleet's testing models (adversary's half, never seen by the fingerprint)\n\n")
-	report.Table(&md, []string{"model", "role", "arch", "test accuracy", "fingerprint accuracy", "p-value", "verdict at θ"}, rows)
+	report.Table(&md, []string{"model", "role", "arch", "test accuracy", "fingerprint accuracy", "p-value", "at θ", "outcome"}, rows)
 	var series []report.Series
 	index := map[string]int{}
 	for _, d := range r.Derived {

@@ -106,10 +106,11 @@ func firstN(ms []*Member, per int, archs []string) []*Member {
 	return out
 }
 
-func verifyAll(ctx context.Context, fp *fingerprint.Fingerprint, ms []*Member, theta float64) ([]*fingerprint.Verdict, error) {
+// verifyAll verifies each member by rule r.
+func verifyAll(ctx context.Context, fp *fingerprint.Fingerprint, ms []*Member, r fingerprint.Rule) ([]*fingerprint.Verdict, error) {
 	var out []*fingerprint.Verdict
 	for _, m := range ms {
-		v, err := fingerprint.Verify(ctx, &suspect.Local{Model: m.Model, Name: m.Name}, fp, theta, 0)
+		v, err := fingerprint.Verify(ctx, &suspect.Local{Model: m.Model, Name: m.Name}, fp, r)
 		if err != nil {
 			return nil, err
 		}
@@ -117,6 +118,12 @@ func verifyAll(ctx context.Context, fp *fingerprint.Fingerprint, ms []*Member, t
 	}
 	return out, nil
 }
+
+// atTheta is Algorithm 1's decision as the paper states it: fingerprint
+// accuracy at or above θ, with no interval. The studies report it to
+// compare with the paper's tables; verdicts for a suspect use the rule's
+// outcome instead.
+func atTheta(v *fingerprint.Verdict) bool { return v.Accuracy >= v.Theta }
 
 // filter is one of Algorithm 2's line-8 thresholds: Confer ≥ Tau and
 // Transfer to the training surrogates ≥ TauSurr.
@@ -145,13 +152,13 @@ func (st *FingerprintStudy) evaluate(ctx context.Context, f *Fleet, ds Data, s S
 		o := &Outcome{Setting: s.Name, Eps: s.Eps, Tau: fl.Tau, TauSurr: fl.TauSurr, Loss: string(s.Loss), Training: training, Start: cmp.Or(s.Start, fingerprint.StartTest), Fingerprints: fp.N, fp: fp,
 			SurrAcc: map[string]float64{}, RefAcc: map[string]float64{}, trainMembers: append(append([]*Member{src}, surr...), refs...), testSurr: testS, tRf: testR}
 		if fp.N > 0 {
-			if o.surrV, err = verifyAll(ctx, fp, testS, st.Theta); err != nil {
+			if o.surrV, err = verifyAll(ctx, fp, testS, fingerprint.Rule{Theta: st.Theta}); err != nil {
 				return nil, err
 			}
-			if o.refV, err = verifyAll(ctx, fp, testR, st.Theta); err != nil {
+			if o.refV, err = verifyAll(ctx, fp, testR, fingerprint.Rule{Theta: st.Theta}); err != nil {
 				return nil, err
 			}
-			if o.trainV, err = verifyAll(ctx, fp, o.trainMembers, st.Theta); err != nil {
+			if o.trainV, err = verifyAll(ctx, fp, o.trainMembers, fingerprint.Rule{Theta: st.Theta}); err != nil {
 				return nil, err
 			}
 		}
@@ -159,14 +166,14 @@ func (st *FingerprintStudy) evaluate(ctx context.Context, f *Fleet, ds Data, s S
 		for i, v := range o.surrV {
 			ps = append(ps, v.Accuracy)
 			o.SurrAcc[testS[i].Name] = v.Accuracy
-			if v.Surrogate {
+			if atTheta(v) {
 				o.Correct++
 			}
 		}
 		for i, v := range o.refV {
 			rs = append(rs, v.Accuracy)
 			o.RefAcc[testR[i].Name] = v.Accuracy
-			if !v.Surrogate {
+			if !atTheta(v) {
 				o.Correct++
 			}
 		}
@@ -320,7 +327,7 @@ func (st *FingerprintStudy) write(dir report.Dir, f *Fleet, mainO *Outcome, all 
 			if i < len(vs) {
 				fa = pct(vs[i].Accuracy)
 				verdict = "not a surrogate"
-				if vs[i].Surrogate {
+				if atTheta(vs[i]) {
 					verdict = "surrogate"
 				}
 			}

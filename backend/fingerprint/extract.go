@@ -313,31 +313,3 @@ func toUint8(x []float32) []uint8 {
 	}
 	return out
 }
-
-// Calibrate sets the fingerprint's reference rate — the null hypothesis of
-// every verdict's p-value — from held-out references: independently trained
-// models that took no part in crafting. The training references disagree
-// with the keys by construction (τ = 1 keeps only examples none of them
-// follows), so their rate understates what an innocent model agrees on;
-// held-out ones measure it. The rate only rises: it stays at least the
-// training references' rate and chance.
-func Calibrate(ctx context.Context, fp *Fingerprint, heldOut []Model) error {
-	if fp.N == 0 || len(heldOut) == 0 {
-		return nil
-	}
-	labels, err := Labels(ctx, heldOut, suspect.Images{X: fp.Float32(), N: fp.N, C: fp.C, H: fp.H, W: fp.W})
-	if err != nil {
-		return fmt.Errorf("calibrate: %w", err)
-	}
-	for _, ls := range labels {
-		agree := 0
-		for i, l := range ls {
-			if l == fp.Keys[i] {
-				agree++
-			}
-		}
-		fp.Meta.ReferenceRate = math.Max(fp.Meta.ReferenceRate, float64(agree)/float64(fp.N))
-	}
-	fp.Meta.Calibration = len(heldOut)
-	return nil
-}

@@ -16,6 +16,7 @@ import (
 	"github.com/conferral/conferral/backend/data"
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/nn"
+	"github.com/conferral/conferral/backend/stats"
 	"github.com/conferral/conferral/backend/suspect"
 	"github.com/conferral/conferral/backend/torch"
 	"github.com/conferral/conferral/backend/train"
@@ -293,7 +294,7 @@ func TestVerify(t *testing.T) {
 	ctx := context.Background()
 	verify := func(m *nn.Model, name string) *fingerprint.Verdict {
 		t.Helper()
-		v, err := fingerprint.Verify(ctx, local(m, name), fp, fingerprint.DefaultThreshold, 0)
+		v, err := fingerprint.Verify(ctx, local(m, name), fp, fingerprint.Rule{})
 		if err != nil {
 			t.Fatalf("Verify(%s): %v", name, err)
 		}
@@ -309,22 +310,22 @@ func TestVerify(t *testing.T) {
 		}
 		if v.Suspect != name || v.Fingerprints != fp.N || len(v.Labels) != fp.N || v.Agree != agree ||
 			v.Accuracy != float64(agree)/float64(fp.N) || v.Threshold != fingerprint.DefaultThreshold ||
-			v.Surrogate != (v.Accuracy >= fingerprint.DefaultThreshold) || v.BaseRate != fp.Meta.ReferenceRate ||
-			v.PValue != fingerprint.BinomialTail(agree, fp.N, fp.Meta.ReferenceRate) || v.Explain() == "" {
+			v.Surrogate != (v.Interval[0] >= fingerprint.DefaultThreshold) || v.PValue != nil || v.Calibrated ||
+			!(v.Interval[0] <= v.Accuracy && v.Accuracy <= v.Interval[1]) || v.Explain() == "" {
 			t.Errorf("%s: inconsistent verdict %+v", name, v)
 		}
 		return v
 	}
 	for i, m := range append([]*nn.Model{w.source}, w.surr...) {
 		v := verify(m, fmt.Sprintf("training surrogate %d", i))
-		if !v.Surrogate || v.Accuracy != 1 {
-			t.Errorf("%s: surrogate %v, accuracy %.3f; want true, 1", v.Suspect, v.Surrogate, v.Accuracy)
+		if v.Outcome == fingerprint.Independent || v.Accuracy != 1 {
+			t.Errorf("%s: %s, accuracy %.3f; want accuracy 1 and never independent", v.Suspect, v.Outcome, v.Accuracy)
 		}
 	}
 	for i, m := range w.ref {
 		v := verify(m, fmt.Sprintf("training reference %d", i))
 		if v.Surrogate || v.Accuracy != 0 {
-			t.Errorf("%s: surrogate %v, accuracy %.3f; want false, 0", v.Suspect, v.Surrogate, v.Accuracy)
+			t.Errorf("%s: %s, accuracy %.3f; want not derived, 0", v.Suspect, v.Outcome, v.Accuracy)
 		}
 	}
 	// Held-out models: surrogates agree with the keys more often than
@@ -334,21 +335,31 @@ func TestVerify(t *testing.T) {
 	var surrAcc, refAcc float64
 	for i := range w.heldSurr {
 		hs, hr := verify(w.heldSurr[i], fmt.Sprintf("held-out surrogate %d", i)), verify(w.heldRef[i], fmt.Sprintf("held-out reference %d", i))
-		t.Logf("held-out surrogate %d: accuracy %.3f (%d/%d, p = %.3g, surrogate %v); held-out reference %d: accuracy %.3f (%d/%d, p = %.3g, surrogate %v)",
-			i, hs.Accuracy, hs.Agree, hs.Fingerprints, hs.PValue, hs.Surrogate, i, hr.Accuracy, hr.Agree, hr.Fingerprints, hr.PValue, hr.Surrogate)
+		t.Logf("held-out surrogate %d: accuracy %.3f (%d/%d, %s); held-out reference %d: accuracy %.3f (%d/%d, %s)",
+			i, hs.Accuracy, hs.Agree, hs.Fingerprints, hs.Outcome, i, hr.Accuracy, hr.Agree, hr.Fingerprints, hr.Outcome)
 		surrAcc += hs.Accuracy / float64(len(w.heldSurr))
 		refAcc += hr.Accuracy / float64(len(w.heldRef))
 	}
 	if surrAcc <= refAcc {
 		t.Errorf("held-out surrogates' mean fingerprint accuracy %.3f is not above the held-out references' %.3f", surrAcc, refAcc)
 	}
-	// An explicit base rate replaces the fingerprint's.
-	v, err := fingerprint.Verify(ctx, local(w.heldSurr[0], "s"), fp, 0.5, 0.1)
+	// Calibrated by the held-out references, a verdict carries both
+	// p-values and names its null.
+	var held []fingerprint.IndependentModel
+	for i, m := range w.heldRef {
+		held = append(held, fingerprint.IndependentModel{Suspect: local(m, fmt.Sprintf("held-out reference %d", i)), Arch: "cnn"})
+	}
+	cal, err := fingerprint.Calibrate(ctx, fp, held, fingerprint.DefaultFPR)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.BaseRate != 0.1 || v.PValue != fingerprint.BinomialTail(v.Agree, fp.N, 0.1) || v.Surrogate != (v.Accuracy >= 0.5) {
-		t.Errorf("base rate 0.1, θ 0.5: %+v", v)
+	v, err := fingerprint.Verify(ctx, local(w.heldSurr[0], "s"), fp, fingerprint.Rule{Calibration: cal})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.Calibrated || v.PValue == nil || *v.PValue != cal.Fit.Tail(v.Agree, fp.N) || v.Null == nil || v.Null.Models != len(held) ||
+		*v.EmpiricalP != cal.Empirical(v.Agree, nil) || len(v.Null.Warnings) == 0 {
+		t.Errorf("calibrated verdict %+v (null %+v)", v, v.Null)
 	}
 }
 
@@ -476,46 +487,59 @@ func (f fakeSuspect) Classify(ctx context.Context, b suspect.Images) ([]int64, e
 }
 func (f fakeSuspect) String() string { return "fake" }
 
-// TestVerifyFakeSuspects checks Verify's arithmetic and its errors with
-// suspects that answer what they are told.
+// TestVerifyFakeSuspects checks Verify's arithmetic, outcomes and errors
+// with suspects that answer what they are told.
 func TestVerifyFakeSuspects(t *testing.T) {
 	ctx := context.Background()
-	fp := synthetic(10) // keys (i+3) mod 10, reference rate 0.25
-	keys := fp.Keys
-	someRight := append([]int64{}, keys...)
-	for i := range 3 {
-		someRight[i] = (someRight[i] + 1) % 10
+	fp := synthetic(40)                    // keys (i+3) mod 10
+	answering := func(agree int) []int64 { // the first agree answers match
+		out := append([]int64{}, fp.Keys...)
+		for i := agree; i < fp.N; i++ {
+			out[i] = (out[i] + 1) % 10
+		}
+		return out
 	}
 	for _, tc := range []struct {
-		name      string
-		labels    []int64
-		agree     int
-		surrogate bool
+		name    string
+		agree   int
+		outcome string
 	}{
-		{"all keys", keys, 10, true},
-		{"seven of ten", someRight, 7, true},
-		{"ground truth", fp.Labels, 0, false},
+		{"all keys", 40, fingerprint.Derived},          // 95 % interval [0.91, 1]
+		{"exactly at θ", 28, fingerprint.Inconclusive}, // [0.53, 0.83] straddles 0.7
+		{"just under θ", 27, fingerprint.Inconclusive},
+		{"well below θ", 15, fingerprint.Independent}, // [0.23, 0.54]
+		{"ground truth", 0, fingerprint.Independent},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			v, err := fingerprint.Verify(ctx, fakeSuspect{labels: tc.labels}, fp, fingerprint.DefaultThreshold, 0)
+			v, err := fingerprint.Verify(ctx, fakeSuspect{labels: answering(tc.agree)}, fp, fingerprint.Rule{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if v.Agree != tc.agree || v.Surrogate != tc.surrogate || v.Accuracy != float64(tc.agree)/10 ||
-				!near(v.PValue, exactTail(tc.agree, 10, 0.25), 1e-12) {
-				t.Errorf("verdict %+v, want %d agreements, surrogate %v", v, tc.agree, tc.surrogate)
+			lo, hi := stats.ClopperPearson(tc.agree, 40, 0.95)
+			if v.Agree != tc.agree || v.Outcome != tc.outcome || v.Surrogate != (tc.outcome == fingerprint.Derived) ||
+				v.Accuracy != float64(tc.agree)/40 || v.Interval != [2]float64{lo, hi} || v.Calibrated || v.PValue != nil || v.EmpiricalP != nil {
+				t.Errorf("verdict %+v, want %d agreements, %s", v, tc.agree, tc.outcome)
+			}
+			// Uncalibrated: no p-value in the words either, and what to run.
+			if e := v.Explain(); strings.Contains(e, "p =") || strings.Contains(e, "probability") || !strings.Contains(e, "uncalibrated") || !strings.Contains(e, "conferral calibrate") {
+				t.Errorf("uncalibrated explanation: %s", e)
 			}
 		})
 	}
 	boom := errors.New("endpoint down")
-	if _, err := fingerprint.Verify(ctx, fakeSuspect{err: boom}, fp, 0.7, 0); !errors.Is(err, boom) {
+	if _, err := fingerprint.Verify(ctx, fakeSuspect{err: boom}, fp, fingerprint.Rule{}); !errors.Is(err, boom) {
 		t.Errorf("suspect error: got %v, want it wrapped", err)
 	}
-	if _, err := fingerprint.Verify(ctx, fakeSuspect{labels: keys[:9]}, fp, 0.7, 0); err == nil {
-		t.Error("9 answers to 10 queries accepted")
+	if _, err := fingerprint.Verify(ctx, fakeSuspect{labels: fp.Keys[:9]}, fp, fingerprint.Rule{}); err == nil {
+		t.Error("9 answers to 40 queries accepted")
 	}
-	if _, err := fingerprint.Verify(ctx, fakeSuspect{}, synthetic(0), 0.7, 0); err == nil {
+	if _, err := fingerprint.Verify(ctx, fakeSuspect{}, synthetic(0), fingerprint.Rule{}); err == nil {
 		t.Error("an empty fingerprint verified")
+	}
+	for _, bad := range []fingerprint.Rule{{Theta: 1.5}, {FPR: 0.7}, {Confidence: 1}, {Sequential: &fingerprint.Sequential{}}} {
+		if _, err := fingerprint.Verify(ctx, fakeSuspect{labels: fp.Keys}, fp, bad); err == nil {
+			t.Errorf("rule %+v accepted", bad)
+		}
 	}
 }
 
@@ -576,72 +600,67 @@ func TestExtractStops(t *testing.T) {
 	})
 }
 
-// TestCalibrate checks that held-out references set the p-value's base
-// rate to the highest agreement among them (never lowering it), that the
-// source itself would set it to 1, and that the file keeps the calibration.
+// TestCalibrate checks that a calibration records each independent
+// model's agreement, fits the null to them, survives its file and is
+// refused by any other fingerprint.
 func TestCalibrate(t *testing.T) {
 	w := getWorld(t)
 	if w.fp.N == 0 {
 		t.Fatal("no fingerprint")
 	}
 	ctx := context.Background()
-	clone := func() *fingerprint.Fingerprint {
-		c := *w.fp
-		return &c
-	}
-	want := w.fp.Meta.ReferenceRate
+	var held []fingerprint.IndependentModel
+	var counts []int
 	for i, ls := range labelsOn(t, w.fp, w.heldRef) {
+		held = append(held, fingerprint.IndependentModel{Suspect: local(w.heldRef[i], fmt.Sprintf("reference %d", i)), Arch: "cnn", SHA256: fmt.Sprint(i)})
 		agree := 0
 		for j, l := range ls {
 			if l == w.fp.Keys[j] {
 				agree++
 			}
 		}
-		want = math.Max(want, float64(agree)/float64(w.fp.N))
-		t.Logf("held-out reference %d agrees on %d of %d", i, agree, w.fp.N)
+		counts = append(counts, agree)
 	}
-	fp := clone()
-	var held []fingerprint.Model
-	for _, r := range w.heldRef {
-		held = append(held, r)
-	}
-	if err := fingerprint.Calibrate(ctx, fp, held); err != nil {
-		t.Fatal(err)
-	}
-	if fp.Meta.ReferenceRate != want || fp.Meta.Calibration != len(held) || fp.Meta.ReferenceRate < w.fp.Meta.ReferenceRate {
-		t.Errorf("calibrated rate %v from %d models, want %v from %d", fp.Meta.ReferenceRate, fp.Meta.Calibration, want, len(held))
-	}
-	path := filepath.Join(t.TempDir(), "fp.safetensors")
-	if err := fp.Save(path); err != nil {
-		t.Fatal(err)
-	}
-	back, err := fingerprint.Load(path)
+	cal, err := fingerprint.Calibrate(ctx, w.fp, held, 0.05)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if back.Meta.ReferenceRate != fp.Meta.ReferenceRate || back.Meta.Calibration != fp.Meta.Calibration {
-		t.Errorf("file kept rate %v from %d models", back.Meta.ReferenceRate, back.Meta.Calibration)
-	}
-	src := clone()
-	if err := fingerprint.Calibrate(ctx, src, []fingerprint.Model{w.source}); err != nil {
+	fit, err := stats.FitBetaBinomial(counts, w.fp.N)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if src.Meta.ReferenceRate != 1 {
-		t.Errorf("the source as a held-out model gives rate %v, want 1", src.Meta.ReferenceRate)
+	com, _ := w.fp.Commitment()
+	if cal.Fingerprint != com || cal.Fingerprints != w.fp.N || len(cal.Models) != len(held) || cal.Fit != fit ||
+		cal.Summary.Agree != fit.Critical(w.fp.N, 0.05) || cal.FPR != 0.05 {
+		t.Errorf("calibration %+v, want counts %v and fit %+v", cal, counts, fit)
 	}
-	// A verdict says whether its base rate is a fair one.
-	for _, tc := range []struct {
-		name string
-		fp   *fingerprint.Fingerprint
-		base float64
-		want bool
-	}{{"training references' rate", w.fp, 0, false}, {"calibrated file", back, 0, true}, {"given rate", w.fp, 0.3, true}} {
-		v, err := fingerprint.Verify(ctx, &suspect.Local{Model: w.source, Name: "source"}, tc.fp, 0.7, tc.base)
-		if err != nil {
-			t.Fatal(err)
+	for i, m := range cal.Models {
+		if m.Agree != counts[i] || len(m.Matches) != w.fp.N || strings.Count(m.Matches, "1") != counts[i] {
+			t.Errorf("model %d: %+v, want %d agreements", i, m, counts[i])
 		}
-		if v.Calibrated != tc.want {
-			t.Errorf("%s: verdict calibrated = %v, want %v", tc.name, v.Calibrated, tc.want)
-		}
+	}
+	path := filepath.Join(t.TempDir(), "fp.calibration.json")
+	if err := cal.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	back, err := fingerprint.LoadCalibration(path, w.fp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Digest() != cal.Digest() || back.Fit != cal.Fit {
+		t.Errorf("the file changed the calibration: %+v, was %+v", back, cal)
+	}
+	// Another fingerprint refuses it.
+	other := *w.fp
+	other.Keys = append([]int64{(w.fp.Keys[0] + 1) % 10}, w.fp.Keys[1:]...)
+	if _, err := fingerprint.LoadCalibration(path, &other); !errors.Is(err, fingerprint.ErrOtherFingerprint) {
+		t.Errorf("another fingerprint's calibration: %v, want ErrOtherFingerprint", err)
+	}
+	// The same model twice is one model, not two.
+	if _, err := fingerprint.Calibrate(ctx, w.fp, []fingerprint.IndependentModel{held[0], held[0]}, 0.01); err == nil {
+		t.Error("a model counted twice was accepted")
+	}
+	if _, err := fingerprint.Calibrate(ctx, w.fp, held[:1], 0.01); err == nil {
+		t.Error("a calibration of one model was accepted")
 	}
 }

@@ -51,14 +51,12 @@ type Meta struct {
 	Surrogates   []string  `json:"surrogates"`         // training models, by sha256 or name
 	References   []string  `json:"references"`
 	Candidates   int       `json:"candidates"` // start points attacked
-	// ReferenceRate is the highest agreement of a reference model with the
-	// keys, floored at chance (1/classes): the null hypothesis of the
-	// verdict's p-value.
+	// ReferenceRate is the highest agreement of a training reference with
+	// the keys, floored at chance (1/classes). Selection drove it down, so
+	// it describes the crafting, not what an innocent model agrees on: a
+	// Calibration measures that.
 	ReferenceRate float64 `json:"reference_rate"`
-	// Calibration is the number of held-out references that measured
-	// ReferenceRate (0: only the training references did).
-	Calibration int   `json:"calibration,omitempty"`
-	Seed        int64 `json:"seed"`
+	Seed          int64   `json:"seed"`
 }
 
 // ImageSize is C·H·W.

@@ -54,37 +54,6 @@ func Agreement(labels, keys []int64) float64 {
 	return float64(n) / float64(len(keys))
 }
 
-// BinomialTail is P[X ≥ k] for X ~ Binomial(n, p): the one-sided p-value of
-// seeing k agreements out of n when each agrees with probability p.
-func BinomialTail(k, n int, p float64) float64 {
-	if k <= 0 {
-		return 1
-	}
-	if k > n {
-		return 0
-	}
-	if p <= 0 {
-		return 0
-	}
-	if p >= 1 {
-		return 1
-	}
-	lp, lq := math.Log(p), math.Log1p(-p)
-	lgn, _ := math.Lgamma(float64(n + 1))
-	terms := make([]float64, 0, n-k+1)
-	for i := k; i <= n; i++ {
-		a, _ := math.Lgamma(float64(i + 1))
-		b, _ := math.Lgamma(float64(n - i + 1))
-		terms = append(terms, lgn-a-b+float64(i)*lp+float64(n-i)*lq)
-	}
-	m := slices.Max(terms)
-	var s float64
-	for _, t := range terms {
-		s += math.Exp(t - m)
-	}
-	return math.Min(1, math.Exp(m)*s)
-}
-
 // AUC is the area under the ROC curve of scores that should rank positives
 // above negatives (ties count half): the probability that a random
 // surrogate scores above a random reference.

@@ -2,88 +2,376 @@ package fingerprint
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
+	"math/rand/v2"
+	"strings"
 
+	"github.com/conferral/conferral/backend/stats"
 	"github.com/conferral/conferral/backend/suspect"
+	"github.com/conferral/conferral/shared"
 )
 
 // DefaultThreshold is θ of §5.2.
 const DefaultThreshold = 0.7
 
+// DefaultConfidence is the confidence of a verdict's interval.
+const DefaultConfidence = 0.95
+
+// The three outcomes of a verdict.
+const (
+	Derived      = shared.OutcomeDerived
+	Independent  = shared.OutcomeIndependent
+	Inconclusive = shared.OutcomeInconclusive
+)
+
+// Rule is the decision rule a suspect is judged by. Without a Calibration
+// it is Algorithm 1's θ, read with the interval of the fingerprint
+// accuracy: derived when the whole interval is at or above θ, independent
+// when it is below, inconclusive otherwise; no p-value is given. With one,
+// a suspect is derived when the calibrated test rejects independence at
+// the false-positive rate FPR, independent when even the upper end of its
+// interval stays below the accuracy that test needs, and inconclusive in
+// between.
+type Rule struct {
+	Theta       float64
+	Calibration *Calibration
+	// FPR is the calibrated test's level: the share of independent models
+	// it may accuse (DefaultFPR, or the calibration's own, when zero).
+	FPR float64
+	// Confidence is the interval's (DefaultConfidence when zero).
+	Confidence float64
+	// Sequential, when set with a Calibration, queries the fingerprints in
+	// a random order and stops as soon as Wald's SPRT decides.
+	Sequential *Sequential
+}
+
+// Sequential configures sequential verification.
+type Sequential struct {
+	// DerivedRate is H₁: the agreement rate of a derived model (θ when
+	// zero).
+	DerivedRate float64 `json:"derived_rate"`
+	// Miss is β, the rate of clearing a model that agrees at DerivedRate
+	// (0.05 when zero); the rate of accusing an independent one is the
+	// rule's FPR.
+	Miss float64 `json:"miss"`
+	// Batch is how many fingerprints are sent per query (10 when zero).
+	Batch int   `json:"batch"`
+	Seed  int64 `json:"seed"`
+}
+
+// withDefaults fills in the zero fields.
+func (r Rule) withDefaults() Rule {
+	if r.Theta <= 0 {
+		r.Theta = DefaultThreshold
+	}
+	if r.FPR <= 0 {
+		r.FPR = DefaultFPR
+		if r.Calibration != nil {
+			r.FPR = r.Calibration.FPR
+		}
+	}
+	if r.Confidence <= 0 {
+		r.Confidence = DefaultConfidence
+	}
+	if s := r.Sequential; s != nil {
+		c := *s
+		if c.DerivedRate <= 0 {
+			c.DerivedRate = r.Theta
+		}
+		if c.Miss <= 0 {
+			c.Miss = 0.05
+		}
+		if c.Batch <= 0 {
+			c.Batch = 10
+		}
+		r.Sequential = &c
+	}
+	return r
+}
+
+// Check says whether the rule can judge suspects of fp.
+func (r Rule) Check(fp *Fingerprint) error {
+	r = r.withDefaults()
+	switch {
+	case !(r.Theta > 0 && r.Theta <= 1):
+		return fmt.Errorf("rule: θ = %g outside (0, 1]", r.Theta)
+	case !(r.FPR > 0 && r.FPR < 0.5):
+		return fmt.Errorf("rule: false-positive rate %g outside (0, 0.5)", r.FPR)
+	case !(r.Confidence > 0 && r.Confidence < 1):
+		return fmt.Errorf("rule: confidence %g outside (0, 1)", r.Confidence)
+	}
+	if r.Calibration != nil {
+		if err := r.Calibration.For(fp); err != nil {
+			return err
+		}
+	}
+	if r.Sequential != nil {
+		if r.Calibration == nil {
+			return fmt.Errorf("rule: sequential verification tests against a calibrated null: calibrate the fingerprint first (conferral calibrate)")
+		}
+		return r.sprt().Check()
+	}
+	return nil
+}
+
+func (r Rule) sprt() stats.SPRT {
+	return stats.SPRT{Null: r.Calibration.Fit, P1: r.Sequential.DerivedRate, Alpha: r.FPR, Beta: r.Sequential.Miss}
+}
+
+// Hash is the sha256 of the whole rule for fp — the fingerprint's
+// commitment, θ, the level, the interval's confidence, the calibration and
+// the sequential test — recorded before any suspect is judged so that the
+// rule cannot move afterwards.
+func (r Rule) Hash(fp *Fingerprint) (string, error) {
+	r = r.withDefaults()
+	com, err := fp.Commitment()
+	if err != nil {
+		return "", err
+	}
+	frozen := struct {
+		Fingerprint string      `json:"fingerprint"`
+		Theta       float64     `json:"theta"`
+		FPR         float64     `json:"fpr"`
+		Confidence  float64     `json:"confidence"`
+		Calibration string      `json:"calibration,omitempty"`
+		Sequential  *Sequential `json:"sequential,omitempty"`
+	}{com, r.Theta, r.FPR, r.Confidence, "", r.Sequential}
+	if r.Calibration != nil {
+		frozen.Calibration = r.Calibration.Digest()
+	}
+	b, err := json.Marshal(frozen)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:]), nil
+}
+
 // Verdict is Verify's answer with the evidence behind it.
 type Verdict struct {
-	Suspect      string  `json:"suspect"`
+	Suspect string `json:"suspect"`
+	// Fingerprints is the number of fingerprints the suspect answered
+	// (all of them, or fewer when a sequential test stopped early), Agree
+	// how many answers equal their key.
 	Fingerprints int     `json:"fingerprints"`
 	Agree        int     `json:"agree"`
 	Accuracy     float64 `json:"fingerprint_accuracy"`
-	Threshold    float64 `json:"threshold"`
-	Surrogate    bool    `json:"surrogate"`
-	// PValue is P[X ≥ Agree], X ~ Binomial(Fingerprints, BaseRate): how
-	// likely this much agreement is for an independent model that agrees
-	// with each key independently at BaseRate. The fingerprint's own rate
-	// comes from the training references, which selection made disagree
-	// (at τ = 1, by construction), so it is floored at chance; pass the
-	// agreement rate of held-out references (an experiment measures it) for
-	// a p-value a reviewer can lean on.
-	PValue   float64 `json:"p_value"`
-	BaseRate float64 `json:"base_rate"`
-	// Calibrated says BaseRate was given by the caller or measured on
-	// held-out references (Calibrate), not taken from the training ones.
-	Calibrated bool `json:"calibrated"`
-	// Labels are the suspect's answers, Matches whether each equals its key.
+	// Interval is the Clopper–Pearson interval of the fingerprint accuracy
+	// at Confidence.
+	Interval   [2]float64 `json:"interval"`
+	Confidence float64    `json:"confidence"`
+	Outcome    string     `json:"outcome"` // derived, independent or inconclusive
+	// Surrogate is Outcome == Derived: the suspect is accused.
+	Surrogate bool    `json:"surrogate"`
+	Theta     float64 `json:"theta"`
+	// Threshold is the fingerprint accuracy the decision needs: θ, or the
+	// calibrated test's critical accuracy.
+	Threshold  float64 `json:"threshold"`
+	Calibrated bool    `json:"calibrated"`
+	// PValue is P[X ≥ Agree] under the calibrated null (a beta-binomial
+	// fit over independent models), EmpiricalP the share of them at or
+	// above the suspect, (1 + #{≥})/(N + 1); both nil when uncalibrated.
+	PValue     *float64     `json:"p_value,omitempty"`
+	EmpiricalP *float64     `json:"empirical_p,omitempty"`
+	Null       *shared.Null `json:"null,omitempty"`
+	// Commitment is the fingerprint's, Rule the decision rule's hash.
+	Commitment string `json:"commitment"`
+	Rule       string `json:"rule"`
+	// Sequential reports a sequential verification.
+	Sequential *shared.Sequential `json:"sequential,omitempty"`
+	// Order is the fingerprints' indices in the order they were asked;
+	// Labels and Matches follow it.
+	Order   []int   `json:"order"`
 	Labels  []int64 `json:"labels"`
 	Matches []bool  `json:"matches"`
 	// Queries is the number of images the suspect was sent: Fingerprints,
-	// or more for a remote suspect that had to retry.
+	// or more for a remote suspect that had to retry or a sequential test
+	// that asked a whole batch.
 	Queries int `json:"queries"`
 }
 
-// Verify is Algorithm 1: it queries the suspect with the fingerprints and
-// declares it a surrogate when its fingerprint accuracy reaches θ.
-// baseRate ≤ 0 takes the fingerprint's own reference rate.
-func Verify(ctx context.Context, s suspect.Suspect, fp *Fingerprint, theta, baseRate float64) (*Verdict, error) {
+// Verify is Algorithm 1 judged by a rule: it queries the suspect with the
+// fingerprints — all at once, or in a random order until a sequential test
+// decides — and gives the verdict with its evidence.
+func Verify(ctx context.Context, s suspect.Suspect, fp *Fingerprint, r Rule) (*Verdict, error) {
+	return VerifyWatched(ctx, s, fp, r, nil)
+}
+
+// VerifyWatched is Verify that reports each batch of answers (the
+// agreement so far and its interval) to rep.
+func VerifyWatched(ctx context.Context, s suspect.Suspect, fp *Fingerprint, r Rule, rep shared.Reporter) (*Verdict, error) {
 	if fp.N == 0 {
 		return nil, fmt.Errorf("verify: the fingerprint is empty")
 	}
+	r = r.withDefaults()
+	if err := r.Check(fp); err != nil {
+		return nil, fmt.Errorf("verify %s: %w", s, err)
+	}
+	hash, err := r.Hash(fp)
+	if err != nil {
+		return nil, fmt.Errorf("verify %s: %w", s, err)
+	}
+	com, _ := fp.Commitment()
 	q, counts := s.(suspect.Counter)
 	before := 0
 	if counts {
 		before = q.Queries()
 	}
-	labels, err := s.Classify(ctx, suspect.Images{X: fp.Float32(), N: fp.N, C: fp.C, H: fp.H, W: fp.W})
-	if err != nil {
-		return nil, fmt.Errorf("verify %s: %w", s, err)
+	v := &Verdict{Suspect: s.String(), Theta: r.Theta, Confidence: r.Confidence, Commitment: com, Rule: hash}
+	order := make([]int, fp.N)
+	for i := range order {
+		order[i] = i
 	}
-	if len(labels) != fp.N {
-		return nil, fmt.Errorf("verify %s: %d answers to %d queries", s, len(labels), fp.N)
+	batch := fp.N
+	var test stats.SPRT
+	decision := stats.Continue
+	if sq := r.Sequential; sq != nil {
+		rand.New(rand.NewPCG(uint64(sq.Seed), 0x5eed)).Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		batch, test = sq.Batch, r.sprt()
 	}
-	calibrated := baseRate > 0 || fp.Meta.Calibration > 0
-	if baseRate <= 0 {
-		baseRate = fp.Meta.ReferenceRate
+	per := fp.ImageSize()
+	sent := 0
+	for start := 0; start < fp.N && decision == stats.Continue; start += batch {
+		idx := order[start:min(start+batch, fp.N)]
+		x := make([]uint8, 0, len(idx)*per)
+		for _, i := range idx {
+			x = append(x, fp.Images[i*per:(i+1)*per]...)
+		}
+		labels, err := s.Classify(ctx, suspect.Images{X: toFloat(x), N: len(idx), C: fp.C, H: fp.H, W: fp.W})
+		if err != nil {
+			return nil, fmt.Errorf("verify %s: %w", s, err)
+		}
+		if len(labels) != len(idx) {
+			return nil, fmt.Errorf("verify %s: %d answers to %d queries", s, len(labels), len(idx))
+		}
+		sent += len(idx)
+		for j, l := range labels {
+			i := idx[j]
+			v.Order, v.Labels = append(v.Order, i), append(v.Labels, l)
+			v.Matches = append(v.Matches, l == fp.Keys[i])
+			if l == fp.Keys[i] {
+				v.Agree++
+			}
+			if r.Sequential != nil {
+				if decision = test.Decide(v.Agree, len(v.Order)-v.Agree); decision != stats.Continue {
+					break // the rest of the batch was asked but is not needed
+				}
+			}
+		}
+		if rep != nil && fp.N > batch {
+			lo, hi := stats.ClopperPearson(v.Agree, len(v.Order), r.Confidence)
+			rep.Report(shared.Event{Kind: shared.Progress, Stage: "verify", Step: int64(len(v.Order)), Total: int64(fp.N),
+				Metrics: map[string]float64{"agree": float64(v.Agree), "accuracy": float64(v.Agree) / float64(len(v.Order)), "lo": lo, "hi": hi},
+				Message: fmt.Sprintf("%d of %d fingerprints answered, agreement %.2f [%.2f, %.2f]", len(v.Order), fp.N, float64(v.Agree)/float64(len(v.Order)), lo, hi)})
+		}
 	}
-	v := &Verdict{Suspect: s.String(), Fingerprints: fp.N, Threshold: theta, BaseRate: baseRate, Calibrated: calibrated,
-		Labels: labels, Matches: make([]bool, fp.N), Queries: fp.N}
+	v.Fingerprints = len(v.Order)
+	v.Queries = sent
 	if counts {
 		v.Queries = q.Queries() - before
 	}
-	for i, l := range labels {
-		if l == fp.Keys[i] {
-			v.Matches[i] = true
-			v.Agree++
-		}
-	}
-	v.Accuracy = float64(v.Agree) / float64(fp.N)
-	v.Surrogate = v.Accuracy >= theta
-	v.PValue = BinomialTail(v.Agree, fp.N, baseRate)
+	r.judge(v, decision)
 	return v, nil
 }
 
-// Explain says what a verdict means in plain words.
-func (v *Verdict) Explain() string {
-	if v.Surrogate {
-		return fmt.Sprintf("%s agrees with the source on %d of %d fingerprints (%.0f%% ≥ θ = %.0f%%): it is very likely derived from the source model. A model agreeing with each fingerprint independently at rate %.2f would agree this often with probability %.2g (the rate is the most agreeing reference model's, never below chance).",
-			v.Suspect, v.Agree, v.Fingerprints, 100*v.Accuracy, 100*v.Threshold, v.BaseRate, v.PValue)
+// judge fills in the verdict's statistics and outcome from its answers.
+func (r Rule) judge(v *Verdict, decision stats.Decision) {
+	k, n := v.Agree, v.Fingerprints
+	v.Accuracy = float64(k) / float64(n)
+	lo, hi := stats.ClopperPearson(k, n, r.Confidence)
+	v.Interval = [2]float64{lo, hi}
+	c := r.Calibration
+	if c == nil {
+		v.Threshold = r.Theta
+		switch {
+		case lo >= r.Theta:
+			v.Outcome = Derived
+		case hi < r.Theta:
+			v.Outcome = Independent
+		default:
+			v.Outcome = Inconclusive
+		}
+		v.Surrogate = v.Outcome == Derived
+		return
 	}
-	return fmt.Sprintf("%s agrees with the source on %d of %d fingerprints (%.0f%% < θ = %.0f%%): no evidence that it was derived from the source model.",
-		v.Suspect, v.Agree, v.Fingerprints, 100*v.Accuracy, 100*v.Threshold)
+	v.Calibrated = true
+	var subset []int
+	if n < c.Fingerprints {
+		subset = v.Order
+	}
+	p, emp := c.Fit.Tail(k, n), c.Empirical(k, subset)
+	v.PValue, v.EmpiricalP = &p, &emp
+	crit := c.Fit.Critical(n, r.FPR)
+	v.Threshold = float64(crit) / float64(n)
+	v.Null = &shared.Null{Models: len(c.Models), Architectures: c.Architectures(), Alpha: c.Fit.Alpha, Beta: c.Fit.Beta,
+		Mean: c.Fit.Mean(), SD: c.Fit.SD(), FPR: r.FPR, Threshold: v.Threshold, Calibration: c.Digest(), Warnings: c.Warnings()}
+	// Accusing needs the fit's tail at or below the level, and no more of
+	// the calibration's own independent models at or above the suspect
+	// than that level allows: the fit must not contradict what was seen.
+	tolerated := int(r.FPR * float64(len(c.Models)))
+	accuse := k >= crit && c.above(k, subset) <= tolerated
+	switch {
+	case accuse:
+		v.Outcome = Derived
+	case hi < v.Threshold:
+		v.Outcome = Independent
+	default:
+		v.Outcome = Inconclusive
+	}
+	if sq := r.Sequential; sq != nil {
+		seq := &shared.Sequential{Used: n, DerivedRate: sq.DerivedRate, Miss: sq.Miss, FPR: r.FPR, Decision: "none"}
+		switch decision {
+		case stats.RejectNull:
+			seq.Decision = Derived
+			v.Outcome = Derived
+		case stats.AcceptNull:
+			seq.Decision = Independent
+			v.Outcome = Independent
+		}
+		v.Sequential = seq
+	}
+	v.Surrogate = v.Outcome == Derived
+}
+
+// Explain says what a verdict means in plain words, naming the evidence
+// and what it was tested against.
+func (v *Verdict) Explain() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s agrees with the source on %d of %d fingerprints (%.0f%%; %.0f%% interval %.0f–%.0f%%). ",
+		v.Suspect, v.Agree, v.Fingerprints, 100*v.Accuracy, 100*v.Confidence, 100*v.Interval[0], 100*v.Interval[1])
+	if !v.Calibrated {
+		switch v.Outcome {
+		case Derived:
+			fmt.Fprintf(&b, "Even the low end of that interval reaches the paper's θ = %.0f%%: by Algorithm 1 it is derived from the source. ", 100*v.Theta)
+		case Independent:
+			fmt.Fprintf(&b, "Even the high end of that interval stays below θ = %.0f%%: by Algorithm 1 it is not a surrogate. ", 100*v.Theta)
+		default:
+			fmt.Fprintf(&b, "The interval straddles θ = %.0f%%: the fingerprints cannot decide (inconclusive). ", 100*v.Theta)
+		}
+		b.WriteString("This verdict is uncalibrated: nobody measured how often independent models agree with this fingerprint, so no p-value or error rate can be given. Run `conferral calibrate` with independently trained models to get one.")
+		return b.String()
+	}
+	nl := v.Null
+	null := fmt.Sprintf("%d independent models (%s) agreed %.0f%% ± %.0f%% on average", nl.Models, strings.Join(nl.Architectures, ", "), 100*nl.Mean, 100*nl.SD)
+	switch v.Outcome {
+	case Derived:
+		fmt.Fprintf(&b, "The %s; a model like them would agree this often with probability %.2g (fitted), and %.2g of them did (empirical). At a false-positive rate of %g the test accuses from %.0f%% on: it is derived from the source.",
+			null, *v.PValue, *v.EmpiricalP, nl.FPR, 100*v.Threshold)
+	case Independent:
+		fmt.Fprintf(&b, "The %s; accusing needs %.0f%% at a false-positive rate of %g, above the whole interval: no evidence that it was derived from the source.",
+			null, 100*v.Threshold, nl.FPR)
+	default:
+		fmt.Fprintf(&b, "The %s; accusing needs %.0f%% at a false-positive rate of %g (p = %.2g fitted, %.2g empirical). The interval reaches that line, so the fingerprints cannot decide: inconclusive.",
+			null, 100*v.Threshold, nl.FPR, *v.PValue, *v.EmpiricalP)
+	}
+	if s := v.Sequential; s != nil {
+		fmt.Fprintf(&b, " Sequential test (SPRT against a derived model agreeing %.0f%%, β = %g): decided %s after %d answers.", 100*s.DerivedRate, s.Miss, s.Decision, s.Used)
+	}
+	for _, w := range nl.Warnings {
+		b.WriteString(" Caution: " + w + ".")
+	}
+	return b.String()
 }

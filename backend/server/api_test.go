@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"image/png"
 	"io"
 	"mime/multipart"
@@ -24,6 +25,7 @@ import (
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/predict"
+	"github.com/conferral/conferral/backend/suspect"
 	"github.com/conferral/conferral/shared"
 )
 
@@ -188,21 +190,52 @@ func TestPipeline(t *testing.T) {
 					t.Errorf("%s: item %d labelled %d here, %d in the detail", tc.name, i, it.Label, d.Items[i].Labels[0])
 				}
 			}
-			if v.N != f.fp.Count || v.Matches != agree || v.Accuracy != float64(agree)/float64(v.N) || v.Threshold != 0.7 || v.Surrogate != (v.Accuracy >= 0.7) {
+			if v.N != f.fp.Count || v.Matches != agree || v.Accuracy != float64(agree)/float64(v.N) || v.Threshold != 0.7 ||
+				v.Surrogate != (v.Interval[0] >= 0.7) || v.PValue != nil || v.Rule == "" || v.Commitment == "" {
 				t.Errorf("%s: verdict %+v", tc.name, v)
 			}
 			// The keys are the source's labels: the source agrees on all.
-			if tc.name == "source" && (v.Matches != v.N || v.Verdict != "surrogate") {
+			if tc.name == "source" && (v.Matches != v.N || v.Outcome == shared.OutcomeIndependent) {
 				t.Errorf("the source itself: %d of %d, %q", v.Matches, v.N, v.Verdict)
 			}
 			if v.Calibrated {
 				t.Errorf("%s: a verdict against the training references' rate says it is calibrated", tc.name)
 			}
 		}
-		// A base rate given by the caller is a calibrated one.
-		j := ts.mustComplete(shared.JobRequest{Kind: shared.JobVerify, Verify: &shared.VerifyArgs{Fingerprint: f.fp.ID, Model: f.reference.ID, BaseRate: 0.3}})
-		if v := j.Result.Verdict; v == nil || !v.Calibrated || v.BaseRate != 0.3 {
-			t.Errorf("verdict with base rate 0.3: %+v", v)
+		// Sequential verification needs a calibration: refused at request
+		// time until the fingerprint has one, then calibrated verdicts.
+		seq := shared.VerifyArgs{Fingerprint: f.fp.ID, Model: f.reference.ID, Sequential: true}
+		if code := ts.call("POST", "/api/verify", seq, nil); code != http.StatusBadRequest {
+			t.Errorf("sequential verification of an uncalibrated fingerprint: %d, want 400", code)
+		}
+		_, path, err := ts.store.Fingerprint(context.Background(), f.fp.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fp, err := fingerprint.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ms []fingerprint.IndependentModel
+		for i := range 12 {
+			ms = append(ms, fingerprint.IndependentModel{Suspect: shifted{fp: fp, every: 2 + i%5, name: fmt.Sprint(i)}, Arch: "fake"})
+		}
+		cal, err := fingerprint.Calibrate(context.Background(), fp, ms, 0.01)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cal.Save(fingerprint.CalibrationPath(path)); err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range []shared.VerifyArgs{{Fingerprint: f.fp.ID, Model: f.source.ID}, {Fingerprint: f.fp.ID, Model: f.source.ID, Sequential: true}} {
+			j := ts.mustComplete(shared.JobRequest{Kind: shared.JobVerify, Verify: &a})
+			v := j.Result.Verdict
+			if v == nil || !v.Calibrated || v.PValue == nil || v.Null == nil || v.Null.Models != 12 || v.Outcome != shared.OutcomeDerived || (a.Sequential != (v.Sequential != nil)) {
+				t.Errorf("calibrated verdict (sequential %v): %+v", a.Sequential, v)
+			}
+		}
+		if err := os.Remove(fingerprint.CalibrationPath(path)); err != nil {
+			t.Fatal(err)
 		}
 	})
 
@@ -811,4 +844,25 @@ func TestOrphan(t *testing.T) {
 	if q2, _ := ts.store.QueueID(context.Background(), j.ID); q2 != q1 {
 		t.Errorf("queued twice: queue rows %d and %d", q1, q2)
 	}
+}
+
+// shifted is an independent model made up for a calibration: it agrees
+// with the keys on every n-th fingerprint only.
+type shifted struct {
+	fp    *fingerprint.Fingerprint
+	every int
+	name  string
+}
+
+func (s shifted) String() string { return "shifted-" + s.name }
+
+func (s shifted) Classify(_ context.Context, b suspect.Images) ([]int64, error) {
+	out := make([]int64, b.N)
+	for i := range out {
+		out[i] = (s.fp.Keys[i] + 1) % int64(len(s.fp.Meta.Classes))
+		if i%s.every == 0 {
+			out[i] = s.fp.Keys[i]
+		}
+	}
+	return out, nil
 }

@@ -570,17 +570,23 @@ func (s *Server) runVerify(ctx context.Context, j shared.Job, a shared.VerifyArg
 		return nil, err
 	}
 	defer release()
-	theta := a.Theta
-	if theta <= 0 {
-		theta = fingerprint.DefaultThreshold
+	rule, err := s.verifyRule(ctx, a, fp)
+	if err != nil {
+		return nil, err
 	}
 	rep.Report(shared.Event{Kind: shared.Log, Stage: "verify", Message: fmt.Sprintf("querying %s with %d fingerprints of %s", sus, fp.N, fpInfo.Name)})
-	// Progress hands the suspect 64 images at a time, a remote endpoint's
-	// own request size, so watching costs no extra requests.
-	watched := &suspect.Progress{Suspect: sus, Batch: 64, Report: func(done, total int) {
-		rep.Report(shared.Event{Kind: shared.Progress, Stage: "verify", Step: int64(done), Total: int64(total), Message: fmt.Sprintf("%d of %d queries answered", done, total)})
-	}}
-	v, err := fingerprint.Verify(ctx, watched, fp, theta, a.BaseRate)
+	var v *fingerprint.Verdict
+	if rule.Sequential != nil {
+		// The sequential test reports each batch of answers itself.
+		v, err = fingerprint.VerifyWatched(ctx, sus, fp, rule, rep)
+	} else {
+		// Progress hands the suspect 64 images at a time, a remote
+		// endpoint's own request size, so watching costs no extra requests.
+		watched := &suspect.Progress{Suspect: sus, Batch: 64, Report: func(done, total int) {
+			rep.Report(shared.Event{Kind: shared.Progress, Stage: "verify", Step: int64(done), Total: int64(total), Message: fmt.Sprintf("%d of %d queries answered", done, total)})
+		}}
+		v, err = fingerprint.Verify(ctx, watched, fp, rule)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -589,16 +595,42 @@ func (s *Server) runVerify(ctx context.Context, j shared.Job, a shared.VerifyArg
 	return &shared.JobResult{Verdict: &out, Message: out.Explanation}, nil
 }
 
+// verifyRule is the decision rule of a verification: θ, and the
+// calibration stored beside the fingerprint when there is one.
+func (s *Server) verifyRule(ctx context.Context, a shared.VerifyArgs, fp *fingerprint.Fingerprint) (fingerprint.Rule, error) {
+	r := fingerprint.Rule{Theta: a.Theta, FPR: a.FPR}
+	_, path, err := s.store.Fingerprint(ctx, a.Fingerprint)
+	if err != nil {
+		return r, err
+	}
+	if cp := fingerprint.CalibrationPath(path); fileExists(cp) {
+		if r.Calibration, err = fingerprint.LoadCalibration(cp, fp); err != nil {
+			return r, fmt.Errorf("verify: the fingerprint's calibration: %w", err)
+		}
+	}
+	if a.Sequential {
+		r.Sequential = &fingerprint.Sequential{}
+	}
+	if err := r.Check(fp); err != nil {
+		return r, badInput("verify: %v", err)
+	}
+	return r, nil
+}
+
+func fileExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
 // verdict converts the library's verdict to its wire form.
 func verdict(v *fingerprint.Verdict, fp *fingerprint.Fingerprint, id string) shared.Verdict {
-	out := shared.Verdict{Suspect: v.Suspect, Fingerprint: id, N: v.Fingerprints, Matches: v.Agree, Accuracy: v.Accuracy,
-		Threshold: v.Threshold, Surrogate: v.Surrogate, Verdict: "not a surrogate", PValue: v.PValue, BaseRate: v.BaseRate,
-		Calibrated: v.Calibrated, Explanation: v.Explain(), Queries: v.Queries}
-	if v.Surrogate {
-		out.Verdict = "surrogate"
-	}
-	for i, l := range v.Labels {
-		out.Items = append(out.Items, shared.VerdictItem{Index: i, Label: l, Key: fp.Keys[i], Agree: v.Matches[i]})
+	out := shared.Verdict{Suspect: v.Suspect, Fingerprint: id, Commitment: v.Commitment, Rule: v.Rule, N: v.Fingerprints, Matches: v.Agree,
+		Accuracy: v.Accuracy, Interval: v.Interval, Confidence: v.Confidence, Outcome: v.Outcome, Surrogate: v.Surrogate,
+		Verdict: map[string]string{fingerprint.Derived: "derived", fingerprint.Independent: "independent", fingerprint.Inconclusive: "inconclusive"}[v.Outcome],
+		Theta:   v.Theta, Threshold: v.Threshold, Calibrated: v.Calibrated, PValue: v.PValue, EmpiricalP: v.EmpiricalP, Null: v.Null,
+		Sequential: v.Sequential, Explanation: v.Explain(), Queries: v.Queries}
+	for j, i := range v.Order {
+		out.Items = append(out.Items, shared.VerdictItem{Index: i, Label: v.Labels[j], Key: fp.Keys[i], Agree: v.Matches[j]})
 	}
 	return out
 }

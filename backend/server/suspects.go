@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/conferral/conferral/backend/fingerprint"
 
 	"github.com/conferral/conferral/backend/suspect"
 	"github.com/conferral/conferral/backend/train"
@@ -60,14 +61,18 @@ func (s *Server) checkVerifyBase(ctx context.Context, a *shared.VerifyArgs) erro
 	if a.Fingerprint == "" {
 		return badInput("verify: a fingerprint ID is required")
 	}
-	if _, _, err := s.store.Fingerprint(ctx, a.Fingerprint); err != nil {
+	_, path, err := s.store.Fingerprint(ctx, a.Fingerprint)
+	if err != nil {
 		if errors.Is(err, ErrNotFound) {
 			return badInput("verify: no stored fingerprint %q", a.Fingerprint)
 		}
 		return err
 	}
-	if a.Theta < 0 || a.Theta > 1 || a.BaseRate < 0 || a.BaseRate >= 1 {
-		return badInput("verify: theta must lie in [0,1] and base_rate in [0,1)")
+	if a.Sequential && !fileExists(fingerprint.CalibrationPath(path)) {
+		return badInput("verify: sequential verification tests against a calibrated null, and fingerprint %q has no calibration (conferral calibrate)", a.Fingerprint)
+	}
+	if !(a.Theta >= 0 && a.Theta <= 1) || !(a.FPR >= 0 && a.FPR < 0.5) {
+		return badInput("verify: theta must lie in [0,1] and fpr in [0,0.5)")
 	}
 	if in := a.Input; in != nil {
 		l, err := suspect.ParseLayout(in.Layout)

@@ -111,7 +111,14 @@ func (s *Server) verifyUpload(w http.ResponseWriter, r *http.Request) (shared.Jo
 	}
 	a := shared.VerifyArgs{Fingerprint: fields["fingerprint"], Upload: sum, Name: fields["name"]}
 	in := shared.UploadFields{Layout: fields["layout"]}
-	for key, dst := range map[string]*float64{"theta": &a.Theta, "base_rate": &a.BaseRate, "scale": &in.Scale} {
+	if v := strings.TrimSpace(fields["sequential"]); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return none, badInput("field sequential: %q is not true or false", v)
+		}
+		a.Sequential = b
+	}
+	for key, dst := range map[string]*float64{"theta": &a.Theta, "fpr": &a.FPR, "scale": &in.Scale} {
 		if v := strings.TrimSpace(fields[key]); v != "" {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {

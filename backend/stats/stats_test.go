@@ -2,6 +2,7 @@ package stats_test
 
 import (
 	"math"
+	"math/big"
 	"math/rand/v2"
 	"testing"
 
@@ -122,34 +123,71 @@ func TestClopperPearson(t *testing.T) {
 	}
 }
 
+// exactTail is P[X ≥ k], X ~ Binomial(n, p), in exact rational arithmetic.
+func exactTail(k, n int, p float64) float64 {
+	pr := new(big.Rat).SetFloat64(p)
+	q := new(big.Rat).Sub(big.NewRat(1, 1), pr)
+	sum := new(big.Rat)
+	for i := max(k, 0); i <= n; i++ {
+		term := new(big.Rat).SetInt(new(big.Int).Binomial(int64(n), int64(i)))
+		for range i {
+			term.Mul(term, pr)
+		}
+		for range n - i {
+			term.Mul(term, q)
+		}
+		sum.Add(sum, term)
+	}
+	f, _ := sum.Float64()
+	return f
+}
+
 func TestBinomialTail(t *testing.T) {
-	// Exact sums for small n, and the extreme tail without underflow.
-	exact := func(k, n int, p float64) float64 {
-		var s float64
-		for i := k; i <= n; i++ {
-			s += math.Exp(stats.LogChoose(n, i)) * math.Pow(p, float64(i)) * math.Pow(1-p, float64(n-i))
-		}
-		return s
-	}
-	for _, tc := range []struct {
-		k, n int
-		p    float64
-	}{{3, 10, 0.25}, {7, 10, 0.25}, {10, 10, 0.5}, {1, 5, 0.9}, {20, 40, 0.1}} {
-		if got, want := stats.BinomialTail(tc.k, tc.n, tc.p), exact(tc.k, tc.n, tc.p); !near(got, want, 1e-12) {
-			t.Errorf("BinomialTail(%d, %d, %g) = %g, want %g", tc.k, tc.n, tc.p, got, want)
-		}
-	}
-	if v, want := stats.BinomialTail(100, 100, 0.1), math.Pow(0.1, 100); !near(v, want, 1e-9) {
-		t.Errorf("BinomialTail(100, 100, 0.1) = %g, want %g", v, want)
-	}
 	for _, tc := range []struct {
 		k, n int
 		p    float64
 		want float64
-	}{{0, 5, 0.3, 1}, {6, 5, 0.3, 0}, {2, 5, 0, 0}, {2, 5, 1, 1}} {
-		if got := stats.BinomialTail(tc.k, tc.n, tc.p); got != tc.want {
-			t.Errorf("BinomialTail(%d, %d, %g) = %g, want %g", tc.k, tc.n, tc.p, got, tc.want)
+	}{
+		{8, 10, 0.5, 56.0 / 1024},
+		{10, 10, 0.5, 1.0 / 1024},
+		{0, 10, 0.5, 1},
+		{-3, 10, 0.5, 1},
+		{0, 0, 0.3, 1},
+		{1, 10, 0, 0},
+		{0, 10, 0, 1},
+		{11, 10, 0.5, 0},
+		{10, 10, 1, 1},
+		{3, 10, 1, 1},
+		{1, 1, 0.25, 0.25},
+		{5, 20, 0.1, exactTail(5, 20, 0.1)},
+		{30, 40, 0.5, exactTail(30, 40, 0.5)},
+		{20, 39, 0.1, exactTail(20, 39, 0.1)},
+	} {
+		got := stats.BinomialTail(tc.k, tc.n, tc.p)
+		if !(math.Abs(got-tc.want) <= 1e-12+1e-9*tc.want) {
+			t.Errorf("BinomialTail(k=%d, n=%d, p=%v) = %.15g, want %.15g", tc.k, tc.n, tc.p, got, tc.want)
 		}
+	}
+	// Monotonic in k, in [0,1], and finite for large n.
+	for _, c := range []struct {
+		n int
+		p float64
+	}{{10, 0.5}, {50, 0.3}, {1000, 0.1}, {1000, 0.9}} {
+		prev := 1.0
+		for k := 0; k <= c.n+1; k++ {
+			v := stats.BinomialTail(k, c.n, c.p)
+			if math.IsNaN(v) || v < 0 || v > 1 {
+				t.Fatalf("BinomialTail(%d, %d, %v) = %v", k, c.n, c.p, v)
+			}
+			if v > prev+1e-12 {
+				t.Fatalf("BinomialTail is not monotonic: k=%d gives %v > %v at k−1 (n=%d, p=%v)", k, v, prev, c.n, c.p)
+			}
+			prev = v
+		}
+	}
+	// A tail far out is tiny but positive (no underflow to a wrong value).
+	if v, want := stats.BinomialTail(100, 100, 0.1), math.Pow(0.1, 100); !near(v, want, 1e-9) {
+		t.Errorf("BinomialTail(100, 100, 0.1) = %g, want %g", v, want)
 	}
 }
 

@@ -190,15 +190,12 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		if !fm.adversary {
 			continue
 		}
-		v, err := fingerprint.Verify(ctx, &suspect.Local{Model: models[fm.name], Name: fm.name}, fp, fingerprint.DefaultThreshold, 0)
+		v, err := fingerprint.Verify(ctx, &suspect.Local{Model: models[fm.name], Name: fm.name}, fp, fingerprint.Rule{})
 		if err != nil {
 			return err
 		}
-		verdict := "not a surrogate"
-		if v.Surrogate {
-			verdict = "SURROGATE"
-		}
-		ok := v.Surrogate == fm.surrogate
+		verdict := strings.ToUpper(v.Outcome)
+		ok := (fm.surrogate && v.Outcome == fingerprint.Derived) || (!fm.surrogate && v.Outcome == fingerprint.Independent)
 		mark := "right"
 		if !ok {
 			mark = "WRONG"
@@ -206,7 +203,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 			correct++
 		}
 		total++
-		fmt.Fprintf(&sb, "  %-26s fingerprint accuracy %.3f (%3d/%3d) → %-15s (%s)\n", fm.name, v.Accuracy, v.Agree, v.Fingerprints, verdict, mark)
+		fmt.Fprintf(&sb, "  %-26s fingerprint accuracy %.3f (%3d/%3d, 95%% [%.2f, %.2f]) → %-13s (%s)\n", fm.name, v.Accuracy, v.Agree, v.Fingerprints, v.Interval[0], v.Interval[1], verdict, mark)
 		if fm.surrogate {
 			minSurr = min(minSurr, v.Accuracy)
 		} else {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -51,8 +52,11 @@ func subsets(sourceArch string, archs []string, per int) []experiment.Setting {
 }
 
 func runExperiment(ctx context.Context, e *env, args []string) error {
+	if len(args) > 0 && args[0] == "benchmark" {
+		return runBenchmark(ctx, e, args[1:])
+	}
 	if len(args) == 0 || (args[0] != "fingerprint" && args[0] != "conferrability" && args[0] != "robustness") {
-		return usagef("want `experiment conferrability` (Table 1), `experiment fingerprint` (Table 2) or `experiment robustness` (Tables 4 and 5)")
+		return usagef("want `experiment conferrability` (Table 1), `experiment fingerprint` (Table 2), `experiment robustness` (Tables 4 and 5) or `experiment benchmark` (held-out suspects, frozen rule)")
 	}
 	kind := args[0]
 	fs := flag.NewFlagSet("experiment "+kind, flag.ContinueOnError)
@@ -75,6 +79,7 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 	cfgOf := cbimFlags(fs)
 	var rp robustnessPlan
 	fpFile := fs.String("fingerprint", "", "robustness: fingerprint file of the fleet's source (default: extract one with --eps, --tau, --candidates from the fleet's training models)")
+	calFile := fs.String("calibration", "", "robustness: calibration of --fingerprint (conferral calibrate) by independent models outside the fleet: calibrated verdicts and p-values")
 	fs.IntVar(&rp.epochs, "derive-epochs", 2, "robustness: epochs of the attacks that train a new model (the paper does not say; CPU scale)")
 	fs.IntVar(&rp.fineTuneEpochs, "finetune-epochs", 1, "robustness: epochs of fine-tuning and adversarial training")
 	fs.IntVar(&rp.fineTuneExamples, "finetune-examples", 10000, "robustness: adversary's examples for fine-tuning and adversarial training (§6.3: 10,000)")
@@ -159,6 +164,11 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		st := &experiment.RobustnessStudy{Attacks: attacks, Theta: 0.7, Margin: 0.05, Command: command}
+		if *calFile != "" {
+			if st.Calibration, err = fingerprint.LoadCalibration(*calFile, fp); err != nil {
+				return err
+			}
+		}
 		if _, err := st.Run(ctx, fleet, fp, ds, filepath.Join(*modelsDir, "derived"), dir, e.progress.Report); err != nil {
 			return err
 		}
@@ -184,4 +194,76 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	return e.emit(map[string]string{"report": dir.Path("README.md")}, fmt.Sprintf("%s\n(report: %s)\n", md, dir.Path("README.md")))
+}
+
+// runBenchmark judges held-out suspects of known truth by a frozen rule
+// (the fingerprint, its calibration, θ, the level) and writes the error
+// rates with their intervals.
+func runBenchmark(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("experiment benchmark", flag.ContinueOnError)
+	apply := common(fs, e)
+	fpPath := fs.String("fingerprint", "", "fingerprint file; required")
+	derived := fs.String("derived", "", "comma-separated suspects derived from the source (model files, .onnx files, endpoint URLs), each optionally NAME=ARCH:RECIPE@SPEC")
+	independent := fs.String("independent", "", "comma-separated suspects trained without the source, in the same form")
+	out := fs.String("out", "runs/benchmark", "report folder")
+	scale := fs.String("describe", "", "the scale and recipes of the models, for the report (e.g. \"Fashion-MNIST adversary half, 2 epochs\"); required")
+	seed := fs.Uint64("seed", 1, "seed of the AUC bootstrap")
+	ruleOf := ruleFlags(fs)
+	remote := remoteFlags(fs)
+	var of onnxFlags
+	of.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *fpPath == "" || (*derived == "" && *independent == "") || *scale == "" {
+		return usagef("--fingerprint, --describe and --derived or --independent are required")
+	}
+	if err := apply(); err != nil {
+		return err
+	}
+	fp, err := fingerprint.Load(*fpPath)
+	if err != nil {
+		return err
+	}
+	rule, _, err := ruleOf(fp, *fpPath)
+	if err != nil {
+		return err
+	}
+	b := &experiment.Benchmark{Fingerprint: fp, Rule: rule, Dataset: fp.Meta.Dataset, Scale: *scale, Seed: *seed,
+		Command: "conferral experiment benchmark " + strings.Join(args, " ")}
+	for _, g := range []struct {
+		list    string
+		derived bool
+	}{{*derived, true}, {*independent, false}} {
+		for _, item := range strings.Split(g.list, ",") {
+			if item = strings.TrimSpace(item); item == "" {
+				continue
+			}
+			arch, recipe, spec := "", "", item
+			if at := strings.Index(item, "@"); at > 0 && !isRemote(item[:at]) {
+				meta := item[:at]
+				spec = item[at+1:]
+				arch, recipe, _ = strings.Cut(meta, ":")
+			}
+			s, m, _, free, err := openSuspect(e, spec, remote, &of, fp.Meta.Classes)
+			if err != nil {
+				return err
+			}
+			defer free()
+			via := "local"
+			switch {
+			case isRemote(spec):
+				via = "endpoint"
+			case isONNX(spec):
+				via = "onnx"
+			}
+			b.Suspects = append(b.Suspects, experiment.BenchSuspect{Suspect: s, Derived: g.derived, Arch: cmp.Or(arch, m.Arch), Recipe: recipe, Via: via})
+		}
+	}
+	res, err := b.Run(ctx, report.Dir(*out), e.progress.Report)
+	if err != nil {
+		return err
+	}
+	return e.emit(res, fmt.Sprintf("%s: rule %.16s…, %d suspects: false-positive rate %.3f (%d/%d, 95%% ≤ %.3f), false-negative rate %.3f (%d/%d, 95%% ≤ %.3f), AUC %.3f, %d inconclusive\n",
+		*out, res.RuleHash, len(res.Rows), res.FPR[0], res.FP, res.Independent, res.FPR[2], res.FNR[0], res.FN, res.Derived, res.FNR[2], res.AUC, res.Inconclusive))
 }

@@ -1,16 +1,21 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
+	"math"
+	"os"
 	"strconv"
 	"strings"
 
 	"github.com/conferral/conferral/backend/attack"
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/nn"
+	"github.com/conferral/conferral/backend/stats"
 	"github.com/conferral/conferral/backend/suspect"
+	"github.com/conferral/conferral/backend/train"
 )
 
 // loadModels loads a comma-separated list of model files.
@@ -116,7 +121,7 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	source := fs.String("source", "", "source model M, a model file or an .onnx file; required")
 	surr := fs.String("surrogates", "", "comma-separated training surrogates S; required")
 	refs := fs.String("references", "", "comma-separated training references R; required")
-	calib := fs.String("calibration", "", "comma-separated held-out references (trained independently, not in --references) that measure the p-value's base rate")
+	calib := fs.String("calibration", "", "comma-separated held-out references (trained independently, not in --references): calibrate the fingerprint with them into OUT.calibration.json")
 	out := fs.String("out", "", "fingerprint file to write; required")
 	sheet := fs.String("sheet", "", "also write a contact sheet PNG here")
 	start := fs.String("start", fingerprint.StartTest, "where C-BIM starts: test (the dataset's test split, which no model was trained on; separates testing models better, docs/results/fingerprint) or train (the --split data, as Algorithm 2 prints it)")
@@ -162,19 +167,26 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := fp.Save(*out); err != nil {
+		return err
+	}
 	if *calib != "" {
-		cs, _, err := loadModels(e, *calib)
+		var ms []fingerprint.IndependentModel
+		cs, ids, err := loadModels(e, *calib)
 		if err != nil {
 			return err
 		}
-		err = fingerprint.Calibrate(ctx, fp, asModels(cs))
+		for i, m := range cs {
+			ms = append(ms, fingerprint.IndependentModel{Suspect: &suspect.Local{Model: m, Name: ids[i]}, Arch: m.Spec.Arch, SHA256: ids[i]})
+		}
+		c, err := fingerprint.Calibrate(ctx, fp, ms, fingerprint.DefaultFPR)
 		freeAll(cs)
 		if err != nil {
 			return err
 		}
-	}
-	if err := fp.Save(*out); err != nil {
-		return err
+		if err := c.Save(fingerprint.CalibrationPath(*out)); err != nil {
+			return err
+		}
 	}
 	if *sheet != "" {
 		if err := fingerprint.WriteSheet(*sheet, fp, 32); err != nil {
@@ -188,13 +200,177 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 		*out, fp.N, fp.Meta.Candidates, fp.Meta.Loss, cfg.CBIM.Eps, cfg.Tau, cfg.TauSurr, com))
 }
 
+// openSuspect opens a suspect named on the command line: a prediction
+// endpoint's URL, an .onnx file, or a Conferral model or deployed
+// ensemble. note describes what querying it cost (for endpoints);
+// free releases it.
+func openSuspect(e *env, spec string, remote func() (suspect.RemoteOptions, error), of *onnxFlags, classes []string) (s suspect.Suspect, m fingerprint.IndependentModel, note func() string, free func(), err error) {
+	spec = strings.TrimSpace(spec)
+	none := func() string { return "" }
+	if isRemote(spec) {
+		o, err := remote()
+		if err != nil {
+			return nil, m, nil, nil, err
+		}
+		o.Classes = classes
+		r, err := suspect.NewRemote(spec, o)
+		if err != nil {
+			return nil, m, nil, nil, err
+		}
+		budget := "no budget"
+		if o.Budget > 0 {
+			budget = fmt.Sprintf("budget %d", o.Budget)
+		}
+		note = func() string {
+			return fmt.Sprintf("%-40s %d images sent to the %s endpoint (%s)\n", "", r.Queries(), r.Protocol(), budget)
+		}
+		return r, fingerprint.IndependentModel{Suspect: r, Arch: "endpoint"}, note, func() {}, nil
+	}
+	l, err := loadLocal(e, spec, of)
+	if err != nil {
+		return nil, m, nil, nil, err
+	}
+	arch := "onnx"
+	switch d := l.(type) {
+	case *nn.Model:
+		arch = d.Spec.Arch
+	case *train.Ensemble:
+		arch = "ensemble"
+	}
+	sum, _ := fileSHA256(spec)
+	ls := &suspect.Local{Model: l, Name: spec}
+	return ls, fingerprint.IndependentModel{Suspect: ls, Arch: arch, SHA256: sum}, none, l.Free, nil
+}
+
+// ruleFlags registers the flags of a decision rule; the function returned
+// builds the rule for a fingerprint loaded from fpPath.
+func ruleFlags(fs *flag.FlagSet) func(fp *fingerprint.Fingerprint, fpPath string) (fingerprint.Rule, string, error) {
+	theta := unitFlag(fs, "theta", fingerprint.DefaultThreshold, "the paper's threshold θ on fingerprint accuracy: the uncalibrated rule, shown beside the calibrated one")
+	calib := fs.String("calibration", "", "calibration file of the fingerprint (conferral calibrate); default: FINGERPRINT.calibration.json when it exists")
+	fpr := fs.Float64("fpr", 0, "false-positive rate of the calibrated test (default: the calibration's own, 0.01)")
+	seq := fs.Bool("sequential", false, "query the fingerprints in a random order and stop when Wald's SPRT decides (needs a calibration)")
+	miss := fs.Float64("miss", 0.05, "sequential: β, the rate of clearing a model that agrees at --derived-rate")
+	derived := fs.Float64("derived-rate", 0, "sequential: a derived model's agreement rate, H₁ (default θ)")
+	batch := fs.Int("batch", 10, "sequential: fingerprints per query")
+	seed := fs.Int64("order-seed", 1, "sequential: the seed of the order the fingerprints are asked in")
+	return func(fp *fingerprint.Fingerprint, fpPath string) (fingerprint.Rule, string, error) {
+		r := fingerprint.Rule{Theta: *theta, FPR: *fpr}
+		if *seq {
+			r.Sequential = &fingerprint.Sequential{DerivedRate: *derived, Miss: *miss, Batch: *batch, Seed: *seed}
+		}
+		path := *calib
+		if path == "" {
+			if _, err := os.Stat(fingerprint.CalibrationPath(fpPath)); err == nil {
+				path = fingerprint.CalibrationPath(fpPath)
+			}
+		}
+		if path != "" {
+			c, err := fingerprint.LoadCalibration(path, fp)
+			if err != nil {
+				return r, "", err
+			}
+			r.Calibration = c
+		}
+		if err := r.Check(fp); err != nil {
+			return r, "", usagef("%v", err)
+		}
+		return r, path, nil
+	}
+}
+
+type calibrateResult struct {
+	Calibration  string                         `json:"calibration"`
+	Fingerprint  string                         `json:"fingerprint"`
+	Models       []fingerprint.CalibrationModel `json:"models"`
+	Fit          stats.BetaBinomial             `json:"fit"`
+	Mean         float64                        `json:"mean"`
+	SD           float64                        `json:"sd"`
+	FPR          float64                        `json:"fpr"`
+	Threshold    float64                        `json:"threshold"`
+	Theta        float64                        `json:"theta"`
+	ThetaFPR     float64                        `json:"theta_fpr"` // the fit's false-positive rate at θ
+	Warnings     []string                       `json:"warnings,omitempty"`
+	Fingerprints int                            `json:"fingerprints"`
+}
+
+func runCalibrate(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("calibrate", flag.ContinueOnError)
+	apply := common(fs, e)
+	fpPath := fs.String("fingerprint", "", "fingerprint file; required")
+	models := fs.String("models", "", "comma-separated independent models — trained without the source and taking no part in the extraction: model files, .onnx files or prediction endpoint URLs; required")
+	fpr := fs.Float64("fpr", fingerprint.DefaultFPR, "target false-positive rate of the calibrated decision")
+	out := fs.String("out", "", "calibration file to write (default: FINGERPRINT.calibration.json)")
+	remote := remoteFlags(fs)
+	var of onnxFlags
+	of.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *fpPath == "" || *models == "" {
+		return usagef("--fingerprint and --models are required")
+	}
+	if !(*fpr > 0 && *fpr < 0.5) {
+		return usagef("--fpr %g outside (0, 0.5)", *fpr)
+	}
+	if err := apply(); err != nil {
+		return err
+	}
+	fp, err := fingerprint.Load(*fpPath)
+	if err != nil {
+		return err
+	}
+	var ms []fingerprint.IndependentModel
+	for _, spec := range strings.Split(*models, ",") {
+		if strings.TrimSpace(spec) == "" {
+			continue
+		}
+		_, m, _, free, err := openSuspect(e, spec, remote, &of, fp.Meta.Classes)
+		if err != nil {
+			return err
+		}
+		defer free()
+		ms = append(ms, m)
+	}
+	c, err := fingerprint.Calibrate(ctx, fp, ms, *fpr)
+	if err != nil {
+		return err
+	}
+	path := cmp.Or(*out, fingerprint.CalibrationPath(*fpPath))
+	if err := c.Save(path); err != nil {
+		return err
+	}
+	theta := fingerprint.DefaultThreshold
+	thetaK := int(math.Ceil(theta*float64(fp.N) - 1e-9))
+	r := calibrateResult{Calibration: path, Fingerprint: c.Fingerprint, Models: c.Models, Fit: c.Fit, Mean: c.Fit.Mean(), SD: c.Fit.SD(),
+		FPR: c.FPR, Threshold: c.Summary.Accuracy, Theta: theta, ThetaFPR: c.Fit.Tail(thetaK, fp.N), Warnings: c.Warnings(), Fingerprints: fp.N}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%s: %d independent models (%s) on %d fingerprints\n", path, len(c.Models), strings.Join(c.Architectures(), ", "), fp.N)
+	for _, m := range c.Models {
+		fmt.Fprintf(&sb, "  %-40s %-10s agrees %3d/%d (%.2f)\n", m.Name, m.Arch, m.Agree, fp.N, float64(m.Agree)/float64(fp.N))
+	}
+	fmt.Fprintf(&sb, "agreement of independent models: beta-binomial Beta(%.3g, %.3g), mean %.2f ± %.2f\n", c.Fit.Alpha, c.Fit.Beta, r.Mean, r.SD)
+	fmt.Fprintf(&sb, "decision threshold at a false-positive rate of %g: fingerprint accuracy ≥ %.3f (%d/%d); the paper's θ = %.2f has a fitted false-positive rate of %.2g\n",
+		c.FPR, c.Summary.Accuracy, c.Summary.Agree, fp.N, theta, r.ThetaFPR)
+	for _, w := range r.Warnings {
+		fmt.Fprintf(&sb, "warning: %s\n", w)
+	}
+	return e.emit(r, sb.String())
+}
+
+type verifyResult struct {
+	Fingerprint string                 `json:"fingerprint"`
+	Commitment  string                 `json:"commitment"`
+	Rule        string                 `json:"rule"`
+	Calibration string                 `json:"calibration,omitempty"`
+	Verdicts    []*fingerprint.Verdict `json:"verdicts"`
+}
+
 func runVerify(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	apply := common(fs, e)
 	fpPath := fs.String("fingerprint", "", "fingerprint file; required")
 	suspects := fs.String("suspect", "", "comma-separated suspect model files or prediction endpoint URLs (http://host:port/v2/models/NAME, http://host:port/v1/models/NAME); required")
-	theta := fs.Float64("theta", fingerprint.DefaultThreshold, "verification threshold θ on fingerprint accuracy")
-	base := fs.Float64("base-rate", 0, "agreement rate of independent models for the p-value (default: the fingerprint's reference rate)")
+	ruleOf := ruleFlags(fs)
 	remote := remoteFlags(fs)
 	var of onnxFlags
 	of.register(fs) // after remoteFlags: shares its --layout and --scale
@@ -211,37 +387,48 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	var verdicts []*fingerprint.Verdict
+	rule, calPath, err := ruleOf(fp, *fpPath)
+	if err != nil {
+		return err
+	}
+	res := verifyResult{Fingerprint: *fpPath, Calibration: calPath}
+	res.Commitment, _ = fp.Commitment()
+	res.Rule, _ = rule.Hash(fp)
 	var sb strings.Builder
+	fmt.Fprintf(&sb, "fingerprint %s: %d keys, commitment %.16s…; decision rule %.16s…\n", *fpPath, fp.N, res.Commitment, res.Rule)
+	if c := rule.Calibration; c != nil {
+		fmt.Fprintf(&sb, "calibrated by %s: %d independent models (%s), agreement %.2f ± %.2f\n", calPath, len(c.Models), strings.Join(c.Architectures(), ", "), c.Fit.Mean(), c.Fit.SD())
+		for _, w := range c.Warnings() {
+			fmt.Fprintf(&sb, "warning: %s\n", w)
+		}
+	}
 	for _, p := range strings.Split(*suspects, ",") {
-		var v *fingerprint.Verdict
-		note := ""
-		if isRemote(p) { // a prediction endpoint
-			if v, note, err = verifyRemote(ctx, remote, strings.TrimSpace(p), fp, *theta, *base); err != nil {
-				return err
-			}
-		} else {
-			m, err := loadLocal(e, p, &of) // an .onnx file, a model or a deployed ensemble
-			if err != nil {
-				return err
-			}
-			v, err = fingerprint.Verify(ctx, &suspect.Local{Model: m, Name: p}, fp, *theta, *base)
-			m.Free()
-			if err != nil {
-				return err
-			}
+		if strings.TrimSpace(p) == "" {
+			continue
 		}
-		verdicts = append(verdicts, v)
-		word := "NOT a surrogate"
-		if v.Surrogate {
-			word = "SURROGATE"
+		s, _, note, free, err := openSuspect(e, p, remote, &of, fp.Meta.Classes)
+		if err != nil {
+			return err
 		}
-		fmt.Fprintf(&sb, "%-40s %-15s fingerprint accuracy %.3f (%d/%d), θ = %.2f, p = %.2g\n", p, word, v.Accuracy, v.Agree, v.Fingerprints, v.Threshold, v.PValue)
-		sb.WriteString(note)
+		v, err := fingerprint.VerifyWatched(ctx, s, fp, rule, e.progress.Report)
+		free()
+		if err != nil {
+			return err
+		}
+		res.Verdicts = append(res.Verdicts, v)
+		fmt.Fprintf(&sb, "%-40s %-13s fingerprint accuracy %.3f (%d/%d, 95%% [%.2f, %.2f]), needs %.2f", strings.TrimSpace(p), strings.ToUpper(v.Outcome),
+			v.Accuracy, v.Agree, v.Fingerprints, v.Interval[0], v.Interval[1], v.Threshold)
+		if v.Calibrated {
+			fmt.Fprintf(&sb, ", p = %.2g (fit), %.2g (empirical)", *v.PValue, *v.EmpiricalP)
+		}
+		if q := v.Sequential; q != nil {
+			fmt.Fprintf(&sb, ", sequential: %s after %d answers", q.Decision, q.Used)
+		}
+		sb.WriteString("\n")
+		sb.WriteString(note())
 	}
-	if len(verdicts) > 0 && !verdicts[0].Calibrated {
-		fmt.Fprintf(&sb, "(p-values test against the training references' agreement, %.2f, which C-BIM drives down, so they overstate the evidence; "+
-			"extract with --calibration, or give --base-rate, for a held-out base rate)\n", fp.Meta.ReferenceRate)
+	if rule.Calibration == nil {
+		fmt.Fprintf(&sb, "(uncalibrated: verdicts read the interval against θ = %.2f and give no p-value; run `conferral calibrate --fingerprint %s --models ...` with independently trained models for a calibrated test)\n", rule.Theta, *fpPath)
 	}
-	return e.emit(verdicts, sb.String())
+	return e.emit(res, sb.String())
 }

@@ -77,13 +77,13 @@ func TestONNXSourceAndSuspect(t *testing.T) {
 
 	verify := func(args ...string) (int, []*fingerprint.Verdict, string) {
 		code, stdout, stderr := cmd(append([]string{"verify", "--fingerprint", filepath.Join(dir, "fp_zoo.safetensors"), "--json"}, args...)...)
-		var vs []*fingerprint.Verdict
+		var res verifyResult
 		if code == 0 {
-			if err := json.Unmarshal([]byte(stdout), &vs); err != nil {
+			if err := json.Unmarshal([]byte(stdout), &res); err != nil {
 				t.Fatalf("verify --json: %v in %q", err, stdout)
 			}
 		}
-		return code, vs, stderr
+		return code, res.Verdicts, stderr
 	}
 	code, vs, stderr := verify("--suspect", src+","+srcONNX)
 	if code != 0 || len(vs) != 2 {

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/onnx"
 	"github.com/conferral/conferral/backend/predict"
@@ -234,26 +233,4 @@ func remoteFlags(fs *flag.FlagSet) func() (suspect.RemoteOptions, error) {
 		}
 		return o, nil
 	}
-}
-
-// verifyRemote verifies an endpoint; note says what it cost.
-func verifyRemote(ctx context.Context, opts func() (suspect.RemoteOptions, error), url string, fp *fingerprint.Fingerprint, theta, base float64) (*fingerprint.Verdict, string, error) {
-	o, err := opts()
-	if err != nil {
-		return nil, "", err
-	}
-	o.Classes = fp.Meta.Classes
-	r, err := suspect.NewRemote(url, o)
-	if err != nil {
-		return nil, "", err
-	}
-	v, err := fingerprint.Verify(ctx, r, fp, theta, base)
-	if err != nil {
-		return nil, "", err
-	}
-	budget := "no budget"
-	if o.Budget > 0 {
-		budget = fmt.Sprintf("budget %d", o.Budget)
-	}
-	return v, fmt.Sprintf("%-40s %d images sent to the %s endpoint (%s)\n", "", v.Queries, r.Protocol(), budget), nil
 }

@@ -81,13 +81,13 @@ func TestServeModelVerify(t *testing.T) {
 	}
 	verify := func(args ...string) (int, []*fingerprint.Verdict, string, string) {
 		code, stdout, stderr := invoke(t, ctx, append(append([]string{"verify", "--fingerprint", fpPath}, small...), args...)...)
-		var vs []*fingerprint.Verdict
+		var res struct{ Verdicts []*fingerprint.Verdict }
 		if code == 0 && slices.Contains(args, "--json") {
-			if err := json.Unmarshal([]byte(stdout), &vs); err != nil {
+			if err := json.Unmarshal([]byte(stdout), &res); err != nil {
 				t.Fatalf("verify --json: %v in %q", err, stdout)
 			}
 		}
-		return code, vs, stdout, stderr
+		return code, res.Verdicts, stdout, stderr
 	}
 	code, local, _, stderr := verify("--suspect", model, "--json")
 	if code != 0 || len(local) != 1 {
@@ -96,16 +96,14 @@ func TestServeModelVerify(t *testing.T) {
 	if local[0].Queries != fp.N {
 		t.Errorf("local verdict: %d queries for %d fingerprints", local[0].Queries, fp.N)
 	}
-	// An uncalibrated fingerprint's p-values come with a caveat, unless a
-	// base rate is given.
-	for _, tc := range []struct {
-		args   []string
-		caveat bool
-	}{{[]string{"--suspect", model}, true}, {[]string{"--suspect", model, "--base-rate", "0.3"}, false}} {
-		code, _, stdout, stderr := verify(tc.args...)
-		if code != 0 || strings.Contains(stdout, "overstate the evidence") != tc.caveat {
-			t.Errorf("verify %v: exit %d, caveat shown = %v, want %v:\n%s%s", tc.args, code, !tc.caveat, tc.caveat, stdout, stderr)
-		}
+	// An uncalibrated fingerprint gives no p-value and says what to run;
+	// a single base rate is no longer a way to get one.
+	if code, _, stdout, stderr := verify("--suspect", model); code != 0 || !strings.Contains(stdout, "uncalibrated") ||
+		!strings.Contains(stdout, "conferral calibrate") || strings.Contains(stdout, "p =") {
+		t.Errorf("uncalibrated verify: exit %d:\n%s%s", code, stdout, stderr)
+	}
+	if code, _, _, _ := verify("--suspect", model, "--base-rate", "0.3"); code != 2 {
+		t.Errorf("--base-rate: exit %d, want a usage error", code)
 	}
 	kserve, tfserving := serveModel(t, "--model", model)
 	kLabels, tLabels := serveModel(t, "--model", model, "--labels-only", "--layout", "nhwc", "--scale", "255", "--name", "fmnist")
@@ -114,7 +112,7 @@ func TestServeModelVerify(t *testing.T) {
 		t.Helper()
 		l := local[0]
 		if v.Suspect != url || !slices.Equal(v.Labels, l.Labels) || v.Agree != l.Agree || v.Accuracy != l.Accuracy ||
-			v.Surrogate != l.Surrogate || v.PValue != l.PValue || v.Queries != fp.N {
+			v.Surrogate != l.Surrogate || v.Outcome != l.Outcome || v.Queries != fp.N {
 			t.Errorf("remote verdict %+v\nlocal verdict %+v", v, l)
 		}
 	}

@@ -1,0 +1,245 @@
+package experiment
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/conferral/conferral/backend/fingerprint"
+	"github.com/conferral/conferral/backend/report"
+	"github.com/conferral/conferral/backend/stats"
+	"github.com/conferral/conferral/backend/suspect"
+	"github.com/conferral/conferral/shared"
+)
+
+// A benchmark judges held-out suspects — derived and independent models
+// that took part in no choice of the rule — by a frozen decision rule, and
+// reports the error rates with their intervals.
+
+// BenchSuspect is one held-out suspect and what it truly is.
+type BenchSuspect struct {
+	Suspect suspect.Suspect `json:"-"`
+	Derived bool            `json:"derived"` // ground truth: made from the source
+	Arch    string          `json:"arch"`    // for the report
+	Recipe  string          `json:"recipe"`  // how it was trained or derived
+	Via     string          `json:"via"`     // local, onnx or endpoint
+}
+
+// Benchmark is the frozen rule and its suspects.
+type Benchmark struct {
+	Fingerprint *fingerprint.Fingerprint
+	Rule        fingerprint.Rule
+	Suspects    []BenchSuspect
+	// Dataset and Scale name what the report is about.
+	Dataset, Scale string
+	Command        string
+	Seed           uint64 // of the AUC bootstrap
+}
+
+// BenchRow is one suspect's result: the full verdict, and the sequential
+// one when the rule has a calibration.
+type BenchRow struct {
+	BenchSuspect
+	Name      string               `json:"name"`
+	Full, Seq *fingerprint.Verdict `json:",omitempty"`
+}
+
+// BenchResult is what the benchmark measured.
+type BenchResult struct {
+	RuleHash   string
+	Commitment string
+	Rows       []BenchRow
+	// Error counts over the full verdicts: false positives are independent
+	// models called derived, false negatives derived models not called
+	// derived (inconclusive included), each with a Clopper–Pearson 95 %
+	// interval; Inconclusive counts both kinds.
+	FP, FN, Derived, Independent, Inconclusive int
+	FPR, FNR                                   [3]float64 // rate, low, high
+	AUC                                        float64
+	AUCInterval                                [2]float64 // bootstrap 95 %
+	MedianQueries                              float64    // sequential
+}
+
+// Run records the rule's hash before any suspect is judged, judges each,
+// and writes the report into dir.
+func (b *Benchmark) Run(ctx context.Context, dir report.Dir, progress shared.Reporter) (*BenchResult, error) {
+	if err := b.Rule.Check(b.Fingerprint); err != nil {
+		return nil, fmt.Errorf("benchmark: %w", err)
+	}
+	if err := dir.Create(); err != nil {
+		return nil, err
+	}
+	hash, err := b.Rule.Hash(b.Fingerprint)
+	if err != nil {
+		return nil, err
+	}
+	com, _ := b.Fingerprint.Commitment()
+	// The rule is frozen on disk before the first suspect is asked.
+	frozen := fmt.Sprintf("rule %s\nfingerprint %s\ntheta %g\nfpr %g\ncalibrated %v\n", hash, com, b.Rule.Theta, b.Rule.FPR, b.Rule.Calibration != nil)
+	if err := os.WriteFile(dir.Path("RULE"), []byte(frozen), 0o644); err != nil {
+		return nil, err
+	}
+	res := &BenchResult{RuleHash: hash, Commitment: com}
+	for i, s := range b.Suspects {
+		progress.Report(shared.Event{Kind: shared.Progress, Stage: "benchmark", Step: int64(i), Total: int64(len(b.Suspects)), Message: s.Suspect.String()})
+		row := BenchRow{BenchSuspect: s, Name: s.Suspect.String()}
+		full := b.Rule
+		full.Sequential = nil
+		if row.Full, err = fingerprint.Verify(ctx, s.Suspect, b.Fingerprint, full); err != nil {
+			return nil, fmt.Errorf("benchmark: %w", err)
+		}
+		if b.Rule.Calibration != nil {
+			seq := b.Rule
+			if seq.Sequential == nil {
+				seq.Sequential = &fingerprint.Sequential{Seed: int64(i + 1)}
+			}
+			if row.Seq, err = fingerprint.Verify(ctx, s.Suspect, b.Fingerprint, seq); err != nil {
+				return nil, fmt.Errorf("benchmark: %w", err)
+			}
+		}
+		res.Rows = append(res.Rows, row)
+	}
+	res.score(b.Seed)
+	return res, b.write(dir, res)
+}
+
+// score counts errors and computes the AUC with a bootstrap interval.
+func (r *BenchResult) score(seed uint64) {
+	var pos, neg, queries []float64
+	for _, row := range r.Rows {
+		v := row.Full
+		if v.Outcome == fingerprint.Inconclusive {
+			r.Inconclusive++
+		}
+		if row.Derived {
+			r.Derived++
+			pos = append(pos, v.Accuracy)
+			if v.Outcome != fingerprint.Derived {
+				r.FN++
+			}
+		} else {
+			r.Independent++
+			neg = append(neg, v.Accuracy)
+			if v.Outcome == fingerprint.Derived {
+				r.FP++
+			}
+		}
+		if row.Seq != nil {
+			queries = append(queries, float64(row.Seq.Fingerprints))
+		}
+	}
+	rate := func(k, n int) [3]float64 {
+		if n == 0 {
+			return [3]float64{math.NaN(), 0, 1}
+		}
+		lo, hi := stats.ClopperPearson(k, n, 0.95)
+		return [3]float64{float64(k) / float64(n), lo, hi}
+	}
+	r.FPR, r.FNR = rate(r.FP, r.Independent), rate(r.FN, r.Derived)
+	r.AUC = fingerprint.AUC(pos, neg)
+	r.AUCInterval = [2]float64{math.NaN(), math.NaN()}
+	if len(pos) > 0 && len(neg) > 0 {
+		rng := rand.New(rand.NewPCG(seed, 0xb007))
+		var aucs []float64
+		for range 2000 {
+			aucs = append(aucs, fingerprint.AUC(resample(rng, pos), resample(rng, neg)))
+		}
+		slices.Sort(aucs)
+		r.AUCInterval = [2]float64{aucs[len(aucs)*25/1000], aucs[len(aucs)*975/1000-1]}
+	}
+	r.MedianQueries = math.NaN()
+	if len(queries) > 0 {
+		slices.Sort(queries)
+		m := len(queries) / 2
+		r.MedianQueries = queries[m]
+		if len(queries)%2 == 0 {
+			r.MedianQueries = (queries[m-1] + queries[m]) / 2
+		}
+	}
+}
+
+func resample(r *rand.Rand, xs []float64) []float64 {
+	out := make([]float64, len(xs))
+	for i := range out {
+		out[i] = xs[r.IntN(len(xs))]
+	}
+	return out
+}
+
+func (b *Benchmark) write(dir report.Dir, r *BenchResult) error {
+	var md strings.Builder
+	fp := b.Fingerprint
+	fmt.Fprintf(&md, "# Held-out benchmark of suspects (%s, %s)\n\nReproduce with:\n\n    %s\n\n", b.Dataset, b.Scale, b.Command)
+	fmt.Fprintf(&md, "Frozen before any suspect was judged (file `RULE`): decision rule `%s`, fingerprint commitment `%s` (%d fingerprints, C-BIM %s loss, ε = %g, τ = %g, τ_S = %g).\n\n",
+		r.RuleHash, r.Commitment, fp.N, fp.Meta.Loss, fp.Meta.Eps, fp.Meta.Tau, fp.Meta.TauSurr)
+	if c := b.Rule.Calibration; c != nil {
+		fmt.Fprintf(&md, "Calibrated by %d independent models (%s), none of them among the suspects: agreement Beta(%.3g, %.3g), mean %.2f ± %.2f; the rule accuses from fingerprint accuracy %.3f at a false-positive rate of %g (the paper's θ = %g shown beside it).\n\n",
+			len(c.Models), strings.Join(c.Architectures(), ", "), c.Fit.Alpha, c.Fit.Beta, c.Fit.Mean(), c.Fit.SD(), c.Summary.Accuracy, c.FPR, b.Rule.Theta)
+		for _, w := range c.Warnings() {
+			fmt.Fprintf(&md, "**Caution:** %s.\n\n", w)
+		}
+	} else {
+		fmt.Fprintf(&md, "**Uncalibrated:** the rule reads each suspect's 95 %% interval against θ = %g; no p-value.\n\n", b.Rule.Theta)
+	}
+	fmt.Fprintf(&md, "## Result\n\n")
+	fmt.Fprintf(&md, "- %d distinct suspects: %d derived, %d independent.\n", len(r.Rows), r.Derived, r.Independent)
+	fmt.Fprintf(&md, "- **False-positive rate %s** (%d of %d independent models called derived; 95%% interval %.3f–%.3f).\n", ratio(r.FPR), r.FP, r.Independent, r.FPR[1], r.FPR[2])
+	fmt.Fprintf(&md, "- **False-negative rate %s** (%d of %d derived models not called derived; 95%% interval %.3f–%.3f).\n", ratio(r.FNR), r.FN, r.Derived, r.FNR[1], r.FNR[2])
+	fmt.Fprintf(&md, "- Inconclusive verdicts: %d of %d.\n", r.Inconclusive, len(r.Rows))
+	fmt.Fprintf(&md, "- ROC AUC of fingerprint accuracy %.3f (bootstrap 95%% interval %.3f–%.3f).\n", r.AUC, r.AUCInterval[0], r.AUCInterval[1])
+	if !math.IsNaN(r.MedianQueries) {
+		fmt.Fprintf(&md, "- Sequential test: median %.0f answers to a decision, of %d fingerprints.\n", r.MedianQueries, fp.N)
+	}
+	fmt.Fprintf(&md, "\n## Suspects\n\n")
+	var rows [][]string
+	for _, row := range r.Rows {
+		truth := "independent"
+		if row.Derived {
+			truth = "derived"
+		}
+		p, seq := "–", "–"
+		if row.Full.PValue != nil {
+			p = fmt.Sprintf("%.2g / %.2g", *row.Full.PValue, *row.Full.EmpiricalP)
+		}
+		if row.Seq != nil {
+			seq = fmt.Sprintf("%s after %d", row.Seq.Outcome, row.Seq.Fingerprints)
+		}
+		mark := "right"
+		if (row.Derived && row.Full.Outcome != fingerprint.Derived) || (!row.Derived && row.Full.Outcome == fingerprint.Derived) {
+			mark = "**wrong**"
+		}
+		rows = append(rows, []string{row.Suspect.String(), truth, row.Arch, row.Recipe, row.Via,
+			fmt.Sprintf("%.3f [%.2f, %.2f]", row.Full.Accuracy, row.Full.Interval[0], row.Full.Interval[1]), p, row.Full.Outcome, mark, seq})
+	}
+	report.Table(&md, []string{"suspect", "truth", "arch", "recipe", "via", "fingerprint accuracy [95%]", "p (fit / empirical)", "verdict", "", "sequential"}, rows)
+	var groups []report.Series
+	for _, g := range []bool{true, false} {
+		s := report.Series{Name: map[bool]string{true: "derived", false: "independent"}[g]}
+		for _, row := range r.Rows {
+			if row.Derived == g {
+				s.Y = append(s.Y, row.Full.Accuracy)
+			}
+		}
+		groups = append(groups, s)
+	}
+	title := fmt.Sprintf("Fingerprint accuracy: θ = %g", b.Rule.Theta)
+	if c := b.Rule.Calibration; c != nil {
+		title += fmt.Sprintf(", calibrated threshold %.2f", c.Summary.Accuracy)
+	}
+	if err := report.Histogram(dir.Path("histogram.png"), title, "fingerprint accuracy", groups, 20); err != nil {
+		return err
+	}
+	fmt.Fprintf(&md, "\n![derived and independent agreement](histogram.png)\n")
+	return os.WriteFile(dir.Path("README.md"), []byte(md.String()), 0o644)
+}
+
+func ratio(r [3]float64) string {
+	if math.IsNaN(r[0]) {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.3f", r[0])
+}

@@ -1,0 +1,271 @@
+package fingerprint
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/conferral/conferral/backend/safetensors"
+	"github.com/conferral/conferral/backend/stats"
+	"github.com/conferral/conferral/backend/suspect"
+)
+
+// A calibration records how often independent models — trained without
+// the source, and taking no part in crafting the fingerprint — agree with
+// its keys. It is the null hypothesis of every calibrated verdict: a
+// beta-binomial fit over the models (they differ from each other, which a
+// single binomial rate cannot say), and their raw answers for an empirical
+// p-value beside it. It lives in its own file, bound to the fingerprint by
+// the fingerprint's commitment.
+
+// DefaultFPR is the false-positive rate a calibrated decision targets
+// unless told otherwise.
+const DefaultFPR = 0.01
+
+// MinCalibration is the fewest independent models a calibration should
+// have: below it the fit rests on too few points and the empirical
+// p-value cannot go below 1/(N+1) ≈ 9 %.
+const MinCalibration = 10
+
+const calibrationFormat = "conferral-calibration/1"
+
+// Calibration is the agreement of independent models with a fingerprint.
+type Calibration struct {
+	Format string `json:"format"`
+	// Fingerprint is the commitment of the fingerprint it calibrates.
+	Fingerprint  string               `json:"fingerprint"`
+	Fingerprints int                  `json:"fingerprints"`
+	Dataset      string               `json:"dataset"`
+	Created      time.Time            `json:"created"`
+	Models       []CalibrationModel   `json:"models"`
+	Fit          stats.BetaBinomial   `json:"fit"` // over Models' Agree, recomputed on load
+	FPR          float64              `json:"fpr"` // the default target false-positive rate
+	Summary      CalibrationThreshold `json:"threshold"`
+}
+
+// CalibrationModel is one independent model's answers.
+type CalibrationModel struct {
+	Name   string `json:"name"`
+	Arch   string `json:"arch,omitempty"`
+	SHA256 string `json:"sha256,omitempty"`
+	Agree  int    `json:"agree"`
+	// Matches says, key by key, whether the model agreed ('1') or not
+	// ('0'): an empirical p-value on any subset of the keys (sequential
+	// verification) needs them.
+	Matches string `json:"matches"`
+}
+
+// CalibrationThreshold is the fit's decision threshold at a
+// false-positive rate, for readers of the file.
+type CalibrationThreshold struct {
+	FPR      float64 `json:"fpr"`
+	Agree    int     `json:"agree"`    // fewest agreements that accuse
+	Accuracy float64 `json:"accuracy"` // Agree / Fingerprints
+}
+
+// IndependentModel is a model to calibrate with: any suspect (a model file, an
+// ONNX file, an endpoint) and what it is, for the report.
+type IndependentModel struct {
+	Suspect suspect.Suspect
+	Arch    string
+	SHA256  string
+}
+
+// Calibrate queries each independent model with the fingerprints and
+// records its agreement with the keys. The models must be distinct (by
+// name and, where known, by sha256) and at least two.
+func Calibrate(ctx context.Context, fp *Fingerprint, models []IndependentModel, fpr float64) (*Calibration, error) {
+	com, err := fp.Commitment()
+	if err != nil {
+		return nil, fmt.Errorf("calibrate: %w", err)
+	}
+	c := &Calibration{Format: calibrationFormat, Fingerprint: com, Fingerprints: fp.N, Dataset: fp.Meta.Dataset,
+		Created: time.Now().UTC().Truncate(time.Second), FPR: fpr}
+	for _, m := range models {
+		labels, err := m.Suspect.Classify(ctx, suspect.Images{X: fp.Float32(), N: fp.N, C: fp.C, H: fp.H, W: fp.W})
+		if err != nil {
+			return nil, fmt.Errorf("calibrate with %s: %w", m.Suspect, err)
+		}
+		if len(labels) != fp.N {
+			return nil, fmt.Errorf("calibrate with %s: %d answers to %d queries", m.Suspect, len(labels), fp.N)
+		}
+		cm := CalibrationModel{Name: m.Suspect.String(), Arch: m.Arch, SHA256: m.SHA256}
+		var b strings.Builder
+		for i, l := range labels {
+			if l == fp.Keys[i] {
+				cm.Agree++
+				b.WriteByte('1')
+			} else {
+				b.WriteByte('0')
+			}
+		}
+		cm.Matches = b.String()
+		c.Models = append(c.Models, cm)
+	}
+	if err := c.complete(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// complete checks the record and derives the fit and the threshold from
+// the models' answers.
+func (c *Calibration) complete() error {
+	if c.Format != calibrationFormat {
+		return fmt.Errorf("calibration: format %q, want %q", c.Format, calibrationFormat)
+	}
+	if !(c.FPR > 0 && c.FPR < 0.5) {
+		return fmt.Errorf("calibration: false-positive rate %g outside (0, 0.5)", c.FPR)
+	}
+	seen := map[string]string{}
+	counts := make([]int, len(c.Models))
+	for i, m := range c.Models {
+		if len(m.Matches) != c.Fingerprints || strings.Trim(m.Matches, "01") != "" || strings.Count(m.Matches, "1") != m.Agree {
+			return fmt.Errorf("calibration: model %q has %d answers (%d agreeing) for %d fingerprints", m.Name, len(m.Matches), m.Agree, c.Fingerprints)
+		}
+		for _, id := range []string{"name " + m.Name, "sha256 " + m.SHA256} {
+			if id == "sha256 " {
+				continue
+			}
+			if other, dup := seen[id]; dup {
+				return fmt.Errorf("calibration: %q and %q are the same model (%s): count distinct models only", other, m.Name, id)
+			}
+			seen[id] = m.Name
+		}
+		counts[i] = m.Agree
+	}
+	fit, err := stats.FitBetaBinomial(counts, c.Fingerprints)
+	if err != nil {
+		return fmt.Errorf("calibration of %d models: %w", len(c.Models), err)
+	}
+	c.Fit = fit
+	k := fit.Critical(c.Fingerprints, c.FPR)
+	c.Summary = CalibrationThreshold{FPR: c.FPR, Agree: k, Accuracy: float64(k) / float64(c.Fingerprints)}
+	return nil
+}
+
+// Architectures lists the calibration models' architectures, each once.
+func (c *Calibration) Architectures() []string {
+	var out []string
+	for _, m := range c.Models {
+		a := m.Arch
+		if a == "" {
+			a = "unknown"
+		}
+		if !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Warnings says what limits the calibration's evidence.
+func (c *Calibration) Warnings() []string {
+	var w []string
+	if n := len(c.Models); n < MinCalibration {
+		w = append(w, fmt.Sprintf("only %d independent models calibrate this fingerprint (at least %d advised): the fitted tail rests on few points, and the empirical p-value cannot go below 1/(N+1) = %.3f",
+			n, MinCalibration, 1/float64(n+1)))
+	}
+	if c.Summary.Agree > c.Fingerprints {
+		w = append(w, fmt.Sprintf("independent models agree so often that no fingerprint accuracy reaches a false-positive rate of %g: no verdict can accuse", c.FPR))
+	}
+	return w
+}
+
+// Empirical is the empirical p-value (1 + #{models at or above})/(N + 1)
+// of agree agreements over the keys in subset (all keys when nil).
+func (c *Calibration) Empirical(agree int, subset []int) float64 {
+	above := c.above(agree, subset)
+	return float64(1+above) / float64(len(c.Models)+1)
+}
+
+// above counts the calibration models that agree on at least agree of the
+// keys in subset.
+func (c *Calibration) above(agree int, subset []int) int {
+	n := 0
+	for _, m := range c.Models {
+		a := m.Agree
+		if subset != nil {
+			a = 0
+			for _, i := range subset {
+				if m.Matches[i] == '1' {
+					a++
+				}
+			}
+		}
+		if a >= agree {
+			n++
+		}
+	}
+	return n
+}
+
+// Digest is the sha256 of the calibration's canonical encoding: what a
+// decision rule's hash binds.
+func (c *Calibration) Digest() string {
+	b, _ := json.Marshal(c) // fixed field order; cannot fail on these types
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// Save writes the calibration as indented JSON, atomically.
+func (c *Calibration) Save(path string) error {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return fmt.Errorf("saving calibration: %w", err)
+	}
+	return safetensors.WriteAtomic(path, func(w io.Writer) error {
+		_, err := w.Write(append(b, '\n'))
+		return err
+	})
+}
+
+// ErrOtherFingerprint says a calibration belongs to another fingerprint.
+var ErrOtherFingerprint = errors.New("the calibration belongs to another fingerprint")
+
+// LoadCalibration reads a calibration and refuses it unless it was made
+// for fp; the fit and threshold are recomputed from the models' answers.
+func LoadCalibration(path string, fp *Fingerprint) (*Calibration, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("loading calibration: %w", err)
+	}
+	c := &Calibration{}
+	if err := json.Unmarshal(b, c); err != nil {
+		return nil, fmt.Errorf("loading calibration %s: %w", path, err)
+	}
+	if err := c.For(fp); err != nil {
+		return nil, fmt.Errorf("loading calibration %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// For checks that c calibrates fp and derives its fit.
+func (c *Calibration) For(fp *Fingerprint) error {
+	com, err := fp.Commitment()
+	if err != nil {
+		return err
+	}
+	if c.Fingerprint != com {
+		return fmt.Errorf("%w (made for %.16s…, this one is %.16s…)", ErrOtherFingerprint, c.Fingerprint, com)
+	}
+	if c.Fingerprints != fp.N {
+		return fmt.Errorf("calibration of %d fingerprints for a fingerprint of %d", c.Fingerprints, fp.N)
+	}
+	return c.complete()
+}
+
+// CalibrationPath is where a fingerprint's calibration is looked for by
+// default: beside it, with the extension .calibration.json.
+func CalibrationPath(fingerprintPath string) string {
+	return strings.TrimSuffix(fingerprintPath, ".safetensors") + ".calibration.json"
+}

@@ -1,0 +1,192 @@
+package fingerprint_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/conferral/conferral/backend/fingerprint"
+	"github.com/conferral/conferral/backend/suspect"
+	"github.com/conferral/conferral/shared"
+)
+
+// keyed is a suspect that recognises each fingerprint image and agrees
+// with its key where agrees says so: it answers any subset in any order.
+type keyed struct {
+	name   string
+	fp     *fingerprint.Fingerprint
+	agrees func(i int) bool
+	asked  int
+}
+
+func (k *keyed) String() string { return k.name }
+
+func (k *keyed) Classify(_ context.Context, b suspect.Images) ([]int64, error) {
+	per := k.fp.ImageSize()
+	index := map[string]int{}
+	for i := range k.fp.N {
+		index[string(k.fp.Images[i*per:(i+1)*per])] = i
+	}
+	out := make([]int64, b.N)
+	for j := range b.N {
+		img := make([]byte, per)
+		for p, v := range b.X[j*per : (j+1)*per] {
+			img[p] = uint8(v*255 + 0.5)
+		}
+		i, ok := index[string(img)]
+		if !ok {
+			return nil, fmt.Errorf("image %d is not a fingerprint", j)
+		}
+		out[j] = (k.fp.Keys[i] + 1) % 10
+		if k.agrees(i) {
+			out[j] = k.fp.Keys[i]
+		}
+	}
+	k.asked += b.N
+	return out, nil
+}
+
+// rate agrees on a seeded random share p of the keys.
+func rate(name string, fp *fingerprint.Fingerprint, p float64, seed uint64) *keyed {
+	r := rand.New(rand.NewPCG(seed, 1))
+	yes := make([]bool, fp.N)
+	for i := range yes {
+		yes[i] = r.Float64() < p
+	}
+	return &keyed{name: name, fp: fp, agrees: func(i int) bool { return yes[i] }}
+}
+
+// calibrated is a 100-key fingerprint calibrated by n independent models
+// agreeing 20–40 % of the time.
+func calibrated(t *testing.T, n int) (*fingerprint.Fingerprint, *fingerprint.Calibration) {
+	t.Helper()
+	fp := synthetic(100)
+	var models []fingerprint.IndependentModel
+	for j := range n {
+		models = append(models, fingerprint.IndependentModel{Suspect: rate(fmt.Sprintf("ref%d", j), fp, 0.2+0.2*float64(j)/float64(n), uint64(j)), Arch: []string{"cnn", "mlp"}[j%2]})
+	}
+	cal, err := fingerprint.Calibrate(context.Background(), fp, models, fingerprint.DefaultFPR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fp, cal
+}
+
+func TestCalibratedVerdicts(t *testing.T) {
+	ctx := context.Background()
+	fp, cal := calibrated(t, 30)
+	if w := cal.Warnings(); len(w) != 0 {
+		t.Errorf("30 models warned: %v", w)
+	}
+	crit := cal.Summary.Agree
+	t.Logf("null Beta(%.2f, %.2f), mean %.3f; accuses from %d of 100", cal.Fit.Alpha, cal.Fit.Beta, cal.Fit.Mean(), crit)
+	for _, tc := range []struct {
+		name    string
+		agree   int
+		outcome string
+	}{
+		{"a surrogate of another recipe", 57, fingerprint.Derived}, // below θ, far above the null
+		{"at the critical count", crit, fingerprint.Derived},
+		{"one short of it", crit - 1, fingerprint.Inconclusive},
+		{"like the references", 30, fingerprint.Independent},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := &keyed{name: tc.name, fp: fp, agrees: func(i int) bool { return i < tc.agree }}
+			v, err := fingerprint.Verify(ctx, s, fp, fingerprint.Rule{Calibration: cal})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.Outcome != tc.outcome || !v.Calibrated || v.PValue == nil || *v.PValue != cal.Fit.Tail(tc.agree, 100) ||
+				*v.EmpiricalP != cal.Empirical(tc.agree, nil) || v.Threshold != float64(crit)/100 || v.Null.Models != 30 ||
+				strings.Join(v.Null.Architectures, ",") != "cnn,mlp" {
+				t.Errorf("%d agreements: %+v (null %+v), want %s", tc.agree, v, v.Null, tc.outcome)
+			}
+			if e := v.Explain(); !strings.Contains(e, "30 independent models (cnn, mlp)") {
+				t.Errorf("the explanation does not name its null: %s", e)
+			}
+		})
+	}
+
+	// A rule's hash moves with every part of it.
+	seen := map[string]string{}
+	for name, r := range map[string]fingerprint.Rule{
+		"θ":           {},
+		"θ = 0.75":    {Theta: 0.75},
+		"calibrated":  {Calibration: cal},
+		"FPR 5 %":     {Calibration: cal, FPR: 0.05},
+		"sequential":  {Calibration: cal, Sequential: &fingerprint.Sequential{}},
+		"sequential2": {Calibration: cal, Sequential: &fingerprint.Sequential{Seed: 2}},
+	} {
+		h, err := r.Hash(fp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if other, dup := seen[h]; dup {
+			t.Errorf("rules %q and %q hash alike", name, other)
+		}
+		seen[h] = name
+	}
+
+	// Few models: a warning with the empirical p-value's resolution.
+	_, few := calibrated(t, 4)
+	if w := few.Warnings(); len(w) != 1 || !strings.Contains(w[0], "only 4") || !strings.Contains(w[0], "0.200") {
+		t.Errorf("4 models: warnings %v", w)
+	}
+}
+
+// Sequential verification asks fewer queries than the fingerprints and
+// decides as the SPRT says.
+func TestSequentialVerify(t *testing.T) {
+	ctx := context.Background()
+	fp, cal := calibrated(t, 30)
+	rule := fingerprint.Rule{Calibration: cal, Sequential: &fingerprint.Sequential{Batch: 5, Seed: 7}}
+	for _, tc := range []struct {
+		name    string
+		p       float64
+		outcome string
+	}{
+		{"a derived model", 0.85, fingerprint.Derived},
+		{"an independent model", 0.25, fingerprint.Independent},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := rate(tc.name, fp, tc.p, 99)
+			var events int
+			v, err := fingerprint.VerifyWatched(ctx, s, fp, rule, func(e shared.Event) {
+				if e.Kind == shared.Progress && e.Metrics["hi"] >= e.Metrics["lo"] {
+					events++
+				}
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.Outcome != tc.outcome || v.Sequential == nil || v.Sequential.Decision != tc.outcome || v.Fingerprints != v.Sequential.Used ||
+				v.Fingerprints >= fp.N/2 || v.Queries != s.asked || v.Queries < v.Fingerprints || v.Queries > v.Fingerprints+4 {
+				t.Errorf("verdict %+v (sequential %+v), asked %d", v, v.Sequential, s.asked)
+			}
+			if events != (s.asked+4)/5 {
+				t.Errorf("%d progress events for %d queries in batches of 5", events, s.asked)
+			}
+			// The order is a permutation prefix, and the answers follow it.
+			seen := map[int]bool{}
+			for j, i := range v.Order {
+				if seen[i] || v.Matches[j] != (v.Labels[j] == fp.Keys[i]) {
+					t.Fatalf("order %v / matches %v inconsistent at %d", v.Order, v.Matches, j)
+				}
+				seen[i] = true
+			}
+		})
+	}
+	// Uncalibrated sequential verification is refused with what to run.
+	if _, err := fingerprint.Verify(ctx, rate("x", fp, 0.5, 1), fp, fingerprint.Rule{Sequential: &fingerprint.Sequential{}}); err == nil || !strings.Contains(err.Error(), "conferral calibrate") {
+		t.Errorf("uncalibrated sequential verification: %v", err)
+	}
+	// A calibration for another fingerprint is refused.
+	other := synthetic(100)
+	other.Keys[0] = (other.Keys[0] + 1) % 10
+	if _, err := fingerprint.Verify(ctx, rate("x", other, 0.5, 1), other, fingerprint.Rule{Calibration: cal}); !errors.Is(err, fingerprint.ErrOtherFingerprint) {
+		t.Errorf("another fingerprint's calibration: %v", err)
+	}
+}

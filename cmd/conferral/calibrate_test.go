@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/conferral/conferral/backend/data"
+	"github.com/conferral/conferral/backend/fingerprint"
+	"github.com/conferral/conferral/backend/nn"
+	"github.com/conferral/conferral/backend/suspect"
+	"github.com/conferral/conferral/backend/torch"
+)
+
+// TestCalibrateVerifyBenchmark runs the calibrated path end to end on the
+// CLI: tiny models, a fingerprint keyed by one of them, `calibrate` with
+// the others, then `verify` (full and sequential) and `experiment
+// benchmark`, each reading the calibration beside the fingerprint.
+func TestCalibrateVerifyBenchmark(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	small := []string{"--threads", "1", "--quiet", "--device", "cpu"}
+	var models []string
+	for i := range 5 {
+		m := filepath.Join(dir, fmt.Sprintf("m%d.safetensors", i))
+		if code, _, stderr := invoke(t, ctx, append([]string{"train", "--arch", "mlp", "--epochs", "1", "--limit", "300", "--seed", fmt.Sprint(i + 1), "--out", m}, small...)...); code != 0 {
+			t.Fatalf("train: exit %d: %s", code, stderr)
+		}
+		models = append(models, m)
+	}
+	// The fingerprint: 60 test images keyed by model 0's labels, so model
+	// 0 is "derived" and the others agree only as far as they agree with it.
+	test, err := data.FashionMNIST("", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := make([]int, 60)
+	for i := range idx {
+		idx[i] = i
+	}
+	d := test.Subset(idx)
+	m0, _, err := nn.Load(models[0], torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := (&suspect.Local{Model: m0, Name: "m0"}).Classify(ctx, suspect.Images{X: d.Float32(idx), N: d.N, C: d.C, H: d.H, W: d.W})
+	m0.Free()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := &fingerprint.Fingerprint{Images: d.Images, Originals: d.Images, N: d.N, C: d.C, H: d.H, W: d.W,
+		Keys: keys, Labels: d.Labels, Confer: make([]float64, d.N), Meta: fingerprint.Meta{Dataset: d.Name, Classes: d.Classes}}
+	fpPath := filepath.Join(dir, "fp.safetensors")
+	if err := fp.Save(fpPath); err != nil {
+		t.Fatal(err)
+	}
+
+	code, stdout, stderr := invoke(t, ctx, append([]string{"calibrate", "--fingerprint", fpPath, "--models", strings.Join(models[1:4], ","), "--json"}, small...)...)
+	if code != 0 {
+		t.Fatalf("calibrate: exit %d: %s", code, stderr)
+	}
+	var cal calibrateResult
+	if err := json.Unmarshal([]byte(stdout), &cal); err != nil {
+		t.Fatal(err)
+	}
+	if cal.Calibration != fingerprint.CalibrationPath(fpPath) || len(cal.Models) != 3 || cal.Models[0].Arch != "mlp" || len(cal.Warnings) != 1 || cal.FPR != 0.01 {
+		t.Errorf("calibration %+v", cal)
+	}
+	// The same model twice is refused, and nothing is written.
+	other := filepath.Join(dir, "dup.json")
+	if code, _, _ := invoke(t, ctx, append([]string{"calibrate", "--fingerprint", fpPath, "--models", models[1] + "," + models[1], "--out", other}, small...)...); code == 0 {
+		t.Error("a model counted twice was accepted")
+	}
+	if _, err := os.Stat(other); err == nil {
+		t.Error("a refused calibration was written")
+	}
+
+	verify := func(args ...string) verifyResult {
+		t.Helper()
+		code, stdout, stderr := invoke(t, ctx, append(append([]string{"verify", "--fingerprint", fpPath, "--json"}, small...), args...)...)
+		if code != 0 {
+			t.Fatalf("verify %v: exit %d: %s", args, code, stderr)
+		}
+		var r verifyResult
+		if err := json.Unmarshal([]byte(stdout), &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	full := verify("--suspect", models[0]+","+models[4])
+	if full.Calibration != cal.Calibration || len(full.Verdicts) != 2 || full.Rule == "" {
+		t.Fatalf("verify: %+v", full)
+	}
+	derived := full.Verdicts[0]
+	if !derived.Calibrated || derived.PValue == nil || derived.Accuracy != 1 || derived.Outcome != fingerprint.Derived || derived.Null.Models != 3 {
+		t.Errorf("the keyed model: %+v", derived)
+	}
+	seq := verify("--suspect", models[0], "--sequential", "--batch", "4")
+	if v := seq.Verdicts[0]; v.Sequential == nil || v.Outcome != fingerprint.Derived || v.Fingerprints >= fp.N || seq.Rule == full.Rule {
+		t.Errorf("sequential verify: %+v (%+v)", v, v.Sequential)
+	}
+
+	out := filepath.Join(dir, "bench")
+	code, stdout, stderr = invoke(t, ctx, append([]string{"experiment", "benchmark", "--fingerprint", fpPath, "--describe", "test scale", "--out", out,
+		"--derived", "mlp:seed1@" + models[0], "--independent", models[4]}, small...)...)
+	if code != 0 {
+		t.Fatalf("benchmark: exit %d: %s", code, stderr)
+	}
+	md, err := os.ReadFile(filepath.Join(out, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{full.Rule, "test scale", "seed1", "False-positive rate", "3 independent models"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("benchmark report lacks %q:\n%s", want, md)
+		}
+	}
+}
