@@ -105,8 +105,12 @@ func TestCalibrateVerifyBenchmark(t *testing.T) {
 	}
 
 	out := filepath.Join(dir, "bench")
+	manifest := filepath.Join(dir, "suspects.tsv")
+	if err := os.WriteFile(manifest, []byte("derived\tmlp\tseed1: adam,lr=0.001\t"+models[0]+"\nindependent\tmlp\t\t"+models[4]+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	code, stdout, stderr = invoke(t, ctx, append([]string{"experiment", "benchmark", "--fingerprint", fpPath, "--describe", "test scale", "--out", out,
-		"--derived", "mlp:seed1@" + models[0], "--independent", models[4]}, small...)...)
+		"--suspects", manifest}, small...)...)
 	if code != 0 {
 		t.Fatalf("benchmark: exit %d: %s", code, stderr)
 	}

@@ -203,8 +203,9 @@ func runBenchmark(ctx context.Context, e *env, args []string) error {
 	fs := flag.NewFlagSet("experiment benchmark", flag.ContinueOnError)
 	apply := common(fs, e)
 	fpPath := fs.String("fingerprint", "", "fingerprint file; required")
-	derived := fs.String("derived", "", "comma-separated suspects derived from the source (model files, .onnx files, endpoint URLs), each optionally NAME=ARCH:RECIPE@SPEC")
-	independent := fs.String("independent", "", "comma-separated suspects trained without the source, in the same form")
+	derived := fs.String("derived", "", "comma-separated suspects derived from the source: model files, .onnx files or endpoint URLs")
+	independent := fs.String("independent", "", "comma-separated suspects trained without the source")
+	manifest := fs.String("suspects", "", "a manifest of suspects, one per line, tab-separated: derived|independent, architecture, recipe, file or URL")
 	out := fs.String("out", "runs/benchmark", "report folder")
 	scale := fs.String("describe", "", "the scale and recipes of the models, for the report (e.g. \"Fashion-MNIST adversary half, 2 epochs\"); required")
 	seed := fs.Uint64("seed", 1, "seed of the AUC bootstrap")
@@ -215,8 +216,39 @@ func runBenchmark(ctx context.Context, e *env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if *fpPath == "" || (*derived == "" && *independent == "") || *scale == "" {
-		return usagef("--fingerprint, --describe and --derived or --independent are required")
+	if *fpPath == "" || (*derived == "" && *independent == "" && *manifest == "") || *scale == "" {
+		return usagef("--fingerprint, --describe and --suspects, --derived or --independent are required")
+	}
+	type entry struct {
+		derived            bool
+		arch, recipe, spec string
+	}
+	var entries []entry
+	for _, g := range []struct {
+		list    string
+		derived bool
+	}{{*derived, true}, {*independent, false}} {
+		for _, spec := range strings.Split(g.list, ",") {
+			if spec = strings.TrimSpace(spec); spec != "" {
+				entries = append(entries, entry{derived: g.derived, spec: spec})
+			}
+		}
+	}
+	if *manifest != "" {
+		b, err := os.ReadFile(*manifest)
+		if err != nil {
+			return err
+		}
+		for n, line := range strings.Split(string(b), "\n") {
+			if strings.TrimSpace(line) == "" {
+				continue
+			}
+			f := strings.Split(line, "\t")
+			if len(f) != 4 || (f[0] != "derived" && f[0] != "independent") {
+				return usagef("%s:%d: want derived|independent, architecture, recipe and a file or URL, tab-separated", *manifest, n+1)
+			}
+			entries = append(entries, entry{derived: f[0] == "derived", arch: f[1], recipe: f[2], spec: f[3]})
+		}
 	}
 	if err := apply(); err != nil {
 		return err
@@ -231,34 +263,20 @@ func runBenchmark(ctx context.Context, e *env, args []string) error {
 	}
 	b := &experiment.Benchmark{Fingerprint: fp, Rule: rule, Dataset: fp.Meta.Dataset, Scale: *scale, Seed: *seed,
 		Command: "conferral experiment benchmark " + strings.Join(args, " ")}
-	for _, g := range []struct {
-		list    string
-		derived bool
-	}{{*derived, true}, {*independent, false}} {
-		for _, item := range strings.Split(g.list, ",") {
-			if item = strings.TrimSpace(item); item == "" {
-				continue
-			}
-			arch, recipe, spec := "", "", item
-			if at := strings.Index(item, "@"); at > 0 && !isRemote(item[:at]) {
-				meta := item[:at]
-				spec = item[at+1:]
-				arch, recipe, _ = strings.Cut(meta, ":")
-			}
-			s, m, _, free, err := openSuspect(e, spec, remote, &of, fp.Meta.Classes)
-			if err != nil {
-				return err
-			}
-			defer free()
-			via := "local"
-			switch {
-			case isRemote(spec):
-				via = "endpoint"
-			case isONNX(spec):
-				via = "onnx"
-			}
-			b.Suspects = append(b.Suspects, experiment.BenchSuspect{Suspect: s, Derived: g.derived, Arch: cmp.Or(arch, m.Arch), Recipe: recipe, Via: via})
+	for _, en := range entries {
+		s, m, _, free, err := openSuspect(e, en.spec, remote, &of, fp.Meta.Classes)
+		if err != nil {
+			return err
 		}
+		defer free()
+		via := "local"
+		switch {
+		case isRemote(en.spec):
+			via = "endpoint"
+		case isONNX(en.spec):
+			via = "onnx"
+		}
+		b.Suspects = append(b.Suspects, experiment.BenchSuspect{Suspect: s, Derived: en.derived, Arch: cmp.Or(en.arch, m.Arch), Recipe: en.recipe, Via: via})
 	}
 	res, err := b.Run(ctx, report.Dir(*out), e.progress.Report)
 	if err != nil {

@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# benchmark.sh: the held-out benchmark of issue 13 on Fashion-MNIST at CPU
+# scale, from nothing to docs/results/benchmark. Every model is a file in
+# $CACHE and is trained only when missing, so a rerun with the same
+# ZOO_SEED only re-judges.
+#
+#   ZOO_SEED=4711 scripts/benchmark.sh       # the zoo's seeds (drawn when unset)
+#
+# 1. The defender (its half of the training set): a cnn source; a training
+#    fleet of 2 surrogates and 2 references per architecture (cnn, mlp,
+#    lenet, widecnn), half with the fleet's SGD recipe and half with Adam
+#    without augmentation; 12 calibration models — independent of the
+#    source, in no extraction — over six architectures and recipes.
+# 2. Three fingerprints (C-BIM seeds 1-3: geometric loss, best iterate,
+#    ε 0.05, τ 0.5, τ_S 1, 1,200 held-out start points), each calibrated.
+# 3. The suspect zoo on the adversary's half, seeded by ZOO_SEED: derived
+#    models by retraining on the source's labels, distillation on its
+#    probabilities and fine-tuning, and independent models on ground truth,
+#    over the fleet's architectures, two it never used (deepnarrow,
+#    mlpdrop) and recipes it never used (AdamW with label smoothing, step
+#    schedules, noise, soft labels, fractions of the data); and models
+#    trained outside Conferral with python3-torch (scripts/outside/steal.py,
+#    its own four architectures, stolen through a serve-model endpoint),
+#    judged as ONNX files.
+# 4. `conferral experiment benchmark` per fingerprint, rule frozen first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+THREADS=${THREADS:-$(nproc)}
+ZOO_SEED=${ZOO_SEED:-$(shuf -i 1000-9999 -n 1)}
+CACHE=${CACHE:-conferral-cache/benchmark}
+REPORT=${REPORT:-docs/results/benchmark}
+C="bin/conferral"
+Q=(--quiet --threads "$THREADS")
+mkdir -p "$CACHE/fleet" "$CACHE/calibration" "$CACHE/zoo-$ZOO_SEED/outside" "$REPORT"
+log() { printf '%s  %s\n' "$(date +%T)" "$*" >&2; }
+
+# train OUT ARGS...: conferral train unless OUT exists.
+train() {
+  local out=$1; shift
+  [ -f "$out" ] && return 0
+  log "train $out $*"
+  $C train "${Q[@]}" --out "$out" "$@" >/dev/null
+}
+derive() {
+  local out=$1; shift
+  [ -f "$out" ] && return 0
+  log "derive $out $*"
+  $C derive "${Q[@]}" --out "$out" "$@" >/dev/null
+}
+
+SRC=$CACHE/source.safetensors
+FLEET_RECIPES=("sgd+nesterov,epochs=2" "adam,lr=0.001,aug=none,epochs=2")
+
+# 1. The defender.
+train "$SRC" --split defender --arch cnn --epochs 4 --seed 1
+SURR=() REFS=()
+for arch in cnn mlp lenet widecnn; do
+  for i in 0 1; do
+    train "$CACHE/fleet/surr-$arch-$i.safetensors" --split defender --arch "$arch" --teacher "$SRC" --recipe "${FLEET_RECIPES[$i]}" --seed $((100 + i))
+    train "$CACHE/fleet/ref-$arch-$i.safetensors" --split defender --arch "$arch" --recipe "${FLEET_RECIPES[$i]}" --seed $((200 + i))
+    SURR+=("$CACHE/fleet/surr-$arch-$i.safetensors") REFS+=("$CACHE/fleet/ref-$arch-$i.safetensors")
+  done
+done
+CAL_ARCHS=(mlp lenet cnn widecnn deepnarrow mlpdrop)
+CAL_RECIPES=("sgd+nesterov,epochs=2" "adam,lr=0.001,aug=none,epochs=2" "adamw,epochs=2,ls=0.1" "sgd,lr=0.02,sched=step,aug=noise,epochs=2")
+CAL=()
+for j in $(seq 0 11); do
+  arch=${CAL_ARCHS[$((j % 6))]} recipe=${CAL_RECIPES[$((j % 4))]}
+  train "$CACHE/calibration/cal-$j-$arch.safetensors" --split defender --arch "$arch" --recipe "$recipe" --seed $((300 + j))
+  CAL+=("$CACHE/calibration/cal-$j-$arch.safetensors")
+done
+join() { local IFS=,; echo "$*"; }
+
+# 2. Three fingerprints, each calibrated.
+for s in 1 2 3; do
+  fp=$CACHE/fp-$s.safetensors
+  if [ ! -f "$fp" ]; then
+    log "extract $fp"
+    $C extract "${Q[@]}" --source "$SRC" --surrogates "$(join "${SURR[@]}")" --references "$(join "${REFS[@]}")" \
+      --eps 0.05 --steps 50 --loss geometric --best-iterate --tau 0.5 --tau-surr 1 --candidates 1200 --seed "$s" \
+      --out "$fp" --sheet "$CACHE/fp-$s.png" >/dev/null
+  fi
+  [ -f "${fp%.safetensors}.calibration.json" ] || $C calibrate "${Q[@]}" --fingerprint "$fp" --models "$(join "${CAL[@]}")" >/dev/null
+done
+
+# 3. The zoo, seeded by ZOO_SEED.
+Z=$CACHE/zoo-$ZOO_SEED
+M=$Z/suspects.tsv
+: >"$M"
+# add TRUTH ARCH RECIPE FILE: one line of the suspects' manifest.
+add() { printf '%s\t%s\t%s\t%s\n' "$@" >>"$M"; }
+ZOO_ARCHS=(cnn mlp lenet widecnn deepnarrow mlpdrop)
+ZOO_RECIPES=("sgd+nesterov,epochs=2" "adam,lr=0.001,aug=none,epochs=2" "adamw,lr=0.002,ls=0.1,aug=none,epochs=2"
+  "sgd,lr=0.02,sched=step,aug=noise,epochs=2" "adam,lr=0.001,aug=crop,epochs=2,share=0.5" "sgd+nesterov,lr=0.1,bs=256,aug=crop,epochs=3")
+n=0
+for arch in "${ZOO_ARCHS[@]}"; do
+  for r in 0 1 2; do
+    k=$(( (n + r) % ${#ZOO_RECIPES[@]} )) seed=$((ZOO_SEED + n * 10 + r))
+    recipe=${ZOO_RECIPES[$k]}
+    tag=$(echo "$recipe" | tr ',=+' '_-p')
+    d=$Z/retrain-$arch-$r.safetensors
+    train "$d" --split adversary --arch "$arch" --teacher "$SRC" --recipe "$recipe" --seed "$seed"
+    add derived "$arch" "retraining: $recipe" "$d"
+    i=$Z/indep-$arch-$r.safetensors
+    train "$i" --split adversary --arch "$arch" --recipe "$recipe" --seed $((seed + 5000))
+    add independent "$arch" "$recipe" "$i"
+  done
+  # Distillation on the source's probabilities (soft labels).
+  d=$Z/distil-$arch.safetensors
+  train "$d" --split adversary --arch "$arch" --teacher "$SRC" --recipe "adam,lr=0.001,aug=none,epochs=2,labels=soft" --seed $((ZOO_SEED + n * 10 + 7))
+  add derived "$arch" "distillation: adam,lr=0.001,aug=none,epochs=2,labels=soft" "$d"
+  # One more independent model per architecture.
+  i=$Z/indep2-$arch.safetensors
+  train "$i" --split adversary --arch "$arch" --recipe "adamw,epochs=3,aug=crop+flip,ls=0.05" --seed $((ZOO_SEED + n * 10 + 8))
+  add independent "$arch" "adamw,epochs=3,aug=crop+flip,ls=0.05" "$i"
+  n=$((n + 1))
+done
+# Fine-tuning the source itself on the adversary's half (§2.4).
+for attack in ftal rtal ftll; do
+  d=$Z/$attack.safetensors
+  derive "$d" --attack "$attack" --source "$SRC" --split adversary --epochs 1 --seed $((ZOO_SEED + 1))
+  add derived cnn "fine-tuning: $attack, 1 epoch" "$d"
+done
+# Outside Conferral: python3-torch, stolen through a serve-model endpoint.
+if [ ! -f "$Z/outside/manifest.json" ]; then
+  log "outside models (python3-torch)"
+  /usr/bin/python3 scripts/outside/steal.py --out "$Z/outside" --source "$SRC" --conferral "$C" \
+    --derived 4 --independent 4 --seed "$ZOO_SEED" --threads "$THREADS" >&2
+fi
+/usr/bin/python3 - "$Z/outside" >>"$M" <<'PY'
+import json, sys, os
+d = sys.argv[1]
+for m in json.load(open(os.path.join(d, "manifest.json")))["models"]:
+    print("\t".join([m["role"], m["arch"], "python3-torch: " + m["recipe"], os.path.join(d, m["file"])]))
+PY
+
+# 4. Judge every suspect by each fingerprint's frozen, calibrated rule.
+for s in 1 2 3; do
+  log "benchmark fingerprint $s"
+  $C experiment benchmark "${Q[@]}" --fingerprint "$CACHE/fp-$s.safetensors" \
+    --describe "Fashion-MNIST, cnn source (4 epochs), zoo seed $ZOO_SEED (2-3 epochs, adversary half)" \
+    --suspects "$M" --out "$REPORT/seed-$s" --json >"$REPORT/seed-$s.json"
+  cp "$CACHE/fp-$s.calibration.json" "$REPORT/seed-$s/"
+done
+echo "ZOO_SEED=$ZOO_SEED scripts/benchmark.sh" >"$REPORT/COMMAND"
+log "done: $REPORT"
