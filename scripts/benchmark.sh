@@ -22,7 +22,7 @@
 #    trained outside Conferral with python3-torch (scripts/outside/steal.py,
 #    its own four architectures, stolen through a serve-model endpoint),
 #    judged as ONNX files.
-# 4. `conferral experiment benchmark` per fingerprint, rule frozen first.
+# 4. `conferral experiment benchmark` over the three, each rule frozen first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-$(nproc)}
@@ -135,12 +135,13 @@ for m in json.load(open(os.path.join(d, "manifest.json")))["models"]:
 PY
 
 # 4. Judge every suspect by each fingerprint's frozen, calibrated rule.
+log "benchmark"
+$C experiment benchmark "${Q[@]}" --fingerprint "$CACHE/fp-1.safetensors,$CACHE/fp-2.safetensors,$CACHE/fp-3.safetensors" \
+  --describe "Fashion-MNIST; cnn source (4 epochs, defender's half); suspects on the adversary's half, 2-3 epochs, zoo seed $ZOO_SEED" \
+  --suspects "$M" --out "$REPORT" --json >"$REPORT/results.json"
 for s in 1 2 3; do
-  log "benchmark fingerprint $s"
-  $C experiment benchmark "${Q[@]}" --fingerprint "$CACHE/fp-$s.safetensors" \
-    --describe "Fashion-MNIST, cnn source (4 epochs), zoo seed $ZOO_SEED (2-3 epochs, adversary half)" \
-    --suspects "$M" --out "$REPORT/seed-$s" --json >"$REPORT/seed-$s.json"
-  cp "$CACHE/fp-$s.calibration.json" "$REPORT/seed-$s/"
+  cp "$CACHE/fp-$s.calibration.json" "$CACHE/fp-$s.png" "$REPORT/fp-$s/"
 done
+cp "$M" "$REPORT/suspects.tsv"
 echo "ZOO_SEED=$ZOO_SEED scripts/benchmark.sh" >"$REPORT/COMMAND"
 log "done: $REPORT"

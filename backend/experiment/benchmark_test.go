@@ -93,4 +93,19 @@ func TestBenchmark(t *testing.T) {
 			t.Errorf("report lacks %q", want)
 		}
 	}
+	// A summary over two fingerprints (here the same one twice) shows
+	// each suspect's spread and both rows.
+	sum := report.Dir(t.TempDir())
+	if err := WriteSummary(sum, "toy", "go test", []string{"a", "b"}, []*BenchResult{r, r}); err != nil {
+		t.Fatal(err)
+	}
+	md, err = os.ReadFile(sum.Path("README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"[a](a/README.md)", "[b](b/README.md)", "derived3", "0.30–0.30", "2/6", "1/3 = 0.333"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("summary lacks %q:\n%s", want, md)
+		}
+	}
 }

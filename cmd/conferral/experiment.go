@@ -253,35 +253,55 @@ func runBenchmark(ctx context.Context, e *env, args []string) error {
 	if err := apply(); err != nil {
 		return err
 	}
-	fp, err := fingerprint.Load(*fpPath)
-	if err != nil {
-		return err
-	}
-	rule, _, err := ruleOf(fp, *fpPath)
-	if err != nil {
-		return err
-	}
-	b := &experiment.Benchmark{Fingerprint: fp, Rule: rule, Dataset: fp.Meta.Dataset, Scale: *scale, Seed: *seed,
-		Command: "conferral experiment benchmark " + strings.Join(args, " ")}
-	for _, en := range entries {
-		s, m, _, free, err := openSuspect(e, en.spec, remote, &of, fp.Meta.Classes)
+	paths := strings.Split(*fpPath, ",")
+	var suspects []experiment.BenchSuspect
+	var names []string
+	var results []*experiment.BenchResult
+	command := "conferral experiment benchmark " + strings.Join(args, " ")
+	for _, p := range paths {
+		fp, err := fingerprint.Load(p)
 		if err != nil {
 			return err
 		}
-		defer free()
-		via := "local"
-		switch {
-		case isRemote(en.spec):
-			via = "endpoint"
-		case isONNX(en.spec):
-			via = "onnx"
+		rule, _, err := ruleOf(fp, p)
+		if err != nil {
+			return err
 		}
-		b.Suspects = append(b.Suspects, experiment.BenchSuspect{Suspect: s, Derived: en.derived, Arch: cmp.Or(en.arch, m.Arch), Recipe: en.recipe, Via: via})
+		if suspects == nil {
+			for _, en := range entries {
+				s, m, _, free, err := openSuspect(e, en.spec, remote, &of, fp.Meta.Classes)
+				if err != nil {
+					return err
+				}
+				defer free()
+				via := "local"
+				switch {
+				case isRemote(en.spec):
+					via = "endpoint"
+				case isONNX(en.spec):
+					via = "onnx"
+				}
+				suspects = append(suspects, experiment.BenchSuspect{Suspect: s, Derived: en.derived, Arch: cmp.Or(en.arch, m.Arch), Recipe: en.recipe, Via: via})
+			}
+		}
+		b := &experiment.Benchmark{Fingerprint: fp, Rule: rule, Dataset: fp.Meta.Dataset, Scale: *scale, Seed: *seed, Command: command, Suspects: suspects}
+		dir := report.Dir(*out)
+		name := strings.TrimSuffix(filepath.Base(p), ".safetensors")
+		if len(paths) > 1 {
+			dir = report.Dir(filepath.Join(*out, name))
+		}
+		res, err := b.Run(ctx, dir, e.progress.Report)
+		if err != nil {
+			return err
+		}
+		names, results = append(names, name), append(results, res)
+		fmt.Fprintf(e.stderr, "%s: rule %.16s…, %d suspects: false-positive rate %.3f (%d/%d, 95%% ≤ %.3f), false-negative rate %.3f (%d/%d, 95%% ≤ %.3f), AUC %.3f, %d inconclusive\n",
+			dir, res.RuleHash, len(res.Rows), res.FPR[0], res.FP, res.Independent, res.FPR[2], res.FNR[0], res.FN, res.Derived, res.FNR[2], res.AUC, res.Inconclusive)
 	}
-	res, err := b.Run(ctx, report.Dir(*out), e.progress.Report)
-	if err != nil {
-		return err
+	if len(paths) > 1 {
+		if err := experiment.WriteSummary(report.Dir(*out), *scale, command, names, results); err != nil {
+			return err
+		}
 	}
-	return e.emit(res, fmt.Sprintf("%s: rule %.16s…, %d suspects: false-positive rate %.3f (%d/%d, 95%% ≤ %.3f), false-negative rate %.3f (%d/%d, 95%% ≤ %.3f), AUC %.3f, %d inconclusive\n",
-		*out, res.RuleHash, len(res.Rows), res.FPR[0], res.FP, res.Independent, res.FPR[2], res.FNR[0], res.FN, res.Derived, res.FNR[2], res.AUC, res.Inconclusive))
+	return e.emit(results, fmt.Sprintf("report in %s\n", *out))
 }
