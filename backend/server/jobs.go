@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"runtime"
 	"runtime/debug"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/riverqueue/river"
@@ -250,6 +253,7 @@ func (s *Server) emit(ctx context.Context, e shared.Event) {
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
+	e.Metrics, e.Message = finiteMetrics(e.Metrics, e.Message)
 	s.seqMu.Lock()
 	seq, ok := s.seqs[e.Job]
 	if !ok || (s.fleet != nil && e.Kind != shared.Progress) { // other processes number the job's events too
@@ -288,6 +292,7 @@ func (s *Server) reporter(ctx context.Context, id string) shared.Reporter {
 	var lastPub, lastSave time.Time
 	return func(e shared.Event) {
 		e.Job = id
+		e.Metrics, e.Message = finiteMetrics(e.Metrics, e.Message) // the progress record is JSON too
 		if e.Kind == shared.Progress {
 			now := time.Now()
 			final := e.Total > 0 && e.Step >= e.Total
@@ -316,4 +321,31 @@ func (s *Server) saveProgress(ctx context.Context, id string, e shared.Event) {
 	if _, err := s.store.UpdateJob(context.WithoutCancel(ctx), id, func(j *shared.Job) { j.Progress = &e }); err != nil {
 		s.log.Error("recording progress", "job", id, "err", err)
 	}
+}
+
+// finiteMetrics keeps the metrics JSON can carry and names the others in
+// the message: a diverged training's loss is +Inf or NaN, and an event
+// holding one could be neither recorded nor sent.
+func finiteMetrics(m map[string]float64, msg string) (map[string]float64, string) {
+	var bad []string
+	for k, v := range m {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			bad = append(bad, fmt.Sprintf("%s=%v", k, v))
+		}
+	}
+	if len(bad) == 0 {
+		return m, msg
+	}
+	sort.Strings(bad)
+	out := make(map[string]float64, len(m)-len(bad))
+	for k, v := range m {
+		if !math.IsNaN(v) && !math.IsInf(v, 0) {
+			out[k] = v
+		}
+	}
+	note := "not finite: " + strings.Join(bad, ", ")
+	if msg != "" {
+		note = msg + " (" + note + ")"
+	}
+	return out, note
 }
