@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"image/png"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -30,37 +31,37 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /api/models", s.listOf(func(ctx context.Context) (any, error) { return s.store.Models(ctx) }))
 	mux.HandleFunc("GET /api/models/{id}", func(w http.ResponseWriter, r *http.Request) {
 		m, _, err := s.store.Model(r.Context(), r.PathValue("id"))
-		reply(w, m, err)
+		s.reply(w, m, err)
 	})
 	mux.HandleFunc("GET /api/jobs", s.listOf(func(ctx context.Context) (any, error) { return s.store.Jobs(ctx) }))
 	mux.HandleFunc("GET /api/workers", s.listOf(func(ctx context.Context) (any, error) { return s.workers(ctx) }))
 	mux.HandleFunc("GET /api/jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
 		j, err := s.store.Job(r.Context(), r.PathValue("id"))
-		reply(w, j, err)
+		s.reply(w, j, err)
 	})
 	mux.HandleFunc("POST /api/jobs", func(w http.ResponseWriter, r *http.Request) {
 		var req shared.JobRequest
 		if err := readJSON(w, r, &req); err != nil {
-			fail(w, err)
+			s.fail(w, err)
 			return
 		}
 		j, err := s.Submit(r.Context(), req)
-		replyStatus(w, http.StatusAccepted, j, err)
+		s.replyStatus(w, http.StatusAccepted, j, err)
 	})
 	mux.HandleFunc("POST /api/jobs/{id}/cancel", func(w http.ResponseWriter, r *http.Request) {
 		j, err := s.Cancel(r.Context(), r.PathValue("id"))
-		reply(w, j, err)
+		s.reply(w, j, err)
 	})
 	mux.HandleFunc("GET /api/fingerprints", s.listOf(func(ctx context.Context) (any, error) { return s.store.Fingerprints(ctx) }))
 	details := &detailCache{m: map[string]shared.FingerprintDetail{}}
 	mux.HandleFunc("GET /api/fingerprints/{id}", func(w http.ResponseWriter, r *http.Request) {
 		d, err := s.fingerprintDetail(r.Context(), r.PathValue("id"), details)
-		reply(w, d, err)
+		s.reply(w, d, err)
 	})
 	mux.HandleFunc("GET /api/fingerprints/{id}/file", func(w http.ResponseWriter, r *http.Request) {
 		info, path, err := s.store.Fingerprint(r.Context(), r.PathValue("id"))
 		if err != nil {
-			fail(w, err)
+			s.fail(w, err)
 			return
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
@@ -73,7 +74,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /api/reports/{name}/{file}", s.reportFile)
 	mux.HandleFunc("GET /api/events", s.events)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		fail(w, fmt.Errorf("%s %s: %w", r.Method, r.URL.Path, ErrNotFound))
+		s.fail(w, fmt.Errorf("%s %s: %w", r.Method, r.URL.Path, ErrNotFound))
 	})
 	app := s.cfg.App
 	if app == nil {
@@ -162,7 +163,7 @@ func (s *Server) extraOrigin(o string) bool {
 func (s *Server) listOf(f func(context.Context) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		v, err := f(r.Context())
-		reply(w, v, err)
+		s.reply(w, v, err)
 	}
 }
 
@@ -179,6 +180,14 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
 		}
 		return badInput("reading the request: %v", err)
 	}
+	// One JSON value, then nothing: a second value is not ignored.
+	if err := dec.Decode(&struct{}{}); err != io.EOF {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return fmt.Errorf("request body over %d bytes: %w", mbe.Limit, errTooLarge)
+		}
+		return badInput("reading the request: data after the JSON value")
+	}
 	return nil
 }
 
@@ -188,20 +197,23 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-func reply(w http.ResponseWriter, v any, err error) { replyStatus(w, http.StatusOK, v, err) }
+func (s *Server) reply(w http.ResponseWriter, v any, err error) {
+	s.replyStatus(w, http.StatusOK, v, err)
+}
 
-func replyStatus(w http.ResponseWriter, status int, v any, err error) {
+func (s *Server) replyStatus(w http.ResponseWriter, status int, v any, err error) {
 	if err != nil {
-		fail(w, err)
+		s.fail(w, err)
 		return
 	}
 	writeJSON(w, status, v)
 }
 
-// fail answers an error with the status its kind calls for.
-func fail(w http.ResponseWriter, err error) {
+// fail answers an error with the status its kind calls for; the message
+// names files relative to the server's folders (redact).
+func (s *Server) fail(w http.ResponseWriter, err error) {
 	if errors.Is(err, errBusy) {
-		writeBusy(w, err)
+		writeBusy(w, s.redact(err.Error()))
 		return
 	}
 	status := http.StatusInternalServerError
@@ -215,7 +227,39 @@ func fail(w http.ResponseWriter, err error) {
 	case errors.Is(err, suspect.ErrRefused):
 		status = http.StatusBadRequest
 	}
-	writeJSON(w, status, shared.APIError{Error: err.Error()})
+	writeJSON(w, status, shared.APIError{Error: s.redact(err.Error())})
+}
+
+// redact takes this server's folders out of a message shown to a client:
+// a path in the artifact or report folder becomes artifacts/NAME or
+// reports/NAME, and one elsewhere in the data folder is made relative to
+// it. Where the server keeps its files is none of a client's business.
+func (s *Server) redact(msg string) string {
+	type swap struct{ from, to string }
+	var swaps []swap
+	add := func(dir, to string) {
+		if dir == "" {
+			return
+		}
+		dirs := []string{filepath.Clean(dir)}
+		if abs, err := filepath.Abs(dir); err == nil && abs != dirs[0] {
+			dirs = append(dirs, abs)
+		}
+		for _, d := range dirs {
+			swaps = append(swaps, swap{d + string(filepath.Separator), to})
+		}
+	}
+	if s.art != nil {
+		add(s.art.dir, "artifacts/")
+	}
+	add(s.reports, "reports/")
+	add(s.cfg.Dir, "")
+	// Longer folders first: the artifact folder lies inside the data folder.
+	slices.SortStableFunc(swaps, func(a, b swap) int { return len(b.from) - len(a.from) })
+	for _, sw := range swaps {
+		msg = strings.ReplaceAll(msg, sw.from, sw.to)
+	}
+	return msg
 }
 
 // detailCache keeps computed fingerprint details: labelling the items runs
@@ -316,12 +360,12 @@ func (s *Server) fingerprintDetail(ctx context.Context, id string, cache *detail
 func (s *Server) itemImage(w http.ResponseWriter, r *http.Request) {
 	_, fp, err := s.openFingerprint(r.Context(), r.PathValue("id"))
 	if err != nil {
-		fail(w, err)
+		s.fail(w, err)
 		return
 	}
 	i, err := strconv.Atoi(r.PathValue("i"))
 	if err != nil || i < 0 || i >= fp.N {
-		fail(w, fmt.Errorf("item %q of a fingerprint of %d: %w", r.PathValue("i"), fp.N, ErrNotFound))
+		s.fail(w, fmt.Errorf("item %q of a fingerprint of %d: %w", r.PathValue("i"), fp.N, ErrNotFound))
 		return
 	}
 	per := fp.ImageSize()
@@ -335,7 +379,7 @@ func (s *Server) itemImage(w http.ResponseWriter, r *http.Request) {
 		img = fingerprint.Heatmap(adv, orig, fp.C, fp.H, fp.W, fp.Meta.Eps)
 	case "fingerprint.png":
 	default:
-		fail(w, fmt.Errorf("image %q (want original.png, perturbation.png or fingerprint.png): %w", r.PathValue("image"), ErrNotFound))
+		s.fail(w, fmt.Errorf("image %q (want original.png, perturbation.png or fingerprint.png): %w", r.PathValue("image"), ErrNotFound))
 		return
 	}
 	w.Header().Set("Content-Type", "image/png")
@@ -347,17 +391,17 @@ func (s *Server) itemImage(w http.ResponseWriter, r *http.Request) {
 func (s *Server) reportFile(w http.ResponseWriter, r *http.Request) {
 	info, dir, err := s.store.Report(r.Context(), r.PathValue("name"))
 	if err != nil {
-		fail(w, err)
+		s.fail(w, err)
 		return
 	}
 	file := r.PathValue("file")
 	if !slices.Contains(info.Files, file) || filepath.Base(file) != file {
-		fail(w, fmt.Errorf("report %s has no file %q: %w", info.Name, file, ErrNotFound))
+		s.fail(w, fmt.Errorf("report %s has no file %q: %w", info.Name, file, ErrNotFound))
 		return
 	}
 	p := filepath.Join(dir, file)
 	if _, err := os.Stat(p); err != nil {
-		fail(w, fmt.Errorf("report %s: %s: %w", info.Name, file, ErrNotFound))
+		s.fail(w, fmt.Errorf("report %s: %s: %w", info.Name, file, ErrNotFound))
 		return
 	}
 	if strings.HasSuffix(file, ".md") {

@@ -105,6 +105,7 @@ func (s *Server) Cancel(ctx context.Context, id string) (shared.Job, error) {
 // finish puts a job in a final state (or back in the queue) and reports it.
 func (s *Server) finish(ctx context.Context, id string, st shared.JobState, res *shared.JobResult, msg string) (shared.Job, error) {
 	ctx = context.WithoutCancel(ctx)
+	msg = s.redact(msg) // clients read it
 	now := time.Now().UTC()
 	j, err := s.store.UpdateJob(ctx, id, func(j *shared.Job) {
 		j.State, j.Error = st, msg

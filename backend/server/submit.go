@@ -219,7 +219,7 @@ func (s *Server) record(ctx context.Context, req shared.JobRequest) (shared.Job,
 }
 
 // writeBusy answers 503 with a Retry-After.
-func writeBusy(w http.ResponseWriter, err error) {
+func writeBusy(w http.ResponseWriter, msg string) {
 	w.Header().Set("Retry-After", retryAfterSeconds)
-	writeJSON(w, http.StatusServiceUnavailable, shared.APIError{Error: err.Error()})
+	writeJSON(w, http.StatusServiceUnavailable, shared.APIError{Error: msg})
 }

@@ -24,16 +24,16 @@ const maxField = 4 << 10
 func (s *Server) verify(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
 		j, err := s.verifyUpload(w, r)
-		replyStatus(w, http.StatusAccepted, j, err)
+		s.replyStatus(w, http.StatusAccepted, j, err)
 		return
 	}
 	var a shared.VerifyArgs
 	if err := readJSON(w, r, &a); err != nil {
-		fail(w, err)
+		s.fail(w, err)
 		return
 	}
 	j, err := s.Submit(r.Context(), shared.JobRequest{Kind: shared.JobVerify, Verify: &a})
-	replyStatus(w, http.StatusAccepted, j, err)
+	s.replyStatus(w, http.StatusAccepted, j, err)
 }
 
 // verifyUpload streams the part "file" into an artifact (refusing it past

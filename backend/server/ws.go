@@ -16,7 +16,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	job := r.URL.Query().Get("job")
 	if job != "" {
 		if _, err := s.store.Job(r.Context(), job); err != nil {
-			fail(w, err)
+			s.fail(w, err)
 			return
 		}
 	}
