@@ -104,6 +104,9 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 		if err := epochs(a.Epochs); err != nil {
 			return err
 		}
+		if err := checkDeriveRanges(a); err != nil { // ranges.go
+			return err
+		}
 		if err := model("source", a.Source); err != nil {
 			return err
 		}
@@ -147,6 +150,9 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 		}
 		if a.Study != "conferrability" && a.Study != "fingerprint" {
 			return badInput("study %q: want conferrability or fingerprint", a.Study)
+		}
+		if err := checkExperimentRanges(a); err != nil { // ranges.go
+			return err
 		}
 		if err := s.checkExperimentFanout(a); err != nil { // fanout.go
 			return err
