@@ -245,6 +245,10 @@ type ExtractArgs struct {
 	// Train, when set, trains more surrogates and references as jobs of
 	// their own (spread over a fleet's workers) before crafting.
 	Train *ExtractTraining `json:"train,omitempty"`
+	// Calibration are stored models trained without the source and in no
+	// role above: the job calibrates the fingerprint with them (stored
+	// beside it), so that its verdicts are calibrated.
+	Calibration []string `json:"calibration,omitempty"`
 }
 
 // ExtractTraining is the training models an extraction trains for itself:

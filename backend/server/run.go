@@ -128,6 +128,17 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 				return err
 			}
 		}
+		if len(a.Calibration) == 1 {
+			return badInput("calibration needs at least two independent models (ten or more advised)")
+		}
+		for _, id := range a.Calibration {
+			if id == a.Source || slices.Contains(a.Surrogates, id) || slices.Contains(a.References, id) {
+				return badInput("calibration model %s also takes part in the extraction: calibration needs independent models that do not", id)
+			}
+			if _, err := s.modelOf(ctx, "calibration model", id, src.Dataset); err != nil {
+				return err
+			}
+		}
 		if !in01(a.Eps) || !in01(a.Tau) || !in01(a.TauSurr) || !(a.Dropout >= 0 && a.Dropout < 1) {
 			return badInput("eps, tau and tau_surr must lie in [0,1] and dropout in [0,1)")
 		}
@@ -527,10 +538,44 @@ func (s *Server) runExtract(ctx context.Context, j shared.Job, a shared.ExtractA
 	if err != nil {
 		return nil, err
 	}
+	if len(a.Calibration) > 0 {
+		if err := s.calibrate(ctx, fp, info.ID, a.Calibration, rep); err != nil {
+			return nil, err
+		}
+	}
 	rep.Report(shared.Event{Kind: shared.Crafted, Stage: "extract", Fingerprint: &info,
 		Message: fmt.Sprintf("%d fingerprints of %s from %d start points", info.Count, srcInfo.Name, info.Candidates)})
 	return &shared.JobResult{Fingerprint: &info,
 		Message: fmt.Sprintf("%d fingerprints from %d start points (ε = %g, τ = %g, τ_S = %g), commitment %s", fp.N, fp.Meta.Candidates, cfg.CBIM.Eps, cfg.Tau, cfg.TauSurr, info.Commitment)}, nil
+}
+
+// calibrate measures how often the stored independent models agree with
+// fp and keeps the calibration beside the fingerprint's file, where
+// verification finds it.
+func (s *Server) calibrate(ctx context.Context, fp *fingerprint.Fingerprint, id string, models []string, rep shared.Reporter) error {
+	var ms []fingerprint.IndependentModel
+	for _, mid := range models {
+		m, info, err := s.loadModel(ctx, mid)
+		if err != nil {
+			return err
+		}
+		defer m.Free()
+		ms = append(ms, fingerprint.IndependentModel{Suspect: &suspect.Local{Model: m, Name: info.Name}, Arch: info.Arch, SHA256: mid})
+	}
+	c, err := fingerprint.Calibrate(ctx, fp, ms, fingerprint.DefaultFPR)
+	if err != nil {
+		return err
+	}
+	_, path, err := s.store.Fingerprint(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := c.Save(fingerprint.CalibrationPath(path)); err != nil {
+		return err
+	}
+	rep.Report(shared.Event{Kind: shared.Log, Stage: "calibrate", Message: fmt.Sprintf("calibrated by %d independent models (%s): agreement %.2f ± %.2f, accusing from %.2f at a false-positive rate of %g",
+		len(c.Models), strings.Join(c.Architectures(), ", "), c.Fit.Mean(), c.Fit.SD(), c.Summary.Accuracy, c.FPR)})
+	return nil
 }
 
 // keepFingerprint writes fp as an artifact and records it.

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/conferral/conferral/backend/attack"
 	"github.com/conferral/conferral/backend/data"
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/nn"
@@ -29,29 +30,62 @@ type demoModel struct {
 	name, arch string
 	adversary  bool // trained on the adversary's half (a testing model)
 	surrogate  bool // Retraining on the source's labels; otherwise ground truth
-	epochs     int
+	// calibration: an independent model of the defender's half that takes
+	// no part in crafting and measures how often innocent models agree.
+	calibration bool
+	epochs      int
 }
 
-// demoFleet is the story's models: training surrogates and references on
-// the defender's half feed C-BIM; testing ones on the adversary's half are
-// what the fingerprint never saw.
+// The demo's source and fleet architectures: the zoo's cheapest that still
+// learn Fashion-MNIST in a few epochs on two cores.
+const demoSourceArch = "lenet"
+
+var demoArchs = [...]string{"lenet", "mlp", "mlpdrop"}
+
+// demoFleet is the story's models: 8 training surrogates and 8 references
+// on the defender's half feed C-BIM; 10 calibration models, also the
+// defender's, calibrate the verdicts; 4 surrogates and 4 references on the
+// adversary's half are the suspects the fingerprint never saw. MLPs train
+// twice as many epochs (they are ~5× cheaper per epoch).
 func demoFleet(epochs int) []demoModel {
 	var f []demoModel
-	for _, adv := range []bool{false, true} {
-		side := "train"
-		if adv {
-			side = "test"
+	ep := func(arch string) int {
+		if arch == "lenet" {
+			return epochs
 		}
-		for _, arch := range []string{"cnn", "mlp"} {
-			e := epochs
-			if arch == "mlp" {
-				e = 2 * epochs
-			}
-			f = append(f, demoModel{fmt.Sprintf("%s-surrogate-%s", side, arch), arch, adv, true, e})
-			f = append(f, demoModel{fmt.Sprintf("%s-reference-%s", side, arch), arch, adv, false, e})
+		return 2 * epochs
+	}
+	add := func(n int, prefix string, adversary, surrogate, calibration bool) {
+		for i := range n {
+			arch := demoArchs[i%len(demoArchs)]
+			f = append(f, demoModel{fmt.Sprintf("%s-%s-%d", prefix, arch, i), arch, adversary, surrogate, calibration, ep(arch)})
 		}
 	}
+	add(8, "train-surrogate", false, true, false)
+	add(8, "train-reference", false, false, false)
+	add(10, "calibration", false, false, true)
+	add(4, "test-surrogate", true, true, false)
+	add(4, "test-reference", true, false, false)
 	return f
+}
+
+// demoCBIM sets the extraction settings that separated best in the
+// fingerprint study (docs/results/fingerprint-4x2-taus) wherever the
+// command line left them alone.
+func demoCBIM(fs *flag.FlagSet, c fingerprint.Config) fingerprint.Config {
+	set := func(name string, apply func()) {
+		if !flagSet(fs, name) {
+			apply()
+		}
+	}
+	set("eps", func() { c.CBIM.Eps = 0.05 })
+	set("steps", func() { c.CBIM.Steps = 50 })
+	set("loss", func() { c.CBIM.Loss = attack.LossGeometric })
+	set("best-iterate", func() { c.CBIM.Best = true })
+	set("tau", func() { c.Tau = 0.5 })
+	set("tau-surr", func() { c.TauSurr = 1 })
+	set("candidates", func() { c.Candidates = 600 })
+	return c
 }
 
 func runDemo(ctx context.Context, e *env, args []string) error {
@@ -62,6 +96,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	out := fs.String("out", "demo-out", "folder for the demo's models, fingerprint and pictures")
 	epochs := fs.Int("epochs", 2, "training epochs per model (the source gets one more)")
 	cfgOf := cbimFlags(fs)
+	start := fs.String("start", fingerprint.StartTest, "where C-BIM starts: test (held-out images) or train (the defender's half)")
 	serve := fs.Bool("serve", false, "run the story as jobs of `conferral serve` (in OUT/server), watchable in the browser")
 	addr := fs.String("addr", "127.0.0.1:8080", "with --serve: where the server listens")
 	web := fs.String("web", "bin/web", "with --serve: folder of the browser app's app.wasm (`make web`)")
@@ -75,15 +110,12 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
+	cfg := demoCBIM(fs, cfgOf())
 	if *serve {
-		c := cfgOf()
-		if !flagSet(fs, "eps") {
-			c.CBIM.Eps = 0.05 // as below
-		}
 		threads, _ := strconv.Atoi(fs.Lookup("threads").Value.String())
 		return runDemoServe(ctx, e, demoServe{addr: *addr, web: *web, keep: *keep, threads: threads, out: *out, df: df, epochs: *epochs,
-			extract: shared.ExtractArgs{Eps: c.CBIM.Eps, Alpha: c.CBIM.Alpha, Steps: c.CBIM.Steps, Dropout: c.CBIM.Dropout, Loss: string(c.CBIM.Loss),
-				Tau: c.Tau, Candidates: c.Candidates, Batch: c.Batch, Seed: c.Seed}})
+			extract: shared.ExtractArgs{Eps: cfg.CBIM.Eps, Alpha: cfg.CBIM.Alpha, Steps: cfg.CBIM.Steps, Dropout: cfg.CBIM.Dropout, Loss: string(cfg.CBIM.Loss),
+				BestIterate: cfg.CBIM.Best, Tau: cfg.Tau, TauSurr: cfg.TauSurr, Candidates: cfg.Candidates, Batch: cfg.Batch, Seed: cfg.Seed, Start: *start}})
 	}
 	df.split = "all"
 	full, test, err := df.load()
@@ -114,7 +146,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	}
 
 	// 1. The defender trains the source model.
-	source, err := nn.New(train.SpecFor("cnn", defender), 1, e.device)
+	source, err := nn.New(train.SpecFor(demoSourceArch, defender), 1, e.device)
 	if err != nil {
 		return err
 	}
@@ -149,17 +181,17 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	// 3. Extract the fingerprint with C-BIM on the training models. The
-	// fingerprint study measured ε = 0.05 to separate best at this scale
-	// (runs/fingerprint), so that is the demo's default.
-	cfg := cfgOf()
-	if !flagSet(fs, "eps") {
-		cfg.CBIM.Eps = 0.05
-	}
+	// 3. Extract the fingerprint with C-BIM on the training models, with
+	// the settings that separated best in the fingerprint study.
 	cfg.Progress = e.progress.Report
 	tm := fingerprint.Training{Source: source, SourceID: "demo source", SourceArch: source.Spec.Arch}
+	var calibration []fingerprint.IndependentModel
 	for _, fm := range fleet {
-		if fm.adversary {
+		switch {
+		case fm.adversary:
+			continue
+		case fm.calibration:
+			calibration = append(calibration, fingerprint.IndependentModel{Suspect: &suspect.Local{Model: models[fm.name], Name: fm.name}, Arch: fm.arch})
 			continue
 		}
 		if fm.surrogate {
@@ -168,7 +200,16 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 			tm.References, tm.ReferenceIDs = append(tm.References, models[fm.name]), append(tm.ReferenceIDs, fm.name)
 		}
 	}
-	fp, err := fingerprint.Extract(ctx, tm, test, cfg) // start points no model was trained on
+	startSet, err := fingerprint.StartPoints(*start, defender, test) // by default, start points no model was trained on
+	if err != nil {
+		return usagef("--%v", err)
+	}
+	fp, err := fingerprint.Extract(ctx, tm, startSet, cfg)
+	if err != nil {
+		return err
+	}
+	// 4. Calibrate: how often do the independent models agree with it?
+	cal, err := fingerprint.Calibrate(ctx, fp, calibration, fingerprint.DefaultFPR)
 	if err != nil {
 		return err
 	}
@@ -179,18 +220,24 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	if err := fingerprint.WriteSheet(sheetPath, fp, 24); err != nil {
 		return err
 	}
+	if err := cal.Save(fingerprint.CalibrationPath(fpPath)); err != nil {
+		return err
+	}
 	say("fingerprint: %d conferrable examples from %d start points (ε = %g, τ = %g) → %s, contact sheet %s", fp.N, fp.Meta.Candidates, cfg.CBIM.Eps, cfg.Tau, fpPath, sheetPath)
-	// 4. Verify the models the fingerprint never saw.
+	say("calibration: %d independent models agree %.2f ± %.2f; at a false-positive rate of %g the test accuses from %.2f (θ = %.2f)",
+		len(cal.Models), cal.Fit.Mean(), cal.Fit.SD(), cal.FPR, cal.Summary.Accuracy, fingerprint.DefaultThreshold)
+	// 5. Verify the models the fingerprint never saw.
 	e.progress.done()
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\nVerification of the adversary's models (never seen by the fingerprint), θ = %.2f:\n", fingerprint.DefaultThreshold)
+	fmt.Fprintf(&sb, "\nVerification of the adversary's models (never seen by the fingerprint), calibrated by %d independent models: accusing from %.2f at a false-positive rate of %g:\n",
+		len(cal.Models), cal.Summary.Accuracy, cal.FPR)
 	correct, total := 0, 0
 	minSurr, maxRef := 1.0, 0.0
 	for _, fm := range fleet {
 		if !fm.adversary {
 			continue
 		}
-		v, err := fingerprint.Verify(ctx, &suspect.Local{Model: models[fm.name], Name: fm.name}, fp, fingerprint.Rule{})
+		v, err := fingerprint.Verify(ctx, &suspect.Local{Model: models[fm.name], Name: fm.name}, fp, fingerprint.Rule{Calibration: cal})
 		if err != nil {
 			return err
 		}
@@ -203,15 +250,18 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 			correct++
 		}
 		total++
-		fmt.Fprintf(&sb, "  %-26s fingerprint accuracy %.3f (%3d/%3d, 95%% [%.2f, %.2f]) → %-13s (%s)\n", fm.name, v.Accuracy, v.Agree, v.Fingerprints, v.Interval[0], v.Interval[1], verdict, mark)
+		fmt.Fprintf(&sb, "  %-24s fingerprint accuracy %.3f (%3d/%3d, 95%% [%.2f, %.2f]), p = %.2g → %-13s (%s)\n", fm.name, v.Accuracy, v.Agree, v.Fingerprints, v.Interval[0], v.Interval[1], *v.PValue, verdict, mark)
 		if fm.surrogate {
 			minSurr = min(minSurr, v.Accuracy)
 		} else {
 			maxRef = max(maxRef, v.Accuracy)
 		}
 	}
-	fmt.Fprintf(&sb, "%d of %d verdicts right at θ. Ranking: lowest surrogate %.3f, highest reference %.3f (gap %+.3f; a positive gap means some threshold separates them).\n",
-		correct, total, minSurr, maxRef, minSurr-maxRef)
+	fmt.Fprintf(&sb, "%d of %d verdicts right. Lowest surrogate %.3f, highest reference %.3f (gap %+.3f; margins: lowest surrogate %+.3f over the threshold, highest reference %+.3f under it).\n",
+		correct, total, minSurr, maxRef, minSurr-maxRef, minSurr-cal.Summary.Accuracy, cal.Summary.Accuracy-maxRef)
+	for _, w := range cal.Warnings() {
+		fmt.Fprintf(&sb, "caution: %s\n", w)
+	}
 	_, err = fmt.Fprint(e.stdout, sb.String())
 	return err
 }

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/conferral/conferral/app"
-	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/server"
 	"github.com/conferral/conferral/shared"
 )
@@ -100,12 +99,13 @@ func demoStory(ctx context.Context, e *env, s *server.Server, o demoServe) error
 			Epochs: epochs, Seed: seed, Teacher: teacher}}
 	}
 	// 1. The defender trains the source model.
-	src, err := run(trainReq("source", "cnn", "defender", o.epochs+1, 1, ""))
+	src, err := run(trainReq("source", demoSourceArch, "defender", o.epochs+1, 1, ""))
 	if err != nil {
 		return err
 	}
 	sourceID := src[0].Result.Models[0].ID
-	// 2. Surrogates and references on both halves, queued together.
+	// 2. Surrogates, references and calibration models on both halves,
+	// queued together.
 	fleet := demoFleet(o.epochs)
 	var reqs []shared.JobRequest
 	for i, fm := range fleet {
@@ -128,13 +128,15 @@ func demoStory(ctx context.Context, e *env, s *server.Server, o demoServe) error
 		id := trained[i].Result.Models[0].ID
 		switch {
 		case fm.adversary:
+		case fm.calibration:
+			ex.Calibration = append(ex.Calibration, id)
 		case fm.surrogate:
 			ex.Surrogates = append(ex.Surrogates, id)
 		default:
 			ex.References = append(ex.References, id)
 		}
 	}
-	// 3. The fingerprint.
+	// 3. The fingerprint, calibrated by the independent models.
 	fj, err := run(shared.JobRequest{Kind: shared.JobExtract, Extract: &ex})
 	if err != nil {
 		return err
@@ -156,18 +158,33 @@ func demoStory(ctx context.Context, e *env, s *server.Server, o demoServe) error
 	}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "\nfingerprint %s: %d conferrable examples from %d start points (ε = %g, τ = %g)\n", fp.ID[:12], fp.Count, fp.Candidates, fp.Eps, fp.Tau)
-	fmt.Fprintf(&sb, "Verification of the adversary's models (never seen by the fingerprint), θ = %.2f:\n", fingerprint.DefaultThreshold)
 	right := 0
+	minSurr, maxRef, threshold := 1.0, 0.0, 0.0
 	for i, j := range verified {
 		v := j.Result.Verdict
+		if i == 0 && v.Null != nil {
+			fmt.Fprintf(&sb, "Verification of the adversary's models (never seen by the fingerprint), calibrated by %d independent models (agreement %.2f ± %.2f): accusing from %.2f at a false-positive rate of %g:\n",
+				v.Null.Models, v.Null.Mean, v.Null.SD, v.Threshold, v.Null.FPR)
+		}
+		threshold = v.Threshold
 		mark := "WRONG"
-		if v.Surrogate == surrogate[i] {
+		if (surrogate[i] && v.Outcome == shared.OutcomeDerived) || (!surrogate[i] && v.Outcome == shared.OutcomeIndependent) {
 			mark = "right"
 			right++
 		}
-		fmt.Fprintf(&sb, "  %-26s fingerprint accuracy %.3f (%3d/%3d) → %-15s (%s)\n", names[i], v.Accuracy, v.Matches, v.N, v.Verdict, mark)
+		if surrogate[i] {
+			minSurr = min(minSurr, v.Accuracy)
+		} else {
+			maxRef = max(maxRef, v.Accuracy)
+		}
+		p := "–"
+		if v.PValue != nil {
+			p = fmt.Sprintf("%.2g", *v.PValue)
+		}
+		fmt.Fprintf(&sb, "  %-24s fingerprint accuracy %.3f (%3d/%3d, 95%% [%.2f, %.2f]), p = %s → %-13s (%s)\n", names[i], v.Accuracy, v.Matches, v.N, v.Interval[0], v.Interval[1], p, strings.ToUpper(v.Outcome), mark)
 	}
-	fmt.Fprintf(&sb, "%d of %d verdicts right at θ.\n", right, len(verified))
+	fmt.Fprintf(&sb, "%d of %d verdicts right. Lowest surrogate %.3f, highest reference %.3f (margins: %+.3f over the threshold, %+.3f under it).\n",
+		right, len(verified), minSurr, maxRef, minSurr-threshold, threshold-maxRef)
 	_, err = fmt.Fprint(e.stdout, sb.String())
 	return err
 }
