@@ -111,7 +111,10 @@ type RemoteOptions struct {
 	// Backoff is the first wait between attempts, doubled after each (250
 	// ms when zero); a Retry-After header, up to a minute, overrides it.
 	Backoff time.Duration
-	// MaxResponseBytes caps a response body (64 MiB when zero).
+	// MaxResponseBytes caps a response body (64 MiB when zero). An answer
+	// to n images is held to less (answerLimit): what n labels or score
+	// vectors take as JSON, with room to spare, since decoding a JSON
+	// answer costs many times its size.
 	MaxResponseBytes int64
 	// AllowPrivate allows loopback, private and link-local endpoints.
 	AllowPrivate bool
@@ -577,7 +580,7 @@ func (r *Remote) do(ctx context.Context, method, target string, body []byte, ima
 				return nil, err
 			}
 		}
-		out, err := r.once(ctx, method, target, body)
+		out, err := r.once(ctx, method, target, body, r.answerLimit(images))
 		if err == nil {
 			return out, nil
 		}
@@ -596,7 +599,7 @@ func (r *Remote) do(ctx context.Context, method, target string, body []byte, ima
 }
 
 // once is one HTTP exchange.
-func (r *Remote) once(ctx context.Context, method, target string, body []byte) ([]byte, error) {
+func (r *Remote) once(ctx context.Context, method, target string, body []byte, limit int64) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.o.Timeout)
 	defer cancel()
 	var rd io.Reader
@@ -624,15 +627,18 @@ func (r *Remote) once(ctx context.Context, method, target string, body []byte) (
 		return nil, err
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, r.o.MaxResponseBytes+1))
+	if resp.ContentLength > limit {
+		return nil, fmt.Errorf("the answer is larger than %d bytes (it says %d)", limit, resp.ContentLength)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("no whole answer within %v: %w", r.o.Timeout, err)
 		}
 		return nil, fmt.Errorf("reading the answer: %w", err)
 	}
-	if int64(len(data)) > r.o.MaxResponseBytes {
-		return nil, fmt.Errorf("the answer is larger than %d bytes", r.o.MaxResponseBytes)
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("the answer is larger than %d bytes", limit)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		he := &HTTPError{Status: resp.StatusCode, Message: errorMessage(data, resp.Header.Get("Content-Type"))}
@@ -642,6 +648,31 @@ func (r *Remote) once(ctx context.Context, method, target string, body []byte) (
 		return nil, he
 	}
 	return data, nil
+}
+
+// Sizes an answer may have: a metadata answer (images == 0), and per
+// image, a label or score vector of up to answerClasses classes written
+// as JSON with room to spare (answerPerClass bytes a score, answerPerImage
+// more an image), above a base for the envelope. Never more than
+// MaxResponseBytes.
+const (
+	maxMetadata    = 4 << 20
+	answerBase     = 64 << 10
+	answerPerImage = 1 << 10
+	answerPerClass = 64
+	answerClasses  = 1000 // when the class names are not given
+)
+
+// answerLimit is the largest answer taken to a request of images images.
+func (r *Remote) answerLimit(images int) int64 {
+	if images <= 0 {
+		return min(r.o.MaxResponseBytes, maxMetadata)
+	}
+	k := int64(len(r.o.Classes))
+	if k == 0 {
+		k = answerClasses
+	}
+	return min(r.o.MaxResponseBytes, answerBase+int64(images)*(answerPerImage+k*answerPerClass))
 }
 
 // maxShown bounds what an error message repeats of an endpoint's answer.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -639,5 +640,76 @@ func TestRemoteText(t *testing.T) {
 	}
 	if got := remoteList([]string{"a", "b\x1b[2J", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"}); got != `"a", "b", "c", "d", "e", "f", "g", "h", "i", "j" and 2 more` {
 		t.Errorf("remoteList = %s", got)
+	}
+}
+
+// TestAnswerLimit holds an answer to n images to what n answers take: a
+// 60 MB answer under the 64 MiB cap used to be read and decoded whole
+// (gigabytes); now reading stops at the bound, whatever the server sends,
+// and the memory it costs is measured.
+func TestAnswerLimit(t *testing.T) {
+	classes := []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}
+	padded := func(size int, chunked bool) func(w http.ResponseWriter, r *http.Request, n int) {
+		return func(w http.ResponseWriter, r *http.Request, n int) {
+			head := `{"outputs":[{"name":"p","shape":[3],"datatype":"INT64","data":[0,1,2]}],"pad":"`
+			if !chunked {
+				w.Header().Set("Content-Length", fmt.Sprint(len(head)+size+2))
+			}
+			io.WriteString(w, head)
+			chunk := strings.Repeat("x", 1<<16)
+			for left := size; left > 0; left -= len(chunk) {
+				if _, err := io.WriteString(w, chunk[:min(left, len(chunk))]); err != nil {
+					return // the client stopped reading
+				}
+			}
+			io.WriteString(w, `"}`)
+		}
+	}
+	wide := func(w http.ResponseWriter, r *http.Request, n int) { // 1,000 scores an image
+		scores := make([]float64, n*1000)
+		for i := range n {
+			scores[i*1000+i] = 0.123456789
+		}
+		json.NewEncoder(w).Encode(map[string]any{"outputs": []any{map[string]any{"name": "p", "shape": []int{n, 1000}, "datatype": "FP64", "data": scores}}})
+	}
+	limit3 := answerBase + 3*(answerPerImage+10*answerPerClass)
+	cases := []struct {
+		name    string
+		handler func(w http.ResponseWriter, r *http.Request, n int)
+		classes []string
+		says    string // "" when the answer is taken
+	}{
+		{"60 MB, chunked", padded(60<<20, true), classes, fmt.Sprintf("larger than %d bytes", limit3)},
+		{"60 MB, said up front", padded(60<<20, false), classes, fmt.Sprintf("larger than %d bytes (it says", limit3)},
+		{"just under the bound", padded(limit3-200, true), classes, ""},
+		{"1,000 scores an image, classes not named", wide, nil, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := &endpoint{}
+			r, err := NewRemote(e.serve(t, c.handler)+"/v2/models/m", fast(RemoteOptions{Classes: c.classes, Layout: NCHW, InputName: "x", Retries: -1}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			_, err = r.Classify(context.Background(), batch3())
+			runtime.ReadMemStats(&after)
+			alloc := after.TotalAlloc - before.TotalAlloc
+			t.Logf("%s: %d bytes allocated", c.name, alloc)
+			if c.says == "" {
+				if err != nil {
+					t.Fatalf("Classify: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.says) {
+				t.Fatalf("Classify: %v, want an error saying %q", err, c.says)
+			}
+			if alloc > 4<<20 {
+				t.Errorf("refusing the answer allocated %d bytes", alloc)
+			}
+		})
 	}
 }
