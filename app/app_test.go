@@ -373,3 +373,19 @@ func TestExtractionForm(t *testing.T) {
 		})
 	}
 }
+
+// TestTraceChart draws a sequential verification's evidence: a band from
+// every point's upper end back along the lower ends, and a line through
+// the agreements.
+func TestTraceChart(t *testing.T) {
+	ps := []tracePoint{{10, 0.8, 0.44, 0.97}, {20, 0.75, 0.51, 0.91}, {30, 0.77, 0.58, 0.9}}
+	svg := traceChart(ps, 100)
+	band := svg[strings.Index(svg, `points="`)+8:]
+	band = band[:strings.Index(band, `"`)]
+	if n := len(strings.Fields(band)); n != 2*len(ps) {
+		t.Errorf("band of %d points, want %d: %s", n, 2*len(ps), band)
+	}
+	if strings.Count(svg, "L") < len(ps)-1 || !strings.Contains(svg, "answers (of 100)") {
+		t.Errorf("chart %s", svg)
+	}
+}

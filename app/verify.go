@@ -35,6 +35,9 @@ type verify struct {
 	std      string
 	scale    string
 	theta    string
+	// sequential asks the fingerprints in a random order and stops when
+	// the calibrated SPRT decides.
+	sequential bool
 
 	// The running verification.
 	job      string
@@ -46,6 +49,15 @@ type verify struct {
 	messages []string
 	verdict  *shared.Verdict
 	classes  []string
+	// trace is the agreement and its interval after each batch of answers
+	// of a sequential verification.
+	trace []tracePoint
+}
+
+// tracePoint is the evidence after Answered answers.
+type tracePoint struct {
+	Answered         int64
+	Accuracy, Lo, Hi float64
 }
 
 func (v *verify) OnMount(ctx ui.Context) {
@@ -93,7 +105,7 @@ func (v *verify) run(ctx ui.Context, _ ui.Event) {
 	if v.stop != nil {
 		v.stop()
 	}
-	v.err, v.job, v.verdict, v.messages, v.state, v.step, v.total, v.stage = nil, "", nil, nil, "", 0, 0, ""
+	v.err, v.job, v.verdict, v.messages, v.state, v.step, v.total, v.stage, v.trace = nil, "", nil, nil, "", 0, 0, "", nil
 	theta, err := strconv.ParseFloat(strings.TrimSpace(v.theta), 64)
 	if err != nil || theta <= 0 || theta > 1 {
 		v.err = fmt.Errorf("θ must be a number in (0, 1], not %q", v.theta)
@@ -112,7 +124,7 @@ func (v *verify) run(ctx ui.Context, _ ui.Event) {
 			return
 		}
 		fields := map[string]string{"fingerprint": v.fp, "theta": v.theta, "name": v.fileName,
-			"layout": v.layout, "mean": v.mean, "std": v.std, "scale": v.scale}
+			"layout": v.layout, "mean": v.mean, "std": v.std, "scale": v.scale, "sequential": strconv.FormatBool(v.sequential)}
 		file, name := v.file, v.fileName
 		start = func(ctx context.Context) (*shared.Job, error) { return c.VerifyUpload(ctx, name, file, fields) }
 	case "endpoint":
@@ -120,7 +132,7 @@ func (v *verify) run(ctx ui.Context, _ ui.Event) {
 			v.err = fmt.Errorf("enter the endpoint's URL first")
 			return
 		}
-		a := shared.VerifyArgs{Fingerprint: v.fp, Endpoint: strings.TrimSpace(v.endpoint), Protocol: v.protocol, Theta: theta}
+		a := shared.VerifyArgs{Fingerprint: v.fp, Endpoint: strings.TrimSpace(v.endpoint), Protocol: v.protocol, Theta: theta, Sequential: v.sequential}
 		if v.layout != "" || strings.TrimSpace(v.scale) != "" {
 			in := &shared.UploadFields{Layout: v.layout}
 			if sc := strings.TrimSpace(v.scale); sc != "" {
@@ -133,7 +145,7 @@ func (v *verify) run(ctx ui.Context, _ ui.Event) {
 		}
 		start = func(ctx context.Context) (*shared.Job, error) { return c.Verify(ctx, a) }
 	default:
-		a := shared.VerifyArgs{Fingerprint: v.fp, Model: v.model, Theta: theta}
+		a := shared.VerifyArgs{Fingerprint: v.fp, Model: v.model, Theta: theta, Sequential: v.sequential}
 		start = func(ctx context.Context) (*shared.Job, error) { return c.Verify(ctx, a) }
 	}
 	v.state = shared.JobQueued
@@ -196,6 +208,9 @@ func (v *verify) add(e shared.Event) {
 	if e.Total > 0 {
 		v.step, v.total = e.Step, e.Total
 	}
+	if hi, ok := e.Metrics["hi"]; ok && e.Kind == shared.Progress {
+		v.trace = append(v.trace, tracePoint{Answered: e.Step, Accuracy: e.Metrics["accuracy"], Lo: e.Metrics["lo"], Hi: hi})
+	}
 	switch e.Kind {
 	case shared.State:
 		v.state = e.State
@@ -256,6 +271,11 @@ func (v *verify) form() ui.UI {
 		ui.Div().Class("form").Body(
 			ui.Label().Body(ui.Text("fingerprint"), ui.Select().ID("verify-fp").Body(fpOpts...).OnChange(ctxValue(&v.fp))),
 			ui.Label().Body(ui.Text("θ (threshold)"), ui.Input().ID("verify-theta").Size(5).Value(v.theta).OnChange(ctxValue(&v.theta))),
+			ui.Label().Style("flex-direction", "row").Style("align-items", "center").Title("Ask the fingerprints in a random order and stop as soon as the calibrated sequential test decides: fewer queries to a paid or watchful endpoint. Needs a calibrated fingerprint.").Body(
+				ui.Input().Type("checkbox").ID("verify-sequential").Checked(v.sequential).OnChange(func(ctx ui.Context, _ ui.Event) {
+					v.sequential = ctx.JSSrc().Get("checked").Bool()
+				}),
+				ui.Text(" stop when decided (sequential)")),
 		),
 		ui.Div().Class("form").Style("margin", "10px 0").Body(
 			mode("upload", "upload an ONNX model"), mode("endpoint", "a prediction endpoint"), mode("model", "a stored model")),
@@ -321,8 +341,36 @@ func (v *verify) progress() ui.UI {
 			ui.Span().ID("verify-queries").Text(queries(v.step, v.total, v.state)),
 			ui.Span().ID("verify-state").Class("tag").Text(string(v.state)),
 		),
+		ui.If(len(v.trace) > 0, ui.Div().ID("verify-trace").Body(ui.Raw(traceChart(v.trace, v.total)))),
 		ui.If(len(log) > 0, ui.Div().ID("verify-log").Class("log").Body(log...)),
 	)
+}
+
+// traceChart draws the agreement after each batch of answers with its
+// 95 % interval narrowing around it.
+func traceChart(ps []tracePoint, total int64) string {
+	const w, h, pad = 520.0, 160.0, 28.0
+	x := func(n int64) float64 { return pad + float64(n)/float64(max(total, 1))*(w-2*pad) }
+	y := func(v float64) float64 { return h - pad - math.Max(0, math.Min(1, v))*(h-2*pad) }
+	var band, line strings.Builder
+	for i, p := range ps {
+		fmt.Fprintf(&band, "%.1f,%.1f ", x(p.Answered), y(p.Hi))
+		cmd := "L"
+		if i == 0 {
+			cmd = "M"
+		}
+		fmt.Fprintf(&line, "%s%.1f,%.1f ", cmd, x(p.Answered), y(p.Accuracy))
+	}
+	for i := len(ps) - 1; i >= 0; i-- {
+		fmt.Fprintf(&band, "%.1f,%.1f ", x(ps[i].Answered), y(ps[i].Lo))
+	}
+	return fmt.Sprintf(`<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="%g" height="%g">`+
+		`<polygon points="%s" fill="#c9d3ea"/><path d="%s" fill="none" stroke="#1b2233" stroke-width="2"/>`+
+		`<line x1="%g" x2="%g" y1="%g" y2="%g" stroke="#8a93a8"/><line x1="%g" x2="%g" y1="%g" y2="%g" stroke="#8a93a8"/>`+
+		`<text x="%g" y="%g" text-anchor="end">1</text><text x="%g" y="%g" text-anchor="end">0</text>`+
+		`<text x="%g" y="%g" text-anchor="middle">answers (of %d): agreement and its 95%% interval</text></svg>`,
+		w, h, band.String(), line.String(), pad, w-pad, h-pad, h-pad, pad, pad, pad, h-pad,
+		pad-4, y(1)+4, pad-4, y(0)+4, w/2, h-6, total)
 }
 
 // queries says how far the queries are.

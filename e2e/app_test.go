@@ -642,10 +642,23 @@ func TestVerifyStoredModel(t *testing.T) {
 	// The training surrogate agrees with every key (τ = 1).
 	ctx := tab(t)
 	openVerify(t, ctx)
+	// Sequential verification of the uncalibrated fixture is refused,
+	// with what to run instead.
 	if err := chromedp.Do(ctx,
 		chromedp.Click(`#mode-model`),
 		chromedp.WaitVisible(`#verify-model`),
 		set(`#verify-model`, e2e.surr.ID),
+		chromedp.Click(`#verify-sequential`),
+		chromedp.Click(`#verify-run`),
+	); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, `document.querySelector('main .error') !== null`, "the sequential request's refusal")
+	if refusal := eval[string](t, ctx, `document.querySelector('main .error').innerText`); !strings.Contains(refusal, "no calibration") || !strings.Contains(refusal, "conferral calibrate") {
+		t.Errorf("the refusal does not say what is missing: %q", refusal)
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.Click(`#verify-sequential`),
 		chromedp.Click(`#verify-run`),
 	); err != nil {
 		t.Fatal(err)
