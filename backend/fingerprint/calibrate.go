@@ -249,8 +249,17 @@ func LoadCalibration(path string, fp *Fingerprint) (*Calibration, error) {
 	return c, nil
 }
 
-// For checks that c calibrates fp and derives its fit.
+// For checks that c calibrates fp and derives its fit from the models'
+// answers.
 func (c *Calibration) For(fp *Fingerprint) error {
+	if err := c.belongsTo(fp); err != nil {
+		return err
+	}
+	return c.complete()
+}
+
+// belongsTo checks, without changing c, that c was made for fp.
+func (c *Calibration) belongsTo(fp *Fingerprint) error {
 	com, err := fp.Commitment()
 	if err != nil {
 		return err
@@ -261,7 +270,7 @@ func (c *Calibration) For(fp *Fingerprint) error {
 	if c.Fingerprints != fp.N {
 		return fmt.Errorf("calibration of %d fingerprints for a fingerprint of %d", c.Fingerprints, fp.N)
 	}
-	return c.complete()
+	return nil
 }
 
 // CalibrationPath is where a fingerprint's calibration is looked for by

@@ -104,8 +104,13 @@ func (r Rule) Check(fp *Fingerprint) error {
 		return fmt.Errorf("rule: confidence %g outside (0, 1)", r.Confidence)
 	}
 	if r.Calibration != nil {
-		if err := r.Calibration.For(fp); err != nil {
+		// Calibrate and LoadCalibration derived its fit; a rule only
+		// reads it, so one calibration may judge many suspects at once.
+		if err := r.Calibration.belongsTo(fp); err != nil {
 			return err
+		}
+		if !(r.Calibration.Fit.Alpha > 0 && r.Calibration.Fit.Beta > 0) {
+			return fmt.Errorf("rule: the calibration has no fit: make it with Calibrate or LoadCalibration")
 		}
 	}
 	if r.Sequential != nil {
@@ -256,7 +261,13 @@ func VerifyWatched(ctx context.Context, s suspect.Suspect, fp *Fingerprint, r Ru
 				v.Agree++
 			}
 			if r.Sequential != nil {
-				if decision = test.Decide(v.Agree, len(v.Order)-v.Agree); decision != stats.Continue {
+				decision = test.Decide(v.Agree, len(v.Order)-v.Agree)
+				// An accusation also needs the calibration's own models
+				// not to contradict it on the keys asked so far.
+				if decision == stats.RejectNull && r.Calibration.above(v.Agree, v.Order) > r.tolerated() {
+					decision = stats.Continue
+				}
+				if decision != stats.Continue {
 					break // the rest of the batch was asked but is not needed
 				}
 			}
@@ -276,6 +287,11 @@ func VerifyWatched(ctx context.Context, s suspect.Suspect, fp *Fingerprint, r Ru
 	r.judge(v, decision)
 	return v, nil
 }
+
+// tolerated is how many of the calibration's own independent models may
+// reach a suspect's agreement before an accusation is refused: the share
+// the level allows.
+func (r Rule) tolerated() int { return int(r.FPR * float64(len(r.Calibration.Models))) }
 
 // judge fills in the verdict's statistics and outcome from its answers.
 func (r Rule) judge(v *Verdict, decision stats.Decision) {
@@ -311,8 +327,7 @@ func (r Rule) judge(v *Verdict, decision stats.Decision) {
 	// Accusing needs the fit's tail at or below the level, and no more of
 	// the calibration's own independent models at or above the suspect
 	// than that level allows: the fit must not contradict what was seen.
-	tolerated := int(r.FPR * float64(len(c.Models)))
-	accuse := k >= crit && c.above(k, subset) <= tolerated
+	accuse := k >= crit && c.above(k, subset) <= r.tolerated()
 	switch {
 	case accuse:
 		v.Outcome = Derived
