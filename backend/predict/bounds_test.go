@@ -2,9 +2,11 @@ package predict_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -51,6 +53,60 @@ func TestHandlerLargeValues(t *testing.T) {
 			resp.Body.Close()
 			if resp.StatusCode != c.status || !strings.Contains(string(body), c.says) || !json.Valid(body) {
 				t.Errorf("%d %s, want %d with %q", resp.StatusCode, body, c.status, c.says)
+			}
+		})
+	}
+}
+
+// TestHandlerMemory measures what a request costs the handler: images are
+// read straight into float32s, bounded by the declared shape, and a body
+// over the bound is refused before it is read.
+func TestHandlerMemory(t *testing.T) {
+	classes := []string{"a", "b", "c"}
+	m, err := nn.New(nn.Spec{Arch: "mlp", Dataset: "test", Classes: classes, C: 1, H: 28, W: 28, Mean: []float64{0.5}, Std: []float64{0.25}}, 1, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	h, err := predict.New(m, predict.Options{Classes: classes, C: 1, H: 28, W: 28, MaxBatch: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := func(n int) string { return strings.TrimSuffix(strings.Repeat("0.123456,", n), ",") }
+	kserve := func(images, n int) string {
+		return `{"inputs":[{"name":"input","shape":[` + fmt.Sprint(images) + `,1,28,28],"datatype":"FP32","data":[` + values(n) + `]}]}`
+	}
+	row := "[" + strings.TrimSuffix(strings.Repeat("["+values(28)+"],", 28), ",") + "]"
+	tf := func(images int) string {
+		return `{"instances":[` + strings.TrimSuffix(strings.Repeat("["+row+"],", images), ",") + `]}`
+	}
+	cases := []struct {
+		name, path, body string
+		status           int
+		most             float64 // bytes allocated, at most this many times the body's size
+	}{
+		{"kserve, 256 images", "/v2/models/model/infer", kserve(256, 256*784), 200, 4},
+		{"tfserving, 256 images", "/v1/models/model:predict", tf(256), 200, 4},
+		{"kserve, one image declared, 200,000 values sent", "/v2/models/model/infer", kserve(1, 200_000), 400, 3},
+		{"tfserving, 257 images", "/v1/models/model:predict", tf(257), 400, 3},
+		{"over the body bound", "/v2/models/model/infer", kserve(1, 5_000_000), 413, 0.01},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			req := httptest.NewRequest("POST", c.path, strings.NewReader(c.body))
+			w := httptest.NewRecorder()
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			h.ServeHTTP(w, req)
+			runtime.ReadMemStats(&after)
+			alloc := float64(after.TotalAlloc - before.TotalAlloc)
+			t.Logf("%s: %d-byte body, %.1f MB allocated (%.2f× the body)", c.name, len(c.body), alloc/1e6, alloc/float64(len(c.body)))
+			if w.Code != c.status {
+				t.Fatalf("%d %.200s, want %d", w.Code, w.Body, c.status)
+			}
+			if alloc > c.most*float64(len(c.body)) {
+				t.Errorf("%.0f bytes allocated for a %d-byte body, want at most %.2f× it", alloc, len(c.body), c.most)
 			}
 		})
 	}

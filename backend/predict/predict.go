@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"runtime"
@@ -73,7 +72,9 @@ type Options struct {
 	Scale float64
 	// MaxBatch bounds the images in one request (1024 when zero).
 	MaxBatch int
-	// MaxBodyBytes bounds a request body (64 MiB when zero).
+	// MaxBodyBytes bounds a request body (when zero, what MaxBatch images
+	// take as JSON, at most 64 MiB). The images are read straight into
+	// float32s, bounded by the declared shape or MaxBatch.
 	MaxBodyBytes int64
 	// Threads is libtorch's intra-op thread count on the goroutine's OS
 	// thread during a forward pass (0: libtorch's default there). The
@@ -127,7 +128,9 @@ func New(m Model, o Options) (*Handler, error) {
 		o.MaxBatch = 1024
 	}
 	if o.MaxBodyBytes <= 0 {
-		o.MaxBodyBytes = 64 << 20
+		// What MaxBatch images take as JSON text (32 bytes a value, with
+		// room to spare), and never more than 64 MiB.
+		o.MaxBodyBytes = min(64<<20, 1<<20+int64(o.MaxBatch)*int64(o.C*o.H*o.W)*32)
 	}
 	if t, ok := m.(interface{ SetTraining(bool) }); ok {
 		t.SetTraining(false)
@@ -306,7 +309,16 @@ func (h *Handler) tfMetadata() any {
 
 // respond reads the body, runs fn and writes its answer or error.
 func (h *Handler) respond(w http.ResponseWriter, r *http.Request, fn func(body []byte) (any, error)) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.o.MaxBodyBytes))
+	if r.ContentLength > h.o.MaxBodyBytes { // refused before reading a byte
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", h.o.MaxBodyBytes))
+		return
+	}
+	var buf bytes.Buffer
+	if r.ContentLength > 0 {
+		buf.Grow(int(r.ContentLength) + bytes.MinRead) // one allocation, not a doubling series
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.o.MaxBodyBytes))
+	body := buf.Bytes()
 	if err != nil {
 		var mb *http.MaxBytesError
 		if errors.As(err, &mb) {
@@ -366,15 +378,14 @@ func (h *Handler) kserveInfer(body []byte) (any, error) {
 	if n > h.o.MaxBatch {
 		return nil, badRequest("%d images in one request; at most %d", n, h.o.MaxBatch)
 	}
-	var data any
-	if err := decode(in.Data, &data); err != nil {
+	// Straight into float32s, at most what the declared shape holds.
+	want4 := n * h.o.C * h.o.H * h.o.W
+	nums := numbers{b: in.Data, max: want4, out: make([]float32, 0, min(want4, len(in.Data)/2+1))}
+	if err := nums.flat(0); err != nil {
 		return nil, badRequest("input data: %v", err)
 	}
-	x, err := floats(data, nil)
-	if err != nil {
-		return nil, badRequest("input data: %v", err)
-	}
-	if len(x) != n*h.o.C*h.o.H*h.o.W {
+	x := nums.out
+	if len(x) != want4 {
 		return nil, badRequest("input data has %d values; shape %v needs %d", len(x), in.Shape, n*h.o.C*h.o.H*h.o.W)
 	}
 	labels, probs, err := h.run(x, n)
@@ -407,7 +418,7 @@ func (h *Handler) kserveInfer(body []byte) (any, error) {
 }
 
 func (h *Handler) tfPredict(body []byte) (any, error) {
-	var req map[string]any
+	var req map[string]json.RawMessage // the images are read below, straight into float32s
 	if err := decode(body, &req); err != nil {
 		return nil, badRequest("the request is not TensorFlow Serving JSON: %v", err)
 	}
@@ -418,43 +429,27 @@ func (h *Handler) tfPredict(body []byte) (any, error) {
 			return nil, badRequest("the request has neither \"instances\" nor \"inputs\"")
 		}
 		key = "inputs"
-	}
-	if m, ok := v.(map[string]any); ok && key == "inputs" { // {"inputs": {"input": [...]}}
-		if len(m) != 1 {
-			return nil, badRequest("%d named inputs; the model takes one", len(m))
+		var named map[string]json.RawMessage
+		if json.Unmarshal(v, &named) == nil { // {"inputs": {"input": [...]}}
+			if len(named) != 1 {
+				return nil, badRequest("%d named inputs; the model takes one", len(named))
+			}
+			for _, t := range named {
+				v = t
+			}
 		}
-		for _, t := range m {
-			v = t
-		}
-	}
-	rows, ok := v.([]any)
-	if !ok {
-		return nil, badRequest("%q is not a list of images", key)
-	}
-	n := len(rows)
-	if n > h.o.MaxBatch {
-		return nil, badRequest("%d images in one request; at most %d", n, h.o.MaxBatch)
 	}
 	per := h.o.C * h.o.H * h.o.W
-	x := make([]float32, 0, n*per)
-	want := h.inputShape()[1:]
-	for i, row := range rows {
-		if m, ok := row.(map[string]any); ok { // {"instances": [{"input": [...]}]}
-			if len(m) != 1 {
-				return nil, badRequest("instance %d has %d named inputs; the model takes one", i, len(m))
-			}
-			for _, t := range m {
-				row = t
-			}
+	max := h.o.MaxBatch * per
+	nums := numbers{b: v, max: max, out: make([]float32, 0, min(max, len(v)/2+1))}
+	n, err := nums.images(h.inputShape()[1:], h.o.MaxBatch)
+	if err != nil {
+		if strings.HasPrefix(err.Error(), "image ") {
+			return nil, badRequest("%v (the model takes %v, %s)", err, h.inputShape()[1:], h.o.Layout)
 		}
-		if err := checkNesting(row, want); err != nil {
-			return nil, badRequest("image %d: %v (the model takes %v, %s)", i, err, want, h.o.Layout)
-		}
-		var err error
-		if x, err = floats(row, x); err != nil {
-			return nil, badRequest("image %d: %v", i, err)
-		}
+		return nil, badRequest("%q: %v", key, err)
 	}
+	x := nums.out
 	labels, probs, err := h.run(x, n)
 	if err != nil {
 		return nil, err
@@ -477,30 +472,6 @@ func (h *Handler) tfPredict(body []byte) (any, error) {
 		return map[string]any{"outputs": preds}, nil
 	}
 	return map[string]any{"predictions": preds}, nil
-}
-
-// checkNesting checks that v is nested arrays of exactly the sizes dims.
-func checkNesting(v any, dims []int64) error {
-	a, ok := v.([]any)
-	if len(dims) == 0 {
-		if ok {
-			return fmt.Errorf("nested deeper than the image")
-		}
-		return nil
-	}
-	if !ok || int64(len(a)) != dims[0] {
-		got := "not a list"
-		if ok {
-			got = fmt.Sprintf("a list of %d", len(a))
-		}
-		return fmt.Errorf("%s where a list of %d belongs", got, dims[0])
-	}
-	for _, e := range a {
-		if err := checkNesting(e, dims[1:]); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // run classifies n images x laid out as the options say.
@@ -586,37 +557,11 @@ func oneHot(labels []int64, k int) []float32 {
 	return out
 }
 
-// floats appends the numbers of nested arrays to dst.
-func floats(v any, dst []float32) ([]float32, error) {
-	switch x := v.(type) {
-	case []any:
-		var err error
-		for _, e := range x {
-			if dst, err = floats(e, dst); err != nil {
-				return nil, err
-			}
-		}
-		return dst, nil
-	case json.Number:
-		f, err := strconv.ParseFloat(string(x), 32)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not a float32", x)
-		}
-		return append(dst, float32(f)), nil
-	}
-	return nil, fmt.Errorf("a value is %T, not a number", v)
-}
-
+// decode reads the request's envelope; the images inside stay JSON text
+// (json.RawMessage) for numbers to read. json.Unmarshal needs no buffer of
+// its own and refuses anything after the value.
 func decode(b []byte, v any) error {
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	if err := d.Decode(v); err != nil {
-		return err
-	}
-	if d.More() {
-		return errors.New("data after the JSON value")
-	}
-	return nil
+	return json.Unmarshal(b, v)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
