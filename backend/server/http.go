@@ -54,10 +54,10 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /api/fingerprints", s.listOf(func(ctx context.Context) (any, error) { return s.store.Fingerprints(ctx) }))
 	details := &detailCache{m: map[string]shared.FingerprintDetail{}}
-	mux.HandleFunc("GET /api/fingerprints/{id}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET /api/fingerprints/{id}", s.limitHeavy(always, func(w http.ResponseWriter, r *http.Request) {
 		d, err := s.fingerprintDetail(r.Context(), r.PathValue("id"), details)
 		s.reply(w, d, err)
-	})
+	}))
 	mux.HandleFunc("GET /api/fingerprints/{id}/file", func(w http.ResponseWriter, r *http.Request) {
 		info, path, err := s.store.Fingerprint(r.Context(), r.PathValue("id"))
 		if err != nil {
@@ -69,7 +69,7 @@ func (s *Server) routes() http.Handler {
 		http.ServeFile(w, r, path)
 	})
 	mux.HandleFunc("GET /api/fingerprints/{id}/items/{i}/{image}", s.itemImage)
-	mux.HandleFunc("POST /api/verify", s.verify)
+	mux.HandleFunc("POST /api/verify", s.limitHeavy(isUpload, s.verify))
 	mux.HandleFunc("GET /api/reports", s.listOf(func(ctx context.Context) (any, error) { return s.store.Reports(ctx) }))
 	mux.HandleFunc("GET /api/reports/{name}/{file}", s.reportFile)
 	mux.HandleFunc("GET /api/events", s.events)
@@ -408,4 +408,31 @@ func (s *Server) reportFile(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/markdown; charset=utf-8")
 	}
 	http.ServeFile(w, r, p)
+}
+
+// limitHeavy runs h for requests that heavy says are heavy only while
+// one of Config.MaxHeavy slots is free, and answers 503 with Retry-After
+// otherwise: each costs up to gigabytes (an upload's validation holds the
+// model and runs it), so they are bounded in number, not queued.
+func (s *Server) limitHeavy(heavy func(*http.Request) bool, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !heavy(r) {
+			h(w, r)
+			return
+		}
+		select {
+		case s.heavy <- struct{}{}:
+			defer func() { <-s.heavy }()
+			h(w, r)
+		default:
+			writeBusy(w, fmt.Sprintf("%v: %d heavy requests (uploads, fingerprint details) are running, the most at once", errBusy, cap(s.heavy)))
+		}
+	}
+}
+
+func always(*http.Request) bool { return true }
+
+// isUpload says whether a request carries a multipart upload.
+func isUpload(r *http.Request) bool {
+	return strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data")
 }

@@ -60,6 +60,10 @@ type Config struct {
 	NoResume bool
 	// MaxUpload bounds an uploaded ONNX file in bytes [256 MiB].
 	MaxUpload int64
+	// MaxHeavy bounds the requests whose work is heavy (an ONNX upload's
+	// validation, a fingerprint's detail) that run at once; others are
+	// answered 503 with Retry-After [2].
+	MaxHeavy int
 	// AllowPrivate lets remote endpoints live on loopback, private and
 	// link-local addresses (the operator's --allow-private).
 	AllowPrivate bool
@@ -137,6 +141,7 @@ type Server struct {
 	beginJobTx func(ctx context.Context) (jobTx, error)
 	submitWait time.Duration // [submitWait]
 	uploads    keyLocks      // per upload digest (uploadlock.go)
+	heavy      chan struct{} // a slot per heavy request running (Config.MaxHeavy)
 	closed     sync.Once
 }
 
@@ -166,6 +171,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 3
 	}
+	if cfg.MaxHeavy <= 0 {
+		cfg.MaxHeavy = 2
+	}
 	if cfg.MaxUpload <= 0 {
 		cfg.MaxUpload = 256 << 20
 	}
@@ -189,7 +197,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, device: dev, hub: newHub(), log: cfg.Logger, seqs: map[string]int64{},
-		queue: queueName(dev), reports: filepath.Join(cfg.Dir, "reports"), hosts: hosts}
+		queue: queueName(dev), reports: filepath.Join(cfg.Dir, "reports"), hosts: hosts,
+		heavy: make(chan struct{}, cfg.MaxHeavy)}
 	ok := false
 	defer func() {
 		if !ok {

@@ -29,7 +29,7 @@ func docString(s string) []byte {
 // was still validating.
 func TestUploadRace(t *testing.T) {
 	f, dir := copyFixture(t)
-	ts := start(t, Config{Dir: dir})
+	ts := start(t, Config{Dir: dir, MaxHeavy: 8}) // all five at once
 	good, err := os.ReadFile("testdata/mlp_28x28.onnx")
 	if err != nil {
 		t.Fatal(err)
