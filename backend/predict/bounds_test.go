@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/predict"
@@ -109,5 +110,63 @@ func TestHandlerMemory(t *testing.T) {
 				t.Errorf("%.0f bytes allocated for a %d-byte body, want at most %.2f× it", alloc, len(c.body), c.most)
 			}
 		})
+	}
+}
+
+// TestHandlerPending holds the one slot for requests with a body that is
+// still arriving: another request is answered 503 with Retry-After at
+// once, and is served once the slot is free.
+func TestHandlerPending(t *testing.T) {
+	classes := []string{"a", "b", "c"}
+	m, err := nn.New(nn.Spec{Arch: "mlp", Dataset: "test", Classes: classes, C: 1, H: 2, W: 2, Mean: []float64{0.5}, Std: []float64{0.25}}, 1, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	h, err := predict.New(m, predict.Options{Classes: classes, C: 1, H: 2, W: 2, MaxPending: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	const body = `{"instances":[[[[0,0.5],[1,0.25]]]]}`
+	pr, pw := io.Pipe()
+	slow := make(chan int, 1)
+	go func() {
+		resp, err := http.Post(srv.URL+"/v1/models/model:predict", "application/json", pr)
+		if err != nil {
+			slow <- 0
+			return
+		}
+		resp.Body.Close()
+		slow <- resp.StatusCode
+	}()
+	io.WriteString(pw, body[:10])
+	var resp *http.Response
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		resp, err = http.Post(srv.URL+"/v1/models/model:predict", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusServiceUnavailable || time.Now().After(deadline) {
+			break
+		}
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("a request while another is read: %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	io.WriteString(pw, body[10:])
+	pw.Close()
+	if c := <-slow; c != http.StatusOK {
+		t.Errorf("the slow request: %d", c)
+	}
+	resp, err = http.Post(srv.URL+"/v1/models/model:predict", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("a request after: %d", resp.StatusCode)
 	}
 }

@@ -76,6 +76,11 @@ type Options struct {
 	// take as JSON, at most 64 MiB). The images are read straight into
 	// float32s, bounded by the declared shape or MaxBatch.
 	MaxBodyBytes int64
+	// MaxPending bounds the inference requests being read, decoded, run
+	// or waiting to run at once (4 when zero): each holds its images, and
+	// the model runs one at a time. Others are answered 503 with
+	// Retry-After.
+	MaxPending int
 	// Threads is libtorch's intra-op thread count on the goroutine's OS
 	// thread during a forward pass (0: libtorch's default there). The
 	// count is per OS thread, and requests run on threads other than the
@@ -86,10 +91,11 @@ type Options struct {
 // Handler serves one model. Inference is serialised: one request runs the
 // model at a time.
 type Handler struct {
-	m      Model
-	o      Options
-	mu     sync.Mutex // the model runs one batch at a time
-	served atomic.Int64
+	m       Model
+	o       Options
+	mu      sync.Mutex // the model runs one batch at a time
+	served  atomic.Int64
+	pending chan struct{} // a slot per request in progress (MaxPending)
 }
 
 // New checks o and returns the handler.
@@ -135,7 +141,10 @@ func New(m Model, o Options) (*Handler, error) {
 	if t, ok := m.(interface{ SetTraining(bool) }); ok {
 		t.SetTraining(false)
 	}
-	return &Handler{m: m, o: o}, nil
+	if o.MaxPending <= 0 {
+		o.MaxPending = 4
+	}
+	return &Handler{m: m, o: o, pending: make(chan struct{}, o.MaxPending)}, nil
 }
 
 // Served is the number of images classified so far.
@@ -309,6 +318,14 @@ func (h *Handler) tfMetadata() any {
 
 // respond reads the body, runs fn and writes its answer or error.
 func (h *Handler) respond(w http.ResponseWriter, r *http.Request, fn func(body []byte) (any, error)) {
+	select {
+	case h.pending <- struct{}{}:
+		defer func() { <-h.pending }()
+	default:
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("busy: %d requests in progress, the most at once; retry shortly", cap(h.pending)))
+		return
+	}
 	if r.ContentLength > h.o.MaxBodyBytes { // refused before reading a byte
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", h.o.MaxBodyBytes))
 		return

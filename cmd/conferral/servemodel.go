@@ -34,6 +34,7 @@ func runServeModel(ctx context.Context, e *env, args []string) error {
 	layout := fs.String("layout", "nchw", "input layout the endpoint takes: nchw or nhwc")
 	scale := fs.Float64("scale", 1, "pixel scale the endpoint takes (255 for 0-255 inputs)")
 	maxBatch := fs.Int("max-batch", 1024, "most images in one request")
+	maxPending := fs.Int("max-pending", 4, "requests read, decoded, run or waiting at once; more are answered 503 with Retry-After")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -63,7 +64,7 @@ func runServeModel(ctx context.Context, e *env, args []string) error {
 	}
 	defer m.Free()
 	h, err := predict.New(m, predict.Options{Name: *name, Classes: spec.Classes, C: int(spec.C), H: int(spec.H), W: int(spec.W),
-		Layout: l, Answer: a, Scale: *scale, MaxBatch: *maxBatch, Threads: threadsFlag(fs)})
+		Layout: l, Answer: a, Scale: *scale, MaxBatch: *maxBatch, MaxPending: *maxPending, Threads: threadsFlag(fs)})
 	if err != nil {
 		return usageError{err}
 	}
