@@ -37,7 +37,7 @@ func TestArgumentRanges(t *testing.T) {
 		{"eps 0", experiment(`"eps_sweep":[0.1,0]`), "eps_sweep value 0"},
 		{"eps 2", experiment(`"eps_sweep":[2]`), "eps_sweep value 2"},
 		{"tau 1.5", experiment(`"taus":[1.5]`), "taus value 1.5"},
-		{"a sweep too long", experiment(`"eps_sweep":[`+strings.TrimSuffix(strings.Repeat("0.1,", 33), ",")+`]`), "at most 32"},
+		{"a sweep too long", experiment(`"eps_sweep":[` + strings.TrimSuffix(strings.Repeat("0.1,", 33), ",") + `]`), "at most 32"},
 		{"focus -1", experiment(`"focus":-1`), "focus -1"},
 		{"points -3", experiment(`"points":-3`), "points -3"},
 		{"per 1000", experiment(`"per":1000`), "per 1000"},

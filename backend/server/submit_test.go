@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/conferral/conferral/internal/pgtest"
 	"github.com/conferral/conferral/shared"
 )
 
@@ -131,4 +132,61 @@ func TestSubmitBusy(t *testing.T) {
 	if code, _, b := post(); code != http.StatusAccepted {
 		t.Errorf("free again: %d %s", code, b)
 	}
+}
+
+// TestConcurrentSubmissionsPostgres is TestConcurrentSubmissions on a
+// fleet's PostgreSQL, where submissions run in parallel transactions and
+// number their jobs under an advisory lock; the coordinator runs no jobs.
+func TestConcurrentSubmissionsPostgres(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts PostgreSQL")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	pg, err := pgtest.Start(ctx)
+	if err != nil {
+		t.Fatalf("PostgreSQL did not start: %v", err)
+	}
+	t.Cleanup(func() { pg.Stop() })
+	ts := start(t, Config{Dir: t.TempDir(), Database: pg.URL, Artifacts: t.TempDir(), NoWork: true, Name: "coordinator"})
+	const n = 100
+	body, _ := json.Marshal(tiny("pg", "defender", 1, "", 64))
+	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: n, MaxIdleConnsPerHost: n}}
+	codes := make([]int, n)
+	jobs := make([]shared.Job, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := client.Post(ts.http.URL+"/api/jobs", "application/json", bytes.NewReader(body))
+			if err != nil {
+				return
+			}
+			defer resp.Body.Close()
+			codes[i] = resp.StatusCode
+			if resp.StatusCode != http.StatusAccepted && resp.Header.Get("Retry-After") == "" {
+				b, _ := io.ReadAll(resp.Body)
+				t.Errorf("request %d: %d %s", i, resp.StatusCode, b)
+				return
+			}
+			json.NewDecoder(resp.Body).Decode(&jobs[i])
+		}()
+	}
+	wg.Wait()
+	ids := map[string]bool{}
+	for i, c := range codes {
+		if c == http.StatusAccepted {
+			if ids[jobs[i].ID] {
+				t.Errorf("job ID %s given twice", jobs[i].ID)
+			}
+			ids[jobs[i].ID] = true
+			if q, err := ts.store.QueueID(ctx, jobs[i].ID); err != nil || q == 0 {
+				t.Errorf("job %s: queue ID %d, %v", jobs[i].ID, q, err)
+			}
+		} else if c != http.StatusServiceUnavailable {
+			t.Errorf("request %d: %d", i, c)
+		}
+	}
+	t.Logf("%d concurrent submissions on PostgreSQL: %d accepted", n, len(ids))
 }
