@@ -11,6 +11,9 @@ import (
 type ConvOpts struct {
 	Stride, Padding, Groups int64
 	Bias                    bool
+	// Init fills the weight; nil means KaimingNormal (fan-out, as
+	// torchvision's batch-normalised networks).
+	Init Initializer
 }
 
 // Conv2d is a convolution with out channels and a k×k kernel; its weight is
@@ -19,7 +22,11 @@ func Conv2d(c *Context, x *torch.Tensor, out, k int64, o ConvOpts) *torch.Tensor
 	in := x.Size(1)
 	g := max(o.Groups, 1)
 	shape := []int64{out, in / g, k, k}
-	w := c.Param("weight", shape, KaimingNormal)
+	init := o.Init
+	if init == nil {
+		init = KaimingNormal
+	}
+	w := c.Param("weight", shape, init)
 	var b *torch.Tensor
 	if o.Bias {
 		b = c.Param("bias", []int64{out}, Uniform(1/math.Sqrt(float64(fanIn(shape)))))

@@ -162,8 +162,8 @@ func TestLoadRejectsMismatchedFiles(t *testing.T) {
 }
 
 // The architectures beyond the paper's zoo are what their names say: no
-// batch norm in the wide and the deep nets, nine convolutions in the deep
-// one, dropout where it is claimed.
+// batch norm in the wide and the deep nets, fifteen convolutions in the
+// deep one, dropout where it is claimed.
 func TestNewArchitecturesShape(t *testing.T) {
 	tests := []struct {
 		arch       string
@@ -172,7 +172,7 @@ func TestNewArchitecturesShape(t *testing.T) {
 		hasDropout bool
 	}{
 		{"widecnn", 2, false, true},
-		{"deepnarrow", 9, false, false},
+		{"deepnarrow", 15, false, false},
 		{"mlpdrop", 0, false, true},
 		{"cnn", 3, true, true},
 		{"resnet20", 21, true, false},

@@ -193,33 +193,48 @@ func invertedResidual(c *Context, x *torch.Tensor, expansion, out, stride int64)
 // Architectures unlike the paper's zoo, so that fleets and suspects differ
 // in depth, width, normalisation and pooling and not only in four shapes.
 
-// WideCNN is wide and shallow, without batch norm: a 5×5 convolution of 96
-// channels, ReLU, 2×2 max-pool, a 3×3 convolution of 192 channels with
-// stride 2, ReLU, global average pooling, dropout 0.3 and one dense layer.
+// WideCNN is wide and shallow, without batch norm or pooling layers: a 5×5
+// convolution of 128 channels with stride 2, ReLU, a 3×3 convolution of 128
+// channels with stride 2, ReLU, global average pooling, dropout 0.3 and one
+// dense layer. Its weights start in fan-in mode (no normalisation).
 func WideCNN(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
-	x = then(Conv2d(c.In("conv1"), x, 96, 5, ConvOpts{Padding: -1, Bias: true}), (*torch.Tensor).Relu)
-	x = then(x, func(t *torch.Tensor) *torch.Tensor { return MaxPool(t, 2) })
-	x = then(Conv2d(c.In("conv2"), x, 192, 3, ConvOpts{Stride: 2, Padding: -1, Bias: true}), (*torch.Tensor).Relu)
+	x = then(Conv2d(c.In("conv1"), x, 128, 5, ConvOpts{Stride: 2, Padding: -1, Bias: true, Init: KaimingNormalFanIn}), (*torch.Tensor).Relu)
+	x = then(Conv2d(c.In("conv2"), x, 128, 3, ConvOpts{Stride: 2, Padding: -1, Bias: true, Init: KaimingNormalFanIn}), (*torch.Tensor).Relu)
 	x = Dropout(c, GlobalAvgPool(x), 0.3)
 	return Dense(c.In("fc"), x, classes, true)
 }
 
-// deepNarrowWidths are DeepNarrow's three stages of three convolutions.
-func deepNarrowWidths() []int64 { return []int64{16, 24, 32} }
+// deepNarrowWidths are DeepNarrow's stage widths.
+func deepNarrowWidths() []int64 { return []int64{16, 32, 48} }
 
-// DeepNarrow is deep and narrow, without normalisation: three stages of
-// three 3×3 convolutions (16, 24 and 32 channels, with biases) and ReLUs,
-// each stage but the last followed by 2×2 average
-// pooling, then global average pooling and one dense layer (nine
-// convolutions where the small CNN has three).
+// DeepNarrow is deep, narrow and free of normalisation: a 3×3 stem of 16
+// channels and 2×2 average pooling, then three stages (16, 32 and 48
+// channels) of two residual blocks each — conv–ReLU–conv scaled by a
+// learnable α that starts at ½ (after SkipInit, De and Smith 2020, whose α
+// starts at 0: a damped residual branch lets a deep network without batch
+// norm train at ordinary rates; ½ learned faster than 0 here, with Adam
+// most of all), added to the block's input, ReLU — with a 1×1 projection
+// and 2×2 average pooling
+// before the second and third stages, then global average pooling and one
+// dense layer: fifteen convolutions, no batch statistics, weights in
+// fan-in mode.
 func DeepNarrow(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
-	widths := deepNarrowWidths()
-	for stage, w := range widths {
-		for i := range 3 {
-			x = then(Conv2d(c.Inf("stage%d.conv%d", stage+1, i+1), x, w, 3, ConvOpts{Padding: -1, Bias: true}), (*torch.Tensor).Relu)
+	opts := func(k int64) ConvOpts {
+		return ConvOpts{Padding: k / 2, Bias: true, Init: KaimingNormalFanIn}
+	}
+	avgPool2 := func(t *torch.Tensor) *torch.Tensor { return torch.AvgPool2d(t, torch.PoolOpts{Kernel: torch.P(2)}) }
+	x = then(then(Conv2d(c.In("stem"), x, 16, 3, opts(3)), (*torch.Tensor).Relu), avgPool2)
+	for s, w := range deepNarrowWidths() {
+		if s > 0 {
+			x = then(Conv2d(c.Inf("stage%d.proj", s+1), x, w, 1, opts(1)), avgPool2)
 		}
-		if stage < len(widths)-1 {
-			x = then(x, func(t *torch.Tensor) *torch.Tensor { return torch.AvgPool2d(t, torch.PoolOpts{Kernel: torch.P(2)}) })
+		for b := range 2 {
+			bc := c.Inf("stage%d.block%d", s+1, b+1)
+			h := then(Conv2d(bc.In("conv1"), x, w, 3, opts(3)), (*torch.Tensor).Relu)
+			h = then(h, func(t *torch.Tensor) *torch.Tensor { return Conv2d(bc.In("conv2"), t, w, 3, opts(3)) })
+			alpha := bc.Param("alpha", []int64{1}, Constant(0.5))
+			h = then(h, func(t *torch.Tensor) *torch.Tensor { return t.Mul(alpha) })
+			x = then(then(h, x.Add), (*torch.Tensor).Relu)
 		}
 	}
 	return Dense(c.In("fc"), GlobalAvgPool(x), classes, true)

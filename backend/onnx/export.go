@@ -227,20 +227,25 @@ func exportMLP(b *exBuilder, x exValue) exValue {
 }
 
 func exportWideCNN(b *exBuilder, x exValue) exValue {
-	x = b.maxPool(b.relu(b.convPad("conv1", x, 1, -1)), 2)
+	x = b.relu(b.convPad("conv1", x, 2, -1))
 	x = b.relu(b.convPad("conv2", x, 2, -1))
 	return b.dense("fc", b.globalAvgPool(x))
 }
 
-// exportDeepNarrow follows nn.DeepNarrow: stages of convolutions named
-// stageS.convI, a 2×2 average pool between stages.
+// exportDeepNarrow follows nn.DeepNarrow: a stem, stages of residual
+// blocks whose branch is scaled by its alpha, a 1×1 projection and a 2×2
+// average pool where a stage has one.
 func exportDeepNarrow(b *exBuilder, x exValue) exValue {
-	for s := 1; b.has(fmt.Sprintf("stage%d.conv1.weight", s)); s++ {
-		if s > 1 {
-			x = b.avgPool(x, 2)
+	x = b.avgPool(b.relu(b.convPad("stem", x, 1, -1)), 2)
+	for s := 1; b.has(fmt.Sprintf("stage%d.block1.conv1.weight", s)); s++ {
+		if p := fmt.Sprintf("stage%d.proj", s); b.has(p + ".weight") {
+			x = b.avgPool(b.convPad(p, x, 1, -1), 2)
 		}
-		for i := 1; b.has(fmt.Sprintf("stage%d.conv%d.weight", s, i)); i++ {
-			x = b.relu(b.convPad(fmt.Sprintf("stage%d.conv%d", s, i), x, 1, -1))
+		for i := 1; b.has(fmt.Sprintf("stage%d.block%d.conv1.weight", s, i)); i++ {
+			p := fmt.Sprintf("stage%d.block%d.", s, i)
+			h := b.convPad(p+"conv2", b.relu(b.convPad(p+"conv1", x, 1, -1)), 1, -1)
+			h = b.node("Mul", h.c, nil, h.name, b.variable(p+"alpha"))
+			x = b.relu(b.add(h, x))
 		}
 	}
 	return b.dense("fc", b.globalAvgPool(x))
