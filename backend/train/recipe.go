@@ -43,12 +43,17 @@ const (
 // NoiseStd is the deviation, in pixel units, of the noise augmentation.
 const NoiseStd = 0.1
 
-// Optimizers, Schedules, Augmentations and LabelKinds list the values a
-// recipe may take.
-func Optimizers() []string    { return []string{OptSGD, OptNesterov, OptAdam, OptAdamW} }
-func Schedules() []string     { return []string{SchedCosine, SchedStep, SchedConstant} }
+// Optimizers lists the optimizers a recipe may name.
+func Optimizers() []string { return []string{OptSGD, OptNesterov, OptAdam, OptAdamW} }
+
+// Schedules lists the learning-rate schedules.
+func Schedules() []string { return []string{SchedCosine, SchedStep, SchedConstant} }
+
+// Augmentations lists the augmentations.
 func Augmentations() []string { return []string{AugNone, AugCrop, AugCropFlip, AugNoise} }
-func LabelKinds() []string    { return []string{LabelsHard, LabelsSoft} }
+
+// LabelKinds lists what a surrogate may learn from its teacher.
+func LabelKinds() []string { return []string{LabelsHard, LabelsSoft} }
 
 // Recipe is how a model is trained, as a value: it parses from and prints
 // to one compact string (ParseRecipe, String), travels as JSON, and is
@@ -309,7 +314,7 @@ func (c Config) Recipe() Recipe {
 		r.Share = 1
 	}
 	if r.Optimizer == "" {
-		r.Optimizer = OptSGD
+		r.Optimizer = OptNesterov // what an empty optimizer has always trained with
 	}
 	if r.Optimizer == OptAdam || r.Optimizer == OptAdamW {
 		r.Momentum = 0 // Adam's betas are its own; SGD's momentum plays no part
@@ -384,7 +389,7 @@ func sampleWith(rng *rand.Rand, opt, sched, aug string) Recipe {
 }
 
 // SampleRecipes draws n recipes from seed, reproducibly (the same n and
-// seed give the same recipes on every platform), and stratified so that a
+// seed give the same recipes), and stratified so that a
 // set is diverse by construction: the optimizers, schedules and
 // augmentations each go round in shuffled order, so every value of each
 // appears once n reaches their number, and no two counts differ by more
