@@ -89,7 +89,8 @@ func (x *extraction) args() (*shared.ExtractArgs, error) {
 		return v
 	}
 	a.Eps = num("ε", x.eps, 0.001, 1)
-	a.Tau = num("τ", x.tau, 0, 1)
+	tau := num("τ", x.tau, 0, 1)
+	a.Tau = &tau
 	a.TauSurr = num("τ_S", x.tauSurr, 0, 1)
 	a.Loss, a.BestIterate = x.loss, x.best
 	a.Candidates = int(num("start points", x.candidates, 1, 100000))

@@ -213,7 +213,7 @@ func seed(ctx context.Context) error {
 	j, err := runJob(ctx, shared.JobRequest{Kind: shared.JobExtract, Extract: &shared.ExtractArgs{
 		DataArgs: data, Name: "e2e-demo", Source: e2e.source.ID,
 		Surrogates: []string{e2e.surr.ID}, References: []string{e2e.ref.ID},
-		Eps: 0.15, Steps: 20, Candidates: 64, Tau: 1, Seed: 1,
+		Eps: 0.15, Steps: 20, Candidates: 64, Tau: new(1.0), Seed: 1,
 	}})
 	if err != nil {
 		return fmt.Errorf("extracting the fingerprint: %w", err)

@@ -228,11 +228,13 @@ type ExtractArgs struct {
 	Eps        float64  `json:"eps,omitempty"`
 	Alpha      float64  `json:"alpha,omitempty"`
 	Steps      int      `json:"steps,omitempty"`
-	Dropout    float64  `json:"dropout,omitempty"`
-	Loss       string   `json:"loss,omitempty"` // linear, ce or geometric
+	// Dropout and Tau are pointers because zero means something (no
+	// ensemble dropout; keep every example): nil takes the default.
+	Dropout *float64 `json:"dropout,omitempty"`
+	Loss    string   `json:"loss,omitempty"` // linear, ce or geometric
 	// BestIterate keeps each example's first most conferrable C-BIM iterate.
-	BestIterate bool    `json:"best_iterate,omitempty"`
-	Tau         float64 `json:"tau,omitempty"`
+	BestIterate bool     `json:"best_iterate,omitempty"`
+	Tau         *float64 `json:"tau,omitempty"`
 	// TauSurr (τ_S) is the minimal share of the training surrogates that must
 	// carry an example's key, on top of τ (0: only τ filters).
 	TauSurr    float64 `json:"tau_surr,omitempty"`

@@ -239,6 +239,23 @@ func TestPipeline(t *testing.T) {
 		}
 	})
 
+	t.Run("a zero τ and a zero dropout reach the attack", func(t *testing.T) {
+		j := ts.mustComplete(shared.JobRequest{Kind: shared.JobExtract, Extract: &shared.ExtractArgs{
+			DataArgs: shared.DataArgs{Limit: 200}, Source: f.source.ID, Surrogates: []string{f.surrogate.ID}, References: []string{f.reference.ID},
+			Eps: 0.25, Alpha: 0.025, Steps: 5, Tau: new(0.0), Dropout: new(0.0), Candidates: 20, Batch: 20}})
+		_, path, err := ts.store.Fingerprint(context.Background(), j.Result.Fingerprint.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fp, err := fingerprint.Load(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fp.Meta.Tau != 0 || fp.Meta.Dropout != 0 {
+			t.Errorf("τ = %g, dropout = %g; want the zeros the request asked for", fp.Meta.Tau, fp.Meta.Dropout)
+		}
+	})
+
 	t.Run("derive", func(t *testing.T) {
 		j := ts.mustComplete(shared.JobRequest{Kind: shared.JobDerive, Derive: &shared.DeriveArgs{Source: f.source.ID, Attack: "prune", Name: "pruned",
 			DataArgs: shared.DataArgs{Limit: 200}, Fraction: 0.3}})

@@ -21,7 +21,7 @@ func TestExtractFanOut(t *testing.T) {
 	req := shared.JobRequest{Kind: shared.JobExtract, Extract: &shared.ExtractArgs{
 		DataArgs: shared.DataArgs{Limit: 200}, Source: f.source.ID,
 		Surrogates: []string{f.surrogate.ID}, // one given, two trained
-		Eps:        0.25, Alpha: 0.025, Steps: 10, Tau: 0.01, Candidates: 40, Batch: 40,
+		Eps:        0.25, Alpha: 0.025, Steps: 10, Tau: new(0.01), Candidates: 40, Batch: 40,
 		Train: &shared.ExtractTraining{Surrogates: 2, References: 2, Archs: []string{"mlp"}, Epochs: 1, Limit: 300}}}
 	j := ts.mustComplete(req)
 	a := j.Args.Extract

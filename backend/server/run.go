@@ -139,7 +139,7 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 				return err
 			}
 		}
-		if !in01(a.Eps) || !in01(a.Tau) || !in01(a.TauSurr) || !(a.Dropout >= 0 && a.Dropout < 1) {
+		if !in01(a.Eps) || (a.Tau != nil && !in01(*a.Tau)) || !in01(a.TauSurr) || (a.Dropout != nil && !(*a.Dropout >= 0 && *a.Dropout < 1)) {
 			return badInput("eps, tau and tau_surr must lie in [0,1] and dropout in [0,1)")
 		}
 		if _, err := attack.ParseLoss(a.Loss); err != nil {
@@ -507,15 +507,15 @@ func (s *Server) runExtract(ctx context.Context, j shared.Job, a shared.ExtractA
 	if a.Steps > 0 {
 		cfg.CBIM.Steps = a.Steps
 	}
-	if a.Dropout > 0 {
-		cfg.CBIM.Dropout = a.Dropout
+	if a.Dropout != nil { // zero means no dropout
+		cfg.CBIM.Dropout = *a.Dropout
 	}
 	if a.Loss != "" {
 		cfg.CBIM.Loss = attack.Loss(a.Loss)
 	}
 	cfg.CBIM.Best = a.BestIterate
-	if a.Tau > 0 {
-		cfg.Tau = a.Tau
+	if a.Tau != nil { // zero keeps every example
+		cfg.Tau = *a.Tau
 	}
 	cfg.TauSurr = a.TauSurr
 	if a.Candidates > 0 {

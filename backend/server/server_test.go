@@ -273,7 +273,7 @@ func buildFixture(dir string) (fixture, string) {
 	j, e = run(shared.JobRequest{Kind: shared.JobExtract, Extract: &shared.ExtractArgs{
 		DataArgs: shared.DataArgs{Limit: 200}, Source: f.source.ID,
 		Surrogates: []string{f.surrogate.ID}, References: []string{f.reference.ID},
-		Eps: 0.25, Alpha: 0.025, Steps: 20, Tau: 0.01, Candidates: 40, Batch: 40, Loss: "geometric", BestIterate: true}})
+		Eps: 0.25, Alpha: 0.025, Steps: 20, Tau: new(0.01), Candidates: 40, Batch: 40, Loss: "geometric", BestIterate: true}})
 	if e != "" {
 		return f, e
 	}

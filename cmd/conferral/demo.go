@@ -114,8 +114,8 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	if *serve {
 		threads, _ := strconv.Atoi(fs.Lookup("threads").Value.String())
 		return runDemoServe(ctx, e, demoServe{addr: *addr, web: *web, keep: *keep, threads: threads, out: *out, df: df, epochs: *epochs,
-			extract: shared.ExtractArgs{Eps: cfg.CBIM.Eps, Alpha: cfg.CBIM.Alpha, Steps: cfg.CBIM.Steps, Dropout: cfg.CBIM.Dropout, Loss: string(cfg.CBIM.Loss),
-				BestIterate: cfg.CBIM.Best, Tau: cfg.Tau, TauSurr: cfg.TauSurr, Candidates: cfg.Candidates, Batch: cfg.Batch, Seed: cfg.Seed, Start: *start}})
+			extract: shared.ExtractArgs{Eps: cfg.CBIM.Eps, Alpha: cfg.CBIM.Alpha, Steps: cfg.CBIM.Steps, Dropout: &cfg.CBIM.Dropout, Loss: string(cfg.CBIM.Loss),
+				BestIterate: cfg.CBIM.Best, Tau: &cfg.Tau, TauSurr: cfg.TauSurr, Candidates: cfg.Candidates, Batch: cfg.Batch, Seed: cfg.Seed, Start: *start}})
 	}
 	df.split = "all"
 	full, test, err := df.load()

@@ -631,7 +631,7 @@ func TestFleetObjectStore(t *testing.T) {
 	source := js[src.ID].Result.Models[0]
 	ex := f.submit(t, shared.JobRequest{Kind: shared.JobExtract, Extract: &shared.ExtractArgs{
 		DataArgs: shared.DataArgs{Limit: 200}, Source: source.ID,
-		Eps: 0.25, Alpha: 0.025, Steps: 10, Tau: 0.01, Candidates: 40, Batch: 40,
+		Eps: 0.25, Alpha: 0.025, Steps: 10, Tau: new(0.01), Candidates: 40, Batch: 40,
 		Train: &shared.ExtractTraining{Surrogates: 2, References: 2, Archs: []string{"mlp"}, Epochs: 1, Limit: 300}}})
 	js = f.waitFor(t, "the extraction", 5*time.Minute, func(js map[string]shared.Job) bool { return js[ex.ID].State.Final() })
 	j := js[ex.ID]
