@@ -16,6 +16,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"database/sql"
@@ -60,6 +61,11 @@ type Config struct {
 	NoResume bool
 	// MaxUpload bounds an uploaded ONNX file in bytes [256 MiB].
 	MaxUpload int64
+	// UploadRetention is how long an accepted upload is kept after it was
+	// last uploaded, unless a job that has not ended needs it; a negative
+	// value keeps uploads for good [7 days]. Only the embedded database's
+	// server removes uploads (a fleet shares them).
+	UploadRetention time.Duration
 	// MaxHeavy bounds the requests whose work is heavy (an ONNX upload's
 	// validation, a fingerprint's detail) that run at once; others are
 	// answered 503 with Retry-After [2].
@@ -142,6 +148,7 @@ type Server struct {
 	submitWait time.Duration // [submitWait]
 	uploads    keyLocks      // per upload digest (uploadlock.go)
 	heavy      chan struct{} // a slot per heavy request running (Config.MaxHeavy)
+	stopSweep  func()        // stops the upload sweeper (retention.go)
 	closed     sync.Once
 }
 
@@ -274,6 +281,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.requeueOrphans(ctx); err != nil {
 		return nil, err
 	}
+	if retention := cmp.Or(cfg.UploadRetention, defaultUploadRetention); retention > 0 {
+		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		s.stopSweep = func() { cancel(); <-done }
+		go s.keepSweeping(sctx, retention, done) // retention.go
+	}
 	s.handler = s.routes()
 	ok = true
 	return s, nil
@@ -334,6 +347,9 @@ func (s *Server) Close(ctx context.Context) error {
 
 func (s *Server) shutdown(ctx context.Context) error {
 	s.stopping.Store(true)
+	if s.stopSweep != nil {
+		s.stopSweep()
+	}
 	var errs []error
 	if s.river != nil {
 		if err := s.river.StopAndCancel(ctx); err != nil {

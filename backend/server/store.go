@@ -33,8 +33,14 @@ type Store interface {
 	Report(ctx context.Context, name string) (shared.ReportInfo, string, error)
 	Reports(ctx context.Context) ([]shared.ReportInfo, error)
 
+	// PutUpload records an accepted upload, or refreshes the time of one
+	// recorded before (its last use, for the retention policy).
 	PutUpload(ctx context.Context, id, path string, size int64) error
 	Upload(ctx context.Context, id string) (string, error)
+	// StaleUploads lists the uploads last recorded before t.
+	StaleUploads(ctx context.Context, t time.Time) ([]string, error)
+	// DeleteUpload forgets an upload's record and returns its path.
+	DeleteUpload(ctx context.Context, id string) (string, error)
 
 	// NewJob records a queued job and returns its ID.
 	NewJob(ctx context.Context, req shared.JobRequest) (shared.Job, error)
@@ -214,7 +220,7 @@ func (s *sqlStore) Reports(ctx context.Context) ([]shared.ReportInfo, error) {
 }
 
 func (s *sqlStore) PutUpload(ctx context.Context, id, path string, size int64) error {
-	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO conferral_uploads (id, path, size, created) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`),
+	_, err := s.db.ExecContext(ctx, s.q(`INSERT INTO conferral_uploads (id, path, size, created) VALUES (?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET created = excluded.created`),
 		id, path, size, stamp(time.Now()))
 	if err != nil {
 		return fmt.Errorf("storing upload %s: %w", id, err)
@@ -230,6 +236,37 @@ func (s *sqlStore) Upload(ctx context.Context, id string) (string, error) {
 	}
 	if err != nil {
 		return "", fmt.Errorf("reading upload %s: %w", id, err)
+	}
+	return path, nil
+}
+
+func (s *sqlStore) StaleUploads(ctx context.Context, t time.Time) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, s.q(`SELECT id FROM conferral_uploads WHERE created < ? ORDER BY created`), stamp(t))
+	if err != nil {
+		return nil, fmt.Errorf("listing uploads: %w", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("listing uploads: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing uploads: %w", err)
+	}
+	return ids, nil
+}
+
+func (s *sqlStore) DeleteUpload(ctx context.Context, id string) (string, error) {
+	path, err := s.Upload(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	if _, err := s.db.ExecContext(ctx, s.q(`DELETE FROM conferral_uploads WHERE id = ?`), id); err != nil {
+		return "", fmt.Errorf("forgetting upload %s: %w", id, err)
 	}
 	return path, nil
 }
