@@ -12,7 +12,7 @@
 #    augmentation; 12 calibration models — independent of the source, in
 #    no extraction — over the same architectures and four recipes.
 # 2. Three fingerprints (C-BIM seeds 1-3: geometric loss, best iterate,
-#    ε 0.05, τ 0.5, τ_S 1, 1,200 held-out start points), each calibrated.
+#    ε 0.05, τ 0.5, τ_S 1, 600 held-out start points), each calibrated.
 # 3. The suspect zoo on the adversary's half, seeded by ZOO_SEED: derived
 #    models by retraining on the source's labels, distillation on its
 #    probabilities and fine-tuning the source, and independent models on
@@ -34,22 +34,30 @@ CACHE=${CACHE:-conferral-cache/benchmark-lenet}
 REPORT=${REPORT:-docs/results/benchmark}
 C="bin/conferral"
 Q=(--quiet --threads "$THREADS")
+# Models train PAR at a time, THREADS/PAR threads each: small models scale
+# poorly over threads, and each process spends its first seconds loading data.
+PAR=${PAR:-2}
+QT=(--quiet --threads $(( THREADS / PAR > 0 ? THREADS / PAR : 1 )))
 mkdir -p "$CACHE/fleet" "$CACHE/calibration" "$CACHE/zoo-$ZOO_SEED/outside" "$REPORT"
 log() { printf '%s  %s\n' "$(date +%T)" "$*" >&2; }
 
-# train OUT ARGS...: conferral train unless OUT exists.
+# train OUT ARGS...: conferral train in the background unless OUT exists,
+# once fewer than PAR trainings run; settle waits for all of them.
 train() {
   local out=$1; shift
   [ -f "$out" ] && return 0
+  while [ "$(jobs -rp | wc -l)" -ge "$PAR" ]; do wait -n; done
   log "train $out $*"
-  $C train "${Q[@]}" --out "$out" "$@" >/dev/null
+  $C train "${QT[@]}" --out "$out" "$@" >/dev/null &
 }
 derive() {
   local out=$1; shift
   [ -f "$out" ] && return 0
+  while [ "$(jobs -rp | wc -l)" -ge "$PAR" ]; do wait -n; done
   log "derive $out $*"
-  $C derive "${Q[@]}" --out "$out" "$@" >/dev/null
+  $C derive "${QT[@]}" --out "$out" "$@" >/dev/null &
 }
+settle() { while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n; done; }
 
 SRC=$CACHE/source.safetensors
 ARCHS=(lenet mlp mlpdrop)
@@ -60,6 +68,7 @@ twice() { [[ $1 =~ epochs=([0-9]+) ]] && echo "${1/epochs=${BASH_REMATCH[1]}/epo
 
 # 1. The defender.
 train "$SRC" --split defender --arch lenet --epochs 4 --seed 1
+settle
 SURR=() REFS=()
 for i in $(seq 0 7); do
   arch=${ARCHS[$((i % 3))]} recipe="${FLEET_RECIPES[$((i % 2))]/epochs=2/epochs=$(epochs "${ARCHS[$((i % 3))]}")}"
@@ -74,6 +83,7 @@ for j in $(seq 0 11); do
   train "$CACHE/calibration/cal-$j-$arch.safetensors" --split defender --arch "$arch" --recipe "${recipe/epochs=2/epochs=$(epochs "$arch")}" --seed $((300 + j))
   CAL+=("$CACHE/calibration/cal-$j-$arch.safetensors")
 done
+settle
 join() { local IFS=,; echo "$*"; }
 
 # 2. Three fingerprints, each calibrated.
@@ -82,7 +92,7 @@ for s in 1 2 3; do
   if [ ! -f "$fp" ]; then
     log "extract $fp"
     $C extract "${Q[@]}" --source "$SRC" --surrogates "$(join "${SURR[@]}")" --references "$(join "${REFS[@]}")" \
-      --eps 0.05 --steps 50 --loss geometric --best-iterate --tau 0.5 --tau-surr 1 --candidates 1200 --seed "$s" \
+      --eps 0.05 --steps 50 --loss geometric --best-iterate --tau 0.5 --tau-surr 1 --candidates 600 --seed "$s" \
       --out "$fp" --sheet "$CACHE/fp-$s.png" >/dev/null
   fi
   [ -f "${fp%.safetensors}.calibration.json" ] || $C calibrate "${Q[@]}" --fingerprint "$fp" --models "$(join "${CAL[@]}")" >/dev/null
@@ -94,8 +104,8 @@ M=$Z/suspects.tsv
 : >"$M"
 # add TRUTH ARCH RECIPE FILE: one line of the suspects' manifest.
 add() { printf '%s\t%s\t%s\t%s\n' "$@" >>"$M"; }
-ZOO_RECIPES=("adamw,lr=0.002,ls=0.1,aug=none,epochs=2" "sgd,lr=0.02,sched=step,aug=noise,epochs=2" "adam,lr=0.001,aug=crop,epochs=2,share=0.5"
-  "sgd+nesterov,lr=0.1,bs=256,aug=crop,epochs=3" "adam,lr=0.0005,bs=32,aug=none,epochs=2" "sgd,lr=0.05,mom=0.5,sched=constant,aug=crop+flip,epochs=2,ls=0.05")
+ZOO_RECIPES=("adamw,lr=0.002,ls=0.1,aug=none,epochs=1" "sgd,lr=0.02,sched=step,aug=noise,epochs=1" "adam,lr=0.001,aug=crop,epochs=2,share=0.5"
+  "sgd+nesterov,lr=0.1,bs=256,aug=crop,epochs=2" "adam,lr=0.0005,bs=32,aug=none,epochs=1" "sgd,lr=0.05,mom=0.5,sched=constant,aug=crop+flip,epochs=1,ls=0.05")
 n=0
 for arch in "${ARCHS[@]}"; do
   for r in $(seq 0 5); do
@@ -110,29 +120,31 @@ for arch in "${ARCHS[@]}"; do
   done
   for r in 0 1; do
     # Distillation on the source's probabilities (soft labels).
-    recipe="adam,lr=0.001,aug=none,epochs=3,labels=soft"
-    [ $r = 1 ] && recipe="sgd+nesterov,lr=0.05,aug=crop,epochs=3,labels=soft"
+    recipe="adam,lr=0.001,aug=none,epochs=2,labels=soft"
+    [ $r = 1 ] && recipe="sgd+nesterov,lr=0.05,aug=crop,epochs=2,labels=soft"
     [ "$arch" = lenet ] || recipe=$(twice "$recipe")
     d=$Z/distil-$arch-$r.safetensors
     train "$d" --split adversary --arch "$arch" --teacher "$SRC" --recipe "$recipe" --seed $((ZOO_SEED + n * 100 + 10 + r))
     add derived "$arch" "distillation: $recipe" "$d"
     i=$Z/indep2-$arch-$r.safetensors
-    train "$i" --split adversary --arch "$arch" --recipe "adamw,epochs=3,aug=crop+flip,ls=0.05" --seed $((ZOO_SEED + n * 100 + 20 + r))
-    add independent "$arch" "adamw,epochs=3,aug=crop+flip,ls=0.05" "$i"
+    train "$i" --split adversary --arch "$arch" --recipe "adamw,epochs=2,aug=crop+flip,ls=0.05" --seed $((ZOO_SEED + n * 100 + 20 + r))
+    add independent "$arch" "adamw,epochs=2,aug=crop+flip,ls=0.05" "$i"
   done
   n=$((n + 1))
 done
+settle
 # Fine-tuning the source itself on the adversary's half (§2.4).
 for attack in ftal rtal ftll rtll; do
   d=$Z/$attack.safetensors
   derive "$d" --attack "$attack" --source "$SRC" --split adversary --epochs 1 --seed $((ZOO_SEED + 1))
   add derived lenet "fine-tuning: $attack, 1 epoch" "$d"
 done
+settle
 # Outside Conferral: python3-torch, stolen through a serve-model endpoint.
 if [ ! -f "$Z/outside/manifest.json" ]; then
   log "outside models (python3-torch)"
   /usr/bin/python3 scripts/outside/steal.py --out "$Z/outside" --source "$SRC" --conferral "$C" \
-    --derived 4 --independent 6 --seed "$ZOO_SEED" --threads "$THREADS" >&2
+    --derived 4 --independent 6 --epochs 2 --seed "$ZOO_SEED" --threads "$THREADS" >&2
 fi
 /usr/bin/python3 - "$Z/outside" >>"$M" <<'PY'
 import json, sys, os
@@ -144,7 +156,7 @@ PY
 # 4. Judge every suspect by each fingerprint's frozen, calibrated rule.
 log "benchmark"
 $C experiment benchmark "${Q[@]}" --fingerprint "$CACHE/fp-1.safetensors,$CACHE/fp-2.safetensors,$CACHE/fp-3.safetensors" \
-  --describe "Fashion-MNIST; LeNet-5 source (4 epochs, defender's half); suspects on the adversary's half, 2-4 epochs, zoo seed $ZOO_SEED" \
+  --describe "Fashion-MNIST; LeNet-5 source (4 epochs, defender's half); suspects on the adversary's half, 1-4 epochs, zoo seed $ZOO_SEED" \
   --suspects "$M" --out "$REPORT" --json >"$REPORT/results.json"
 for s in 1 2 3; do
   cp "$CACHE/fp-$s.calibration.json" "$CACHE/fp-$s.png" "$REPORT/fp-$s/"
