@@ -2,9 +2,10 @@
 GO      ?= go
 BIN     := bin/conferral
 THREADS ?= $(shell nproc)
-# Debian packages: libtorch (the tensor engine) and the embedded dataset.
-DEPS       := libtorch-dev dataset-fashion-mnist g++ chromium libonnx-testdata python3-onnx postgresql
-BENCH_DEPS := python3-torch
+# Debian packages: libtorch (the tensor engine), the embedded dataset, chromium for the
+# browser tests, PostgreSQL for the fleet, python3-torch and python3-onnx for the
+# suspects trained outside Conferral and the ONNX test files (never used at run time).
+DEPS       := libtorch-dev dataset-fashion-mnist g++ chromium libonnx-testdata python3-onnx python3-torch postgresql
 
 .PHONY: all build web deps test demo demo-serve demo-cli screenshots bench vet clean
 
@@ -48,7 +49,6 @@ screenshots: deps
 	$(GO) test -count=1 ./e2e -screenshots $(CURDIR)/docs/screenshots
 
 bench: build
-	@scripts/deps.sh $(BENCH_DEPS)
 	$(BIN) bench --threads $(THREADS) --out BENCH.md
 	@printf '\n## A fleet: small training jobs per minute with 1 and 2 `conferral worker` processes (PostgreSQL)\n\n```\n' >> BENCH.md
 	$(GO) test ./cmd/conferral -run '^$$' -bench Fleet -benchtime 1x | grep -E '^Benchmark|^cpu' | tee -a BENCH.md

@@ -18,11 +18,11 @@ const python = "/usr/bin/python3"
 // so that steal.py trains on exactly Conferral's adversary half.
 func TestPythonSplitMatches(t *testing.T) {
 	if err := exec.Command(python, "-c", "import numpy").Run(); err != nil {
-		t.Skipf("%s with numpy is not available: %v", python, err)
+		t.Fatalf("%s with numpy is not available (make deps installs python3-torch, which brings it): %v", python, err)
 	}
 	full, err := data.FashionMNIST("", true)
 	if err != nil {
-		t.Skipf("Fashion-MNIST is not installed: %v", err)
+		t.Fatalf("Fashion-MNIST is not installed (make deps): %v", err)
 	}
 	for _, tc := range []struct {
 		seed int64

@@ -35,11 +35,11 @@ type manifest struct {
 // the same string. Needs python3-torch (scripts/deps.sh python3-torch).
 func TestStealExportsImport(t *testing.T) {
 	if err := exec.Command(python, "-c", "import torch, onnx").Run(); err != nil {
-		t.Skipf("%s cannot import torch and onnx (scripts/deps.sh python3-torch python3-onnx): %v", python, err)
+		t.Fatalf("%s cannot import torch and onnx (make deps installs python3-torch and python3-onnx): %v", python, err)
 	}
 	test, err := data.FashionMNIST("", false)
 	if err != nil {
-		t.Skipf("Fashion-MNIST is not installed: %v", err)
+		t.Fatalf("Fashion-MNIST is not installed (make deps): %v", err)
 	}
 	const n = 300
 	test = test.First(n)
