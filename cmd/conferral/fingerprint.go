@@ -170,6 +170,11 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	if err := fp.Save(*out); err != nil {
 		return err
 	}
+	// A calibration beside OUT belonged to the file just replaced.
+	if err := os.Remove(fingerprint.CalibrationPath(*out)); err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	calNote := ""
 	if *calib != "" {
 		var ms []fingerprint.IndependentModel
 		cs, ids, err := loadModels(e, *calib)
@@ -187,6 +192,11 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 		if err := c.Save(fingerprint.CalibrationPath(*out)); err != nil {
 			return err
 		}
+		calNote = fmt.Sprintf("calibrated by %d independent models (%s), agreement %.2f ± %.2f: accusing from %.3f at a false-positive rate of %g → %s\n",
+			len(c.Models), strings.Join(c.Architectures(), ", "), c.Fit.Mean(), c.Fit.SD(), c.Summary.Accuracy, c.FPR, fingerprint.CalibrationPath(*out))
+		for _, w := range c.Warnings() {
+			calNote += "warning: " + w + "\n"
+		}
 	}
 	if *sheet != "" {
 		if err := fingerprint.WriteSheet(*sheet, fp, 32); err != nil {
@@ -196,8 +206,8 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	com, _ := fp.Commitment()
 	r := extractResult{Fingerprint: *out, Fingerprints: fp.N, Candidates: fp.Meta.Candidates, Eps: cfg.CBIM.Eps, Tau: cfg.Tau,
 		TauSurr: cfg.TauSurr, Loss: fp.Meta.Loss, ReferenceRate: fp.Meta.ReferenceRate, Commitment: com, Sheet: *sheet}
-	return e.emit(r, fmt.Sprintf("%s: %d fingerprints from %d start points (%s loss, ε = %g, τ = %g, τ_S = %g), commitment %s\n",
-		*out, fp.N, fp.Meta.Candidates, fp.Meta.Loss, cfg.CBIM.Eps, cfg.Tau, cfg.TauSurr, com))
+	return e.emit(r, fmt.Sprintf("%s: %d fingerprints from %d start points (%s loss, ε = %g, τ = %g, τ_S = %g), commitment %s\n%s",
+		*out, fp.N, fp.Meta.Candidates, fp.Meta.Loss, cfg.CBIM.Eps, cfg.Tau, cfg.TauSurr, com, calNote))
 }
 
 // openSuspect opens a suspect named on the command line: a prediction

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -52,7 +53,16 @@ func TestONNXSourceAndSuspect(t *testing.T) {
 		}
 		return fp
 	}
+	// A calibration left beside the output belongs to the file extract
+	// replaces: extract removes it rather than let verify trip on it.
+	stale := fingerprint.CalibrationPath(filepath.Join(dir, "fp_zoo.safetensors"))
+	if err := os.WriteFile(stale, []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	fromZoo := extract(src, filepath.Join(dir, "fp_zoo.safetensors"))
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("the stale calibration %s survived the extraction: %v", stale, err)
+	}
 	fromONNX := extract(srcONNX, filepath.Join(dir, "fp_onnx.safetensors"))
 	if fromONNX.N == 0 || fromONNX.N != fromZoo.N {
 		t.Fatalf("%d fingerprints from the ONNX source, %d from the same model's file", fromONNX.N, fromZoo.N)
