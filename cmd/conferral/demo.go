@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/conferral/conferral/backend/attack"
 	"github.com/conferral/conferral/backend/data"
@@ -145,6 +146,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		return m.Save(filepath.Join(*out, name+".safetensors"), map[string]string{"demo.role": name})
 	}
 
+	clock := newStageClock()
 	// 1. The defender trains the source model.
 	source, err := nn.New(train.SpecFor(demoSourceArch, defender), 1, e.device)
 	if err != nil {
@@ -154,6 +156,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	if err := fit("source", source, nil, defender, *epochs+1); err != nil {
 		return err
 	}
+	clock.lap("source (1 model)")
 	// 2. Surrogates (Retraining on the source's labels) and references
 	// (ground truth), on both halves.
 	models := map[string]*nn.Model{}
@@ -181,6 +184,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
+	clock.lap(fmt.Sprintf("fleet (%d models)", len(fleet)))
 	// 3. Extract the fingerprint with C-BIM on the training models, with
 	// the settings that separated best in the fingerprint study.
 	cfg.Progress = e.progress.Report
@@ -208,6 +212,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	clock.lap("C-BIM")
 	// 4. Calibrate: how often do the independent models agree with it?
 	cal, err := fingerprint.Calibrate(ctx, fp, calibration, fingerprint.DefaultFPR)
 	if err != nil {
@@ -262,6 +267,31 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	for _, w := range cal.Warnings() {
 		fmt.Fprintf(&sb, "caution: %s\n", w)
 	}
+	clock.lap("calibration and verification")
+	sb.WriteString(clock.String())
 	_, err = fmt.Fprint(e.stdout, sb.String())
 	return err
+}
+
+// stageClock times the demo's stages.
+type stageClock struct {
+	start, last time.Time
+	laps        []string
+}
+
+func newStageClock() *stageClock {
+	now := time.Now()
+	return &stageClock{start: now, last: now}
+}
+
+// lap closes a stage.
+func (c *stageClock) lap(stage string) {
+	now := time.Now()
+	c.laps = append(c.laps, fmt.Sprintf("%s %s", stage, now.Sub(c.last).Round(time.Second)))
+	c.last = now
+}
+
+// String is the stages' times and the total, on one line.
+func (c *stageClock) String() string {
+	return fmt.Sprintf("Time: %s; total %s.\n", strings.Join(c.laps, ", "), c.last.Sub(c.start).Round(time.Second))
 }

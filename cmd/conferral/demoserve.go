@@ -98,12 +98,14 @@ func demoStory(ctx context.Context, e *env, s *server.Server, o demoServe) error
 		return shared.JobRequest{Kind: shared.JobTrain, Train: &shared.TrainArgs{DataArgs: d, Name: name, Arch: arch,
 			Epochs: epochs, Seed: seed, Teacher: teacher}}
 	}
+	clock := newStageClock()
 	// 1. The defender trains the source model.
 	src, err := run(trainReq("source", demoSourceArch, "defender", o.epochs+1, 1, ""))
 	if err != nil {
 		return err
 	}
 	sourceID := src[0].Result.Models[0].ID
+	clock.lap("source (1 model)")
 	// 2. Surrogates, references and calibration models on both halves,
 	// queued together.
 	fleet := demoFleet(o.epochs)
@@ -136,12 +138,14 @@ func demoStory(ctx context.Context, e *env, s *server.Server, o demoServe) error
 			ex.References = append(ex.References, id)
 		}
 	}
+	clock.lap(fmt.Sprintf("fleet (%d models)", len(fleet)))
 	// 3. The fingerprint, calibrated by the independent models.
 	fj, err := run(shared.JobRequest{Kind: shared.JobExtract, Extract: &ex})
 	if err != nil {
 		return err
 	}
 	fp := fj[0].Result.Fingerprint
+	clock.lap("C-BIM and calibration")
 	// 4. Verify the adversary's models, which the fingerprint never saw.
 	reqs = reqs[:0]
 	var names []string
@@ -185,6 +189,8 @@ func demoStory(ctx context.Context, e *env, s *server.Server, o demoServe) error
 	}
 	fmt.Fprintf(&sb, "%d of %d verdicts right. Lowest surrogate %.3f, highest reference %.3f (margins: %+.3f over the threshold, %+.3f under it).\n",
 		right, len(verified), minSurr, maxRef, minSurr-threshold, threshold-maxRef)
+	clock.lap("verification")
+	sb.WriteString(clock.String())
 	_, err = fmt.Fprint(e.stdout, sb.String())
 	return err
 }

@@ -24,7 +24,7 @@ func TestDemo(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 			}
-			wants := []string{"test-surrogate-lenet-0", "test-reference-mlpdrop-2", "calibrated by 10 independent models", "verdicts right", "p = "}
+			wants := []string{"test-surrogate-lenet-0", "test-reference-mlpdrop-2", "calibrated by 10 independent models", "verdicts right", "p = ", "Time: source (1 model)", "fleet (34 models)", "; total "}
 			if flavour != nil {
 				wants = append(wants, "open http://127.0.0.1:", "conferrable examples")
 			}
