@@ -85,6 +85,11 @@ type ModelInfo struct {
 	Job        string    `json:"job,omitempty"` // the job that made it
 	Params     int64     `json:"params,omitempty"`
 	Created    time.Time `json:"created"`
+	// Recipe is how the model was trained, in a training recipe's compact
+	// form (train.Recipe's String, as the model file records it); empty
+	// for a model that was not trained here (uploads, pruning,
+	// quantization) or was trained before recipes were recorded.
+	Recipe string `json:"recipe,omitempty"`
 }
 
 // Model roles.
@@ -195,6 +200,13 @@ type TrainArgs struct {
 	LR        float64 `json:"lr,omitempty"`
 	NoAugment bool    `json:"no_augment,omitempty"`
 	Seed      int64   `json:"seed,omitempty"`
+	// Recipe is a training recipe in the CLI's --recipe syntax, e.g.
+	// "adamw,lr=0.001,sched=constant,aug=none,bs=64,epochs=3" (default:
+	// Conferral's own with 10 epochs). The fields above override it where
+	// given, as the CLI's flags override --recipe: an optimizer other than
+	// the recipe's brings its customary rate, momentum and decay (unless
+	// LR is given), and NoAugment turns augmentation off.
+	Recipe string `json:"recipe,omitempty"`
 }
 
 // DeriveArgs derive a model from a stored source by a removal attack (the
@@ -215,6 +227,11 @@ type DeriveArgs struct {
 	Rho         float64 `json:"rho,omitempty"`
 	Fraction    float64 `json:"fraction,omitempty"`
 	Bits        int     `json:"bits,omitempty"`
+	// Recipe is the training recipe (the CLI's --recipe syntax) of an
+	// attack that trains; empty takes the attack's own (fine-tuning: 5
+	// epochs at lr 0.01). Epochs overrides it. Pruning and quantization
+	// train nothing and take none.
+	Recipe string `json:"recipe,omitempty"`
 }
 
 // ExtractArgs craft a fingerprint with C-BIM from stored models. Zero

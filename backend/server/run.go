@@ -80,13 +80,16 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 				return err
 			}
 		}
-		if a.Optimizer != "" && a.Optimizer != "sgd" && a.Optimizer != "adam" {
-			return badInput("optimizer %q: want sgd or adam", a.Optimizer)
+		if a.Optimizer != "" && !slices.Contains(train.Optimizers(), a.Optimizer) {
+			return badInput("optimizer %q: want one of %s", a.Optimizer, strings.Join(train.Optimizers(), ", "))
 		}
 		if a.LR < 0 || a.BatchSize < 0 {
 			return badInput("lr and batch_size must not be negative")
 		}
 		if err := epochs(a.Epochs); err != nil {
+			return err
+		}
+		if _, err := trainConfig(*a); err != nil {
 			return err
 		}
 		return checkData(a.DataArgs)
@@ -105,6 +108,9 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 			return err
 		}
 		if err := checkDeriveRanges(a); err != nil { // ranges.go
+			return err
+		}
+		if _, err := deriveConfig(*a); err != nil {
 			return err
 		}
 		if err := model("source", a.Source); err != nil {
@@ -291,29 +297,90 @@ func (s *Server) keepModel(ctx context.Context, m saver, meta map[string]string,
 	return kept, err
 }
 
+// trainConfig is the training a train request asks for: its recipe
+// (Conferral's own with 10 epochs when it names none) with the request's
+// single fields over it, as the CLI's flags override --recipe. A recipe
+// that does not parse, or that the fields put out of range, is a bad
+// request.
+func trainConfig(a shared.TrainArgs) (train.Config, error) {
+	r := train.Defaults(10).Recipe()
+	if a.Recipe != "" {
+		var err error
+		if r, err = train.ParseRecipe(a.Recipe); err != nil {
+			return train.Config{}, badInput("%v", err)
+		}
+	}
+	if a.Optimizer != "" && a.Optimizer != r.Optimizer {
+		// Another optimizer brings its customary rate, momentum and decay.
+		o := train.RecipeFor(a.Optimizer)
+		r.Optimizer, r.LR, r.Momentum, r.WeightDecay = o.Optimizer, o.LR, o.Momentum, o.WeightDecay
+	}
+	if a.Epochs > 0 {
+		r.Epochs = a.Epochs
+	}
+	if a.BatchSize > 0 {
+		r.BatchSize = a.BatchSize
+	}
+	if a.LR > 0 {
+		r.LR = a.LR
+	}
+	if a.NoAugment {
+		r.Augment = train.AugNone
+	}
+	if a.Teacher == "" {
+		r.Labels = train.LabelsHard // ground truth has no probabilities to learn
+	}
+	return recipeConfig(r, cmp.Or(a.Seed, 1))
+}
+
+// deriveConfig is the training a derive request asks for: its recipe, or
+// the attack's own, with the request's epochs over it.
+func deriveConfig(a shared.DeriveArgs) (train.Config, error) {
+	base := train.AttackConfig(a.Attack)
+	r := base.Recipe()
+	if a.Recipe != "" {
+		if !trains(a.Attack) {
+			return train.Config{}, badInput("recipe: %s trains nothing and takes no recipe", a.Attack)
+		}
+		var err error
+		if r, err = train.ParseRecipe(a.Recipe); err != nil {
+			return train.Config{}, badInput("%v", err)
+		}
+	}
+	if a.Epochs > 0 {
+		r.Epochs = a.Epochs
+	}
+	return recipeConfig(r, cmp.Or(a.Seed, base.Seed))
+}
+
+// recipeConfig is the Config that trains by r from seed, refusing a
+// recipe out of range or of more than maxEpochs epochs.
+func recipeConfig(r train.Recipe, seed int64) (train.Config, error) {
+	if err := r.Validate(); err != nil {
+		return train.Config{}, badInput("%v", err)
+	}
+	if r.Epochs > maxEpochs {
+		return train.Config{}, badInput("recipe: epochs %d: want at most %d", r.Epochs, maxEpochs)
+	}
+	return r.Apply(train.Config{Seed: seed}), nil
+}
+
+// trains says whether a derivation trains a model (and so has a recipe):
+// every attack but pruning and quantization.
+func trains(attack string) bool {
+	return attack != train.AttackPrune && attack != train.AttackQuantize
+}
+
 func (s *Server) runTrain(ctx context.Context, j shared.Job, a shared.TrainArgs, rep shared.Reporter) (*shared.JobResult, error) {
 	trainSet, testSet, err := s.loadData(a.DataArgs, "defender")
 	if err != nil {
 		return nil, err
 	}
 	arch := cmp.Or(a.Arch, "cnn")
-	cfg := train.Defaults(10)
-	if a.Epochs > 0 {
-		cfg.Epochs = a.Epochs
+	cfg, err := trainConfig(a)
+	if err != nil {
+		return nil, err
 	}
-	if a.BatchSize > 0 {
-		cfg.BatchSize = a.BatchSize
-	}
-	if a.Optimizer != "" {
-		cfg.Optimizer = a.Optimizer
-	}
-	if a.LR > 0 {
-		cfg.LR = a.LR
-	}
-	if a.Seed != 0 {
-		cfg.Seed = a.Seed
-	}
-	cfg.Augment = !a.NoAugment
 	torch.ManualSeed(uint64(cfg.Seed))
 	m, err := nn.New(train.SpecFor(arch, trainSet), uint64(cfg.Seed), s.device)
 	if err != nil {
@@ -345,8 +412,10 @@ func (s *Server) runTrain(ctx context.Context, j shared.Job, a shared.TrainArgs,
 		return nil, err
 	}
 	meta["test_accuracy"] = fmt.Sprintf("%.4f", res.TestAccuracy)
+	rec := train.TrainedRecipe(cfg, m).String()
+	meta[train.MetaRecipe] = rec
 	info := shared.ModelInfo{Name: a.Name, Arch: arch, Role: role, Dataset: trainSet.Name, TestAcc: res.TestAccuracy,
-		Parent: a.Teacher, Job: j.ID, Params: m.NumParams()}
+		Parent: a.Teacher, Job: j.ID, Params: m.NumParams(), Recipe: rec}
 	if a.Teacher != "" {
 		info.Derivation = "retraining"
 	}
@@ -380,12 +449,9 @@ func (s *Server) runDerive(ctx context.Context, j shared.Job, a shared.DeriveArg
 		n = 10000 // §6.3: 10,000 inputs labelled by the source
 	}
 	trainSet = trainSet.First(n)
-	cfg := train.AttackConfig(a.Attack)
-	if a.Epochs > 0 {
-		cfg.Epochs = a.Epochs
-	}
-	if a.Seed != 0 {
-		cfg.Seed = a.Seed
+	cfg, err := deriveConfig(a)
+	if err != nil {
+		return nil, err
 	}
 	o := train.DefaultOptions(a.Attack)
 	o.Arch = a.Arch
@@ -446,6 +512,14 @@ func (s *Server) runDerive(ctx context.Context, j shared.Job, a shared.DeriveArg
 		Derivation: a.Attack, Parent: a.Source, Job: j.ID}
 	if nm, ok := m.(*nn.Model); ok {
 		info.Params = nm.NumParams()
+	}
+	if trains(a.Attack) {
+		r := cfg.Recipe()
+		if nm, ok := m.(*nn.Model); ok {
+			r = train.TrainedRecipe(cfg, nm)
+		}
+		info.Recipe = r.String()
+		meta[train.MetaRecipe] = info.Recipe
 	}
 	info, err = s.keepModel(ctx, m, meta, info)
 	if err != nil {
