@@ -33,7 +33,7 @@ func (s *Server) routes() http.Handler {
 		m, _, err := s.store.Model(r.Context(), r.PathValue("id"))
 		s.reply(w, m, err)
 	})
-	mux.HandleFunc("GET /api/jobs", s.listOf(func(ctx context.Context) (any, error) { return s.store.Jobs(ctx) }))
+	mux.HandleFunc("GET /api/jobs", s.jobsPage)
 	mux.HandleFunc("GET /api/workers", s.listOf(func(ctx context.Context) (any, error) { return s.workers(ctx) }))
 	mux.HandleFunc("GET /api/jobs/{id}", func(w http.ResponseWriter, r *http.Request) {
 		j, err := s.store.Job(r.Context(), r.PathValue("id"))
@@ -435,4 +435,44 @@ func always(*http.Request) bool { return true }
 // isUpload says whether a request carries a multipart upload.
 func isUpload(r *http.Request) bool {
 	return strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data")
+}
+
+// Pages of GET /api/jobs.
+const (
+	defaultJobsPage = 100
+	maxJobsPage     = 1000
+)
+
+// jobsPage is GET /api/jobs[?limit=N][&before=ID]: the newest jobs first,
+// at most limit of them (100 by default, 1,000 at most), numbered below
+// before. A full page carries a Link header to the next one.
+func (s *Server) jobsPage(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := defaultJobsPage
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxJobsPage {
+			s.fail(w, badInput("limit %q: want 1 to %d", v, maxJobsPage))
+			return
+		}
+		limit = n
+	}
+	var before int64
+	if v := q.Get("before"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			s.fail(w, badInput("before %q: want a job ID", v))
+			return
+		}
+		before = n
+	}
+	jobs, err := s.store.JobsPage(r.Context(), before, limit)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	if len(jobs) == limit {
+		w.Header().Set("Link", fmt.Sprintf(`</api/jobs?before=%s&limit=%d>; rel="next"`, jobs[len(jobs)-1].ID, limit))
+	}
+	writeJSON(w, http.StatusOK, jobs)
 }

@@ -49,6 +49,9 @@ type Store interface {
 	QueueID(ctx context.Context, id string) (int64, error)
 	Job(ctx context.Context, id string) (shared.Job, error)
 	Jobs(ctx context.Context) ([]shared.Job, error)
+	// JobsPage lists at most limit jobs numbered below before (any when
+	// before is 0), newest first.
+	JobsPage(ctx context.Context, before int64, limit int) ([]shared.Job, error)
 	// UpdateJob applies f to the job and writes it back.
 	UpdateJob(ctx context.Context, id string, f func(*shared.Job)) (shared.Job, error)
 	// JobsIn lists the jobs in the given states.
@@ -350,6 +353,13 @@ func (s *sqlStore) Job(ctx context.Context, id string) (shared.Job, error) {
 
 func (s *sqlStore) Jobs(ctx context.Context) ([]shared.Job, error) {
 	return list[shared.Job](ctx, s, `SELECT info FROM conferral_jobs ORDER BY id DESC`)
+}
+
+func (s *sqlStore) JobsPage(ctx context.Context, before int64, limit int) ([]shared.Job, error) {
+	if before <= 0 {
+		return list[shared.Job](ctx, s, `SELECT info FROM conferral_jobs ORDER BY id DESC LIMIT ?`, limit)
+	}
+	return list[shared.Job](ctx, s, `SELECT info FROM conferral_jobs WHERE id < ? ORDER BY id DESC LIMIT ?`, before, limit)
 }
 
 func (s *sqlStore) JobsIn(ctx context.Context, states ...shared.JobState) ([]shared.Job, error) {
