@@ -40,6 +40,10 @@ type Member struct {
 	// the source's labels as a classification API returns them, or
 	// SoftLabels, its prediction vectors (distillation at T = 1).
 	Labels string
+	// Recipe, when set, is how the member trains instead of Conferral's
+	// own recipe (train.Defaults), with the member's Epochs and (for a
+	// surrogate) Labels over the recipe's; WithRecipes samples them.
+	Recipe *train.Recipe
 
 	Model    *nn.Model
 	TestAcc  float64
@@ -91,6 +95,71 @@ func Plan(sourceArch string, archs []string, perSide, epochs int) []*Member {
 	return ms
 }
 
+// WithRecipes gives every surrogate and reference of plan a training
+// recipe of its own, drawn by train.SampleRecipes from seed (the same plan
+// and seed give the same recipes), so that the fleet is diverse in how its
+// models were trained and not only in their architectures. A member keeps
+// its epochs (the plan's budget replaces the recipe's), a surrogate takes
+// the recipe's labels (hard or soft), and a reference learns the ground
+// truth. The source keeps Conferral's recipe. It returns plan.
+func WithRecipes(plan []*Member, seed uint64) []*Member {
+	n := 0
+	for _, m := range plan {
+		if m.Role != Source {
+			n++
+		}
+	}
+	rs := train.SampleRecipes(n, seed)
+	for _, m := range plan {
+		if m.Role == Source {
+			continue
+		}
+		r := rs[0]
+		rs = rs[1:]
+		r.Epochs = m.Epochs
+		if m.Role == Surrogate {
+			m.Labels = r.Labels
+		} else {
+			r.Labels = train.LabelsHard
+		}
+		m.Recipe = &r
+	}
+	return plan
+}
+
+// recipe is the recipe m trains by: its own or Conferral's, with its
+// epochs, and the labels it learns (the ground truth for all but
+// surrogates).
+func (m *Member) recipe() train.Recipe {
+	r := train.Defaults(m.Epochs).Recipe()
+	if m.Recipe != nil {
+		r = *m.Recipe
+		r.Epochs = m.Epochs
+	}
+	r.Labels = train.LabelsHard
+	if m.Role == Surrogate && m.Labels == SoftLabels {
+		r.Labels = train.LabelsSoft
+	}
+	return r
+}
+
+// cacheKey identifies the model m trains on the data tagged tag, from the
+// source whose key is sourceKey (a surrogate is only valid for its
+// source); a file recording another key is not m's.
+func (m *Member) cacheKey(tag, sourceKey string) string {
+	key := fmt.Sprintf("%s/%s/%d/%d/%s", m.Arch, m.Role, m.Epochs, m.Seed, tag)
+	if m.Role == Surrogate {
+		key += "/teacher=" + sourceKey
+		if m.Labels == SoftLabels {
+			key += "/labels=soft"
+		}
+	}
+	if m.Recipe != nil {
+		key += "/recipe=" + m.recipe().String()
+	}
+	return key
+}
+
 // Data are the experiment's datasets.
 type Data struct {
 	Defender, Adversary, Test *data.Dataset
@@ -100,7 +169,9 @@ type Data struct {
 }
 
 // Build trains the fleet, or loads members already in dir (a model file is
-// reused when its recorded architecture, role, epochs and seed match).
+// reused when its recorded architecture, role, epochs, seed and, for a
+// member with a recipe of its own, recipe match). Every model it trains
+// records its recipe (train.MetaRecipe).
 func Build(ctx context.Context, dir string, plan []*Member, ds Data, dev torch.Device, progress shared.Reporter) (*Fleet, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -110,14 +181,9 @@ func Build(ctx context.Context, dir string, plan []*Member, ds Data, dev torch.D
 	sourceKey := ""
 	for _, m := range plan {
 		path := filepath.Join(dir, m.Name+".safetensors")
-		key := fmt.Sprintf("%s/%s/%d/%d/%s", m.Arch, m.Role, m.Epochs, m.Seed, ds.Tag)
+		key := m.cacheKey(ds.Tag, sourceKey)
 		if m.Role == Source {
 			sourceKey = key
-		} else if m.Role == Surrogate {
-			key += "/teacher=" + sourceKey // a surrogate is only valid for its source
-			if m.Labels == SoftLabels {
-				key += "/labels=soft"
-			}
 		}
 		if model, meta, err := nn.Load(path, dev); err == nil && meta["fleet.key"] == key {
 			m.Model, m.FromDisk = model, true
@@ -137,9 +203,14 @@ func Build(ctx context.Context, dir string, plan []*Member, ds Data, dev torch.D
 				return nil, err
 			}
 			cfg := train.Defaults(m.Epochs)
+			if m.Recipe != nil {
+				cfg = m.recipe().Apply(cfg)
+			}
 			cfg.Seed, cfg.Test, cfg.Progress, cfg.Stage = m.Seed, ds.Test, progress, "train "+m.Name
 			var res *train.Result
 			switch {
+			case m.Role == Surrogate && m.Recipe != nil:
+				res, err = train.Retrain(ctx, source, model, d, cfg) // hard or soft labels, as cfg says
 			case m.Role == Surrogate && m.Labels != SoftLabels:
 				res, err = train.Retrain(ctx, source, model, d, cfg)
 			case m.Role == Surrogate:
@@ -157,7 +228,10 @@ func Build(ctx context.Context, dir string, plan []*Member, ds Data, dev torch.D
 				return nil, err
 			}
 			m.Model, m.TestAcc = model, res.TestAccuracy
-			if err := model.Save(path, map[string]string{"fleet.key": key, "test_accuracy": fmt.Sprint(res.TestAccuracy), "fleet.role": string(m.Role)}); err != nil {
+			cfg.SoftLabels = m.recipe().Labels == train.LabelsSoft // Jagielski's soft targets too
+			meta := map[string]string{"fleet.key": key, "test_accuracy": fmt.Sprint(res.TestAccuracy), "fleet.role": string(m.Role),
+				train.MetaRecipe: train.TrainedRecipe(cfg, model).String()}
+			if err := model.Save(path, meta); err != nil {
 				f.Free()
 				return nil, err
 			}
