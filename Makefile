@@ -52,6 +52,8 @@ bench: build
 	$(BIN) bench --threads $(THREADS) --out BENCH.md
 	@printf '\n## A fleet: small training jobs per minute with 1 and 2 `conferral worker` processes (PostgreSQL)\n\n```\n' >> BENCH.md
 	$(GO) test ./cmd/conferral -run '^$$' -bench Fleet -benchtime 1x | grep -E '^Benchmark|^cpu' | tee -a BENCH.md
+	@printf '```\n\n## The server under load: 200 clients at once (lists, jobs, one verification in ten)\n\n```\n' >> BENCH.md
+	$(GO) test ./backend/server -run '^$$' -bench Load -benchtime 4000x | grep -E '^Benchmark|^cpu' | tee -a BENCH.md
 	@printf '```\n\n## The browser app: app.wasm as sent, navigation to a rendered page in headless chromium\n\n```\n' >> BENCH.md
 	$(GO) test ./e2e -run '^$$' -bench App -benchtime 3x | grep -E '^Benchmark|^cpu' | tee -a BENCH.md
 	@printf '```\n' >> BENCH.md
