@@ -32,7 +32,7 @@ func newHostPolicy(addr string, extra []string) (hostPolicy, error) {
 	}
 	host = canonicalHost(host)
 	switch ip, err := netip.ParseAddr(host); {
-	case err == nil && ip.IsUnspecified():
+	case host == "" || (err == nil && ip.IsUnspecified()): // ":8080" listens everywhere too
 		p.anyIP = true
 		if h, err := os.Hostname(); err == nil && h != "" {
 			p.names[canonicalHost(h)] = true
