@@ -303,3 +303,31 @@ func binomialDraw(r *rand.Rand, n int, p float64) int {
 	}
 	return k
 }
+
+// The SPRT's log likelihood ratio and Wald's bounds against scipy:
+//
+//	s*log(p1) + f*log(1-p1) - (betaln(a+s, b+f) - betaln(a, b))
+func TestSPRTLogLR(t *testing.T) {
+	test := stats.SPRT{Null: stats.BetaBinomial{Alpha: 18, Beta: 20}, P1: 0.7, Alpha: 0.01, Beta: 0.05}
+	for _, tc := range []struct {
+		s, f int
+		want float64
+		d    stats.Decision
+	}{
+		{0, 0, 0, stats.Continue},
+		{5, 0, 1.6917863235656467, stats.Continue},
+		{10, 3, 1.7847243031152988, stats.Continue},
+		{3, 10, -4.710296168675068, stats.AcceptNull},
+		{40, 20, 2.094400711610355, stats.Continue},
+	} {
+		if got := test.LogLR(tc.s, tc.f); !near(got, tc.want, 1e-9) && !(tc.want == 0 && math.Abs(got) < 1e-12) {
+			t.Errorf("LogLR(%d, %d) = %.15g, want %.15g (scipy)", tc.s, tc.f, got, tc.want)
+		}
+		if d := test.Decide(tc.s, tc.f); d != tc.d {
+			t.Errorf("Decide(%d, %d) = %v, want %v", tc.s, tc.f, d, tc.d)
+		}
+	}
+	if lo, hi := test.Bounds(); !near(lo, -2.9856819377004893, 1e-12) || !near(hi, 4.553876891600541, 1e-12) {
+		t.Errorf("bounds [%v, %v]", lo, hi)
+	}
+}
