@@ -143,7 +143,8 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		say("%-26s %-4s test accuracy %.4f", name, m.Spec.Arch, res.TestAccuracy)
-		return m.Save(filepath.Join(*out, name+".safetensors"), map[string]string{"demo.role": name})
+		return m.Save(filepath.Join(*out, name+".safetensors"), map[string]string{"demo.role": name,
+			train.MetaRecipe: train.TrainedRecipe(cfg, m).String()})
 	}
 
 	clock := newStageClock()
