@@ -367,7 +367,7 @@ func TestExtractionForm(t *testing.T) {
 				t.Fatalf("unexpected error %v", err)
 			case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
 				t.Fatalf("error %v, want one with %q", err, c.err)
-			case c.err == "" && (a.Eps != 0.05 || a.Tau != 0.5 || a.TauSurr != 1 || a.Loss != "geometric" || !a.BestIterate || a.Candidates != 100 || a.Steps != 50 || a.Source != "s"):
+			case c.err == "" && (a.Eps != 0.05 || a.Tau == nil || *a.Tau != 0.5 || a.TauSurr != 1 || a.Loss != "geometric" || !a.BestIterate || a.Candidates != 100 || a.Steps != 50 || a.Source != "s"):
 				t.Errorf("args %+v", a)
 			}
 		})

@@ -236,11 +236,16 @@ func runJob(ctx context.Context, req shared.JobRequest) (*shared.Job, error) {
 
 // waitJob polls a job until it is final; it fails unless it completed.
 func waitJob(ctx context.Context, id string) (*shared.Job, error) {
+	return waitJobAt(ctx, e2e.base, id)
+}
+
+// waitJobAt is waitJob on the server at base.
+func waitJobAt(ctx context.Context, base, id string) (*shared.Job, error) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
 	for {
 		var j shared.Job
-		if err := call(ctx, http.MethodGet, "/api/jobs/"+id, nil, &j); err != nil {
+		if err := callAt(ctx, base, http.MethodGet, "/api/jobs/"+id, nil, &j); err != nil {
 			return nil, err
 		}
 		if j.State.Final() {
@@ -259,6 +264,11 @@ func waitJob(ctx context.Context, id string) (*shared.Job, error) {
 
 // call does one API request.
 func call(ctx context.Context, method, path string, in, out any) error {
+	return callAt(ctx, e2e.base, method, path, in, out)
+}
+
+// callAt does one API request to the server at base.
+func callAt(ctx context.Context, base, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -267,7 +277,7 @@ func call(ctx context.Context, method, path string, in, out any) error {
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, e2e.base+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, base+path, body)
 	if err != nil {
 		return err
 	}
