@@ -31,6 +31,7 @@ type models struct {
 	name, arch, split string
 	role, teacher     string
 	epochs, limit     int
+	recipe            string // the CLI's --recipe syntax; empty: Conferral's
 	starting          bool
 
 	// The followed job and what its events said.
@@ -175,12 +176,19 @@ func (p *models) watch(ctx ui.Context, id string) {
 	})
 }
 
-func (p *models) start(ctx ui.Context, _ ui.Event) {
-	p.starting, p.err = true, nil
-	req := shared.JobRequest{Kind: shared.JobTrain, Train: &shared.TrainArgs{
+// request is the training job the form asks for (the server checks the
+// recipe, and its epochs give way to the form's).
+func (p *models) request() shared.JobRequest {
+	return shared.JobRequest{Kind: shared.JobTrain, Train: &shared.TrainArgs{
 		DataArgs: shared.DataArgs{Split: p.split, Limit: p.limit},
 		Name:     p.name, Arch: p.arch, Epochs: p.epochs, Role: p.role, Teacher: p.teacher,
+		Recipe: strings.TrimSpace(p.recipe),
 	}}
+}
+
+func (p *models) start(ctx ui.Context, _ ui.Event) {
+	p.starting, p.err = true, nil
+	req := p.request()
 	c := newClient("")
 	fetch(ctx, func(ctx context.Context) (*shared.Job, error) { return c.Start(ctx, req) },
 		func(j *shared.Job, err error) {
@@ -230,7 +238,7 @@ func (p *models) table() ui.UI {
 		ui.THead().Body(ui.Tr().Body(
 			ui.Th().Text("name"), ui.Th().Text("role"), ui.Th().Text("arch"), ui.Th().Text("dataset"),
 			ui.Th().Class("num").Text("test accuracy"), ui.Th().Class("num").Text("parameters"),
-			ui.Th().Text("derived by"), ui.Th().Text("sha256"),
+			ui.Th().Text("derived by"), ui.Th().Text("recipe"), ui.Th().Text("sha256"),
 		)),
 		ui.TBody().Body(ui.Range(ms).Slice(func(i int) ui.UI {
 			m := ms[i]
@@ -242,6 +250,9 @@ func (p *models) table() ui.UI {
 				ui.Td().Text(m.Name), ui.Td().Body(ui.Span().Class("tag").Text(m.Role)), ui.Td().Text(m.Arch),
 				ui.Td().Text(m.Dataset), ui.Td().Class("num acc").Text(fmt.Sprintf("%.4f", m.TestAcc)),
 				ui.Td().Class("num").Text(params), ui.Td().Text(m.Derivation),
+				// The recipe as the CLI's --recipe takes it; long, so it may
+				// wrap anywhere.
+				ui.Td().Class("small recipe").Style("overflow-wrap", "anywhere").Text(m.Recipe),
 				ui.Td().Class("muted small").Text(short(m.SHA256)),
 			)
 		})),
@@ -276,6 +287,8 @@ func (p *models) form() ui.UI {
 			Value(p.epochs).OnChange(ctxInt(&p.epochs))),
 		ui.Label().Body(ui.Text("images (0: all)"), ui.Input().ID("train-limit").Type("number").Min(0).
 			Value(p.limit).OnChange(ctxInt(&p.limit))),
+		ui.Label().Body(ui.Text("recipe"), ui.Input().ID("train-recipe").Placeholder("optional, e.g. adamw,lr=0.001,aug=none").
+			Value(p.recipe).OnChange(ctxValue(&p.recipe))),
 		ui.Button().ID("train-start").Text("Start training").Disabled(p.starting).OnClick(p.start),
 	)
 }
