@@ -22,7 +22,7 @@ import (
 func TestConcurrentSubmissions(t *testing.T) {
 	f, dir := copyFixture(t)
 	ts := start(t, Config{Dir: dir})
-	const n = 200
+	const n = 500
 	body, _ := json.Marshal(shared.VerifyArgs{Fingerprint: f.fp.ID, Model: f.surrogate.ID})
 	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: n, MaxIdleConnsPerHost: n}}
 	type answer struct {
