@@ -251,14 +251,25 @@ func (x *experiments) chooser() ui.UI {
 	}
 	opts := make([]ui.UI, len(x.list))
 	for i, r := range x.list {
-		label := r.Name
-		if r.Study != "" {
-			label = fmt.Sprintf("%s (%s study)", r.Name, r.Study)
+		name, committed := committedReport(r.Name)
+		label := name
+		switch {
+		case committed:
+			label = fmt.Sprintf("%s (%s study, committed in docs/results)", name, r.Study)
+		case r.Study != "":
+			label = fmt.Sprintf("%s (%s study)", name, r.Study)
 		}
 		opts[i] = ui.Option().Value(r.Name).Text(label).Selected(r.Name == x.open)
 	}
 	return ui.Div().Class("form").Body(ui.Label().Body(ui.Text("report"), ui.Select().ID("report-select").Body(opts...).
 		OnChange(func(ctx ui.Context, _ ui.Event) { x.show(ctx, ctx.JSSrc().Get("value").String()) })))
+}
+
+// committedReport says whether a report is one of the repository's
+// committed studies, which the server lists read-only as "results:NAME",
+// and returns its name without that prefix.
+func committedReport(name string) (string, bool) {
+	return strings.CutPrefix(name, "results:")
 }
 
 // body is the open report: its markdown, then any plot it does not show.
@@ -267,13 +278,18 @@ func (x *experiments) body() []ui.UI {
 	if !ok {
 		return nil
 	}
+	var note []ui.UI
+	if _, committed := committedReport(r.Name); committed {
+		note = append(note, ui.P().ID("report-committed").Class("muted small").Text(
+			"A study committed with the repository (docs/results), measured with the command it names; read-only."))
+	}
 	resolve := func(p string) string {
 		if strings.Contains(p, "://") || strings.HasPrefix(p, "/") {
 			return ""
 		}
 		return reportFileURL(r.Name, path.Clean(p))
 	}
-	out := markdown(x.md, resolve)
+	out := append(note, markdown(x.md, resolve)...)
 	for _, f := range r.Files {
 		if strings.HasSuffix(f, ".png") && !strings.Contains(x.md, "("+f+")") {
 			out = append(out, ui.Figure().Body(ui.Img().Src(reportFileURL(r.Name, f)).Alt(f), ui.FigCaption().Text(f)))

@@ -52,6 +52,9 @@ type verify struct {
 	// trace is the agreement and its interval after each batch of answers
 	// of a sequential verification.
 	trace []tracePoint
+
+	// history is the completed verifications, newest first.
+	history []shared.Job
 }
 
 // tracePoint is the evidence after Answered answers.
@@ -72,6 +75,83 @@ func (v *verify) OnMount(ctx ui.Context) {
 			v.model = l.models[0].ID
 		}
 	})
+	v.loadHistory(ctx)
+}
+
+// loadHistory fetches the completed verifications and their verdicts.
+func (v *verify) loadHistory(ctx ui.Context) {
+	c := newClient("")
+	fetch(ctx, func(ctx context.Context) ([]shared.Job, error) { return c.Jobs(ctx) }, func(js []shared.Job, err error) {
+		if err != nil {
+			v.err = err
+			return
+		}
+		v.history = v.history[:0]
+		for _, j := range js {
+			if j.Kind == shared.JobVerify && j.State == shared.JobCompleted && j.Result != nil && j.Result.Verdict != nil {
+				v.history = append(v.history, j)
+			}
+		}
+	})
+}
+
+// openPast shows a past verification's verdict card.
+func (v *verify) openPast(j shared.Job) ui.EventHandler {
+	return func(ctx ui.Context, _ ui.Event) {
+		if v.stop != nil {
+			v.stop()
+		}
+		vd := j.Result.Verdict
+		v.err, v.job, v.state, v.stage, v.messages, v.trace = nil, j.ID, j.State, "verify", nil, nil
+		v.verdict, v.step, v.total, v.classes = vd, int64(vd.N), int64(vd.N), nil
+		// The class names, for the verdict's grid.
+		c, id := newClient(""), j.ID
+		load := func(ctx context.Context) (*shared.FingerprintDetail, error) {
+			return c.Fingerprint(ctx, vd.Fingerprint)
+		}
+		fetch(ctx, load, func(d *shared.FingerprintDetail, err error) {
+			if err == nil && v.job == id {
+				v.classes = d.Classes
+			}
+		})
+	}
+}
+
+// historyTable lists the past verdicts, each opening its card.
+func (v *verify) historyTable() ui.UI {
+	if len(v.history) == 0 {
+		return ui.If(v.loaded, ui.P().Class("muted").Text("No verification has completed yet."))
+	}
+	fpName := map[string]string{}
+	for _, f := range v.fps {
+		fpName[f.ID] = f.Name
+	}
+	return ui.Table().ID("history-table").Body(
+		ui.THead().Body(ui.Tr().Body(ui.Th().Text("job"), ui.Th().Text("suspect"), ui.Th().Text("fingerprint"),
+			ui.Th().Text("outcome"), ui.Th().Class("num").Text("fingerprint accuracy"), ui.Th().Text("interval"),
+			ui.Th().Class("num").Text("threshold"), ui.Th().Text("finished"), ui.Th().Text(""))),
+		ui.TBody().Body(ui.Range(v.history).Slice(func(i int) ui.UI {
+			j := v.history[i]
+			vd := j.Result.Verdict
+			fp := fpName[vd.Fingerprint]
+			if fp == "" {
+				fp = short(vd.Fingerprint)
+			}
+			when := ""
+			if j.Finished != nil {
+				when = j.Finished.Local().Format("2006-01-02 15:04")
+			}
+			return ui.Tr().DataSet("job", j.ID).DataSet("outcome", vd.Outcome).Body(
+				ui.Td().Text("#"+j.ID), ui.Td().Text(vd.Suspect), ui.Td().Text(fp),
+				ui.Td().Body(ui.Span().Class("tag outcome-"+vd.Outcome).Text(vd.Outcome)),
+				ui.Td().Class("num").Text(fmt.Sprintf("%.2f", vd.Accuracy)),
+				ui.Td().Text(fmt.Sprintf("%.2f–%.2f", vd.Interval[0], vd.Interval[1])),
+				ui.Td().Class("num").Text(fmt.Sprintf("%.2f", vd.Threshold)),
+				ui.Td().Class("muted small").Text(when),
+				ui.Td().Body(ui.Button().Class("secondary history-open").Text("open").OnClick(v.openPast(j))),
+			)
+		})),
+	)
 }
 
 func (v *verify) OnDismount() {
@@ -183,7 +263,7 @@ func (v *verify) follow(ctx ui.Context, j *shared.Job) {
 		for _, e := range evs {
 			v.add(e)
 		}
-	}, func(_ ui.Context, j *shared.Job, err error) {
+	}, func(ctx ui.Context, j *shared.Job, err error) {
 		if v.job != id {
 			return
 		}
@@ -197,6 +277,7 @@ func (v *verify) follow(ctx ui.Context, j *shared.Job) {
 			v.add(shared.Event{Kind: shared.Verdicts, Verdict: j.Result.Verdict})
 		}
 		v.err = jobError("the verification", j)
+		v.loadHistory(ctx)
 	})
 }
 
@@ -241,6 +322,8 @@ func (v *verify) Render() ui.UI {
 		errorBox(v.err),
 		ui.Div().ID("verify-progress").Body(v.progress()),
 		ui.Div().ID("verdict-box").Body(v.card()),
+		ui.H2().Text("Past verdicts"),
+		ui.Div().ID("verify-history").Body(v.historyTable()),
 	)
 }
 

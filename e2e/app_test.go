@@ -123,7 +123,7 @@ func setup(m *testing.M) (int, error) {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	srv, err := server.New(ctx, server.Config{Dir: e2e.dir, Device: "cpu", Threads: 1, Workers: 1,
-		Addr: "127.0.0.1:0", AllowPrivate: true, App: app.Handler(web)})
+		Addr: "127.0.0.1:0", AllowPrivate: true, App: app.Handler(web), Results: filepath.Join("..", "docs", "results")})
 	if err != nil {
 		return 0, fmt.Errorf("starting the server: %w", err)
 	}

@@ -70,7 +70,7 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /api/fingerprints/{id}/items/{i}/{image}", s.itemImage)
 	mux.HandleFunc("POST /api/verify", s.limitHeavy(isUpload, s.verify))
-	mux.HandleFunc("GET /api/reports", s.listOf(func(ctx context.Context) (any, error) { return s.store.Reports(ctx) }))
+	mux.HandleFunc("GET /api/reports", s.listOf(s.reportList)) // results.go
 	mux.HandleFunc("GET /api/reports/{name}/{file}", s.reportFile)
 	mux.HandleFunc("GET /api/events", s.events)
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
@@ -389,7 +389,7 @@ func (s *Server) itemImage(w http.ResponseWriter, r *http.Request) {
 
 // reportFile serves one markdown or PNG file of a report folder.
 func (s *Server) reportFile(w http.ResponseWriter, r *http.Request) {
-	info, dir, err := s.store.Report(r.Context(), r.PathValue("name"))
+	info, dir, err := s.report(r.Context(), r.PathValue("name")) // results.go
 	if err != nil {
 		s.fail(w, err)
 		return

@@ -91,6 +91,10 @@ type Config struct {
 	App http.Handler
 	// DataDir is the folder of datasets ("" for where packages put them).
 	DataDir string
+	// Results is a folder of committed studies' report folders (the
+	// repository's docs/results), listed read-only beside the server's own
+	// reports as "results:NAME" ("" lists none).
+	Results string
 	// EndpointTimeout bounds each request to a remote endpoint [30 s].
 	EndpointTimeout time.Duration
 	// Logger receives the server's and River's logs [discard].

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -38,6 +40,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	coordinator := fs.Bool("coordinator", false, "with --database: run no jobs here, only workers do")
 	jobsDevice := fs.String("jobs-device", "", "with --database: queue jobs for workers of this kind of device, cpu or cuda (default: --device)")
 	lease := fs.Duration("lease", 30*time.Second, "with --database: how long a fleet member may stay silent before its jobs run elsewhere")
+	results := fs.String("results", "", "folder of committed studies' report folders, listed read-only beside the server's own (default: docs/results when it exists)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -68,10 +71,15 @@ func runServe(ctx context.Context, e *env, args []string) error {
 			names = append(names, h)
 		}
 	}
+	if *results == "" {
+		if st, err := os.Stat(filepath.Join("docs", "results")); err == nil && st.IsDir() {
+			*results = filepath.Join("docs", "results")
+		}
+	}
 	s, err := server.New(ctx, server.Config{
 		Dir: *dir, Device: e.device.String(), Workers: *workers, Threads: threads, NoResume: *noResume,
 		MaxUpload: *maxUpload, MaxHeavy: *maxHeavy, UploadRetention: *uploadRetention, AllowPrivate: *allowPrivate, Addr: *addr, Token: *token, Origins: extra, Hosts: names,
-		App: app.Handler(*web), DataDir: *dataDir, Version: "dev",
+		App: app.Handler(*web), DataDir: *dataDir, Results: *results, Version: "dev",
 		Database: *database, Artifacts: *artifacts, NoWork: *coordinator, Lease: *lease, JobDevice: *jobsDevice,
 		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level})),
 	})
