@@ -115,10 +115,18 @@ func (h *home) reload(ctx ui.Context) {
 		if id := h.story.Source.ID; id != h.sourceJob {
 			h.watchSource(ctx, id)
 		}
-		if fp := h.story.Fingerprint(); fp != nil && fp.ID != h.fpID {
-			h.fpID = fp.ID
+		// Only the story's own fingerprint, once C-BIM has made it.
+		switch fp := h.story.Fingerprint(); {
+		case fp == nil:
+			h.fp, h.fpID = nil, ""
+		case fp.ID != h.fpID:
+			h.fp, h.fpID = nil, fp.ID
 			fetch(ctx, func(ctx context.Context) (*shared.FingerprintDetail, error) { return c.Fingerprint(ctx, fp.ID) },
-				func(d *shared.FingerprintDetail, err error) { h.fp, h.err = d, err })
+				func(d *shared.FingerprintDetail, err error) {
+					if h.fpID == fp.ID {
+						h.fp, h.err = d, err
+					}
+				})
 		}
 	})
 }

@@ -251,8 +251,8 @@ func (h *home) storyView() ui.UI {
 	}
 	return ui.Div().ID("story").DataSet("running", d.Running()).Body(
 		ui.H2().Text("The demo's story"),
-		ui.P().Class("muted").Text("`conferral demo --serve` runs the paper's experiment as jobs of this server, at a scale this machine can afford; "+
-			"each step below follows its jobs live."),
+		ui.P().Class("muted").Body(ui.Code().Text("conferral demo --serve"), ui.Text(" runs the paper's experiment as jobs of this server, "+
+			"with fewer and smaller models than the paper's, at a scale this machine can afford; each step below follows its jobs live.")),
 		ui.Div().Class("story-steps").Body(steps...),
 	)
 }
