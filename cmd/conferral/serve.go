@@ -71,15 +71,10 @@ func runServe(ctx context.Context, e *env, args []string) error {
 			names = append(names, h)
 		}
 	}
-	if *results == "" {
-		if st, err := os.Stat(filepath.Join("docs", "results")); err == nil && st.IsDir() {
-			*results = filepath.Join("docs", "results")
-		}
-	}
 	s, err := server.New(ctx, server.Config{
 		Dir: *dir, Device: e.device.String(), Workers: *workers, Threads: threads, NoResume: *noResume,
 		MaxUpload: *maxUpload, MaxHeavy: *maxHeavy, UploadRetention: *uploadRetention, AllowPrivate: *allowPrivate, Addr: *addr, Token: *token, Origins: extra, Hosts: names,
-		App: app.Handler(*web), DataDir: *dataDir, Results: *results, Version: "dev",
+		App: app.Handler(*web), DataDir: *dataDir, Results: resultsDir(*results), Version: "dev",
 		Database: *database, Artifacts: *artifacts, NoWork: *coordinator, Lease: *lease, JobDevice: *jobsDevice,
 		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level})),
 	})
@@ -93,6 +88,20 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		}
 		fmt.Fprintf(e.stdout, "conferral serve: %s (data in %s, jobs on %s; Ctrl-C stops)\n", u, *dir, e.device)
 	})
+}
+
+// resultsDir is the folder of committed studies a server lists beside its
+// own reports: the one given, else the repository's docs/results when the
+// server runs in a checkout, else none.
+func resultsDir(given string) string {
+	if given != "" {
+		return given
+	}
+	d := filepath.Join("docs", "results")
+	if st, err := os.Stat(d); err == nil && st.IsDir() {
+		return d
+	}
+	return ""
 }
 
 func isLoopback(addr string) bool {
