@@ -54,6 +54,7 @@ type storyPage struct {
 type storyStepPage struct {
 	ID, State, Count, Why string
 	Done, Jobs, Epochs    string
+	Frac                  string
 	Lines                 int
 }
 
@@ -71,7 +72,7 @@ func readStory(t *testing.T, ctx context.Context) storyPage {
 			Lead: document.querySelector('main p.lead').innerText,
 			Images: document.querySelectorAll('#step-cbim .home-example img').length,
 			Steps: [...document.querySelectorAll('#story .story-step')].map(e => ({
-				ID: e.id, State: e.dataset.state, Done: e.dataset.done, Jobs: e.dataset.jobs,
+				ID: e.id, State: e.dataset.state, Done: e.dataset.done, Jobs: e.dataset.jobs, Frac: e.dataset.frac,
 				Count: e.querySelector('.step-count').innerText, Why: e.querySelector('.why').innerText,
 				Epochs: (e.querySelector('[data-epochs]') || {dataset: {}}).dataset.epochs || '',
 				Lines: e.querySelectorAll('svg polyline').length})),
@@ -161,15 +162,15 @@ func TestDemoStoryOnHome(t *testing.T) {
 		t.Fatalf("steps %q, want %q", order, want)
 	}
 	want := []storyStepPage{
-		{State: "done", Done: "1", Jobs: "1", Count: "1 of 1 model"},
-		{State: "running", Done: "2", Jobs: "6", Count: "2 of 6 models"},
-		{State: "waiting", Done: "0", Jobs: "0", Count: "not started"},
-		{State: "running", Done: "0", Jobs: "2", Count: "0 of 2 models"},
-		{State: "waiting", Done: "0", Jobs: "0", Count: "not started"},
+		{State: "done", Done: "1", Jobs: "1", Count: "1 of 1 model", Frac: "1.000"},
+		{State: "running", Done: "2", Jobs: "6", Count: "2 of 6 models", Frac: "0.333"}, // the others are queued
+		{State: "waiting", Done: "0", Jobs: "0", Count: "not started", Frac: "0.000"},
+		{State: "running", Done: "0", Jobs: "2", Count: "0 of 2 models", Frac: "0.000"},
+		{State: "waiting", Done: "0", Jobs: "0", Count: "not started", Frac: "0.000"},
 	}
 	for i, w := range want {
 		s := mid.Steps[i]
-		if s.State != w.State || s.Done != w.Done || s.Jobs != w.Jobs || s.Count != w.Count {
+		if s.State != w.State || s.Done != w.Done || s.Jobs != w.Jobs || s.Count != w.Count || s.Frac != w.Frac {
 			t.Errorf("mid-run %s: %s, %s of %s, %q; want %+v", s.ID, s.State, s.Done, s.Jobs, s.Count, w)
 		}
 	}
