@@ -272,13 +272,16 @@ func (h *home) stepView(s storyStep) ui.UI {
 		extra = h.verdictCards()
 	}
 	running := ""
+	var failures []ui.UI
 	for _, j := range s.Jobs {
-		if j.State == shared.JobRunning {
+		switch {
+		case j.State == shared.JobRunning && running == "":
 			running = jobLabel(j)
 			if p := h.live[j.ID]; p.Stage != "" {
 				running += ": " + p.Stage
 			}
-			break
+		case j.State.Final() && j.State != shared.JobCompleted:
+			failures = append(failures, ui.Div().Class("error-text small").Text(fmt.Sprintf("%s %s: %s", jobLabel(j), j.State, j.Error)))
 		}
 	}
 	return ui.Div().Class("panel story-step "+state).ID("step-"+s.Key).DataSet("state", state).
@@ -293,6 +296,7 @@ func (h *home) stepView(s storyStep) ui.UI {
 			ui.Span().Class("step-count").Text(s.Count()),
 			ui.Span().Class("muted small").Text(running),
 		),
+		ui.Div().Class("step-failures").Body(failures...),
 		extra,
 	)
 }

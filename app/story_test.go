@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"testing"
+
+	ui "github.com/maxence-charriere/go-app/v9/pkg/app"
 
 	"github.com/conferral/conferral/shared"
 )
@@ -126,5 +129,33 @@ func TestFindStory(t *testing.T) {
 	}
 	if d.Truth(vs[0].Model) != shared.OutcomeDerived || d.Truth(vs[1].Model) != shared.OutcomeIndependent {
 		t.Errorf("truths %s, %s", d.Truth(vs[0].Model), d.Truth(vs[1].Model))
+	}
+}
+
+func TestStoryViews(t *testing.T) {
+	var s storyJobs
+	s.train("source", shared.JobCompleted)
+	failed := s.train("train-surrogate-mlp-0", shared.JobFailed)
+	failed.Error = "out of memory"
+	d, _ := findStory(s.newestFirst(), nil)
+	h := &home{story: d, hasStory: true, live: map[string]shared.Event{}}
+	html := ui.HTMLString(h.stepView(d.Steps[1]))
+	for _, want := range []string{`data-state="failed"`, "train-surrogate-mlp-0 failed: out of memory", "0 of 1 model"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("the failed fleet's step lacks %q:\n%s", want, html)
+		}
+	}
+	if html := ui.HTMLString(h.stepView(d.Steps[2])); !strings.Contains(html, "The fingerprints appear here when C-BIM has made them") || strings.Contains(html, "No fingerprint is stored yet") {
+		t.Errorf("C-BIM's step before the fingerprint:\n%s", html)
+	}
+
+	null := &shared.Null{Models: 10, Mean: 0.2, SD: 0.05, FPR: 0.01}
+	v := shared.Verdict{Suspect: "/x/test-reference-mlp-0.safetensors", Outcome: shared.OutcomeDerived, Accuracy: 0.81, Interval: [2]float64{0.7, 0.9},
+		Confidence: 0.95, Threshold: 0.42, Theta: 0.7, Calibrated: true, Null: null}
+	html = ui.HTMLString(verdictCard(v, "test-reference-mlp-0", shared.OutcomeIndependent))
+	for _, want := range []string{"test-reference-mlp-0: derived", "0.81", "0.70–0.90", "calibrated threshold 0.42: 10 independent models", "wrong: it is independent", `data-outcome="derived"`} {
+		if !strings.Contains(html, want) {
+			t.Errorf("the verdict card lacks %q:\n%s", want, html)
+		}
 	}
 }

@@ -198,7 +198,7 @@ func TestDemoStoryOnHome(t *testing.T) {
 	ex := wait(submit(shared.JobRequest{Kind: shared.JobExtract, Extract: &shared.ExtractArgs{
 		DataArgs: shared.DataArgs{Limit: 1000}, Name: "demo fingerprint", Source: src,
 		Surrogates: []string{models[0], models[2]}, References: []string{models[1], models[3]}, Calibration: models[4:6],
-		Eps: 0.15, Steps: 20, Candidates: 128, Tau: new(1.0), Seed: 1,
+		Eps: 0.15, Steps: 20, Candidates: 256, Tau: new(1.0), Seed: 1,
 	}}).ID).Result.Fingerprint
 	waitFor(t, ctx, `document.querySelector('#step-cbim').dataset.state === 'done' && document.querySelectorAll('#step-cbim .home-example').length > 0`,
 		"the fingerprints, live")
