@@ -524,7 +524,7 @@ func (v *verify) card() ui.UI {
 		ui.P().Class("muted").Text("Suspect: "+vd.Suspect),
 		ui.Div().Class("stats").Body(stats...),
 		ui.Raw(accuracyBar(vd.Accuracy, vd.Interval, vd.Threshold, vd.Theta)),
-		ui.P().Class("muted small").Text(fmt.Sprintf("Fingerprint commitment %s · decision rule %s", commitment, rule)),
+		ui.P().Class("muted small").ID("verdict-provenance").Text(fmt.Sprintf("Fingerprint commitment %s · %s · decision rule %s", commitment, signerText(vd.Signer), rule)),
 		ui.H2().Text("Each fingerprint: green agrees with your model, red does not"),
 		ui.Div().Class("grid").Body(cells...),
 		ui.H2().Text("What this means"),
@@ -595,4 +595,15 @@ func accuracyBar(acc float64, interval [2]float64, threshold, theta float64) str
 	}
 	fmt.Fprintf(&b, `<text x="%g" y="38">0</text><text x="%g" y="38" text-anchor="end">1</text></svg>`, pad, w-pad)
 	return b.String()
+}
+
+// signerText says who signed a fingerprint's commitment.
+func signerText(signer string) string {
+	if signer == "" {
+		return "unsigned"
+	}
+	if len(signer) > 16 {
+		signer = signer[:16] + "…"
+	}
+	return "signed by " + signer
 }

@@ -420,11 +420,14 @@ type Verdict struct {
 	Fingerprint string `json:"fingerprint"` // ID
 	// Commitment is the fingerprint's commitment, Rule the hash of the
 	// decision rule the suspect was judged by.
-	Commitment string  `json:"commitment"`
-	Rule       string  `json:"rule"`
-	N          int     `json:"n"`        // fingerprints answered
-	Matches    int     `json:"matches"`  // answers equal to the key
-	Accuracy   float64 `json:"accuracy"` // fingerprint accuracy, Matches/N
+	Commitment string `json:"commitment"`
+	// Signer is the ed25519 public key (hex) that signed the fingerprint's
+	// commitment; empty when it is unsigned.
+	Signer   string  `json:"signer,omitempty"`
+	Rule     string  `json:"rule"`
+	N        int     `json:"n"`        // fingerprints answered
+	Matches  int     `json:"matches"`  // answers equal to the key
+	Accuracy float64 `json:"accuracy"` // fingerprint accuracy, Matches/N
 	// Interval is the Clopper–Pearson interval of Accuracy at Confidence.
 	Interval   [2]float64 `json:"interval"`
 	Confidence float64    `json:"confidence"`

@@ -1,11 +1,13 @@
 package fingerprint
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"time"
 
@@ -28,6 +30,11 @@ type Fingerprint struct {
 	Confer []float64
 
 	Meta Meta
+
+	// Signer is the defender's ed25519 public key and Signature its
+	// signature of the commitment (hex; both empty when unsigned): Sign
+	// sets them, Load checks them.
+	Signer, Signature string
 }
 
 // Meta describes how a fingerprint was made.
@@ -87,7 +94,32 @@ const (
 	keyFormat     = "conferral.format"
 	keyMeta       = "fingerprint"
 	keyCommitment = "commitment"
+	keySigner     = "signer"
+	keySignature  = "signature"
 )
+
+// metaJSON is the description as the commitment covers it.
+func (f *Fingerprint) metaJSON() (string, error) {
+	mb, err := json.Marshal(f.Meta)
+	if err != nil {
+		return "", fmt.Errorf("fingerprint: %w", err)
+	}
+	return string(mb), nil
+}
+
+// file is the safetensors form of f, with its commitment and signature.
+func (f *Fingerprint) file() (*safetensors.File, error) {
+	mj, err := f.metaJSON()
+	if err != nil {
+		return nil, err
+	}
+	ts := f.tensors()
+	md := map[string]string{keyFormat: fileFormat, keyMeta: mj, keyCommitment: commitment(mj, ts)}
+	if f.Signer != "" || f.Signature != "" {
+		md[keySigner], md[keySignature] = f.Signer, f.Signature
+	}
+	return &safetensors.File{Metadata: md, Tensors: ts}, nil
+}
 
 func (f *Fingerprint) validate() error {
 	n, s := f.N, f.ImageSize()
@@ -149,33 +181,40 @@ func (f *Fingerprint) Save(path string) error {
 	if err := f.validate(); err != nil {
 		return err
 	}
-	mb, err := json.Marshal(f.Meta)
-	if err != nil {
-		return fmt.Errorf("fingerprint: %w", err)
+	if f.Signature != "" {
+		if err := f.checkSignature(); err != nil {
+			return fmt.Errorf("fingerprint: %w (sign it again after changing it)", err)
+		}
 	}
-	ts := f.tensors()
-	file := &safetensors.File{
-		Metadata: map[string]string{keyFormat: fileFormat, keyMeta: string(mb), keyCommitment: commitment(string(mb), ts)},
-		Tensors:  ts,
+	file, err := f.file()
+	if err != nil {
+		return err
 	}
 	return safetensors.WriteFile(path, file)
 }
 
 // Commitment returns the file commitment of f as Save would write it.
 func (f *Fingerprint) Commitment() (string, error) {
-	mb, err := json.Marshal(f.Meta)
+	mj, err := f.metaJSON()
 	if err != nil {
 		return "", err
 	}
-	return commitment(string(mb), f.tensors()), nil
+	return commitment(mj, f.tensors()), nil
 }
 
 // Load reads a fingerprint file and refuses it unless its commitment
-// matches its content.
+// matches its content, a signature (when there is one) is the signer's
+// over that commitment, and the file is in canonical form: the bytes Save
+// writes for that content, so that nothing outside the commitment can
+// change either.
 func Load(path string) (*Fingerprint, error) {
-	file, err := safetensors.ReadFile(path)
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("loading fingerprint: %w", err)
+	}
+	file, err := safetensors.Read(bytes.NewReader(raw), int64(len(raw)))
+	if err != nil {
+		return nil, fmt.Errorf("loading fingerprint %s: %w", path, err)
 	}
 	if file.Metadata[keyFormat] != fileFormat {
 		return nil, fmt.Errorf("loading fingerprint %s: not a Conferral fingerprint (format %q)", path, file.Metadata[keyFormat])
@@ -237,6 +276,23 @@ func Load(path string) (*Fingerprint, error) {
 	ts := f.tensors()
 	if got := commitment(file.Metadata[keyMeta], ts); got != file.Metadata[keyCommitment] {
 		return nil, fmt.Errorf("loading fingerprint %s: commitment mismatch (file says %.16s…, content hashes to %.16s…): the file was altered", path, file.Metadata[keyCommitment], got)
+	}
+	f.Signer, f.Signature = file.Metadata[keySigner], file.Metadata[keySignature]
+	if f.Signer != "" || f.Signature != "" {
+		if err := f.checkSignature(); err != nil {
+			return nil, fmt.Errorf("loading fingerprint %s: %w", path, err)
+		}
+	}
+	canon, err := f.file()
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := safetensors.Write(&buf, canon); err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(buf.Bytes(), raw) {
+		return nil, fmt.Errorf("loading fingerprint %s: not in canonical form (bytes outside the committed content differ from what Conferral writes): the file was altered", path)
 	}
 	return f, nil
 }

@@ -3,6 +3,8 @@ package fingerprint_test
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/hex"
+	"errors"
 	"encoding/json"
 	"image/png"
 	"os"
@@ -330,5 +332,117 @@ func TestSaveRefusesInvalid(t *testing.T) {
 				t.Errorf("Save left a file behind: %v", err)
 			}
 		})
+	}
+}
+
+// TestCanonicalForm: a file whose bytes differ from what Save writes for
+// the same content is refused, even where the change is outside the
+// committed content (an extra metadata key, header padding).
+func TestCanonicalForm(t *testing.T) {
+	f := synthetic(5)
+	path := saved(t, f)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := safetensors.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file.Metadata["note"] = "harmless?"
+	extra := filepath.Join(t.TempDir(), "extra.safetensors")
+	if err := safetensors.WriteFile(extra, file); err != nil {
+		t.Fatal(err)
+	}
+	n := binary.LittleEndian.Uint64(raw[:8])
+	padded := append(binary.LittleEndian.AppendUint64(nil, n+8), raw[8:8+n]...)
+	padded = append(append(padded, []byte("        ")...), raw[8+n:]...)
+	pad := filepath.Join(t.TempDir(), "pad.safetensors")
+	if err := os.WriteFile(pad, padded, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, p := range map[string]string{"an extra metadata key": extra, "more header padding": pad} {
+		if _, err := fingerprint.Load(p); err == nil || !strings.Contains(err.Error(), "canonical") {
+			t.Errorf("%s: Load gave %v, want a refusal for a non-canonical file", name, err)
+		}
+	}
+	if _, err := fingerprint.Load(path); err != nil {
+		t.Errorf("the file as saved: %v", err)
+	}
+}
+
+// TestSign: a signed fingerprint keeps its signer and signature through
+// its file; a flipped signature, another signer or a change after signing
+// is refused; keys round-trip through their files.
+func TestSign(t *testing.T) {
+	dir := t.TempDir()
+	keyPath := filepath.Join(dir, "defender.key")
+	pub, err := fingerprint.GenerateKey(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fingerprint.GenerateKey(keyPath); err == nil {
+		t.Error("GenerateKey overwrote a key")
+	}
+	if st, err := os.Stat(keyPath); err != nil || st.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode %v (%v), want 0600", st.Mode().Perm(), err)
+	}
+	key, err := fingerprint.ReadKey(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hexPub := hex.EncodeToString(pub)
+	for _, in := range []string{hexPub, keyPath + ".pub", " " + hexPub + "\n"} {
+		if got, err := fingerprint.ParsePublicKey(in); err != nil || got != hexPub {
+			t.Errorf("ParsePublicKey(%q) = %q, %v", in, got, err)
+		}
+	}
+	if _, err := fingerprint.ParsePublicKey("abcd"); err == nil {
+		t.Error("a short public key was accepted")
+	}
+
+	f := synthetic(6)
+	if err := f.Sign(key); err != nil {
+		t.Fatal(err)
+	}
+	path := saved(t, f)
+	g, err := fingerprint.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Signer != hexPub || g.Signature != f.Signature {
+		t.Errorf("loaded signer %q signature %q", g.Signer, g.Signature)
+	}
+	// A change after signing: Save refuses until it is signed again.
+	g.Meta.Eps = 0.5
+	if err := g.Save(filepath.Join(dir, "changed.safetensors")); !errors.Is(err, fingerprint.ErrBadSignature) {
+		t.Errorf("saving a changed signed fingerprint: %v", err)
+	}
+	// Another key's signature, or a flipped one, does not load.
+	other, err := fingerprint.GenerateKey(filepath.Join(dir, "other.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	file, err := safetensors.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := []byte(file.Metadata["signature"])
+	sig[0] = "01"[map[bool]int{true: 1, false: 0}[sig[0] == '0']]
+	for name, md := range map[string]map[string]string{
+		"another signer":    {"signer": hex.EncodeToString(other)},
+		"flipped signature": {"signature": string(sig)},
+	} {
+		bad, _ := safetensors.ReadFile(path)
+		for k, v := range md {
+			bad.Metadata[k] = v
+		}
+		p := filepath.Join(dir, strings.ReplaceAll(name, " ", "-")+".safetensors")
+		if err := safetensors.WriteFile(p, bad); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fingerprint.Load(p); !errors.Is(err, fingerprint.ErrBadSignature) {
+			t.Errorf("%s: Load gave %v, want ErrBadSignature", name, err)
+		}
 	}
 }

@@ -182,8 +182,10 @@ type Verdict struct {
 	PValue     *float64     `json:"p_value,omitempty"`
 	EmpiricalP *float64     `json:"empirical_p,omitempty"`
 	Null       *shared.Null `json:"null,omitempty"`
-	// Commitment is the fingerprint's, Rule the decision rule's hash.
+	// Commitment is the fingerprint's, Signer the public key that signed
+	// it (empty: unsigned), Rule the decision rule's hash.
 	Commitment string `json:"commitment"`
+	Signer     string `json:"signer,omitempty"`
 	Rule       string `json:"rule"`
 	// Sequential reports a sequential verification.
 	Sequential *shared.Sequential `json:"sequential,omitempty"`
@@ -225,7 +227,7 @@ func VerifyWatched(ctx context.Context, s suspect.Suspect, fp *Fingerprint, r Ru
 	if counts {
 		before = q.Queries()
 	}
-	v := &Verdict{Suspect: s.String(), Theta: r.Theta, Confidence: r.Confidence, Commitment: com, Rule: hash}
+	v := &Verdict{Suspect: s.String(), Theta: r.Theta, Confidence: r.Confidence, Commitment: com, Signer: fp.Signer, Rule: hash}
 	order := make([]int, fp.N)
 	for i := range order {
 		order[i] = i

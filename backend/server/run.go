@@ -749,7 +749,7 @@ func fileExists(path string) bool {
 
 // verdict converts the library's verdict to its wire form.
 func verdict(v *fingerprint.Verdict, fp *fingerprint.Fingerprint, id string) shared.Verdict {
-	out := shared.Verdict{Suspect: v.Suspect, Fingerprint: id, Commitment: v.Commitment, Rule: v.Rule, N: v.Fingerprints, Matches: v.Agree,
+	out := shared.Verdict{Suspect: v.Suspect, Fingerprint: id, Commitment: v.Commitment, Signer: v.Signer, Rule: v.Rule, N: v.Fingerprints, Matches: v.Agree,
 		Accuracy: v.Accuracy, Interval: v.Interval, Confidence: v.Confidence, Outcome: v.Outcome, Surrogate: v.Surrogate,
 		Verdict: map[string]string{fingerprint.Derived: "derived", fingerprint.Independent: "independent", fingerprint.Inconclusive: "inconclusive"}[v.Outcome],
 		Theta:   v.Theta, Threshold: v.Threshold, Calibrated: v.Calibrated, PValue: v.PValue, EmpiricalP: v.EmpiricalP, Null: v.Null,

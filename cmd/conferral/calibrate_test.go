@@ -59,6 +59,40 @@ func TestCalibrateVerifyBenchmark(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The defender signs the fingerprint's commitment; verify holds it to
+	// the published commitment and key.
+	keyPath := filepath.Join(dir, "defender.key")
+	if code, _, stderr := invoke(t, ctx, "keygen", "--out", keyPath); code != 0 {
+		t.Fatalf("keygen: exit %d: %s", code, stderr)
+	}
+	key, err := fingerprint.ReadKey(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fp.Sign(key); err != nil {
+		t.Fatal(err)
+	}
+	if err := fp.Save(fpPath); err != nil {
+		t.Fatal(err)
+	}
+	com, _ := fp.Commitment()
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		says string
+	}{
+		{"the published commitment and key", []string{"--expect-commitment", com, "--pubkey", keyPath + ".pub"}, 0, "signed by " + fp.Signer},
+		{"another commitment", []string{"--expect-commitment", strings.Repeat("0", 64)}, 1, "not the expected"},
+		{"another key", []string{"--pubkey", strings.Repeat("ab", 32)}, 1, "not by the expected key"},
+		{"a malformed key", []string{"--pubkey", "xyz"}, 2, "--pubkey"},
+	} {
+		code, stdout, stderr := invoke(t, ctx, append(append([]string{"verify", "--fingerprint", fpPath, "--suspect", models[0]}, small...), tc.args...)...)
+		if code != tc.code || !strings.Contains(stdout+stderr, tc.says) {
+			t.Errorf("%s: exit %d (want %d), output lacks %q:\n%s%s", tc.name, code, tc.code, tc.says, stdout, stderr)
+		}
+	}
+
 	code, stdout, stderr := invoke(t, ctx, append([]string{"calibrate", "--fingerprint", fpPath, "--models", strings.Join(models[1:4], ","), "--json"}, small...)...)
 	if code != 0 {
 		t.Fatalf("calibrate: exit %d: %s", code, stderr)
@@ -96,7 +130,7 @@ func TestCalibrateVerifyBenchmark(t *testing.T) {
 		t.Fatalf("verify: %+v", full)
 	}
 	derived := full.Verdicts[0]
-	if !derived.Calibrated || derived.PValue == nil || derived.Accuracy != 1 || derived.Outcome != fingerprint.Derived || derived.Null.Models != 3 {
+	if !derived.Calibrated || derived.PValue == nil || derived.Accuracy != 1 || derived.Outcome != fingerprint.Derived || derived.Null.Models != 3 || derived.Signer != fp.Signer || full.Signer != fp.Signer {
 		t.Errorf("the keyed model: %+v", derived)
 	}
 	seq := verify("--suspect", models[0], "--sequential", "--batch", "4")

@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"math"
@@ -110,6 +111,7 @@ type extractResult struct {
 	Loss          string  `json:"loss"`
 	ReferenceRate float64 `json:"reference_rate"`
 	Commitment    string  `json:"commitment"`
+	Signer        string  `json:"signer,omitempty"`
 	Sheet         string  `json:"sheet,omitempty"`
 }
 
@@ -123,6 +125,7 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	refs := fs.String("references", "", "comma-separated training references R; required")
 	calib := fs.String("calibration", "", "comma-separated held-out references (trained independently, not in --references): calibrate the fingerprint with them into OUT.calibration.json")
 	out := fs.String("out", "", "fingerprint file to write; required")
+	sign := fs.String("sign", "", "sign the fingerprint's commitment with this ed25519 key (conferral keygen)")
 	sheet := fs.String("sheet", "", "also write a contact sheet PNG here")
 	start := fs.String("start", fingerprint.StartTest, "where C-BIM starts: test (the dataset's test split, which no model was trained on; separates testing models better, docs/results/fingerprint) or train (the --split data, as Algorithm 2 prints it)")
 	cfgOf := cbimFlags(fs)
@@ -167,6 +170,15 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *sign != "" {
+		key, err := fingerprint.ReadKey(*sign)
+		if err != nil {
+			return err
+		}
+		if err := fp.Sign(key); err != nil {
+			return err
+		}
+	}
 	if err := fp.Save(*out); err != nil {
 		return err
 	}
@@ -206,8 +218,13 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	com, _ := fp.Commitment()
 	r := extractResult{Fingerprint: *out, Fingerprints: fp.N, Candidates: fp.Meta.Candidates, Eps: cfg.CBIM.Eps, Tau: cfg.Tau,
 		TauSurr: cfg.TauSurr, Loss: fp.Meta.Loss, ReferenceRate: fp.Meta.ReferenceRate, Commitment: com, Sheet: *sheet}
-	return e.emit(r, fmt.Sprintf("%s: %d fingerprints from %d start points (%s loss, ε = %g, τ = %g, τ_S = %g), commitment %s\n%s",
-		*out, fp.N, fp.Meta.Candidates, fp.Meta.Loss, cfg.CBIM.Eps, cfg.Tau, cfg.TauSurr, com, calNote))
+	r.Signer = fp.Signer
+	signed := "unsigned"
+	if fp.Signer != "" {
+		signed = "signed by " + fp.Signer
+	}
+	return e.emit(r, fmt.Sprintf("%s: %d fingerprints from %d start points (%s loss, ε = %g, τ = %g, τ_S = %g), commitment %s, %s\n%s",
+		*out, fp.N, fp.Meta.Candidates, fp.Meta.Loss, cfg.CBIM.Eps, cfg.Tau, cfg.TauSurr, com, signed, calNote))
 }
 
 // openSuspect opens a suspect named on the command line: a prediction
@@ -370,6 +387,7 @@ func runCalibrate(ctx context.Context, e *env, args []string) error {
 type verifyResult struct {
 	Fingerprint string                 `json:"fingerprint"`
 	Commitment  string                 `json:"commitment"`
+	Signer      string                 `json:"signer,omitempty"`
 	Rule        string                 `json:"rule"`
 	Calibration string                 `json:"calibration,omitempty"`
 	Verdicts    []*fingerprint.Verdict `json:"verdicts"`
@@ -381,6 +399,8 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	fpPath := fs.String("fingerprint", "", "fingerprint file; required")
 	suspects := fs.String("suspect", "", "comma-separated suspect model files or prediction endpoint URLs (http://host:port/v2/models/NAME, http://host:port/v1/models/NAME); required")
 	ruleOf := ruleFlags(fs)
+	expect := fs.String("expect-commitment", "", "refuse the fingerprint unless its commitment is this one (the value the defender published)")
+	pubkey := fs.String("pubkey", "", "refuse the fingerprint unless it is signed by this ed25519 public key (hex, or a .pub file)")
 	remote := remoteFlags(fs)
 	var of onnxFlags
 	of.register(fs) // after remoteFlags: shares its --layout and --scale
@@ -389,6 +409,13 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	}
 	if *fpPath == "" || *suspects == "" {
 		return usagef("--fingerprint and --suspect are required")
+	}
+	wantSigner := ""
+	if *pubkey != "" {
+		var err error
+		if wantSigner, err = fingerprint.ParsePublicKey(*pubkey); err != nil {
+			return usagef("--pubkey: %v", err)
+		}
 	}
 	if err := apply(); err != nil {
 		return err
@@ -401,11 +428,25 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	res := verifyResult{Fingerprint: *fpPath, Calibration: calPath}
+	res := verifyResult{Fingerprint: *fpPath, Calibration: calPath, Signer: fp.Signer}
 	res.Commitment, _ = fp.Commitment()
 	res.Rule, _ = rule.Hash(fp)
+	if *expect != "" && !strings.EqualFold(strings.TrimSpace(*expect), res.Commitment) {
+		return fmt.Errorf("verify: %s has commitment %s, not the expected %s: it is not the fingerprint that was published", *fpPath, res.Commitment, *expect)
+	}
+	if wantSigner != "" && fp.Signer != wantSigner {
+		who := "nobody"
+		if fp.Signer != "" {
+			who = fp.Signer
+		}
+		return fmt.Errorf("verify: %s is signed by %s, not by the expected key %s", *fpPath, who, wantSigner)
+	}
+	signed := "unsigned (conferral keygen, then extract --sign)"
+	if fp.Signer != "" {
+		signed = "signed by " + fp.Signer
+	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "fingerprint %s: %d keys, commitment %.16s…; decision rule %.16s…\n", *fpPath, fp.N, res.Commitment, res.Rule)
+	fmt.Fprintf(&sb, "fingerprint %s: %d keys, commitment %s, %s; decision rule %.16s…\n", *fpPath, fp.N, res.Commitment, signed, res.Rule)
 	if c := rule.Calibration; c != nil {
 		fmt.Fprintf(&sb, "calibrated by %s: %d independent models (%s), agreement %.2f ± %.2f\n", calPath, len(c.Models), strings.Join(c.Architectures(), ", "), c.Fit.Mean(), c.Fit.SD())
 		for _, w := range c.Warnings() {
@@ -441,4 +482,24 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(&sb, "(uncalibrated: verdicts read the interval against θ = %.2f and give no p-value; run `conferral calibrate --fingerprint %s --models ...` with independently trained models for a calibrated test)\n", rule.Theta, *fpPath)
 	}
 	return e.emit(res, sb.String())
+}
+
+func runKeygen(ctx context.Context, e *env, args []string) error {
+	fs := flag.NewFlagSet("keygen", flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	out := fs.String("out", "", "private key file to create (mode 0600); the public key goes to OUT.pub; required")
+	fs.BoolVar(&e.json, "json", false, "print a machine-readable result on stdout")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return usagef("--out is required")
+	}
+	pub, err := fingerprint.GenerateKey(*out)
+	if err != nil {
+		return err
+	}
+	h := hex.EncodeToString(pub)
+	return e.emit(map[string]string{"key": *out, "public_key": h, "public_key_file": *out + ".pub"},
+		fmt.Sprintf("%s: ed25519 key (keep it private); public key %s in %s.pub — publish it, and sign fingerprints with `conferral extract --sign %s`\n", *out, h, *out, *out))
 }

@@ -32,6 +32,7 @@ func commands() map[string]command {
 		"info":       {"show the libtorch build, devices, threads and the model zoo", runInfo},
 		"derive":     {"derive a model from a source by a removal attack (distillation, extraction, fine-tuning, ...)", runDerive},
 		"extract":    {"craft a fingerprint from a source with C-BIM (Algorithm 2)", runExtract},
+		"keygen":     {"make the defender's ed25519 key for signing fingerprints (extract --sign)", runKeygen},
 		"calibrate":  {"measure how often independent models agree with a fingerprint: the null of calibrated verdicts", runCalibrate},
 		"verify":     {"verify suspects against a fingerprint (Algorithm 1): derived, independent or inconclusive", runVerify},
 		"experiment": {"reproduce the paper's studies: `experiment conferrability` (Table 1) or `experiment fingerprint` (Table 2)", runExperiment},
