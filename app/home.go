@@ -105,7 +105,7 @@ func (h *home) reload(ctx ui.Context) {
 			h.err, h.loaded = err, true
 			return
 		}
-		h.jobs = js
+		h.jobs, h.err = js, nil
 		h.story, h.hasStory = findStory(js, h.live)
 		if !h.hasStory {
 			h.showStored(ctx)
@@ -194,7 +194,7 @@ func (h *home) Render() ui.UI {
 				"task — references. C-BIM finds them by attacking an ensemble of surrogates and references at once, "+
 				"rewarding the target on the surrogates and penalising it on the references."),
 		),
-		loading(h.loaded, "the demo"),
+		loading(h.loaded, "the demo's story and fingerprints"),
 		errorBox(h.err),
 		ui.Div().Body(ui.If(h.hasStory, h.storyView()).Else(h.examples())),
 		ui.P().Body(
