@@ -1,6 +1,7 @@
 package experiment
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
@@ -59,7 +60,10 @@ type BenchResult struct {
 	// interval; Inconclusive counts both kinds.
 	FP, FN, Derived, Independent, Inconclusive int
 	FPR, FNR                                   [3]float64 // rate, low, high
-	AUC                                        float64
+	// ThetaFP and ThetaFN count the errors of the paper's point rule,
+	// fingerprint accuracy ≥ θ, on the same suspects, for comparison.
+	ThetaFP, ThetaFN int
+	AUC              float64
 	AUCInterval                                [2]float64 // bootstrap 95 %
 	MedianQueries                              float64    // sequential
 }
@@ -103,12 +107,12 @@ func (b *Benchmark) Run(ctx context.Context, dir report.Dir, progress shared.Rep
 		}
 		res.Rows = append(res.Rows, row)
 	}
-	res.score(b.Seed)
+	res.score(b.Seed, cmp.Or(b.Rule.Theta, fingerprint.DefaultThreshold))
 	return res, b.write(dir, res)
 }
 
 // score counts errors and computes the AUC with a bootstrap interval.
-func (r *BenchResult) score(seed uint64) {
+func (r *BenchResult) score(seed uint64, theta float64) {
 	var pos, neg, queries []float64
 	for _, row := range r.Rows {
 		v := row.Full
@@ -121,11 +125,17 @@ func (r *BenchResult) score(seed uint64) {
 			if v.Outcome != fingerprint.Derived {
 				r.FN++
 			}
+			if v.Accuracy < theta {
+				r.ThetaFN++
+			}
 		} else {
 			r.Independent++
 			neg = append(neg, v.Accuracy)
 			if v.Outcome == fingerprint.Derived {
 				r.FP++
+			}
+			if v.Accuracy >= theta {
+				r.ThetaFP++
 			}
 		}
 		if row.Seq != nil {
@@ -190,6 +200,9 @@ func (b *Benchmark) write(dir report.Dir, r *BenchResult) error {
 	fmt.Fprintf(&md, "- **False-positive rate %s** (%d of %d independent models called derived; 95%% interval %.3f–%.3f).\n", ratio(r.FPR), r.FP, r.Independent, r.FPR[1], r.FPR[2])
 	fmt.Fprintf(&md, "- **False-negative rate %s** (%d of %d derived models not called derived; 95%% interval %.3f–%.3f).\n", ratio(r.FNR), r.FN, r.Derived, r.FNR[1], r.FNR[2])
 	fmt.Fprintf(&md, "- Inconclusive verdicts: %d of %d.\n", r.Inconclusive, len(r.Rows))
+	theta := cmp.Or(b.Rule.Theta, fingerprint.DefaultThreshold)
+	fmt.Fprintf(&md, "- For comparison, the paper's point rule (fingerprint accuracy ≥ θ = %g) on the same suspects: %d of %d independent models accused, %d of %d derived models missed.\n",
+		theta, r.ThetaFP, r.Independent, r.ThetaFN, r.Derived)
 	fmt.Fprintf(&md, "- ROC AUC of fingerprint accuracy %.3f (bootstrap 95%% interval %.3f–%.3f).\n", r.AUC, r.AUCInterval[0], r.AUCInterval[1])
 	if !math.IsNaN(r.MedianQueries) {
 		fmt.Fprintf(&md, "- Sequential test: median %.0f answers to a decision, of %d fingerprints.\n", r.MedianQueries, fp.N)
@@ -264,10 +277,10 @@ func WriteSummary(dir report.Dir, describe, command string, names []string, rs [
 		}
 		rows = append(rows, []string{fmt.Sprintf("[%s](%s/README.md)", names[i], names[i]), fmt.Sprintf("`%.16s…`", r.RuleHash),
 			fmt.Sprintf("%d/%d = %.3f (≤ %.3f)", r.FP, r.Independent, r.FPR[0], r.FPR[2]), fmt.Sprintf("%d/%d = %.3f (≤ %.3f)", r.FN, r.Derived, r.FNR[0], r.FNR[2]),
-			fmt.Sprint(r.Inconclusive), fmt.Sprintf("%.3f [%.3f, %.3f]", r.AUC, r.AUCInterval[0], r.AUCInterval[1]), q})
+			fmt.Sprint(r.Inconclusive), fmt.Sprintf("%d / %d", r.ThetaFP, r.ThetaFN), fmt.Sprintf("%.3f [%.3f, %.3f]", r.AUC, r.AUCInterval[0], r.AUCInterval[1]), q})
 		fps, fns, n0, n1 = fps+r.FP, fns+r.FN, n0+r.Independent, n1+r.Derived
 	}
-	report.Table(&md, []string{"fingerprint", "rule", "false positives (95% upper)", "false negatives (95% upper)", "inconclusive", "AUC [bootstrap 95%]", "median queries (SPRT)"}, rows)
+	report.Table(&md, []string{"fingerprint", "rule", "false positives (95% upper)", "false negatives (95% upper)", "inconclusive", "at θ: false positives / negatives", "AUC [bootstrap 95%]", "median queries (SPRT)"}, rows)
 	lo, hi := stats.ClopperPearson(fps, n0, 0.95)
 	flo, fhi := stats.ClopperPearson(fns, n1, 0.95)
 	fmt.Fprintf(&md, "\nOver all %d verdicts on independent models: false-positive rate %d/%d (95%% interval %.3f–%.3f); on derived models: false-negative rate %d/%d (95%% interval %.3f–%.3f). "+

@@ -69,7 +69,7 @@ func TestBenchmark(t *testing.T) {
 		t.Fatal(err)
 	}
 	hash, _ := b.Rule.Hash(fp)
-	if r.RuleHash != hash || r.Derived != 4 || r.Independent != 3 || r.FN != 1 || r.FP != 1 {
+	if r.RuleHash != hash || r.Derived != 4 || r.Independent != 3 || r.FN != 1 || r.FP != 1 || r.ThetaFP != 1 || r.ThetaFN != 2 {
 		t.Errorf("result %+v, want hash %s, 1 of 4 missed, 1 of 3 accused", r, hash)
 	}
 	if r.FPR[0] != 1.0/3 || !(r.FPR[1] < 1.0/3 && r.FPR[2] > 1.0/3) || r.AUC >= 1 || !(r.AUCInterval[0] <= r.AUC && r.AUC <= r.AUCInterval[1]) {
@@ -88,7 +88,7 @@ func TestBenchmark(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"go test", hash, "False-positive rate 0.333", "False-negative rate 0.250", "**wrong**", "histogram.png", "12 independent models"} {
+	for _, want := range []string{"go test", hash, "False-positive rate 0.333", "False-negative rate 0.250", "**wrong**", "histogram.png", "12 independent models", "point rule (fingerprint accuracy ≥ θ = 0.7) on the same suspects: 1 of 3 independent models accused, 2 of 4"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report lacks %q", want)
 		}
