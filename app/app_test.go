@@ -227,6 +227,30 @@ func TestCurve(t *testing.T) {
 	}
 }
 
+// TestCurveReplayed: a finished job's replayed events carry epochs only
+// (the server records no step events), and the loss chart takes its
+// points from them instead of saying "no data yet".
+func TestCurveReplayed(t *testing.T) {
+	var c curve
+	for _, e := range []shared.Event{
+		{Kind: shared.Epoch, Epoch: 1, Step: 235, Total: 470, Metrics: map[string]float64{"loss": 0.61, "train_acc": 0.78}},
+		{Kind: shared.Epoch, Epoch: 2, Step: 470, Total: 470, Metrics: map[string]float64{"loss": 0.42, "train_acc": 0.85}},
+		{Kind: shared.State, State: shared.JobCompleted},
+	} {
+		c.add(e)
+	}
+	if len(c.lossY) != 2 || c.lastLoss != 0.42 || c.lossX[1] != 470 {
+		t.Errorf("loss series %v at %v, last %v; want the epochs' losses", c.lossY, c.lossX, c.lastLoss)
+	}
+	// Live step events are not doubled by the epoch that closes them.
+	var live curve
+	live.add(shared.Event{Kind: shared.Progress, Step: 235, Total: 470, Metrics: map[string]float64{"loss": 0.6}})
+	live.add(shared.Event{Kind: shared.Epoch, Epoch: 1, Step: 235, Total: 470, Metrics: map[string]float64{"loss": 0.61}})
+	if len(live.lossY) != 1 {
+		t.Errorf("live loss series %v: the epoch event added a point at a step already drawn", live.lossY)
+	}
+}
+
 func TestHandler(t *testing.T) {
 	web := t.TempDir()
 	wasm := bytes.Repeat([]byte("\x00asm fake module "), 4096)

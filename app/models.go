@@ -71,6 +71,11 @@ func (c *curve) add(e shared.Event) {
 			c.lastLoss = l
 		}
 	case shared.Epoch:
+		// A replayed job has no step events (the server records epochs
+		// only): the epoch's mean loss stands in where no step reached.
+		if l, ok := e.Metrics["loss"]; ok && (len(c.lossX) == 0 || c.lossX[len(c.lossX)-1] < float64(e.Step)) {
+			c.lossX, c.lossY, c.lastLoss = append(c.lossX, float64(e.Step)), append(c.lossY, l), l
+		}
 		c.epochs = append(c.epochs, float64(e.Epoch))
 		c.trainAcc = append(c.trainAcc, metric(e.Metrics, "train_acc"))
 		c.testAcc = append(c.testAcc, metric(e.Metrics, "test_acc"))

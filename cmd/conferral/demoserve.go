@@ -28,7 +28,7 @@ type demoServe struct {
 func runDemoServe(ctx context.Context, e *env, o demoServe) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s, err := server.New(ctx, server.Config{Dir: filepath.Join(o.out, "server"), Device: e.device.String(), Threads: o.threads,
+	s, err := server.New(ctx, server.Config{Dir: filepath.Join(o.out, "server"), Device: e.device.String(), Threads: o.threads, Results: resultsDir(""),
 		Addr: o.addr, App: app.Handler(o.web), Version: "demo", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return err
