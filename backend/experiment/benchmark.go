@@ -64,8 +64,8 @@ type BenchResult struct {
 	// fingerprint accuracy ≥ θ, on the same suspects, for comparison.
 	ThetaFP, ThetaFN int
 	AUC              float64
-	AUCInterval                                [2]float64 // bootstrap 95 %
-	MedianQueries                              float64    // sequential
+	AUCInterval      [2]float64 // bootstrap 95 %
+	MedianQueries    float64    // sequential
 }
 
 // Run records the rule's hash before any suspect is judged, judges each,
