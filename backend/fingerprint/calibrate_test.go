@@ -130,6 +130,31 @@ func TestCalibratedVerdicts(t *testing.T) {
 		seen[h] = name
 	}
 
+	// Independent models so spread out that accusing needs nearly every
+	// key: a suspect at 0.8 cannot be accused, and it is not cleared either.
+	spread := synthetic(100)
+	var wide []fingerprint.IndependentModel
+	for j, p := range []float64{0.02, 0.05, 0.1, 0.3, 0.5, 0.6, 0.75, 0.8, 0.4, 0.2, 0.1, 0.85} {
+		wide = append(wide, fingerprint.IndependentModel{Suspect: rate(fmt.Sprint("w", j), spread, p, uint64(100+j)), Arch: "mlp"})
+	}
+	wcal, err := fingerprint.Calibrate(ctx, spread, wide, fingerprint.DefaultFPR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		agree   int
+		outcome string
+	}{{80, fingerprint.Inconclusive}, {20, fingerprint.Independent}} {
+		s := &keyed{name: "s", fp: spread, agrees: func(i int) bool { return i < tc.agree }}
+		v, err := fingerprint.Verify(ctx, s, spread, fingerprint.Rule{Calibration: wcal})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Threshold <= 0.9 || v.Outcome != tc.outcome {
+			t.Errorf("a wide null (threshold %.2f): %d of 100 agreeing is %s, want %s", v.Threshold, tc.agree, v.Outcome, tc.outcome)
+		}
+	}
+
 	// Few models: a warning with the empirical p-value's resolution.
 	_, few := calibrated(t, 4)
 	if w := few.Warnings(); len(w) != 1 || !strings.Contains(w[0], "only 4") || !strings.Contains(w[0], "0.200") {

@@ -33,8 +33,8 @@ const (
 // when it is below, inconclusive otherwise; no p-value is given. With one,
 // a suspect is derived when the calibrated test rejects independence at
 // the false-positive rate FPR, independent when even the upper end of its
-// interval stays below the accuracy that test needs, and inconclusive in
-// between.
+// interval stays below both the accuracy that test needs and θ (a derived
+// model's agreement), and inconclusive in between.
 type Rule struct {
 	Theta       float64
 	Calibration *Calibration
@@ -333,7 +333,11 @@ func (r Rule) judge(v *Verdict, decision stats.Decision) {
 	switch {
 	case accuse:
 		v.Outcome = Derived
-	case hi < v.Threshold:
+	case hi < min(v.Threshold, r.Theta):
+		// Clearing needs the whole interval below the accusing line and
+		// below θ, the agreement of a derived model: a suspect the test
+		// cannot accuse only because independent models are so spread
+		// out is not thereby shown independent.
 		v.Outcome = Independent
 	default:
 		v.Outcome = Inconclusive
@@ -378,8 +382,8 @@ func (v *Verdict) Explain() string {
 		fmt.Fprintf(&b, "The %s; a model like them would agree this often with probability %.2g (fitted), and %.2g of them did (empirical). At a false-positive rate of %g the test accuses from %.0f%% on: it is derived from the source.",
 			null, *v.PValue, *v.EmpiricalP, nl.FPR, 100*v.Threshold)
 	case Independent:
-		fmt.Fprintf(&b, "The %s; accusing needs %.0f%% at a false-positive rate of %g, above the whole interval: no evidence that it was derived from the source.",
-			null, 100*v.Threshold, nl.FPR)
+		fmt.Fprintf(&b, "The %s; accusing needs %.0f%% at a false-positive rate of %g, and a derived model agrees about θ = %.0f%%: the whole interval is below both, no evidence that it was derived from the source.",
+			null, 100*v.Threshold, nl.FPR, 100*v.Theta)
 	default:
 		fmt.Fprintf(&b, "The %s; accusing needs %.0f%% at a false-positive rate of %g (p = %.2g fitted, %.2g empirical). The interval reaches that line, so the fingerprints cannot decide: inconclusive.",
 			null, 100*v.Threshold, nl.FPR, *v.PValue, *v.EmpiricalP)
