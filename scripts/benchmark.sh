@@ -153,11 +153,38 @@ for m in json.load(open(os.path.join(d, "manifest.json")))["models"]:
     print("\t".join([m["role"], m["arch"], "python3-torch: " + m["recipe"], os.path.join(d, m["file"])]))
 PY
 
+# Two derived and two independent outside models are judged through a
+# prediction endpoint (serve-model's KServe v2, as an API would serve
+# them) instead of as ONNX files: each model is judged once.
+SERVED=()
+trap 'kill "${SERVED[@]}" 2>/dev/null || true' EXIT
+python_rows=$(grep -c 'python3-torch' "$M" || true)
+port=18500 nd=0 ni=0
+while IFS=$'\t' read -r truth arch recipe spec; do
+  if [[ $recipe == python3-torch* && $spec == *.onnx ]]; then
+    if { [ "$truth" = derived ] && [ $nd -lt 2 ]; } || { [ "$truth" = independent ] && [ $ni -lt 2 ]; }; then
+      $C serve-model --quiet --threads 1 --model "$spec" --addr "127.0.0.1:$port" --name m >/dev/null 2>&1 &
+      SERVED+=($!)
+      spec="http://127.0.0.1:$port/v2/models/m"
+      port=$((port + 1))
+      if [ "$truth" = derived ]; then nd=$((nd + 1)); else ni=$((ni + 1)); fi
+    fi
+  fi
+  printf '%s\t%s\t%s\t%s\n' "$truth" "$arch" "$recipe" "$spec"
+done <"$M" >"$M.served"
+for ((i = 0; i < 50; i++)); do
+  up=0
+  for ((q = 18500; q < port; q++)); do curl -sf "http://127.0.0.1:$q/v2/health/ready" >/dev/null && up=$((up + 1)); done
+  [ $up -eq $((port - 18500)) ] && break
+  sleep 0.5
+done
+M=$M.served
+
 # 4. Judge every suspect by each fingerprint's frozen, calibrated rule.
-log "benchmark"
-$C experiment benchmark "${Q[@]}" --fingerprint "$CACHE/fp-1.safetensors,$CACHE/fp-2.safetensors,$CACHE/fp-3.safetensors" \
+log "benchmark ($python_rows models from python3-torch, $((port - 18500)) of them through an endpoint)"
+$C experiment benchmark "${Q[@]}" --allow-private --fingerprint "$CACHE/fp-1.safetensors,$CACHE/fp-2.safetensors,$CACHE/fp-3.safetensors" \
   --describe "Fashion-MNIST; LeNet-5 source (4 epochs, defender's half); suspects on the adversary's half, 1-4 epochs, zoo seed $ZOO_SEED" \
-  --suspects "$M" --out "$REPORT" --json >"$REPORT/results.json"
+  --suspects "$M" --out "$REPORT" --command "ZOO_SEED=$ZOO_SEED scripts/benchmark.sh" --json >"$CACHE/results-$ZOO_SEED.json"
 for s in 1 2 3; do
   cp "$CACHE/fp-$s.calibration.json" "$CACHE/fp-$s.png" "$REPORT/fp-$s/"
 done

@@ -145,8 +145,12 @@ func Histogram(path, title, xl string, groups []Series, bins int) error {
 		p.Legend.Add(g.Name, bar)
 	}
 	labels := make([]string, bins)
+	format := "%.1f"
+	if bins > 10 {
+		format = "%.2f" // 0.05 steps would read 0.1, 0.1
+	}
 	for b := range labels {
-		labels[b] = fmt.Sprintf("%.1f", float64(b)/float64(bins))
+		labels[b] = fmt.Sprintf(format, float64(b)/float64(bins))
 	}
 	p.NominalX(labels...)
 	return save(p, path)

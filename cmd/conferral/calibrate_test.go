@@ -158,3 +158,18 @@ func TestCalibrateVerifyBenchmark(t *testing.T) {
 		}
 	}
 }
+
+func TestShellQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"--describe":               "--describe",
+		"a,b/c.safetensors":        "a,b/c.safetensors",
+		"Fashion-MNIST; 2 epochs":  "'Fashion-MNIST; 2 epochs'",
+		"it's":                     `'it'\''s'`,
+		"":                         "''",
+		"http://127.0.0.1:8500/v2": "http://127.0.0.1:8500/v2",
+	} {
+		if got := shellQuote(in); got != want {
+			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

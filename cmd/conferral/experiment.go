@@ -209,6 +209,7 @@ func runBenchmark(ctx context.Context, e *env, args []string) error {
 	out := fs.String("out", "runs/benchmark", "report folder")
 	scale := fs.String("describe", "", "the scale and recipes of the models, for the report (e.g. \"Fashion-MNIST adversary half, 2 epochs\"); required")
 	seed := fs.Uint64("seed", 1, "seed of the AUC bootstrap")
+	reproduce := fs.String("command", "", "the command that reproduces the report, when this one is part of a larger script (default: this command line)")
 	ruleOf := ruleFlags(fs)
 	remote := remoteFlags(fs)
 	var of onnxFlags
@@ -257,7 +258,11 @@ func runBenchmark(ctx context.Context, e *env, args []string) error {
 	var suspects []experiment.BenchSuspect
 	var names []string
 	var results []*experiment.BenchResult
-	command := "conferral experiment benchmark " + strings.Join(args, " ")
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = shellQuote(a)
+	}
+	command := cmp.Or(*reproduce, "conferral experiment benchmark "+strings.Join(quoted, " "))
 	for _, p := range paths {
 		fp, err := fingerprint.Load(p)
 		if err != nil {
@@ -304,4 +309,13 @@ func runBenchmark(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	return e.emit(results, fmt.Sprintf("report in %s\n", *out))
+}
+
+// shellQuote quotes a for a POSIX shell when it needs it, so that a
+// report's command can be pasted back.
+func shellQuote(a string) string {
+	if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./,=:@+%") == "" {
+		return a
+	}
+	return "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
 }
