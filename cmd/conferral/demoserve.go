@@ -95,8 +95,17 @@ func demoStory(ctx context.Context, e *env, s *server.Server, o demoServe) error
 	trainReq := func(name, arch, split string, epochs int, seed int64, teacher string) shared.JobRequest {
 		d := data
 		d.Split = split
+		// Every model trained without the source is a reference (the
+		// calibration models too); with it, a surrogate.
+		role := shared.RoleReference
+		switch {
+		case name == "source":
+			role = shared.RoleSource
+		case teacher != "":
+			role = shared.RoleSurrogate
+		}
 		return shared.JobRequest{Kind: shared.JobTrain, Train: &shared.TrainArgs{DataArgs: d, Name: name, Arch: arch,
-			Epochs: epochs, Seed: seed, Teacher: teacher}}
+			Epochs: epochs, Seed: seed, Teacher: teacher, Role: role}}
 	}
 	clock := newStageClock()
 	// 1. The defender trains the source model.

@@ -2,8 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/conferral/conferral/backend/server"
+	"github.com/conferral/conferral/shared"
 )
 
 // TestDemo runs the demo's story at toy scale — as jobs of a real server on
@@ -36,6 +44,51 @@ func TestDemo(t *testing.T) {
 			if n := strings.Count(stdout, "fingerprint accuracy"); n != 8 {
 				t.Errorf("%d verdicts, want 8:\n%s", n, stdout)
 			}
+			if flavour != nil {
+				checkDemoRoles(t, filepath.Join(out, "server"))
+			}
 		})
+	}
+}
+
+// checkDemoRoles reopens the demo's server folder and checks each stored
+// model's role: one source, the surrogates, and every model trained
+// without the source (references and calibration models) a reference.
+func checkDemoRoles(t *testing.T, dir string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := server.New(ctx, server.Config{Dir: dir, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	res, err := http.Get(srv.URL + "/api/models")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var models []shared.ModelInfo
+	if err := json.NewDecoder(res.Body).Decode(&models); err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, m := range models {
+		want := shared.RoleReference
+		switch {
+		case m.Name == "source":
+			want = shared.RoleSource
+		case strings.Contains(m.Name, "surrogate"):
+			want = shared.RoleSurrogate
+		}
+		if m.Role != want {
+			t.Errorf("model %s has role %q, want %q", m.Name, m.Role, want)
+		}
+		count[m.Role]++
+	}
+	if count[shared.RoleSource] != 1 || count[shared.RoleSurrogate] != 12 || count[shared.RoleReference] != 22 {
+		t.Errorf("roles %v, want 1 source, 12 surrogates, 22 references", count)
 	}
 }
