@@ -243,7 +243,7 @@ func (b *Benchmark) write(dir report.Dir, r *BenchResult) error {
 	if c := b.Rule.Calibration; c != nil {
 		title += fmt.Sprintf(", calibrated threshold %.2f", c.Summary.Accuracy)
 	}
-	if err := report.Histogram(dir.Path("histogram.png"), title, "fingerprint accuracy", groups, 20); err != nil {
+	if err := report.Histogram(dir.Path("histogram.png"), title, "fingerprint accuracy", "fraction of models", groups, 20); err != nil {
 		return err
 	}
 	fmt.Fprintf(&md, "\n![derived and independent agreement](histogram.png)\n")

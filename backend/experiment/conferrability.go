@@ -237,7 +237,7 @@ func (st *ConferrabilityStudy) write(dir report.Dir, f *Fleet, scores []*AttackS
 	if err := report.Lines(dir.Path("conferrability_vs_eps.png"), "Conferrability on testing models", "ε (L∞)", "mean conferrability", lines); err != nil {
 		return err
 	}
-	if err := report.Histogram(dir.Path("conferrability_hist.png"), fmt.Sprintf("Per-example conferrability at ε = %g", st.Focus), "conferrability", hists, 10); err != nil {
+	if err := report.Histogram(dir.Path("conferrability_hist.png"), fmt.Sprintf("Per-example conferrability at ε = %g", st.Focus), "conferrability", "fraction of examples", hists, 10); err != nil {
 		return err
 	}
 	fmt.Fprintf(&md, "![conferrability against ε](conferrability_vs_eps.png)\n\n## Per-example conferrability at ε = %g (Figure 5)\n\n![histogram](conferrability_hist.png)\n", st.Focus)

@@ -121,8 +121,9 @@ func Scatter(path, title, xl, yl string, groups []Series, h float64, hName strin
 }
 
 // Histogram plots the distribution of values in bins over [0,1].
-func Histogram(path, title, xl string, groups []Series, bins int) error {
-	p := newPlot(title, xl, "fraction of examples")
+// yl names what the fractions are of ("fraction of examples").
+func Histogram(path, title, xl, yl string, groups []Series, bins int) error {
+	p := newPlot(title, xl, yl)
 	w := vg.Points(18 / float64(max(len(groups), 1)))
 	for i, g := range groups {
 		counts := make(plotter.Values, bins)

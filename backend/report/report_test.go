@@ -24,7 +24,7 @@ func TestPlotsArePNGs(t *testing.T) {
 		},
 		"scatter.png": func(p string) error { return Scatter(p, "s", "x", "y", s, 0.7, "θ") },
 		"hist.png": func(p string) error {
-			return Histogram(p, "h", "v", []Series{{Name: "a", Y: []float64{0, 0.5, 1, 1}}, {Name: "b", Y: []float64{0.2}}}, 10)
+			return Histogram(p, "h", "v", "fraction", []Series{{Name: "a", Y: []float64{0, 0.5, 1, 1}}, {Name: "b", Y: []float64{0.2}}}, 10)
 		},
 	}
 	for name, write := range cases {
