@@ -85,8 +85,44 @@ class ResNet(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
+class LeNet(nn.Module):
+    """backend/nn LeNet: LeNet-5 with ReLU and max pooling (the demo's source)."""
+
+    def __init__(self, c, hw, classes=10):
+        super().__init__()
+        self.norm = Normalize(c)
+        self.conv1 = nn.Conv2d(c, 6, 5, padding=2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        side = ((hw // 2) - 4) // 2
+        self.fc1, self.fc2, self.fc3 = nn.Linear(16 * side * side, 120), nn.Linear(120, 84), nn.Linear(84, classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(self.norm(x))), 2)
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2).flatten(1)
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+
+class MLP(nn.Module):
+    """backend/nn MLP (widths 512, 256, dropout 0.2) and MLPDrop (1024, 1024, dropout 0.5)."""
+
+    def __init__(self, c, hw, widths, p, classes=10):
+        super().__init__()
+        self.norm = Normalize(c)
+        self.fc1, self.fc2 = nn.Linear(c * hw * hw, widths[0]), nn.Linear(widths[0], widths[1])
+        self.fc3 = nn.Linear(widths[1], classes)
+        self.p, self.both = p, widths[0] == widths[1]
+
+    def forward(self, x):
+        x = F.dropout(F.relu(self.fc1(self.norm(x).flatten(1))), self.p, self.training)
+        x = F.relu(self.fc2(x))
+        if self.both:
+            x = F.dropout(x, self.p, self.training)
+        return self.fc3(x)
+
+
 def build(name, c, hw):
-    return {"cnn": lambda: SmallCNN(c, hw), "resnet20": lambda: ResNet(c, 3)}[name]()
+    return {"cnn": lambda: SmallCNN(c, hw), "resnet20": lambda: ResNet(c, 3), "lenet": lambda: LeNet(c, hw),
+            "mlp": lambda: MLP(c, hw, (512, 256), 0.2), "mlpdrop": lambda: MLP(c, hw, (1024, 1024), 0.5)}[name]()
 
 
 def timeit(fn, warmup, iters):

@@ -164,9 +164,10 @@ type torchBench struct {
 	Results map[string][]float64 `json:"results"`
 }
 
-func benchTorch(ctx context.Context, python string, models []string, shape string, batch, warmup, iters, threads int) (*torchBench, error) {
+func benchTorch(ctx context.Context, python string, models []string, shape string, batch, warmup, iters, threads, cbimSteps int) (*torchBench, error) {
 	cmd := exec.CommandContext(ctx, python, "bench/torch_bench.py", "--threads", fmt.Sprint(threads), "--batch", fmt.Sprint(batch),
-		"--iters", fmt.Sprint(iters), "--warmup", fmt.Sprint(warmup), "--models", strings.Join(models, ","), "--shape", shape)
+		"--iters", fmt.Sprint(iters), "--warmup", fmt.Sprint(warmup), "--models", strings.Join(models, ","), "--shape", shape,
+		"--cbim-steps", fmt.Sprint(cbimSteps))
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
@@ -196,6 +197,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	iters := fs.Int("iters", 10, "timed iterations per round")
 	rounds := fs.Int("rounds", 3, "alternating Go/PyTorch rounds")
 	modelsFlag := fs.String("models", "cnn,resnet20", "models to benchmark")
+	fleetFlag := fs.String("fleet", "lenet,mlp,mlpdrop", "the demo fleet's architectures, trained on 1x28x28 images: models × epochs per minute (empty: skip)")
 	python := fs.String("python", "/usr/bin/python3", "Python with Debian's python3-torch")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -217,7 +219,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		e.progress.Report(shared.Event{Kind: shared.Progress, Stage: "bench", Step: int64(2*r + 1), Total: int64(2 * *rounds)})
-		tb, err = benchTorch(ctx, *python, models, "3,32,32", *batch, 3, *iters, torch.NumThreads())
+		tb, err = benchTorch(ctx, *python, models, "3,32,32", *batch, 3, *iters, torch.NumThreads(), 10)
 		if err != nil {
 			return err
 		}
@@ -238,6 +240,23 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		}
 		for k, v := range tb.Results {
 			pyRes[k] = append(pyRes[k], v...)
+		}
+		if *fleetFlag != "" {
+			fleet := strings.Split(*fleetFlag, ",")
+			g, err := benchGo(fleet, 1, 28, *batch, 3, *iters, e.device)
+			if err != nil {
+				return err
+			}
+			ft, err := benchTorch(ctx, *python, fleet, "1,28,28", *batch, 3, *iters, torch.NumThreads(), 0)
+			if err != nil {
+				return err
+			}
+			for k, v := range g {
+				goRes["fleet:"+k] = append(goRes["fleet:"+k], v...)
+			}
+			for k, v := range ft.Results {
+				pyRes["fleet:"+k] = append(pyRes["fleet:"+k], v...)
+			}
 		}
 	}
 	type row struct {
@@ -272,6 +291,20 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	cb := median(goRes["cbim/7-model ensemble"])
 	fmt.Fprintf(&sb, "\nC-BIM (1 source + 3 surrogates + 3 references, small CNNs, batch %d of 1x28x28, eq. 11-14 with dropout 0.5): one step takes %.0f ms, so the binding crafts %.1f candidates per second at 100 steps (PyTorch: %.1f).\n",
 		*batch, cb*1e3, float64(*batch)/(100*cb), float64(*batch)/(100*median(pyRes["cbim/7-model ensemble"])))
+	if *fleetFlag != "" {
+		// An epoch of the demo's 30,000 images is ceil(30000/batch) train steps.
+		steps := float64((30000 + *batch - 1) / *batch)
+		fmt.Fprintf(&sb, "\n## The demo fleet: one model at a time, train steps only (batch %d of 1x28x28, %d threads)\n\n", *batch, torch.NumThreads())
+		fmt.Fprintf(&sb, "| model | Go ms per step | PyTorch ms per step | Go models × epochs per minute | PyTorch | Go ÷ PyTorch |\n|---|---:|---:|---:|---:|---:|\n")
+		for _, m := range strings.Split(*fleetFlag, ",") {
+			k := "fleet:" + m + "/train_step"
+			g, p := median(goRes[k]), median(pyRes[k])
+			r := row{Model: "fleet:" + m, Op: "epochs_per_minute", GoMs: g * 1e3, TorchMs: p * 1e3, ThroughputVsTorch: p / g}
+			rows = append(rows, r)
+			fmt.Fprintf(&sb, "| %s | %.1f | %.1f | %.1f | %.1f | %.2f× |\n", m, r.GoMs, r.TorchMs, 60/(steps*g), 60/(steps*p), r.ThroughputVsTorch)
+		}
+		fmt.Fprintf(&sb, "\nThe arithmetic alone: `make demo` prints its own fleet stage's wall time (data loading, augmentation, evaluation and the queue included) to compare with.\n")
+	}
 	onnxRows, onnxText := benchONNXReport(goRes, pyRes)
 	for _, r := range onnxRows {
 		rows = append(rows, row{Model: "onnx:" + benchONNXArch, Op: r.Op, GoMs: r.GoMs, TorchMs: r.TorchMs, ThroughputVsTorch: r.ThroughputVsTorch})
