@@ -85,9 +85,9 @@ at::Reduction::Reduction reduction(int r) {
 extern "C" {
 
 char *tch_cuda_device_count(int *out) { TRY(*out = static_cast<int>(torch::cuda::device_count())) }
-void tch_set_num_threads(int n) { at::set_num_threads(n); }
+char *tch_set_num_threads(int n) { TRY(at::set_num_threads(n)) }
 int tch_get_num_threads(void) { return at::get_num_threads(); }
-void tch_manual_seed(uint64_t seed) { torch::manual_seed(seed); }
+char *tch_manual_seed(uint64_t seed) { TRY(torch::manual_seed(seed)) }
 int tch_grad_enabled(void) { return at::GradMode::is_enabled() ? 1 : 0; }
 void tch_set_grad_enabled(int on) { at::GradMode::set_enabled(on != 0); }
 

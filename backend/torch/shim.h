@@ -19,9 +19,9 @@ enum { TCH_FLOAT32 = 0, TCH_INT64 = 1, TCH_BOOL = 2, TCH_UINT8 = 3 };
 
 // Devices: kind 0 is CPU, 1 is CUDA.
 char *tch_cuda_device_count(int *out);
-void tch_set_num_threads(int n);
+char *tch_set_num_threads(int n);
 int tch_get_num_threads(void);
-void tch_manual_seed(uint64_t seed);
+char *tch_manual_seed(uint64_t seed);
 int tch_grad_enabled(void);
 void tch_set_grad_enabled(int on);
 

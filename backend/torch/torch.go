@@ -169,7 +169,7 @@ func ParseDevice(s string) (Device, error) {
 // Debian's build).
 func SetNumThreads(n int) {
 	if n > 0 {
-		C.tch_set_num_threads(C.int(n))
+		check("set_num_threads", C.tch_set_num_threads(C.int(n))) // inside the shim's exception guard
 	}
 }
 
@@ -177,7 +177,7 @@ func SetNumThreads(n int) {
 func NumThreads() int { return int(C.tch_get_num_threads()) }
 
 // ManualSeed seeds libtorch's random generators (dropout, Rand, RandN).
-func ManualSeed(seed uint64) { C.tch_manual_seed(C.uint64_t(seed)) }
+func ManualSeed(seed uint64) { check("manual_seed", C.tch_manual_seed(C.uint64_t(seed))) }
 
 // NoGrad runs f with autograd recording off, as torch.no_grad() does. Grad
 // mode is per OS thread in libtorch, so f runs locked to its thread; torch
