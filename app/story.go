@@ -188,7 +188,7 @@ func findStory(jobs []shared.Job, live map[string]shared.Event) (d demoStory, ok
 				"on the source's labels, and references trained independently."),
 		step(stepVerify, "5. Verification", "verdict", verify, live,
 			"Each suspect is asked only for its labels of the fingerprints (Algorithm 1). Its fingerprint accuracy, with a 95 % Clopper–Pearson interval, "+
-				"is judged against the calibrated threshold: above it the suspect is derived, below it independent, and an interval that straddles it is inconclusive."),
+				"is judged against the calibrated threshold: at or above it the suspect is derived; with the whole interval below it (and below θ, where derived models agree) independent; otherwise inconclusive."),
 	}
 	return d, true
 }
