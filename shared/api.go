@@ -369,7 +369,9 @@ type FingerprintInfo struct {
 	Loss       string  `json:"loss"`
 	Count      int     `json:"count"`      // fingerprints
 	Candidates int     `json:"candidates"` // start points attacked
-	// ReferenceRate is the null hypothesis of a verdict's p-value.
+	// ReferenceRate is the highest agreement of a training reference with
+	// the keys: it describes the crafting (C-BIM drives it down), not what
+	// an innocent model agrees on — a calibration measures that.
 	ReferenceRate float64   `json:"reference_rate"`
 	Commitment    string    `json:"commitment"`
 	Job           string    `json:"job,omitempty"`

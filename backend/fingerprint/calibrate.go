@@ -89,8 +89,9 @@ func Calibrate(ctx context.Context, fp *Fingerprint, models []IndependentModel, 
 	}
 	c := &Calibration{Format: calibrationFormat, Fingerprint: com, Fingerprints: fp.N, Dataset: fp.Meta.Dataset,
 		Created: time.Now().UTC().Truncate(time.Second), FPR: fpr}
+	images := suspect.Images{X: fp.Float32(), N: fp.N, C: fp.C, H: fp.H, W: fp.W}
 	for _, m := range models {
-		labels, err := m.Suspect.Classify(ctx, suspect.Images{X: fp.Float32(), N: fp.N, C: fp.C, H: fp.H, W: fp.W})
+		labels, err := m.Suspect.Classify(ctx, images)
 		if err != nil {
 			return nil, fmt.Errorf("calibrate with %s: %w", m.Suspect, err)
 		}

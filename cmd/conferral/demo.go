@@ -248,7 +248,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		verdict := strings.ToUpper(v.Outcome)
-		ok := (fm.surrogate && v.Outcome == fingerprint.Derived) || (!fm.surrogate && v.Outcome == fingerprint.Independent)
+		ok := demoRight(fm.surrogate, v.Outcome)
 		mark := "right"
 		if !ok {
 			mark = "WRONG"
@@ -272,6 +272,16 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	sb.WriteString(clock.String())
 	_, err = fmt.Fprint(e.stdout, sb.String())
 	return err
+}
+
+// demoRight says whether a verdict's outcome is the truth about a demo
+// model: a surrogate must be called derived, a reference independent
+// (inconclusive is right for neither).
+func demoRight(surrogate bool, outcome string) bool {
+	if surrogate {
+		return outcome == shared.OutcomeDerived
+	}
+	return outcome == shared.OutcomeIndependent
 }
 
 // stageClock times the demo's stages.

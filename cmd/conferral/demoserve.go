@@ -181,7 +181,7 @@ func demoStory(ctx context.Context, e *env, s *server.Server, o demoServe) error
 		}
 		threshold = v.Threshold
 		mark := "WRONG"
-		if (surrogate[i] && v.Outcome == shared.OutcomeDerived) || (!surrogate[i] && v.Outcome == shared.OutcomeIndependent) {
+		if demoRight(surrogate[i], v.Outcome) {
 			mark = "right"
 			right++
 		}
