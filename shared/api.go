@@ -250,8 +250,13 @@ type ExtractArgs struct {
 	Dropout *float64 `json:"dropout,omitempty"`
 	Loss    string   `json:"loss,omitempty"` // linear, ce or geometric
 	// BestIterate keeps each example's first most conferrable C-BIM iterate.
-	BestIterate bool     `json:"best_iterate,omitempty"`
-	Tau         *float64 `json:"tau,omitempty"`
+	BestIterate bool `json:"best_iterate,omitempty"`
+	// Shift and Noise are C-BIM's input diversity: each step attacks the
+	// ensemble on x′ shifted by up to Shift pixels, with Gaussian noise of
+	// standard deviation Noise (0: off).
+	Shift int      `json:"shift,omitempty"`
+	Noise float64  `json:"noise,omitempty"`
+	Tau   *float64 `json:"tau,omitempty"`
 	// TauSurr (τ_S) is the minimal share of the training surrogates that must
 	// carry an example's key, on top of τ (0: only τ filters).
 	TauSurr    float64 `json:"tau_surr,omitempty"`

@@ -255,6 +255,9 @@ func TestAttacksStayInBall(t *testing.T) {
 		{"CBIM best iterate", 0.1, attack.LInf, func(x, y *torch.Tensor) *torch.Tensor {
 			return attack.CBIM(f.ensemble(), x, y, attack.CBIMConfig{Eps: 0.1, Alpha: 0.01, Steps: 15, Dropout: 0.5, Loss: attack.LossLinear, Best: true})
 		}},
+		{"CBIM input diversity", 0.1, attack.LInf, func(x, y *torch.Tensor) *torch.Tensor {
+			return attack.CBIM(f.ensemble(), x, y, attack.CBIMConfig{Eps: 0.1, Alpha: 0.01, Steps: 15, Dropout: 0.5, Loss: attack.LossGeometric, Best: true, Shift: 2, Noise: 0.05})
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -563,6 +566,89 @@ func sum32(v []float32) float64 {
 		s += float64(x)
 	}
 	return s
+}
+
+// TestCBIMInputDiversity checks C-BIM with Shift and Noise: it still raises
+// the ensemble's conferrability of the target on x′ itself, and its
+// examples keep a larger share of it when the input is moved by a pixel or
+// two than examples crafted without (the same seed and steps): that
+// invariance is what the expectation over shifts is for. (On x′ itself the
+// plain attack scores higher; it optimises exactly that.)
+func TestCBIMInputDiversity(t *testing.T) {
+	f := models(t)
+	f.run(t, func(x, y *torch.Tensor) {
+		e := f.ensemble()
+		c := attack.CBIMConfig{Eps: 0.1, Alpha: 0.01, Steps: 20, Dropout: 0.5, Loss: attack.LossGeometric}
+		torch.ManualSeed(3)
+		plain := attack.CBIM(e, x, y, c)
+		c.Shift, c.Noise = 2, 0.02
+		torch.ManualSeed(3)
+		diverse := attack.CBIM(e, x, y, c)
+		// shiftedScore is the mean over the eight one- and two-pixel moves
+		// of the target's M_E, the target chosen on the unmoved example.
+		shiftedScore := func(adv *torch.Tensor) (float64, float64) {
+			var at, moved float64
+			torch.NoGrad(func() {
+				torch.Scoped(func(*torch.Scope) {
+					mine := e.Conferrability(adv).Float32s()
+					for _, v := range bestOther(mine, f.y, f.classes) {
+						at += v / batchN
+					}
+					moves := [][2]int64{{1, 0}, {-1, 0}, {0, 1}, {0, -1}, {2, 0}, {-2, 0}, {0, 2}, {0, -2}}
+					for _, m := range moves {
+						p := torch.Pad(adv, []int64{2, 2, 2, 2}, torch.PadConstant, 0).Narrow(2, 2+m[0], int64(f.h)).Narrow(3, 2+m[1], int64(f.w))
+						sc := e.Conferrability(p).Float32s()
+						for i := range batchN {
+							k := argmaxOther(mine[i*f.classes:(i+1)*f.classes], int(f.y[i]))
+							moved += float64(sc[i*f.classes+k]) / batchN / float64(len(moves))
+						}
+					}
+				})
+			})
+			return at, moved
+		}
+		pa, pm := shiftedScore(plain)
+		da, dm := shiftedScore(diverse)
+		t.Logf("M_E of the target on x′: plain %.3f, diverse %.3f; under 1-2 pixel moves: plain %.3f, diverse %.3f", pa, da, pm, dm)
+		var before float64
+		torch.NoGrad(func() {
+			for _, v := range bestOther(e.Conferrability(x).Float32s(), f.y, f.classes) {
+				before += v / batchN
+			}
+		})
+		if da <= before {
+			t.Errorf("with input diversity the target's M_E went %.3f → %.3f; want it raised", before, da)
+		}
+		if dm/da <= pm/pa {
+			t.Errorf("under small moves the diverse examples keep %.2f of their score, the plain ones %.2f; want the diverse ones to keep more", dm/da, pm/pa)
+		}
+	})
+}
+
+// argmaxOther is the index of the largest of p other than y.
+func argmaxOther(p []float32, y int) int {
+	k := -1
+	for j, v := range p {
+		if j != y && (k < 0 || v > p[k]) {
+			k = j
+		}
+	}
+	return k
+}
+
+func TestCheckDiversity(t *testing.T) {
+	for _, tc := range []struct {
+		shift int
+		noise float64
+		ok    bool
+	}{
+		{0, 0, true}, {2, 0.05, true}, {attack.MaxShift, 1, true},
+		{-1, 0, false}, {attack.MaxShift + 1, 0, false}, {0, -0.1, false}, {0, 1.5, false}, {0, math.NaN(), false},
+	} {
+		if err := attack.CheckDiversity(tc.shift, tc.noise); (err == nil) != tc.ok {
+			t.Errorf("CheckDiversity(%d, %g) = %v, want ok %v", tc.shift, tc.noise, err, tc.ok)
+		}
+	}
 }
 
 // TestCBIMRefusesBadInput checks that C-BIM panics with a *torch.Error,

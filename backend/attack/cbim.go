@@ -66,6 +66,15 @@ type CBIMConfig struct {
 	Best bool
 	// Weights α, β, γ of LossCE (1, 1, 1 when all are zero).
 	Weights [3]float64
+	// Shift and Noise make each step's gradient an expectation over input
+	// transformations (input diversity, Xie et al. 2019; EOT, Athalye et
+	// al. 2018): every step attacks the ensemble on x′ moved by up to
+	// Shift pixels in each direction (zero border) plus Gaussian noise of
+	// standard deviation Noise, so the example cannot rely on
+	// pixel-exact features of the training models. The target and the
+	// best iterate are still chosen on x′ itself. Zero turns each off.
+	Shift int
+	Noise float64
 	// OnStep, when set, is called after each step.
 	OnStep func(step int)
 }
@@ -154,14 +163,20 @@ func CBIM(e Ensemble, x, y *torch.Tensor, c CBIMConfig) *torch.Tensor {
 		next := x
 		torch.Scoped(func(s *torch.Scope) {
 			xi := s.Add(xa.Detach()).SetRequiresGrad(true)
-			lsv, lrv := logVotes(members, xi), logVotes(e.References, xi)
+			xt := c.transform(xi)
+			lsv, lrv := logVotes(members, xt), logVotes(e.References, xt)
 			sv, rv := lsv.Exp(), lrv.Exp()
 			surr := meanVote(sv, c.Dropout, d) // eq. 11
 			ref := meanVote(rv, c.Dropout, d)  // eq. 12
 			me := ref.RSubScalar(1).Mul(surr)  // eq. 13
 			// The target is the most conferrable class other than y, chosen
 			// on the whole ensemble (no dropout) so that it does not flicker.
-			full := rv.Detach().MeanDims([]int64{0}, false).RSubScalar(1).Mul(sv.Detach().MeanDims([]int64{0}, false))
+			var full *torch.Tensor
+			if xt == xi {
+				full = rv.Detach().MeanDims([]int64{0}, false).RSubScalar(1).Mul(sv.Detach().MeanDims([]int64{0}, false))
+			} else {
+				torch.NoGrad(func() { full = e.Conferrability(xi.Detach()) })
+			}
 			t := full.Add(notY).Argmax(1, true)
 			if c.Best && i > 0 {
 				keepBest(xi, full, t)
@@ -217,6 +232,37 @@ func CBIM(e Ensemble, x, y *torch.Tensor, c CBIMConfig) *torch.Tensor {
 		x.Scope().Add(xa)
 	}
 	return xa
+}
+
+// MaxShift bounds CBIMConfig.Shift: a larger move is no longer a small
+// transformation of a 28- or 32-pixel image.
+const MaxShift = 8
+
+// CheckDiversity says why Shift or Noise is out of range, or nil.
+func CheckDiversity(shift int, noise float64) error {
+	if shift < 0 || shift > MaxShift {
+		return fmt.Errorf("shift %d: want 0 to %d pixels", shift, MaxShift)
+	}
+	if !(noise >= 0 && noise <= 1) {
+		return fmt.Errorf("noise %g: want a standard deviation in [0,1]", noise)
+	}
+	return nil
+}
+
+// transform is one draw of the step's input transformation (Shift, Noise)
+// applied to x, differentiably; x itself when both are off.
+func (c CBIMConfig) transform(x *torch.Tensor) *torch.Tensor {
+	if c.Shift > 0 {
+		p := int64(c.Shift)
+		r := torch.Rand(x.Scope(), torch.CPU, 2).Float32s() // the shift (dy, dx), from libtorch's seeded generator
+		dy, dx := int64(r[0]*float32(2*p+1)), int64(r[1]*float32(2*p+1))
+		h, w := x.Size(2), x.Size(3)
+		x = torch.Pad(x, []int64{p, p, p, p}, torch.PadConstant, 0).Narrow(2, min(dy, 2*p), h).Narrow(3, min(dx, 2*p), w)
+	}
+	if c.Noise > 0 {
+		x = x.Add(torch.RandN(x.Scope(), x.Device(), x.Shape()...).MulScalar(c.Noise))
+	}
+	return x
 }
 
 // Quantize rounds x′ to 8-bit pixel values inside the L∞ ε-ball around x

@@ -216,7 +216,7 @@ func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Craf
 	fp := &Fingerprint{C: d.C, H: d.H, W: d.W, Meta: Meta{
 		Dataset: d.Name, Classes: d.Classes, Mean: mean, Std: std, SourceSHA256: tm.SourceID, SourceArch: tm.SourceArch,
 		Created: time.Now().UTC(), Attack: "cbim", Loss: string(cfg.CBIM.Loss), Eps: cfg.CBIM.Eps, Alpha: cfg.CBIM.Alpha,
-		Steps: cfg.CBIM.Steps, Dropout: cfg.CBIM.Dropout, BestIterate: cfg.CBIM.Best, Tau: cfg.Tau, TauSurr: cfg.TauSurr, Surrogates: tm.SurrogateIDs, References: tm.ReferenceIDs,
+		Steps: cfg.CBIM.Steps, Dropout: cfg.CBIM.Dropout, BestIterate: cfg.CBIM.Best, Shift: cfg.CBIM.Shift, Noise: cfg.CBIM.Noise, Tau: cfg.Tau, TauSurr: cfg.TauSurr, Surrogates: tm.SurrogateIDs, References: tm.ReferenceIDs,
 		Candidates: len(start), Seed: cfg.Seed,
 	}}
 	if fp.Meta.Loss == "" {

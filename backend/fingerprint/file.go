@@ -53,6 +53,8 @@ type Meta struct {
 	Steps        int       `json:"steps"`
 	Dropout      float64   `json:"dropout"`
 	BestIterate  bool      `json:"best_iterate,omitempty"` // C-BIM kept each example's most conferrable iterate
+	Shift        int       `json:"shift,omitempty"`        // C-BIM's input diversity: random shifts of up to this many pixels
+	Noise        float64   `json:"noise,omitempty"`        // and Gaussian noise of this standard deviation
 	Tau          float64   `json:"tau"`
 	TauSurr      float64   `json:"tau_surr,omitempty"` // minimal Transfer to the training surrogates (τ_S)
 	Surrogates   []string  `json:"surrogates"`         // training models, by sha256 or name

@@ -151,6 +151,9 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 		if _, err := attack.ParseLoss(a.Loss); err != nil {
 			return badInput("%v", err)
 		}
+		if err := attack.CheckDiversity(a.Shift, a.Noise); err != nil {
+			return badInput("%v", err)
+		}
 		if _, err := fingerprint.StartPoints(a.Start, nil, nil); err != nil {
 			return badInput("%v", err)
 		}
@@ -588,6 +591,7 @@ func (s *Server) runExtract(ctx context.Context, j shared.Job, a shared.ExtractA
 		cfg.CBIM.Loss = attack.Loss(a.Loss)
 	}
 	cfg.CBIM.Best = a.BestIterate
+	cfg.CBIM.Shift, cfg.CBIM.Noise = a.Shift, a.Noise
 	if a.Tau != nil { // zero keeps every example
 		cfg.Tau = *a.Tau
 	}

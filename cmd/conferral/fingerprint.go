@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"math"
@@ -83,6 +84,20 @@ func cbimFlags(fs *flag.FlagSet) func() fingerprint.Config {
 	steps := fs.Int("steps", def.CBIM.Steps, "C-BIM steps")
 	dropout := fs.Float64("dropout", def.CBIM.Dropout, "ensemble dropout (§6.2)")
 	best := fs.Bool("best-iterate", false, "return each example's first most conferrable C-BIM iterate instead of the last")
+	var shift int
+	var noise float64
+	fs.Func("shift", "input diversity: attack each C-BIM step on x′ moved by up to this many pixels (0: off)", func(v string) (err error) {
+		if shift, err = strconv.Atoi(v); err != nil {
+			return errors.New("want a whole number of pixels")
+		}
+		return attack.CheckDiversity(shift, 0)
+	})
+	fs.Func("noise", "input diversity: and with Gaussian noise of this standard deviation added, pixel units (0: off)", func(v string) (err error) {
+		if noise, err = strconv.ParseFloat(v, 64); err != nil {
+			return errors.New("want a number")
+		}
+		return attack.CheckDiversity(0, noise)
+	})
 	loss := def.CBIM.Loss
 	fs.Func("loss", "C-BIM objective: linear (eq. 14), ce (the later published version) or geometric (geometric means of Surr and 1 − Ref) (default linear)", func(v string) (err error) {
 		loss, err = attack.ParseLoss(v)
@@ -96,6 +111,7 @@ func cbimFlags(fs *flag.FlagSet) func() fingerprint.Config {
 	return func() fingerprint.Config {
 		c := def
 		c.CBIM.Eps, c.CBIM.Alpha, c.CBIM.Steps, c.CBIM.Dropout, c.CBIM.Loss, c.CBIM.Best = *eps, *alpha, *steps, *dropout, loss, *best
+		c.CBIM.Shift, c.CBIM.Noise = shift, noise
 		c.Tau, c.TauSurr, c.Candidates, c.Batch, c.Seed = *tau, *tauSurr, *cands, *batch, *seed
 		return c
 	}
