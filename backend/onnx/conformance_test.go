@@ -51,7 +51,7 @@ func runNodeTest(dir string) (op string, res conformanceResult, detail error) {
 	if err != nil {
 		return op, refused, err
 	}
-	g, err := buildGraph(mp.Graph, opset)
+	g, err := buildGraph(mp.Graph, opset, 0)
 	if err != nil {
 		return op, refused, err
 	}

@@ -168,7 +168,7 @@ func FuzzRun(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		torch.Scoped(func(s *torch.Scope) {
 			gp, opset, ins := fuzzNode(s, data)
-			g, err := buildGraph(gp, opset)
+			g, err := buildGraph(gp, opset, 0)
 			if err != nil {
 				if !strings.HasPrefix(err.Error(), "onnx: ") {
 					t.Errorf("error %q does not say it comes from onnx", err)

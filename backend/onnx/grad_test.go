@@ -68,7 +68,7 @@ func TestInputGradients(t *testing.T) {
 			}
 			gp := &pb.GraphProto{Node: []*pb.NodeProto{c.node}, Initializer: c.inits,
 				Input: []*pb.ValueInfoProto{{Name: "x"}}, Output: []*pb.ValueInfoProto{{Name: "y"}}}
-			g, err := buildGraph(gp, opset)
+			g, err := buildGraph(gp, opset, 0)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -100,9 +100,10 @@ func valueInfoOf(v *pb.ValueInfoProto) (valueInfo, error) {
 	return vi, nil
 }
 
-// buildGraph checks gp and converts it. On error every tensor made so far
-// is freed.
-func buildGraph(gp *pb.GraphProto, opset int64) (_ *graph, err error) {
+// buildGraph checks gp and converts it; maxMem bounds the bytes of the
+// constants that folding makes (0: DefaultMaxMemory). On error every
+// tensor made so far is freed.
+func buildGraph(gp *pb.GraphProto, opset, maxMem int64) (_ *graph, err error) {
 	g := &graph{opset: opset, consts: map[string]*torch.Tensor{}}
 	defer func() {
 		if err != nil {
@@ -223,7 +224,10 @@ func buildGraph(gp *pb.GraphProto, opset int64) (_ *graph, err error) {
 			return nil, fmt.Errorf("onnx: graph output %q is not computed", o.name)
 		}
 	}
-	if err := g.fold(); err != nil {
+	if maxMem <= 0 {
+		maxMem = DefaultMaxMemory
+	}
+	if err := g.fold(maxMem); err != nil {
 		return nil, err
 	}
 	g.plan()
@@ -232,9 +236,11 @@ func buildGraph(gp *pb.GraphProto, opset int64) (_ *graph, err error) {
 
 // fold runs, once at load, every node whose inputs are all constants
 // (Constant nodes, shape arithmetic on weights) and keeps its outputs as
-// constants.
-func (g *graph) fold() error {
+// constants. The shapes of what it makes are inferred before each node
+// runs, and their bytes must stay within maxMem.
+func (g *graph) fold(maxMem int64) error {
 	kept := g.nodes[:0:0]
+	var folded int64
 	for _, n := range g.nodes {
 		constant := true
 		for _, in := range n.in {
@@ -246,6 +252,9 @@ func (g *graph) fold() error {
 		if !constant || n.op == "Dropout" && len(n.out) > 1 {
 			kept = append(kept, n)
 			continue
+		}
+		if err := g.checkFold(n, &folded, maxMem); err != nil {
+			return err
 		}
 		var outs []*torch.Tensor
 		var err error
@@ -276,6 +285,36 @@ func (g *graph) fold() error {
 		}
 	}
 	g.nodes = kept
+	return nil
+}
+
+// checkFold infers the outputs of constant node n and adds their bytes to
+// folded, failing past maxMem.
+func (g *graph) checkFold(n *node, folded *int64, maxMem int64) error {
+	c := &runCtx{opset: g.opset, dev: torch.CPU, s: torch.NewScope(), batch: 1}
+	defer c.s.Close()
+	in := make([]*aval, len(n.in))
+	err := torch.Catch(func() {
+		for i, name := range n.in {
+			if t, ok := g.consts[name]; ok && name != "" {
+				in[i] = &aval{shape: t.Shape(), dt: t.DType(), t: t}
+			}
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("onnx: %v: %w", n, err)
+	}
+	outs, err := c.infer(n, in)
+	if err != nil {
+		return err
+	}
+	for _, o := range outs {
+		*folded = satAdd(*folded, o.bytes())
+	}
+	if *folded > maxMem {
+		return fmt.Errorf("onnx: %v: the constants folded at load need about %s, over the memory budget of %s",
+			n, FormatBytes(*folded), FormatBytes(maxMem))
+	}
 	return nil
 }
 

@@ -38,6 +38,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 
 	pb "github.com/advancedclimatesystems/gonnx/onnx"
 
@@ -61,6 +62,10 @@ type Model struct {
 	classes   int
 	output    string // the value Forward returns
 	opset     int64
+	maxMem    int64 // the budget of one pass's estimate, in bytes
+
+	estMu    sync.Mutex
+	estCache map[string]MemoryEstimate // by the graph input's shape
 }
 
 // newModel checks the graph of mp and sets up the input conversion.
@@ -69,11 +74,18 @@ func newModel(mp *pb.ModelProto, o Options) (m *Model, err error) {
 	if err != nil {
 		return nil, err
 	}
-	g, err := buildGraph(mp.Graph, opset)
+	maxMem := o.MaxMemory
+	if maxMem == 0 {
+		maxMem = DefaultMaxMemory
+	}
+	if maxMem < 0 {
+		return nil, fmt.Errorf("onnx: memory budget %d is negative", maxMem)
+	}
+	g, err := buildGraph(mp.Graph, opset, maxMem)
 	if err != nil {
 		return nil, err
 	}
-	m = &Model{g: g, dev: torch.CPU, opset: opset}
+	m = &Model{g: g, dev: torch.CPU, opset: opset, maxMem: maxMem}
 	defer func() {
 		if err != nil {
 			g.free()
@@ -101,6 +113,14 @@ func newModel(mp *pb.ModelProto, o Options) (m *Model, err error) {
 		return nil, fmt.Errorf("onnx: input of %d×%d×%d values is over the limit of %d", m.c, m.h, m.w, maxPixels)
 	}
 	if m.c > 0 && m.h > 0 && m.w > 0 {
+		// The estimate of one image, before anything runs on it.
+		e, eerr := m.Estimate(1)
+		if eerr != nil {
+			return nil, eerr
+		}
+		if e.Peak > m.maxMem {
+			return nil, m.overBudget(e, false)
+		}
 		// One run on a blank image checks every node's shapes now rather
 		// than on the first suspect query, and finds the class count.
 		var y *torch.Tensor
@@ -306,12 +326,10 @@ func (m *Model) ForwardContext(ctx context.Context, x *torch.Tensor) (y *torch.T
 		case m.layout == "nhwc":
 			v = v.Permute(0, 2, 3, 1)
 		}
-		var res []*torch.Tensor
-		res, ferr = m.g.run(ctx, m.dev, []*torch.Tensor{v}, []string{m.output})
+		y, ferr = m.run(ctx, v, x.RequiresGrad())
 		if ferr != nil {
 			return
 		}
-		y = res[0]
 		if home := x.Scope(); home != nil {
 			home.Add(y)
 		} else {
@@ -325,6 +343,69 @@ func (m *Model) ForwardContext(ctx context.Context, x *torch.Tensor) (y *torch.T
 		return nil, err
 	}
 	return y, nil
+}
+
+// run evaluates the graph on v, the converted input, after checking the
+// memory estimate of the pass: a batch over the budget runs in parts that
+// fit when grad is false (an inference pass frees each part's values) and
+// is refused otherwise. The result joins v's scope.
+func (m *Model) run(ctx context.Context, v *torch.Tensor, grad bool) (*torch.Tensor, error) {
+	shape := v.Shape()
+	e, err := m.estimateShape(shape)
+	if err != nil {
+		return nil, err
+	}
+	n := shape[0]
+	part := n
+	if e.Bytes(grad) > m.maxMem {
+		if grad || n <= 1 {
+			return nil, m.overBudget(e, grad)
+		}
+		if part, err = m.partSize(shape); err != nil {
+			return nil, err
+		}
+	}
+	var ys []*torch.Tensor
+	for off := int64(0); off < n; off += part {
+		in := v
+		if part < n {
+			in = v.Narrow(0, off, min(part, n-off))
+		}
+		res, err := m.g.run(ctx, m.dev, []*torch.Tensor{in}, []string{m.output})
+		if err != nil {
+			return nil, err
+		}
+		ys = append(ys, res[0])
+	}
+	if len(ys) == 1 {
+		return ys[0], nil
+	}
+	return torch.Cat(ys, 0), nil
+}
+
+// partSize is the largest number of images of an inference pass on shape
+// whose estimate fits the budget.
+func (m *Model) partSize(shape []int64) (int64, error) {
+	one := append([]int64{1}, shape[1:]...)
+	e1, err := m.estimateShape(one)
+	if err != nil {
+		return 0, err
+	}
+	if e1.Peak > m.maxMem {
+		return 0, m.overBudget(e1, false)
+	}
+	part := min(max(m.maxMem/max(e1.Peak, 1), 1), shape[0])
+	for part > 1 {
+		e, err := m.estimateShape(append([]int64{part}, shape[1:]...))
+		if err != nil {
+			return 0, err
+		}
+		if e.Peak <= m.maxMem {
+			break
+		}
+		part /= 2
+	}
+	return part, nil
 }
 
 // Device is where the model's weights live.

@@ -198,6 +198,49 @@ func opConvTranspose(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	if g <= 0 || xs[1] != ws[0] {
 		fail("input of %d channels does not fit weight %v", xs[1], ws)
 	}
+	geo := convTransposeGeometry(n, xs, ws)
+	stride, dil, outPad, begin, end, size := geo.stride, geo.dil, geo.outPad, geo.begin, geo.end, geo.size
+	c.numel(append([]int64{xs[0], ws[1] * g}, size...))
+	if len(xs) == 3 {
+		w = w.Reshape(ws[0], ws[1], 1, ws[2])
+	}
+	o := torch.ConvOpts{Stride: pair(stride, 1), Dilation: pair(dil, 1), Groups: g}
+	fast := true
+	for i := range k {
+		if begin[i] != end[i] || begin[i] < 0 || outPad[i] >= max(stride[i], dil[i]) {
+			fast = false
+		}
+	}
+	return one(as2d(x, func(x *torch.Tensor) *torch.Tensor {
+		if fast {
+			o.Padding, o.OutputPadding = pair(begin, 0), pair(outPad, 0)
+			return torch.ConvTranspose2d(x, w, b, o)
+		}
+		// Crop (or pad) the full output, then add the bias.
+		y := torch.ConvTranspose2d(x, w, nil, o)
+		nb, ne := make([]int64, k), make([]int64, k)
+		for i := range k {
+			nb[i], ne[i] = -begin[i], outPad[i]-end[i]
+		}
+		y = torch.Pad(y, torchPad(nb, ne), torch.PadConstant, 0)
+		if b != nil {
+			y = y.Add(b.Reshape(1, -1, 1, 1))
+		}
+		return y
+	}))
+}
+
+// tconvGeometry is a transposed convolution's per-axis parameters and
+// output size.
+type tconvGeometry struct {
+	stride, dil, outPad, begin, end, size []int64
+}
+
+// convTransposeGeometry reads strides, dilations, output_padding, pads,
+// auto_pad and output_shape for an input of shape xs and a weight of
+// shape ws.
+func convTransposeGeometry(n *node, xs, ws []int64) tconvGeometry {
+	k := len(xs) - 2
 	ones := func() []int64 { return slices.Repeat([]int64{1}, k) }
 	stride, dil := n.ints("strides"), n.ints("dilations")
 	if stride == nil {
@@ -265,34 +308,7 @@ func opConvTranspose(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 			fail("output size %d along axis %d is not positive", size[i], i+2)
 		}
 	}
-	c.numel(append([]int64{xs[0], ws[1] * g}, size...))
-	if len(xs) == 3 {
-		w = w.Reshape(ws[0], ws[1], 1, ws[2])
-	}
-	o := torch.ConvOpts{Stride: pair(stride, 1), Dilation: pair(dil, 1), Groups: g}
-	fast := true
-	for i := range k {
-		if begin[i] != end[i] || begin[i] < 0 || outPad[i] >= max(stride[i], dil[i]) {
-			fast = false
-		}
-	}
-	return one(as2d(x, func(x *torch.Tensor) *torch.Tensor {
-		if fast {
-			o.Padding, o.OutputPadding = pair(begin, 0), pair(outPad, 0)
-			return torch.ConvTranspose2d(x, w, b, o)
-		}
-		// Crop (or pad) the full output, then add the bias.
-		y := torch.ConvTranspose2d(x, w, nil, o)
-		nb, ne := make([]int64, k), make([]int64, k)
-		for i := range k {
-			nb[i], ne[i] = -begin[i], outPad[i]-end[i]
-		}
-		y = torch.Pad(y, torchPad(nb, ne), torch.PadConstant, 0)
-		if b != nil {
-			y = y.Add(b.Reshape(1, -1, 1, 1))
-		}
-		return y
-	}))
+	return tconvGeometry{stride: stride, dil: dil, outPad: outPad, begin: begin, end: end, size: size}
 }
 
 func opBatchNorm(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
@@ -450,8 +466,12 @@ func opReshape(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 		fail("opset %d's shape attribute is not supported", c.opset)
 	}
 	x, st := need(in, 0), need(in, 1)
-	s := x.Shape()
-	want := intsOf(st, "shape")
+	return one(x.Reshape(reshapeTarget(c, n, x.Shape(), intsOf(st, "shape"))...))
+}
+
+// reshapeTarget resolves Reshape's shape want (0 copies an axis unless
+// allowzero, one -1 is inferred) for an input of shape s.
+func reshapeTarget(c *runCtx, n *node, s, want []int64) []int64 {
 	allowZero := n.int("allowzero", 0) != 0
 	infer := -1
 	known := int64(1)
@@ -487,7 +507,7 @@ func opReshape(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	if c.numel(want) != total {
 		fail("cannot reshape %v into %v", s, want)
 	}
-	return one(x.Reshape(want...))
+	return want
 }
 
 func opTranspose(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {

@@ -39,6 +39,13 @@ type Options struct {
 	// MaxBytes refuses larger files before reading them; 0 means
 	// DefaultMaxBytes.
 	MaxBytes int64
+	// MaxMemory is the budget in bytes of intermediate values one forward
+	// pass may hold by the importer's static estimate (MemoryEstimate), and
+	// of the constants folded at load: a model whose single image is over
+	// it is refused when it is read, before anything runs; a larger batch
+	// over it runs in parts that fit when it records no gradients and is
+	// refused otherwise. 0 means DefaultMaxMemory.
+	MaxMemory int64
 }
 
 // Open reads the ONNX model in the file at path.

@@ -38,6 +38,7 @@ import (
 	"github.com/riverqueue/river/rivermigrate"
 	_ "modernc.org/sqlite" // the embedded database
 
+	"github.com/conferral/conferral/backend/onnx"
 	"github.com/conferral/conferral/backend/torch"
 	"github.com/conferral/conferral/shared"
 )
@@ -61,6 +62,12 @@ type Config struct {
 	NoResume bool
 	// MaxUpload bounds an uploaded ONNX file in bytes [256 MiB].
 	MaxUpload int64
+	// ONNXMemory is the memory budget in bytes of one forward pass of an
+	// uploaded ONNX model by the importer's static estimate of its
+	// intermediate values (onnx.Options.MaxMemory): an upload whose single
+	// image needs more is refused before it runs [onnx.DefaultMaxMemory,
+	// 1 GiB].
+	ONNXMemory int64
 	// UploadRetention is how long an accepted upload is kept after it was
 	// last uploaded, unless a job that has not ended needs it; a negative
 	// value keeps uploads for good [7 days]. Only the embedded database's
@@ -187,6 +194,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.MaxUpload <= 0 {
 		cfg.MaxUpload = 256 << 20
+	}
+	if cfg.ONNXMemory <= 0 {
+		cfg.ONNXMemory = onnx.DefaultMaxMemory
 	}
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:8080"

@@ -156,8 +156,8 @@ func (s *Server) verifyUpload(w http.ResponseWriter, r *http.Request) (shared.Jo
 	return s.Submit(r.Context(), shared.JobRequest{Kind: shared.JobVerify, Verify: &a})
 }
 
-func onnxOptions(in shared.UploadFields, maxBytes int64) onnx.Options {
-	o := onnx.Options{Layout: strings.ToLower(in.Layout), Scale: float32(in.Scale), MaxBytes: maxBytes}
+func onnxOptions(in shared.UploadFields, maxBytes, maxMemory int64) onnx.Options {
+	o := onnx.Options{Layout: strings.ToLower(in.Layout), Scale: float32(in.Scale), MaxBytes: maxBytes, MaxMemory: maxMemory}
 	for _, v := range in.Mean {
 		o.Mean = append(o.Mean, float32(v))
 	}
@@ -177,7 +177,7 @@ func (s *Server) validateUpload(ctx context.Context, path string, size int64, in
 	}
 	runtime.LockOSThread() // libtorch's thread pool belongs to the OS thread
 	defer runtime.UnlockOSThread()
-	m, err := onnx.Open(path, onnxOptions(in, s.cfg.MaxUpload))
+	m, err := onnx.Open(path, onnxOptions(in, s.cfg.MaxUpload, s.cfg.ONNXMemory))
 	if err != nil {
 		return err
 	}
@@ -200,7 +200,7 @@ func (s *Server) openUpload(ctx context.Context, a shared.VerifyArgs, in shared.
 	if err != nil {
 		return nil, nil, err
 	}
-	m, err := onnx.Open(path, onnxOptions(in, s.cfg.MaxUpload))
+	m, err := onnx.Open(path, onnxOptions(in, s.cfg.MaxUpload, s.cfg.ONNXMemory))
 	if err != nil {
 		return nil, nil, fmt.Errorf("loading the uploaded model: %w", err)
 	}

@@ -15,7 +15,7 @@ import (
 
 // onnxFlags say how an imported ONNX model takes its input when the file
 // does not say (or to override what it says): --layout, --scale, --mean
-// and --std. A flag another part of the command already defines (verify's
+// and --std; and --onnx-memory, the budget of its memory estimate. A flag another part of the command already defines (verify's
 // remote suspects take --layout and --scale too) is shared, not redefined;
 // only flags given on the command line override the file.
 type onnxFlags struct{ fs *flag.FlagSet }
@@ -31,10 +31,11 @@ func (o *onnxFlags) register(fs *flag.FlagSet) {
 	def("scale", "factor from [0,1] pixels to an .onnx model's range, e.g. 255 (default: from the file, else 1)")
 	def("mean", "per-channel mean subtracted from scaled pixels for .onnx models, comma-separated (default: from the file, else 0)")
 	def("std", "per-channel std dividing scaled pixels for .onnx models, comma-separated (default: from the file, else 1)")
+	onnxMemoryFlag(fs)
 }
 
 func (o *onnxFlags) options() (onnx.Options, error) {
-	var opt onnx.Options
+	opt := onnx.Options{MaxMemory: int64(*onnxMemoryFlag(o.fs))}
 	var err error
 	o.fs.Visit(func(f *flag.Flag) {
 		if err != nil {

@@ -28,6 +28,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	workers := fs.Int("workers", 1, "jobs run at once on the device")
 	maxUpload := fs.Int64("max-upload", 256<<20, "largest ONNX upload in bytes")
 	uploadRetention := fs.Duration("upload-retention", 7*24*time.Hour, "how long an accepted ONNX upload is kept after it was last uploaded, unless a job still needs it (negative: for good)")
+	onnxMemory := onnxMemoryFlag(fs)
 	maxHeavy := fs.Int("max-heavy", 2, "heavy requests (ONNX uploads, fingerprint details) run at once; more are answered 503 with Retry-After")
 	origins := fs.String("origins", "", "comma-separated extra origins (scheme://host:port) allowed to use the API from a browser")
 	hosts := fs.String("hosts", "", "comma-separated extra names the server answers to in the Host header (it answers to where it listens: loopback names and addresses for a loopback --addr); others are refused, which defeats DNS rebinding")
@@ -73,7 +74,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	}
 	s, err := server.New(ctx, server.Config{
 		Dir: *dir, Device: e.device.String(), Workers: *workers, Threads: threads, NoResume: *noResume,
-		MaxUpload: *maxUpload, MaxHeavy: *maxHeavy, UploadRetention: *uploadRetention, AllowPrivate: *allowPrivate, Addr: *addr, Token: *token, Origins: extra, Hosts: names,
+		MaxUpload: *maxUpload, ONNXMemory: int64(*onnxMemory), MaxHeavy: *maxHeavy, UploadRetention: *uploadRetention, AllowPrivate: *allowPrivate, Addr: *addr, Token: *token, Origins: extra, Hosts: names,
 		App: app.Handler(*web), DataDir: *dataDir, Results: resultsDir(*results), Version: "dev",
 		Database: *database, Artifacts: *artifacts, NoWork: *coordinator, Lease: *lease, JobDevice: *jobsDevice,
 		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level})),

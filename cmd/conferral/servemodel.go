@@ -35,6 +35,7 @@ func runServeModel(ctx context.Context, e *env, args []string) error {
 	scale := fs.Float64("scale", 1, "pixel scale the endpoint takes (255 for 0-255 inputs)")
 	maxBatch := fs.Int("max-batch", 1024, "most images in one request")
 	maxPending := fs.Int("max-pending", 4, "requests read, decoded, run or waiting at once; more are answered 503 with Retry-After")
+	onnxMemory := onnxMemoryFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -58,7 +59,7 @@ func runServeModel(ctx context.Context, e *env, args []string) error {
 	if err := apply(); err != nil {
 		return err
 	}
-	m, spec, err := loadServed(e, *model, *classes)
+	m, spec, err := loadServed(e, *model, *classes, int64(*onnxMemory))
 	if err != nil {
 		return err
 	}
@@ -101,10 +102,11 @@ type served interface {
 }
 
 // loadServed loads a Conferral model, a deployed ensemble or an .onnx
-// model, with what the endpoint says about its input and classes.
-func loadServed(e *env, path, classes string) (served, nn.Spec, error) {
+// model (within the memory budget onnxMemory), with what the endpoint says
+// about its input and classes.
+func loadServed(e *env, path, classes string, onnxMemory int64) (served, nn.Spec, error) {
 	if isONNX(path) {
-		m, err := onnx.Open(strings.TrimSpace(path), onnx.Options{}) // conventions from the file
+		m, err := onnx.Open(strings.TrimSpace(path), onnx.Options{MaxMemory: onnxMemory}) // conventions from the file
 		if err != nil {
 			return nil, nn.Spec{}, err
 		}

@@ -25,6 +25,7 @@ func runWorker(ctx context.Context, e *env, args []string) error {
 	lease := fs.Duration("lease", 30*time.Second, "how long this worker may stay silent before its jobs are run elsewhere (the same on every member)")
 	dataDir := fs.String("data-dir", "", "dataset folder (default: where the Debian package or module puts it)")
 	verbose := fs.Bool("v", false, "log the queue's activity")
+	onnxMemory := onnxMemoryFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -51,7 +52,7 @@ func runWorker(ctx context.Context, e *env, args []string) error {
 	}
 	s, err := server.New(ctx, server.Config{
 		Dir: dir, Artifacts: *artifacts, Database: *database, Name: *name, Lease: *lease,
-		Device: e.device.String(), Workers: *workers, Threads: threads, DataDir: *dataDir, Version: "dev",
+		Device: e.device.String(), Workers: *workers, Threads: threads, DataDir: *dataDir, Version: "dev", ONNXMemory: int64(*onnxMemory),
 		Logger: slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: level})),
 	})
 	if err != nil {
