@@ -5,6 +5,7 @@
 # ZOO_SEED only re-judges.
 #
 #   ZOO_SEED=4711 scripts/benchmark.sh       # the zoo's seeds (drawn when unset)
+#   TAG=wide WIDE=1 EXTRACT="--tau 0.75" scripts/benchmark.sh   # another extraction setting
 #
 # 1. The defender (its half of the training set): a LeNet-5 source; a
 #    training fleet of 8 surrogates and 8 references over lenet, mlp and
@@ -31,35 +32,23 @@ cd "$(dirname "$0")/.."
 THREADS=${THREADS:-$(nproc)}
 ZOO_SEED=${ZOO_SEED:-$(shuf -i 1000-9999 -n 1)}
 CACHE=${CACHE:-conferral-cache/benchmark-lenet}
-REPORT=${REPORT:-docs/results/benchmark}
+# TAG names an extraction setting other than the first report's: its
+# fingerprints live in $CACHE/$TAG and its report in
+# docs/results/benchmark-$TAG. WIDE=1 adds fleet2 (scripts/lib.sh) to the
+# training fleet; EXTRACT holds extract flags beyond the shared ones.
+TAG=${TAG:-}
+WIDE=${WIDE:-0}
+EXTRACT=${EXTRACT:-}
+FPS=$CACHE${TAG:+/$TAG}
+REPORT=${REPORT:-docs/results/benchmark${TAG:+-$TAG}}
 C="bin/conferral"
 Q=(--quiet --threads "$THREADS")
-# Models train PAR at a time, THREADS/PAR threads each: small models scale
-# poorly over threads, and each process spends its first seconds loading data.
 PAR=${PAR:-2}
-QT=(--quiet --threads $(( THREADS / PAR > 0 ? THREADS / PAR : 1 )))
-mkdir -p "$CACHE/fleet" "$CACHE/calibration" "$CACHE/zoo-$ZOO_SEED/outside" "$REPORT"
-log() { printf '%s  %s\n' "$(date +%T)" "$*" >&2; }
-
-# train OUT ARGS...: conferral train in the background unless OUT exists,
-# once fewer than PAR trainings run; settle waits for all of them.
-train() {
-  local out=$1; shift
-  [ -f "$out" ] && return 0
-  while [ "$(jobs -rp | wc -l)" -ge "$PAR" ]; do wait -n; done
-  log "train $out $*"
-  $C train "${QT[@]}" --out "$out" "$@" >/dev/null &
-}
-derive() {
-  local out=$1; shift
-  [ -f "$out" ] && return 0
-  while [ "$(jobs -rp | wc -l)" -ge "$PAR" ]; do wait -n; done
-  log "derive $out $*"
-  $C derive "${QT[@]}" --out "$out" "$@" >/dev/null &
-}
-settle() { while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n; done; }
-
 SRC=$CACHE/source.safetensors
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+mkdir -p "$CACHE/fleet" "$CACHE/calibration" "$CACHE/zoo-$ZOO_SEED/outside" "$REPORT" "$FPS"
+
 ARCHS=(lenet mlp mlpdrop)
 FLEET_RECIPES=("sgd+nesterov,epochs=2" "adam,lr=0.001,aug=none,epochs=2")
 epochs() { [ "$1" = lenet ] && echo 2 || echo 4; } # MLPs are ~5x cheaper per epoch
@@ -84,16 +73,20 @@ for j in $(seq 0 11); do
   CAL+=("$CACHE/calibration/cal-$j-$arch.safetensors")
 done
 settle
-join() { local IFS=,; echo "$*"; }
+if [ "$WIDE" = 1 ]; then
+  fleet2
+  SURR+=("$CACHE"/fleet2/surr2-*.safetensors) REFS+=("$CACHE"/fleet2/ref2-*.safetensors)
+fi
 
 # 2. Three fingerprints, each calibrated.
 for s in 1 2 3; do
-  fp=$CACHE/fp-$s.safetensors
+  fp=$FPS/fp-$s.safetensors
   if [ ! -f "$fp" ]; then
-    log "extract $fp"
+    log "extract $fp $EXTRACT"
+    # shellcheck disable=SC2086 # EXTRACT is a list of flags
     $C extract "${Q[@]}" --source "$SRC" --surrogates "$(join "${SURR[@]}")" --references "$(join "${REFS[@]}")" \
-      --eps 0.05 --steps 50 --loss geometric --best-iterate --tau 0.5 --tau-surr 1 --candidates 600 --seed "$s" \
-      --out "$fp" --sheet "$CACHE/fp-$s.png" >/dev/null
+      --eps 0.05 --steps 50 --loss geometric --best-iterate --tau 0.5 --tau-surr 1 --candidates 600 --seed "$s" $EXTRACT \
+      --out "$fp" --sheet "$FPS/fp-$s.png" >/dev/null
   fi
   [ -f "${fp%.safetensors}.calibration.json" ] || $C calibrate "${Q[@]}" --fingerprint "$fp" --models "$(join "${CAL[@]}")" >/dev/null
 done
@@ -182,12 +175,17 @@ M=$M.served
 
 # 4. Judge every suspect by each fingerprint's frozen, calibrated rule.
 log "benchmark ($python_rows models from python3-torch, $((port - 18500)) of them through an endpoint)"
-$C experiment benchmark "${Q[@]}" --allow-private --fingerprint "$CACHE/fp-1.safetensors,$CACHE/fp-2.safetensors,$CACHE/fp-3.safetensors" \
-  --describe "Fashion-MNIST; LeNet-5 source (4 epochs, defender's half); suspects on the adversary's half, 1-4 epochs, zoo seed $ZOO_SEED" \
-  --suspects "$M" --out "$REPORT" --command "ZOO_SEED=$ZOO_SEED scripts/benchmark.sh" --json >"$CACHE/results-$ZOO_SEED.json"
+CMD="ZOO_SEED=$ZOO_SEED"
+[ -z "$TAG" ] || CMD+=" TAG=$TAG"
+[ "$WIDE" != 1 ] || CMD+=" WIDE=1"
+[ -z "$EXTRACT" ] || CMD+=" EXTRACT='$EXTRACT'"
+CMD+=" scripts/benchmark.sh"
+$C experiment benchmark "${Q[@]}" --allow-private --fingerprint "$FPS/fp-1.safetensors,$FPS/fp-2.safetensors,$FPS/fp-3.safetensors" \
+  --describe "Fashion-MNIST; LeNet-5 source (4 epochs, defender's half); training fleet ${#SURR[@]}+${#REFS[@]}${EXTRACT:+, extract $EXTRACT}; suspects on the adversary's half, 1-4 epochs, zoo seed $ZOO_SEED" \
+  --suspects "$M" --out "$REPORT" --command "$CMD" --json >"$FPS/results-$ZOO_SEED.json"
 for s in 1 2 3; do
-  cp "$CACHE/fp-$s.calibration.json" "$CACHE/fp-$s.png" "$REPORT/fp-$s/"
+  cp "$FPS/fp-$s.calibration.json" "$FPS/fp-$s.png" "$REPORT/fp-$s/"
 done
 cp "$M" "$REPORT/suspects.tsv"
-echo "ZOO_SEED=$ZOO_SEED scripts/benchmark.sh" >"$REPORT/COMMAND"
+echo "$CMD" >"$REPORT/COMMAND"
 log "done: $REPORT"

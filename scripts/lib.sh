@@ -1,0 +1,43 @@
+# lib.sh: what scripts/benchmark.sh and scripts/levers.sh share. Source it
+# after setting C (the binary), CACHE, SRC, THREADS and PAR.
+QT=(--quiet --threads $(( THREADS / PAR > 0 ? THREADS / PAR : 1 )))
+log() { printf '%s  %s\n' "$(date +%T)" "$*" >&2; }
+join() { local IFS=,; echo "$*"; }
+
+# train OUT ARGS...: conferral train in the background unless OUT exists,
+# once fewer than PAR trainings run; settle waits for all of them.
+# Models train PAR at a time, THREADS/PAR threads each: small models scale
+# poorly over threads, and each process spends its first seconds loading data.
+train() {
+  local out=$1; shift
+  [ -f "$out" ] && return 0
+  while [ "$(jobs -rp | wc -l)" -ge "$PAR" ]; do wait -n; done
+  log "train $out $*"
+  $C train "${QT[@]}" --out "$out" "$@" >/dev/null &
+}
+derive() {
+  local out=$1; shift
+  [ -f "$out" ] && return 0
+  while [ "$(jobs -rp | wc -l)" -ge "$PAR" ]; do wait -n; done
+  log "derive $out $*"
+  $C derive "${QT[@]}" --out "$out" "$@" >/dev/null &
+}
+settle() { while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n; done; }
+
+# fleet2: a second training fleet in $CACHE/fleet2, 8 surrogates and 8
+# references over lenet, mlp and mlpdrop with four recipes the first fleet
+# never used — Adam with crops and flips, AdamW with crops only, SGD with
+# noise, SGD + Nesterov without augmentation and with label smoothing —
+# so that C-BIM meets more of the ways an independent model is trained.
+fleet2() {
+  local archs=(lenet mlp mlpdrop) i arch r
+  local recipes=("adam,lr=0.001,aug=crop+flip,epochs=2" "adamw,lr=0.001,wd=0.05,aug=crop,epochs=2" "sgd,lr=0.05,mom=0.9,aug=noise,epochs=2" "sgd+nesterov,lr=0.05,aug=none,ls=0.1,epochs=2")
+  mkdir -p "$CACHE/fleet2"
+  for i in $(seq 0 7); do
+    arch=${archs[$((i % 3))]} r=${recipes[$((i % 4))]}
+    [ "$arch" = lenet ] || r=${r/epochs=2/epochs=4} # MLPs are ~5x cheaper per epoch
+    train "$CACHE/fleet2/ref2-$arch-$i.safetensors" --split defender --arch "$arch" --recipe "$r" --seed $((400 + i))
+    train "$CACHE/fleet2/surr2-$arch-$i.safetensors" --split defender --arch "$arch" --teacher "$SRC" --recipe "$r" --seed $((500 + i))
+  done
+  settle
+}
