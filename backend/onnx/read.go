@@ -7,8 +7,10 @@ import (
 	"io"
 	"math"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	pb "github.com/advancedclimatesystems/gonnx/onnx"
 	"google.golang.org/protobuf/proto"
@@ -18,6 +20,10 @@ import (
 
 // DefaultMaxBytes is the largest file Read accepts when Options.MaxBytes is 0.
 const DefaultMaxBytes = 1 << 30
+
+// freeAfter is the file size from which Read returns the file's bytes to
+// the system once they are decoded.
+const freeAfter = 16 << 20
 
 // maxDepth bounds protobuf message nesting; an image classifier's graph
 // needs about eight levels (model, graph, node, attribute, tensor, …), and
@@ -102,6 +108,13 @@ func readProto(r io.Reader, size, max int64) (*pb.ModelProto, error) {
 	mp := &pb.ModelProto{}
 	if err := (proto.UnmarshalOptions{RecursionLimit: maxDepth + 8}).Unmarshal(buf, mp); err != nil {
 		return nil, fmt.Errorf("onnx: not an ONNX model: %w", err)
+	}
+	if size >= freeAfter {
+		// The decoded model holds its own copy of every byte: give the
+		// file's back to the system before the weights are copied into
+		// tensors, which the Go heap cannot reuse for them, so a large
+		// file costs about twice its size at its peak, not three times.
+		debug.FreeOSMemory()
 	}
 	if mp.Graph == nil {
 		return nil, errors.New("onnx: the model has no graph")
@@ -188,6 +201,21 @@ func dtypeOf(t int32) (torch.DType, error) {
 	return 0, fmt.Errorf("element type %s is not supported", pb.TensorProto_DataType(t))
 }
 
+// littleEndian says whether this machine stores numbers as ONNX's raw
+// data does.
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// float32View is raw little-endian float32 bytes seen as float32s without
+// a copy (FromSlice copies them into libtorch), or nil when the machine's
+// byte order or the bytes' alignment does not allow it: a large file's
+// weights then cost one copy less.
+func float32View(raw []byte) []float32 {
+	if !littleEndian || len(raw) < 4 || uintptr(unsafe.Pointer(&raw[0]))%unsafe.Alignof(float32(0)) != 0 {
+		return nil
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&raw[0])), len(raw)/4)
+}
+
 // tensorFromProto converts a TensorProto into a CPU tensor owned by the
 // caller, checking that its data matches its dims.
 func tensorFromProto(tp *pb.TensorProto) (*torch.Tensor, error) {
@@ -230,9 +258,11 @@ func tensorFromProto(tp *pb.TensorProto) (*torch.Tensor, error) {
 			if err := rawCount(4); err != nil {
 				return nil, err
 			}
-			v = make([]float32, n)
-			for i := range v {
-				v[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+			if v = float32View(raw); v == nil {
+				v = make([]float32, n)
+				for i := range v {
+					v[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+				}
 			}
 		case raw != nil:
 			if err := rawCount(8); err != nil {

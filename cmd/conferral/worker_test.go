@@ -40,6 +40,9 @@ func TestMain(m *testing.M) {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 		stop()
+		if os.Getenv(hwmEnv) == "1" {
+			reportHWM(os.Stderr) // peakrss_test.go
+		}
 		os.Exit(code)
 	}
 	os.Exit(m.Run())

@@ -77,3 +77,49 @@ func TotalBytes(n, c, h, w, rows, classes int64) int64 {
 	chw := c * h * w
 	return 4 * (3*n*chw + 2*n*rows*chw + n*classes)
 }
+
+// WideMLP is a classifier (opset 13) of (N,c,h,w) images: Flatten, a Gemm
+// to hidden units, Relu, a Gemm to classes, with zero weights. Its first
+// weight is hidden·c·h·w float32s stored as raw bytes, so the file's size
+// is about 4·hidden·(c·h·w + classes) bytes: a large upload that is a
+// valid model.
+func WideMLP(c, h, w, hidden, classes int64) []byte {
+	chw := c * h * w
+	value := func(name string, dims ...int64) *pb.ValueInfoProto {
+		sh := &pb.TensorShapeProto{}
+		for _, d := range dims {
+			dim := &pb.TensorShapeProto_Dimension{Value: &pb.TensorShapeProto_Dimension_DimValue{DimValue: d}}
+			if d < 0 {
+				dim.Value = &pb.TensorShapeProto_Dimension_DimParam{DimParam: "N"}
+			}
+			sh.Dim = append(sh.Dim, dim)
+		}
+		return &pb.ValueInfoProto{Name: name, Type: &pb.TypeProto{Value: &pb.TypeProto_TensorType{
+			TensorType: &pb.TypeProto_Tensor{ElemType: int32(pb.TensorProto_FLOAT), Shape: sh}}}}
+	}
+	transB := &pb.AttributeProto{Name: "transB", Type: pb.AttributeProto_INT, I: 1}
+	raw := func(name string, dims ...int64) *pb.TensorProto {
+		n := int64(4)
+		for _, d := range dims {
+			n *= d
+		}
+		return &pb.TensorProto{Name: name, Dims: dims, DataType: int32(pb.TensorProto_FLOAT), RawData: make([]byte, n)}
+	}
+	g := &pb.GraphProto{
+		Name:   "wide-mlp",
+		Input:  []*pb.ValueInfoProto{value("x", -1, c, h, w)},
+		Output: []*pb.ValueInfoProto{value("y", -1, classes)},
+		Node: []*pb.NodeProto{
+			{Name: "f", OpType: "Flatten", Input: []string{"x"}, Output: []string{"f"}},
+			{Name: "h", OpType: "Gemm", Input: []string{"f", "w1"}, Output: []string{"h"}, Attribute: []*pb.AttributeProto{transB}},
+			{Name: "r", OpType: "Relu", Input: []string{"h"}, Output: []string{"r"}},
+			{Name: "y", OpType: "Gemm", Input: []string{"r", "w2"}, Output: []string{"y"}, Attribute: []*pb.AttributeProto{transB}},
+		},
+		Initializer: []*pb.TensorProto{raw("w1", hidden, chw), raw("w2", classes, hidden)},
+	}
+	b, err := proto.Marshal(&pb.ModelProto{IrVersion: 8, OpsetImport: []*pb.OperatorSetIdProto{{Version: 13}}, Graph: g})
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
