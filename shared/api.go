@@ -254,9 +254,12 @@ type ExtractArgs struct {
 	// Shift and Noise are C-BIM's input diversity: each step attacks the
 	// ensemble on x′ shifted by up to Shift pixels, with Gaussian noise of
 	// standard deviation Noise (0: off).
-	Shift int      `json:"shift,omitempty"`
-	Noise float64  `json:"noise,omitempty"`
-	Tau   *float64 `json:"tau,omitempty"`
+	Shift int     `json:"shift,omitempty"`
+	Noise float64 `json:"noise,omitempty"`
+	// Natural makes the candidates natural inputs the source
+	// misclassifies, unperturbed, instead of C-BIM's examples.
+	Natural bool     `json:"natural,omitempty"`
+	Tau     *float64 `json:"tau,omitempty"`
 	// TauSurr (τ_S) is the minimal share of the training surrogates that must
 	// carry an example's key, on top of τ (0: only τ filters).
 	TauSurr    float64 `json:"tau_surr,omitempty"`

@@ -35,6 +35,13 @@ type Config struct {
 	// architectures other than the source's: τ_S = 1 keeps only examples
 	// every training surrogate carries (docs/results/fingerprint-4x2-taus).
 	TauSurr float64
+	// Natural makes the candidates natural inputs the source misclassifies,
+	// unperturbed, instead of C-BIM's examples: the keys are the source's
+	// own mistakes, which a surrogate learns from its labels and an
+	// independent model does not share (SAC-w, Guan et al. 2022). They are
+	// scored on the training models and selected by τ and τ_S as C-BIM's
+	// are; nothing about them looks crafted.
+	Natural bool
 	// Candidates is the number of start points attacked.
 	Candidates int
 	Batch      int
@@ -94,6 +101,13 @@ func Extract(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Fi
 	}
 	return fp, nil
 }
+
+// What Meta.Attack records: C-BIM's conferrable adversarial examples, or
+// natural inputs the source misclassifies (Config.Natural).
+const (
+	AttackCBIM    = "cbim"
+	AttackNatural = "natural"
+)
 
 // ErrNoFingerprint is Extract's error when no crafted example passes the
 // filters.
@@ -192,8 +206,8 @@ func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Craf
 			t.SetTraining(false)
 		}
 	}
-	// Line 5: D_C, the inputs the source classifies correctly, in a random
-	// order fixed by the seed.
+	// Line 5: D_C, the inputs the source classifies correctly (with
+	// Natural: those it misclassifies), in a random order fixed by the seed.
 	order := rand.New(rand.NewPCG(uint64(cfg.Seed), 7)).Perm(d.Len())
 	src := &suspect.Local{Model: tm.Source, Name: "source"}
 	var start []int
@@ -204,23 +218,29 @@ func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Craf
 			return nil, fmt.Errorf("extract: filtering start points: %w", err)
 		}
 		for j, p := range pred {
-			if p == d.Labels[idx[j]] && len(start) < cfg.Candidates {
+			if (p == d.Labels[idx[j]]) != cfg.Natural && len(start) < cfg.Candidates {
 				start = append(start, idx[j])
 			}
 		}
 	}
 	if len(start) == 0 {
+		if cfg.Natural {
+			return nil, errors.New("extract: the source misclassifies no input")
+		}
 		return nil, errors.New("extract: the source classifies no input correctly")
 	}
 	mean, std := d.Stats()
 	fp := &Fingerprint{C: d.C, H: d.H, W: d.W, Meta: Meta{
 		Dataset: d.Name, Classes: d.Classes, Mean: mean, Std: std, SourceSHA256: tm.SourceID, SourceArch: tm.SourceArch,
-		Created: time.Now().UTC(), Attack: "cbim", Loss: string(cfg.CBIM.Loss), Eps: cfg.CBIM.Eps, Alpha: cfg.CBIM.Alpha,
+		Created: time.Now().UTC(), Attack: AttackCBIM, Loss: string(cfg.CBIM.Loss), Eps: cfg.CBIM.Eps, Alpha: cfg.CBIM.Alpha,
 		Steps: cfg.CBIM.Steps, Dropout: cfg.CBIM.Dropout, BestIterate: cfg.CBIM.Best, Shift: cfg.CBIM.Shift, Noise: cfg.CBIM.Noise, Tau: cfg.Tau, TauSurr: cfg.TauSurr, Surrogates: tm.SurrogateIDs, References: tm.ReferenceIDs,
 		Candidates: len(start), Seed: cfg.Seed,
 	}}
 	if fp.Meta.Loss == "" {
 		fp.Meta.Loss = string(attack.LossLinear)
+	}
+	if cfg.Natural {
+		fp.Meta.Attack, fp.Meta.Loss, fp.Meta.Eps, fp.Meta.Alpha, fp.Meta.Steps, fp.Meta.Dropout, fp.Meta.BestIterate, fp.Meta.Shift, fp.Meta.Noise = AttackNatural, "", 0, 0, 0, 0, false, 0, 0
 	}
 	ens := attack.Ensemble{Source: tm.Source, Surrogates: asAttack(tm.Surrogates), References: asAttack(tm.References)}
 	per := d.C * d.H * d.W
@@ -239,12 +259,15 @@ func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Craf
 		for i, j := range idx {
 			y[i] = d.Labels[j]
 		}
-		var adv []float32
+		adv := x // Natural: the inputs as they are
 		c := cfg.CBIM
 		c.OnStep = func(step int) {
 			cfg.Progress.Report(shared.Event{Kind: shared.Progress, Stage: "extract: C-BIM", Step: done + int64(step*n), Total: totalSteps})
 		}
 		err := torch.Catch(func() {
+			if cfg.Natural {
+				return
+			}
 			torch.Scoped(func(s *torch.Scope) {
 				dev := tm.Source.Device()
 				xt := torch.FromSlice(s, x, int64(n), int64(d.C), int64(d.H), int64(d.W)).ToDevice(dev)

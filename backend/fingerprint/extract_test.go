@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -662,5 +663,75 @@ func TestCalibrate(t *testing.T) {
 	}
 	if _, err := fingerprint.Calibrate(ctx, w.fp, held[:1], 0.01); err == nil {
 		t.Error("a calibration of one model was accepted")
+	}
+}
+
+// TestExtractNatural checks natural fingerprints (SAC-w): every one is an
+// input of the start set, unperturbed, that the source misclassifies, with
+// the source's wrong label as its key; the conferrability recorded is the
+// training models' (Surr·(1 − Ref), eq. 9–10);
+// τ filters as for C-BIM; and the metadata says natural, with no C-BIM
+// settings.
+func TestExtractNatural(t *testing.T) {
+	w := getWorld(t)
+	cfg := w.cfg
+	cfg.Natural, cfg.Tau, cfg.Candidates, cfg.Progress = true, 0, 60, nil
+	fp, err := fingerprint.Extract(context.Background(), w.training(), w.defender, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fp.N == 0 || fp.Meta.Candidates != fp.N {
+		t.Fatalf("%d fingerprints from %d candidates; want every misclassified candidate kept at τ = 0", fp.N, fp.Meta.Candidates)
+	}
+	if fp.Meta.Attack != fingerprint.AttackNatural || fp.Meta.Eps != 0 || fp.Meta.Steps != 0 || fp.Meta.Loss != "" {
+		t.Errorf("meta attack %q, ε %g, steps %d, loss %q; want natural with no C-BIM settings", fp.Meta.Attack, fp.Meta.Eps, fp.Meta.Steps, fp.Meta.Loss)
+	}
+	if !slices.Equal(fp.Images, fp.Originals) {
+		t.Error("natural fingerprints differ from their originals")
+	}
+	src := labelsOn(t, fp, []*nn.Model{w.source})[0]
+	surr, ref := labelsOn(t, fp, w.surr), labelsOn(t, fp, w.ref)
+	per := fp.ImageSize()
+	for i := range fp.N {
+		if src[i] != fp.Keys[i] || fp.Keys[i] == fp.Labels[i] {
+			t.Fatalf("fingerprint %d: key %d, source says %d, label %d; want the source's wrong label", i, fp.Keys[i], src[i], fp.Labels[i])
+		}
+		if !slices.ContainsFunc(seq(0, w.defender.N), func(j int) bool {
+			return slices.Equal(w.defender.Images[j*per:(j+1)*per], fp.Originals[i*per:(i+1)*per]) && w.defender.Labels[j] == fp.Labels[i]
+		}) {
+			t.Fatalf("fingerprint %d is not an input of the start set with its label", i)
+		}
+		s, r := 0.0, 0.0
+		for m := range surr {
+			if surr[m][i] == fp.Keys[i] {
+				s++
+			}
+			if ref[m][i] == fp.Keys[i] {
+				r++
+			}
+		}
+		want := s / float64(len(surr)) * (1 - r/float64(len(ref)))
+		if math.Abs(fp.Confer[i]-want) > 1e-6 {
+			t.Errorf("fingerprint %d: conferrability %.4f, want %.4f from the training models' labels", i, fp.Confer[i], want)
+		}
+	}
+	cfg.Tau = 0.5
+	strict, err := fingerprint.Extract(context.Background(), w.training(), w.defender, cfg)
+	if err != nil && !errors.Is(err, fingerprint.ErrNoFingerprint) {
+		t.Fatal(err)
+	}
+	want := 0
+	for _, c := range fp.Confer {
+		if c >= 0.5-1e-9 {
+			want++
+		}
+	}
+	if got := 0; strict != nil {
+		got = strict.N
+		if got != want {
+			t.Errorf("τ = 0.5 kept %d, want the %d with conferrability ≥ 0.5", got, want)
+		}
+	} else if want != 0 {
+		t.Errorf("τ = 0.5 kept none, want %d", want)
 	}
 }

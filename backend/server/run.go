@@ -591,7 +591,7 @@ func (s *Server) runExtract(ctx context.Context, j shared.Job, a shared.ExtractA
 		cfg.CBIM.Loss = attack.Loss(a.Loss)
 	}
 	cfg.CBIM.Best = a.BestIterate
-	cfg.CBIM.Shift, cfg.CBIM.Noise = a.Shift, a.Noise
+	cfg.CBIM.Shift, cfg.CBIM.Noise, cfg.Natural = a.Shift, a.Noise, a.Natural
 	if a.Tau != nil { // zero keeps every example
 		cfg.Tau = *a.Tau
 	}

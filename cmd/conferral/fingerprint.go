@@ -105,13 +105,14 @@ func cbimFlags(fs *flag.FlagSet) func() fingerprint.Config {
 	})
 	tau := unitFlag(fs, "tau", def.Tau, "minimal conferrability τ on the training models, in [0,1]")
 	tauSurr := unitFlag(fs, "tau-surr", def.TauSurr, "minimal share τ_S of the training surrogates that must carry an example's key, in [0,1] (1: every one; 0: only τ filters)")
+	natural := fs.Bool("natural", false, "candidates are natural test inputs the source misclassifies, unperturbed (its own mistakes: SAC-w), scored and selected by --tau and --tau-surr like C-BIM's; the C-BIM flags do not apply")
 	cands := fs.Int("candidates", def.Candidates, "start points to attack")
 	batch := fs.Int("batch", def.Batch, "start points per C-BIM batch")
 	seed := fs.Int64("seed", def.Seed, "seed of start points and dropout")
 	return func() fingerprint.Config {
 		c := def
 		c.CBIM.Eps, c.CBIM.Alpha, c.CBIM.Steps, c.CBIM.Dropout, c.CBIM.Loss, c.CBIM.Best = *eps, *alpha, *steps, *dropout, loss, *best
-		c.CBIM.Shift, c.CBIM.Noise = shift, noise
+		c.CBIM.Shift, c.CBIM.Noise, c.Natural = shift, noise, *natural
 		c.Tau, c.TauSurr, c.Candidates, c.Batch, c.Seed = *tau, *tauSurr, *cands, *batch, *seed
 		return c
 	}
@@ -121,6 +122,7 @@ type extractResult struct {
 	Fingerprint   string  `json:"fingerprint"`
 	Fingerprints  int     `json:"fingerprints"`
 	Candidates    int     `json:"candidates"`
+	Attack        string  `json:"attack"` // cbim or natural
 	Eps           float64 `json:"eps"`
 	Tau           float64 `json:"tau"`
 	TauSurr       float64 `json:"tau_surr"`
@@ -232,15 +234,19 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	com, _ := fp.Commitment()
-	r := extractResult{Fingerprint: *out, Fingerprints: fp.N, Candidates: fp.Meta.Candidates, Eps: cfg.CBIM.Eps, Tau: cfg.Tau,
+	r := extractResult{Fingerprint: *out, Fingerprints: fp.N, Candidates: fp.Meta.Candidates, Attack: fp.Meta.Attack, Eps: fp.Meta.Eps, Tau: cfg.Tau,
 		TauSurr: cfg.TauSurr, Loss: fp.Meta.Loss, ReferenceRate: fp.Meta.ReferenceRate, Commitment: com, Sheet: *sheet}
 	r.Signer = fp.Signer
 	signed := "unsigned"
 	if fp.Signer != "" {
 		signed = "signed by " + fp.Signer
 	}
-	return e.emit(r, fmt.Sprintf("%s: %d fingerprints from %d start points (%s loss, ε = %g, τ = %g, τ_S = %g), commitment %s, %s\n%s",
-		*out, fp.N, fp.Meta.Candidates, fp.Meta.Loss, cfg.CBIM.Eps, cfg.Tau, cfg.TauSurr, com, signed, calNote))
+	how := fmt.Sprintf("C-BIM, %s loss, ε = %g", fp.Meta.Loss, fp.Meta.Eps)
+	if cfg.Natural {
+		how = "natural inputs the source misclassifies"
+	}
+	return e.emit(r, fmt.Sprintf("%s: %d fingerprints from %d start points (%s, τ = %g, τ_S = %g), commitment %s, %s\n%s",
+		*out, fp.N, fp.Meta.Candidates, how, cfg.Tau, cfg.TauSurr, com, signed, calNote))
 }
 
 // openSuspect opens a suspect named on the command line: a prediction
