@@ -102,20 +102,38 @@ func (s *Server) Cancel(ctx context.Context, id string) (shared.Job, error) {
 	return s.store.Job(ctx, id)
 }
 
+// finishPatience is how long finish keeps trying to record a job's end
+// while the database does not answer.
+const finishPatience = 2 * time.Minute
+
 // finish puts a job in a final state (or back in the queue) and reports it.
 func (s *Server) finish(ctx context.Context, id string, st shared.JobState, res *shared.JobResult, msg string) (shared.Job, error) {
 	ctx = context.WithoutCancel(ctx)
 	msg = s.redact(msg) // clients read it
 	now := time.Now().UTC()
-	j, err := s.store.UpdateJob(ctx, id, func(j *shared.Job) {
-		j.State, j.Error = st, msg
-		if res != nil {
-			j.Result = res
+	var j shared.Job
+	var err error
+	// A database that is away for a moment (a PostgreSQL restart, a
+	// network blip) must not leave the record running for good while the
+	// queue's row completes: the end is recorded again until it sticks.
+	wait := 100 * time.Millisecond
+	for deadline := time.Now().Add(finishPatience); ; {
+		j, err = s.store.UpdateJob(ctx, id, func(j *shared.Job) {
+			j.State, j.Error = st, msg
+			if res != nil {
+				j.Result = res
+			}
+			if st.Final() {
+				j.Finished = &now
+			}
+		})
+		if !dbUnavailable(err) || time.Now().Add(wait).After(deadline) {
+			break
 		}
-		if st.Final() {
-			j.Finished = &now
-		}
-	})
+		s.log.Warn("recording a job's end; trying again", "job", id, "err", err, "in", wait)
+		time.Sleep(wait)
+		wait = min(2*wait, 2*time.Second)
+	}
 	if err != nil {
 		s.log.Error("recording a job's end", "job", id, "err", err)
 		return j, err
@@ -193,6 +211,11 @@ func (s *Server) work(ctx context.Context, id string) error {
 		}
 		s.finish(ctx, id, shared.JobInterrupted, nil, fmt.Sprintf("the server stopped during attempt %d of %d", attempt, maxAttempts))
 		return river.JobCancel(err)
+	case dbUnavailable(err) && attempt < maxAttempts:
+		// The database went away under the job (its work is redone, and
+		// content-addressed artifacts it stored are found again).
+		s.finish(ctx, id, shared.JobQueued, nil, fmt.Sprintf("the database was unreachable during attempt %d (%v); the job runs again", attempt, err))
+		return err
 	default:
 		s.finish(ctx, id, shared.JobFailed, nil, err.Error())
 		return river.JobCancel(err)

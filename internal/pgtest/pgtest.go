@@ -23,11 +23,14 @@ import (
 // Server is a running PostgreSQL server.
 type Server struct {
 	// URL connects to the server's database "conferral" as its superuser.
-	URL  string
-	dir  string
-	cmd  *exec.Cmd
-	log  *bytes.Buffer
-	done chan struct{} // closed when postgres has exited
+	URL     string
+	dir     string
+	cmd     *exec.Cmd
+	log     *bytes.Buffer
+	done    chan struct{} // closed when postgres has exited
+	waitErr error         // postgres's exit, once done is closed
+	port    int
+	command func(ctx context.Context, name string, args ...string) *exec.Cmd
 }
 
 // binDir finds Debian's PostgreSQL binaries (the newest version installed),
@@ -112,31 +115,11 @@ func Start(ctx context.Context) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Not tied to ctx: the server outlives the start.
-	s.cmd = command(context.Background(), "postgres", "-D", data, "-p", strconv.Itoa(port), "-k", sock,
-		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-		"-c", "full_page_writes=off", "-c", "max_connections=200")
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("pgtest: starting postgres: %w", err)
+	s.port, s.command = port, command
+	if err := s.launch(ctx); err != nil {
+		return nil, err
 	}
-	s.done = make(chan struct{})
-	var waitErr error
-	go func() { waitErr = s.cmd.Wait(); close(s.done) }()
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	for {
-		// Ready means accepting connections, not only listening.
-		if command(ctx, "pg_isready", "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "conferral").Run() == nil {
-			break
-		}
-		select {
-		case <-s.done:
-			return nil, fmt.Errorf("pgtest: postgres exited at start: %v\n%s", waitErr, s.log)
-		case <-ctx.Done():
-			return nil, fmt.Errorf("pgtest: postgres did not start: %w\n%s", ctx.Err(), s.log)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 	// The cluster's default database is "postgres"; the tests want their own.
 	create := command(ctx, "createdb", "-h", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "conferral", "conferral")
 	if out, err := create.CombinedOutput(); err != nil {
@@ -145,6 +128,57 @@ func Start(ctx context.Context) (*Server, error) {
 	s.URL = fmt.Sprintf("postgres://conferral@%s/conferral?sslmode=disable", addr)
 	ok = true
 	return s, nil
+}
+
+// launch starts postgres on the cluster in s.dir and waits until it
+// accepts connections; ctx bounds the wait.
+func (s *Server) launch(ctx context.Context) error {
+	data, sock := filepath.Join(s.dir, "data"), filepath.Join(s.dir, "sock")
+	// Not tied to ctx: the server outlives the start.
+	s.cmd = s.command(context.Background(), "postgres", "-D", data, "-p", strconv.Itoa(s.port), "-k", sock,
+		"-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+		"-c", "full_page_writes=off", "-c", "max_connections=200")
+	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	if err := s.cmd.Start(); err != nil {
+		return fmt.Errorf("pgtest: starting postgres: %w", err)
+	}
+	done := make(chan struct{})
+	s.done = done
+	cmd := s.cmd
+	go func() { s.waitErr = cmd.Wait(); close(done) }()
+	for {
+		// Ready means accepting connections, not only listening.
+		if s.command(ctx, "pg_isready", "-q", "-h", "127.0.0.1", "-p", strconv.Itoa(s.port), "-U", "conferral").Run() == nil {
+			return nil
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("pgtest: postgres exited at start: %v\n%s", s.waitErr, s.log)
+		case <-ctx.Done():
+			return fmt.Errorf("pgtest: postgres did not start: %w\n%s", ctx.Err(), s.log)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Restart stops the server as an operator's restart does (fast shutdown:
+// every connection dropped, transactions in flight rolled back) and starts
+// it again on the same files and port after down, the outage clients see.
+// (An immediate shutdown would lose commits: the server runs with
+// synchronous_commit off.) ctx bounds the start.
+func (s *Server) Restart(ctx context.Context, down time.Duration) error {
+	if s.done == nil {
+		return errors.New("pgtest: the server is not running")
+	}
+	s.cmd.Process.Signal(syscall.SIGINT) // fast shutdown
+	select {
+	case <-s.done:
+	case <-time.After(30 * time.Second):
+		s.cmd.Process.Kill()
+		<-s.done
+	}
+	time.Sleep(down)
+	return s.launch(ctx)
 }
 
 // Log is what the server has printed.
