@@ -234,8 +234,9 @@ type DeriveArgs struct {
 	Recipe string `json:"recipe,omitempty"`
 }
 
-// ExtractArgs craft a fingerprint with C-BIM from stored models. Zero
-// values take fingerprint.DefaultConfig's.
+// ExtractArgs craft a fingerprint with C-BIM (or, with Natural, from the
+// source's own errors) from stored models. Zero values take
+// fingerprint.DefaultConfig's.
 type ExtractArgs struct {
 	DataArgs
 	Name       string   `json:"name,omitempty"`
@@ -371,6 +372,7 @@ type FingerprintInfo struct {
 	Source     string  `json:"source"` // the source model's sha256
 	SourceArch string  `json:"source_arch"`
 	Dataset    string  `json:"dataset"`
+	Attack     string  `json:"attack"` // how the examples were made: AttackCBIM or AttackNatural
 	Eps        float64 `json:"eps"`
 	Tau        float64 `json:"tau"`
 	TauSurr    float64 `json:"tau_surr,omitempty"` // τ_S
@@ -385,6 +387,20 @@ type FingerprintInfo struct {
 	Job           string    `json:"job,omitempty"`
 	Created       time.Time `json:"created"`
 }
+
+// The values of FingerprintInfo.Attack, as fingerprint.Meta.Attack
+// records them: C-BIM's conferrable adversarial examples within Eps, or
+// natural test inputs the source misclassifies, unperturbed (Eps is 0,
+// Loss empty, and each image is its original). A record made before
+// fingerprints said is AttackCBIM.
+const (
+	AttackCBIM    = "cbim"
+	AttackNatural = "natural"
+)
+
+// Natural says whether f's examples are natural inputs the source
+// misclassifies rather than C-BIM's adversarial examples.
+func (f FingerprintInfo) Natural() bool { return f.Attack == AttackNatural }
 
 // FingerprintDetail is a fingerprint with its items.
 type FingerprintDetail struct {

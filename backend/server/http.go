@@ -297,6 +297,7 @@ func (s *Server) fingerprintDetail(ctx context.Context, id string, cache *detail
 		return d, err
 	}
 	d.FingerprintInfo, d.Classes, d.Models = info, fp.Meta.Classes, []shared.ModelRef{}
+	d.Attack = attackOf(fp.Meta) // the file says, whatever the record says
 	var paths []string
 	for _, group := range []struct {
 		role string

@@ -623,8 +623,12 @@ func (s *Server) runExtract(ctx context.Context, j shared.Job, a shared.ExtractA
 	}
 	rep.Report(shared.Event{Kind: shared.Crafted, Stage: "extract", Fingerprint: &info,
 		Message: fmt.Sprintf("%d fingerprints of %s from %d start points", info.Count, srcInfo.Name, info.Candidates)})
+	how := fmt.Sprintf("ε = %g", cfg.CBIM.Eps)
+	if info.Natural() {
+		how = "natural errors of the source"
+	}
 	return &shared.JobResult{Fingerprint: &info,
-		Message: fmt.Sprintf("%d fingerprints from %d start points (ε = %g, τ = %g, τ_S = %g), commitment %s", fp.N, fp.Meta.Candidates, cfg.CBIM.Eps, cfg.Tau, cfg.TauSurr, info.Commitment)}, nil
+		Message: fmt.Sprintf("%d fingerprints from %d start points (%s, τ = %g, τ_S = %g), commitment %s", fp.N, fp.Meta.Candidates, how, cfg.Tau, cfg.TauSurr, info.Commitment)}, nil
 }
 
 // calibrate measures how often the stored independent models agree with
@@ -656,6 +660,15 @@ func (s *Server) calibrate(ctx context.Context, fp *fingerprint.Fingerprint, id 
 	return nil
 }
 
+// attackOf is how a fingerprint's examples were made, as its metadata
+// says (a file written before it said was C-BIM's).
+func attackOf(m fingerprint.Meta) string {
+	if m.Attack == "" {
+		return shared.AttackCBIM
+	}
+	return m.Attack
+}
+
 // keepFingerprint writes fp as an artifact and records it.
 func (s *Server) keepFingerprint(ctx context.Context, fp *fingerprint.Fingerprint, name, job string) (shared.FingerprintInfo, error) {
 	var info shared.FingerprintInfo
@@ -677,10 +690,13 @@ func (s *Server) keepFingerprint(ctx context.Context, fp *fingerprint.Fingerprin
 	}
 	m := fp.Meta
 	info = shared.FingerprintInfo{ID: sum, Name: name, Source: m.SourceSHA256, SourceArch: m.SourceArch, Dataset: m.Dataset,
-		Eps: m.Eps, Tau: m.Tau, TauSurr: m.TauSurr, Loss: m.Loss, Count: fp.N, Candidates: m.Candidates, ReferenceRate: m.ReferenceRate,
+		Attack: attackOf(m), Eps: m.Eps, Tau: m.Tau, TauSurr: m.TauSurr, Loss: m.Loss, Count: fp.N, Candidates: m.Candidates, ReferenceRate: m.ReferenceRate,
 		Commitment: com, Job: job, Created: time.Now().UTC()}
 	if info.Name == "" {
 		info.Name = fmt.Sprintf("fp-%s-eps%g-%s", m.SourceArch, m.Eps, sum[:8])
+		if info.Natural() {
+			info.Name = fmt.Sprintf("fp-%s-natural-%s", m.SourceArch, sum[:8])
+		}
 	}
 	if err := s.store.PutFingerprint(ctx, info, path); err != nil {
 		return info, err

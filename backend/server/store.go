@@ -201,11 +201,24 @@ func (s *sqlStore) PutFingerprint(ctx context.Context, f shared.FingerprintInfo,
 func (s *sqlStore) Fingerprint(ctx context.Context, id string) (shared.FingerprintInfo, string, error) {
 	var f shared.FingerprintInfo
 	p, err := s.get(ctx, "conferral_fingerprints", "id", id, &f)
-	return f, p, err
+	return withAttack(f), p, err
 }
 
 func (s *sqlStore) Fingerprints(ctx context.Context) ([]shared.FingerprintInfo, error) {
-	return list[shared.FingerprintInfo](ctx, s, `SELECT info FROM conferral_fingerprints ORDER BY created, id`)
+	fs, err := list[shared.FingerprintInfo](ctx, s, `SELECT info FROM conferral_fingerprints ORDER BY created, id`)
+	for i := range fs {
+		fs[i] = withAttack(fs[i])
+	}
+	return fs, err
+}
+
+// withAttack fills in the attack of a record written before records said:
+// every fingerprint was C-BIM's then.
+func withAttack(f shared.FingerprintInfo) shared.FingerprintInfo {
+	if f.Attack == "" && f.ID != "" {
+		f.Attack = shared.AttackCBIM
+	}
+	return f
 }
 
 func (s *sqlStore) PutReport(ctx context.Context, r shared.ReportInfo, dir string) error {

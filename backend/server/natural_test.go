@@ -1,0 +1,116 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/conferral/conferral/backend/fingerprint"
+	"github.com/conferral/conferral/shared"
+)
+
+// TestNaturalFingerprint: an extract job with natural:true keeps test
+// inputs the source misclassifies, unperturbed, and the API says so —
+// in the job's result, the listing and the detail — while C-BIM's
+// fingerprints, and records written before records named the attack, say
+// "cbim".
+func TestNaturalFingerprint(t *testing.T) {
+	f, dir := copyFixture(t)
+	ts := start(t, Config{Dir: dir})
+	j := ts.mustComplete(shared.JobRequest{Kind: shared.JobExtract, Extract: &shared.ExtractArgs{
+		DataArgs: shared.DataArgs{Limit: 200}, Source: f.source.ID, Surrogates: []string{f.surrogate.ID}, References: []string{f.reference.ID},
+		Natural: true, Tau: new(0.0), Candidates: 30, Batch: 30}})
+	info := j.Result.Fingerprint
+	if info == nil || info.Attack != shared.AttackNatural || !info.Natural() || info.Eps != 0 || info.Loss != "" || info.Count < 1 || info.Count != info.Candidates {
+		t.Fatalf("the job's fingerprint: %+v; want natural ones with no ε and no loss, every start point kept (τ = 0)", info)
+	}
+	if !strings.Contains(info.Name, "natural") || strings.Contains(info.Name, "eps") {
+		t.Errorf("default name %q: want it to say natural, not ε", info.Name)
+	}
+	if msg := j.Result.Message; !strings.Contains(msg, "natural errors of the source") || strings.Contains(msg, "ε") {
+		t.Errorf("result message %q: want natural errors and no ε", msg)
+	}
+
+	_, path, err := ts.store.Fingerprint(context.Background(), info.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp, err := fingerprint.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fp.Meta.Attack != fingerprint.AttackNatural || fp.Meta.Eps != 0 || fp.Meta.Steps != 0 || !bytes.Equal(fp.Images, fp.Originals) {
+		t.Errorf("file: attack %q, ε %g, %d steps, images equal originals %v; want natural, 0, 0, true",
+			fp.Meta.Attack, fp.Meta.Eps, fp.Meta.Steps, bytes.Equal(fp.Images, fp.Originals))
+	}
+
+	// A record from before records named the attack is C-BIM's.
+	old := shared.FingerprintInfo{ID: strings.Repeat("0", 64), Name: "before-attack", Source: f.source.ID, Eps: 0.1, Count: 1, Created: time.Now().UTC()}
+	if err := ts.store.PutFingerprint(context.Background(), old, path); err != nil {
+		t.Fatal(err)
+	}
+	var fps []shared.FingerprintInfo
+	if code := ts.call("GET", "/api/fingerprints", nil, &fps); code != http.StatusOK {
+		t.Fatalf("GET /api/fingerprints: %d", code)
+	}
+	attacks := map[string]string{}
+	for _, x := range fps {
+		attacks[x.ID] = x.Attack
+	}
+	want := map[string]string{f.fp.ID: shared.AttackCBIM, info.ID: shared.AttackNatural, old.ID: shared.AttackCBIM}
+	for id, a := range want {
+		if attacks[id] != a {
+			t.Errorf("listing: fingerprint %s says attack %q, want %q (all: %v)", id[:8], attacks[id], a, attacks)
+		}
+	}
+	// The raw JSON names it too (the app reads "attack").
+	resp, err := http.Get(ts.http.URL + "/api/fingerprints")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Contains(raw, []byte(`"attack":"natural"`)) || !bytes.Contains(raw, []byte(`"attack":"cbim"`)) {
+		t.Errorf("listing JSON names no attack: %s", raw)
+	}
+
+	var d shared.FingerprintDetail
+	if code := ts.call("GET", "/api/fingerprints/"+info.ID, nil, &d); code != http.StatusOK || d.Attack != shared.AttackNatural || len(d.Items) != info.Count {
+		t.Fatalf("detail: %d, attack %q, %d items; want 200, natural, %d", code, d.Attack, len(d.Items), info.Count)
+	}
+	for _, it := range d.Items {
+		// The keys are the source's labels of unperturbed inputs it gets wrong.
+		if it.Target == it.Label {
+			t.Errorf("item %d: the source's label %d is the true one: not an error of the source", it.Index, it.Target)
+		}
+	}
+	var cb shared.FingerprintDetail
+	if ts.call("GET", "/api/fingerprints/"+f.fp.ID, nil, &cb); cb.Attack != shared.AttackCBIM {
+		t.Errorf("C-BIM detail says attack %q", cb.Attack)
+	}
+
+	// What the app shows for a natural example: the image is its original.
+	pix := map[string][]byte{}
+	for _, name := range []string{"original", "fingerprint"} {
+		resp, err := http.Get(ts.http.URL + "/api/fingerprints/" + info.ID + "/items/0/" + name + ".png")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pix[name], _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s.png: %d", name, resp.StatusCode)
+		}
+	}
+	if !bytes.Equal(pix["original"], pix["fingerprint"]) {
+		t.Error("a natural fingerprint's image differs from its original")
+	}
+	if !slices.ContainsFunc(fps, func(x shared.FingerprintInfo) bool { return x.ID == info.ID && x.Name == info.Name }) {
+		t.Errorf("the natural fingerprint %s is not listed under its name %q", info.ID[:8], info.Name)
+	}
+}
