@@ -1,6 +1,7 @@
 package onnx
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -11,6 +12,10 @@ import (
 // DefaultMaxMemory is the memory budget of one forward pass when
 // Options.MaxMemory is 0: 1 GiB of intermediate values.
 const DefaultMaxMemory = 1 << 30
+
+// ErrOverBudget is what a model or a pass whose memory estimate is over
+// the budget (Options.MaxMemory) is refused with.
+var ErrOverBudget = errors.New("over the memory budget")
 
 // maxKnown bounds a value whose content the estimate computes (shapes,
 // axes, sizes and the arithmetic on them): larger ones are tracked by shape
@@ -329,8 +334,8 @@ func (m *Model) overBudget(e MemoryEstimate, grad bool) error {
 	if grad {
 		what = "intermediate values kept for gradients"
 	}
-	return fmt.Errorf("onnx: %s about %s of %s by the importer's estimate, over the memory budget of %s",
-		who, FormatBytes(e.Bytes(grad)), what, FormatBytes(m.maxMem))
+	return fmt.Errorf("onnx: %s about %s of %s by the importer's estimate, %w of %s",
+		who, FormatBytes(e.Bytes(grad)), what, ErrOverBudget, FormatBytes(m.maxMem))
 }
 
 // Shape rules, one per supported op.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -132,8 +133,8 @@ func TestExpandBombRefused(t *testing.T) {
 				m.Free()
 				t.Fatal("the bomb was loaded")
 			}
-			if !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("error %q, want it to contain %q", err, tc.wantErr)
+			if !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, ErrOverBudget) {
+				t.Fatalf("error %q, want it to contain %q and be ErrOverBudget", err, tc.wantErr)
 			}
 			// Running the bomb writes 1.5 GiB; the estimate is shape
 			// arithmetic.

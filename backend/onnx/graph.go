@@ -312,8 +312,8 @@ func (g *graph) checkFold(n *node, folded *int64, maxMem int64) error {
 		*folded = satAdd(*folded, o.bytes())
 	}
 	if *folded > maxMem {
-		return fmt.Errorf("onnx: %v: the constants folded at load need about %s, over the memory budget of %s",
-			n, FormatBytes(*folded), FormatBytes(maxMem))
+		return fmt.Errorf("onnx: %v: the constants folded at load need about %s, %w of %s",
+			n, FormatBytes(*folded), ErrOverBudget, FormatBytes(maxMem))
 	}
 	return nil
 }

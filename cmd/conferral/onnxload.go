@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"path/filepath"
@@ -72,6 +73,15 @@ func (o *onnxFlags) options() (onnx.Options, error) {
 	return opt, err
 }
 
+// budgetHint says how to load a model that the importer's memory budget
+// refused, if the operator trusts it.
+func budgetHint(err error) error {
+	if errors.Is(err, onnx.ErrOverBudget) {
+		return fmt.Errorf("%w; --onnx-memory raises the budget for a model you trust", err)
+	}
+	return err
+}
+
 func isONNX(path string) bool {
 	return strings.EqualFold(filepath.Ext(strings.TrimSpace(path)), ".onnx")
 }
@@ -84,7 +94,7 @@ func openONNX(e *env, path string, of *onnxFlags) (*onnx.Model, error) {
 	}
 	m, err := onnx.Open(strings.TrimSpace(path), opt)
 	if err != nil {
-		return nil, err
+		return nil, budgetHint(err)
 	}
 	if err := m.To(e.device); err != nil {
 		m.Free()

@@ -73,12 +73,13 @@ func bombFixture(t *testing.T, dir string, rows int64) (fpPath, bomb string) {
 // TestONNXMemoryFlag: --onnx-memory reaches the importer in verify and
 // serve-model. The bomb at 256 rows needs 1.5 MiB per image: it is
 // verified under the default budget and refused, before it runs, under
-// 1MiB, with the estimate and the budget in the error.
+// 1MiB, with the estimate, the budget and the flag in the error.
 func TestONNXMemoryFlag(t *testing.T) {
 	ctx := context.Background()
 	fpPath, bomb := bombFixture(t, t.TempDir(), 256)
 	small := []string{"--threads", "1", "--quiet", "--device", "cpu"}
 	const refusal = "onnx: one image needs about 1.5 MiB of intermediate values by the importer's estimate, over the memory budget of 1.0 MiB"
+	const hint = "; --onnx-memory raises the budget for a model you trust"
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -92,7 +93,7 @@ func TestONNXMemoryFlag(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := invoke(t, ctx, append(tc.args, small...)...)
-			if code != tc.code || !strings.Contains(stderr, tc.says) {
+			if code != tc.code || !strings.Contains(stderr, tc.says) || (tc.says == refusal) != strings.Contains(stderr, hint) {
 				t.Fatalf("exit %d: %s; want exit %d saying %q", code, stderr, tc.code, tc.says)
 			}
 		})

@@ -108,7 +108,7 @@ func loadServed(e *env, path, classes string, onnxMemory int64) (served, nn.Spec
 	if isONNX(path) {
 		m, err := onnx.Open(strings.TrimSpace(path), onnx.Options{MaxMemory: onnxMemory}) // conventions from the file
 		if err != nil {
-			return nil, nn.Spec{}, err
+			return nil, nn.Spec{}, budgetHint(err)
 		}
 		if err := m.To(e.device); err != nil {
 			m.Free()
