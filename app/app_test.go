@@ -5,6 +5,7 @@ package app
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"encoding/xml"
 	"fmt"
 	"io"
@@ -362,23 +363,56 @@ func TestExtractionForm(t *testing.T) {
 	if base.source != "s" || !slices.Equal(base.surrogates, []string{"a"}) || !slices.Equal(base.references, []string{"b"}) {
 		t.Fatalf("defaults: source %q, surrogates %v, references %v", base.source, base.surrogates, base.references)
 	}
+	// C-BIM's defaults; a natural extraction's keep τ, τ_S and the start
+	// points and send none of C-BIM's settings.
+	cbimDefaults := func(a *shared.ExtractArgs) bool {
+		return a.Eps == 0.05 && a.Tau != nil && *a.Tau == 0.5 && a.TauSurr == 1 && a.Loss == "geometric" && a.BestIterate && a.Candidates == 100 &&
+			a.Steps == 50 && a.Source == "s" && !a.Natural && a.Shift == 0 && a.Noise == 0
+	}
+	natural := func(a *shared.ExtractArgs) bool {
+		return a.Natural && a.Eps == 0 && a.Alpha == 0 && a.Steps == 0 && a.Loss == "" && !a.BestIterate && a.Dropout == nil && a.Shift == 0 && a.Noise == 0 &&
+			a.Tau != nil && *a.Tau == 0.5 && a.TauSurr == 1 && a.Candidates == 100 && a.Source == "s" &&
+			slices.Equal(a.Surrogates, []string{"a"}) && slices.Equal(a.References, []string{"b"})
+	}
+	toNatural := func(x *extraction) { x.attack = shared.AttackNatural }
 	cases := []struct {
 		name string
 		edit func(*extraction)
 		err  string
+		want func(*shared.ExtractArgs) bool // nil: cbimDefaults
 	}{
-		{"defaults", func(*extraction) {}, ""},
-		{"no source", func(x *extraction) { x.source = "" }, "source"},
-		{"no reference", func(x *extraction) { x.references = nil }, "at least one surrogate and one reference"},
-		{"source as surrogate", func(x *extraction) { toggle(&x.surrogates, "s", true) }, "the source cannot"},
-		{"both roles", func(x *extraction) { toggle(&x.references, "a", true) }, "both a surrogate and a reference"},
-		{"eps not a number", func(x *extraction) { x.eps = "big" }, "ε must be"},
-		{"eps out of range", func(x *extraction) { x.eps = "2" }, "ε must be"},
-		{"tau out of range", func(x *extraction) { x.tau = "-0.1" }, "τ must be"},
-		{"tau_S out of range", func(x *extraction) { x.tauSurr = "1.5" }, "τ_S must be"},
-		{"tau not a number", func(x *extraction) { x.tau = "NaN" }, "τ must be"},
-		{"no start points", func(x *extraction) { x.candidates = "0" }, "start points must be"},
-		{"toggled off and on", func(x *extraction) { toggle(&x.surrogates, "a", false); toggle(&x.surrogates, "a", true) }, ""},
+		{"defaults", func(*extraction) {}, "", nil},
+		{"no source", func(x *extraction) { x.source = "" }, "source", nil},
+		{"no reference", func(x *extraction) { x.references = nil }, "at least one surrogate and one reference", nil},
+		{"source as surrogate", func(x *extraction) { toggle(&x.surrogates, "s", true) }, "the source cannot", nil},
+		{"both roles", func(x *extraction) { toggle(&x.references, "a", true) }, "both a surrogate and a reference", nil},
+		{"eps not a number", func(x *extraction) { x.eps = "big" }, "ε must be", nil},
+		{"eps out of range", func(x *extraction) { x.eps = "2" }, "ε must be", nil},
+		{"tau out of range", func(x *extraction) { x.tau = "-0.1" }, "τ must be", nil},
+		{"tau_S out of range", func(x *extraction) { x.tauSurr = "1.5" }, "τ_S must be", nil},
+		{"tau not a number", func(x *extraction) { x.tau = "NaN" }, "τ must be", nil},
+		{"no start points", func(x *extraction) { x.candidates = "0" }, "start points must be", nil},
+		{"toggled off and on", func(x *extraction) { toggle(&x.surrogates, "a", false); toggle(&x.surrogates, "a", true) }, "", nil},
+		{"C-BIM is the default", func(x *extraction) { x.attack = "" }, "", nil},
+		{"natural errors", toNatural, "", natural},
+		{"natural errors ignore C-BIM's settings", func(x *extraction) {
+			toNatural(x)
+			x.eps, x.steps, x.loss, x.shift, x.noise = "big", "0", "ce", "99", "x"
+		}, "", natural},
+		{"natural errors still check τ", func(x *extraction) { toNatural(x); x.tau = "2" }, "τ must be", nil},
+		{"natural errors still need a reference", func(x *extraction) { toNatural(x); x.references = nil }, "at least one surrogate and one reference", nil},
+		{"unknown attack", func(x *extraction) { x.attack = "pgd" }, "C-BIM or from natural errors", nil},
+		{"shift and noise", func(x *extraction) { x.shift, x.noise = " 2", "0.1" }, "", func(a *shared.ExtractArgs) bool {
+			b := *a
+			b.Shift, b.Noise = 0, 0
+			return a.Shift == 2 && a.Noise == 0.1 && cbimDefaults(&b)
+		}},
+		{"blank shift and noise are off", func(x *extraction) { x.shift, x.noise = "", " " }, "", nil},
+		{"shift out of range", func(x *extraction) { x.shift = "9" }, "shift must be", nil},
+		{"shift not whole", func(x *extraction) { x.shift = "1.5" }, "shift must be", nil},
+		{"negative shift", func(x *extraction) { x.shift = "-1" }, "shift must be", nil},
+		{"noise out of range", func(x *extraction) { x.noise = "1.5" }, "noise must be", nil},
+		{"noise not a number", func(x *extraction) { x.noise = "NaN" }, "noise must be", nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -391,10 +425,27 @@ func TestExtractionForm(t *testing.T) {
 				t.Fatalf("unexpected error %v", err)
 			case c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)):
 				t.Fatalf("error %v, want one with %q", err, c.err)
-			case c.err == "" && (a.Eps != 0.05 || a.Tau == nil || *a.Tau != 0.5 || a.TauSurr != 1 || a.Loss != "geometric" || !a.BestIterate || a.Candidates != 100 || a.Steps != 50 || a.Source != "s"):
+			case c.err == "" && c.want == nil && !cbimDefaults(a), c.err == "" && c.want != nil && !c.want(a):
 				t.Errorf("args %+v", a)
 			}
 		})
+	}
+
+	// What the server reads: natural:true and none of C-BIM's settings.
+	x := base
+	x.attack = shared.AttackNatural
+	a, err := x.args()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(shared.JobRequest{Kind: shared.JobExtract, Extract: a})
+	if !strings.Contains(string(b), `"natural":true`) {
+		t.Errorf("a natural extraction's request %s does not say natural", b)
+	}
+	for _, cbim := range []string{`"eps"`, `"steps"`, `"loss"`, `"best_iterate"`, `"shift"`, `"noise"`} {
+		if strings.Contains(string(b), cbim) {
+			t.Errorf("a natural extraction's request %s sends C-BIM's %s", b, cbim)
+		}
 	}
 }
 

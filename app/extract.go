@@ -15,23 +15,30 @@ import (
 // extraction is the gallery's form that crafts a new fingerprint from
 // stored models (an extract job) and follows the job.
 type extraction struct {
-	open              bool
-	name              string
-	source            string
-	surrogates        []string
-	references        []string
+	open       bool
+	name       string
+	source     string
+	surrogates []string
+	references []string
+	// attack is how the candidates are made: shared.AttackCBIM (the
+	// default) or shared.AttackNatural, the source's own errors, which
+	// take none of C-BIM's settings (ε, loss, best iterate, steps, shift,
+	// noise).
+	attack            string
 	eps, tau, tauSurr string
 	candidates, loss  string
 	best              bool
 	steps             string
+	shift, noise      string
 
-	job      string
-	stop     context.CancelFunc
-	state    shared.JobState
-	step     int64
-	total    int64
-	messages []string
-	err      error
+	job        string
+	jobNatural bool // the job follows natural errors: no C-BIM steps
+	stop       context.CancelFunc
+	state      shared.JobState
+	step       int64
+	total      int64
+	messages   []string
+	err        error
 }
 
 // defaults picks the newest source and every stored surrogate and
@@ -40,6 +47,7 @@ func (x *extraction) defaults(ms []shared.ModelInfo) {
 	// What separated best in docs/results/fingerprint-4x2-taus.
 	x.eps, x.tau, x.tauSurr, x.candidates, x.steps = "0.05", "0.5", "1", "100", "50"
 	x.loss, x.best = "geometric", true
+	x.attack, x.shift, x.noise = shared.AttackCBIM, "0", "0" // no input diversity, as the CLI
 	x.surrogates, x.references = nil, nil
 	var dataset string
 	for _, m := range ms {
@@ -60,15 +68,27 @@ func (x *extraction) defaults(ms []shared.ModelInfo) {
 	}
 }
 
+// natural says whether the form makes the source's natural errors.
+func (x *extraction) natural() bool { return x.attack == shared.AttackNatural }
+
+// The bounds of C-BIM's input diversity (attack.MaxShift and
+// attack.CheckDiversity, which the WASM app cannot import).
+const (
+	maxShift = 8
+	maxNoise = 1.0
+)
+
 // args reads the form into an extract job's arguments.
 func (x *extraction) args() (*shared.ExtractArgs, error) {
 	a := &shared.ExtractArgs{Name: strings.TrimSpace(x.name), Source: x.source,
 		Surrogates: slices.Clone(x.surrogates), References: slices.Clone(x.references)}
 	switch {
+	case x.attack != "" && x.attack != shared.AttackCBIM && !x.natural():
+		return nil, fmt.Errorf("make the fingerprint with C-BIM or from natural errors, not %q", x.attack)
 	case a.Source == "":
 		return nil, fmt.Errorf("choose a source model")
 	case len(a.Surrogates) == 0 || len(a.References) == 0:
-		return nil, fmt.Errorf("choose at least one surrogate and one reference (C-BIM needs both)")
+		return nil, fmt.Errorf("choose at least one surrogate and one reference (conferrability is measured on both)")
 	case slices.Contains(a.Surrogates, a.Source) || slices.Contains(a.References, a.Source):
 		return nil, fmt.Errorf("the source cannot also be a surrogate or a reference")
 	}
@@ -88,13 +108,32 @@ func (x *extraction) args() (*shared.ExtractArgs, error) {
 		}
 		return v
 	}
-	a.Eps = num("ε", x.eps, 0.001, 1)
+	if x.natural() {
+		// The candidates are inputs as they are: none of C-BIM's settings
+		// apply, and none is sent.
+		a.Natural = true
+	} else {
+		a.Eps = num("ε", x.eps, 0.001, 1)
+	}
 	tau := num("τ", x.tau, 0, 1)
 	a.Tau = &tau
 	a.TauSurr = num("τ_S", x.tauSurr, 0, 1)
-	a.Loss, a.BestIterate = x.loss, x.best
 	a.Candidates = int(num("start points", x.candidates, 1, 100000))
+	if a.Natural {
+		return a, err
+	}
+	a.Loss, a.BestIterate = x.loss, x.best
 	a.Steps = int(num("steps", x.steps, 1, 10000))
+	if s := strings.TrimSpace(x.shift); s != "" && err == nil {
+		v, perr := strconv.Atoi(s)
+		if perr != nil || v < 0 || v > maxShift {
+			err = fmt.Errorf("shift must be a whole number of pixels from 0 to %d, not %q", maxShift, x.shift)
+		}
+		a.Shift = v
+	}
+	if strings.TrimSpace(x.noise) != "" {
+		a.Noise = num("noise", x.noise, 0, maxNoise)
+	}
 	return a, err
 }
 
@@ -121,6 +160,7 @@ func (g *gallery) startExtraction(ctx ui.Context, _ ui.Event) {
 		x.stop()
 	}
 	x.job, x.state, x.step, x.total, x.messages = "", shared.JobQueued, 0, 0, nil
+	x.jobNatural = a.Natural
 	c := newClient("")
 	fetch(ctx, func(ctx context.Context) (*shared.Job, error) {
 		return c.Start(ctx, shared.JobRequest{Kind: shared.JobExtract, Extract: a})
@@ -204,21 +244,46 @@ func (g *gallery) extractPanel() ui.UI {
 	if x.state == shared.JobCompleted && x.total > 0 {
 		x.step = x.total // the last progress event may come before the last step's end
 	}
-	return ui.Div().Class("panel").ID("extract").DataSet("job", x.job).DataSet("state", string(x.state)).Body(
-		ui.H2().Text("Craft a new fingerprint (C-BIM, Algorithm 2)"),
+	natural := x.natural()
+	title, progress := "Craft a new fingerprint (C-BIM, Algorithm 2)", fmt.Sprintf("C-BIM step %d of %d", x.step, x.total)
+	if natural {
+		title = "Craft a new fingerprint (natural errors of the source)"
+	}
+	if x.jobNatural {
+		progress = "scoring the source's errors on the training models"
+	}
+	// C-BIM's own settings: greyed out for natural errors, which take none.
+	cbimOnly := "C-BIM only: natural errors are not perturbed"
+	cbim := func(l ui.HTMLLabel) ui.UI {
+		if natural {
+			return l.Class("off").Title(cbimOnly)
+		}
+		return l
+	}
+	return ui.Div().Class("panel").ID("extract").DataSet("job", x.job).DataSet("state", string(x.state)).DataSet("attack", x.attack).Body(
+		ui.H2().Text(title),
 		ui.Div().Class("form").Body(
 			ui.Label().Body(ui.Text("name"), ui.Input().ID("ex-name").Placeholder("optional").Value(x.name).OnChange(ctxValue(&x.name))),
 			ui.Label().Body(ui.Text("source model"), ui.Select().ID("ex-source").Body(sources...).OnChange(ctxValue(&x.source))),
-			ui.Label().Body(ui.Text("ε (L∞)"), ui.Input().ID("ex-eps").Size(5).Value(x.eps).OnChange(ctxValue(&x.eps))),
+			ui.Label().Title("C-BIM crafts conferrable adversarial examples; natural errors are test images the source labels wrongly, unperturbed (SAC-w)").Body(
+				ui.Text("examples"), ui.Select().ID("ex-attack").Body(
+					ui.Option().Value(shared.AttackCBIM).Text("C-BIM adversarial examples").Selected(!natural),
+					ui.Option().Value(shared.AttackNatural).Text("natural errors of the source").Selected(natural),
+				).OnChange(ctxValue(&x.attack))),
+			cbim(ui.Label().Body(ui.Text("ε (L∞)"), ui.Input().ID("ex-eps").Size(5).Value(x.eps).Disabled(natural).OnChange(ctxValue(&x.eps)))),
 			ui.Label().Body(ui.Text("τ"), ui.Input().ID("ex-tau").Size(4).Value(x.tau).OnChange(ctxValue(&x.tau))),
 			ui.Label().Title("share of the training surrogates that must carry an example's key").Body(ui.Text("τ_S"), ui.Input().ID("ex-tau-surr").Size(4).Value(x.tauSurr).OnChange(ctxValue(&x.tauSurr))),
-			ui.Label().Body(ui.Text("loss"), ui.Select().ID("ex-loss").Body(lossOpts...).OnChange(ctxValue(&x.loss))),
-			ui.Label().Style("flex-direction", "row").Style("gap", "4px").Body(
-				ui.Input().Type("checkbox").ID("ex-best").Checked(x.best).
+			cbim(ui.Label().Body(ui.Text("loss"), ui.Select().ID("ex-loss").Body(lossOpts...).Disabled(natural).OnChange(ctxValue(&x.loss)))),
+			cbim(ui.Label().Style("flex-direction", "row").Style("gap", "4px").Body(
+				ui.Input().Type("checkbox").ID("ex-best").Checked(x.best).Disabled(natural).
 					OnChange(func(ctx ui.Context, _ ui.Event) { x.best = ctx.JSSrc().Get("checked").Bool() }),
-				ui.Text("best iterate")),
+				ui.Text("best iterate"))),
 			ui.Label().Body(ui.Text("start points"), ui.Input().ID("ex-candidates").Size(6).Value(x.candidates).OnChange(ctxValue(&x.candidates))),
-			ui.Label().Body(ui.Text("steps"), ui.Input().ID("ex-steps").Size(5).Value(x.steps).OnChange(ctxValue(&x.steps))),
+			cbim(ui.Label().Body(ui.Text("steps"), ui.Input().ID("ex-steps").Size(5).Value(x.steps).Disabled(natural).OnChange(ctxValue(&x.steps)))),
+			cbim(ui.Label().Title(fmt.Sprintf("input diversity: each C-BIM step attacks the image moved by up to this many pixels (0 to %d)", maxShift)).Body(
+				ui.Text("shift"), ui.Input().ID("ex-shift").Size(3).Value(x.shift).Disabled(natural).OnChange(ctxValue(&x.shift)))),
+			cbim(ui.Label().Title("input diversity: each C-BIM step adds Gaussian noise of this standard deviation (0 to 1)").Body(
+				ui.Text("noise"), ui.Input().ID("ex-noise").Size(4).Value(x.noise).Disabled(natural).OnChange(ctxValue(&x.noise)))),
 		),
 		ui.Div().Class("row").Style("margin", "10px 0").Body(boxes("surrogate", &x.surrogates), boxes("reference", &x.references)),
 		ui.Button().ID("extract-start").Text("Craft").Disabled(busy).OnClick(g.startExtraction),
@@ -226,7 +291,7 @@ func (g *gallery) extractPanel() ui.UI {
 		ui.If(x.job != "", ui.Div().Class("row").Style("margin-top", "8px").Body(
 			ui.Span().Text("Job #"+x.job),
 			ui.Div().Class("bar").Body(ui.Div().Style("width", pct(frac))),
-			ui.Span().ID("extract-progress").Text(fmt.Sprintf("C-BIM step %d of %d", x.step, x.total)),
+			ui.Span().ID("extract-progress").Text(progress),
 			ui.Span().ID("extract-state").Class("tag").Text(string(x.state)),
 		)),
 		ui.If(len(log) > 0, ui.Div().Class("log").Style("margin-top", "8px").Body(log...)),

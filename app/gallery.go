@@ -125,12 +125,31 @@ func (g *gallery) open(ctx ui.Context, id string) {
 		})
 }
 
+// naturalWords names what a natural fingerprint is made of.
+const naturalWords = "natural errors of the source"
+
+// fingerprintHow says in a few words how f's examples were made: C-BIM's
+// within ε, or the source's own errors, unperturbed.
+func fingerprintHow(f shared.FingerprintInfo) string {
+	if f.Natural() {
+		return naturalWords
+	}
+	return fmt.Sprintf("ε = %g", f.Eps)
+}
+
 func (g *gallery) Render() ui.UI {
+	lead := "Each fingerprint is an original image plus a perturbation within ε (shown amplified as a " +
+		"heat-map) that makes the source model answer the target label. Conferrability is how much more often the " +
+		"training surrogates give that target than the training references do."
+	if g.fp != nil && g.fp.Natural() {
+		lead = "This fingerprint is made of natural errors of the source: test images, unperturbed, that the source model " +
+			"labels wrongly. Its key is the source's wrong label, which a model derived from the source tends to repeat and " +
+			"an independent model rarely shares. Conferrability is how much more often the training surrogates give that " +
+			"label than the training references do."
+	}
 	return shell("/fingerprints", g.loaded,
 		ui.H1().Text("Fingerprints"),
-		ui.P().Class("lead").Text("Each fingerprint is an original image plus a perturbation within ε (shown amplified as a "+
-			"heat-map) that makes the source model answer the target label. Conferrability is how much more often the "+
-			"training surrogates give that target than the training references do."),
+		ui.P().Class("lead").ID("gallery-lead").Text(lead),
 		errorBox(g.err),
 		loading(g.loaded, "fingerprints"),
 		ui.Div().Body(g.chooser()),
@@ -145,7 +164,7 @@ func (g *gallery) chooser() ui.UI {
 	}
 	opts := make([]ui.UI, len(g.list))
 	for i, f := range g.list {
-		label := fmt.Sprintf("%s — %d examples, ε = %g, τ = %g (%s)", f.Name, f.Count, f.Eps, f.Tau, short(f.ID))
+		label := fmt.Sprintf("%s — %d examples, %s, τ = %g (%s)", f.Name, f.Count, fingerprintHow(f), f.Tau, short(f.ID))
 		opts[i] = ui.Option().Value(f.ID).Text(label).Selected(g.fp != nil && g.fp.ID == f.ID)
 	}
 	return ui.Div().Class("form").Body(
@@ -178,7 +197,7 @@ func (g *gallery) body() ui.UI {
 	return ui.Div().Body(
 		ui.Div().Class("panel").Body(
 			ui.Div().Class("stats").Body(
-				stat("examples", strconv.Itoa(d.Count)), stat("ε (L∞)", fmt.Sprintf("%g", d.Eps)), stat("τ", fmt.Sprintf("%g", d.Tau)), stat("τ_S", fmt.Sprintf("%g", d.TauSurr)),
+				stat("examples", strconv.Itoa(d.Count)), madeBy(d.FingerprintInfo), stat("τ", fmt.Sprintf("%g", d.Tau)), stat("τ_S", fmt.Sprintf("%g", d.TauSurr)),
 				stat("start points", strconv.Itoa(d.Candidates)), stat("reference rate", fmt.Sprintf("%.2f", d.ReferenceRate)),
 				stat("source", d.SourceArch+" "+short(d.Source)),
 			),
@@ -220,6 +239,15 @@ func stat(name, value string) ui.UI {
 	return ui.Div().Body(ui.B().Text(value), ui.Span().Class("muted small").Text(name))
 }
 
+// madeBy is the statistic that says how the examples were made: C-BIM's ε,
+// or no perturbation at all.
+func madeBy(f shared.FingerprintInfo) ui.UI {
+	if f.Natural() {
+		return stat("unperturbed", naturalWords)
+	}
+	return stat("ε (L∞)", fmt.Sprintf("%g", f.Eps))
+}
+
 // itemCard shows one conferrable example with every training model's answer.
 func itemCard(d *shared.FingerprintDetail, it shared.FingerprintItem) ui.UI {
 	tags := make([]ui.UI, 0, len(d.Models))
@@ -234,7 +262,23 @@ func itemCard(d *shared.FingerprintDetail, it shared.FingerprintItem) ui.UI {
 		tags = append(tags, ui.Span().Class(cls).Title(fmt.Sprintf("%s (%s) says %s", m.Name, m.Role, className(d.Classes, it.Labels[i]))).
 			Text(fmt.Sprintf("%s %s: %s", m.Role[:3], m.Arch, className(d.Classes, it.Labels[i]))))
 	}
-	return ui.Div().Class("card item").DataSet("index", it.Index).DataSet("confer", fmt.Sprintf("%.4f", it.Conferrability)).Body(
+	card := ui.Div().Class("card item").DataSet("index", it.Index).DataSet("confer", fmt.Sprintf("%.4f", it.Conferrability))
+	confer := ui.Span().Class("muted").Text(fmt.Sprintf("  conferrability %.2f", it.Conferrability))
+	if d.Natural() {
+		// The image is its original: there is no perturbation to show, only
+		// the true label and the source's wrong one.
+		return card.DataSet("attack", shared.AttackNatural).Body(
+			ui.Div().Class("imgs").Body(
+				figure(itemURL(d.ID, it.Index, "original"), "unperturbed: "+className(d.Classes, it.Label), false),
+			),
+			ui.Div().Class("meta").Body(
+				ui.Div().Body(ui.Text("#"+strconv.Itoa(it.Index)+" true label "), ui.B().Text(className(d.Classes, it.Label)),
+					ui.Text(", the source says "), ui.B().Text(className(d.Classes, it.Target)), confer),
+				ui.Div().Body(tags...),
+			),
+		)
+	}
+	return card.Body(
 		ui.Div().Class("imgs").Body(
 			figure(itemURL(d.ID, it.Index, "original"), "original", false),
 			figure(itemURL(d.ID, it.Index, "perturbation"), "perturbation ×", false),
@@ -242,8 +286,7 @@ func itemCard(d *shared.FingerprintDetail, it shared.FingerprintItem) ui.UI {
 		),
 		ui.Div().Class("meta").Body(
 			ui.Div().Body(ui.Text("#"+strconv.Itoa(it.Index)+" "), ui.B().Text(className(d.Classes, it.Label)),
-				ui.Text(" → "), ui.B().Text(className(d.Classes, it.Target)),
-				ui.Span().Class("muted").Text(fmt.Sprintf("  conferrability %.2f", it.Conferrability))),
+				ui.Text(" → "), ui.B().Text(className(d.Classes, it.Target)), confer),
 			ui.Div().Body(tags...),
 		),
 	)

@@ -226,12 +226,20 @@ func (h *home) examples() ui.UI {
 	}
 	rows := []ui.UI{}
 	for _, it := range d.Items[:min(homeExamples, len(d.Items))] {
-		rows = append(rows, ui.Div().Class("card home-example").Body(
-			ui.Div().Class("imgs").Body(
+		var imgs ui.UI
+		if d.Natural() { // the image is its original: no perturbation to show
+			imgs = ui.Div().Class("imgs").Body(
+				figure(itemURL(d.ID, it.Index, "original"), "unperturbed, true label: "+className(d.Classes, it.Label), true),
+			)
+		} else {
+			imgs = ui.Div().Class("imgs").Body(
 				figure(itemURL(d.ID, it.Index, "original"), "original: "+className(d.Classes, it.Label), true),
 				figure(itemURL(d.ID, it.Index, "perturbation"), fmt.Sprintf("perturbation (ε = %g)", d.Eps), true),
 				figure(itemURL(d.ID, it.Index, "fingerprint"), "fingerprint: "+className(d.Classes, it.Target), true),
-			),
+			)
+		}
+		rows = append(rows, ui.Div().Class("card home-example").Body(
+			imgs,
 			ui.Div().Class("meta").Body(
 				ui.Div().Body(ui.Text("Source model: "), ui.B().Text(className(d.Classes, it.Target))),
 				modelSays(d, it, surr, "a surrogate"),
@@ -240,8 +248,12 @@ func (h *home) examples() ui.UI {
 			),
 		))
 	}
+	title := fmt.Sprintf("The fingerprint “%s”: %d examples at ε = %g on %s", d.Name, d.Count, d.Eps, d.Dataset)
+	if d.Natural() {
+		title = fmt.Sprintf("The fingerprint “%s”: %d %s on %s (test images it labels wrongly, unperturbed)", d.Name, d.Count, naturalWords, d.Dataset)
+	}
 	return ui.Div().Body(
-		ui.H2().Text(fmt.Sprintf("The fingerprint “%s”: %d examples at ε = %g on %s", d.Name, d.Count, d.Eps, d.Dataset)),
+		ui.H2().Text(title),
 		ui.Div().Class("gallery").Body(rows...),
 	)
 }

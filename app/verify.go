@@ -330,7 +330,7 @@ func (v *verify) Render() ui.UI {
 func (v *verify) form() ui.UI {
 	fpOpts := make([]ui.UI, len(v.fps))
 	for i, f := range v.fps {
-		fpOpts[i] = ui.Option().Value(f.ID).Text(fmt.Sprintf("%s — %d examples, ε = %g", f.Name, f.Count, f.Eps)).Selected(f.ID == v.fp)
+		fpOpts[i] = ui.Option().Value(f.ID).Text(fmt.Sprintf("%s — %d examples, %s", f.Name, f.Count, fingerprintHow(f))).Selected(f.ID == v.fp)
 	}
 	modelOpts := make([]ui.UI, len(v.models))
 	for i, m := range v.models {
