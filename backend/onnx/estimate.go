@@ -367,18 +367,19 @@ func intsOfV(v *aval, what string) []int64 { return intsOf(content(v, what), wha
 
 func floatsOfV(v *aval, what string) []float32 { return floatsOf(content(v, what), what) }
 
-func like(v *aval, shape []int64, dt torch.DType) []aval {
-	return []aval{{shape: shape, dt: dt}}
+// same is a value of v's shape, of type dt.
+func same(v *aval, dt torch.DType) []aval {
+	return []aval{{shape: slices.Clone(v.shape), dt: dt}}
 }
 
 func sameRule(_ *runCtx, _ *node, in []*aval) []aval {
 	x := needV(in, 0)
-	return like(x, slices.Clone(x.shape), x.dt)
+	return same(x, x.dt)
 }
 
 func boolRule(_ *runCtx, _ *node, in []*aval) []aval {
 	x := needV(in, 0)
-	return like(x, slices.Clone(x.shape), torch.Bool)
+	return same(x, torch.Bool)
 }
 
 // broadcastRule is the numpy broadcast of every present input, of the
@@ -714,7 +715,7 @@ func padRule(c *runCtx, n *node, in []*aval) []aval {
 
 func dropoutRule(_ *runCtx, n *node, in []*aval) []aval {
 	x := needV(in, 0)
-	outs := like(x, slices.Clone(x.shape), x.dt)
+	outs := same(x, x.dt)
 	if len(n.out) > 1 && n.out[1] != "" {
 		outs = append(outs, aval{shape: slices.Clone(x.shape), dt: torch.Bool})
 	}
@@ -845,7 +846,7 @@ func reduceRule(from int64, noop bool) shapeRule {
 		x := needV(in, 0)
 		axes := axesOfV(c, n, in, from)
 		if noop && len(axes) == 0 && c.opset >= from && n.int("noop_with_empty_axes", 0) != 0 {
-			return like(x, slices.Clone(x.shape), x.dt)
+			return same(x, x.dt)
 		}
 		keep := n.int("keepdims", 1) != 0
 		r := len(x.shape)
