@@ -232,8 +232,11 @@ func (g *gallery) extractPanel() ui.UI {
 		return ui.Div().Body(ui.B().Text(kind+"s"), ui.Div().Style("display", "flex").Style("flex-direction", "column").Body(items...))
 	}
 	frac := 0.0
-	if x.total > 0 {
+	switch {
+	case x.total > 0:
 		frac = float64(x.step) / float64(x.total)
+	case x.state == shared.JobCompleted: // natural errors: no steps to count
+		frac = 1
 	}
 	busy := x.job != "" && !x.state.Final() && x.err == nil
 	// The log, newest line first.

@@ -148,4 +148,8 @@ func TestExtractionPanel(t *testing.T) {
 	if html = ui.HTMLString(g.extractPanel()); strings.Contains(html, "C-BIM step") || !strings.Contains(html, "scoring the source&#39;s errors") {
 		t.Errorf("a natural job's progress speaks of C-BIM:\n%s", html)
 	}
+	g.extract.state = shared.JobCompleted
+	if html = ui.HTMLString(g.extractPanel()); !strings.Contains(html, "width:100.0%") {
+		t.Errorf("a completed natural job's bar is not full:\n%s", html)
+	}
 }

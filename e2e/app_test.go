@@ -783,6 +783,55 @@ func TestCraftFromGallery(t *testing.T) {
 		"the new fingerprint in the gallery")
 }
 
+// TestCraftNaturalFromGallery: natural errors chosen in the form grey out
+// C-BIM's settings and send natural:true, and the gallery shows the new
+// fingerprint as the source's errors: one unperturbed image per card, no ε.
+func TestCraftNaturalFromGallery(t *testing.T) {
+	ctx := tab(t)
+	open(t, ctx, "/fingerprints", "fingerprints")
+	if err := chromedp.Do(ctx, chromedp.Click(`#extract-open`), chromedp.WaitVisible(`#extract-start`), set(`#ex-attack`, shared.AttackNatural)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, `document.querySelector('#extract').dataset.attack === 'natural' && ['#ex-eps', '#ex-loss', '#ex-best', '#ex-steps', '#ex-shift', '#ex-noise'].every(s => document.querySelector(s).disabled) && !document.querySelector('#ex-tau').disabled`,
+		"C-BIM's settings greyed out")
+	// τ = τ_S = 0 keeps every error, however the one-epoch models answer.
+	if err := chromedp.Do(ctx, set(`#ex-name`, "e2e-natural"), set(`#ex-source`, e2e.source.ID), set(`#ex-candidates`, "16"), set(`#ex-tau`, "0"), set(`#ex-tau-surr`, "0"),
+		chromedp.Click(`#extract-start`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, `document.querySelector('#extract').dataset.state === 'completed'`, "the natural extraction to complete")
+	j, err := waitJob(context.Background(), eval[string](t, ctx, `document.querySelector('#extract').dataset.job`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := j.Args.Extract; a == nil || !a.Natural || a.Eps != 0 || a.Steps != 0 || a.Loss != "" || a.BestIterate || a.Candidates != 16 {
+		t.Errorf("the page asked for %+v; want natural errors and none of C-BIM's settings", a)
+	}
+	fp := j.Result.Fingerprint
+	if fp.Attack != shared.AttackNatural {
+		t.Fatalf("the job made a %q fingerprint", fp.Attack)
+	}
+	waitFor(t, ctx, fmt.Sprintf(`document.querySelector('#fp-select').value === %q && document.querySelectorAll('#gallery .item').length === %d`, fp.ID, min(fp.Count, 60)),
+		"the natural fingerprint in the gallery")
+	waitFor(t, ctx, imagesLoaded("#gallery img"), "the natural fingerprint's images")
+	type card struct {
+		Attack string
+		Imgs   int
+		Text   string
+	}
+	for _, c := range eval[[]card](t, ctx, `[...document.querySelectorAll('#gallery .item')].map(c => ({Attack: c.dataset.attack || '', Imgs: c.querySelectorAll('img').length, Text: c.innerText}))`) {
+		if c.Attack != shared.AttackNatural || c.Imgs != 1 || strings.Contains(c.Text, "ε") || strings.Contains(c.Text, "perturbation") || !strings.Contains(c.Text, "the source says") {
+			t.Errorf("natural card %+v: want one unperturbed image, the source's label and no ε", c)
+		}
+	}
+	for _, sel := range []string{`.stats`, `#fp-select option:checked`, `#gallery-lead`} {
+		if txt := eval[string](t, ctx, `document.querySelector('`+sel+`').innerText`); strings.Contains(txt, "ε") || !strings.Contains(txt, "natural errors of the source") {
+			t.Errorf("%s says %q: want natural errors of the source and no ε", sel, txt)
+		}
+	}
+	shoot(t, ctx, "fingerprints-natural")
+}
+
 func TestExperiments(t *testing.T) {
 	ctx := tab(t)
 	open(t, ctx, "/experiments", "experiments")
