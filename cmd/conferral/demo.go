@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -209,69 +210,118 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return usagef("--%v", err)
 	}
-	fp, err := fingerprint.Extract(ctx, tm, startSet, cfg)
-	if err != nil {
-		return err
-	}
-	clock.lap("C-BIM")
-	// 4. Calibrate: how often do the independent models agree with it?
-	cal, err := fingerprint.Calibrate(ctx, fp, calibration, fingerprint.DefaultFPR)
-	if err != nil {
-		return err
-	}
-	fpPath, sheetPath := filepath.Join(*out, "fingerprint.safetensors"), filepath.Join(*out, "fingerprint.png")
-	if err := fp.Save(fpPath); err != nil {
-		return err
-	}
-	if err := fingerprint.WriteSheet(sheetPath, fp, 24); err != nil {
-		return err
-	}
-	if err := cal.Save(fingerprint.CalibrationPath(fpPath)); err != nil {
-		return err
-	}
-	say("fingerprint: %d conferrable examples from %d start points (ε = %g, τ = %g) → %s, contact sheet %s", fp.N, fp.Meta.Candidates, cfg.CBIM.Eps, cfg.Tau, fpPath, sheetPath)
-	say("calibration: %d independent models agree %.2f ± %.2f; at a false-positive rate of %g the test accuses from %.2f (θ = %.2f)",
-		len(cal.Models), cal.Fit.Mean(), cal.Fit.SD(), cal.FPR, cal.Summary.Accuracy, fingerprint.DefaultThreshold)
-	// 5. Verify the models the fingerprint never saw.
-	e.progress.done()
+	cfg.Natural = false
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\nVerification of the adversary's models (never seen by the fingerprint), calibrated by %d independent models: accusing from %.2f at a false-positive rate of %g:\n",
-		len(cal.Models), cal.Summary.Accuracy, cal.FPR)
-	correct, total := 0, 0
-	minSurr, maxRef := 1.0, 0.0
-	for _, fm := range fleet {
-		if !fm.adversary {
-			continue
+	for _, natural := range []bool{false, true} {
+		c, name := cfg, "fingerprint"
+		if natural {
+			c, name = demoNatural(cfg), "natural"
 		}
-		v, err := fingerprint.Verify(ctx, &suspect.Local{Model: models[fm.name], Name: fm.name}, fp, fingerprint.Rule{Calibration: cal})
+		fp, err := fingerprint.Extract(ctx, tm, startSet, c)
 		if err != nil {
 			return err
 		}
-		verdict := strings.ToUpper(v.Outcome)
-		ok := demoRight(fm.surrogate, v.Outcome)
-		mark := "right"
-		if !ok {
-			mark = "WRONG"
-		} else {
-			correct++
+		// 4. Calibrate: how often do the independent models agree with it?
+		cal, err := fingerprint.Calibrate(ctx, fp, calibration, fingerprint.DefaultFPR)
+		if err != nil {
+			return err
 		}
-		total++
-		fmt.Fprintf(&sb, "  %-24s fingerprint accuracy %.3f (%3d/%3d, 95%% [%.2f, %.2f]), p = %.2g → %-13s (%s)\n", fm.name, v.Accuracy, v.Agree, v.Fingerprints, v.Interval[0], v.Interval[1], *v.PValue, verdict, mark)
-		if fm.surrogate {
-			minSurr = min(minSurr, v.Accuracy)
-		} else {
-			maxRef = max(maxRef, v.Accuracy)
+		fpPath, sheetPath := filepath.Join(*out, name+".safetensors"), filepath.Join(*out, name+".png")
+		if err := fp.Save(fpPath); err != nil {
+			return err
+		}
+		if err := fingerprint.WriteSheet(sheetPath, fp, 24); err != nil {
+			return err
+		}
+		if err := cal.Save(fingerprint.CalibrationPath(fpPath)); err != nil {
+			return err
+		}
+		say("%s: %d examples (%s) → %s, contact sheet %s", name, fp.N, demoHow(fp.Meta.Attack, fp.Meta.Candidates, fp.Meta.Eps, c.Tau), fpPath, sheetPath)
+		say("calibration: %d independent models agree %.2f ± %.2f; at a false-positive rate of %g the test accuses from %.2f (θ = %.2f)",
+			len(cal.Models), cal.Fit.Mean(), cal.Fit.SD(), cal.FPR, cal.Summary.Accuracy, fingerprint.DefaultThreshold)
+		// 5. Verify the models the fingerprint never saw.
+		var rows []demoRow
+		for _, fm := range fleet {
+			if !fm.adversary {
+				continue
+			}
+			v, err := fingerprint.Verify(ctx, &suspect.Local{Model: models[fm.name], Name: fm.name}, fp, fingerprint.Rule{Calibration: cal})
+			if err != nil {
+				return err
+			}
+			rows = append(rows, demoRow{name: fm.name, surrogate: fm.surrogate, outcome: v.Outcome, accuracy: v.Accuracy, agree: v.Agree, n: v.Fingerprints, interval: v.Interval, p: v.PValue})
+		}
+		clock.lap(name + " (extraction, calibration, verification)")
+		demoTable(&sb, demoHow(fp.Meta.Attack, fp.Meta.Candidates, fp.Meta.Eps, c.Tau), fp.N, len(cal.Models), cal.Fit.Mean(), cal.Fit.SD(), cal.Summary.Accuracy, cal.FPR, rows)
+		for _, w := range cal.Warnings() {
+			fmt.Fprintf(&sb, "caution: %s\n", w)
 		}
 	}
-	fmt.Fprintf(&sb, "%d of %d verdicts right. Lowest surrogate %.3f, highest reference %.3f (gap %+.3f; margins: lowest surrogate %+.3f over the threshold, highest reference %+.3f under it).\n",
-		correct, total, minSurr, maxRef, minSurr-maxRef, minSurr-cal.Summary.Accuracy, cal.Summary.Accuracy-maxRef)
-	for _, w := range cal.Warnings() {
-		fmt.Fprintf(&sb, "caution: %s\n", w)
-	}
-	clock.lap("calibration and verification")
+	e.progress.done()
 	sb.WriteString(clock.String())
 	_, err = fmt.Fprint(e.stdout, sb.String())
 	return err
+}
+
+// demoNaturalTau is the conferrability a natural fingerprint's keys must
+// reach on the demo's training models: the source's mistakes that its
+// surrogates share and most references do not.
+const demoNaturalTau = 0.5
+
+// demoNatural is the demo's second fingerprint: every test input the
+// source misclassifies, kept when conferrable (τ = demoNaturalTau).
+func demoNatural(c fingerprint.Config) fingerprint.Config {
+	c.Natural, c.Tau, c.TauSurr, c.Candidates = true, demoNaturalTau, 0, 1<<20
+	return c
+}
+
+// demoHow says how a fingerprint was made, in a few words.
+func demoHow(attack string, candidates int, eps, tau float64) string {
+	if attack == fingerprint.AttackNatural {
+		return fmt.Sprintf("the source's own mistakes among %d test inputs it misclassifies, conferrability ≥ %g", candidates, tau)
+	}
+	return fmt.Sprintf("C-BIM from %d start points, ε = %g, conferrability ≥ %g", candidates, eps, tau)
+}
+
+// demoRow is one suspect's verdict in the demo's table.
+type demoRow struct {
+	name      string
+	surrogate bool
+	outcome   string
+	accuracy  float64
+	agree, n  int
+	interval  [2]float64
+	p         *float64
+}
+
+// demoTable writes the verdicts on the adversary's models by one
+// fingerprint: each with its interval, p-value and whether it is right,
+// then the margins of the lowest surrogate and the highest reference
+// around the calibrated threshold.
+func demoTable(w io.Writer, how string, keys, models int, mean, sd, threshold, fpr float64, rows []demoRow) {
+	fmt.Fprintf(w, "\nFingerprint of %d keys (%s).\nVerdicts on the adversary's models (never seen by the fingerprint), calibrated by %d independent models (agreement %.2f ± %.2f): accusing from %.2f at a false-positive rate of %g:\n",
+		keys, how, models, mean, sd, threshold, fpr)
+	right := 0
+	minSurr, maxRef := 1.0, 0.0
+	for _, r := range rows {
+		mark := "WRONG"
+		if demoRight(r.surrogate, r.outcome) {
+			mark = "right"
+			right++
+		}
+		if r.surrogate {
+			minSurr = min(minSurr, r.accuracy)
+		} else {
+			maxRef = max(maxRef, r.accuracy)
+		}
+		p := "–"
+		if r.p != nil {
+			p = fmt.Sprintf("%.2g", *r.p)
+		}
+		fmt.Fprintf(w, "  %-24s fingerprint accuracy %.3f (%3d/%3d, 95%% [%.2f, %.2f]), p = %s → %-13s (%s)\n", r.name, r.accuracy, r.agree, r.n, r.interval[0], r.interval[1], p, strings.ToUpper(r.outcome), mark)
+	}
+	fmt.Fprintf(w, "%d of %d verdicts right. Lowest surrogate %.3f, highest reference %.3f (gap %+.3f; margins: lowest surrogate %+.3f over the threshold, highest reference %+.3f under it).\n",
+		right, len(rows), minSurr, maxRef, minSurr-maxRef, minSurr-threshold, threshold-maxRef)
 }
 
 // demoRight says whether a verdict's outcome is the truth about a demo

@@ -148,56 +148,46 @@ func demoStory(ctx context.Context, e *env, s *server.Server, o demoServe) error
 		}
 	}
 	clock.lap(fmt.Sprintf("fleet (%d models)", len(fleet)))
-	// 3. The fingerprint, calibrated by the independent models.
-	fj, err := run(shared.JobRequest{Kind: shared.JobExtract, Extract: &ex})
+	// 3. The fingerprints, each calibrated by the independent models:
+	// C-BIM's, and the source's own mistakes (demoNatural).
+	nat := ex
+	tau := demoNaturalTau
+	nat.Name, nat.Natural, nat.Tau, nat.TauSurr, nat.Candidates = "demo natural fingerprint", true, &tau, 0, 1<<20
+	fj, err := run(shared.JobRequest{Kind: shared.JobExtract, Extract: &ex}, shared.JobRequest{Kind: shared.JobExtract, Extract: &nat})
 	if err != nil {
 		return err
 	}
-	fp := fj[0].Result.Fingerprint
-	clock.lap("C-BIM and calibration")
-	// 4. Verify the adversary's models, which the fingerprint never saw.
-	reqs = reqs[:0]
-	var names []string
-	var surrogate []bool
-	for i, fm := range fleet {
-		if fm.adversary {
-			reqs = append(reqs, shared.JobRequest{Kind: shared.JobVerify, Verify: &shared.VerifyArgs{Fingerprint: fp.ID, Model: trained[i].Result.Models[0].ID}})
-			names, surrogate = append(names, fm.name), append(surrogate, fm.surrogate)
-		}
-	}
-	verified, err := run(reqs...)
-	if err != nil {
-		return err
-	}
+	clock.lap("fingerprints and calibration")
+	// 4. Verify the adversary's models, which the fingerprints never saw.
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\nfingerprint %s: %d conferrable examples from %d start points (ε = %g, τ = %g)\n", fp.ID[:12], fp.Count, fp.Candidates, fp.Eps, fp.Tau)
-	right := 0
-	minSurr, maxRef, threshold := 1.0, 0.0, 0.0
-	for i, j := range verified {
-		v := j.Result.Verdict
-		if i == 0 && v.Null != nil {
-			fmt.Fprintf(&sb, "Verification of the adversary's models (never seen by the fingerprint), calibrated by %d independent models (agreement %.2f ± %.2f): accusing from %.2f at a false-positive rate of %g:\n",
-				v.Null.Models, v.Null.Mean, v.Null.SD, v.Threshold, v.Null.FPR)
+	for _, f := range fj {
+		fp := f.Result.Fingerprint
+		reqs = reqs[:0]
+		var names []string
+		var surrogate []bool
+		for i, fm := range fleet {
+			if fm.adversary {
+				reqs = append(reqs, shared.JobRequest{Kind: shared.JobVerify, Verify: &shared.VerifyArgs{Fingerprint: fp.ID, Model: trained[i].Result.Models[0].ID}})
+				names, surrogate = append(names, fm.name), append(surrogate, fm.surrogate)
+			}
 		}
-		threshold = v.Threshold
-		mark := "WRONG"
-		if demoRight(surrogate[i], v.Outcome) {
-			mark = "right"
-			right++
+		verified, err := run(reqs...)
+		if err != nil {
+			return err
 		}
-		if surrogate[i] {
-			minSurr = min(minSurr, v.Accuracy)
-		} else {
-			maxRef = max(maxRef, v.Accuracy)
+		var rows []demoRow
+		var null shared.Null
+		threshold := 0.0
+		for i, j := range verified {
+			v := j.Result.Verdict
+			if v.Null != nil {
+				null = *v.Null
+			}
+			threshold = v.Threshold
+			rows = append(rows, demoRow{name: names[i], surrogate: surrogate[i], outcome: v.Outcome, accuracy: v.Accuracy, agree: v.Matches, n: v.N, interval: v.Interval, p: v.PValue})
 		}
-		p := "–"
-		if v.PValue != nil {
-			p = fmt.Sprintf("%.2g", *v.PValue)
-		}
-		fmt.Fprintf(&sb, "  %-24s fingerprint accuracy %.3f (%3d/%3d, 95%% [%.2f, %.2f]), p = %s → %-13s (%s)\n", names[i], v.Accuracy, v.Matches, v.N, v.Interval[0], v.Interval[1], p, strings.ToUpper(v.Outcome), mark)
+		demoTable(&sb, fmt.Sprintf("%s; %s", fp.ID[:12], demoHow(fp.Attack, fp.Candidates, fp.Eps, fp.Tau)), fp.Count, null.Models, null.Mean, null.SD, threshold, null.FPR, rows)
 	}
-	fmt.Fprintf(&sb, "%d of %d verdicts right. Lowest surrogate %.3f, highest reference %.3f (margins: %+.3f over the threshold, %+.3f under it).\n",
-		right, len(verified), minSurr, maxRef, minSurr-threshold, threshold-maxRef)
 	clock.lap("verification")
 	sb.WriteString(clock.String())
 	_, err = fmt.Fprint(e.stdout, sb.String())

@@ -16,8 +16,9 @@ import (
 
 // TestDemo runs the demo's story at toy scale — as jobs of a real server on
 // 127.0.0.1, and in this process — and checks that every stage completed,
-// the fingerprint was calibrated by the ten independent models, and every
-// one of the eight suspects got a calibrated verdict.
+// both fingerprints (C-BIM's and the source's own mistakes) were
+// calibrated by the ten independent models, and every one of the eight
+// suspects got a calibrated verdict from each.
 func TestDemo(t *testing.T) {
 	for _, flavour := range [][]string{{"--serve", "--keep=false", "--addr", "127.0.0.1:0"}, nil} {
 		name := "cli"
@@ -32,17 +33,18 @@ func TestDemo(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 			}
-			wants := []string{"test-surrogate-lenet-0", "test-reference-mlpdrop-2", "calibrated by 10 independent models", "verdicts right", "p = ", "Time: source (1 model)", "fleet (34 models)", "; total "}
+			wants := []string{"test-surrogate-lenet-0", "test-reference-mlpdrop-2", "calibrated by 10 independent models", "verdicts right", "p = ", "Time: source (1 model)", "fleet (34 models)", "; total ",
+				"C-BIM from 30 start points, ε = 0.25", "the source's own mistakes among"}
 			if flavour != nil {
-				wants = append(wants, "open http://127.0.0.1:", "conferrable examples")
+				wants = append(wants, "open http://127.0.0.1:")
 			}
 			for _, want := range wants {
 				if !strings.Contains(stdout, want) {
 					t.Errorf("the output does not say %q:\n%s", want, stdout)
 				}
 			}
-			if n := strings.Count(stdout, "fingerprint accuracy"); n != 8 {
-				t.Errorf("%d verdicts, want 8:\n%s", n, stdout)
+			if n := strings.Count(stdout, "fingerprint accuracy"); n != 16 {
+				t.Errorf("%d verdicts, want 8 by each fingerprint:\n%s", n, stdout)
 			}
 			if flavour != nil {
 				checkDemoRoles(t, filepath.Join(out, "server"))
