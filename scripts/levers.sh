@@ -19,6 +19,10 @@
 #   natural     every test input the source misclassifies (τ 0, no
 #               selection: SAC-w)
 #   natural16   those of them with conferrability ≥ 0.6 on the 16+16 fleet
+# and the per-suspect baseline (item 5): every example of fleet8's C-BIM
+# run, unfiltered, asked of every model, so that agreement on the keys can
+# be set against agreement on controls crafted alike
+# (scripts/analysis/controls.py, written to controls.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-$(nproc)}
@@ -72,6 +76,25 @@ for fp in "${FPS[@]}"; do
   cp "${fp%.safetensors}.calibration.json" "${fp%.safetensors}.png" "$d/"
   [ ! -f "${fp%.safetensors}.seconds" ] || cp "${fp%.safetensors}.seconds" "$d/"
 done
+# The per-suspect baseline.
+all=$CACHE/levers/fleet8-all.safetensors
+[ -f "$all" ] || $C extract "${Q[@]}" --source "$SRC" --surrogates "$(join "${SURR1[@]}")" --references "$(join "${REFS1[@]}")" \
+  --eps 0.05 --steps 50 --loss geometric --best-iterate --tau 0 --tau-surr 0 --candidates 600 --seed 1 --out "$all" >/dev/null
+A=$CACHE/levers/controls
+mkdir -p "$A"
+ask() { # ask OUT MODEL META: one model's answers to every crafted example
+  [ -s "$1.json" ] || $C verify "${Q[@]}" --fingerprint "$all" --suspect "$2" --json >"$1.json"
+  printf '%s\n' "$3" >"$1.meta"
+}
+i=0
+while IFS=$'\t' read -r truth arch recipe spec; do
+  ask "$A/s$i" "$spec" "$(printf '%s\t%s\t%s\t%s' "$truth" "$arch" "$recipe" "$spec")"
+  i=$((i + 1))
+done <"$Z/suspects.tsv"
+i=0
+for m in "$CACHE"/calibration/cal-*.safetensors; do ask "$A/c$i" "$m" "$m"; i=$((i + 1)); done
+for m in "${SURR1[@]}" "${REFS1[@]}"; do ask "$A/f$i" "$m" "$m"; i=$((i + 1)); done
+/usr/bin/python3 scripts/analysis/controls.py "$A" >"$REPORT/controls.md"
 cp "$Z/suspects.tsv" "$REPORT/suspects.tsv"
 echo "ZOO_SEED=$ZOO_SEED scripts/levers.sh" >"$REPORT/COMMAND"
 log "done: $REPORT"
