@@ -179,6 +179,7 @@ CMD="ZOO_SEED=$ZOO_SEED"
 [ -z "$TAG" ] || CMD+=" TAG=$TAG"
 [ "$WIDE" != 1 ] || CMD+=" WIDE=1"
 [ -z "$EXTRACT" ] || CMD+=" EXTRACT='$EXTRACT'"
+[ "$REPORT" = "docs/results/benchmark${TAG:+-$TAG}" ] || CMD+=" REPORT=$REPORT"
 CMD+=" scripts/benchmark.sh"
 $C experiment benchmark "${Q[@]}" --allow-private --fingerprint "$FPS/fp-1.safetensors,$FPS/fp-2.safetensors,$FPS/fp-3.safetensors" \
   --describe "Fashion-MNIST; LeNet-5 source (4 epochs, defender's half); training fleet ${#SURR[@]}+${#REFS[@]}${EXTRACT:+, extract $EXTRACT}; suspects on the adversary's half, 1-4 epochs, zoo seed $ZOO_SEED" \
