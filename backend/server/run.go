@@ -98,8 +98,8 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 		if a == nil {
 			return badInput("a derive job needs derive arguments")
 		}
-		if !slices.Contains(train.Attacks(), a.Attack) {
-			return badInput("attack %q: want one of %s", a.Attack, strings.Join(train.Attacks(), ", "))
+		if _, err := train.ParseAttack(a.Attack); err != nil {
+			return badInput("%v", err)
 		}
 		if a.Arch != "" && !slices.Contains(nn.Architectures(), a.Arch) {
 			return badInput("arch %q: want one of %s", a.Arch, strings.Join(nn.Architectures(), ", "))
@@ -369,9 +369,10 @@ func recipeConfig(r train.Recipe, seed int64) (train.Config, error) {
 }
 
 // trains says whether a derivation trains a model (and so has a recipe):
-// every attack but pruning and quantization.
+// every attack but pruning and quantization (train.Attack.Trains).
 func trains(attack string) bool {
-	return attack != train.AttackPrune && attack != train.AttackQuantize
+	a, err := train.ParseAttack(attack)
+	return err == nil && a.Trains
 }
 
 func (s *Server) runTrain(ctx context.Context, j shared.Job, a shared.TrainArgs, rep shared.Reporter) (*shared.JobResult, error) {
@@ -448,8 +449,8 @@ func (s *Server) runDerive(ctx context.Context, j shared.Job, a shared.DeriveArg
 			src.Spec.C, src.Spec.H, src.Spec.W, len(src.Spec.Classes), trainSet.Name, trainSet.C, trainSet.H, trainSet.W, trainSet.NumClasses())
 	}
 	n := a.Examples
-	if n == 0 && train.FineTuning(a.Attack) {
-		n = 10000 // §6.3: 10,000 inputs labelled by the source
+	if n == 0 {
+		n = train.DefaultExamples(a.Attack)
 	}
 	trainSet = trainSet.First(n)
 	cfg, err := deriveConfig(a)

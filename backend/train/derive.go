@@ -10,10 +10,8 @@ package train
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"time"
 
 	"github.com/conferral/conferral/backend/data"
@@ -50,8 +48,8 @@ type Deployed interface {
 	Free()
 }
 
-// Derive derives a model from source by the named attack on the adversary's
-// data d. The attacks that train a new model build it with Options.Arch (the
+// Derive derives a model from source by the named attack (its row of the
+// registry, attacks.go) on the adversary's data d. The attacks that train a new model build it with Options.Arch (the
 // source's architecture by default), initialised from cfg.Seed and normalised
 // with the statistics of the data it is trained on; fine-tuning, adversarial
 // training, pruning and quantization start from a copy of the source. The
@@ -61,91 +59,18 @@ type Deployed interface {
 // on labels). The caller frees the result.
 func Derive(ctx context.Context, attackName string, source *nn.Model, d *data.Dataset, o Options, cfg Config) (Deployed, *Derivation, error) {
 	start := time.Now()
-	var (
-		out Deployed
-		der *Derivation
-		err error
-	)
-	free := func() {
-		if out != nil {
-			out.Free()
-			out = nil
-		}
+	a, err := ParseAttack(attackName)
+	if err != nil {
+		return nil, nil, fmt.Errorf("derive: %w", err)
 	}
 	// The share of the adversary's data is drawn before anything is
 	// labelled, so that queries count only what is used.
 	d, _, cfg = takeShare(d, cfg)
-	switch attackName {
-	case AttackRetraining, AttackJagielski, AttackNoise, AttackTrueLabels, AttackPapernot, AttackKnockoff:
-		trainOn := d
-		if attackName == AttackKnockoff {
-			if o.Transfer == nil {
-				return nil, nil, errors.New("derive knockoff: no transfer set")
-			}
-			n := o.TransferSize
-			if n <= 0 {
-				n = d.Len()
-			}
-			trainOn = RandomSubset(o.Transfer, n, cfg.Seed)
+	out, der, err := a.derive(ctx, derivation{name: a.Name, source: source, d: d, o: o, cfg: cfg})
+	free := func() {
+		if out != nil {
+			out.Free()
 		}
-		var m *nn.Model
-		m, err = newSurrogate(source, o.Arch, trainOn, cfg.Seed)
-		if err != nil {
-			return nil, nil, fmt.Errorf("derive %s: %w", attackName, err)
-		}
-		out = m
-		switch attackName {
-		case AttackRetraining:
-			var res *Result
-			res, err = Retrain(ctx, source, m, d, cfg)
-			der = &Derivation{Attack: AttackRetraining, Queries: int64(d.Len()), Examples: d.Len(), Train: res}
-		case AttackJagielski:
-			der, err = Jagielski(ctx, source, m, d, o.Temperature, cfg)
-		case AttackNoise:
-			der, err = Noise(ctx, source, m, d, o.Lambda, cfg)
-		case AttackTrueLabels:
-			der, err = TrueLabels(ctx, source, m, d, o.Rho, cfg)
-		case AttackPapernot:
-			der, err = Papernot(ctx, source, m, d, o.Papernot, cfg)
-		case AttackKnockoff:
-			der, err = Knockoff(ctx, source, m, trainOn, trainOn.Len(), cfg)
-		}
-	case AttackFTLL, AttackFTAL, AttackRTLL, AttackRTAL, AttackFGM, AttackPGD, AttackPrune, AttackQuantize:
-		var m *nn.Model
-		m, err = source.Clone(source.Device())
-		if err != nil {
-			return nil, nil, fmt.Errorf("derive %s: copying the source: %w", attackName, err)
-		}
-		out = m
-		switch attackName {
-		case AttackFGM, AttackPGD:
-			adv := o.Adv
-			adv.Attack = attackName
-			der, err = AdversarialTraining(ctx, source, m, d, adv, cfg)
-		case AttackPrune:
-			var st []LayerStats
-			st, err = Prune(m, o.Fraction)
-			der = &Derivation{Attack: AttackPrune, Layers: st}
-		case AttackQuantize:
-			var st []LayerStats
-			st, err = Quantize(m, o.Bits)
-			der = &Derivation{Attack: AttackQuantize, Layers: st}
-		default:
-			der, err = FineTune(ctx, source, m, d, attackName, cfg)
-		}
-	case AttackEnsemble:
-		spec := source.Spec
-		if o.Arch != "" {
-			spec.Arch = o.Arch
-		}
-		spec.Mean, spec.Std = d.Stats()
-		var e *Ensemble
-		e, der, err = TrainEnsemble(ctx, source, spec, source.Device(), d, o.Members, cfg)
-		if e != nil {
-			out = e
-		}
-	default:
-		return nil, nil, fmt.Errorf("derive: unknown attack %q (have %s)", attackName, strings.Join(Attacks(), ", "))
 	}
 	if err != nil {
 		free()

@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -25,25 +24,6 @@ import (
 	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/train"
 )
-
-// attackSummaries describe the attacks in `derive -h`.
-var attackSummaries = map[string]string{
-	train.AttackRetraining: "train a new model on the source's labels (T = 1)",
-	train.AttackJagielski:  "train on the source's soft labels at temperature --temperature",
-	train.AttackKnockoff:   "train on a transfer set of another distribution (--transfer) labelled by the source",
-	train.AttackPapernot:   "Jacobian-based dataset augmentation from --seeds examples in --rounds rounds",
-	train.AttackFTLL:       "fine-tune the source's last layer",
-	train.AttackFTAL:       "fine-tune all of the source's layers",
-	train.AttackRTLL:       "re-initialise the source's last layer and train it alone",
-	train.AttackRTAL:       "re-initialise the source's last layer and train all layers",
-	train.AttackFGM:        "fine-tune the source with FGM adversarial examples",
-	train.AttackPGD:        "fine-tune the source with PGD adversarial examples",
-	train.AttackEnsemble:   "--members surrogates on disjoint parts of the data, deployed with average voting",
-	train.AttackNoise:      "train on the source's prediction vectors mixed with uniform noise of weight --lambda",
-	train.AttackTrueLabels: "train on the source's labels with a fraction --rho of ground-truth labels",
-	train.AttackPrune:      "set the --fraction smallest weights of each layer of the source to zero",
-	train.AttackQuantize:   "round the source's weights through --bits-bit affine quantization",
-}
 
 type deriveResult struct {
 	Model              string            `json:"model"`
@@ -95,8 +75,8 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 	fs.Usage = func() {
 		w := fs.Output()
 		fmt.Fprintln(w, "usage: conferral derive --attack NAME --source M --out S [flags]\n\nattacks (paper §2.4 and §6.3, and beyond):")
-		for _, a := range train.Attacks() {
-			fmt.Fprintf(w, "  %-12s %s\n", a, attackSummaries[a])
+		for _, a := range train.Registry() {
+			fmt.Fprintf(w, "  %-12s %s\n", a.Name, a.Summary)
 		}
 		fmt.Fprintln(w, "\nWithout --recipe, training takes the attack's defaults (fine-tuning: 5 epochs at lr 0.01);\nsingle training flags override either.\n\nflags:")
 		fs.PrintDefaults()
@@ -104,11 +84,12 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	atk, attackErr := train.ParseAttack(*name)
 	switch {
 	case *name == "":
 		return usagef("--attack is required (one of %s)", strings.Join(train.Attacks(), ", "))
-	case !slices.Contains(train.Attacks(), *name):
-		return usagef("--attack %q: want one of %s", *name, strings.Join(train.Attacks(), ", "))
+	case attackErr != nil:
+		return usagef("--%v", attackErr) // --attack "NAME": want one of …
 	case *source == "":
 		return usagef("--source is required")
 	case *out == "":
@@ -145,8 +126,8 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 			*source, src.Spec.C, src.Spec.H, src.Spec.W, len(src.Spec.Classes), trainSet.Name, trainSet.C, trainSet.H, trainSet.W, trainSet.NumClasses())
 	}
 	n := *examples
-	if !set["examples"] && train.FineTuning(*name) {
-		n = 10000 // §6.3: 10,000 inputs labelled by the source
+	if !set["examples"] {
+		n = train.DefaultExamples(*name)
 	}
 	trainSet = trainSet.First(n)
 
@@ -202,7 +183,7 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 	}
 	defer m.Free()
 
-	params := attackParams(*name, o, cfg)
+	params := atk.Params(o, cfg)
 	meta := map[string]string{
 		"derive.attack": *name, "derive.source_sha256": srcSum, "derive.queries": fmt.Sprint(der.Queries),
 		"derive.examples": fmt.Sprint(der.Examples), "train.split": df.split, "train.split_seed": fmt.Sprint(df.splitSeed),
@@ -212,7 +193,7 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 		meta["derive."+k] = v
 	}
 	var rec *train.Recipe
-	if *name != train.AttackPrune && *name != train.AttackQuantize {
+	if atk.Trains {
 		r := cfg.Recipe()
 		if dm, ok := m.(*nn.Model); ok {
 			r = train.TrainedRecipe(cfg, dm)
@@ -267,45 +248,6 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(&sb, "  round %d: %d examples, %d queries, test accuracy %.4f\n", rd.Round, rd.Examples, rd.Queries, rd.Train.TestAccuracy)
 	}
 	return e.emit(r, sb.String())
-}
-
-// attackParams names the parameters an attack used, for the model file and
-// the report.
-func attackParams(name string, o train.Options, cfg train.Config) map[string]string {
-	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
-	p := map[string]string{}
-	switch name {
-	case train.AttackJagielski:
-		p["temperature"] = f(o.Temperature)
-	case train.AttackKnockoff:
-		if o.Transfer != nil {
-			p["transfer"] = o.Transfer.Name
-		}
-	case train.AttackPapernot:
-		p["seeds"], p["rounds"], p["lambda"] = fmt.Sprint(o.Papernot.Seeds), fmt.Sprint(o.Papernot.Rounds), f(o.Papernot.Lambda)
-		if o.Papernot.Tau > 0 {
-			p["tau"] = fmt.Sprint(o.Papernot.Tau)
-		}
-	case train.AttackFGM, train.AttackPGD:
-		p["eps"], p["norm"], p["adv_fraction"] = f(o.Adv.Eps), o.Adv.Norm.String(), f(o.Adv.Fraction)
-		if name == train.AttackPGD {
-			p["alpha"], p["steps"] = f(o.Adv.Alpha), fmt.Sprint(o.Adv.Steps)
-		}
-	case train.AttackEnsemble:
-		p["members"] = fmt.Sprint(o.Members)
-	case train.AttackNoise:
-		p["lambda"] = f(o.Lambda)
-	case train.AttackTrueLabels:
-		p["rho"] = f(o.Rho)
-	case train.AttackPrune:
-		p["fraction"] = f(o.Fraction)
-	case train.AttackQuantize:
-		p["bits"] = fmt.Sprint(o.Bits)
-	}
-	if name != train.AttackPrune && name != train.AttackQuantize {
-		p["epochs"], p["lr"], p["optimizer"] = fmt.Sprint(cfg.Epochs), f(cfg.LR), cfg.Optimizer
-	}
-	return p
 }
 
 // loadTransfer loads Knockoff's transfer set: a dataset by name (MNIST when

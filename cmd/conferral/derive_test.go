@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
@@ -107,4 +108,24 @@ func TestDerive(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestDeriveUsageListsAttacks checks that `derive -h` lists every attack of
+// the registry with its summary, and that --attack refuses a name outside
+// it, listing them.
+func TestDeriveUsageListsAttacks(t *testing.T) {
+	ctx := context.Background()
+	code, stdout, stderr := invoke(t, ctx, "derive", "-h")
+	if code != 0 {
+		t.Fatalf("derive -h: exit %d: %s", code, stderr)
+	}
+	for _, a := range train.Registry() {
+		if line := fmt.Sprintf("  %-12s %s\n", a.Name, a.Summary); !strings.Contains(stdout+stderr, line) {
+			t.Errorf("derive -h lacks %q:\n%s%s", line, stdout, stderr)
+		}
+	}
+	code, _, stderr = invoke(t, ctx, "derive", "--attack", "melt", "--source", "s", "--out", "x")
+	if want := `--attack "melt": want one of ` + strings.Join(train.Attacks(), ", "); code != 2 || !strings.Contains(stderr, want) {
+		t.Errorf("--attack melt: exit %d, stderr %q; want 2 and %q", code, stderr, want)
+	}
 }
