@@ -3,8 +3,9 @@ package onnx
 import (
 	"testing"
 
-	pb "github.com/advancedclimatesystems/gonnx/onnx"
 	"google.golang.org/protobuf/proto"
+
+	pb "github.com/conferral/conferral/backend/onnx/onnxpb"
 )
 
 // Small graphs built in Go for tests of the reader's and interpreter's

@@ -13,8 +13,7 @@ import (
 	"testing"
 	"time"
 
-	pb "github.com/advancedclimatesystems/gonnx/onnx"
-
+	pb "github.com/conferral/conferral/backend/onnx/onnxpb"
 	"github.com/conferral/conferral/backend/torch"
 	"github.com/conferral/conferral/internal/onnxtest"
 )

@@ -1,7 +1,7 @@
 package onnx
 
 // Export. This file writes zoo models (backend/nn) as ONNX graphs built with
-// the protobuf types of github.com/advancedclimatesystems/gonnx/onnx. The
+// the protobuf types of backend/onnx/onnxpb (generated from onnx.proto3). The
 // graph mirrors the zoo's layers op for op, with the model's normalisation
 // as its first two nodes (Sub, Div), so the file takes pixel-space NCHW
 // images in [0,1] and its metadata says so: conferral.layout "nchw",
@@ -18,10 +18,10 @@ import (
 	"slices"
 	"strings"
 
-	pb "github.com/advancedclimatesystems/gonnx/onnx"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/conferral/conferral/backend/nn"
+	pb "github.com/conferral/conferral/backend/onnx/onnxpb"
 	"github.com/conferral/conferral/backend/torch"
 )
 

@@ -12,10 +12,10 @@ import (
 	"strings"
 	"testing"
 
-	pb "github.com/advancedclimatesystems/gonnx/onnx"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/conferral/conferral/backend/nn"
+	pb "github.com/conferral/conferral/backend/onnx/onnxpb"
 	"github.com/conferral/conferral/backend/safetensors"
 	"github.com/conferral/conferral/backend/torch"
 )
@@ -198,7 +198,7 @@ func TestExportZoo(t *testing.T) {
 	}
 }
 
-// checkProto reads the file back with the gonnx types and checks what a
+// checkProto reads the file back with the onnxpb types and checks what a
 // consumer relies on: opset, input and output, the input convention.
 func checkProto(t *testing.T, path string, spec nn.Spec, opset int64) {
 	t.Helper()

@@ -8,8 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	pb "github.com/advancedclimatesystems/gonnx/onnx"
-
+	pb "github.com/conferral/conferral/backend/onnx/onnxpb"
 	"github.com/conferral/conferral/backend/torch"
 )
 

@@ -6,8 +6,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	pb "github.com/advancedclimatesystems/gonnx/onnx"
-
+	pb "github.com/conferral/conferral/backend/onnx/onnxpb"
 	"github.com/conferral/conferral/backend/torch"
 )
 

@@ -4,8 +4,7 @@ import (
 	"fmt"
 	"slices"
 
-	pb "github.com/advancedclimatesystems/gonnx/onnx"
-
+	pb "github.com/conferral/conferral/backend/onnx/onnxpb"
 	"github.com/conferral/conferral/backend/torch"
 )
 

@@ -1,7 +1,7 @@
 // Package onnx imports ONNX image classifiers and runs them on backend/torch.
 //
-// Import. Read and Open parse a model with the protobuf types of
-// github.com/advancedclimatesystems/gonnx/onnx, check the graph (every op
+// Import. Read and Open parse a model with the ONNX protobuf types of
+// backend/onnx/onnxpb (generated from onnx.proto3), check the graph (every op
 // supported, every value defined before use, nodes in a runnable order) and
 // move its weights into libtorch tensors. The interpreter then maps each ONNX
 // node onto backend/torch ops, so a forward pass costs what the same layers
@@ -40,8 +40,7 @@ import (
 	"strings"
 	"sync"
 
-	pb "github.com/advancedclimatesystems/gonnx/onnx"
-
+	pb "github.com/conferral/conferral/backend/onnx/onnxpb"
 	"github.com/conferral/conferral/backend/torch"
 )
 

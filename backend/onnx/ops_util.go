@@ -3,8 +3,7 @@ package onnx
 import (
 	"math"
 
-	pb "github.com/advancedclimatesystems/gonnx/onnx"
-
+	pb "github.com/conferral/conferral/backend/onnx/onnxpb"
 	"github.com/conferral/conferral/backend/torch"
 )
 

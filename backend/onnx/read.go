@@ -12,9 +12,9 @@ import (
 	"strings"
 	"unsafe"
 
-	pb "github.com/advancedclimatesystems/gonnx/onnx"
 	"google.golang.org/protobuf/proto"
 
+	pb "github.com/conferral/conferral/backend/onnx/onnxpb"
 	"github.com/conferral/conferral/backend/torch"
 )
 

@@ -4,8 +4,9 @@
 package onnxtest
 
 import (
-	pb "github.com/advancedclimatesystems/gonnx/onnx"
 	"google.golang.org/protobuf/proto"
+
+	pb "github.com/conferral/conferral/backend/onnx/onnxpb"
 )
 
 // ExpandBomb is an image classifier (opset 13) of (N,c,h,w) images with
