@@ -6,8 +6,8 @@ package suspect
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"runtime"
 	"sync/atomic"
 
 	"github.com/conferral/conferral/backend/torch"
@@ -75,29 +75,25 @@ func (l *Local) Classify(ctx context.Context, b Images) ([]int64, error) {
 	if batch <= 0 {
 		batch = 500
 	}
-	runtime.LockOSThread() // libtorch's thread pool belongs to the OS thread
-	defer runtime.UnlockOSThread()
 	per := b.C * b.H * b.W
+	batches := func(yield func(torch.Images) bool) {
+		for start := 0; start < b.N; start += batch {
+			n := min(batch, b.N-start)
+			if !yield(torch.Images{X: b.X[start*per : (start+n)*per], N: n, C: b.C, H: b.H, W: b.W}) {
+				return
+			}
+		}
+	}
 	out := make([]int64, 0, b.N)
-	for start := 0; start < b.N; start += batch {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		n := min(batch, b.N-start)
-		err := torch.Catch(func() {
-			torch.NoGrad(func() {
-				torch.Scoped(func(s *torch.Scope) {
-					x := torch.FromSlice(s, b.X[start*per:(start+n)*per], int64(n), int64(b.C), int64(b.H), int64(b.W))
-					if d := l.Model.Device(); d != torch.CPU {
-						x = x.ToDevice(d)
-					}
-					out = append(out, l.Model.Forward(x).Argmax(1, false).ToDevice(torch.CPU).Int64s()...)
-				})
-			})
-		})
-		if err != nil {
-			return nil, fmt.Errorf("classifying with %s: %w", l.Name, err)
-		}
+	err := torch.Infer(ctx, l.Model.Device(), batches, func(x *torch.Tensor) {
+		out = append(out, l.Model.Forward(x).Argmax(1, false).ToDevice(torch.CPU).Int64s()...)
+	})
+	var te *torch.Error
+	switch {
+	case errors.As(err, &te):
+		return nil, fmt.Errorf("classifying with %s: %w", l.Name, err)
+	case err != nil:
+		return nil, err // ctx's
 	}
 	return out, nil
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"math"
 	"runtime"
 	"slices"
@@ -454,26 +455,25 @@ func Predict(ctx context.Context, m Classifier, d *data.Dataset) ([]int64, error
 	if t, ok := m.(interface{ SetTraining(bool) }); ok {
 		t.SetTraining(false)
 	}
-	runtime.LockOSThread() // see fit
-	defer runtime.UnlockOSThread()
 	out := make([]int64, 0, d.Len())
-	for b := range d.Batches(data.BatchOpts{Size: evalBatch}) {
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("predict: %w", err)
-		}
-		err := torch.Catch(func() {
-			torch.NoGrad(func() {
-				torch.Scoped(func(s *torch.Scope) {
-					x := onDevice(torch.FromSlice(s, b.X, int64(b.N), int64(b.C), int64(b.H), int64(b.W)), m.Device())
-					out = append(out, m.Forward(x).Argmax(1, false).ToDevice(torch.CPU).Int64s()...)
-				})
-			})
-		})
-		if err != nil {
-			return nil, fmt.Errorf("predict: %w", err)
-		}
+	err := torch.Infer(ctx, m.Device(), evalBatches(d), func(x *torch.Tensor) {
+		out = append(out, m.Forward(x).Argmax(1, false).ToDevice(torch.CPU).Int64s()...)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("predict: %w", err)
 	}
 	return out, nil
+}
+
+// evalBatches are d's images in order, evalBatch at a time, for inference.
+func evalBatches(d *data.Dataset) iter.Seq[torch.Images] {
+	return func(yield func(torch.Images) bool) {
+		for b := range d.Batches(data.BatchOpts{Size: evalBatch}) {
+			if !yield(torch.Images{X: b.X, N: b.N, C: b.C, H: b.H, W: b.W}) {
+				return
+			}
+		}
+	}
 }
 
 // Probabilities returns m's softmax at temperature T (T = 1: the prediction
@@ -485,28 +485,16 @@ func Probabilities(ctx context.Context, m Classifier, d *data.Dataset, temperatu
 	if t, ok := m.(interface{ SetTraining(bool) }); ok {
 		t.SetTraining(false)
 	}
-	runtime.LockOSThread() // see fit
-	defer runtime.UnlockOSThread()
 	var out []float32
-	for b := range d.Batches(data.BatchOpts{Size: evalBatch}) {
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("probabilities: %w", err)
+	err := torch.Infer(ctx, m.Device(), evalBatches(d), func(x *torch.Tensor) {
+		logits := m.Forward(x)
+		if temperature != 1 {
+			logits = logits.DivScalar(temperature)
 		}
-		err := torch.Catch(func() {
-			torch.NoGrad(func() {
-				torch.Scoped(func(s *torch.Scope) {
-					x := onDevice(torch.FromSlice(s, b.X, int64(b.N), int64(b.C), int64(b.H), int64(b.W)), m.Device())
-					logits := m.Forward(x)
-					if temperature != 1 {
-						logits = logits.DivScalar(temperature)
-					}
-					out = append(out, logits.Softmax(1).Float32s()...)
-				})
-			})
-		})
-		if err != nil {
-			return nil, fmt.Errorf("probabilities: %w", err)
-		}
+		out = append(out, logits.Softmax(1).Float32s()...)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("probabilities: %w", err)
 	}
 	return out, nil
 }
