@@ -184,8 +184,8 @@ func (b *Benchmark) write(dir report.Dir, r *BenchResult) error {
 	var md strings.Builder
 	fp := b.Fingerprint
 	fmt.Fprintf(&md, "# Held-out benchmark of suspects (%s, %s)\n\nReproduce with:\n\n    %s\n\n", b.Dataset, b.Scale, b.Command)
-	fmt.Fprintf(&md, "Frozen before any suspect was judged (file `RULE`): decision rule `%s`, fingerprint commitment `%s` (%d fingerprints, C-BIM %s loss, ε = %g, τ = %g, τ_S = %g).\n\n",
-		r.RuleHash, r.Commitment, fp.N, fp.Meta.Loss, fp.Meta.Eps, fp.Meta.Tau, fp.Meta.TauSurr)
+	fmt.Fprintf(&md, "Frozen before any suspect was judged (file `RULE`): decision rule `%s`, fingerprint commitment `%s` (%d fingerprints: %s, τ = %g, τ_S = %g).\n\n",
+		r.RuleHash, r.Commitment, fp.N, fp.Meta.Method(), fp.Meta.Tau, fp.Meta.TauSurr)
 	if c := b.Rule.Calibration; c != nil {
 		fmt.Fprintf(&md, "Calibrated by %d independent models (%s), none of them among the suspects: agreement Beta(%.3g, %.3g), mean %.2f ± %.2f; the rule accuses from fingerprint accuracy %.3f at a false-positive rate of %g (the paper's θ = %g shown beside it).\n\n",
 			len(c.Models), strings.Join(c.Architectures(), ", "), c.Fit.Alpha, c.Fit.Beta, c.Fit.Mean(), c.Fit.SD(), c.Summary.Accuracy, c.FPR, b.Rule.Theta)
@@ -266,7 +266,7 @@ func WriteSummary(dir report.Dir, describe, command string, names []string, rs [
 	}
 	var md strings.Builder
 	fmt.Fprintf(&md, "# Held-out benchmark over %d fingerprints (%s)\n\nReproduce with:\n\n    %s\n\n", len(rs), describe, command)
-	fmt.Fprintf(&md, "Each fingerprint was extracted with its own C-BIM seed and calibrated on its own; its decision rule was frozen (hash below, and `RULE` in its folder) before any suspect was judged. "+
+	fmt.Fprintf(&md, "Each fingerprint was extracted with its own seed and calibrated on its own; its decision rule was frozen (hash below, and `RULE` in its folder) before any suspect was judged. "+
 		"The same %d distinct suspects (%d derived, %d independent) are judged by each.\n\n", len(rs[0].Rows), rs[0].Derived, rs[0].Independent)
 	var rows [][]string
 	var fps, fns, n0, n1 int

@@ -68,6 +68,20 @@ type Meta struct {
 	Seed          int64   `json:"seed"`
 }
 
+// Method says in a few words how the fingerprints were made: C-BIM with
+// its loss, ε and input diversity, or natural inputs the source
+// misclassifies.
+func (m Meta) Method() string {
+	if m.Attack == AttackNatural {
+		return "natural inputs the source misclassifies"
+	}
+	s := fmt.Sprintf("C-BIM, %s loss, ε = %g", m.Loss, m.Eps)
+	if m.Shift > 0 || m.Noise > 0 {
+		s += fmt.Sprintf(", input diversity (shifts ≤ %d px, noise SD %g)", m.Shift, m.Noise)
+	}
+	return s
+}
+
 // ImageSize is C·H·W.
 func (f *Fingerprint) ImageSize() int { return f.C * f.H * f.W }
 

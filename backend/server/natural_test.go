@@ -32,7 +32,7 @@ func TestNaturalFingerprint(t *testing.T) {
 	if !strings.Contains(info.Name, "natural") || strings.Contains(info.Name, "eps") {
 		t.Errorf("default name %q: want it to say natural, not ε", info.Name)
 	}
-	if msg := j.Result.Message; !strings.Contains(msg, "natural errors of the source") || strings.Contains(msg, "ε") {
+	if msg := j.Result.Message; !strings.Contains(msg, "natural inputs the source misclassifies") || strings.Contains(msg, "ε") {
 		t.Errorf("result message %q: want natural errors and no ε", msg)
 	}
 

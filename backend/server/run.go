@@ -624,12 +624,8 @@ func (s *Server) runExtract(ctx context.Context, j shared.Job, a shared.ExtractA
 	}
 	rep.Report(shared.Event{Kind: shared.Crafted, Stage: "extract", Fingerprint: &info,
 		Message: fmt.Sprintf("%d fingerprints of %s from %d start points", info.Count, srcInfo.Name, info.Candidates)})
-	how := fmt.Sprintf("ε = %g", cfg.CBIM.Eps)
-	if info.Natural() {
-		how = "natural errors of the source"
-	}
 	return &shared.JobResult{Fingerprint: &info,
-		Message: fmt.Sprintf("%d fingerprints from %d start points (%s, τ = %g, τ_S = %g), commitment %s", fp.N, fp.Meta.Candidates, how, cfg.Tau, cfg.TauSurr, info.Commitment)}, nil
+		Message: fmt.Sprintf("%d fingerprints from %d start points (%s, τ = %g, τ_S = %g), commitment %s", fp.N, fp.Meta.Candidates, fp.Meta.Method(), cfg.Tau, cfg.TauSurr, info.Commitment)}, nil
 }
 
 // calibrate measures how often the stored independent models agree with

@@ -241,12 +241,8 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	if fp.Signer != "" {
 		signed = "signed by " + fp.Signer
 	}
-	how := fmt.Sprintf("C-BIM, %s loss, ε = %g", fp.Meta.Loss, fp.Meta.Eps)
-	if cfg.Natural {
-		how = "natural inputs the source misclassifies"
-	}
 	return e.emit(r, fmt.Sprintf("%s: %d fingerprints from %d start points (%s, τ = %g, τ_S = %g), commitment %s, %s\n%s",
-		*out, fp.N, fp.Meta.Candidates, how, cfg.Tau, cfg.TauSurr, com, signed, calNote))
+		*out, fp.N, fp.Meta.Candidates, fp.Meta.Method(), cfg.Tau, cfg.TauSurr, com, signed, calNote))
 }
 
 // openSuspect opens a suspect named on the command line: a prediction
