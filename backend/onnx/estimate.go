@@ -796,43 +796,11 @@ func sliceRule(c *runCtx, n *node, in []*aval) []aval {
 			steps = intsOfV(v, "steps")
 		}
 	}
-	if len(starts) != len(ends) {
-		fail("starts %v and ends %v differ in length", starts, ends)
-	}
-	if axes == nil {
-		for i := range starts {
-			axes = append(axes, int64(i))
-		}
-	}
-	if steps == nil {
-		steps = slices.Repeat([]int64{1}, len(starts))
-	}
-	if len(axes) != len(starts) || len(steps) != len(starts) {
-		fail("starts %v, ends %v, axes %v and steps %v differ in length", starts, ends, axes, steps)
-	}
-	seen := make([]bool, len(s))
-	for i := range starts {
-		a := normAxis(axes[i], len(s), "axis")
-		if seen[a] {
-			fail("axes %v repeat an axis", axes)
-		}
-		seen[a] = true
-		d, st, en, step := s[a], starts[i], ends[i], steps[i]
-		if step == 0 {
-			fail("step is 0")
-		}
-		if st < 0 {
-			st += d
-		}
-		if en < 0 {
-			en += d
-		}
-		if step > 0 {
-			st, en = min(max(st, 0), d), min(max(en, 0), d)
-			s[a] = max(0, (en-st+step-1)/step)
+	for _, r := range sliceRanges(s, starts, ends, axes, steps) {
+		if r.step > 0 {
+			s[r.axis] = max(0, (r.end-r.start+r.step-1)/r.step)
 		} else {
-			st, en = min(max(st, 0), d-1), min(max(en, -1), d-1)
-			s[a] = max(0, (st-en-step-1)/-step)
+			s[r.axis] = max(0, (r.start-r.end-r.step-1)/-r.step)
 		}
 	}
 	return []aval{{shape: s, dt: x.dt}}

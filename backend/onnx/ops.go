@@ -821,6 +821,55 @@ func opGather(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	return one(y.Reshape(out...))
 }
 
+// sliceRange is one axis of a Slice, its bounds clamped as ONNX says: from
+// start towards end (exclusive) by step.
+type sliceRange struct{ axis, start, end, step int64 }
+
+// sliceRanges checks a Slice's starts, ends, axes and steps against shape
+// (nil axes: the first len(starts); nil steps: 1) and clamps them.
+func sliceRanges(shape, starts, ends, axes, steps []int64) []sliceRange {
+	if len(starts) != len(ends) {
+		fail("starts %v and ends %v differ in length", starts, ends)
+	}
+	if axes == nil {
+		for i := range starts {
+			axes = append(axes, int64(i))
+		}
+	}
+	if steps == nil {
+		steps = slices.Repeat([]int64{1}, len(starts))
+	}
+	if len(axes) != len(starts) || len(steps) != len(starts) {
+		fail("starts %v, ends %v, axes %v and steps %v differ in length", starts, ends, axes, steps)
+	}
+	seen := make([]bool, len(shape))
+	out := make([]sliceRange, len(starts))
+	for i := range starts {
+		a := normAxis(axes[i], len(shape), "axis")
+		if seen[a] {
+			fail("axes %v repeat an axis", axes)
+		}
+		seen[a] = true
+		d, st, en, step := shape[a], starts[i], ends[i], steps[i]
+		if step == 0 {
+			fail("step is 0")
+		}
+		if st < 0 {
+			st += d
+		}
+		if en < 0 {
+			en += d
+		}
+		if step > 0 {
+			st, en = min(max(st, 0), d), min(max(en, 0), d)
+		} else {
+			st, en = min(max(st, 0), d-1), min(max(en, -1), d-1)
+		}
+		out[i] = sliceRange{int64(a), st, en, step}
+	}
+	return out
+}
+
 func opSlice(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	x := need(in, 0)
 	s := x.Shape()
@@ -836,42 +885,8 @@ func opSlice(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 			steps = intsOf(t, "steps")
 		}
 	}
-	if len(starts) != len(ends) {
-		fail("starts %v and ends %v differ in length", starts, ends)
-	}
-	if axes == nil {
-		for i := range starts {
-			axes = append(axes, int64(i))
-		}
-	}
-	if steps == nil {
-		steps = slices.Repeat([]int64{1}, len(starts))
-	}
-	if len(axes) != len(starts) || len(steps) != len(starts) {
-		fail("starts %v, ends %v, axes %v and steps %v differ in length", starts, ends, axes, steps)
-	}
-	seen := make([]bool, len(s))
-	for i := range starts {
-		a := normAxis(axes[i], len(s), "axis")
-		if seen[a] {
-			fail("axes %v repeat an axis", axes)
-		}
-		seen[a] = true
-		d, st, en, step := s[a], starts[i], ends[i], steps[i]
-		if step == 0 {
-			fail("step is 0")
-		}
-		if st < 0 {
-			st += d
-		}
-		if en < 0 {
-			en += d
-		}
-		if step > 0 {
-			st, en = min(max(st, 0), d), min(max(en, 0), d)
-		} else {
-			st, en = min(max(st, 0), d-1), min(max(en, -1), d-1)
-		}
+	for _, r := range sliceRanges(s, starts, ends, axes, steps) {
+		a, st, en, step := r.axis, r.start, r.end, r.step
 		if step == 1 {
 			x = x.Narrow(a, st, max(en-st, 0))
 			continue
