@@ -157,6 +157,26 @@ func TestCalibrateVerifyBenchmark(t *testing.T) {
 			t.Errorf("benchmark report lacks %q:\n%s", want, md)
 		}
 	}
+	// Without derived or without independent suspects there is no error
+	// rate to report: a usage error before any suspect is asked, and no
+	// report written.
+	for name, extra := range map[string][]string{
+		"none":             {"--suspects", filepath.Join(dir, "empty.tsv")},
+		"only independent": {"--independent", models[4]},
+		"only derived":     {"--derived", models[0]},
+	} {
+		if err := os.WriteFile(filepath.Join(dir, "empty.tsv"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		empty := filepath.Join(dir, "empty-report-"+strings.ReplaceAll(name, " ", "-"))
+		code, _, stderr := invoke(t, ctx, append(append([]string{"experiment", "benchmark", "--fingerprint", fpPath, "--describe", "test scale", "--out", empty}, extra...), small...)...)
+		if code != 2 || !strings.Contains(stderr, "needs derived and independent suspects") {
+			t.Errorf("%s: exit %d, stderr %q; want a usage error naming both kinds", name, code, stderr)
+		}
+		if _, err := os.Stat(empty); err == nil {
+			t.Errorf("%s: a report folder was written", name)
+		}
+	}
 }
 
 func TestShellQuote(t *testing.T) {

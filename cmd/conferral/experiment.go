@@ -251,6 +251,9 @@ func runBenchmark(ctx context.Context, e *env, args []string) error {
 			entries = append(entries, entry{derived: f[0] == "derived", arch: f[1], recipe: f[2], spec: f[3]})
 		}
 	}
+	if nd := len(slices.DeleteFunc(slices.Clone(entries), func(e entry) bool { return !e.derived })); nd == 0 || nd == len(entries) {
+		return usagef("a benchmark needs derived and independent suspects (--derived, --independent or --suspects): got %d derived and %d independent; error rates and AUC need both", nd, len(entries)-nd)
+	}
 	if err := apply(); err != nil {
 		return err
 	}
