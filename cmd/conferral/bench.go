@@ -168,6 +168,12 @@ func benchTorch(ctx context.Context, python string, models []string, shape strin
 	cmd := exec.CommandContext(ctx, python, "bench/torch_bench.py", "--threads", fmt.Sprint(threads), "--batch", fmt.Sprint(batch),
 		"--iters", fmt.Sprint(iters), "--warmup", fmt.Sprint(warmup), "--models", strings.Join(models, ","), "--shape", shape,
 		"--cbim-steps", fmt.Sprint(cbimSteps))
+	// The binding keeps freed memory in glibc's heap (backend/torch
+	// malloc.go); PyTorch gets the same allocator policy, or its first model
+	// pays page faults on fresh pages every step that the binding does not
+	// (that, and not the arithmetic, once made PyTorch's LeNet look 4-6×
+	// slower than the binding's).
+	cmd.Env = append(os.Environ(), "GLIBC_TUNABLES="+torch.MallocTunables)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
@@ -178,6 +184,40 @@ func benchTorch(ctx context.Context, python string, models []string, shape strin
 		return nil, fmt.Errorf("reading the PyTorch side's output: %w", err)
 	}
 	return &tb, nil
+}
+
+// benchZoo is one round of the zoo models (train step, forward, input
+// gradient), C-BIM and the imported ONNX model, Go then PyTorch, into goRes
+// and pyRes; version gets PyTorch's.
+func benchZoo(ctx context.Context, e *env, models []string, c, hw int64, batch, iters int, python string, goRes, pyRes map[string][]float64, version *string) error {
+	g, err := benchGo(models, c, hw, batch, 3, iters, e.device)
+	if err != nil {
+		return err
+	}
+	tb, err := benchTorch(ctx, python, models, fmt.Sprintf("%d,%d,%d", c, hw, hw), batch, 3, iters, torch.NumThreads(), 10)
+	if err != nil {
+		return err
+	}
+	*version = tb.Version
+	for k, v := range g {
+		goRes[k] = append(goRes[k], v...)
+	}
+	cb, err := benchCBIM(batch, 10, iters, e.device)
+	if err != nil {
+		return err
+	}
+	goRes["cbim/7-model ensemble"] = append(goRes["cbim/7-model ensemble"], cb...)
+	ob, err := benchONNX(c, hw, batch, 3, iters, e.device)
+	if err != nil {
+		return err
+	}
+	for k, v := range ob {
+		goRes[k] = append(goRes[k], v...)
+	}
+	for k, v := range tb.Results {
+		pyRes[k] = append(pyRes[k], v...)
+	}
+	return nil
 }
 
 func median(xs []float64) float64 {
@@ -196,7 +236,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	batch := fs.Int("batch", 128, "batch size")
 	iters := fs.Int("iters", 10, "timed iterations per round")
 	rounds := fs.Int("rounds", 3, "alternating Go/PyTorch rounds")
-	modelsFlag := fs.String("models", "cnn,resnet20", "models to benchmark")
+	modelsFlag := fs.String("models", "cnn,resnet20", "models to benchmark, with C-BIM and the imported ONNX model (empty: only the fleet)")
 	fleetFlag := fs.String("fleet", "lenet,mlp,mlpdrop", "the demo fleet's architectures, trained on 1x28x28 images: models × epochs per minute (empty: skip)")
 	python := fs.String("python", "/usr/bin/python3", "Python with Debian's python3-torch")
 	if err := parse(fs, args); err != nil {
@@ -208,38 +248,22 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	if e.device != torch.CPU {
 		return usagef("bench compares against CPU PyTorch; use --device cpu")
 	}
-	models := strings.Split(*modelsFlag, ",")
+	var models []string
+	if *modelsFlag != "" {
+		models = strings.Split(*modelsFlag, ",")
+	}
+	if len(models) == 0 && *fleetFlag == "" {
+		return usagef("bench: nothing to measure (--models and --fleet both empty)")
+	}
 	const c, hw = 3, 32
 	goRes, pyRes := map[string][]float64{}, map[string][]float64{}
-	var tb *torchBench
+	var version string
 	for r := range *rounds {
-		e.progress.Report(shared.Event{Kind: shared.Progress, Stage: "bench", Step: int64(2 * r), Total: int64(2 * *rounds)})
-		g, err := benchGo(models, c, hw, *batch, 3, *iters, e.device)
-		if err != nil {
-			return err
-		}
-		e.progress.Report(shared.Event{Kind: shared.Progress, Stage: "bench", Step: int64(2*r + 1), Total: int64(2 * *rounds)})
-		tb, err = benchTorch(ctx, *python, models, "3,32,32", *batch, 3, *iters, torch.NumThreads(), 10)
-		if err != nil {
-			return err
-		}
-		for k, v := range g {
-			goRes[k] = append(goRes[k], v...)
-		}
-		cb, err := benchCBIM(*batch, 10, *iters, e.device)
-		if err != nil {
-			return err
-		}
-		goRes["cbim/7-model ensemble"] = append(goRes["cbim/7-model ensemble"], cb...)
-		ob, err := benchONNX(c, hw, *batch, 3, *iters, e.device)
-		if err != nil {
-			return err
-		}
-		for k, v := range ob {
-			goRes[k] = append(goRes[k], v...)
-		}
-		for k, v := range tb.Results {
-			pyRes[k] = append(pyRes[k], v...)
+		e.progress.Report(shared.Event{Kind: shared.Progress, Stage: "bench", Step: int64(r), Total: int64(*rounds)})
+		if len(models) > 0 {
+			if err := benchZoo(ctx, e, models, c, hw, *batch, *iters, *python, goRes, pyRes, &version); err != nil {
+				return err
+			}
 		}
 		if *fleetFlag != "" {
 			fleet := strings.Split(*fleetFlag, ",")
@@ -251,6 +275,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 			if err != nil {
 				return err
 			}
+			version = ft.Version
 			for k, v := range g {
 				goRes["fleet:"+k] = append(goRes["fleet:"+k], v...)
 			}
@@ -266,31 +291,40 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	}
 	var rows []row
 	var sb strings.Builder
-	cmdline := "conferral bench " + strings.Join(args, " ")
+	shown := slices.Clone(args)
+	for i, a := range shown {
+		if a == "" || strings.ContainsAny(a, " \t") {
+			shown[i] = fmt.Sprintf("%q", a)
+		}
+	}
+	cmdline := "conferral bench " + strings.Join(shown, " ")
 	fmt.Fprintf(&sb, "# Binding vs PyTorch on the same libtorch\n\n")
-	fmt.Fprintf(&sb, "Command: `%s` (via `make bench`), %s, %d threads, %s, batch %d of %dx%dx%d, %d rounds × %d iterations, alternating Go and PyTorch; medians. PyTorch %s (Debian python3-torch).\n\n",
-		strings.TrimSpace(cmdline), time.Now().UTC().Format("2006-01-02"), torch.NumThreads(), cpuModel(), *batch, c, hw, hw, *rounds, *iters, tb.Version)
-	fmt.Fprintf(&sb, "| model | step | Go ms | PyTorch ms | Go throughput ÷ PyTorch |\n|---|---|---:|---:|---:|\n")
-	keys := [][2]string{}
-	for _, m := range models {
-		for _, op := range benchOps() {
-			keys = append(keys, [2]string{m, op})
+	fmt.Fprintf(&sb, "Command: `%s` (via `make bench`), %s, %d threads, %s, %d rounds × %d iterations, alternating Go and PyTorch; medians. PyTorch %s (Debian python3-torch).\n\n",
+		strings.TrimSpace(cmdline), time.Now().UTC().Format("2006-01-02"), torch.NumThreads(), cpuModel(), *rounds, *iters, version)
+	if len(models) > 0 {
+		fmt.Fprintf(&sb, "The zoo: batch %d of %dx%dx%d.\n\n", *batch, c, hw, hw)
+		fmt.Fprintf(&sb, "| model | step | Go ms | PyTorch ms | Go throughput ÷ PyTorch |\n|---|---|---:|---:|---:|\n")
+		keys := [][2]string{}
+		for _, m := range models {
+			for _, op := range benchOps() {
+				keys = append(keys, [2]string{m, op})
+			}
 		}
-	}
-	keys = append(keys, [2]string{"cbim", "7-model ensemble"})
-	for _, km := range keys {
-		{
-			m, op := km[0], km[1]
-			k := m + "/" + op
-			g, p := median(goRes[k]), median(pyRes[k])
-			r := row{Model: m, Op: op, GoMs: g * 1e3, TorchMs: p * 1e3, ThroughputVsTorch: p / g}
-			rows = append(rows, r)
-			fmt.Fprintf(&sb, "| %s | %s | %.1f | %.1f | %.2f× |\n", m, op, r.GoMs, r.TorchMs, r.ThroughputVsTorch)
+		keys = append(keys, [2]string{"cbim", "7-model ensemble"})
+		for _, km := range keys {
+			{
+				m, op := km[0], km[1]
+				k := m + "/" + op
+				g, p := median(goRes[k]), median(pyRes[k])
+				r := row{Model: m, Op: op, GoMs: g * 1e3, TorchMs: p * 1e3, ThroughputVsTorch: p / g}
+				rows = append(rows, r)
+				fmt.Fprintf(&sb, "| %s | %s | %.1f | %.1f | %.2f× |\n", m, op, r.GoMs, r.TorchMs, r.ThroughputVsTorch)
+			}
 		}
+		cb := median(goRes["cbim/7-model ensemble"])
+		fmt.Fprintf(&sb, "\nC-BIM (1 source + 3 surrogates + 3 references, small CNNs, batch %d of 1x28x28, eq. 11-14 with dropout 0.5): one step takes %.0f ms, so the binding crafts %.1f candidates per second at 100 steps (PyTorch: %.1f).\n",
+			*batch, cb*1e3, float64(*batch)/(100*cb), float64(*batch)/(100*median(pyRes["cbim/7-model ensemble"])))
 	}
-	cb := median(goRes["cbim/7-model ensemble"])
-	fmt.Fprintf(&sb, "\nC-BIM (1 source + 3 surrogates + 3 references, small CNNs, batch %d of 1x28x28, eq. 11-14 with dropout 0.5): one step takes %.0f ms, so the binding crafts %.1f candidates per second at 100 steps (PyTorch: %.1f).\n",
-		*batch, cb*1e3, float64(*batch)/(100*cb), float64(*batch)/(100*median(pyRes["cbim/7-model ensemble"])))
 	if *fleetFlag != "" {
 		// An epoch of the demo's 30,000 images is ceil(30000/batch) train steps.
 		steps := float64((30000 + *batch - 1) / *batch)
@@ -303,13 +337,29 @@ func runBench(ctx context.Context, e *env, args []string) error {
 			rows = append(rows, r)
 			fmt.Fprintf(&sb, "| %s | %.1f | %.1f | %.1f | %.1f | %.2f× |\n", m, r.GoMs, r.TorchMs, 60/(steps*g), 60/(steps*p), r.ThroughputVsTorch)
 		}
+		// The demo's own mix (demoFleet: MLPs train twice LeNet's epochs).
+		var eps, goT, pyT float64
+		for _, fm := range demoFleet(1) {
+			k := "fleet:" + fm.arch + "/train_step"
+			if len(goRes[k]) > 0 && len(pyRes[k]) > 0 {
+				eps += float64(fm.epochs)
+				goT += float64(fm.epochs) * steps * median(goRes[k])
+				pyT += float64(fm.epochs) * steps * median(pyRes[k])
+			}
+		}
+		if eps > 0 {
+			rows = append(rows, row{Model: "fleet:demo mix", Op: "epochs_per_minute", GoMs: goT * 1e3 / (eps * steps), TorchMs: pyT * 1e3 / (eps * steps), ThroughputVsTorch: pyT / goT})
+			fmt.Fprintf(&sb, "| the demo's mix | | | %.1f | %.1f | %.2f× |\n", 60*eps/goT, 60*eps/pyT, pyT/goT)
+		}
 		fmt.Fprintf(&sb, "\nThe arithmetic alone: `make demo` prints its own fleet stage's wall time (data loading, augmentation, evaluation and the queue included) to compare with.\n")
 	}
-	onnxRows, onnxText := benchONNXReport(goRes, pyRes)
-	for _, r := range onnxRows {
-		rows = append(rows, row{Model: "onnx:" + benchONNXArch, Op: r.Op, GoMs: r.GoMs, TorchMs: r.TorchMs, ThroughputVsTorch: r.ThroughputVsTorch})
+	if len(models) > 0 {
+		onnxRows, onnxText := benchONNXReport(goRes, pyRes)
+		for _, r := range onnxRows {
+			rows = append(rows, row{Model: "onnx:" + benchONNXArch, Op: r.Op, GoMs: r.GoMs, TorchMs: r.TorchMs, ThroughputVsTorch: r.ThroughputVsTorch})
+		}
+		sb.WriteString(onnxText)
 	}
-	sb.WriteString(onnxText)
 	e.progress.done()
 	if *out != "" {
 		if err := os.WriteFile(*out, []byte(sb.String()), 0o644); err != nil {
