@@ -55,6 +55,9 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 	if len(args) > 0 && args[0] == "benchmark" {
 		return runBenchmark(ctx, e, args[1:])
 	}
+	if len(args) > 0 && args[0] == "false-claim" {
+		return runFalseClaim(ctx, e, args[1:])
+	}
 	if len(args) == 0 || (args[0] != "fingerprint" && args[0] != "conferrability" && args[0] != "robustness") {
 		return usagef("want `experiment conferrability` (Table 1), `experiment fingerprint` (Table 2), `experiment robustness` (Tables 4 and 5) or `experiment benchmark` (held-out suspects, frozen rule)")
 	}
