@@ -34,8 +34,9 @@ import (
 // transferable adversarial examples crafted on public models, with no
 // source (Meta.SourceSHA256 and SourceArch are empty, Meta.Surrogates name
 // the public models, Meta.References is empty, Loss is "ce": targeted
-// cross-entropy of the public ensemble's mean logits). Meta.Method reads
-// it as C-BIM; it is not.
+// cross-entropy of the public ensemble's mean logits, Tau and
+// ReferenceRate are 1: every public model agrees with every key).
+// Meta.Method reads it as C-BIM; it is not.
 const AttackFalseClaim = "false-claim"
 
 // FalseClaimConfig configures CraftFalseClaim.
