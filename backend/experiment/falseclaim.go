@@ -36,7 +36,7 @@ import (
 // the public models, Meta.References is empty, Loss is "ce": targeted
 // cross-entropy of the public ensemble's mean logits, Tau and
 // ReferenceRate are 1: every public model agrees with every key).
-// Meta.Method reads it as C-BIM; it is not.
+// Meta.Method names it by this string.
 const AttackFalseClaim = "false-claim"
 
 // FalseClaimConfig configures CraftFalseClaim.

@@ -72,8 +72,12 @@ type Meta struct {
 // its loss, ε and input diversity, or natural inputs the source
 // misclassifies.
 func (m Meta) Method() string {
-	if m.Attack == AttackNatural {
+	switch m.Attack {
+	case AttackNatural:
 		return "natural inputs the source misclassifies"
+	case AttackCBIM, "":
+	default: // a study's own kind of key set, e.g. a false claim's
+		return fmt.Sprintf("%s, ε = %g", m.Attack, m.Eps)
 	}
 	s := fmt.Sprintf("C-BIM, %s loss, ε = %g", m.Loss, m.Eps)
 	if m.Shift > 0 || m.Noise > 0 {

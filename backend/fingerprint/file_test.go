@@ -455,6 +455,8 @@ func TestMetaMethod(t *testing.T) {
 		{fingerprint.Meta{Attack: fingerprint.AttackCBIM, Loss: "geometric", Eps: 0.05}, "C-BIM, geometric loss, ε = 0.05"},
 		{fingerprint.Meta{Attack: fingerprint.AttackCBIM, Loss: "linear", Eps: 0.15, Shift: 2, Noise: 0.02}, "C-BIM, linear loss, ε = 0.15, input diversity (shifts ≤ 2 px, noise SD 0.02)"},
 		{fingerprint.Meta{Attack: fingerprint.AttackNatural}, "natural inputs the source misclassifies"},
+		{fingerprint.Meta{Attack: "false-claim", Eps: 0.05}, "false-claim, ε = 0.05"},
+		{fingerprint.Meta{Loss: "linear", Eps: 0.15}, "C-BIM, linear loss, ε = 0.15"}, // files from before Attack was recorded
 	} {
 		if got := tc.meta.Method(); got != tc.want {
 			t.Errorf("Method() = %q, want %q", got, tc.want)
