@@ -15,6 +15,9 @@ import (
 const (
 	storySourceName      = "source"
 	storyFingerprintName = "demo fingerprint"
+	// The demo's second fingerprint: the source's own mistakes
+	// (FingerprintInfo.Attack shared.AttackNatural), verified like C-BIM's.
+	storyNaturalName = "demo natural fingerprint"
 )
 
 // Prefixes of the demo fleet's model names, by role.
@@ -28,6 +31,7 @@ const (
 	stepSource    = "source"
 	stepFleet     = "fleet"
 	stepCBIM      = "cbim"
+	stepNatural   = "natural" // only where the demo made one
 	stepAdversary = "adversary"
 	stepVerify    = "verify"
 )
@@ -75,6 +79,10 @@ type demoStory struct {
 	// before it is queued).
 	Source  *shared.Job
 	Extract *shared.Job
+	// Natural is the natural fingerprint's extraction (nil where the demo
+	// made none), NaturalVerify its verifications of the story's suspects.
+	Natural       *shared.Job
+	NaturalVerify []shared.Job
 	// Derived says, per adversary model ID, whether it is a surrogate of
 	// the source (so a verdict on it should say derived); Names are those
 	// models' names.
@@ -107,12 +115,38 @@ type storyVerdict struct {
 	Verdict shared.Verdict
 }
 
-// Verdicts are the verification jobs' verdicts, in the order of their jobs.
+// Verdicts are the verdicts with C-BIM's fingerprint, in the order of
+// their jobs.
 func (d *demoStory) Verdicts() []storyVerdict {
+	fp := d.Fingerprint()
+	if fp == nil {
+		return nil
+	}
+	return verdictsOf(d.Steps[len(d.Steps)-1].Jobs, fp.ID)
+}
+
+// NaturalVerdicts are the verdicts with the natural fingerprint.
+func (d *demoStory) NaturalVerdicts() []storyVerdict {
+	fp := d.NaturalFingerprint()
+	if fp == nil {
+		return nil
+	}
+	return verdictsOf(d.NaturalVerify, fp.ID)
+}
+
+// NaturalFingerprint is the story's natural fingerprint once made.
+func (d *demoStory) NaturalFingerprint() *shared.FingerprintInfo {
+	if d.Natural == nil || d.Natural.Result == nil {
+		return nil
+	}
+	return d.Natural.Result.Fingerprint
+}
+
+func verdictsOf(jobs []shared.Job, fp string) []storyVerdict {
 	var out []storyVerdict
-	for _, j := range d.Steps[len(d.Steps)-1].Jobs {
-		if j.Result != nil && j.Result.Verdict != nil && j.Args.Verify != nil {
-			out = append(out, storyVerdict{j.Args.Verify.Model, *j.Result.Verdict})
+	for _, j := range jobs {
+		if a := j.Args.Verify; j.Result != nil && j.Result.Verdict != nil && a != nil && a.Fingerprint == fp {
+			out = append(out, storyVerdict{a.Model, *j.Result.Verdict})
 		}
 	}
 	return out
@@ -140,7 +174,7 @@ func findStory(jobs []shared.Job, live map[string]shared.Event) (d demoStory, ok
 	d.Source = &jobs[src]
 	d.Derived, d.Names = map[string]bool{}, map[string]string{}
 	// The story's jobs came after its source: oldest first from here.
-	var fleet, adversary, extract, verify []shared.Job
+	var fleet, adversary, extract, natural, verify []shared.Job
 	for i := src; i >= 0; i-- {
 		j := jobs[i]
 		switch {
@@ -156,17 +190,33 @@ func findStory(jobs []shared.Job, live map[string]shared.Event) (d demoStory, ok
 			}
 		case j.Kind == shared.JobExtract && j.Args.Extract != nil && j.Args.Extract.Name == storyFingerprintName && j.Args.Extract.Source == storyModel(d.Source):
 			extract = []shared.Job{j} // the newest one
+		case j.Kind == shared.JobExtract && j.Args.Extract != nil && j.Args.Extract.Name == storyNaturalName && j.Args.Extract.Source == storyModel(d.Source):
+			natural = []shared.Job{j}
 		}
 	}
 	if len(extract) > 0 {
 		d.Extract = &extract[0]
 	}
+	if len(natural) > 0 {
+		d.Natural = &natural[0]
+	}
+	// The suspects' verifications, with either fingerprint: all of them
+	// are step 5's work.
+	fps := map[string]bool{}
 	if fp := d.Fingerprint(); fp != nil {
-		for i := src; i >= 0; i-- {
-			j := jobs[i]
-			if a := j.Args.Verify; j.Kind == shared.JobVerify && a != nil && a.Fingerprint == fp.ID {
-				if _, ours := d.Derived[a.Model]; ours {
-					verify = append(verify, j)
+		fps[fp.ID] = true
+	}
+	nfp := d.NaturalFingerprint()
+	if nfp != nil {
+		fps[nfp.ID] = true
+	}
+	for i := src; i >= 0 && len(fps) > 0; i-- {
+		j := jobs[i]
+		if a := j.Args.Verify; j.Kind == shared.JobVerify && a != nil && fps[a.Fingerprint] {
+			if _, ours := d.Derived[a.Model]; ours {
+				verify = append(verify, j)
+				if nfp != nil && a.Fingerprint == nfp.ID {
+					d.NaturalVerify = append(d.NaturalVerify, j)
 				}
 			}
 		}
@@ -183,13 +233,21 @@ func findStory(jobs []shared.Job, live map[string]shared.Event) (d demoStory, ok
 			"C-BIM (Algorithm 2) perturbs held-out images within ε so that the surrogates take the source's new label and the references do not. "+
 				"Examples that pass are conferrable: they transfer to models derived from the source, not to independent ones; the source's label is each one's key. "+
 				"The calibration models' agreement then sets the accusing threshold at a chosen false-positive rate."),
+	}
+	if d.Natural != nil {
+		d.Steps = append(d.Steps, step(stepNatural, "3b. A second fingerprint: the source's own mistakes", "fingerprint", natural, live,
+			"Beside C-BIM's, the defender keeps held-out images that the source itself gets wrong, unperturbed, with the source's wrong label as each one's key. "+
+				"A copy learns its teacher's mistakes, so it repeats them more often than an independent model does; the calibration models again set the threshold. "+
+				"This second fingerprint (after SAC-w, Guan et al. 2022) is Conferral's addition, not the paper's; its verdicts on the same suspects appear here as verification reaches them."))
+	}
+	d.Steps = append(d.Steps,
 		step(stepAdversary, "4. The adversary's models", "model", adversary, live,
 			"The adversary trains its own models on the other half of the data, which the fingerprint never saw: surrogates stolen by retraining "+
 				"on the source's labels, and references trained independently."),
 		step(stepVerify, "5. Verification", "verdict", verify, live,
 			"Each suspect is asked only for its labels of the fingerprints (Algorithm 1). Its fingerprint accuracy, with a 95 % Clopper–Pearson interval, "+
 				"is judged against the calibrated threshold: at or above it the suspect is derived; with the whole interval below it (and below θ, where derived models agree) independent; otherwise inconclusive."),
-	}
+	)
 	return d, true
 }
 
@@ -268,6 +326,8 @@ func (h *home) stepView(s storyStep) ui.UI {
 		extra = modelTags(s.Jobs)
 	case stepCBIM:
 		extra = ui.Div().Body(h.examples())
+	case stepNatural:
+		extra = h.naturalView()
 	case stepVerify:
 		extra = h.verdictCards()
 	}
@@ -358,8 +418,22 @@ func (c *epochCurve) add(e shared.Event) {
 }
 
 // verdictCards is a card per suspect of the story's verification.
-func (h *home) verdictCards() ui.UI {
-	vs := h.story.Verdicts()
+func (h *home) verdictCards() ui.UI { return h.cards(h.story.Verdicts()) }
+
+// naturalView is the natural fingerprint in brief and its verdicts.
+func (h *home) naturalView() ui.UI {
+	fp := h.story.NaturalFingerprint()
+	if fp == nil {
+		return ui.P().Class("muted").Text("The source's mistakes appear here when the extraction has chosen them.")
+	}
+	return ui.Div().Body(
+		ui.P().Class("small natural-summary").Text(fmt.Sprintf("%d held-out images the source misclassifies, kept where their conferrability on the fleet reaches τ = %.2f; fingerprint %s.",
+			fp.Count, fp.Tau, fp.ID[:min(12, len(fp.ID))])),
+		h.cards(h.story.NaturalVerdicts()),
+	)
+}
+
+func (h *home) cards(vs []storyVerdict) ui.UI {
 	cards := make([]ui.UI, len(vs))
 	for i, v := range vs {
 		cards[i] = verdictCard(v.Verdict, h.story.Names[v.Model], h.story.Truth(v.Model))

@@ -159,3 +159,85 @@ func TestStoryViews(t *testing.T) {
 		}
 	}
 }
+
+// The demo's second fingerprint, the source's own mistakes, is a step after
+// C-BIM's with its own verdict cards; a story without one has no such step.
+func TestStoryNatural(t *testing.T) {
+	var s storyJobs
+	src := s.train("source", shared.JobCompleted)
+	srcID := src.Result.Models[0].ID
+	s.train("train-surrogate-mlp-0", shared.JobCompleted)
+	s.train("test-surrogate-mlp-0", shared.JobCompleted)
+	s.train("test-reference-mlp-0", shared.JobCompleted)
+	d, _ := findStory(s.newestFirst(), nil)
+	var keys []string
+	for _, st := range d.Steps {
+		keys = append(keys, st.Key)
+	}
+	if want := []string{stepSource, stepFleet, stepCBIM, stepAdversary, stepVerify}; !slices.Equal(keys, want) {
+		t.Errorf("steps without a natural fingerprint %q, want %q", keys, want)
+	}
+
+	s.add(shared.Job{Kind: shared.JobExtract, State: shared.JobCompleted,
+		Args:   shared.JobRequest{Extract: &shared.ExtractArgs{Name: "demo fingerprint", Source: srcID}},
+		Result: &shared.JobResult{Fingerprint: &shared.FingerprintInfo{ID: "fp-cbim", Attack: shared.AttackCBIM}}})
+	nat := s.add(shared.Job{Kind: shared.JobExtract, State: shared.JobRunning,
+		Args:     shared.JobRequest{Extract: &shared.ExtractArgs{Name: "demo natural fingerprint", Source: srcID, Natural: true}},
+		Progress: &shared.Event{Kind: shared.Progress, Step: 1, Total: 4, Seq: 1}})
+	d, _ = findStory(s.newestFirst(), nil)
+	keys = keys[:0]
+	for _, st := range d.Steps {
+		keys = append(keys, st.Key)
+	}
+	if want := []string{stepSource, stepFleet, stepCBIM, stepNatural, stepAdversary, stepVerify}; !slices.Equal(keys, want) {
+		t.Fatalf("steps %q, want %q", keys, want)
+	}
+	if st := d.Steps[3]; st.State() != "running" || st.Frac != 0.25 || st.Count() != "0 of 1 fingerprint" {
+		t.Errorf("the natural step mid-extraction: %s, %.2f, %q", st.State(), st.Frac, st.Count())
+	}
+	h := &home{story: d, hasStory: true, live: map[string]shared.Event{}}
+	if html := ui.HTMLString(h.stepView(d.Steps[3])); !strings.Contains(html, "appear here when the extraction has chosen them") || !strings.Contains(html, "not the paper") {
+		t.Errorf("the natural step before its fingerprint:\n%s", html)
+	}
+
+	nat.State, nat.Progress = shared.JobCompleted, nil
+	nat.Result = &shared.JobResult{Fingerprint: &shared.FingerprintInfo{ID: "fp-natural-0123456789", Attack: shared.AttackNatural, Count: 37, Tau: 0.6}}
+	verify := func(model, fp, outcome string, acc float64) {
+		s.add(shared.Job{Kind: shared.JobVerify, State: shared.JobCompleted,
+			Args:   shared.JobRequest{Verify: &shared.VerifyArgs{Fingerprint: fp, Model: model}},
+			Result: &shared.JobResult{Verdict: &shared.Verdict{Outcome: outcome, Accuracy: acc, Threshold: 0.4}}})
+	}
+	verify("m-test-surrogate-mlp-0", "fp-cbim", shared.OutcomeDerived, 0.9)
+	verify("m-test-reference-mlp-0", "fp-cbim", shared.OutcomeIndependent, 0.1)
+	verify("m-test-surrogate-mlp-0", "fp-natural-0123456789", shared.OutcomeDerived, 0.7)
+	verify("m-test-reference-mlp-0", "fp-natural-0123456789", shared.OutcomeInconclusive, 0.35)
+	verify("m-source", "fp-natural-0123456789", shared.OutcomeDerived, 1) // not a suspect of the story
+
+	d, _ = findStory(s.newestFirst(), nil)
+	if d.Running() {
+		t.Error("the finished story says it runs")
+	}
+	if st := d.Steps[len(d.Steps)-1]; st.Key != stepVerify || len(st.Jobs) != 4 || st.Count() != "4 of 4 verdicts" {
+		t.Errorf("verification counts both fingerprints' verdicts: %s %q", st.Key, st.Count())
+	}
+	vs, nv := d.Verdicts(), d.NaturalVerdicts()
+	if len(vs) != 2 || vs[0].Verdict.Accuracy != 0.9 || vs[1].Verdict.Accuracy != 0.1 {
+		t.Errorf("C-BIM's verdicts %+v", vs)
+	}
+	if len(nv) != 2 || nv[0].Verdict.Accuracy != 0.7 || nv[1].Verdict.Outcome != shared.OutcomeInconclusive {
+		t.Errorf("the natural fingerprint's verdicts %+v", nv)
+	}
+	h = &home{story: d, hasStory: true, live: map[string]shared.Event{}}
+	html := ui.HTMLString(h.stepView(d.Steps[3]))
+	for _, want := range []string{`data-state="done"`, "37 held-out images the source misclassifies", "τ = 0.60", "fp-natural-0", "test-surrogate-mlp-0: derived", "test-reference-mlp-0: inconclusive", "wrong: it is independent"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("the natural step lacks %q:\n%s", want, html)
+		}
+	}
+	if strings.Count(html, `story-verdict"`) != 2 {
+		t.Errorf("the natural step has %d verdict cards, want 2:\n%s", strings.Count(html, `story-verdict"`), html)
+	}
+	if html := ui.HTMLString(h.stepView(d.Steps[len(d.Steps)-1])); strings.Count(html, `story-verdict"`) != 2 || strings.Contains(html, "0.35") {
+		t.Errorf("the verification step shows the natural fingerprint's cards:\n%s", html)
+	}
+}
