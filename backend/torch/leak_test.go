@@ -13,8 +13,12 @@ import (
 )
 
 // rss is the resident set size of this process in bytes.
+// rss is the resident set after the allocator gave its free memory back
+// (torch.TrimMemory): live memory, not what glibc keeps for reuse, which
+// would absorb a leak of up to its trim threshold unseen.
 func rss(t *testing.T) int64 {
 	t.Helper()
+	torch.TrimMemory()
 	b, err := os.ReadFile("/proc/self/statm")
 	if err != nil {
 		t.Skipf("no /proc/self/statm: %v", err)

@@ -33,6 +33,12 @@ func init() {
 	C.mallopt(C.M_TRIM_THRESHOLD, trimThreshold)
 }
 
+// TrimMemory gives the allocator's free memory back to the kernel now
+// (malloc_trim over every arena), so that the resident set measures what
+// is live rather than what the policy above keeps for reuse: for memory
+// measurements.
+func TrimMemory() { C.malloc_trim(0) }
+
 // MallocTunables is the GLIBC_TUNABLES value that gives another process
 // (PyTorch, for a benchmark) the allocator policy this package sets.
 const MallocTunables = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456"
