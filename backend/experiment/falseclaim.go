@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -160,11 +159,8 @@ func CraftFalseClaim(ctx context.Context, public []fingerprint.Model, ids []stri
 			if !allEqual(labels, i, target[i]) {
 				continue
 			}
-			fp.Images = append(fp.Images, toBytes(adv[i*per:(i+1)*per])...)
-			fp.Originals = append(fp.Originals, toBytes(x[i*per:(i+1)*per])...)
-			fp.Keys, fp.Labels, fp.Confer = append(fp.Keys, target[i]), append(fp.Labels, y[i]), append(fp.Confer, 1)
+			fp.Append(adv[i*per:(i+1)*per], x[i*per:(i+1)*per], target[i], y[i], 1)
 		}
-		fp.N = len(fp.Keys)
 		cfg.Progress.Report(shared.Event{Kind: shared.Log, Stage: "false claim", Message: fmt.Sprintf("%d of %d start points fool every public model so far", fp.N, b+n)})
 	}
 	if fp.N == 0 {
@@ -181,14 +177,6 @@ func allEqual(labels [][]int64, i int, want int64) bool {
 		}
 	}
 	return true
-}
-
-func toBytes(x []float32) []uint8 {
-	out := make([]uint8, len(x))
-	for i, v := range x {
-		out[i] = uint8(math.Round(float64(v) * 255))
-	}
-	return out
 }
 
 // FalseClaimStudy judges victims — models the accuser did not make — with

@@ -298,18 +298,13 @@ func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Craf
 		conf, surr := Confer(sl, rl, keys), Transfer(sl, keys)
 		out.surr = append(out.surr, surr...)
 		for i := range n {
-			fp.Images = append(fp.Images, toUint8(adv[i*per:(i+1)*per])...)
-			fp.Originals = append(fp.Originals, toUint8(x[i*per:(i+1)*per])...)
-			fp.Keys = append(fp.Keys, keys[i])
-			fp.Labels = append(fp.Labels, y[i])
-			fp.Confer = append(fp.Confer, conf[i])
+			fp.Append(adv[i*per:(i+1)*per], x[i*per:(i+1)*per], keys[i], y[i], conf[i])
 			row := make([]int64, len(rl))
 			for r := range rl {
 				row[r] = rl[r][i]
 			}
 			out.refLabels = append(out.refLabels, row)
 		}
-		fp.N = len(fp.Keys)
 		kept := 0
 		for i := range fp.N {
 			if out.keep(i, cfg.Tau, cfg.TauSurr) {
@@ -325,14 +320,6 @@ func asAttack(ms []Model) []attack.Model {
 	out := make([]attack.Model, len(ms))
 	for i, m := range ms {
 		out[i] = m
-	}
-	return out
-}
-
-func toUint8(x []float32) []uint8 {
-	out := make([]uint8, len(x))
-	for i, v := range x {
-		out[i] = uint8(math.Round(float64(v) * 255))
 	}
 	return out
 }

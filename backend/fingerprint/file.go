@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"slices"
 	"time"
@@ -84,6 +85,24 @@ func (m Meta) Method() string {
 		s += fmt.Sprintf(", input diversity (shifts ≤ %d px, noise SD %g)", m.Shift, m.Noise)
 	}
 	return s
+}
+
+// Append adds one example: its image and original in pixel space [0,1]
+// (C·H·W values each, rounded to 8 bits), its key, its ground-truth label
+// and its conferrability.
+func (f *Fingerprint) Append(image, original []float32, key, label int64, confer float64) {
+	f.Images = append(f.Images, toUint8(image)...)
+	f.Originals = append(f.Originals, toUint8(original)...)
+	f.Keys, f.Labels, f.Confer = append(f.Keys, key), append(f.Labels, label), append(f.Confer, confer)
+	f.N = len(f.Keys)
+}
+
+func toUint8(x []float32) []uint8 {
+	out := make([]uint8, len(x))
+	for i, v := range x {
+		out[i] = uint8(math.Round(float64(v) * 255))
+	}
+	return out
 }
 
 // ImageSize is C·H·W.
