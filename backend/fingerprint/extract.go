@@ -195,6 +195,9 @@ func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Craf
 	if len(tm.Surrogates) == 0 || len(tm.References) == 0 {
 		return nil, errors.New("extract: needs at least one training surrogate and one training reference")
 	}
+	if err := attack.CheckDiversity(cfg.CBIM.Shift, cfg.CBIM.Noise); err != nil {
+		return nil, fmt.Errorf("extract: %w", err)
+	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = 100
 	}

@@ -599,6 +599,15 @@ func TestExtractStops(t *testing.T) {
 			t.Error("Extract without surrogates succeeded")
 		}
 	})
+	t.Run("input diversity out of range", func(t *testing.T) {
+		for _, d := range [][2]float64{{-1, 0}, {attack.MaxShift + 1, 0}, {0, -0.5}, {0, 2}} {
+			cfg := w.cfg
+			cfg.CBIM.Shift, cfg.CBIM.Noise = int(d[0]), d[1]
+			if _, err := fingerprint.Extract(context.Background(), w.training(), w.defender, cfg); err == nil || !strings.Contains(err.Error(), "want") {
+				t.Errorf("shift %d, noise %g: Extract returned %v, want a range error", cfg.CBIM.Shift, cfg.CBIM.Noise, err)
+			}
+		}
+	})
 }
 
 // TestCalibrate checks that a calibration records each independent
