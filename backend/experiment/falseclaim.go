@@ -101,8 +101,13 @@ func CraftFalseClaim(ctx context.Context, public []fingerprint.Model, ids []stri
 		if err != nil {
 			return nil, fmt.Errorf("false claim: start points: %w", err)
 		}
+		truth := make([]int64, len(idx))
 		for j, k := range idx {
-			if allEqual(labels, j, d.Labels[k]) && len(start) < cfg.Candidates {
+			truth[j] = d.Labels[k]
+		}
+		all := fingerprint.Transfer(labels, truth) // every public model right: 1
+		for j, k := range idx {
+			if all[j] == 1 && len(start) < cfg.Candidates {
 				start = append(start, k)
 			}
 		}
@@ -118,7 +123,6 @@ func CraftFalseClaim(ctx context.Context, public []fingerprint.Model, ids []stri
 	}}
 	per := d.ImageSize()
 	bim := attack.Config{Eps: cfg.Eps, Alpha: cfg.Alpha, Steps: cfg.Steps, Norm: attack.LInf, Targeted: true}
-	torch.ManualSeed(uint64(cfg.Seed))
 	dev := public[0].Device()
 	k := int64(len(d.Classes))
 	for b := 0; b < len(start); b += cfg.Batch {
@@ -155,8 +159,9 @@ func CraftFalseClaim(ctx context.Context, public []fingerprint.Model, ids []stri
 		if err != nil {
 			return nil, fmt.Errorf("false claim: %w", err)
 		}
+		fooled := fingerprint.Transfer(labels, target)
 		for i := range n {
-			if !allEqual(labels, i, target[i]) {
+			if fooled[i] != 1 {
 				continue
 			}
 			fp.Append(adv[i*per:(i+1)*per], x[i*per:(i+1)*per], target[i], y[i], 1)
@@ -167,16 +172,6 @@ func CraftFalseClaim(ctx context.Context, public []fingerprint.Model, ids []stri
 		return nil, fmt.Errorf("false claim: %w: no example of %d fools every public model at ε = %g", fingerprint.ErrNoFingerprint, len(start), cfg.Eps)
 	}
 	return fp, nil
-}
-
-// allEqual says whether every model's label i (labels[m][i]) is want.
-func allEqual(labels [][]int64, i int, want int64) bool {
-	for _, l := range labels {
-		if l[i] != want {
-			return false
-		}
-	}
-	return true
 }
 
 // FalseClaimStudy judges victims — models the accuser did not make — with
