@@ -3,6 +3,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/ed25519"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -158,6 +159,13 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	if err := apply(); err != nil {
 		return err
 	}
+	var key ed25519.PrivateKey
+	if *sign != "" { // before the extraction, so that a wrong key path costs nothing
+		var err error
+		if key, err = fingerprint.ReadKey(*sign); err != nil {
+			return err
+		}
+	}
 	cfg := cfgOf()
 	cfg.Progress = e.progress.Report
 	d, test, err := df.load()
@@ -188,11 +196,7 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *sign != "" {
-		key, err := fingerprint.ReadKey(*sign)
-		if err != nil {
-			return err
-		}
+	if key != nil {
 		if err := fp.Sign(key); err != nil {
 			return err
 		}
