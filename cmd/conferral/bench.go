@@ -291,11 +291,9 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	}
 	var rows []row
 	var sb strings.Builder
-	shown := slices.Clone(args)
-	for i, a := range shown {
-		if a == "" || strings.ContainsAny(a, " \t") {
-			shown[i] = fmt.Sprintf("%q", a)
-		}
+	shown := make([]string, len(args))
+	for i, a := range args {
+		shown[i] = shellQuote(a)
 	}
 	cmdline := "conferral bench " + strings.Join(shown, " ")
 	fmt.Fprintf(&sb, "# Binding vs PyTorch on the same libtorch\n\n")
