@@ -93,10 +93,12 @@ func (c *client) Models(ctx context.Context) ([]shared.ModelInfo, error) {
 	return ms, c.get(ctx, "/api/models", &ms)
 }
 
-// Jobs lists the jobs, newest first.
+// Jobs lists the jobs, newest first: the server's largest page (1,000),
+// so that the home page's story and the verdict history do not lose a
+// demo's first jobs behind the default page of 100.
 func (c *client) Jobs(ctx context.Context) ([]shared.Job, error) {
 	var js []shared.Job
-	return js, c.get(ctx, "/api/jobs", &js)
+	return js, c.get(ctx, "/api/jobs?limit=1000", &js)
 }
 
 // Job fetches one job.
