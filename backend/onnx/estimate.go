@@ -797,10 +797,15 @@ func sliceRule(c *runCtx, n *node, in []*aval) []aval {
 		}
 	}
 	for _, r := range sliceRanges(s, starts, ends, axes, steps) {
-		if r.step > 0 {
-			s[r.axis] = max(0, (r.end-r.start+r.step-1)/r.step)
-		} else {
-			s[r.axis] = max(0, (r.start-r.end-r.step-1)/-r.step)
+		// The count of start, start+step, … before end, written so that a
+		// step near the int64 limit cannot overflow.
+		switch {
+		case r.step > 0 && r.end > r.start:
+			s[r.axis] = (r.end-r.start-1)/r.step + 1
+		case r.step < 0 && r.start > r.end:
+			s[r.axis] = (r.start-r.end-1)/-r.step + 1
+		default:
+			s[r.axis] = 0
 		}
 	}
 	return []aval{{shape: s, dt: x.dt}}
