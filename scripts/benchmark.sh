@@ -171,6 +171,7 @@ for ((i = 0; i < 50; i++)); do
   [ $up -eq $((port - 18500)) ] && break
   sleep 0.5
 done
+[ "$up" -eq $((port - 18500)) ] || { log "serve-model endpoints: $up of $((port - 18500)) ready after 25 s"; exit 1; }
 M=$M.served
 
 # 4. Judge every suspect by each fingerprint's frozen, calibrated rule.
