@@ -134,16 +134,7 @@ func (c *runCtx) infer(n *node, in []*aval) (outs []aval, err error) {
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			var msg string
-			switch e := r.(type) {
-			case *opError:
-				msg = e.msg
-			case *torch.Error:
-				msg = e.Error()
-			default:
-				panic(r)
-			}
-			outs, err = nil, fmt.Errorf("onnx: %v: %s", n, msg)
+			outs, err = nil, nodeError(n, r)
 		}
 	}()
 	outs = rule(c, n, in)
@@ -152,6 +143,7 @@ func (c *runCtx) infer(n *node, in []*aval) (outs []aval, err error) {
 			fail("the result has %d dimensions, more than %d", len(o.shape), maxRank)
 		}
 	}
+	checkOutputs(n, len(outs))
 	return outs, nil
 }
 
@@ -455,80 +447,21 @@ func gemmRule(c *runCtx, n *node, in []*aval) []aval {
 	return []aval{{shape: out, dt: a.dt}}
 }
 
-// windowOut is the output size of a sliding window over in padded by
-// begin and end: floor (or ceil) of (in + pads − span)/stride + 1, where a
-// last window that would start in the end padding is dropped in ceil mode.
-func windowOut(in, begin, end, kernel, stride, dilation int64, ceil bool) int64 {
-	span := (kernel-1)*dilation + 1
-	room := in + begin + end - span
-	if room < 0 {
-		fail("the window of %d does not fit an axis of %d padded by %d and %d", span, in, begin, end)
-	}
-	out := room/stride + 1
-	if ceil && room%stride != 0 {
-		out++
-		if (out-1)*stride >= in+begin {
-			out--
-		}
-	}
-	return out
-}
-
 func convRule(c *runCtx, n *node, in []*aval) []aval {
 	x, w := needV(in, 0), needV(in, 1)
-	xs, ws := x.shape, w.shape
-	if len(xs) != 3 && len(xs) != 4 {
-		fail("only 1-D and 2-D convolutions are supported, input has shape %v", xs)
-	}
-	if len(ws) != len(xs) {
-		fail("weight shape %v does not match input shape %v", ws, xs)
-	}
-	win := windowOf(n, xs[2:], ws[2:])
-	c.checkWindow(xs, win)
-	g := n.int("group", 1)
-	if g <= 0 || xs[1] != ws[1]*g || ws[0]%g != 0 {
-		fail("input of %d channels, weight %v and %d groups do not fit", xs[1], ws, g)
-	}
-	out := []int64{xs[0], ws[0]}
-	for i := range win.kernel {
-		out = append(out, windowOut(xs[2+i], win.begin[i], win.end[i], win.kernel[i], win.stride[i], win.dilation[i], false))
-	}
-	c.numel(out)
+	_, _, out := convShape(c, n, x.shape, w.shape)
 	return []aval{{shape: out, dt: x.dt}}
 }
 
 func convTransposeRule(c *runCtx, n *node, in []*aval) []aval {
 	x, w := needV(in, 0), needV(in, 1)
-	xs, ws := x.shape, w.shape
-	if len(xs) != 3 && len(xs) != 4 {
-		fail("only 1-D and 2-D transposed convolutions are supported, input has shape %v", xs)
-	}
-	if len(ws) != len(xs) {
-		fail("weight shape %v does not match input shape %v", ws, xs)
-	}
-	g := n.int("group", 1)
-	if g <= 0 || xs[1] != ws[0] {
-		fail("input of %d channels does not fit weight %v", xs[1], ws)
-	}
-	geo := convTransposeGeometry(n, xs, ws)
-	out := append([]int64{xs[0], ws[1] * g}, geo.size...)
-	c.numel(out)
+	_, _, out := convTransposeShape(c, n, x.shape, w.shape)
 	return []aval{{shape: out, dt: x.dt}}
 }
 
 func poolRule(c *runCtx, n *node, in []*aval) []aval {
 	x := needV(in, 0)
-	xs := x.shape
-	if len(xs) != 3 && len(xs) != 4 {
-		fail("only 1-D and 2-D pooling is supported, input has shape %v", xs)
-	}
-	win := windowOf(n, xs[2:], n.ints("kernel_shape"))
-	c.checkWindow(xs, win)
-	ceil := n.int("ceil_mode", 0) != 0
-	out := slices.Clone(xs[:2])
-	for i := range win.kernel {
-		out = append(out, windowOut(xs[2+i], win.begin[i], win.end[i], win.kernel[i], win.stride[i], win.dilation[i], ceil))
-	}
+	_, out := poolShape(c, n, x.shape)
 	return []aval{{shape: out, dt: x.dt}}
 }
 

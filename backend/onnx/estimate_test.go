@@ -80,6 +80,18 @@ func TestEstimateHandComputed(t *testing.T) {
 // would run it once).
 func estimateBytes(t *testing.T, b []byte, batch int) (MemoryEstimate, error) {
 	t.Helper()
+	g := graphOf(t, b)
+	defer g.free()
+	in := g.inputs[0].shape
+	shape := append([]int64{int64(batch)}, in[1:]...)
+	est, _, err := g.estimate(torch.CPU, []aval{{shape: shape, dt: torch.Float32}}, []string{g.outputs[0].name})
+	return est, err
+}
+
+// graphOf reads the graph of a serialised model, of opset 13, with the
+// default budget.
+func graphOf(t *testing.T, b []byte) *graph {
+	t.Helper()
 	mp, err := readProto(bytes.NewReader(b), int64(len(b)), 0)
 	if err != nil {
 		t.Fatal(err)
@@ -88,11 +100,7 @@ func estimateBytes(t *testing.T, b []byte, batch int) (MemoryEstimate, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer g.free()
-	in := g.inputs[0].shape
-	shape := append([]int64{int64(batch)}, in[1:]...)
-	est, _, err := g.estimate(torch.CPU, []aval{{shape: shape, dt: torch.Float32}}, []string{g.outputs[0].name})
-	return est, err
+	return g
 }
 
 // TestExpandBombRefused loads the issue's attack: its estimate (1.5 GiB
@@ -441,5 +449,69 @@ func TestFormatBytes(t *testing.T) {
 		if got := FormatBytes(tc.n); got != tc.want {
 			t.Errorf("FormatBytes(%d) = %q, want %q", tc.n, got, tc.want)
 		}
+	}
+}
+
+// TestEstimateRefusesAsInterpreter holds the estimate to the interpreter's
+// checks of attributes: for each tiny graph on a (1,1,4,4) input, the
+// estimate and a run fail with the same error (or both succeed), and Read
+// refuses the model with it.
+func TestEstimateRefusesAsInterpreter(t *testing.T) {
+	w := floatInit("w", make([]float32, 2*1*3*3), 2, 1, 3, 3)
+	for _, tc := range []struct {
+		name    string
+		node    *pb.NodeProto
+		inits   []*pb.TensorProto
+		wantErr string // "": both succeed
+	}{
+		{"conv", nodeOf("conv", "Conv", []string{"x", "w"}, []string{"y"}, intsAttr("kernel_shape", 3, 3)),
+			[]*pb.TensorProto{w}, ""},
+		{"conv kernel_shape off the weight", nodeOf("conv", "Conv", []string{"x", "w"}, []string{"y"}, intsAttr("kernel_shape", 2, 2)),
+			[]*pb.TensorProto{w}, "kernel_shape [2 2] does not match weight shape [2 1 3 3]"},
+		{"conv kernel_shape of another rank", nodeOf("conv", "Conv", []string{"x", "w"}, []string{"y"}, intsAttr("kernel_shape", 3)),
+			[]*pb.TensorProto{w}, "kernel_shape [3] does not match weight shape [2 1 3 3]"},
+		{"conv transpose kernel_shape off the weight", nodeOf("tconv", "ConvTranspose", []string{"x", "wt"}, []string{"y"}, intsAttr("kernel_shape", 2, 2)),
+			[]*pb.TensorProto{floatInit("wt", make([]float32, 1*2*3*3), 1, 2, 3, 3)}, "kernel_shape [2 2] does not match weight shape [1 2 3 3]"},
+		{"max pool", nodeOf("pool", "MaxPool", []string{"x"}, []string{"y"}, intsAttr("kernel_shape", 2, 2)), nil, ""},
+		{"max pool storage_order 1", nodeOf("pool", "MaxPool", []string{"x"}, []string{"y"}, intsAttr("kernel_shape", 2, 2), intAttr("storage_order", 1)),
+			nil, "storage_order 1 is not supported"},
+		{"max pool indices", nodeOf("pool", "MaxPool", []string{"x"}, []string{"y", "i"}, intsAttr("kernel_shape", 2, 2)),
+			nil, `output 1 ("i") is not supported`},
+		{"average pool", nodeOf("pool", "AveragePool", []string{"x"}, []string{"y"}, intsAttr("kernel_shape", 2, 2), intAttr("ceil_mode", 1), intsAttr("strides", 3, 3)),
+			nil, ""},
+		{"average pool dilations", nodeOf("pool", "AveragePool", []string{"x"}, []string{"y"}, intsAttr("kernel_shape", 2, 2), intsAttr("dilations", 1, 1)),
+			nil, "dilations are not supported"},
+		{"pool window past the input", nodeOf("pool", "MaxPool", []string{"x"}, []string{"y"}, intsAttr("kernel_shape", 5, 5)),
+			nil, "the window of 5 does not fit an axis of 4 padded by 0 and 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			model := modelBytes(t, 13, []*pb.ValueInfoProto{vinfo("x", 1, 1, 4, 4)}, []*pb.ValueInfoProto{vinfo("y")},
+				[]*pb.NodeProto{tc.node}, tc.inits, nil)
+			g := graphOf(t, model)
+			defer g.free()
+			_, _, estErr := g.estimate(torch.CPU, []aval{{shape: []int64{1, 1, 4, 4}, dt: torch.Float32}}, []string{"y"})
+			var runErr error
+			torch.Scoped(func(s *torch.Scope) {
+				_, runErr = g.run(context.Background(), torch.CPU, []*torch.Tensor{torch.Zeros(s, torch.CPU, 1, 1, 4, 4)}, []string{"y"})
+			})
+			if tc.wantErr == "" {
+				if estErr != nil || runErr != nil {
+					t.Fatalf("estimate: %v; run: %v", estErr, runErr)
+				}
+				return
+			}
+			if estErr == nil || runErr == nil || estErr.Error() != runErr.Error() {
+				t.Fatalf("estimate: %v; run: %v; want both to fail alike", estErr, runErr)
+			}
+			if !strings.Contains(estErr.Error(), tc.wantErr) {
+				t.Fatalf("error %q, want %q", estErr, tc.wantErr)
+			}
+			if m, err := Read(bytes.NewReader(model), int64(len(model)), Options{}); err == nil || err.Error() != estErr.Error() {
+				if err == nil {
+					m.Free()
+				}
+				t.Fatalf("Read: %v, want %v", err, estErr)
+			}
+		})
 	}
 }

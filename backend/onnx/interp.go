@@ -36,6 +36,31 @@ func fail(format string, args ...any) {
 	panic(&opError{fmt.Sprintf(format, args...)})
 }
 
+// nodeError turns what node n panicked with (an *opError or a
+// *torch.Error) into an error that names the node; anything else panics on.
+func nodeError(n *node, r any) error {
+	var msg string
+	switch e := r.(type) {
+	case *opError:
+		msg = e.msg
+	case *torch.Error:
+		msg = e.Error()
+	default:
+		panic(r)
+	}
+	return fmt.Errorf("onnx: %v: %s", n, msg)
+}
+
+// checkOutputs fails when n names an output past the got that its op
+// makes.
+func checkOutputs(n *node, got int) {
+	for i := got; i < len(n.out); i++ {
+		if n.out[i] != "" {
+			fail("output %d (%q) is not supported", i, n.out[i])
+		}
+	}
+}
+
 // runCtx is what ops need besides their inputs.
 type runCtx struct {
 	opset int64
@@ -59,16 +84,7 @@ func (c *runCtx) call(n *node, vals map[string]*torch.Tensor) (outs []*torch.Ten
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			var msg string
-			switch e := r.(type) {
-			case *opError:
-				msg = e.msg
-			case *torch.Error:
-				msg = e.Error()
-			default:
-				panic(r)
-			}
-			outs, err = nil, fmt.Errorf("onnx: %v: %s", n, msg)
+			outs, err = nil, nodeError(n, r)
 		}
 	}()
 	outs = n.fn(c, n, in)
@@ -77,13 +93,7 @@ func (c *runCtx) call(n *node, vals map[string]*torch.Tensor) (outs []*torch.Ten
 			fail("the result has %d dimensions, more than %d", t.Dim(), maxRank)
 		}
 	}
-	if len(outs) < len(n.out) {
-		for i := len(outs); i < len(n.out); i++ {
-			if n.out[i] != "" {
-				return nil, fmt.Errorf("onnx: %v: output %d (%q) is not supported", n, i, n.out[i])
-			}
-		}
-	}
+	checkOutputs(n, len(outs))
 	return outs, nil
 }
 

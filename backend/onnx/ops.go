@@ -152,11 +152,11 @@ func opClip(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	return one(x)
 }
 
-func opConv(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
-	x, w, b := need(in, 0), need(in, 1), arg(in, 2)
-	xs, ws := x.Shape(), w.Shape()
+// checkConvWeight is Conv's and ConvTranspose's check of X's rank (what
+// names the op's kind), W's and kernel_shape.
+func checkConvWeight(n *node, xs, ws []int64, what string) {
 	if len(xs) != 3 && len(xs) != 4 {
-		fail("only 1-D and 2-D convolutions are supported, input has shape %v", xs)
+		fail("only 1-D and 2-D %s are supported, input has shape %v", what, xs)
 	}
 	if len(ws) != len(xs) {
 		fail("weight shape %v does not match input shape %v", ws, xs)
@@ -164,12 +164,28 @@ func opConv(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	if k := n.ints("kernel_shape"); k != nil && !slices.Equal(k, ws[2:]) {
 		fail("kernel_shape %v does not match weight shape %v", k, ws)
 	}
-	win := windowOf(n, xs[2:], ws[2:])
+}
+
+// convShape is Conv's check of X (shape xs), W (shape ws) and the
+// attributes kernel_shape, strides, dilations, pads, auto_pad and group; it
+// returns the window, the group count and Y's shape.
+func convShape(c *runCtx, n *node, xs, ws []int64) (win window, g int64, out []int64) {
+	checkConvWeight(n, xs, ws, "convolutions")
+	win = windowOf(n, xs[2:], ws[2:])
 	c.checkWindow(xs, win)
-	g := n.int("group", 1)
+	g = n.int("group", 1)
 	if g <= 0 || xs[1] != ws[1]*g || ws[0]%g != 0 {
 		fail("input of %d channels, weight %v and %d groups do not fit", xs[1], ws, g)
 	}
+	out = append([]int64{xs[0], ws[0]}, win.outSizes(xs[2:], false)...)
+	c.numel(out)
+	return win, g, out
+}
+
+func opConv(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x, w, b := need(in, 0), need(in, 1), arg(in, 2)
+	xs, ws := x.Shape(), w.Shape()
+	win, g, _ := convShape(c, n, xs, ws)
 	if len(xs) == 3 {
 		w = w.Reshape(ws[0], ws[1], 1, ws[2])
 	}
@@ -184,23 +200,27 @@ func opConv(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	}))
 }
 
-func opConvTranspose(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
-	x, w, b := need(in, 0), need(in, 1), arg(in, 2)
-	xs, ws := x.Shape(), w.Shape()
-	if len(xs) != 3 && len(xs) != 4 {
-		fail("only 1-D and 2-D transposed convolutions are supported, input has shape %v", xs)
-	}
-	if len(ws) != len(xs) {
-		fail("weight shape %v does not match input shape %v", ws, xs)
-	}
-	k := len(xs) - 2
-	g := n.int("group", 1)
+// convTransposeShape is ConvTranspose's check of X (shape xs), W (shape
+// ws) and its attributes; it returns the geometry, the group count and Y's
+// shape.
+func convTransposeShape(c *runCtx, n *node, xs, ws []int64) (geo tconvGeometry, g int64, out []int64) {
+	checkConvWeight(n, xs, ws, "transposed convolutions")
+	g = n.int("group", 1)
 	if g <= 0 || xs[1] != ws[0] {
 		fail("input of %d channels does not fit weight %v", xs[1], ws)
 	}
-	geo := convTransposeGeometry(n, xs, ws)
-	stride, dil, outPad, begin, end, size := geo.stride, geo.dil, geo.outPad, geo.begin, geo.end, geo.size
-	c.numel(append([]int64{xs[0], ws[1] * g}, size...))
+	geo = convTransposeGeometry(n, xs, ws)
+	out = append([]int64{xs[0], ws[1] * g}, geo.size...)
+	c.numel(out)
+	return geo, g, out
+}
+
+func opConvTranspose(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x, w, b := need(in, 0), need(in, 1), arg(in, 2)
+	xs, ws := x.Shape(), w.Shape()
+	geo, g, _ := convTransposeShape(c, n, xs, ws)
+	k := len(xs) - 2
+	stride, dil, outPad, begin, end := geo.stride, geo.dil, geo.outPad, geo.begin, geo.end
 	if len(xs) == 3 {
 		w = w.Reshape(ws[0], ws[1], 1, ws[2])
 	}
@@ -331,17 +351,29 @@ func opBatchNorm(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	return one(torch.BatchNorm(x, in[1], in[2], in[3], in[4], false, 0, n.float("epsilon", 1e-5)))
 }
 
-func opMaxPool(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
-	x := need(in, 0)
-	if n.int("storage_order", 0) != 0 {
-		fail("storage_order 1 is not supported")
+// poolShape is MaxPool's and AveragePool's check of X (shape xs) and the
+// attributes kernel_shape, strides, dilations, pads, auto_pad, ceil_mode
+// and storage_order; it returns the window and Y's shape.
+func poolShape(c *runCtx, n *node, xs []int64) (window, []int64) {
+	if so := n.int("storage_order", 0); n.op == "MaxPool" && so != 0 {
+		fail("storage_order %d is not supported", so)
 	}
-	xs := x.Shape()
 	if len(xs) != 3 && len(xs) != 4 {
 		fail("only 1-D and 2-D pooling is supported, input has shape %v", xs)
 	}
+	if n.op == "AveragePool" && n.has("dilations") {
+		fail("dilations are not supported")
+	}
 	win := windowOf(n, xs[2:], n.ints("kernel_shape"))
 	c.checkWindow(xs, win)
+	out := append(slices.Clone(xs[:2]), win.outSizes(xs[2:], n.int("ceil_mode", 0) != 0)...)
+	c.numel(out)
+	return win, out
+}
+
+func opMaxPool(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x := need(in, 0)
+	win, _ := poolShape(c, n, x.Shape())
 	if dt := x.DType(); dt != torch.Float32 {
 		// libtorch pools floats only; uint8 values are exact in float32.
 		x = x.To(torch.Float32, x.Device())
@@ -366,15 +398,7 @@ func opMaxPool2(n *node, x *torch.Tensor, win window) *torch.Tensor {
 
 func opAveragePool(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	x := need(in, 0)
-	xs := x.Shape()
-	if len(xs) != 3 && len(xs) != 4 {
-		fail("only 1-D and 2-D pooling is supported, input has shape %v", xs)
-	}
-	if n.has("dilations") {
-		fail("dilations are not supported")
-	}
-	win := windowOf(n, xs[2:], n.ints("kernel_shape"))
-	c.checkWindow(xs, win)
+	win, _ := poolShape(c, n, x.Shape())
 	include := n.int("count_include_pad", 0) != 0
 	o := torch.PoolOpts{Kernel: pair(win.kernel, 1), Stride: pair(win.stride, 1), CeilMode: n.int("ceil_mode", 0) != 0,
 		ExcludePad: !include}

@@ -242,6 +242,28 @@ func windowOf(n *node, in, kernel []int64) window {
 	return w
 }
 
+// outSizes is the window's output size along each spatial axis of sizes
+// in: floor (or ceil) of (in + pads − span)/stride + 1, where a last window
+// that would start in the end padding is dropped in ceil mode.
+func (w window) outSizes(in []int64, ceil bool) []int64 {
+	out := make([]int64, len(w.kernel))
+	for i := range out {
+		span := (w.kernel[i]-1)*w.dilation[i] + 1
+		room := in[i] + w.begin[i] + w.end[i] - span
+		if room < 0 {
+			fail("the window of %d does not fit an axis of %d padded by %d and %d", span, in[i], w.begin[i], w.end[i])
+		}
+		out[i] = room/w.stride[i] + 1
+		if ceil && room%w.stride[i] != 0 {
+			out[i]++
+			if (out[i]-1)*w.stride[i] >= in[i]+w.begin[i] {
+				out[i]--
+			}
+		}
+	}
+	return out
+}
+
 // symmetric reports whether every axis pads the same on both sides, by at
 // most limit(i).
 func (w window) symmetric(limit func(i int) int64) bool {
