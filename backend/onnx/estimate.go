@@ -161,18 +161,13 @@ func (g *graph) estimate(dev torch.Device, inputs []aval, want []string) (est Me
 		c.batch = inputs[0].shape[0]
 		est.Batch = c.batch
 	}
-	vals = make(map[string]*aval, len(g.consts)+len(g.nodes)+len(inputs))
-	err = torch.Catch(func() {
-		for name, t := range g.consts {
-			v := avalOf(t)
-			if v.t != nil {
-				v.t = c.s.Add(t.Detach())
-			}
-			vals[name] = &v
+	vals = make(map[string]*aval, len(g.used)+len(g.nodes)+len(inputs))
+	for i, name := range g.used {
+		v := g.usedVals[i]
+		if v.numel() <= maxKnown {
+			v.t = g.consts[name] // compute makes a view of it in c.s
 		}
-	})
-	if err != nil {
-		return est, nil, fmt.Errorf("onnx: %w", err)
+		vals[name] = &v
 	}
 	var live int64
 	for i, in := range g.inputs {
@@ -244,10 +239,21 @@ func (g *graph) estimate(dev torch.Device, inputs []aval, want []string) (est Me
 // outputs with their content (and their real shapes).
 func (c *runCtx) compute(n *node, in []*aval, outs []aval) ([]aval, error) {
 	vals := map[string]*torch.Tensor{}
-	for j, name := range n.in {
-		if name != "" {
+	err := torch.Catch(func() {
+		for j, name := range n.in {
+			if name == "" {
+				continue
+			}
+			if in[j].t.Scope() != c.s {
+				// A graph constant: the op reads a view in the pass's
+				// scope, so that what it makes joins that scope too.
+				in[j].t = c.s.Add(in[j].t.Detach())
+			}
 			vals[name] = in[j].t
 		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("onnx: %v: %w", n, err)
 	}
 	ts, err := c.call(n, vals)
 	if err != nil {
@@ -316,18 +322,40 @@ func (m *Model) Estimate(batch int) (MemoryEstimate, error) {
 // MaxMemory is the budget a forward pass's estimate must stay within.
 func (m *Model) MaxMemory() int64 { return m.maxMem }
 
-// overBudget is the error of a pass whose estimate exceeds the budget.
-func (m *Model) overBudget(e MemoryEstimate, grad bool) error {
-	who := fmt.Sprintf("a batch of %d images needs", e.Batch)
-	if e.Batch == 1 {
-		who = "one image needs"
+// budgetOf is the budget that Options.MaxMemory sets: DefaultMaxMemory for
+// 0, and no negative one.
+func budgetOf(maxMem int64) (int64, error) {
+	switch {
+	case maxMem == 0:
+		return DefaultMaxMemory, nil
+	case maxMem < 0:
+		return 0, fmt.Errorf("onnx: memory budget %d is negative", maxMem)
 	}
-	what := "intermediate values"
+	return maxMem, nil
+}
+
+// checkBudget fails with ErrOverBudget when need bytes are over budget;
+// the error says "onnx: <who> about <need><of>, over the memory budget of
+// <budget>".
+func checkBudget(need, budget int64, who, of string) error {
+	if need <= budget {
+		return nil
+	}
+	return fmt.Errorf("onnx: %s about %s%s, %w of %s", who, FormatBytes(need), of, ErrOverBudget, FormatBytes(budget))
+}
+
+// checkBudget fails when the estimate of a pass (Total when it records
+// gradients, Peak otherwise) is over the model's budget.
+func (m *Model) checkBudget(e MemoryEstimate, grad bool) error {
+	who := "one image needs"
+	if e.Batch != 1 {
+		who = fmt.Sprintf("a batch of %d images needs", e.Batch)
+	}
+	of := " of intermediate values by the importer's estimate"
 	if grad {
-		what = "intermediate values kept for gradients"
+		of = " of intermediate values kept for gradients by the importer's estimate"
 	}
-	return fmt.Errorf("onnx: %s about %s of %s by the importer's estimate, %w of %s",
-		who, FormatBytes(e.Bytes(grad)), what, ErrOverBudget, FormatBytes(m.maxMem))
+	return checkBudget(e.Bytes(grad), m.maxMem, who, of)
 }
 
 // Shape rules, one per supported op.

@@ -237,6 +237,11 @@ func TestEstimateRealModels(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			for name, k := range m.g.consts {
+				if k.Scope() != nil {
+					t.Fatalf("the estimate left constant %q in a scope", name)
+				}
+			}
 			real := runShapes(t, m.g, shape)
 			if len(real) == 0 {
 				t.Fatal("the run made no values")

@@ -52,8 +52,11 @@ type graph struct {
 	outputs []valueInfo
 	// lastUse[i] lists the values whose last reader is nodes[i].
 	lastUse [][]string
-	// used lists the constants that nodes read at run time.
-	used []string
+	// used lists the constants that nodes read at run time, and usedVals
+	// their shapes and types (content nil), described once for the
+	// estimate.
+	used     []string
+	usedVals []aval
 }
 
 // opsetOf returns the default domain's opset version.
@@ -100,7 +103,7 @@ func valueInfoOf(v *pb.ValueInfoProto) (valueInfo, error) {
 }
 
 // buildGraph checks gp and converts it; maxMem bounds the bytes of the
-// constants that folding makes (0: DefaultMaxMemory). On error every
+// constants that folding makes (as Options.MaxMemory, see budgetOf). On error every
 // tensor made so far is freed.
 func buildGraph(gp *pb.GraphProto, opset, maxMem int64) (_ *graph, err error) {
 	g := &graph{opset: opset, consts: map[string]*torch.Tensor{}}
@@ -223,13 +226,15 @@ func buildGraph(gp *pb.GraphProto, opset, maxMem int64) (_ *graph, err error) {
 			return nil, fmt.Errorf("onnx: graph output %q is not computed", o.name)
 		}
 	}
-	if maxMem <= 0 {
-		maxMem = DefaultMaxMemory
+	if maxMem, err = budgetOf(maxMem); err != nil {
+		return nil, err
 	}
 	if err := g.fold(maxMem); err != nil {
 		return nil, err
 	}
-	g.plan()
+	if err := torch.Catch(g.plan); err != nil {
+		return nil, fmt.Errorf("onnx: %w", err)
+	}
 	return g, nil
 }
 
@@ -310,15 +315,11 @@ func (g *graph) checkFold(n *node, folded *int64, maxMem int64) error {
 	for _, o := range outs {
 		*folded = satAdd(*folded, o.bytes())
 	}
-	if *folded > maxMem {
-		return fmt.Errorf("onnx: %v: the constants folded at load need about %s, %w of %s",
-			n, FormatBytes(*folded), ErrOverBudget, FormatBytes(maxMem))
-	}
-	return nil
+	return checkBudget(*folded, maxMem, fmt.Sprintf("%v: the constants folded at load need", n), "")
 }
 
 // plan records where each intermediate value is read for the last time, so
-// that a run can free it right there.
+// that a run can free it right there, and which constants the nodes read.
 func (g *graph) plan() {
 	last := map[string]int{}
 	for i, n := range g.nodes {
@@ -342,6 +343,11 @@ func (g *graph) plan() {
 		if _, ok := g.consts[o.name]; ok && !slices.Contains(g.used, o.name) {
 			g.used = append(g.used, o.name)
 		}
+	}
+	g.usedVals = make([]aval, len(g.used))
+	for i, name := range g.used {
+		t := g.consts[name]
+		g.usedVals[i] = aval{shape: t.Shape(), dt: t.DType()}
 	}
 	g.lastUse = make([][]string, len(g.nodes))
 	for name, i := range last {

@@ -73,12 +73,9 @@ func newModel(mp *pb.ModelProto, o Options) (m *Model, err error) {
 	if err != nil {
 		return nil, err
 	}
-	maxMem := o.MaxMemory
-	if maxMem == 0 {
-		maxMem = DefaultMaxMemory
-	}
-	if maxMem < 0 {
-		return nil, fmt.Errorf("onnx: memory budget %d is negative", maxMem)
+	maxMem, err := budgetOf(o.MaxMemory)
+	if err != nil {
+		return nil, err
 	}
 	g, err := buildGraph(mp.Graph, opset, maxMem)
 	if err != nil {
@@ -117,8 +114,8 @@ func newModel(mp *pb.ModelProto, o Options) (m *Model, err error) {
 		if eerr != nil {
 			return nil, eerr
 		}
-		if e.Peak > m.maxMem {
-			return nil, m.overBudget(e, false)
+		if err := m.checkBudget(e, false); err != nil {
+			return nil, err
 		}
 		// One run on a blank image checks every node's shapes now rather
 		// than on the first suspect query, and finds the class count.
@@ -356,9 +353,9 @@ func (m *Model) run(ctx context.Context, v *torch.Tensor, grad bool) (*torch.Ten
 	}
 	n := shape[0]
 	part := n
-	if e.Bytes(grad) > m.maxMem {
+	if err := m.checkBudget(e, grad); err != nil {
 		if grad || n <= 1 {
-			return nil, m.overBudget(e, grad)
+			return nil, err
 		}
 		if part, err = m.partSize(shape); err != nil {
 			return nil, err
@@ -390,8 +387,8 @@ func (m *Model) partSize(shape []int64) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if e1.Peak > m.maxMem {
-		return 0, m.overBudget(e1, false)
+	if err := m.checkBudget(e1, false); err != nil {
+		return 0, err
 	}
 	part := min(max(m.maxMem/max(e1.Peak, 1), 1), shape[0])
 	for part > 1 {
@@ -399,7 +396,7 @@ func (m *Model) partSize(shape []int64) (int64, error) {
 		if err != nil {
 			return 0, err
 		}
-		if e.Peak <= m.maxMem {
+		if m.checkBudget(e, false) == nil {
 			break
 		}
 		part /= 2
