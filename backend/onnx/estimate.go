@@ -360,20 +360,6 @@ func (m *Model) checkBudget(e MemoryEstimate, grad bool) error {
 
 // Shape rules, one per supported op.
 
-func needV(in []*aval, i int) *aval {
-	if i >= len(in) || in[i] == nil {
-		fail("input %d is required", i)
-	}
-	return in[i]
-}
-
-func argV(in []*aval, i int) *aval {
-	if i < len(in) {
-		return in[i]
-	}
-	return nil
-}
-
 // content is the known content of v; a shape that depends on the input's
 // values cannot be estimated, so it fails.
 func content(v *aval, what string) *torch.Tensor {
@@ -383,9 +369,10 @@ func content(v *aval, what string) *torch.Tensor {
 	return v.t
 }
 
-func intsOfV(v *aval, what string) []int64 { return intsOf(content(v, what), what) }
+// Shape and DType read an aval as the shared checks read a tensor.
+func (v *aval) Shape() []int64 { return slices.Clone(v.shape) }
 
-func floatsOfV(v *aval, what string) []float32 { return floatsOf(content(v, what), what) }
+func (v *aval) DType() torch.DType { return v.dt }
 
 // same is a value of v's shape, of type dt.
 func same(v *aval, dt torch.DType) []aval {
@@ -393,289 +380,116 @@ func same(v *aval, dt torch.DType) []aval {
 }
 
 func sameRule(_ *runCtx, _ *node, in []*aval) []aval {
-	x := needV(in, 0)
+	x := need(in, 0)
 	return same(x, x.dt)
 }
 
 func boolRule(_ *runCtx, _ *node, in []*aval) []aval {
-	x := needV(in, 0)
+	x := need(in, 0)
 	return same(x, torch.Bool)
 }
 
-// broadcastRule is the numpy broadcast of every present input, of the
-// first input's type (or bool).
-func broadcastRule(cmp bool) shapeRule {
-	return func(c *runCtx, n *node, in []*aval) []aval {
-		var out []int64
-		var dt torch.DType
-		first := true
-		for _, v := range in {
-			if v == nil {
-				continue
-			}
-			if first {
-				out, dt, first = slices.Clone(v.shape), v.dt, false
-				continue
-			}
-			out = c.broadcast(out, v.shape)
-		}
-		if first {
-			fail("no inputs")
-		}
-		if cmp {
-			dt = torch.Bool
-		}
-		return []aval{{shape: out, dt: dt}}
-	}
+// broadcastRule is Add, Sub, Mul, Div, Pow, the comparisons, Max, Min, Sum
+// and Mean.
+func broadcastRule(c *runCtx, n *node, in []*aval) []aval {
+	out, dt := broadcastShape(c, n, in)
+	return []aval{{shape: out, dt: dt}}
+}
+
+// batchNormRule is BatchNormalization.
+func batchNormRule(_ *runCtx, n *node, in []*aval) []aval {
+	checkBatchNorm(n, in)
+	return sameRule(nil, n, in)
+}
+
+// softmaxRule is Softmax and LogSoftmax.
+func softmaxRule(c *runCtx, n *node, in []*aval) []aval {
+	x := need(in, 0)
+	softmaxAxis(c, n, x.shape)
+	return same(x, x.dt)
+}
+
+// preluRule is PRelu.
+func preluRule(c *runCtx, _ *node, in []*aval) []aval {
+	return []aval{{shape: preluShape(c, in), dt: need(in, 0).dt}}
 }
 
 func whereRule(c *runCtx, _ *node, in []*aval) []aval {
-	cond, a, b := needV(in, 0), needV(in, 1), needV(in, 2)
-	return []aval{{shape: c.broadcast(c.broadcast(cond.shape, a.shape), b.shape), dt: a.dt}}
+	out, dt := whereShape(c, in)
+	return []aval{{shape: out, dt: dt}}
 }
 
 func matMulRule(c *runCtx, _ *node, in []*aval) []aval {
-	a, b := needV(in, 0), needV(in, 1)
-	c.checkMatMul(a.shape, b.shape)
-	as, bs := a.shape, b.shape
-	var out []int64
-	switch {
-	case len(as) == 1 && len(bs) == 1:
-		out = []int64{}
-	case len(as) == 1:
-		out = append(slices.Clone(bs[:len(bs)-2]), bs[len(bs)-1])
-	case len(bs) == 1:
-		out = slices.Clone(as[:len(as)-1])
-	default:
-		out = append(c.broadcast(as[:len(as)-2], bs[:len(bs)-2]), as[len(as)-2], bs[len(bs)-1])
-	}
-	return []aval{{shape: out, dt: a.dt}}
+	out, dt := matMulShape(c, in)
+	return []aval{{shape: out, dt: dt}}
 }
 
 func gemmRule(c *runCtx, n *node, in []*aval) []aval {
-	a, b, cc := needV(in, 0), needV(in, 1), argV(in, 2)
-	if len(a.shape) != 2 || len(b.shape) != 2 {
-		fail("A %v and B %v must be matrices", a.shape, b.shape)
-	}
-	m, k1 := a.shape[0], a.shape[1]
-	if n.int("transA", 0) != 0 {
-		m, k1 = k1, m
-	}
-	k2, p := b.shape[0], b.shape[1]
-	if n.int("transB", 0) != 0 {
-		k2, p = p, k2
-	}
-	if k1 != k2 {
-		fail("A %v and B %v do not multiply", a.shape, b.shape)
-	}
-	out := []int64{m, p}
-	if cc != nil {
-		out = c.broadcast(out, cc.shape)
-	}
-	return []aval{{shape: out, dt: a.dt}}
+	return []aval{{shape: gemmShape(c, n, in), dt: need(in, 0).dt}}
 }
 
 func convRule(c *runCtx, n *node, in []*aval) []aval {
-	x, w := needV(in, 0), needV(in, 1)
+	x, w := need(in, 0), need(in, 1)
 	_, _, out := convShape(c, n, x.shape, w.shape)
 	return []aval{{shape: out, dt: x.dt}}
 }
 
 func convTransposeRule(c *runCtx, n *node, in []*aval) []aval {
-	x, w := needV(in, 0), needV(in, 1)
+	x, w := need(in, 0), need(in, 1)
 	_, _, out := convTransposeShape(c, n, x.shape, w.shape)
 	return []aval{{shape: out, dt: x.dt}}
 }
 
 func poolRule(c *runCtx, n *node, in []*aval) []aval {
-	x := needV(in, 0)
+	x := need(in, 0)
 	_, out := poolShape(c, n, x.shape)
 	return []aval{{shape: out, dt: x.dt}}
 }
 
 func globalPoolRule(_ *runCtx, _ *node, in []*aval) []aval {
-	x := needV(in, 0)
-	if len(x.shape) < 3 {
-		fail("input of shape %v has no spatial axes", x.shape)
-	}
-	out := slices.Clone(x.shape)
-	for i := 2; i < len(out); i++ {
-		out[i] = 1
-	}
-	return []aval{{shape: out, dt: x.dt}}
+	x := need(in, 0)
+	return []aval{{shape: globalPoolShape(x.shape), dt: x.dt}}
 }
 
 func flattenRule(_ *runCtx, n *node, in []*aval) []aval {
-	x := needV(in, 0)
-	s := x.shape
-	a := n.int("axis", 1)
-	if a < 0 {
-		a += int64(len(s))
-	}
-	if a < 0 || a > int64(len(s)) {
-		fail("axis %d is out of range for rank %d", n.int("axis", 1), len(s))
-	}
-	return []aval{{shape: []int64{prod(s[:a]), prod(s[a:])}, dt: x.dt}}
+	x := need(in, 0)
+	return []aval{{shape: flattenShape(n, x.shape), dt: x.dt}}
 }
 
 func reshapeRule(c *runCtx, n *node, in []*aval) []aval {
-	if c.opset < 5 {
-		fail("opset %d's shape attribute is not supported", c.opset)
-	}
-	x := needV(in, 0)
-	want := reshapeTarget(c, n, x.shape, intsOfV(needV(in, 1), "shape"))
-	return []aval{{shape: want, dt: x.dt}}
+	return []aval{{shape: reshapeShape(c, n, in), dt: need(in, 0).dt}}
 }
 
 func transposeRule(_ *runCtx, n *node, in []*aval) []aval {
-	x := needV(in, 0)
-	r := len(x.shape)
-	perm := n.ints("perm")
-	if perm == nil {
-		for i := r - 1; i >= 0; i-- {
-			perm = append(perm, int64(i))
-		}
-	}
-	if len(perm) != r {
-		fail("perm %v does not fit rank %d", perm, r)
-	}
-	out := make([]int64, r)
-	seen := make([]bool, r)
+	x := need(in, 0)
+	perm := transposePerm(n, len(x.shape))
+	out := make([]int64, len(perm))
 	for i, p := range perm {
-		p = normAxis(p, r, "perm entry")
-		if seen[p] {
-			fail("perm %v is not a permutation", perm)
-		}
-		seen[p] = true
 		out[i] = x.shape[p]
 	}
 	return []aval{{shape: out, dt: x.dt}}
 }
 
-// axesOfV reads axes as axesOf does.
-func axesOfV(c *runCtx, n *node, in []*aval, inputFrom int64) []int64 {
-	if c.opset < inputFrom {
-		return n.ints("axes")
-	}
-	if v := argV(in, 1); v != nil {
-		return intsOfV(v, "axes")
-	}
-	return nil
-}
-
 func squeezeRule(c *runCtx, n *node, in []*aval) []aval {
-	x := needV(in, 0)
-	s := x.shape
-	axes := axesOfV(c, n, in, 13)
-	drop := make([]bool, len(s))
-	if axes == nil {
-		for i, d := range s {
-			drop[i] = d == 1
-		}
-	}
-	for _, a := range axes {
-		a = normAxis(a, len(s), "axis")
-		if s[a] != 1 {
-			fail("axis %d of shape %v is not 1", a, s)
-		}
-		drop[a] = true
-	}
-	out := []int64{}
-	for i, d := range s {
-		if !drop[i] {
-			out = append(out, d)
-		}
-	}
-	return []aval{{shape: out, dt: x.dt}}
+	return []aval{{shape: squeezeShape(c, n, in), dt: need(in, 0).dt}}
 }
 
 func unsqueezeRule(c *runCtx, n *node, in []*aval) []aval {
-	x := needV(in, 0)
-	axes := axesOfV(c, n, in, 13)
-	if axes == nil {
-		fail("axes are required")
-	}
-	r := len(x.shape) + len(axes)
-	add := make([]bool, r)
-	for _, a := range axes {
-		a = normAxis(a, r, "axis")
-		if add[a] {
-			fail("axes %v repeat an axis", axes)
-		}
-		add[a] = true
-	}
-	out := make([]int64, 0, r)
-	j := 0
-	for i := range r {
-		if add[i] {
-			out = append(out, 1)
-		} else {
-			out = append(out, x.shape[j])
-			j++
-		}
-	}
-	return []aval{{shape: out, dt: x.dt}}
+	return []aval{{shape: unsqueezeShape(c, n, in), dt: need(in, 0).dt}}
 }
 
 func concatRule(c *runCtx, n *node, in []*aval) []aval {
-	if !n.has("axis") {
-		fail("axis is required")
-	}
-	var vs []*aval
-	for _, v := range in {
-		if v != nil {
-			vs = append(vs, v)
-		}
-	}
-	if len(vs) == 0 {
-		fail("no inputs")
-	}
-	r := len(vs[0].shape)
-	a := normAxis(n.int("axis", 0), r, "axis")
-	out := slices.Clone(vs[0].shape)
-	for _, v := range vs[1:] {
-		if len(v.shape) != r || v.dt != vs[0].dt {
-			fail("inputs %v %v and %v %v do not concatenate", vs[0].shape, vs[0].dt, v.shape, v.dt)
-		}
-		for i := range v.shape {
-			if int64(i) != a && v.shape[i] != out[i] {
-				fail("inputs %v and %v differ off axis %d", vs[0].shape, v.shape, a)
-			}
-		}
-		out[a] += v.shape[a]
-	}
-	c.numel(out)
-	return []aval{{shape: out, dt: vs[0].dt}}
+	_, out := concatShape(c, n, in)
+	return []aval{{shape: out, dt: present(in)[0].dt}}
 }
 
 func padRule(c *runCtx, n *node, in []*aval) []aval {
-	x := needV(in, 0)
-	s := x.shape
-	if c.opset < 2 {
-		fail("opset %d's paddings attribute is not supported", c.opset)
-	}
-	var pads []int64
-	if c.opset < 11 {
-		pads = n.ints("pads")
-	} else {
-		pads = intsOfV(needV(in, 1), "pads")
-	}
-	if len(pads) != 2*len(s) {
-		fail("pads %v do not fit rank %d", pads, len(s))
-	}
-	out := make([]int64, len(s))
-	for i := range s {
-		out[i] = s[i] + pads[i] + pads[len(s)+i]
-		if out[i] < 0 {
-			fail("pads %v shrink shape %v below zero", pads, s)
-		}
-	}
-	c.numel(out)
-	return []aval{{shape: out, dt: x.dt}}
+	_, out := padShape(c, n, in)
+	return []aval{{shape: out, dt: need(in, 0).dt}}
 }
 
 func dropoutRule(_ *runCtx, n *node, in []*aval) []aval {
-	x := needV(in, 0)
+	x := need(in, 0)
 	outs := same(x, x.dt)
 	if len(n.out) > 1 && n.out[1] != "" {
 		outs = append(outs, aval{shape: slices.Clone(x.shape), dt: torch.Bool})
@@ -710,191 +524,42 @@ func constantRule(_ *runCtx, n *node, _ []*aval) []aval {
 
 // shapeRuleOp is Shape: its output is known whatever the input's values.
 func shapeRuleOp(c *runCtx, n *node, in []*aval) []aval {
-	s := needV(in, 0).shape
-	r := int64(len(s))
-	start, end := n.int("start", 0), n.int("end", r)
-	clampAxis := func(a int64) int64 {
-		if a < 0 {
-			a += r
-		}
-		return min(max(a, 0), r)
-	}
-	start, end = clampAxis(start), clampAxis(end)
-	if end < start {
-		end = start
-	}
-	s = s[start:end]
+	s := shapeRange(n, need(in, 0).Shape())
 	return []aval{{shape: []int64{int64(len(s))}, dt: torch.Int64, t: c.ints(s, int64(len(s)))}}
 }
 
 func gatherRule(c *runCtx, n *node, in []*aval) []aval {
-	x, it := needV(in, 0), needV(in, 1)
-	s := x.shape
-	if len(s) == 0 {
-		fail("cannot gather from a scalar")
-	}
-	a := normAxis(n.int("axis", 0), len(s), "axis")
-	if it.dt != torch.Int64 {
-		fail("indices must be an integer tensor, got %v", it.dt)
-	}
-	out := append(append(append([]int64{}, s[:a]...), it.shape...), s[a+1:]...)
-	c.numel(out)
-	return []aval{{shape: out, dt: x.dt}}
+	_, out := gatherShape(c, n, in)
+	return []aval{{shape: out, dt: need(in, 0).dt}}
 }
 
 func sliceRule(c *runCtx, n *node, in []*aval) []aval {
-	x := needV(in, 0)
-	s := slices.Clone(x.shape)
-	var starts, ends, axes, steps []int64
-	if c.opset < 10 {
-		starts, ends, axes = n.ints("starts"), n.ints("ends"), n.ints("axes")
-	} else {
-		starts, ends = intsOfV(needV(in, 1), "starts"), intsOfV(needV(in, 2), "ends")
-		if v := argV(in, 3); v != nil {
-			axes = intsOfV(v, "axes")
-		}
-		if v := argV(in, 4); v != nil {
-			steps = intsOfV(v, "steps")
-		}
-	}
-	for _, r := range sliceRanges(s, starts, ends, axes, steps) {
-		// The count of start, start+step, … before end, written so that a
-		// step near the int64 limit cannot overflow.
-		switch {
-		case r.step > 0 && r.end > r.start:
-			s[r.axis] = (r.end-r.start-1)/r.step + 1
-		case r.step < 0 && r.start > r.end:
-			s[r.axis] = (r.start-r.end-1)/-r.step + 1
-		default:
-			s[r.axis] = 0
-		}
-	}
-	return []aval{{shape: s, dt: x.dt}}
+	_, out := sliceShape(c, n, in)
+	return []aval{{shape: out, dt: need(in, 0).dt}}
 }
 
-// reduceRule is ReduceMean, ReduceSum, ReduceMax and ReduceMin, whose axes
-// become an input at opset from; noop says whether noop_with_empty_axes is
-// read.
-func reduceRule(from int64, noop bool) shapeRule {
-	return func(c *runCtx, n *node, in []*aval) []aval {
-		x := needV(in, 0)
-		axes := axesOfV(c, n, in, from)
-		if noop && len(axes) == 0 && c.opset >= from && n.int("noop_with_empty_axes", 0) != 0 {
-			return same(x, x.dt)
-		}
-		keep := n.int("keepdims", 1) != 0
-		r := len(x.shape)
-		if len(axes) == 0 {
-			for i := range r {
-				axes = append(axes, int64(i))
-			}
-		}
-		drop := make([]bool, r)
-		for _, a := range axes {
-			drop[normAxis(a, r, "axis")] = true
-		}
-		out := []int64{}
-		for i, d := range x.shape {
-			switch {
-			case !drop[i]:
-				out = append(out, d)
-			case keep:
-				out = append(out, 1)
-			}
-		}
-		return []aval{{shape: out, dt: x.dt}}
-	}
+// reduceRule is ReduceMean, ReduceSum, ReduceMax and ReduceMin.
+func reduceRule(c *runCtx, n *node, in []*aval) []aval {
+	_, out := reduceShape(c, n, in)
+	return []aval{{shape: out, dt: need(in, 0).dt}}
 }
 
+// resizeRule is Resize and Upsample.
 func resizeRule(c *runCtx, n *node, in []*aval) []aval {
-	x := needV(in, 0)
-	s := x.shape
-	r := len(s)
-	var scales []float32
-	var sizes []int64
-	if n.op == "Upsample" && c.opset < 7 {
-		fail("opset %d's Upsample is not supported", c.opset)
-	}
-	switch {
-	case n.op == "Upsample" && c.opset < 9:
-		scales = n.floats("scales")
-	case n.op == "Upsample" || c.opset < 11:
-		scales = floatsOfV(needV(in, 1), "scales")
-	default:
-		if v := argV(in, 2); v != nil && v.numel() > 0 {
-			scales = floatsOfV(v, "scales")
-		}
-		if v := argV(in, 3); v != nil && v.numel() > 0 {
-			sizes = intsOfV(v, "sizes")
-		}
-	}
-	if (scales == nil) == (sizes == nil) {
-		fail("exactly one of scales and sizes must be given")
-	}
-	out := make([]int64, r)
-	switch {
-	case sizes != nil:
-		if len(sizes) != r {
-			fail("sizes %v do not fit rank %d", sizes, r)
-		}
-		for i := range r {
-			if sizes[i] <= 0 {
-				fail("sizes %v must be positive", sizes)
-			}
-			out[i] = sizes[i]
-		}
-	default:
-		if len(scales) != r {
-			fail("scales %v do not fit rank %d", scales, r)
-		}
-		for i := range r {
-			if !(scales[i] > 0) || math.IsInf(float64(scales[i]), 0) {
-				fail("scales %v must be positive", scales)
-			}
-			o := math.Floor(float64(s[i]) * float64(scales[i]))
-			if o < 1 || o > maxElems {
-				fail("scales %v give an output size of %v along axis %d", scales, o, i)
-			}
-			out[i] = int64(o)
-		}
-	}
-	c.numel(out)
-	return []aval{{shape: out, dt: x.dt}}
+	_, out, _ := resizeShape(c, n, in)
+	return []aval{{shape: out, dt: need(in, 0).dt}}
 }
 
 func castRule(_ *runCtx, n *node, in []*aval) []aval {
-	x := needV(in, 0)
-	if !n.has("to") {
-		fail("attribute to is required")
-	}
-	dt, err := dtypeOf(int32(n.int("to", 0)))
-	if err != nil {
-		fail("%v", err)
-	}
-	return []aval{{shape: slices.Clone(x.shape), dt: dt}}
+	return same(need(in, 0), castType(n))
 }
 
 func expandRule(c *runCtx, _ *node, in []*aval) []aval {
-	x := needV(in, 0)
-	shape := intsOfV(needV(in, 1), "shape")
-	for _, d := range shape {
-		if d < 0 {
-			fail("shape %v has a negative size", shape)
-		}
-	}
-	return []aval{{shape: c.broadcast(x.shape, shape), dt: x.dt}}
+	return []aval{{shape: expandShape(c, in), dt: need(in, 0).dt}}
 }
 
 func constantOfShapeRule(c *runCtx, n *node, in []*aval) []aval {
-	shape := intsOfV(needV(in, 0), "shape")
-	c.numel(shape)
-	dt := torch.Float32
-	if a := n.attrs["value"]; a != nil && a.T != nil {
-		var err error
-		if dt, err = dtypeOf(a.T.DataType); err != nil {
-			fail("%v", err)
-		}
-	}
+	shape, dt := constantOfShapeOut(c, n, in)
 	return []aval{{shape: shape, dt: dt}}
 }
 
@@ -904,48 +569,50 @@ var shapeRules = map[string]shapeRule{}
 
 func init() {
 	for _, op := range []string{"Relu", "Sigmoid", "Tanh", "HardSwish", "LeakyRelu", "HardSigmoid", "Clip",
-		"BatchNormalization", "Softmax", "LogSoftmax", "Identity", "Neg", "Exp", "Log", "Sqrt", "Abs",
-		"Reciprocal", "Floor", "Round", "Sign", "Ceil", "Softsign", "Softplus", "Elu", "Selu", "PRelu"} {
+		"Identity", "Neg", "Exp", "Log", "Sqrt", "Abs", "Reciprocal", "Floor", "Round", "Sign", "Ceil",
+		"Softsign", "Softplus", "Elu", "Selu"} {
 		shapeRules[op] = sameRule
 	}
-	for _, op := range []string{"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean"} {
-		shapeRules[op] = broadcastRule(false)
-	}
-	for _, op := range []string{"Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual"} {
-		shapeRules[op] = broadcastRule(true)
+	for _, op := range []string{"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean",
+		"Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual"} {
+		shapeRules[op] = broadcastRule
 	}
 	for op, r := range map[string]shapeRule{
-		"Not":               boolRule,
-		"Where":             whereRule,
-		"MatMul":            matMulRule,
-		"Gemm":              gemmRule,
-		"Conv":              convRule,
-		"ConvTranspose":     convTransposeRule,
-		"MaxPool":           poolRule,
-		"AveragePool":       poolRule,
-		"GlobalAveragePool": globalPoolRule,
-		"GlobalMaxPool":     globalPoolRule,
-		"Flatten":           flattenRule,
-		"Reshape":           reshapeRule,
-		"Transpose":         transposeRule,
-		"Squeeze":           squeezeRule,
-		"Unsqueeze":         unsqueezeRule,
-		"Concat":            concatRule,
-		"Pad":               padRule,
-		"Dropout":           dropoutRule,
-		"Constant":          constantRule,
-		"Shape":             shapeRuleOp,
-		"Gather":            gatherRule,
-		"Slice":             sliceRule,
-		"ReduceMean":        reduceRule(18, false),
-		"ReduceSum":         reduceRule(13, true),
-		"ReduceMax":         reduceRule(18, true),
-		"ReduceMin":         reduceRule(18, true),
-		"Resize":            resizeRule,
-		"Upsample":          resizeRule,
-		"Cast":              castRule,
-		"Expand":            expandRule,
-		"ConstantOfShape":   constantOfShapeRule,
+		"Not":                boolRule,
+		"BatchNormalization": batchNormRule,
+		"Softmax":            softmaxRule,
+		"LogSoftmax":         softmaxRule,
+		"PRelu":              preluRule,
+		"Where":              whereRule,
+		"MatMul":             matMulRule,
+		"Gemm":               gemmRule,
+		"Conv":               convRule,
+		"ConvTranspose":      convTransposeRule,
+		"MaxPool":            poolRule,
+		"AveragePool":        poolRule,
+		"GlobalAveragePool":  globalPoolRule,
+		"GlobalMaxPool":      globalPoolRule,
+		"Flatten":            flattenRule,
+		"Reshape":            reshapeRule,
+		"Transpose":          transposeRule,
+		"Squeeze":            squeezeRule,
+		"Unsqueeze":          unsqueezeRule,
+		"Concat":             concatRule,
+		"Pad":                padRule,
+		"Dropout":            dropoutRule,
+		"Constant":           constantRule,
+		"Shape":              shapeRuleOp,
+		"Gather":             gatherRule,
+		"Slice":              sliceRule,
+		"ReduceMean":         reduceRule,
+		"ReduceSum":          reduceRule,
+		"ReduceMax":          reduceRule,
+		"ReduceMin":          reduceRule,
+		"Resize":             resizeRule,
+		"Upsample":           resizeRule,
+		"Cast":               castRule,
+		"Expand":             expandRule,
+		"ConstantOfShape":    constantOfShapeRule,
 	} {
 		shapeRules[op] = r
 	}

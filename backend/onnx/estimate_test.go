@@ -362,7 +362,7 @@ func checkRule(dir string) error {
 		}
 	}
 	c := &runCtx{opset: g.opset, dev: torch.CPU, s: s, batch: 1}
-	if v := argV(in, 0); v != nil && len(v.shape) > 0 {
+	if v := arg(in, 0); v != nil && len(v.shape) > 0 {
 		c.batch = max(v.shape[0], 1)
 	}
 	outs, err := c.infer(n, in)
@@ -458,46 +458,77 @@ func TestFormatBytes(t *testing.T) {
 }
 
 // TestEstimateRefusesAsInterpreter holds the estimate to the interpreter's
-// checks of attributes: for each tiny graph on a (1,1,4,4) input, the
-// estimate and a run fail with the same error (or both succeed), and Read
-// refuses the model with it.
+// checks of attributes and inputs: for each one-node graph on an input of
+// shape (1,1,4,4) (or the case's), the estimate and a run fail with the
+// same error (or both succeed), and Read refuses the model with it.
 func TestEstimateRefusesAsInterpreter(t *testing.T) {
 	w := floatInit("w", make([]float32, 2*1*3*3), 2, 1, 3, 3)
+	ones := floatInit("ones", []float32{1}, 1)
 	for _, tc := range []struct {
 		name    string
 		node    *pb.NodeProto
 		inits   []*pb.TensorProto
-		wantErr string // "": both succeed
+		wantErr string  // "": both succeed
+		in      []int64 // the input's shape; nil: (1,1,4,4)
 	}{
 		{"conv", nodeOf("conv", "Conv", []string{"x", "w"}, []string{"y"}, intsAttr("kernel_shape", 3, 3)),
-			[]*pb.TensorProto{w}, ""},
+			[]*pb.TensorProto{w}, "", nil},
 		{"conv kernel_shape off the weight", nodeOf("conv", "Conv", []string{"x", "w"}, []string{"y"}, intsAttr("kernel_shape", 2, 2)),
-			[]*pb.TensorProto{w}, "kernel_shape [2 2] does not match weight shape [2 1 3 3]"},
+			[]*pb.TensorProto{w}, "kernel_shape [2 2] does not match weight shape [2 1 3 3]", nil},
 		{"conv kernel_shape of another rank", nodeOf("conv", "Conv", []string{"x", "w"}, []string{"y"}, intsAttr("kernel_shape", 3)),
-			[]*pb.TensorProto{w}, "kernel_shape [3] does not match weight shape [2 1 3 3]"},
+			[]*pb.TensorProto{w}, "kernel_shape [3] does not match weight shape [2 1 3 3]", nil},
 		{"conv transpose kernel_shape off the weight", nodeOf("tconv", "ConvTranspose", []string{"x", "wt"}, []string{"y"}, intsAttr("kernel_shape", 2, 2)),
-			[]*pb.TensorProto{floatInit("wt", make([]float32, 1*2*3*3), 1, 2, 3, 3)}, "kernel_shape [2 2] does not match weight shape [1 2 3 3]"},
-		{"max pool", nodeOf("pool", "MaxPool", []string{"x"}, []string{"y"}, intsAttr("kernel_shape", 2, 2)), nil, ""},
+			[]*pb.TensorProto{floatInit("wt", make([]float32, 1*2*3*3), 1, 2, 3, 3)}, "kernel_shape [2 2] does not match weight shape [1 2 3 3]", nil},
+		{"max pool", nodeOf("pool", "MaxPool", []string{"x"}, []string{"y"}, intsAttr("kernel_shape", 2, 2)), nil, "", nil},
 		{"max pool storage_order 1", nodeOf("pool", "MaxPool", []string{"x"}, []string{"y"}, intsAttr("kernel_shape", 2, 2), intAttr("storage_order", 1)),
-			nil, "storage_order 1 is not supported"},
+			nil, "storage_order 1 is not supported", nil},
 		{"max pool indices", nodeOf("pool", "MaxPool", []string{"x"}, []string{"y", "i"}, intsAttr("kernel_shape", 2, 2)),
-			nil, `output 1 ("i") is not supported`},
+			nil, `output 1 ("i") is not supported`, nil},
 		{"average pool", nodeOf("pool", "AveragePool", []string{"x"}, []string{"y"}, intsAttr("kernel_shape", 2, 2), intAttr("ceil_mode", 1), intsAttr("strides", 3, 3)),
-			nil, ""},
+			nil, "", nil},
 		{"average pool dilations", nodeOf("pool", "AveragePool", []string{"x"}, []string{"y"}, intsAttr("kernel_shape", 2, 2), intsAttr("dilations", 1, 1)),
-			nil, "dilations are not supported"},
+			nil, "dilations are not supported", nil},
 		{"pool window past the input", nodeOf("pool", "MaxPool", []string{"x"}, []string{"y"}, intsAttr("kernel_shape", 5, 5)),
-			nil, "the window of 5 does not fit an axis of 4 padded by 0 and 0"},
+			nil, "the window of 5 does not fit an axis of 4 padded by 0 and 0", nil},
+		{"pad", nodeOf("pad", "Pad", []string{"x", "pads"}, []string{"y"}, strAttr("mode", "reflect")),
+			[]*pb.TensorProto{intInit("pads", []int64{0, 0, 1, 1, 0, 0, 1, 1}, 8)}, "", nil},
+		{"pad mode wrap", nodeOf("pad", "Pad", []string{"x", "pads"}, []string{"y"}, strAttr("mode", "wrap")),
+			[]*pb.TensorProto{intInit("pads", []int64{0, 0, 1, 1, 0, 0, 1, 1}, 8)}, `mode "wrap" is not supported`, nil},
+		{"reflect pad of an axis cropped away", nodeOf("pad", "Pad", []string{"x", "pads"}, []string{"y"}, strAttr("mode", "reflect")),
+			[]*pb.TensorProto{intInit("pads", []int64{0, 0, -4, 0, 0, 0, 1, 0}, 8)}, "cannot reflect-pad an empty axis 2", nil},
+		{"batch norm training", nodeOf("bn", "BatchNormalization", []string{"x", "ones", "ones", "ones", "ones"}, []string{"y"}, intAttr("training_mode", 1)),
+			[]*pb.TensorProto{ones}, "training mode is not supported", nil},
+		{"batch norm of other channels", nodeOf("bn", "BatchNormalization", []string{"x", "ones", "ones", "ones", "ones"}, []string{"y"}),
+			[]*pb.TensorProto{ones}, "input 1 has shape [1], want [3]", []int64{1, 3, 4, 4}},
+		{"where of a float condition", nodeOf("where", "Where", []string{"x", "x", "x"}, []string{"y"}),
+			nil, "condition is float32, want bool", nil},
+		{"add of float and int", nodeOf("add", "Add", []string{"x", "k"}, []string{"y"}),
+			[]*pb.TensorProto{intInit("k", []int64{1}, 1)}, "operands are float32 and int64", nil},
+		{"reduce mean over an axis twice", nodeOf("mean", "ReduceMean", []string{"x"}, []string{"y"}, intsAttr("axes", 1, -3)),
+			nil, "axes [1 -3] repeat an axis", nil},
+		{"gemm", nodeOf("fc", "Gemm", []string{"x", "b", "c"}, []string{"y"}),
+			[]*pb.TensorProto{floatInit("b", make([]float32, 12), 3, 4), floatInit("c", make([]float32, 4), 4)}, "", []int64{2, 3}},
+		{"gemm C past the output", nodeOf("fc", "Gemm", []string{"x", "b", "c"}, []string{"y"}),
+			[]*pb.TensorProto{floatInit("b", make([]float32, 12), 3, 4), floatInit("c", make([]float32, 12), 3, 1, 4)},
+			"C [3 1 4] does not broadcast to [2 4]", []int64{2, 3}},
+		{"prelu slope past the input", nodeOf("prelu", "PRelu", []string{"x", "slope"}, []string{"y"}),
+			[]*pb.TensorProto{floatInit("slope", make([]float32, 2), 2, 1, 1, 1)}, "slope [2 1 1 1] does not broadcast to input [1 1 4 4]", nil},
+		{"resize mode area", nodeOf("resize", "Resize", []string{"x", "", "scales"}, []string{"y"}, strAttr("mode", "area")),
+			[]*pb.TensorProto{floatInit("scales", []float32{1, 1, 2, 2}, 4)}, `mode "area" is not supported`, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			model := modelBytes(t, 13, []*pb.ValueInfoProto{vinfo("x", 1, 1, 4, 4)}, []*pb.ValueInfoProto{vinfo("y")},
+			in := tc.in
+			if in == nil {
+				in = []int64{1, 1, 4, 4}
+			}
+			model := modelBytes(t, 13, []*pb.ValueInfoProto{vinfo("x", in...)}, []*pb.ValueInfoProto{vinfo("y")},
 				[]*pb.NodeProto{tc.node}, tc.inits, nil)
 			g := graphOf(t, model)
 			defer g.free()
-			_, _, estErr := g.estimate(torch.CPU, []aval{{shape: []int64{1, 1, 4, 4}, dt: torch.Float32}}, []string{"y"})
+			_, _, estErr := g.estimate(torch.CPU, []aval{{shape: in, dt: torch.Float32}}, []string{"y"})
 			var runErr error
 			torch.Scoped(func(s *torch.Scope) {
-				_, runErr = g.run(context.Background(), torch.CPU, []*torch.Tensor{torch.Zeros(s, torch.CPU, 1, 1, 4, 4)}, []string{"y"})
+				_, runErr = g.run(context.Background(), torch.CPU, []*torch.Tensor{torch.Zeros(s, torch.CPU, in...)}, []string{"y"})
 			})
 			if tc.wantErr == "" {
 				if estErr != nil || runErr != nil {
@@ -510,6 +541,9 @@ func TestEstimateRefusesAsInterpreter(t *testing.T) {
 			}
 			if !strings.Contains(estErr.Error(), tc.wantErr) {
 				t.Fatalf("error %q, want %q", estErr, tc.wantErr)
+			}
+			if len(in) != 4 {
+				return // Read runs images only
 			}
 			if m, err := Read(bytes.NewReader(model), int64(len(model)), Options{}); err == nil || err.Error() != estErr.Error() {
 				if err == nil {

@@ -3,6 +3,7 @@ package onnx
 import (
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/conferral/conferral/backend/torch"
 )
@@ -69,18 +70,77 @@ func unary(f func(*torch.Tensor) *torch.Tensor) opFunc {
 
 func elementwise(f func(a, b *torch.Tensor) *torch.Tensor) opFunc {
 	return func(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
-		legacyBroadcast(n)
-		a, b := need(in, 0), need(in, 1)
-		if a.DType() != b.DType() {
-			fail("operands are %v and %v", a.DType(), b.DType())
-		}
 		if n.op == "MatMul" {
-			c.checkMatMul(a.Shape(), b.Shape())
+			matMulShape(c, in)
 		} else {
-			c.broadcast(a.Shape(), b.Shape())
+			broadcastShape(c, n, in)
 		}
-		return one(f(a, b))
+		return one(f(in[0], in[1]))
 	}
+}
+
+// broadcastShape is the output shape and type of the ops whose inputs
+// broadcast as numpy's do: Add, Sub, Mul, Div, Pow and the comparisons (A
+// and B of one type, but for Pow's exponent; a comparison is bool), and
+// Max, Min, Sum and Mean (one input or more of one type).
+func broadcastShape[V value](c *runCtx, n *node, in []V) ([]int64, torch.DType) {
+	vs := present(in)
+	switch n.op {
+	case "Max", "Min", "Sum", "Mean":
+		if len(vs) == 0 {
+			fail("no inputs")
+		}
+	default:
+		legacyBroadcast(n)
+		vs = []V{need(in, 0), need(in, 1)}
+	}
+	out, dt := vs[0].Shape(), vs[0].DType()
+	for _, v := range vs[1:] {
+		if n.op != "Pow" && v.DType() != dt {
+			fail("operands are %v and %v", dt, v.DType())
+		}
+		out = c.broadcast(out, v.Shape())
+	}
+	switch n.op {
+	case "Equal", "Greater", "Less", "GreaterOrEqual", "LessOrEqual":
+		dt = torch.Bool
+	}
+	return out, dt
+}
+
+// matMulShape is MatMul's output shape and type: numpy's matmul of A and
+// B, of one type, where a vector is a matrix of one row (A) or column (B)
+// whose axis the result drops.
+func matMulShape[V value](c *runCtx, in []V) ([]int64, torch.DType) {
+	a, b := need(in, 0), need(in, 1)
+	if a.DType() != b.DType() {
+		fail("operands are %v and %v", a.DType(), b.DType())
+	}
+	as, bs := a.Shape(), b.Shape()
+	if len(as) == 0 || len(bs) == 0 {
+		fail("cannot multiply scalars %v and %v", as, bs)
+	}
+	a2, b2 := as, bs
+	if len(as) == 1 {
+		a2 = []int64{1, as[0]}
+	}
+	if len(bs) == 1 {
+		b2 = []int64{bs[0], 1}
+	}
+	m, k1 := a2[len(a2)-2], a2[len(a2)-1]
+	k2, p := b2[len(b2)-2], b2[len(b2)-1]
+	if k1 != k2 {
+		fail("shapes %v and %v do not multiply", a2, b2)
+	}
+	out := c.broadcast(a2[:len(a2)-2], b2[:len(b2)-2])
+	c.numel(append(slices.Clone(out), m, p))
+	if len(as) > 1 {
+		out = append(out, m)
+	}
+	if len(bs) > 1 {
+		out = append(out, p)
+	}
+	return out, a.DType()
 }
 
 // legacyBroadcast refuses the broadcast and axis attributes of opsets
@@ -101,12 +161,8 @@ func floorDiv(a, b int64) int64 {
 }
 
 func opDiv(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
-	legacyBroadcast(n)
-	a, b := need(in, 0), need(in, 1)
-	if a.DType() != b.DType() {
-		fail("operands are %v and %v", a.DType(), b.DType())
-	}
-	c.broadcast(a.Shape(), b.Shape())
+	broadcastShape(c, n, in)
+	a, b := in[0], in[1]
 	if a.DType() == torch.Float32 {
 		return one(a.Div(b))
 	}
@@ -331,7 +387,9 @@ func convTransposeGeometry(n *node, xs, ws []int64) tconvGeometry {
 	return tconvGeometry{stride: stride, dil: dil, outPad: outPad, begin: begin, end: end, size: size}
 }
 
-func opBatchNorm(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+// checkBatchNorm is BatchNormalization's check: inference mode, spatial,
+// and scale, B, input_mean and input_var of one value per channel.
+func checkBatchNorm[V value](n *node, in []V) {
 	x := need(in, 0)
 	if n.int("training_mode", 0) != 0 || n.int("is_test", 1) == 0 {
 		fail("training mode is not supported")
@@ -339,16 +397,20 @@ func opBatchNorm(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	if n.int("spatial", 1) != 1 {
 		fail("spatial=0 is not supported")
 	}
-	if x.Dim() < 2 {
-		fail("input of shape %v has no channel axis", x.Shape())
+	s := x.Shape()
+	if len(s) < 2 {
+		fail("input of shape %v has no channel axis", s)
 	}
-	c := x.Size(1)
 	for i := 1; i <= 4; i++ {
-		if t := need(in, i); t.Dim() != 1 || t.Size(0) != c {
-			fail("input %d has shape %v, want [%d]", i, t.Shape(), c)
+		if p := need(in, i).Shape(); len(p) != 1 || p[0] != s[1] {
+			fail("input %d has shape %v, want [%d]", i, p, s[1])
 		}
 	}
-	return one(torch.BatchNorm(x, in[1], in[2], in[3], in[4], false, 0, n.float("epsilon", 1e-5)))
+}
+
+func opBatchNorm(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	checkBatchNorm(n, in)
+	return one(torch.BatchNorm(in[0], in[1], in[2], in[3], in[4], false, 0, n.float("epsilon", 1e-5)))
 }
 
 // poolShape is MaxPool's and AveragePool's check of X (shape xs) and the
@@ -420,14 +482,25 @@ func opAveragePool(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	}))
 }
 
+// globalPoolShape is GlobalAveragePool's and GlobalMaxPool's output shape:
+// the input's with every spatial axis 1.
+func globalPoolShape(s []int64) []int64 {
+	if len(s) < 3 {
+		fail("input of shape %v has no spatial axes", s)
+	}
+	out := slices.Clone(s)
+	for i := 2; i < len(out); i++ {
+		out[i] = 1
+	}
+	return out
+}
+
 func opGlobalPool(isMax bool) opFunc {
 	return func(_ *runCtx, _ *node, in []*torch.Tensor) []*torch.Tensor {
 		x := need(in, 0)
-		if x.Dim() < 3 {
-			fail("input of shape %v has no spatial axes", x.Shape())
-		}
+		s := globalPoolShape(x.Shape())
 		var dims []int64
-		for d := 2; d < x.Dim(); d++ {
+		for d := 2; d < len(s); d++ {
 			dims = append(dims, int64(d))
 		}
 		if isMax {
@@ -437,17 +510,42 @@ func opGlobalPool(isMax bool) opFunc {
 	}
 }
 
-func opGemm(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+// gemmShape is Gemm's output shape: A (M×K, K×M when transA) times B (K×N,
+// N×K when transB), to which C broadcasts.
+func gemmShape[V value](c *runCtx, n *node, in []V) []int64 {
 	a, b, cc := need(in, 0), need(in, 1), arg(in, 2)
-	if a.Dim() != 2 || b.Dim() != 2 {
-		fail("A %v and B %v must be matrices", a.Shape(), b.Shape())
+	as, bs := a.Shape(), b.Shape()
+	if len(as) != 2 || len(bs) != 2 {
+		fail("A %v and B %v must be matrices", as, bs)
 	}
+	m, k1 := as[0], as[1]
+	if n.int("transA", 0) != 0 {
+		m, k1 = k1, m
+	}
+	k2, p := bs[0], bs[1]
+	if n.int("transB", 0) != 0 {
+		k2, p = p, k2
+	}
+	if k1 != k2 {
+		fail("A %v and B %v do not multiply", as, bs)
+	}
+	out := []int64{m, p}
+	var none V
+	if cc != none {
+		if s := cc.Shape(); !slices.Equal(c.broadcast(out, s), out) {
+			fail("C %v does not broadcast to %v", s, out)
+		}
+	}
+	c.numel(out)
+	return out
+}
+
+func opGemm(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	gemmShape(c, n, in)
+	a, b, cc := in[0], in[1], arg(in, 2)
 	alpha, beta := n.float("alpha", 1), n.float("beta", 1)
 	ta, tb := n.int("transA", 0) != 0, n.int("transB", 0) != 0
 	if tb && !ta && alpha == 1 && beta == 1 && (cc == nil || cc.Dim() == 1 && cc.Size(0) == b.Size(0)) {
-		if a.Size(1) != b.Size(1) {
-			fail("A %v and Bᵀ %v do not multiply", a.Shape(), b.Shape())
-		}
 		return one(torch.Linear(a, b, cc))
 	}
 	if ta {
@@ -455,9 +553,6 @@ func opGemm(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	}
 	if tb {
 		b = b.Permute(1, 0)
-	}
-	if a.Size(1) != b.Size(0) {
-		fail("A %v and B %v do not multiply", a.Shape(), b.Shape())
 	}
 	y := a.MatMul(b)
 	if alpha != 1 {
@@ -472,25 +567,42 @@ func opGemm(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	return one(y)
 }
 
-func opFlatten(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
-	x := need(in, 0)
-	s := x.Shape()
+// flatAxis is the axis at which Flatten (and Softmax before opset 13) sees
+// a value of rank r as a matrix: attribute axis, 1 by default.
+func flatAxis(n *node, r int) int64 {
 	a := n.int("axis", 1)
 	if a < 0 {
-		a += int64(len(s))
+		a += int64(r)
 	}
-	if a < 0 || a > int64(len(s)) {
-		fail("axis %d is out of range for rank %d", n.int("axis", 1), len(s))
+	if a < 0 || a > int64(r) {
+		fail("axis %d is out of range for rank %d", n.int("axis", 1), r)
 	}
-	return one(x.Reshape(prod(s[:a]), prod(s[a:])))
+	return a
 }
 
-func opReshape(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+// flattenShape is Flatten's output shape for an input of shape s.
+func flattenShape(n *node, s []int64) []int64 {
+	a := flatAxis(n, len(s))
+	return []int64{prod(s[:a]), prod(s[a:])}
+}
+
+func opFlatten(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x := need(in, 0)
+	return one(x.Reshape(flattenShape(n, x.Shape())...))
+}
+
+// reshapeShape is Reshape's output shape: input 1 (from opset 5) resolved
+// against the input's shape.
+func reshapeShape[V value](c *runCtx, n *node, in []V) []int64 {
 	if c.opset < 5 {
 		fail("opset %d's shape attribute is not supported", c.opset)
 	}
-	x, st := need(in, 0), need(in, 1)
-	return one(x.Reshape(reshapeTarget(c, n, x.Shape(), intsOf(st, "shape"))...))
+	x := need(in, 0)
+	return reshapeTarget(c, n, x.Shape(), intsIn(need(in, 1), "shape"))
+}
+
+func opReshape(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	return one(in[0].Reshape(reshapeShape(c, n, in)...))
 }
 
 // reshapeTarget resolves Reshape's shape want (0 copies an axis unless
@@ -534,9 +646,9 @@ func reshapeTarget(c *runCtx, n *node, s, want []int64) []int64 {
 	return want
 }
 
-func opTranspose(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
-	x := need(in, 0)
-	r := x.Dim()
+// transposePerm is Transpose's perm for an input of rank r (the axes
+// reversed by default), checked and made non-negative.
+func transposePerm(n *node, r int) []int64 {
 	perm := n.ints("perm")
 	if perm == nil {
 		for i := r - 1; i >= 0; i-- {
@@ -554,24 +666,31 @@ func opTranspose(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 		}
 		seen[p], perm[i] = true, p
 	}
-	return one(x.Permute(perm...))
+	return perm
 }
 
-// axesOf reads the axes of Squeeze, Unsqueeze and ReduceMean: an attribute
-// before opset 13, an optional input from then on.
-func axesOf(c *runCtx, n *node, in []*torch.Tensor, inputFrom int64) []int64 {
+func opTranspose(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x := need(in, 0)
+	return one(x.Permute(transposePerm(n, x.Dim())...))
+}
+
+// axesOf reads the axes of Squeeze, Unsqueeze and the reductions: an
+// attribute before opset inputFrom, an optional input from then on.
+func axesOf[V value](c *runCtx, n *node, in []V, inputFrom int64) []int64 {
 	if c.opset < inputFrom {
 		return n.ints("axes")
 	}
-	if t := arg(in, 1); t != nil {
-		return intsOf(t, "axes")
+	var none V
+	if v := arg(in, 1); v != none {
+		return intsIn(v, "axes")
 	}
 	return nil
 }
 
-func opSqueeze(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
-	x := need(in, 0)
-	s := x.Shape()
+// squeezeShape is Squeeze's output shape: the input's without the axes
+// given, or without every axis of size 1 when none are.
+func squeezeShape[V value](c *runCtx, n *node, in []V) []int64 {
+	s := need(in, 0).Shape()
 	axes := axesOf(c, n, in, 13)
 	drop := make([]bool, len(s))
 	if axes == nil {
@@ -586,18 +705,23 @@ func opSqueeze(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 		}
 		drop[a] = true
 	}
-	var out []int64
+	out := []int64{}
 	for i, d := range s {
 		if !drop[i] {
 			out = append(out, d)
 		}
 	}
-	return one(x.Reshape(out...))
+	return out
 }
 
-func opUnsqueeze(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
-	x := need(in, 0)
-	s := x.Shape()
+func opSqueeze(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	return one(in[0].Reshape(squeezeShape(c, n, in)...))
+}
+
+// unsqueezeShape is Unsqueeze's output shape: the input's with an axis of
+// size 1 at each of axes (of the output, none repeated).
+func unsqueezeShape[V value](c *runCtx, n *node, in []V) []int64 {
+	s := need(in, 0).Shape()
 	axes := axesOf(c, n, in, 13)
 	if axes == nil {
 		fail("axes are required")
@@ -622,63 +746,73 @@ func opUnsqueeze(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 		}
 	}
 	c.numel(out)
-	return one(x.Reshape(out...))
+	return out
 }
 
-func opConcat(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+func opUnsqueeze(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	return one(in[0].Reshape(unsqueezeShape(c, n, in)...))
+}
+
+// concatShape is Concat's axis and output shape: inputs of one rank and
+// type that agree but along axis.
+func concatShape[V value](c *runCtx, n *node, in []V) (int64, []int64) {
 	if !n.has("axis") {
 		fail("axis is required")
 	}
-	var ts []*torch.Tensor
-	for _, t := range in {
-		if t != nil {
-			ts = append(ts, t)
-		}
-	}
-	if len(ts) == 0 {
+	vs := present(in)
+	if len(vs) == 0 {
 		fail("no inputs")
 	}
-	r := ts[0].Dim()
+	s0, dt := vs[0].Shape(), vs[0].DType()
+	r := len(s0)
 	a := normAxis(n.int("axis", 0), r, "axis")
-	s0 := ts[0].Shape()
-	for _, t := range ts[1:] {
-		s := t.Shape()
-		if len(s) != r || t.DType() != ts[0].DType() {
-			fail("inputs %v %v and %v %v do not concatenate", s0, ts[0].DType(), s, t.DType())
+	out := slices.Clone(s0)
+	for _, v := range vs[1:] {
+		s := v.Shape()
+		if len(s) != r || v.DType() != dt {
+			fail("inputs %v %v and %v %v do not concatenate", s0, dt, s, v.DType())
 		}
 		for i := range s {
 			if int64(i) != a && s[i] != s0[i] {
 				fail("inputs %v and %v differ off axis %d", s0, s, a)
 			}
 		}
+		out[a] += s[a]
 	}
+	c.numel(out)
+	return a, out
+}
+
+func opConcat(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	a, _ := concatShape(c, n, in)
+	ts := present(in)
 	if len(ts) == 1 {
 		return one(ts[0])
 	}
 	return one(torch.Cat(ts, a))
 }
 
-func opPad(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
-	x := need(in, 0)
-	s := x.Shape()
-	mode := n.str("mode", "constant")
+// padShape is Pad's check of mode and pads (every axis's begin, then every
+// axis's end: an attribute before opset 11, input 1 from then on) and its
+// output shape.
+func padShape[V value](c *runCtx, n *node, in []V) (pads, out []int64) {
+	s := need(in, 0).Shape()
 	if c.opset < 2 {
 		fail("opset %d's paddings attribute is not supported", c.opset)
 	}
-	var pads []int64
-	value := 0.0
 	if c.opset < 11 {
-		pads, value = n.ints("pads"), n.float("value", 0)
+		pads = n.ints("pads")
 	} else {
-		pads = intsOf(need(in, 1), "pads")
-		if t := arg(in, 2); t != nil {
-			value = scalarOf(t, "constant_value")
-		}
+		pads = intsIn(need(in, 1), "pads")
 	}
 	if len(pads) != 2*len(s) {
 		fail("pads %v do not fit rank %d", pads, len(s))
 	}
-	out := make([]int64, len(s))
+	mode := n.str("mode", "constant")
+	if mode != "constant" && mode != "reflect" && mode != "edge" {
+		fail("mode %q is not supported", mode)
+	}
+	out = make([]int64, len(s))
 	for i := range s {
 		out[i] = s[i] + pads[i] + pads[len(s)+i]
 		if out[i] < 0 {
@@ -686,45 +820,66 @@ func opPad(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 		}
 	}
 	c.numel(out)
-	switch mode {
-	case "constant":
-		return one(torch.Pad(x, torchPad(pads[:len(s)], pads[len(s):]), torch.PadConstant, value))
-	case "reflect", "edge":
-	default:
-		fail("mode %q is not supported", mode)
+	if mode == "constant" {
+		return pads, out
 	}
+	// reflect and edge list the padded axis's indices in Go, after
+	// cropping it by any negative pad.
 	for i := range s {
 		b, e := pads[i], pads[len(s)+i]
-		if b == 0 && e == 0 {
+		if b <= 0 && e <= 0 {
 			continue
 		}
-		n := x.Size(i)
-		if b < 0 {
-			x, n, b = x.Narrow(int64(i), -b, n+b), n+b, 0
-		}
-		if e < 0 {
-			x, n, e = x.Narrow(int64(i), 0, n+e), n+e, 0
-		}
-		if b == 0 && e == 0 {
-			continue
-		}
-		if n == 0 {
+		if s[i]+min(b, 0)+min(e, 0) <= 0 {
 			fail("cannot %s-pad an empty axis %d", mode, i)
 		}
-		if n+b+e > maxAxis {
-			fail("padded size %d along axis %d is over the limit of %d", n+b+e, i, maxAxis)
+		if out[i] > maxAxis {
+			fail("padded size %d along axis %d is over the limit of %d", out[i], i, maxAxis)
 		}
-		idx := make([]int64, 0, n+b+e)
-		for j := -b; j < n+e; j++ {
+	}
+	return pads, out
+}
+
+func opPad(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x := need(in, 0)
+	pads, _ := padShape(c, n, in)
+	r := len(pads) / 2
+	value := 0.0
+	if c.opset < 11 {
+		value = n.float("value", 0)
+	} else if t := arg(in, 2); t != nil {
+		value = scalarOf(t, "constant_value")
+	}
+	mode := n.str("mode", "constant")
+	if mode == "constant" {
+		return one(torch.Pad(x, torchPad(pads[:r], pads[r:]), torch.PadConstant, value))
+	}
+	for i := range r {
+		b, e := pads[i], pads[r+i]
+		if b == 0 && e == 0 {
+			continue
+		}
+		size := x.Size(i)
+		if b < 0 {
+			x, size, b = x.Narrow(int64(i), -b, size+b), size+b, 0
+		}
+		if e < 0 {
+			x, size, e = x.Narrow(int64(i), 0, size+e), size+e, 0
+		}
+		if b == 0 && e == 0 {
+			continue
+		}
+		idx := make([]int64, 0, size+b+e)
+		for j := -b; j < size+e; j++ {
 			k := j
 			if mode == "edge" {
-				k = min(max(j, 0), n-1)
-			} else if n == 1 {
+				k = min(max(j, 0), size-1)
+			} else if size == 1 {
 				k = 0
 			} else {
-				period := 2 * (n - 1)
+				period := 2 * (size - 1)
 				k = ((j % period) + period) % period
-				if k >= n {
+				if k >= size {
 					k = period - k
 				}
 			}
@@ -735,6 +890,19 @@ func opPad(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	return one(x)
 }
 
+// softmaxAxis is Softmax's and LogSoftmax's axis for an input of shape s:
+// from opset 13 the one axis they normalise, before it the axis at which
+// they see the input as a matrix (as Flatten does).
+func softmaxAxis(c *runCtx, n *node, s []int64) int64 {
+	if len(s) == 0 {
+		fail("input is a scalar")
+	}
+	if c.opset >= 13 {
+		return normAxis(n.int("axis", -1), len(s), "axis")
+	}
+	return flatAxis(n, len(s))
+}
+
 func opSoftmax(log bool) opFunc {
 	return func(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 		x := need(in, 0)
@@ -742,20 +910,10 @@ func opSoftmax(log bool) opFunc {
 		if log {
 			f = (*torch.Tensor).LogSoftmax
 		}
-		if x.Dim() == 0 {
-			fail("input is a scalar")
-		}
-		if c.opset >= 13 {
-			return one(f(x, normAxis(n.int("axis", -1), x.Dim(), "axis")))
-		}
-		// Before opset 13 the input is seen as a matrix split at axis.
 		s := x.Shape()
-		a := n.int("axis", 1)
-		if a < 0 {
-			a += int64(len(s))
-		}
-		if a < 0 || a > int64(len(s)) {
-			fail("axis %d is out of range for rank %d", n.int("axis", 1), len(s))
+		a := softmaxAxis(c, n, s)
+		if c.opset >= 13 {
+			return one(f(x, a))
 		}
 		return one(f(x.Reshape(prod(s[:a]), prod(s[a:])), 1).Reshape(s...))
 	}
@@ -805,8 +963,9 @@ func opConstant(c *runCtx, n *node, _ []*torch.Tensor) []*torch.Tensor {
 	return one(t)
 }
 
-func opShape(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
-	s := need(in, 0).Shape()
+// shapeRange is Shape's output for an input of shape s: its dimensions
+// from start to end (negative ones count from the end; both are clamped).
+func shapeRange(n *node, s []int64) []int64 {
 	r := int64(len(s))
 	start, end := n.int("start", 0), n.int("end", r)
 	clampAxis := func(a int64) int64 {
@@ -819,28 +978,44 @@ func opShape(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	if end < start {
 		end = start
 	}
-	s = s[start:end]
+	return s[start:end]
+}
+
+func opShape(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	s := shapeRange(n, need(in, 0).Shape())
 	return one(c.ints(s, int64(len(s))))
 }
 
-func opGather(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+// gatherShape is Gather's axis and output shape: the data's shape with
+// axis replaced by the shape of the (integer) indices.
+func gatherShape[V value](c *runCtx, n *node, in []V) (int64, []int64) {
 	x, it := need(in, 0), need(in, 1)
 	s := x.Shape()
 	if len(s) == 0 {
 		fail("cannot gather from a scalar")
 	}
 	a := normAxis(n.int("axis", 0), len(s), "axis")
+	if it.DType() != torch.Int64 {
+		fail("indices must be an integer tensor, got %v", it.DType())
+	}
+	out := append(append(slices.Clone(s[:a]), it.Shape()...), s[a+1:]...)
+	c.numel(out)
+	return a, out
+}
+
+func opGather(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	a, out := gatherShape(c, n, in)
+	x, it := in[0], in[1]
+	d := x.Size(int(a))
 	idx := intsOf(it, "indices")
 	for i, v := range idx {
-		if v < -s[a] || v >= s[a] {
-			fail("index %d is out of range for axis %d of size %d", v, a, s[a])
+		if v < -d || v >= d {
+			fail("index %d is out of range for axis %d of size %d", v, a, d)
 		}
 		if v < 0 {
-			idx[i] = v + s[a]
+			idx[i] = v + d
 		}
 	}
-	out := append(append(append([]int64{}, s[:a]...), it.Shape()...), s[a+1:]...)
-	c.numel(out)
 	y := x.IndexSelect(a, c.ints(idx, int64(len(idx))))
 	return one(y.Reshape(out...))
 }
@@ -894,22 +1069,46 @@ func sliceRanges(shape, starts, ends, axes, steps []int64) []sliceRange {
 	return out
 }
 
-func opSlice(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
-	x := need(in, 0)
-	s := x.Shape()
+// count is the number of indices start, start+step, … before end, written
+// so that a step near the int64 limit cannot overflow.
+func (r sliceRange) count() int64 {
+	switch {
+	case r.step > 0 && r.end > r.start:
+		return (r.end-r.start-1)/r.step + 1
+	case r.step < 0 && r.start > r.end:
+		return (r.start-r.end-1)/-r.step + 1
+	}
+	return 0
+}
+
+// sliceShape is Slice's ranges (starts, ends and axes: attributes before
+// opset 10, inputs from then on, with steps) and output shape.
+func sliceShape[V value](c *runCtx, n *node, in []V) ([]sliceRange, []int64) {
+	s := need(in, 0).Shape()
 	var starts, ends, axes, steps []int64
 	if c.opset < 10 {
 		starts, ends, axes = n.ints("starts"), n.ints("ends"), n.ints("axes")
 	} else {
-		starts, ends = intsOf(need(in, 1), "starts"), intsOf(need(in, 2), "ends")
-		if t := arg(in, 3); t != nil {
-			axes = intsOf(t, "axes")
+		starts, ends = intsIn(need(in, 1), "starts"), intsIn(need(in, 2), "ends")
+		var none V
+		if v := arg(in, 3); v != none {
+			axes = intsIn(v, "axes")
 		}
-		if t := arg(in, 4); t != nil {
-			steps = intsOf(t, "steps")
+		if v := arg(in, 4); v != none {
+			steps = intsIn(v, "steps")
 		}
 	}
-	for _, r := range sliceRanges(s, starts, ends, axes, steps) {
+	rs := sliceRanges(s, starts, ends, axes, steps)
+	for _, r := range rs {
+		s[r.axis] = r.count()
+	}
+	return rs, s
+}
+
+func opSlice(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	rs, _ := sliceShape(c, n, in)
+	x := in[0]
+	for _, r := range rs {
 		a, st, en, step := r.axis, r.start, r.end, r.step
 		if step == 1 {
 			x = x.Narrow(a, st, max(en-st, 0))
@@ -924,30 +1123,64 @@ func opSlice(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	return one(x)
 }
 
-func opReduceMean(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+// reduceShape is the axes and output shape of ReduceMean (of float32
+// input), ReduceSum, ReduceMax and ReduceMin (of no empty axis). Their axes
+// become an input at opset 13 for ReduceSum and 18 for the others; none
+// given means all of them, unless noop_with_empty_axes, or the input is a
+// scalar: then axes is empty and the op is the identity.
+func reduceShape[V value](c *runCtx, n *node, in []V) (axes, out []int64) {
 	x := need(in, 0)
-	if x.DType() != torch.Float32 {
+	s := x.Shape()
+	if n.op == "ReduceMean" && x.DType() != torch.Float32 {
 		fail("input is %v, want float32", x.DType())
 	}
-	axes := axesOf(c, n, in, 18)
-	keep := n.int("keepdims", 1) != 0
-	r := x.Dim()
-	if len(axes) == 0 { // none given: all of them
-		for i := range r {
+	from := int64(18)
+	if n.op == "ReduceSum" {
+		from = 13
+	}
+	axes = axesOf(c, n, in, from)
+	if len(axes) == 0 && c.opset >= from && n.int("noop_with_empty_axes", 0) != 0 {
+		return nil, s
+	}
+	if len(axes) == 0 {
+		for i := range s {
 			axes = append(axes, int64(i))
 		}
 	}
+	drop := make([]bool, len(s))
 	for i, a := range axes {
-		axes[i] = normAxis(a, r, "axis")
+		a = normAxis(a, len(s), "axis")
+		if drop[a] {
+			fail("axes %v repeat an axis", axes)
+		}
+		drop[a], axes[i] = true, a
+		if (n.op == "ReduceMax" || n.op == "ReduceMin") && s[a] == 0 {
+			fail("cannot take the %s of an empty axis %d", strings.ToLower(n.op[len("Reduce"):]), a)
+		}
 	}
-	if len(axes) == 0 {
-		return one(x)
+	keep := n.int("keepdims", 1) != 0
+	out = []int64{}
+	for i, d := range s {
+		switch {
+		case !drop[i]:
+			out = append(out, d)
+		case keep:
+			out = append(out, 1)
+		}
 	}
-	return one(x.MeanDims(axes, keep))
+	return axes, out
 }
 
-func opCast(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
-	x := need(in, 0)
+func opReduceMean(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	axes, _ := reduceShape(c, n, in)
+	if len(axes) == 0 {
+		return one(in[0])
+	}
+	return one(in[0].MeanDims(axes, n.int("keepdims", 1) != 0))
+}
+
+// castType is Cast's output type: attribute to.
+func castType(n *node) torch.DType {
 	if !n.has("to") {
 		fail("attribute to is required")
 	}
@@ -955,6 +1188,12 @@ func opCast(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	if err != nil {
 		fail("%v", err)
 	}
+	return dt
+}
+
+func opCast(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	x := need(in, 0)
+	dt := castType(n)
 	if dt == x.DType() {
 		return one(x)
 	}

@@ -2,6 +2,7 @@ package onnx
 
 import (
 	"math"
+	"slices"
 
 	"github.com/conferral/conferral/backend/torch"
 )
@@ -54,9 +55,9 @@ func init() {
 	ops["ConstantOfShape"] = opConstantOfShape
 }
 
-func opPow(c *runCtx, _ *node, in []*torch.Tensor) []*torch.Tensor {
-	a, b := need(in, 0), need(in, 1)
-	c.broadcast(a.Shape(), b.Shape())
+func opPow(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	broadcastShape(c, n, in)
+	a, b := in[0], in[1]
 	y := a.Pow(b)
 	if y.DType() != a.DType() {
 		y = y.To(a.DType(), a.Device())
@@ -66,29 +67,15 @@ func opPow(c *runCtx, _ *node, in []*torch.Tensor) []*torch.Tensor {
 
 // variadic folds Max, Min, Sum and Mean over their inputs.
 func variadic(f func(a, b *torch.Tensor) *torch.Tensor, mean bool) opFunc {
-	return func(c *runCtx, _ *node, in []*torch.Tensor) []*torch.Tensor {
-		var y *torch.Tensor
-		n := 0
-		for _, t := range in {
-			if t == nil {
-				continue
-			}
-			n++
-			if y == nil {
-				y = t
-				continue
-			}
-			if y.DType() != t.DType() {
-				fail("operands are %v and %v", y.DType(), t.DType())
-			}
-			c.broadcast(y.Shape(), t.Shape())
+	return func(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+		broadcastShape(c, n, in)
+		ts := present(in)
+		y := ts[0]
+		for _, t := range ts[1:] {
 			y = f(y, t)
 		}
-		if y == nil {
-			fail("no inputs")
-		}
-		if mean && n > 1 {
-			y = y.DivScalar(float64(n))
+		if mean && len(ts) > 1 {
+			y = y.DivScalar(float64(len(ts)))
 		}
 		return one(y)
 	}
@@ -97,37 +84,11 @@ func variadic(f func(a, b *torch.Tensor) *torch.Tensor, mean bool) opFunc {
 func opReduce(kind string) opFunc {
 	return func(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 		x := need(in, 0)
-		from := int64(18)
-		if kind == "sum" {
-			from = 13
-		}
-		axes := axesOf(c, n, in, from)
-		if len(axes) == 0 && c.opset >= from && n.int("noop_with_empty_axes", 0) != 0 {
+		axes, _ := reduceShape(c, n, in)
+		if len(axes) == 0 {
 			return one(x)
 		}
 		keep := n.int("keepdims", 1) != 0
-		r := x.Dim()
-		if len(axes) == 0 { // none given: all of them
-			for i := range r {
-				axes = append(axes, int64(i))
-			}
-		}
-		seen := map[int64]bool{}
-		for i, a := range axes {
-			axes[i] = normAxis(a, r, "axis")
-			if seen[axes[i]] {
-				fail("axes %v repeat an axis", axes)
-			}
-			seen[axes[i]] = true
-		}
-		if len(axes) == 0 { // a scalar
-			return one(x)
-		}
-		for _, a := range axes {
-			if kind != "sum" && x.Size(int(a)) == 0 {
-				fail("cannot take the %s of an empty axis %d", kind, a)
-			}
-		}
 		switch kind {
 		case "sum":
 			return one(x.SumDims(axes, keep))
@@ -138,11 +99,19 @@ func opReduce(kind string) opFunc {
 	}
 }
 
-func opPRelu(c *runCtx, _ *node, in []*torch.Tensor) []*torch.Tensor {
+// preluShape is PRelu's output shape: X's, to which slope broadcasts.
+func preluShape[V value](c *runCtx, in []V) []int64 {
 	x, slope := need(in, 0), need(in, 1)
-	if got := c.broadcast(x.Shape(), slope.Shape()); len(got) != x.Dim() {
-		fail("slope %v does not broadcast to input %v", slope.Shape(), x.Shape())
+	xs, ss := x.Shape(), slope.Shape()
+	if !slices.Equal(c.broadcast(xs, ss), xs) {
+		fail("slope %v does not broadcast to input %v", ss, xs)
 	}
+	return xs
+}
+
+func opPRelu(c *runCtx, _ *node, in []*torch.Tensor) []*torch.Tensor {
+	preluShape(c, in)
+	x, slope := in[0], in[1]
 	return one(torch.Where(x.LtScalar(0), x.Mul(slope), x))
 }
 
@@ -163,7 +132,9 @@ func opSelu(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	return one(elu(need(in, 0), alpha).MulScalar(gamma))
 }
 
-func opWhere(c *runCtx, _ *node, in []*torch.Tensor) []*torch.Tensor {
+// whereShape is Where's output shape and type: condition (bool), X and Y
+// (of one type) broadcast together.
+func whereShape[V value](c *runCtx, in []V) ([]int64, torch.DType) {
 	cond, a, b := need(in, 0), need(in, 1), need(in, 2)
 	if cond.DType() != torch.Bool {
 		fail("condition is %v, want bool", cond.DType())
@@ -171,19 +142,30 @@ func opWhere(c *runCtx, _ *node, in []*torch.Tensor) []*torch.Tensor {
 	if a.DType() != b.DType() {
 		fail("operands are %v and %v", a.DType(), b.DType())
 	}
-	c.broadcast(c.broadcast(cond.Shape(), a.Shape()), b.Shape())
-	return one(torch.Where(cond, a, b))
+	return c.broadcast(c.broadcast(cond.Shape(), a.Shape()), b.Shape()), a.DType()
 }
 
-func opExpand(c *runCtx, _ *node, in []*torch.Tensor) []*torch.Tensor {
+func opWhere(c *runCtx, _ *node, in []*torch.Tensor) []*torch.Tensor {
+	whereShape(c, in)
+	return one(torch.Where(in[0], in[1], in[2]))
+}
+
+// expandShape is Expand's output shape: the input's broadcast with input
+// shape.
+func expandShape[V value](c *runCtx, in []V) []int64 {
 	x := need(in, 0)
-	shape := intsOf(need(in, 1), "shape")
+	shape := intsIn(need(in, 1), "shape")
 	for _, d := range shape {
 		if d < 0 {
 			fail("shape %v has a negative size", shape)
 		}
 	}
-	out := c.broadcast(x.Shape(), shape)
+	return c.broadcast(x.Shape(), shape)
+}
+
+func opExpand(c *runCtx, _ *node, in []*torch.Tensor) []*torch.Tensor {
+	out := expandShape(c, in)
+	x := in[0]
 	s := x.Shape()
 	for len(s) < len(out) {
 		s = append([]int64{1}, s...)
@@ -191,24 +173,38 @@ func opExpand(c *runCtx, _ *node, in []*torch.Tensor) []*torch.Tensor {
 	return one(x.Reshape(s...).Expand(out...).Contiguous())
 }
 
-func opConstantOfShape(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
-	shape := intsOf(need(in, 0), "shape")
+// constantOfShapeOut is ConstantOfShape's output shape (input 0) and type:
+// that of attribute value, a tensor of one element (0 of float32 by
+// default).
+func constantOfShapeOut[V value](c *runCtx, n *node, in []V) ([]int64, torch.DType) {
+	shape := intsIn(need(in, 0), "shape")
 	c.numel(shape)
-	v, dt := 0.0, torch.Float32
+	a := n.attrs["value"]
+	if a == nil {
+		return shape, torch.Float32
+	}
+	if a.T == nil {
+		fail("attribute value holds no tensor")
+	}
+	if k := prod(a.T.Dims); k != 1 {
+		fail("value has %d elements, want 1", k)
+	}
+	dt, err := dtypeOf(a.T.DataType)
+	if err != nil {
+		fail("%v", err)
+	}
+	return shape, dt
+}
+
+func opConstantOfShape(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	shape, dt := constantOfShapeOut(c, n, in)
+	v := 0.0
 	if a := n.attrs["value"]; a != nil {
-		if a.T == nil {
-			fail("attribute value holds no tensor")
-		}
 		t, err := tensorFromProto(a.T)
 		if err != nil {
 			fail("%v", err)
 		}
-		c.s.Add(t)
-		if t.Numel() != 1 {
-			fail("value has %d elements, want 1", t.Numel())
-		}
-		dt = t.DType()
-		v = t.Item()
+		v = c.s.Add(t).Item()
 		if dt == torch.Int64 && math.Abs(v) > 1<<53 {
 			fail("value %v does not survive conversion", v)
 		}

@@ -6,42 +6,33 @@ import (
 	"github.com/conferral/conferral/backend/torch"
 )
 
-// opResize implements Resize (opsets 10 to 17) and Upsample. It is
-// separable: each resized axis is an index select per tap of the
-// interpolation kernel, weighted and summed, so gradients flow to the input
-// and every coordinate mode of the ONNX reference works the same way.
-func opResize(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
-	x := need(in, 0)
-	s := x.Shape()
+// resizeShape is the interpolation mode, output shape and scale per axis
+// of Resize (opsets 10 to 17) and Upsample (opsets 7 to 9): exactly one of
+// scales (an attribute of Upsample before opset 9, input 1 of Upsample and
+// of Resize-10, input 2 from Resize-11 on) and sizes (input 3).
+func resizeShape[V value](c *runCtx, n *node, in []V) (mode string, out []int64, scale []float64) {
+	s := need(in, 0).Shape()
 	r := len(s)
-	mode := n.str("mode", "nearest")
-	coord, nearest := "half_pixel", "round_prefer_floor"
 	var scales []float32
 	var sizes []int64
-	var roiF []float32
 	if n.op == "Upsample" && c.opset < 7 {
 		fail("opset %d's Upsample is not supported", c.opset)
 	}
+	var none V
 	switch {
 	case n.op == "Upsample" && c.opset < 9:
 		scales = n.floats("scales")
-		coord, nearest = "asymmetric", "floor"
 	case n.op == "Upsample" || c.opset < 11:
-		scales = floatsOf(need(in, 1), "scales")
-		coord, nearest = "asymmetric", "floor"
+		scales = floatsIn(need(in, 1), "scales")
 	default:
-		coord = n.str("coordinate_transformation_mode", coord)
-		nearest = n.str("nearest_mode", nearest)
-		if t := arg(in, 1); t != nil && t.Numel() > 0 {
-			roiF = floatsOf(t, "roi")
+		if v := arg(in, 2); v != none && numelOf(v) > 0 {
+			scales = floatsIn(v, "scales")
 		}
-		if t := arg(in, 2); t != nil && t.Numel() > 0 {
-			scales = floatsOf(t, "scales")
-		}
-		if t := arg(in, 3); t != nil && t.Numel() > 0 {
-			sizes = intsOf(t, "sizes")
+		if v := arg(in, 3); v != none && numelOf(v) > 0 {
+			sizes = intsIn(v, "sizes")
 		}
 	}
+	mode = n.str("mode", "nearest")
 	if mode == "bilinear" || mode == "trilinear" {
 		mode = "linear"
 	}
@@ -51,8 +42,8 @@ func opResize(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	if (scales == nil) == (sizes == nil) {
 		fail("exactly one of scales and sizes must be given")
 	}
-	out := make([]int64, r)
-	scale := make([]float64, r)
+	out = make([]int64, r)
+	scale = make([]float64, r)
 	switch {
 	case sizes != nil:
 		if len(sizes) != r {
@@ -84,6 +75,27 @@ func opResize(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	for i, o := range out {
 		if o > maxAxis {
 			fail("output size %d along axis %d is over the limit of %d", o, i, maxAxis)
+		}
+	}
+	return mode, out, scale
+}
+
+// opResize implements Resize (opsets 10 to 17) and Upsample. It is
+// separable: each resized axis is an index select per tap of the
+// interpolation kernel, weighted and summed, so gradients flow to the input
+// and every coordinate mode of the ONNX reference works the same way.
+func opResize(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	mode, out, scale := resizeShape(c, n, in)
+	x := in[0]
+	s := x.Shape()
+	r := len(s)
+	coord, nearest := "asymmetric", "floor"
+	var roiF []float32
+	if n.op == "Resize" && c.opset >= 11 {
+		coord = n.str("coordinate_transformation_mode", "half_pixel")
+		nearest = n.str("nearest_mode", "round_prefer_floor")
+		if t := arg(in, 1); t != nil && t.Numel() > 0 {
+			roiF = floatsOf(t, "roi")
 		}
 	}
 	if coord == "tf_crop_and_resize" && len(roiF) != 2*r {

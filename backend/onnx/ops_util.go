@@ -1,28 +1,73 @@
 package onnx
 
 import (
+	"fmt"
 	"math"
 
 	pb "github.com/conferral/conferral/backend/onnx/onnxpb"
 	"github.com/conferral/conferral/backend/torch"
 )
 
+// value is what the checks and shape rules that the interpreter and the
+// estimate share read of a node's input: a *torch.Tensor when a node runs,
+// an *aval when the estimate infers its outputs.
+type value interface {
+	comparable
+	Shape() []int64
+	DType() torch.DType
+}
+
 // arg returns input i, or nil when it is absent.
-func arg(in []*torch.Tensor, i int) *torch.Tensor {
+func arg[V comparable](in []V, i int) V {
+	var none V
 	if i < len(in) {
 		return in[i]
 	}
-	return nil
+	return none
 }
 
 // need returns input i and fails when it is absent.
-func need(in []*torch.Tensor, i int) *torch.Tensor {
-	t := arg(in, i)
-	if t == nil {
+func need[V comparable](in []V, i int) V {
+	v := arg(in, i)
+	var none V
+	if v == none {
 		fail("input %d is required", i)
 	}
-	return t
+	return v
 }
+
+// present lists the inputs that are there.
+func present[V comparable](in []V) []V {
+	var none V
+	var vs []V
+	for _, v := range in {
+		if v != none {
+			vs = append(vs, v)
+		}
+	}
+	return vs
+}
+
+// tensorOf is v's content: the tensor itself, or the aval's known content
+// (failing when the estimate does not know it).
+func tensorOf[V value](v V, what string) *torch.Tensor {
+	switch v := any(v).(type) {
+	case *torch.Tensor:
+		return v
+	case *aval:
+		return content(v, what)
+	}
+	panic(fmt.Sprintf("onnx: value of type %T", v))
+}
+
+// intsIn reads an integer input (shapes, axes, pads) into Go.
+func intsIn[V value](v V, what string) []int64 { return intsOf(tensorOf(v, what), what) }
+
+// floatsIn reads a float input (scales) into Go.
+func floatsIn[V value](v V, what string) []float32 { return floatsOf(tensorOf(v, what), what) }
+
+// numelOf is the element count of v.
+func numelOf[V value](v V) int64 { return prod(v.Shape()) }
 
 func (n *node) attr(name string, want pb.AttributeProto_AttributeType) *pb.AttributeProto {
 	a := n.attrs[name]
@@ -334,26 +379,6 @@ func (c *runCtx) broadcast(a, b []int64) []int64 {
 	}
 	c.numel(out)
 	return out
-}
-
-// checkMatMul fails when a·b would not fit or be too large.
-func (c *runCtx) checkMatMul(a, b []int64) {
-	if len(a) == 0 || len(b) == 0 {
-		fail("cannot multiply scalars %v and %v", a, b)
-	}
-	if len(a) == 1 {
-		a = []int64{1, a[0]}
-	}
-	if len(b) == 1 {
-		b = []int64{b[0], 1}
-	}
-	m, k1 := a[len(a)-2], a[len(a)-1]
-	k2, p := b[len(b)-2], b[len(b)-1]
-	if k1 != k2 {
-		fail("shapes %v and %v do not multiply", a, b)
-	}
-	batch := c.broadcast(a[:len(a)-2], b[:len(b)-2])
-	c.numel(append(batch, m, p))
 }
 
 // checkWindow fails when padding the spatial sizes in of an (N, C, …)
