@@ -409,6 +409,12 @@ func softmaxRule(c *runCtx, n *node, in []*aval) []aval {
 	return same(x, x.dt)
 }
 
+// clipRule is Clip.
+func clipRule(c *runCtx, n *node, in []*aval) []aval {
+	checkClip(c, in)
+	return sameRule(c, n, in)
+}
+
 // preluRule is PRelu.
 func preluRule(c *runCtx, _ *node, in []*aval) []aval {
 	return []aval{{shape: preluShape(c, in), dt: need(in, 0).dt}}
@@ -568,7 +574,7 @@ func constantOfShapeRule(c *runCtx, n *node, in []*aval) []aval {
 var shapeRules = map[string]shapeRule{}
 
 func init() {
-	for _, op := range []string{"Relu", "Sigmoid", "Tanh", "HardSwish", "LeakyRelu", "HardSigmoid", "Clip",
+	for _, op := range []string{"Relu", "Sigmoid", "Tanh", "HardSwish", "LeakyRelu", "HardSigmoid",
 		"Identity", "Neg", "Exp", "Log", "Sqrt", "Abs", "Reciprocal", "Floor", "Round", "Sign", "Ceil",
 		"Softsign", "Softplus", "Elu", "Selu"} {
 		shapeRules[op] = sameRule
@@ -583,6 +589,7 @@ func init() {
 		"Softmax":            softmaxRule,
 		"LogSoftmax":         softmaxRule,
 		"PRelu":              preluRule,
+		"Clip":               clipRule,
 		"Where":              whereRule,
 		"MatMul":             matMulRule,
 		"Gemm":               gemmRule,

@@ -513,6 +513,8 @@ func TestEstimateRefusesAsInterpreter(t *testing.T) {
 			"C [3 1 4] does not broadcast to [2 4]", []int64{2, 3}},
 		{"prelu slope past the input", nodeOf("prelu", "PRelu", []string{"x", "slope"}, []string{"y"}),
 			[]*pb.TensorProto{floatInit("slope", make([]float32, 2), 2, 1, 1, 1)}, "slope [2 1 1 1] does not broadcast to input [1 1 4 4]", nil},
+		{"clip of a wide min", nodeOf("clip", "Clip", []string{"x", "lo"}, []string{"y"}),
+			[]*pb.TensorProto{floatInit("lo", []float32{0, 0}, 2)}, "min must have one element, has shape [2]", nil},
 		{"resize mode area", nodeOf("resize", "Resize", []string{"x", "", "scales"}, []string{"y"}, strAttr("mode", "area")),
 			[]*pb.TensorProto{floatInit("scales", []float32{1, 1, 2, 2}, 4)}, `mode "area" is not supported`, nil},
 	} {

@@ -184,17 +184,33 @@ func opHardSigmoid(_ *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	return one(need(in, 0).MulScalar(a).AddScalar(b).Clamp(0, 1))
 }
 
+// checkClip is Clip's check of min and max, inputs of one element each
+// from opset 11 on.
+func checkClip[V value](c *runCtx, in []V) {
+	need(in, 0)
+	if c.opset < 11 {
+		return
+	}
+	var none V
+	for i, what := range []string{"min", "max"} {
+		if v := arg(in, 1+i); v != none && numelOf(v) != 1 {
+			fail("%s must have one element, has shape %v", what, v.Shape())
+		}
+	}
+}
+
 func opClip(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
-	x := need(in, 0)
+	checkClip(c, in)
+	x := in[0]
 	lo, hi := math.Inf(-1), math.Inf(1)
 	if c.opset < 11 {
 		lo, hi = n.float("min", lo), n.float("max", hi)
 	} else {
 		if t := arg(in, 1); t != nil {
-			lo = scalarOf(t, "min")
+			lo = t.Item()
 		}
 		if t := arg(in, 2); t != nil {
-			hi = scalarOf(t, "max")
+			hi = t.Item()
 		}
 	}
 	switch {
