@@ -114,3 +114,61 @@ func TestNaturalFingerprint(t *testing.T) {
 		t.Errorf("the natural fingerprint %s is not listed under its name %q", info.ID[:8], info.Name)
 	}
 }
+
+// TestNaturalRefusesCBIMSettings: a natural extraction that also sets
+// C-BIM's settings is refused with 400 before anything is queued, and the
+// message names exactly the fields the request set; the same settings on a
+// C-BIM extraction, and a natural one with only the settings it uses,
+// pass the check.
+func TestNaturalRefusesCBIMSettings(t *testing.T) {
+	f, dir := copyFixture(t)
+	ts := start(t, Config{Dir: dir})
+	models := `"source":"` + f.source.ID + `","surrogates":["` + f.surrogate.ID + `"],"references":["` + f.reference.ID + `"]`
+	for _, tc := range []struct {
+		name, fields string
+		want         []string
+	}{
+		{"eps", `"eps":0.1`, []string{"eps"}},
+		{"alpha and steps", `"alpha":0.02,"steps":5`, []string{"alpha", "steps"}},
+		{"no dropout", `"dropout":0`, []string{"dropout"}},
+		{"loss", `"loss":"ce"`, []string{"loss"}},
+		{"best iterate", `"best_iterate":true`, []string{"best_iterate"}},
+		{"input diversity", `"shift":2,"noise":0.05`, []string{"shift", "noise"}},
+		{"all of them, with the settings that apply", `"eps":0.1,"alpha":0.02,"steps":5,"dropout":0.5,"loss":"linear","best_iterate":true,"shift":1,"noise":0.1,"tau":0.5,"tau_surr":0.5,"candidates":10,"batch":10,"seed":3,"start":"test"`,
+			[]string{"eps", "alpha", "steps", "dropout", "loss", "best_iterate", "shift", "noise"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := `{"kind":"extract","extract":{` + models + `,"natural":true,` + tc.fields + `}}`
+			req, _ := http.NewRequest("POST", ts.http.URL+"/api/jobs", strings.NewReader(body))
+			req.Header.Set("Content-Type", "application/json")
+			var e shared.APIError
+			code := ts.do(req, &e)
+			_, list, ok := strings.Cut(e.Error, "; leave out ")
+			if code != http.StatusBadRequest || !strings.HasPrefix(e.Error, "natural: C-BIM's settings do not apply") || !ok {
+				t.Fatalf("%d %q; want 400 saying natural: C-BIM's settings do not apply …; leave out …", code, e.Error)
+			}
+			if got := strings.Split(list, ", "); !slices.Equal(got, tc.want) {
+				t.Errorf("the message names %q, want %q (%s)", got, tc.want, e.Error)
+			}
+		})
+	}
+	var jobs []shared.Job
+	ts.call("GET", "/api/jobs", nil, &jobs)
+	if len(jobs) != 4 {
+		t.Errorf("%d jobs after refused requests, want the fixture's 4", len(jobs))
+	}
+
+	ctx := context.Background()
+	tau := 0.5
+	dropout := 0.0
+	for name, a := range map[string]shared.ExtractArgs{
+		"natural with the settings it uses": {Natural: true, Tau: &tau, TauSurr: 0.5, Candidates: 10, Batch: 10, Seed: 3, Start: "test"},
+		"C-BIM with every setting":          {Eps: 0.1, Alpha: 0.02, Steps: 5, Dropout: &dropout, Loss: "ce", BestIterate: true, Shift: 1, Noise: 0.1, Tau: &tau},
+		"C-BIM with the defaults":           {},
+	} {
+		a.Source, a.Surrogates, a.References = f.source.ID, []string{f.surrogate.ID}, []string{f.reference.ID}
+		if err := ts.check(ctx, &shared.JobRequest{Kind: shared.JobExtract, Extract: &a}); err != nil {
+			t.Errorf("%s: %v, want it accepted", name, err)
+		}
+	}
+}

@@ -122,6 +122,9 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 		if a == nil {
 			return badInput("an extract job needs extract arguments")
 		}
+		if set := cbimOnly(a); a.Natural && len(set) > 0 {
+			return badInput("natural: C-BIM's settings do not apply (a natural fingerprint runs no C-BIM: its examples are the source's own mistakes, unperturbed); leave out %s", strings.Join(set, ", "))
+		}
 		if err := checkExtractModels(a); err != nil {
 			return err
 		}
@@ -191,6 +194,25 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 		return checkData(shared.DataArgs{Dataset: a.Dataset, Limit: a.Limit})
 	}
 	return badInput("job kind %q: want train, derive, extract, verify or experiment", req.Kind)
+}
+
+// cbimOnly names (as the API spells them) the fields of a that only C-BIM
+// uses and that a sets: a natural extraction refuses them rather than
+// ignore them.
+func cbimOnly(a *shared.ExtractArgs) []string {
+	var set []string
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"eps", a.Eps != 0}, {"alpha", a.Alpha != 0}, {"steps", a.Steps != 0}, {"dropout", a.Dropout != nil},
+		{"loss", a.Loss != ""}, {"best_iterate", a.BestIterate}, {"shift", a.Shift != 0}, {"noise", a.Noise != 0},
+	} {
+		if f.set {
+			set = append(set, f.name)
+		}
+	}
+	return set
 }
 
 // modelOf returns a stored model's record for a request, refusing an

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -106,7 +107,7 @@ func cbimFlags(fs *flag.FlagSet) func() fingerprint.Config {
 	})
 	tau := unitFlag(fs, "tau", def.Tau, "minimal conferrability τ on the training models, in [0,1]")
 	tauSurr := unitFlag(fs, "tau-surr", def.TauSurr, "minimal share τ_S of the training surrogates that must carry an example's key, in [0,1] (1: every one; 0: only τ filters)")
-	natural := fs.Bool("natural", false, "candidates are natural test inputs the source misclassifies, unperturbed (its own mistakes: SAC-w), scored and selected by --tau and --tau-surr like C-BIM's; the C-BIM flags do not apply")
+	natural := fs.Bool("natural", false, "candidates are natural test inputs the source misclassifies, unperturbed (its own mistakes: SAC-w), scored and selected by --tau and --tau-surr like C-BIM's; the C-BIM flags ("+strings.Join(cbimOnlyFlags(), ", ")+") do not apply")
 	cands := fs.Int("candidates", def.Candidates, "start points to attack")
 	batch := fs.Int("batch", def.Batch, "start points per C-BIM batch")
 	seed := fs.Int64("seed", def.Seed, "seed of start points and dropout")
@@ -117,6 +118,24 @@ func cbimFlags(fs *flag.FlagSet) func() fingerprint.Config {
 		c.Tau, c.TauSurr, c.Candidates, c.Batch, c.Seed = *tau, *tauSurr, *cands, *batch, *seed
 		return c
 	}
+}
+
+// cbimOnlyFlags are the flags of cbimFlags that only C-BIM uses: a
+// natural extraction runs no C-BIM.
+func cbimOnlyFlags() []string {
+	return []string{"eps", "alpha", "steps", "dropout", "best-iterate", "shift", "noise", "loss"}
+}
+
+// setFlags returns those of names that the command line set, as --name,
+// in flag.FlagSet.Visit's (lexicographical) order.
+func setFlags(fs *flag.FlagSet, names []string) []string {
+	var set []string
+	fs.Visit(func(f *flag.Flag) {
+		if slices.Contains(names, f.Name) {
+			set = append(set, "--"+f.Name)
+		}
+	})
+	return set
 }
 
 type extractResult struct {
@@ -156,6 +175,10 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	if *source == "" || *surr == "" || *refs == "" || *out == "" {
 		return usagef("--source, --surrogates, --references and --out are required")
 	}
+	cfg := cfgOf()
+	if set := setFlags(fs, cbimOnlyFlags()); cfg.Natural && len(set) > 0 {
+		return usagef("--natural: C-BIM's flags do not apply (a natural fingerprint runs no C-BIM: its examples are the source's own mistakes, unperturbed); drop %s", strings.Join(set, ", "))
+	}
 	if err := apply(); err != nil {
 		return err
 	}
@@ -166,7 +189,6 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	cfg := cfgOf()
 	cfg.Progress = e.progress.Report
 	d, test, err := df.load()
 	if err != nil {
