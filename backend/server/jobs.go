@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"runtime"
 	"runtime/debug"
@@ -107,17 +108,21 @@ func (s *Server) Cancel(ctx context.Context, id string) (shared.Job, error) {
 const finishPatience = 2 * time.Minute
 
 // finish puts a job in a final state (or back in the queue) and reports it.
+// The record is written even when ctx is done (a job the shutdown stopped
+// still records how it ended), but while the database is away it is tried
+// again only until the server begins to shut down (s.life), so that an
+// outage does not hold the shutdown up: a record left running is
+// recovered at the next start.
 func (s *Server) finish(ctx context.Context, id string, st shared.JobState, res *shared.JobResult, msg string) (shared.Job, error) {
 	ctx = context.WithoutCancel(ctx)
 	msg = s.redact(msg) // clients read it
 	now := time.Now().UTC()
 	var j shared.Job
-	var err error
 	// A database that is away for a moment (a PostgreSQL restart, a
 	// network blip) must not leave the record running for good while the
 	// queue's row completes: the end is recorded again until it sticks.
-	wait := 100 * time.Millisecond
-	for deadline := time.Now().Add(finishPatience); ; {
+	err := retryUnavailable(s.life, finishPatience, s.log.With("job", id), "recording a job's end", func() error {
+		var err error
 		j, err = s.store.UpdateJob(ctx, id, func(j *shared.Job) {
 			j.State, j.Error = st, msg
 			if res != nil {
@@ -127,19 +132,42 @@ func (s *Server) finish(ctx context.Context, id string, st shared.JobState, res 
 				j.Finished = &now
 			}
 		})
-		if !dbUnavailable(err) || time.Now().Add(wait).After(deadline) {
-			break
-		}
-		s.log.Warn("recording a job's end; trying again", "job", id, "err", err, "in", wait)
-		time.Sleep(wait)
-		wait = min(2*wait, 2*time.Second)
-	}
+		return err
+	})
 	if err != nil {
 		s.log.Error("recording a job's end", "job", id, "err", err)
 		return j, err
 	}
 	s.emit(ctx, shared.Event{Job: id, Kind: shared.State, State: st, Stage: string(j.Kind), Message: msg})
 	return j, nil
+}
+
+// retryUnavailable calls try, and calls it again while it fails because
+// the database is away (dbUnavailable), waiting 100 ms, then twice as long
+// each time up to 2 s, for as long as patience allows. The first call
+// always happens; once ctx is done there is no other, and the error is
+// ctx's, wrapped with the outage's.
+func retryUnavailable(ctx context.Context, patience time.Duration, log *slog.Logger, what string, try func() error) error {
+	wait := 100 * time.Millisecond
+	for deadline := time.Now().Add(patience); ; {
+		err := try()
+		if !dbUnavailable(err) || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		if ctx.Err() == nil {
+			log.Warn(what+"; trying again", "err", err, "in", wait)
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+			case <-t.C:
+			}
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: stopped waiting for the database: %w (%w)", what, context.Cause(ctx), err)
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
 }
 
 // worker runs the server's jobs for River.

@@ -161,6 +161,10 @@ type Server struct {
 	heavy      chan struct{} // a slot per heavy request running (Config.MaxHeavy)
 	stopSweep  func()        // stops the upload sweeper (retention.go)
 	closed     sync.Once
+	// life ends when the shutdown begins: waits that must not hold it up
+	// (finish's retries while the database is away) end with it.
+	life    context.Context
+	endLife context.CancelFunc
 }
 
 // jobArgs is the River job: the server's own job ID.
@@ -220,6 +224,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, device: dev, hub: newHub(), log: cfg.Logger, seqs: map[string]int64{},
 		queue: queueName(dev), reports: filepath.Join(cfg.Dir, "reports"), hosts: hosts,
 		heavy: make(chan struct{}, cfg.MaxHeavy)}
+	s.life, s.endLife = context.WithCancel(context.WithoutCancel(ctx))
 	ok := false
 	defer func() {
 		if !ok {
@@ -361,6 +366,7 @@ func (s *Server) Close(ctx context.Context) error {
 
 func (s *Server) shutdown(ctx context.Context) error {
 	s.stopping.Store(true)
+	s.endLife()
 	if s.stopSweep != nil {
 		s.stopSweep()
 	}
