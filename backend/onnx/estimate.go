@@ -504,28 +504,8 @@ func dropoutRule(_ *runCtx, n *node, in []*aval) []aval {
 }
 
 func constantRule(_ *runCtx, n *node, _ []*aval) []aval {
-	switch {
-	case n.has("value"):
-		a := n.attrs["value"]
-		if a.T == nil {
-			fail("attribute value holds no tensor")
-		}
-		dt, err := dtypeOf(a.T.DataType)
-		if err != nil {
-			fail("%v", err)
-		}
-		return []aval{{shape: slices.Clone(a.T.Dims), dt: dt}}
-	case n.has("value_float"):
-		return []aval{{shape: []int64{}, dt: torch.Float32}}
-	case n.has("value_floats"):
-		return []aval{{shape: []int64{int64(len(n.floats("value_floats")))}, dt: torch.Float32}}
-	case n.has("value_int"):
-		return []aval{{shape: []int64{}, dt: torch.Int64}}
-	case n.has("value_ints"):
-		return []aval{{shape: []int64{int64(len(n.ints("value_ints")))}, dt: torch.Int64}}
-	}
-	fail("only tensor, float and int values are supported")
-	return nil
+	_, shape, dt := constantOut(n)
+	return []aval{{shape: shape, dt: dt}}
 }
 
 // shapeRuleOp is Shape: its output is known whatever the input's values.

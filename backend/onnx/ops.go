@@ -946,32 +946,52 @@ func opDropout(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
 	return one(x)
 }
 
-func opConstant(c *runCtx, n *node, _ []*torch.Tensor) []*torch.Tensor {
-	var t *torch.Tensor
+// constantOut is Constant's output shape and type, and which of its
+// attributes holds its value: value (a tensor), value_float(s) or
+// value_int(s).
+func constantOut(n *node) (attr string, shape []int64, dt torch.DType) {
 	switch {
 	case n.has("value"):
 		a := n.attrs["value"]
 		if a.T == nil {
 			fail("attribute value holds no tensor")
 		}
-		v, err := tensorFromProto(a.T)
+		dt, err := dtypeOf(a.T.DataType)
+		if err != nil {
+			fail("%v", err)
+		}
+		return "value", slices.Clone(a.T.Dims), dt
+	case n.has("value_float"):
+		return "value_float", []int64{}, torch.Float32
+	case n.has("value_floats"):
+		return "value_floats", []int64{int64(len(n.floats("value_floats")))}, torch.Float32
+	case n.has("value_int"):
+		return "value_int", []int64{}, torch.Int64
+	case n.has("value_ints"):
+		return "value_ints", []int64{int64(len(n.ints("value_ints")))}, torch.Int64
+	}
+	fail("only tensor, float and int values are supported")
+	return "", nil, 0
+}
+
+func opConstant(c *runCtx, n *node, _ []*torch.Tensor) []*torch.Tensor {
+	attr, shape, _ := constantOut(n)
+	var t *torch.Tensor
+	switch attr {
+	case "value":
+		v, err := tensorFromProto(n.attrs["value"].T)
 		if err != nil {
 			fail("%v", err)
 		}
 		t = c.s.Add(v)
-	case n.has("value_float"):
-		t = torch.FromSlice(c.s, []float32{float32(n.float("value_float", 0))})
-		t = t.Reshape()
-	case n.has("value_floats"):
-		v := n.floats("value_floats")
-		t = torch.FromSlice(c.s, v, int64(len(v)))
-	case n.has("value_int"):
+	case "value_float":
+		t = torch.FromSlice(c.s, []float32{float32(n.float("value_float", 0))}).Reshape()
+	case "value_floats":
+		t = torch.FromSlice(c.s, n.floats("value_floats"), shape...)
+	case "value_int":
 		t = torch.FromSlice(c.s, []int64{n.int("value_int", 0)}).Reshape()
-	case n.has("value_ints"):
-		v := n.ints("value_ints")
-		t = torch.FromSlice(c.s, v, int64(len(v)))
-	default:
-		fail("only tensor, float and int values are supported")
+	case "value_ints":
+		t = torch.FromSlice(c.s, n.ints("value_ints"), shape...)
 	}
 	if c.dev != torch.CPU {
 		t = t.ToDevice(c.dev)
