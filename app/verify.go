@@ -501,8 +501,8 @@ func (v *verify) card() ui.UI {
 	if vd.Calibrated && vd.PValue != nil && vd.EmpiricalP != nil && vd.Null != nil {
 		stats = append(stats,
 			stat(fmt.Sprintf("threshold at %g FPR", vd.Null.FPR), fmt.Sprintf("%.2f", vd.Threshold)),
-			stat("p-value (fit)", pvalue(*vd.PValue)),
-			stat("p-value (empirical)", pvalue(*vd.EmpiricalP)),
+			stat("p-value (fit)"+decides(vd.Null.Test == shared.TestFit), pvalue(*vd.PValue)),
+			stat("p-value (empirical)"+decides(vd.Null.Test == shared.TestEmpirical), pvalue(*vd.EmpiricalP)),
 			stat("independent models", fmt.Sprintf("%d, agreeing %.2f ± %.2f", vd.Null.Models, vd.Null.Mean, vd.Null.SD)),
 		)
 	} else {
@@ -533,6 +533,14 @@ func (v *verify) card() ui.UI {
 	)
 }
 
+// decides marks the p-value the decision rests on.
+func decides(yes bool) string {
+	if yes {
+		return ", decides"
+	}
+	return ""
+}
+
 // pvalue formats a p-value, in scientific notation when tiny.
 func pvalue(p float64) string {
 	if p < 1e-3 {
@@ -560,6 +568,11 @@ func plainWords(vd *shared.Verdict) string {
 	null := fmt.Sprintf(" %d models trained without your model (%s) agreed on %s of them on average.", vd.Null.Models, strings.Join(vd.Null.Architectures, ", "), pct(vd.Null.Mean))
 	switch vd.Outcome {
 	case shared.OutcomeDerived:
+		if vd.Null.Test == shared.TestEmpirical {
+			s += null + fmt.Sprintf(" The suspect agreed more often than all but a share %s of them, so it was derived from your model "+
+				"(the test accuses at most %g of independent models like these).", pvalue(*vd.EmpiricalP), vd.Null.FPR)
+			break
+		}
 		s += null + fmt.Sprintf(" An independent model would agree this often with probability %s, so the suspect was derived from your model "+
 			"(the test accuses at most %g of independent models).", pvalue(*vd.PValue), vd.Null.FPR)
 	case shared.OutcomeIndependent:

@@ -440,6 +440,12 @@ const (
 	OutcomeInconclusive = "inconclusive"
 )
 
+// The tests of a calibrated verdict (Null.Test).
+const (
+	TestEmpirical = "empirical"     // the share of independent models at or above the suspect
+	TestFit       = "beta-binomial" // the fitted tail
+)
+
 // Verdict is a verification's answer with the evidence behind it.
 type Verdict struct {
 	Suspect     string `json:"suspect"`
@@ -490,11 +496,15 @@ type Null struct {
 	Architectures []string `json:"architectures"`
 	// Alpha and Beta are the beta-binomial fit; Mean and SD the agreement
 	// rate's across the models.
-	Alpha     float64 `json:"alpha"`
-	Beta      float64 `json:"beta"`
-	Mean      float64 `json:"mean"`
-	SD        float64 `json:"sd"`
-	FPR       float64 `json:"fpr"`       // the test's level
+	Alpha float64 `json:"alpha"`
+	Beta  float64 `json:"beta"`
+	Mean  float64 `json:"mean"`
+	SD    float64 `json:"sd"`
+	FPR   float64 `json:"fpr"` // the test's level
+	// Test is how the verdict was tested against the null: "empirical"
+	// (the share of the models at or above the suspect, exact with enough
+	// models) or "beta-binomial" (the fit's tail, with fewer).
+	Test      string  `json:"test"`
 	Threshold float64 `json:"threshold"` // accuracy that accuses at FPR
 	// Calibration is the sha256 of the calibration record.
 	Calibration string   `json:"calibration"`

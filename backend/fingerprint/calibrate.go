@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/conferral/conferral/backend/safetensors"
 	"github.com/conferral/conferral/backend/stats"
 	"github.com/conferral/conferral/backend/suspect"
+	"github.com/conferral/conferral/shared"
 )
 
 // A calibration records how often independent models — trained without
@@ -34,6 +36,22 @@ const DefaultFPR = 0.01
 // have: below it the fit rests on too few points and the empirical
 // p-value cannot go below 1/(N+1) ≈ 9 %.
 const MinCalibration = 10
+
+// The two tests a calibrated decision may use against the same null.
+const (
+	// TestEmpirical accuses when the empirical p-value (1 + #{models at
+	// or above the suspect})/(N + 1) is at or below the level: exact for a
+	// suspect exchangeable with the calibration models whatever the
+	// distribution of their agreement (a conformal p-value). It needs
+	// N + 1 ≥ 1/level models.
+	TestEmpirical = shared.TestEmpirical
+	// TestFit accuses when the beta-binomial fit's tail is at or below the
+	// level and no more of the models than the level allows reach the
+	// suspect: what fewer models allow. A single beta over models that
+	// agree anywhere from 0 to 0.7 has a heavier upper tail than the
+	// models show, so this test is conservative where they are spread out.
+	TestFit = shared.TestFit
+)
 
 const calibrationFormat = "conferral-calibration/1"
 
@@ -148,7 +166,7 @@ func (c *Calibration) complete() error {
 		return fmt.Errorf("calibration of %d models: %w", len(c.Models), err)
 	}
 	c.Fit = fit
-	k := fit.Critical(c.Fingerprints, c.FPR)
+	k := c.Critical(c.FPR, nil)
 	c.Summary = CalibrationThreshold{FPR: c.FPR, Agree: k, Accuracy: float64(k) / float64(c.Fingerprints)}
 	return nil
 }
@@ -169,12 +187,59 @@ func (c *Calibration) Architectures() []string {
 	return out
 }
 
+// Test is the test a decision at level fpr uses: TestEmpirical where the
+// calibration has enough models for its p-value to reach fpr, else TestFit.
+func (c *Calibration) Test(fpr float64) string {
+	if float64(len(c.Models)+1)*fpr >= 1-1e-9 {
+		return TestEmpirical
+	}
+	return TestFit
+}
+
+// Critical is the fewest agreements on the keys in subset (all keys when
+// nil) that accuse at level fpr by Test(fpr).
+func (c *Calibration) Critical(fpr float64, subset []int) int {
+	n := c.Fingerprints
+	if subset != nil {
+		n = len(subset)
+	}
+	if c.Test(fpr) == TestFit {
+		k := c.Fit.Critical(n, fpr)
+		for k <= n && c.contradicts(k, subset, fpr) {
+			k++
+		}
+		return k
+	}
+	// (1 + above)/(N + 1) ≤ fpr allows `allowed` models at or above the
+	// suspect: it must agree more than the (allowed+1)-th most agreeing.
+	allowed := int(math.Floor(fpr*float64(len(c.Models)+1)+1e-9)) - 1
+	agree := make([]int, len(c.Models))
+	for i := range c.Models {
+		agree[i] = c.agreement(i, subset)
+	}
+	slices.SortFunc(agree, func(a, b int) int { return b - a })
+	return agree[allowed] + 1
+}
+
+// contradicts says whether more of the calibration's own models reach
+// agree agreements on subset than level fpr tolerates: an accusation the
+// models seen refute, whatever a fit says.
+func (c *Calibration) contradicts(agree int, subset []int, fpr float64) bool {
+	if c.Test(fpr) == TestEmpirical {
+		return c.Empirical(agree, subset) > fpr
+	}
+	return c.above(agree, subset) > int(fpr*float64(len(c.Models)))
+}
+
 // Warnings says what limits the calibration's evidence.
 func (c *Calibration) Warnings() []string {
 	var w []string
 	if n := len(c.Models); n < MinCalibration {
 		w = append(w, fmt.Sprintf("only %d independent models calibrate this fingerprint (at least %d advised): the fitted tail rests on few points, and the empirical p-value cannot go below 1/(N+1) = %.3f",
 			n, MinCalibration, 1/float64(n+1)))
+	} else if c.Test(c.FPR) == TestFit {
+		w = append(w, fmt.Sprintf("with %d independent models the empirical p-value cannot go below 1/(N+1) = %.3f, so decisions at a false-positive rate of %g rest on the beta-binomial fit's tail (conservative where the models are spread out); %d models make the test exact",
+			n, 1/float64(n+1), c.FPR, int(math.Ceil(1/c.FPR-1e-9))-1))
 	}
 	if c.Summary.Agree > c.Fingerprints {
 		w = append(w, fmt.Sprintf("independent models agree so often that no fingerprint accuracy reaches a false-positive rate of %g: no verdict can accuse", c.FPR))
@@ -193,21 +258,27 @@ func (c *Calibration) Empirical(agree int, subset []int) float64 {
 // keys in subset.
 func (c *Calibration) above(agree int, subset []int) int {
 	n := 0
-	for _, m := range c.Models {
-		a := m.Agree
-		if subset != nil {
-			a = 0
-			for _, i := range subset {
-				if m.Matches[i] == '1' {
-					a++
-				}
-			}
-		}
-		if a >= agree {
+	for i := range c.Models {
+		if c.agreement(i, subset) >= agree {
 			n++
 		}
 	}
 	return n
+}
+
+// agreement is model i's agreement on the keys in subset (all when nil).
+func (c *Calibration) agreement(i int, subset []int) int {
+	m := c.Models[i]
+	if subset == nil {
+		return m.Agree
+	}
+	a := 0
+	for _, k := range subset {
+		if m.Matches[k] == '1' {
+			a++
+		}
+	}
+	return a
 }
 
 // Digest is the sha256 of the calibration's canonical encoding: what a

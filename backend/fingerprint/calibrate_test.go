@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -78,8 +79,12 @@ func calibrated(t *testing.T, n int) (*fingerprint.Fingerprint, *fingerprint.Cal
 func TestCalibratedVerdicts(t *testing.T) {
 	ctx := context.Background()
 	fp, cal := calibrated(t, 30)
-	if w := cal.Warnings(); len(w) != 0 {
-		t.Errorf("30 models warned: %v", w)
+	// Thirty models are enough for a fit but not for an exact 1 % test.
+	if w := cal.Warnings(); len(w) != 1 || !strings.Contains(w[0], "rest on the beta-binomial fit") || !strings.Contains(w[0], "99 models") {
+		t.Errorf("30 models: warnings %v, want one that the decision rests on the fit", w)
+	}
+	if got := cal.Test(fingerprint.DefaultFPR); got != fingerprint.TestFit {
+		t.Errorf("30 models test at 1 %% by %q, want %q", got, fingerprint.TestFit)
 	}
 	crit := cal.Summary.Agree
 	t.Logf("null Beta(%.2f, %.2f), mean %.3f; accuses from %d of 100", cal.Fit.Alpha, cal.Fit.Beta, cal.Fit.Mean(), crit)
@@ -159,6 +164,89 @@ func TestCalibratedVerdicts(t *testing.T) {
 	_, few := calibrated(t, 4)
 	if w := few.Warnings(); len(w) != 1 || !strings.Contains(w[0], "only 4") || !strings.Contains(w[0], "0.200") {
 		t.Errorf("4 models: warnings %v", w)
+	}
+}
+
+// With enough independent models the decision is the empirical test: a
+// suspect is accused when fewer of them than the level allows agree as
+// much, whatever a fit of them says.
+func TestEmpiricalTest(t *testing.T) {
+	ctx := context.Background()
+	// 99 models spread out from 0 to 0.7: one beta over them has a heavy
+	// upper tail, and the fit alone would not accuse below 0.8.
+	fp := synthetic(100)
+	var models []fingerprint.IndependentModel
+	for j := range 99 {
+		p := 0.7 * float64(j) / 98
+		if j%3 == 0 {
+			p = 0.01 // a third never make the source's mistakes
+		}
+		models = append(models, fingerprint.IndependentModel{Suspect: rate(fmt.Sprint("m", j), fp, p, uint64(500+j)), Arch: "mlp"})
+	}
+	cal, err := fingerprint.Calibrate(ctx, fp, models, fingerprint.DefaultFPR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agree := make([]int, len(cal.Models))
+	for i, m := range cal.Models {
+		agree[i] = m.Agree
+	}
+	slices.Sort(agree)
+	top, fifth := agree[98], agree[94]
+	if w := cal.Warnings(); len(w) != 0 {
+		t.Errorf("99 models warned: %v", w)
+	}
+	if fitCrit := cal.Fit.Critical(100, 0.01); fitCrit <= top+1 {
+		t.Fatalf("the fixture's fit accuses from %d, not above the top model %d: it tests nothing", fitCrit, top)
+	}
+	for _, tc := range []struct {
+		name        string
+		fpr         float64
+		test        string
+		crit        int
+		agree       int
+		outcome     string
+		explanation string
+	}{
+		{"above every model at 1 %", 0.01, fingerprint.TestEmpirical, top + 1, top + 1, fingerprint.Derived, "empirical p, exact"},
+		{"level with the top model", 0.01, fingerprint.TestEmpirical, top + 1, top, fingerprint.Inconclusive, "inconclusive"},
+		{"above all but four at 5 %", 0.05, fingerprint.TestEmpirical, fifth + 1, fifth + 1, fingerprint.Derived, "empirical p, exact"},
+		{"at 0.5 % the models are too few", 0.005, fingerprint.TestFit, -1, top + 1, fingerprint.Inconclusive, "fitted"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := cal.Test(tc.fpr); got != tc.test {
+				t.Fatalf("test %q, want %q", got, tc.test)
+			}
+			crit := cal.Critical(tc.fpr, nil)
+			if tc.crit >= 0 && crit != tc.crit {
+				t.Errorf("critical count %d, want %d (models sorted: top %d, fifth %d)", crit, tc.crit, top, fifth)
+			}
+			s := &keyed{name: "s", fp: fp, agrees: func(i int) bool { return i < tc.agree }}
+			v, err := fingerprint.Verify(ctx, s, fp, fingerprint.Rule{Calibration: cal, FPR: tc.fpr})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.Outcome != tc.outcome || v.Null.Test != tc.test || *v.EmpiricalP != cal.Empirical(tc.agree, nil) || v.Threshold != float64(crit)/100 {
+				t.Errorf("%d agreements: %s by %q at threshold %.2f, empirical p %.3f; want %s by %q",
+					tc.agree, v.Outcome, v.Null.Test, v.Threshold, *v.EmpiricalP, tc.outcome, tc.test)
+			}
+			if tc.outcome == fingerprint.Derived && *v.EmpiricalP > tc.fpr+1e-12 {
+				t.Errorf("accused with empirical p %.3f above the level %g", *v.EmpiricalP, tc.fpr)
+			}
+			if e := v.Explain(); !strings.Contains(e, tc.explanation) {
+				t.Errorf("explanation lacks %q: %s", tc.explanation, e)
+			}
+		})
+	}
+	// On a subset of the keys (a sequential verification's), the test
+	// counts each model's agreement on that subset.
+	subset := []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}
+	best := 0
+	for i := range cal.Models {
+		best = max(best, strings.Count(cal.Models[i].Matches[:10], "1"))
+	}
+	if got := cal.Critical(0.01, subset); got != best+1 {
+		t.Errorf("critical count on 10 keys %d, want %d (one above the best model there)", got, best+1)
 	}
 }
 

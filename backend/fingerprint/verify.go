@@ -127,8 +127,8 @@ func (r Rule) sprt() stats.SPRT {
 }
 
 // Hash is the sha256 of the whole rule for fp — the fingerprint's
-// commitment, θ, the level, the interval's confidence, the calibration and
-// the sequential test — recorded before any suspect is judged so that the
+// commitment, θ, the level, the interval's confidence, the calibration, the
+// test it uses and the sequential test — recorded before any suspect is judged so that the
 // rule cannot move afterwards.
 func (r Rule) Hash(fp *Fingerprint) (string, error) {
 	r = r.withDefaults()
@@ -142,10 +142,11 @@ func (r Rule) Hash(fp *Fingerprint) (string, error) {
 		FPR         float64     `json:"fpr"`
 		Confidence  float64     `json:"confidence"`
 		Calibration string      `json:"calibration,omitempty"`
+		Test        string      `json:"test,omitempty"`
 		Sequential  *Sequential `json:"sequential,omitempty"`
-	}{com, r.Theta, r.FPR, r.Confidence, "", r.Sequential}
+	}{com, r.Theta, r.FPR, r.Confidence, "", "", r.Sequential}
 	if r.Calibration != nil {
-		frozen.Calibration = r.Calibration.Digest()
+		frozen.Calibration, frozen.Test = r.Calibration.Digest(), r.Calibration.Test(r.FPR)
 	}
 	b, err := json.Marshal(frozen)
 	if err != nil {
@@ -266,7 +267,7 @@ func VerifyWatched(ctx context.Context, s suspect.Suspect, fp *Fingerprint, r Ru
 				decision = test.Decide(v.Agree, len(v.Order)-v.Agree)
 				// An accusation also needs the calibration's own models
 				// not to contradict it on the keys asked so far.
-				if decision == stats.RejectNull && r.Calibration.above(v.Agree, v.Order) > r.tolerated() {
+				if decision == stats.RejectNull && r.Calibration.contradicts(v.Agree, v.Order, r.FPR) {
 					decision = stats.Continue
 				}
 				if decision != stats.Continue {
@@ -289,11 +290,6 @@ func VerifyWatched(ctx context.Context, s suspect.Suspect, fp *Fingerprint, r Ru
 	r.judge(v, decision)
 	return v, nil
 }
-
-// tolerated is how many of the calibration's own independent models may
-// reach a suspect's agreement before an accusation is refused: the share
-// the level allows.
-func (r Rule) tolerated() int { return int(r.FPR * float64(len(r.Calibration.Models))) }
 
 // judge fills in the verdict's statistics and outcome from its answers.
 func (r Rule) judge(v *Verdict, decision stats.Decision) {
@@ -322,16 +318,16 @@ func (r Rule) judge(v *Verdict, decision stats.Decision) {
 	}
 	p, emp := c.Fit.Tail(k, n), c.Empirical(k, subset)
 	v.PValue, v.EmpiricalP = &p, &emp
-	crit := c.Fit.Critical(n, r.FPR)
+	// Accusing needs the suspect at or above the test's critical count:
+	// the empirical p-value at or below the level where the calibration
+	// has the models for it, else the fit's tail with no more of its
+	// models at or above the suspect than the level allows.
+	crit := c.Critical(r.FPR, subset)
 	v.Threshold = float64(crit) / float64(n)
 	v.Null = &shared.Null{Models: len(c.Models), Architectures: c.Architectures(), Alpha: c.Fit.Alpha, Beta: c.Fit.Beta,
-		Mean: c.Fit.Mean(), SD: c.Fit.SD(), FPR: r.FPR, Threshold: v.Threshold, Calibration: c.Digest(), Warnings: c.Warnings()}
-	// Accusing needs the fit's tail at or below the level, and no more of
-	// the calibration's own independent models at or above the suspect
-	// than that level allows: the fit must not contradict what was seen.
-	accuse := k >= crit && c.above(k, subset) <= r.tolerated()
+		Mean: c.Fit.Mean(), SD: c.Fit.SD(), FPR: r.FPR, Test: c.Test(r.FPR), Threshold: v.Threshold, Calibration: c.Digest(), Warnings: c.Warnings()}
 	switch {
-	case accuse:
+	case k >= crit:
 		v.Outcome = Derived
 	case hi < min(v.Threshold, r.Theta):
 		// Clearing needs the whole interval below the accusing line and
@@ -379,6 +375,11 @@ func (v *Verdict) Explain() string {
 	null := fmt.Sprintf("%d independent models (%s) agreed %.0f%% ± %.0f%% on average", nl.Models, strings.Join(nl.Architectures, ", "), 100*nl.Mean, 100*nl.SD)
 	switch v.Outcome {
 	case Derived:
+		if nl.Test == TestEmpirical {
+			fmt.Fprintf(&b, "The %s; the suspect agrees more than all but a share %.2g of them (empirical p, exact for a model like them; the beta-binomial fit says %.2g). At a false-positive rate of %g the test accuses from %.0f%% on: it is derived from the source.",
+				null, *v.EmpiricalP, *v.PValue, nl.FPR, 100*v.Threshold)
+			break
+		}
 		fmt.Fprintf(&b, "The %s; a model like them would agree this often with probability %.2g (fitted), and %.2g of them did (empirical). At a false-positive rate of %g the test accuses from %.0f%% on: it is derived from the source.",
 			null, *v.PValue, *v.EmpiricalP, nl.FPR, 100*v.Threshold)
 	case Independent:

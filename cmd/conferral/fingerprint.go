@@ -357,6 +357,7 @@ type calibrateResult struct {
 	Mean         float64                        `json:"mean"`
 	SD           float64                        `json:"sd"`
 	FPR          float64                        `json:"fpr"`
+	Test         string                         `json:"test"` // empirical or beta-binomial
 	Threshold    float64                        `json:"threshold"`
 	Theta        float64                        `json:"theta"`
 	ThetaFPR     float64                        `json:"theta_fpr"` // the fit's false-positive rate at θ
@@ -413,15 +414,15 @@ func runCalibrate(ctx context.Context, e *env, args []string) error {
 	theta := fingerprint.DefaultThreshold
 	thetaK := int(math.Ceil(theta*float64(fp.N) - 1e-9))
 	r := calibrateResult{Calibration: path, Fingerprint: c.Fingerprint, Models: c.Models, Fit: c.Fit, Mean: c.Fit.Mean(), SD: c.Fit.SD(),
-		FPR: c.FPR, Threshold: c.Summary.Accuracy, Theta: theta, ThetaFPR: c.Fit.Tail(thetaK, fp.N), Warnings: c.Warnings(), Fingerprints: fp.N}
+		FPR: c.FPR, Test: c.Test(c.FPR), Threshold: c.Summary.Accuracy, Theta: theta, ThetaFPR: c.Fit.Tail(thetaK, fp.N), Warnings: c.Warnings(), Fingerprints: fp.N}
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "%s: %d independent models (%s) on %d fingerprints\n", path, len(c.Models), strings.Join(c.Architectures(), ", "), fp.N)
 	for _, m := range c.Models {
 		fmt.Fprintf(&sb, "  %-40s %-10s agrees %3d/%d (%.2f)\n", m.Name, m.Arch, m.Agree, fp.N, float64(m.Agree)/float64(fp.N))
 	}
 	fmt.Fprintf(&sb, "agreement of independent models: beta-binomial Beta(%.3g, %.3g), mean %.2f ± %.2f\n", c.Fit.Alpha, c.Fit.Beta, r.Mean, r.SD)
-	fmt.Fprintf(&sb, "decision threshold at a false-positive rate of %g: fingerprint accuracy ≥ %.3f (%d/%d); the paper's θ = %.2f has a fitted false-positive rate of %.2g\n",
-		c.FPR, c.Summary.Accuracy, c.Summary.Agree, fp.N, theta, r.ThetaFPR)
+	fmt.Fprintf(&sb, "decision threshold at a false-positive rate of %g (%s test): fingerprint accuracy ≥ %.3f (%d/%d); the paper's θ = %.2f has a fitted false-positive rate of %.2g\n",
+		c.FPR, r.Test, c.Summary.Accuracy, c.Summary.Agree, fp.N, theta, r.ThetaFPR)
 	for _, w := range r.Warnings {
 		fmt.Fprintf(&sb, "warning: %s\n", w)
 	}
