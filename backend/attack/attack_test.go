@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 
@@ -651,32 +652,99 @@ func TestCheckDiversity(t *testing.T) {
 	}
 }
 
-// TestCBIMRefusesBadInput checks that C-BIM panics with a *torch.Error,
-// which torch.Catch turns into an error, without references or with an
-// unknown loss.
-func TestCBIMRefusesBadInput(t *testing.T) {
-	f := models(t)
-	for _, tc := range []struct {
+// untouched is a model that counts its forward passes: a configuration
+// C-BIM refuses must be refused before any.
+type untouched struct{ calls *int }
+
+func (u untouched) Forward(x *torch.Tensor) *torch.Tensor {
+	*u.calls++
+	return x.Reshape(x.Size(0), -1)
+}
+
+// badCBIM are configurations C-BIM cannot run, each with what its error
+// must name.
+func badCBIM(m attack.Model) []struct {
+	name string
+	e    attack.Ensemble
+	c    attack.CBIMConfig
+	says string
+} {
+	ok := attack.Ensemble{Source: m, Surrogates: []attack.Model{m}, References: []attack.Model{m}}
+	def := attack.DefaultCBIM()
+	with := func(f func(c *attack.CBIMConfig)) attack.CBIMConfig {
+		c := def
+		f(&c)
+		return c
+	}
+	return []struct {
 		name string
 		e    attack.Ensemble
-		loss attack.Loss
+		c    attack.CBIMConfig
+		says string
 	}{
-		{"no references", attack.Ensemble{Source: f.src, Surrogates: []attack.Model{f.surr}}, attack.LossLinear},
-		{"unknown loss", f.ensemble(), "hinge"},
-	} {
+		{"no source", attack.Ensemble{Surrogates: []attack.Model{m}, References: []attack.Model{m}}, def, "source model"},
+		{"no references", attack.Ensemble{Source: m, Surrogates: []attack.Model{m}}, def, "reference model"},
+		{"unknown loss", ok, with(func(c *attack.CBIMConfig) { c.Loss = "hinge" }), `loss "hinge"`},
+		{"negative steps", ok, with(func(c *attack.CBIMConfig) { c.Steps = -1 }), "steps -1"},
+		{"negative eps", ok, with(func(c *attack.CBIMConfig) { c.Eps = -0.1 }), "eps -0.1"},
+		{"eps not a number", ok, with(func(c *attack.CBIMConfig) { c.Eps = math.NaN() }), "eps NaN"},
+		{"infinite alpha", ok, with(func(c *attack.CBIMConfig) { c.Alpha = math.Inf(1) }), "alpha +Inf"},
+		{"dropout of every vote", ok, with(func(c *attack.CBIMConfig) { c.Dropout = 1 }), "dropout 1"},
+		{"negative dropout", ok, with(func(c *attack.CBIMConfig) { c.Dropout = -0.5 }), "dropout -0.5"},
+		{"shift too far", ok, with(func(c *attack.CBIMConfig) { c.Shift = attack.MaxShift + 1 }), "shift"},
+		{"noise not a number", ok, with(func(c *attack.CBIMConfig) { c.Noise = math.NaN() }), "noise NaN"},
+	}
+}
+
+// TestCBIMCheck checks that CBIMConfig.Check refuses each bad
+// configuration, naming what is wrong, and passes the good ones.
+func TestCBIMCheck(t *testing.T) {
+	calls := 0
+	m := untouched{&calls}
+	for _, tc := range badCBIM(m) {
+		if err := tc.c.Check(tc.e); err == nil || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("%s: Check = %v, want an error naming %q", tc.name, err, tc.says)
+		}
+	}
+	e := attack.Ensemble{Source: m, References: []attack.Model{m}} // surrogates besides the source are optional
+	goods := map[string]attack.CBIMConfig{"default": attack.DefaultCBIM(), "zero (the linear loss, no steps)": {},
+		"no dropout, input diversity": {Eps: 0.1, Alpha: 0.01, Steps: 3, Shift: attack.MaxShift, Noise: 1}}
+	for _, l := range attack.Losses() {
+		c := attack.DefaultCBIM()
+		c.Loss = l
+		goods["loss "+string(l)] = c
+	}
+	for name, c := range goods {
+		if err := c.Check(e); err != nil {
+			t.Errorf("%s: Check = %v, want nil", name, err)
+		}
+	}
+	if calls != 0 {
+		t.Errorf("Check ran %d forward passes, want none", calls)
+	}
+}
+
+// TestCBIMRefusesBadInput checks that C-BIM, called with a configuration
+// Check refuses, fails before any forward pass with a *torch.Error (the
+// attacks' way: torch.Catch turns it into an error) that says why.
+func TestCBIMRefusesBadInput(t *testing.T) {
+	calls := 0
+	for _, tc := range badCBIM(untouched{&calls}) {
 		t.Run(tc.name, func(t *testing.T) {
-			var err error
-			f.run(t, func(x, y *torch.Tensor) {
-				err = torch.Catch(func() {
-					attack.CBIM(tc.e, x, y, attack.CBIMConfig{Eps: 0.1, Alpha: 0.01, Steps: 2, Loss: tc.loss})
+			calls = 0
+			err := torch.Catch(func() {
+				torch.Scoped(func(s *torch.Scope) {
+					x := torch.Rand(s, torch.CPU, 2, 1, 4, 4)
+					y := torch.FromSlice(s, []int64{0, 1}, 2)
+					attack.CBIM(tc.e, x, y, tc.c)
 				})
 			})
 			var te *torch.Error
-			if !errors.As(err, &te) {
-				t.Fatalf("CBIM returned %v (%T), want a *torch.Error", err, err)
+			if !errors.As(err, &te) || te.Op != "cbim" || !strings.Contains(te.Msg, tc.says) {
+				t.Fatalf("CBIM failed with %v (%T), want a *torch.Error of cbim naming %q", err, err, tc.says)
 			}
-			if te.Op != "cbim" {
-				t.Errorf("error op %q, want cbim", te.Op)
+			if calls != 0 {
+				t.Errorf("%d forward passes before the configuration was refused, want none", calls)
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package attack
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -120,14 +121,43 @@ func (e Ensemble) Conferrability(x *torch.Tensor) *torch.Tensor {
 	return ref.RSubScalar(1).Mul(surr)
 }
 
+// Check says why C-BIM cannot run on e with c, or nil: an ensemble
+// without a source or references, an unknown loss, or a setting out of
+// range. Callers that take a configuration from outside check it before
+// any work (fingerprint.Craft does).
+func (c CBIMConfig) Check(e Ensemble) error {
+	switch {
+	case e.Source == nil:
+		return errors.New("the ensemble needs a source model")
+	case len(e.References) == 0:
+		return errors.New("the ensemble needs at least one reference model")
+	case c.Steps < 0:
+		return fmt.Errorf("steps %d: want 0 or more", c.Steps)
+	case !(c.Eps >= 0) || math.IsInf(c.Eps, 1):
+		return fmt.Errorf("eps %g: want a radius of 0 or more", c.Eps)
+	case !(c.Alpha >= 0) || math.IsInf(c.Alpha, 1):
+		return fmt.Errorf("alpha %g: want a step size of 0 or more", c.Alpha)
+	case !(c.Dropout >= 0 && c.Dropout < 1):
+		return fmt.Errorf("dropout %g: want a probability in [0,1)", c.Dropout)
+	}
+	if _, err := ParseLoss(string(c.Loss)); err != nil {
+		return err
+	}
+	return CheckDiversity(c.Shift, c.Noise)
+}
+
 // CBIM is Conferrable BIM (§4.4): BIM steps on the composed ensemble's
 // conferrability score for a target class, kept in the L∞ ε-ball and in
 // [0,1]. The target of each example is, at every step, the class other than
 // its label y with the highest conferrability score, so the attack follows
 // the most conferrable direction. It returns the adversarial examples.
+//
+// Like the other attacks it panics with a *torch.Error (torch.Catch makes
+// it an error), on a libtorch failure and, before any work, on a
+// configuration that c.Check refuses.
 func CBIM(e Ensemble, x, y *torch.Tensor, c CBIMConfig) *torch.Tensor {
-	if len(e.References) == 0 {
-		panic(&torch.Error{Op: "cbim", Msg: "the ensemble needs at least one reference model"})
+	if err := c.Check(e); err != nil {
+		panic(&torch.Error{Op: "cbim", Msg: err.Error()})
 	}
 	d := x.Device()
 	members := append([]Model{e.Source}, e.Surrogates...)
@@ -201,7 +231,7 @@ func CBIM(e Ensemble, x, y *torch.Tensor, c CBIMConfig) *torch.Tensor {
 				loss = meanVote(ls, c.Dropout, d).Sum().Add(meanVote(lr, c.Dropout, d).Sum()).Neg()
 			case LossLinear, "":
 				loss = conf.Sum().Neg() // eq. 14, summed over the batch
-			default:
+			default: // not reached: Check refused it
 				panic(&torch.Error{Op: "cbim", Msg: fmt.Sprintf("unknown loss %q", c.Loss)})
 			}
 			g := torch.Grads([]*torch.Tensor{loss}, []*torch.Tensor{xi})[0]

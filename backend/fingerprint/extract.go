@@ -195,8 +195,9 @@ func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Craf
 	if len(tm.Surrogates) == 0 || len(tm.References) == 0 {
 		return nil, errors.New("extract: needs at least one training surrogate and one training reference")
 	}
-	if err := attack.CheckDiversity(cfg.CBIM.Shift, cfg.CBIM.Noise); err != nil {
-		return nil, fmt.Errorf("extract: %w", err)
+	ens := attack.Ensemble{Source: tm.Source, Surrogates: asAttack(tm.Surrogates), References: asAttack(tm.References)}
+	if err := cfg.CBIM.Check(ens); err != nil { // before any work: C-BIM would refuse it on the first batch
+		return nil, fmt.Errorf("extract: C-BIM: %w", err)
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = 100
@@ -245,7 +246,6 @@ func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Craf
 	if cfg.Natural {
 		fp.Meta.Attack, fp.Meta.Loss, fp.Meta.Eps, fp.Meta.Alpha, fp.Meta.Steps, fp.Meta.Dropout, fp.Meta.BestIterate, fp.Meta.Shift, fp.Meta.Noise = AttackNatural, "", 0, 0, 0, 0, false, 0, 0
 	}
-	ens := attack.Ensemble{Source: tm.Source, Surrogates: asAttack(tm.Surrogates), References: asAttack(tm.References)}
 	per := d.C * d.H * d.W
 	totalSteps := int64(len(start) * cfg.CBIM.Steps)
 	var done int64
