@@ -495,6 +495,7 @@ func padRule(c *runCtx, n *node, in []*aval) []aval {
 }
 
 func dropoutRule(_ *runCtx, n *node, in []*aval) []aval {
+	checkDropout(in)
 	x := need(in, 0)
 	outs := same(x, x.dt)
 	if len(n.out) > 1 && n.out[1] != "" {

@@ -515,6 +515,10 @@ func TestEstimateRefusesAsInterpreter(t *testing.T) {
 			[]*pb.TensorProto{floatInit("slope", make([]float32, 2), 2, 1, 1, 1)}, "slope [2 1 1 1] does not broadcast to input [1 1 4 4]", nil},
 		{"clip of a wide min", nodeOf("clip", "Clip", []string{"x", "lo"}, []string{"y"}),
 			[]*pb.TensorProto{floatInit("lo", []float32{0, 0}, 2)}, "min must have one element, has shape [2]", nil},
+		{"dropout", nodeOf("drop", "Dropout", []string{"x", "", "train"}, []string{"y"}),
+			[]*pb.TensorProto{{Name: "train", DataType: int32(pb.TensorProto_BOOL), Int32Data: []int32{0}}}, "", nil},
+		{"dropout training", nodeOf("drop", "Dropout", []string{"x", "", "train"}, []string{"y"}),
+			[]*pb.TensorProto{{Name: "train", DataType: int32(pb.TensorProto_BOOL), Int32Data: []int32{1}}}, "training mode is not supported", nil},
 		{"resize mode area", nodeOf("resize", "Resize", []string{"x", "", "scales"}, []string{"y"}, strAttr("mode", "area")),
 			[]*pb.TensorProto{floatInit("scales", []float32{1, 1, 2, 2}, 4)}, `mode "area" is not supported`, nil},
 	} {

@@ -935,11 +935,19 @@ func opSoftmax(log bool) opFunc {
 	}
 }
 
-func opDropout(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
-	x := need(in, 0)
-	if t := arg(in, 2); t != nil && scalarOf(t, "training_mode") != 0 {
+// checkDropout is Dropout's check: inference only, so training_mode (input
+// 2) must be false where it is given.
+func checkDropout[V value](in []V) {
+	need(in, 0)
+	var none V
+	if v := arg(in, 2); v != none && scalarOf(tensorOf(v, "training_mode"), "training_mode") != 0 {
 		fail("training mode is not supported")
 	}
+}
+
+func opDropout(c *runCtx, n *node, in []*torch.Tensor) []*torch.Tensor {
+	checkDropout(in)
+	x := in[0]
 	if len(n.out) > 1 && n.out[1] != "" {
 		return []*torch.Tensor{x, torch.Full(c.s, x.Shape(), 1, torch.Bool, x.Device())}
 	}
