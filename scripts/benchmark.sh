@@ -6,6 +6,7 @@
 #
 #   ZOO_SEED=4711 scripts/benchmark.sh       # the zoo's seeds (drawn when unset)
 #   TAG=wide WIDE=1 EXTRACT="--tau 0.75" scripts/benchmark.sh   # another extraction setting
+#   CAL99=1 ...                               # calibrate on 99 models (an exact 1 % test)
 #
 # 1. The defender (its half of the training set): a LeNet-5 source; a
 #    training fleet of 8 surrogates and 8 references over lenet, mlp and
@@ -36,8 +37,11 @@ CACHE=${CACHE:-conferral-cache/benchmark-lenet}
 # fingerprints live in $CACHE/$TAG and its report in
 # docs/results/benchmark-$TAG. WIDE=1 adds fleet2 (scripts/lib.sh) to the
 # training fleet; EXTRACT holds extract flags beyond the shared ones.
+# CAL99=1 adds calibration2's 87 models (scripts/lib.sh) to the 12: with 99
+# the calibrated decision is the exact empirical test at 1 %.
 TAG=${TAG:-}
 WIDE=${WIDE:-0}
+CAL99=${CAL99:-0}
 EXTRACT=${EXTRACT:-}
 FPS=$CACHE${TAG:+/$TAG}
 REPORT=${REPORT:-docs/results/benchmark${TAG:+-$TAG}}
@@ -73,6 +77,10 @@ for j in $(seq 0 11); do
   CAL+=("$CACHE/calibration/cal-$j-$arch.safetensors")
 done
 settle
+if [ "$CAL99" = 1 ]; then
+  calibration2
+  CAL+=("$CACHE"/calibration2/cal2-*.safetensors)
+fi
 if [ "$WIDE" = 1 ]; then
   fleet2
   SURR+=("$CACHE"/fleet2/surr2-*.safetensors) REFS+=("$CACHE"/fleet2/ref2-*.safetensors)
@@ -179,11 +187,12 @@ log "benchmark ($python_rows models from python3-torch, $((port - 18500)) of the
 CMD="ZOO_SEED=$ZOO_SEED"
 [ -z "$TAG" ] || CMD+=" TAG=$TAG"
 [ "$WIDE" != 1 ] || CMD+=" WIDE=1"
+[ "$CAL99" != 1 ] || CMD+=" CAL99=1"
 [ -z "$EXTRACT" ] || CMD+=" EXTRACT='$EXTRACT'"
 [ "$REPORT" = "docs/results/benchmark${TAG:+-$TAG}" ] || CMD+=" REPORT=$REPORT"
 CMD+=" scripts/benchmark.sh"
 $C experiment benchmark "${Q[@]}" --allow-private --fingerprint "$FPS/fp-1.safetensors,$FPS/fp-2.safetensors,$FPS/fp-3.safetensors" \
-  --describe "Fashion-MNIST; LeNet-5 source (4 epochs, defender's half); training fleet ${#SURR[@]}+${#REFS[@]}${EXTRACT:+, extract $EXTRACT}; suspects on the adversary's half, 1-4 epochs, zoo seed $ZOO_SEED" \
+  --describe "Fashion-MNIST; LeNet-5 source (4 epochs, defender's half); training fleet ${#SURR[@]}+${#REFS[@]}${EXTRACT:+, extract $EXTRACT}; ${#CAL[@]} calibration models; suspects on the adversary's half, 1-4 epochs, zoo seed $ZOO_SEED" \
   --suspects "$M" --out "$REPORT" --command "$CMD" --json >"$FPS/results-$ZOO_SEED.json"
 for s in 1 2 3; do
   cp "$FPS/fp-$s.calibration.json" "$FPS/fp-$s.png" "$REPORT/fp-$s/"
