@@ -111,15 +111,6 @@ func (v *aval) numel() int64 {
 
 func (v *aval) bytes() int64 { return satMul(v.numel(), elemSize(v.dt)) }
 
-// avalOf describes a tensor; its content is kept when it is small.
-func avalOf(t *torch.Tensor) aval {
-	v := aval{shape: t.Shape(), dt: t.DType()}
-	if t.Numel() <= maxKnown {
-		v.t = t
-	}
-	return v
-}
-
 // shapeRule infers a node's outputs from what is known of its inputs (nil
 // for an absent one). Like an opFunc it reports bad input by panicking
 // with an *opError.
