@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/conferral/conferral/shared"
 )
@@ -24,7 +26,7 @@ func (s *Server) reportList(ctx context.Context) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	committed, err := committedReports(s.cfg.Results)
+	committed, err := s.committed.reports(s.cfg.Results)
 	if err != nil {
 		return nil, err
 	}
@@ -38,6 +40,96 @@ func (s *Server) report(ctx context.Context, name string) (shared.ReportInfo, st
 		return committedReport(s.cfg.Results, folder)
 	}
 	return s.store.Report(ctx, name)
+}
+
+// committedCache keeps the listing of the committed studies between
+// requests. It is read again when the folder's modification time or one of
+// its subfolders' changed: an added, removed or renamed report, or a file
+// added to, removed from or renamed in one (what a listing shows: names,
+// and the folder's time as Created). A time too recent to tell a later
+// change in the same clock tick from the one seen is not trusted: such a
+// listing is not kept.
+type committedCache struct {
+	mu     sync.Mutex
+	dir    string
+	stamps []folderStamp // dir's own first (name "."), then its subfolders'
+	list   []shared.ReportInfo
+}
+
+// folderStamp is a folder's modification time when it was read.
+type folderStamp struct {
+	name string
+	mod  time.Time
+}
+
+// racyStamp is how recent a modification time may be for a listing read
+// with it to be kept: longer than the clock tick of file times (a jiffy on
+// Linux, 2 s on FAT).
+const racyStamp = 3 * time.Second
+
+// reports returns the committed studies under dir (committedReports), read
+// again only when a modification time says they changed. The list is the
+// caller's; its reports' Files are shared and not to be changed.
+func (c *committedCache) reports(dir string) ([]shared.ReportInfo, error) {
+	if dir == "" {
+		return nil, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dir == dir && c.stamps != nil && stampsHold(dir, c.stamps) {
+		return slices.Clone(c.list), nil
+	}
+	c.dir, c.stamps, c.list = "", nil, nil
+	now := time.Now()
+	stamps, err := stampFolders(dir) // before reading: a change made while reading moves a stamp on
+	if err != nil {
+		return nil, err
+	}
+	list, err := committedReports(dir)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.ContainsFunc(stamps, func(f folderStamp) bool { return f.mod.After(now.Add(-racyStamp)) }) {
+		c.dir, c.stamps, c.list = dir, stamps, list
+	}
+	return slices.Clone(list), nil
+}
+
+// stampFolders returns the modification times of dir and of the folders
+// directly under it (links are not followed).
+func stampFolders(dir string) ([]folderStamp, error) {
+	st, err := os.Lstat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("listing the committed studies: %w", err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("listing the committed studies: %w", err)
+	}
+	stamps := []folderStamp{{".", st.ModTime()}}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return nil, fmt.Errorf("listing the committed studies: %w", err)
+		}
+		stamps = append(stamps, folderStamp{e.Name(), fi.ModTime()})
+	}
+	return stamps, nil
+}
+
+// stampsHold says whether every folder of stamps is still a folder with
+// the same modification time.
+func stampsHold(dir string, stamps []folderStamp) bool {
+	for _, f := range stamps {
+		st, err := os.Lstat(filepath.Join(dir, f.name))
+		if err != nil || !st.IsDir() || !st.ModTime().Equal(f.mod) {
+			return false
+		}
+	}
+	return true
 }
 
 // committedReports lists the report folders directly under dir: those

@@ -161,6 +161,7 @@ type Server struct {
 	heavy      chan struct{} // a slot per heavy request running (Config.MaxHeavy)
 	stopSweep  func()        // stops the upload sweeper (retention.go)
 	closed     sync.Once
+	committed  committedCache // the listing of Config.Results (results.go)
 	// life ends when the shutdown begins: waits that must not hold it up
 	// (finish's retries while the database is away) end with it.
 	life    context.Context
