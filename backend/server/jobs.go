@@ -111,8 +111,8 @@ const finishPatience = 2 * time.Minute
 // The record is written even when ctx is done (a job the shutdown stopped
 // still records how it ended), but while the database is away it is tried
 // again only until the server begins to shut down (s.life), so that an
-// outage does not hold the shutdown up: a record left running is
-// recovered at the next start.
+// outage does not hold the shutdown up: a record left running is set
+// right by the job's next attempt, or by recover at the next start.
 func (s *Server) finish(ctx context.Context, id string, st shared.JobState, res *shared.JobResult, msg string) (shared.Job, error) {
 	ctx = context.WithoutCancel(ctx)
 	msg = s.redact(msg) // clients read it
