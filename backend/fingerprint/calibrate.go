@@ -190,10 +190,43 @@ func (c *Calibration) Architectures() []string {
 // Test is the test a decision at level fpr uses: TestEmpirical where the
 // calibration has enough models for its p-value to reach fpr, else TestFit.
 func (c *Calibration) Test(fpr float64) string {
-	if float64(len(c.Models)+1)*fpr >= 1-1e-9 {
+	if c.allowed(fpr) >= 0 {
 		return TestEmpirical
 	}
 	return TestFit
+}
+
+// allowed is the most calibration models that may agree at least as much
+// as a suspect the empirical test accuses at level fpr: the largest a with
+// (1 + a)/(N + 1) ≤ fpr, compared exactly as Empirical's p-value is, so
+// that Test, Critical and contradicts never disagree with the p-value a
+// verdict reports (a product fpr·(N + 1) with a tolerance would, for an
+// fpr just below a multiple of 1/(N + 1)). It is −1 when even a suspect
+// above every model is not accused.
+func (c *Calibration) allowed(fpr float64) int {
+	n := len(c.Models)
+	n1 := float64(n + 1)
+	a := min(max(int(fpr*n1)-1, -1), n)
+	for a >= 0 && float64(1+a)/n1 > fpr {
+		a--
+	}
+	for a < n && float64(2+a)/n1 <= fpr {
+		a++
+	}
+	return a
+}
+
+// exactModels is the fewest calibration models with which the empirical
+// test can accuse at level fpr: the smallest N with 1/(N + 1) ≤ fpr.
+func exactModels(fpr float64) int {
+	n := max(int(math.Ceil(1/fpr))-1, 0)
+	for n > 0 && 1/float64(n) <= fpr {
+		n--
+	}
+	for 1/float64(n+1) > fpr {
+		n++
+	}
+	return n
 }
 
 // Critical is the fewest agreements on the keys in subset (all keys when
@@ -212,7 +245,10 @@ func (c *Calibration) Critical(fpr float64, subset []int) int {
 	}
 	// (1 + above)/(N + 1) ≤ fpr allows `allowed` models at or above the
 	// suspect: it must agree more than the (allowed+1)-th most agreeing.
-	allowed := int(math.Floor(fpr*float64(len(c.Models)+1)+1e-9)) - 1
+	allowed := c.allowed(fpr)
+	if allowed >= len(c.Models) {
+		return 0 // every model may reach the suspect: fpr ≥ 1 accuses all
+	}
 	agree := make([]int, len(c.Models))
 	for i := range c.Models {
 		agree[i] = c.agreement(i, subset)
@@ -239,7 +275,7 @@ func (c *Calibration) Warnings() []string {
 			n, MinCalibration, 1/float64(n+1)))
 	} else if c.Test(c.FPR) == TestFit {
 		w = append(w, fmt.Sprintf("with %d independent models the empirical p-value cannot go below 1/(N+1) = %.3f, so decisions at a false-positive rate of %g rest on the beta-binomial fit's tail (conservative where the models are spread out); %d models make the test exact",
-			n, 1/float64(n+1), c.FPR, int(math.Ceil(1/c.FPR-1e-9))-1))
+			n, 1/float64(n+1), c.FPR, exactModels(c.FPR)))
 	}
 	if c.Summary.Agree > c.Fingerprints {
 		w = append(w, fmt.Sprintf("independent models agree so often that no fingerprint accuracy reaches a false-positive rate of %g: no verdict can accuse", c.FPR))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -301,5 +302,62 @@ func TestSequentialVerify(t *testing.T) {
 	other.Keys[0] = (other.Keys[0] + 1) % 10
 	if _, err := fingerprint.Verify(ctx, rate("x", other, 0.5, 1), other, fingerprint.Rule{Calibration: cal}); !errors.Is(err, fingerprint.ErrOtherFingerprint) {
 		t.Errorf("another fingerprint's calibration: %v", err)
+	}
+}
+
+// The critical count and the test switch agree exactly with the p-values a
+// verdict reports, on all the keys and on subsets, with ties among the
+// models and at levels just below a multiple of 1/(N + 1): accusing is
+// k ≥ Critical iff the empirical p-value is at or below the level (with
+// enough models), iff the fit's tail is and no model reaches k (without).
+func TestCriticalMatchesEmpirical(t *testing.T) {
+	ctx := context.Background()
+	fp := synthetic(100)
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, nm := range []int{19, 49, 98, 99, 120} {
+		var models []fingerprint.IndependentModel
+		for j := range nm {
+			// Four rates and five seeds: at most twenty distinct answer
+			// patterns, so many models tie, on all keys and on subsets.
+			p := []float64{0.1, 0.2, 0.3, 0.45}[r.IntN(4)]
+			models = append(models, fingerprint.IndependentModel{Suspect: rate(fmt.Sprint("m", j), fp, p, uint64(r.IntN(5))), Arch: "mlp"})
+		}
+		cal, err := fingerprint.Calibrate(ctx, fp, models, fingerprint.DefaultFPR)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n1 := float64(nm + 1)
+		subsets := [][]int{nil, {}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, r.Perm(100)[:37]}
+		for _, fpr := range []float64{0.01, 0.05, 0.02, 1 / n1, math.Nextafter(1/n1, 0), 3 / n1, math.Nextafter(3/n1, 0), 0.0499999999995, 0.00999999999, 0.2} {
+			if fpr >= 0.5 {
+				continue
+			}
+			wantTest := fingerprint.TestFit
+			if 1/n1 <= fpr {
+				wantTest = fingerprint.TestEmpirical
+			}
+			if got := cal.Test(fpr); got != wantTest {
+				t.Errorf("%d models at %g: test %q, want %q", nm, fpr, got, wantTest)
+			}
+			for _, sub := range subsets {
+				n := 100
+				if sub != nil {
+					n = len(sub)
+				}
+				crit := cal.Critical(fpr, sub)
+				for k := 0; k <= n+1; k++ {
+					emp := cal.Empirical(k, sub)
+					want := emp <= fpr
+					if wantTest == fingerprint.TestFit {
+						want = cal.Fit.Tail(k, n) <= fpr && emp == 1/n1
+					}
+					if (k >= crit) != want {
+						t.Errorf("%d models at %g on %d keys: %d agreements accused %v (critical %d), empirical p %g, fit %g",
+							nm, fpr, n, k, k >= crit, crit, emp, cal.Fit.Tail(k, n))
+						break
+					}
+				}
+			}
+		}
 	}
 }
