@@ -267,18 +267,23 @@ func (c *Calibration) contradicts(agree int, subset []int, fpr float64) bool {
 	return c.above(agree, subset) > int(fpr*float64(len(c.Models)))
 }
 
-// Warnings says what limits the calibration's evidence.
-func (c *Calibration) Warnings() []string {
+// Warnings says what limits the calibration's evidence at its own level.
+func (c *Calibration) Warnings() []string { return c.WarningsAt(c.FPR) }
+
+// WarningsAt says what limits the calibration's evidence for decisions at
+// level fpr: a verdict's rule may test at another level than the
+// calibration's own, and which test decides depends on it.
+func (c *Calibration) WarningsAt(fpr float64) []string {
 	var w []string
 	if n := len(c.Models); n < MinCalibration {
 		w = append(w, fmt.Sprintf("only %d independent models calibrate this fingerprint (at least %d advised): the fitted tail rests on few points, and the empirical p-value cannot go below 1/(N+1) = %.3f",
 			n, MinCalibration, 1/float64(n+1)))
-	} else if c.Test(c.FPR) == TestFit {
+	} else if c.Test(fpr) == TestFit {
 		w = append(w, fmt.Sprintf("with %d independent models the empirical p-value cannot go below 1/(N+1) = %.3f, so decisions at a false-positive rate of %g rest on the beta-binomial fit's tail (conservative where the models are spread out); %d models make the test exact",
-			n, 1/float64(n+1), c.FPR, exactModels(c.FPR)))
+			n, 1/float64(n+1), fpr, exactModels(fpr)))
 	}
-	if c.Summary.Agree > c.Fingerprints {
-		w = append(w, fmt.Sprintf("independent models agree so often that no fingerprint accuracy reaches a false-positive rate of %g: no verdict can accuse", c.FPR))
+	if c.Critical(fpr, nil) > c.Fingerprints {
+		w = append(w, fmt.Sprintf("independent models agree so often that no fingerprint accuracy reaches a false-positive rate of %g: no verdict can accuse", fpr))
 	}
 	return w
 }

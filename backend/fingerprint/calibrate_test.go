@@ -87,6 +87,16 @@ func TestCalibratedVerdicts(t *testing.T) {
 	if got := cal.Test(fingerprint.DefaultFPR); got != fingerprint.TestFit {
 		t.Errorf("30 models test at 1 %% by %q, want %q", got, fingerprint.TestFit)
 	}
+	// At 5 % the same thirty models decide by the empirical test, and a
+	// verdict at that level carries no warning about the fit.
+	if w := cal.WarningsAt(0.05); len(w) != 0 {
+		t.Errorf("30 models at 5 %%: warnings %v", w)
+	}
+	if v, err := fingerprint.Verify(ctx, &keyed{name: "s", fp: fp, agrees: func(i int) bool { return i < 30 }}, fp, fingerprint.Rule{Calibration: cal, FPR: 0.05}); err != nil {
+		t.Fatal(err)
+	} else if v.Null.Test != fingerprint.TestEmpirical || len(v.Null.Warnings) != 0 {
+		t.Errorf("a verdict at 5 %% by %q warns %v", v.Null.Test, v.Null.Warnings)
+	}
 	crit := cal.Summary.Agree
 	t.Logf("null Beta(%.2f, %.2f), mean %.3f; accuses from %d of 100", cal.Fit.Alpha, cal.Fit.Beta, cal.Fit.Mean(), crit)
 	for _, tc := range []struct {

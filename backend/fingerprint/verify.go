@@ -325,7 +325,7 @@ func (r Rule) judge(v *Verdict, decision stats.Decision) {
 	crit := c.Critical(r.FPR, subset)
 	v.Threshold = float64(crit) / float64(n)
 	v.Null = &shared.Null{Models: len(c.Models), Architectures: c.Architectures(), Alpha: c.Fit.Alpha, Beta: c.Fit.Beta,
-		Mean: c.Fit.Mean(), SD: c.Fit.SD(), FPR: r.FPR, Test: c.Test(r.FPR), Threshold: v.Threshold, Calibration: c.Digest(), Warnings: c.Warnings()}
+		Mean: c.Fit.Mean(), SD: c.Fit.SD(), FPR: r.FPR, Test: c.Test(r.FPR), Threshold: v.Threshold, Calibration: c.Digest(), Warnings: c.WarningsAt(r.FPR)}
 	switch {
 	case k >= crit:
 		v.Outcome = Derived
