@@ -219,9 +219,9 @@ func TestEmpiricalTest(t *testing.T) {
 		outcome     string
 		explanation string
 	}{
-		{"above every model at 1 %", 0.01, fingerprint.TestEmpirical, top + 1, top + 1, fingerprint.Derived, "empirical p, exact"},
-		{"level with the top model", 0.01, fingerprint.TestEmpirical, top + 1, top, fingerprint.Inconclusive, "inconclusive"},
-		{"above all but four at 5 %", 0.05, fingerprint.TestEmpirical, fifth + 1, fifth + 1, fingerprint.Derived, "empirical p, exact"},
+		{"above every model at 1 %", 0.01, fingerprint.TestEmpirical, top + 1, top + 1, fingerprint.Derived, "none of them agreed as much as the suspect (empirical p = 0.01, exact"},
+		{"level with the top model", 0.01, fingerprint.TestEmpirical, top + 1, top, fingerprint.Inconclusive, "by the empirical test"},
+		{"above all but four at 5 %", 0.05, fingerprint.TestEmpirical, fifth + 1, fifth + 1, fingerprint.Derived, "of them agreed as much as the suspect (empirical p = 0."},
 		{"at 0.5 % the models are too few", 0.005, fingerprint.TestFit, -1, top + 1, fingerprint.Inconclusive, "fitted"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -249,6 +249,21 @@ func TestEmpiricalTest(t *testing.T) {
 			}
 		})
 	}
+	// Sequentially, an accusation on the keys asked so far needs their
+	// empirical p-value at or below the level too, and says on how many
+	// keys it rests (the exactness is the fixed-size test's).
+	fp99, cal99 := calibrated(t, 99)
+	v, err := fingerprint.Verify(ctx, rate("s", fp99, 0.85, 77), fp99, fingerprint.Rule{Calibration: cal99, Sequential: &fingerprint.Sequential{Batch: 5, Seed: 7}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Outcome != fingerprint.Derived || v.Sequential.Decision != fingerprint.Derived || v.Fingerprints >= 100 || v.Null.Test != fingerprint.TestEmpirical ||
+		*v.EmpiricalP > 0.01 || float64(v.Agree) < v.Threshold*float64(v.Fingerprints)-1e-9 ||
+		!strings.Contains(v.Explain(), fmt.Sprintf("on the %d keys asked", v.Fingerprints)) || strings.Contains(v.Explain(), "exact") {
+		t.Errorf("sequential accusation by %q after %d keys: %s, %d agreeing, threshold %.2f, empirical p %.3f: %s",
+			v.Null.Test, v.Fingerprints, v.Outcome, v.Agree, v.Threshold, *v.EmpiricalP, v.Explain())
+	}
+
 	// On a subset of the keys (a sequential verification's), the test
 	// counts each model's agreement on that subset.
 	subset := []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"strings"
 
@@ -376,8 +377,17 @@ func (v *Verdict) Explain() string {
 	switch v.Outcome {
 	case Derived:
 		if nl.Test == TestEmpirical {
-			fmt.Fprintf(&b, "The %s; the suspect agrees more than all but a share %.2g of them (empirical p, exact for a model like them; the beta-binomial fit says %.2g). At a false-positive rate of %g the test accuses from %.0f%% on: it is derived from the source.",
-				null, *v.EmpiricalP, *v.PValue, nl.FPR, 100*v.Threshold)
+			// EmpiricalP is (1 + as much)/(N + 1): name the count itself.
+			asMuch := "none"
+			if a := int(math.Round(*v.EmpiricalP*float64(nl.Models+1))) - 1; a > 0 {
+				asMuch = fmt.Sprint(a)
+			}
+			exact := "exact for a model like them"
+			if v.Sequential != nil {
+				exact = fmt.Sprintf("on the %d keys asked", v.Fingerprints)
+			}
+			fmt.Fprintf(&b, "The %s; %s of them agreed as much as the suspect (empirical p = %.2g, %s; the beta-binomial fit says %.2g). At a false-positive rate of %g the empirical test accuses from %.0f%% on: it is derived from the source.",
+				null, asMuch, *v.EmpiricalP, exact, *v.PValue, nl.FPR, 100*v.Threshold)
 			break
 		}
 		fmt.Fprintf(&b, "The %s; a model like them would agree this often with probability %.2g (fitted), and %.2g of them did (empirical). At a false-positive rate of %g the test accuses from %.0f%% on: it is derived from the source.",
@@ -386,8 +396,8 @@ func (v *Verdict) Explain() string {
 		fmt.Fprintf(&b, "The %s; accusing needs %.0f%% at a false-positive rate of %g, and a derived model agrees about θ = %.0f%%: the whole interval is below both, no evidence that it was derived from the source.",
 			null, 100*v.Threshold, nl.FPR, 100*v.Theta)
 	default:
-		fmt.Fprintf(&b, "The %s; accusing needs %.0f%% at a false-positive rate of %g (p = %.2g fitted, %.2g empirical). The interval reaches that line, so the fingerprints cannot decide: inconclusive.",
-			null, 100*v.Threshold, nl.FPR, *v.PValue, *v.EmpiricalP)
+		fmt.Fprintf(&b, "The %s; accusing needs %.0f%% at a false-positive rate of %g by the %s test (p = %.2g fitted, %.2g empirical), and clearing needs the whole interval below %.0f%%. The suspect falls short of the one and its interval reaches the other, so the fingerprints cannot decide: inconclusive.",
+			null, 100*v.Threshold, nl.FPR, nl.Test, *v.PValue, *v.EmpiricalP, 100*min(v.Threshold, v.Theta))
 	}
 	if s := v.Sequential; s != nil {
 		fmt.Fprintf(&b, " Sequential test (SPRT against a derived model agreeing %.0f%%, β = %g): decided %s after %d answers.", 100*s.DerivedRate, s.Miss, s.Decision, s.Used)
