@@ -264,6 +264,27 @@ func TestEmpiricalTest(t *testing.T) {
 			v.Null.Test, v.Fingerprints, v.Outcome, v.Agree, v.Threshold, *v.EmpiricalP, v.Explain())
 	}
 
+	// Against models this spread out, Wald's test finds a suspect agreeing
+	// far above its derived rate likelier under the null (whose beta puts
+	// mass near 1) than under that rate: clearing it needs, as the
+	// fixed-size rule does, the interval on the keys asked below both the
+	// accusing line and θ. A near copy is accused, a model agreeing like
+	// the least agreeing third is still cleared early.
+	seq := fingerprint.Rule{Calibration: cal, Sequential: &fingerprint.Sequential{Batch: 5, Seed: 7}}
+	for _, tc := range []struct {
+		p       float64
+		outcome string
+	}{{0.95, fingerprint.Derived}, {1, fingerprint.Derived}, {0.02, fingerprint.Independent}} {
+		v, err := fingerprint.Verify(ctx, rate("s", fp, tc.p, 77), fp, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Outcome != tc.outcome || (v.Outcome == fingerprint.Independent && (v.Interval[1] >= min(v.Threshold, v.Theta) || v.Fingerprints >= 50)) {
+			t.Errorf("sequential, agreeing %.2f: %s after %d keys (sequential %+v), interval %.2f–%.2f, threshold %.2f; want %s",
+				tc.p, v.Outcome, v.Fingerprints, v.Sequential, v.Interval[0], v.Interval[1], v.Threshold, tc.outcome)
+		}
+	}
+
 	// On a subset of the keys (a sequential verification's), the test
 	// counts each model's agreement on that subset.
 	subset := []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}

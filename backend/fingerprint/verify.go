@@ -271,6 +271,14 @@ func VerifyWatched(ctx context.Context, s suspect.Suspect, fp *Fingerprint, r Ru
 				if decision == stats.RejectNull && r.Calibration.contradicts(v.Agree, v.Order, r.FPR) {
 					decision = stats.Continue
 				}
+				// And clearing needs what the fixed-size rule's does on
+				// them: the interval below the accusing line and θ. H₁ is
+				// one rate, and against a null spread out enough to put
+				// mass near 1 a suspect agreeing far above that rate —
+				// even on every key — looks likelier independent.
+				if decision == stats.AcceptNull && !r.clears(v.Agree, v.Order) {
+					decision = stats.Continue
+				}
 				if decision != stats.Continue {
 					break // the rest of the batch was asked but is not needed
 				}
@@ -290,6 +298,15 @@ func VerifyWatched(ctx context.Context, s suspect.Suspect, fp *Fingerprint, r Ru
 	}
 	r.judge(v, decision)
 	return v, nil
+}
+
+// clears says whether agree agreements on the keys in subset clear a
+// suspect by the calibrated rule: the upper end of the interval below both
+// the calibrated test's accusing line on those keys and θ.
+func (r Rule) clears(agree int, subset []int) bool {
+	n := len(subset)
+	_, hi := stats.ClopperPearson(agree, n, r.Confidence)
+	return hi < min(float64(r.Calibration.Critical(r.FPR, subset))/float64(n), r.Theta)
 }
 
 // judge fills in the verdict's statistics and outcome from its answers.
