@@ -22,11 +22,13 @@ import (
 
 // A calibration records how often independent models — trained without
 // the source, and taking no part in crafting the fingerprint — agree with
-// its keys. It is the null hypothesis of every calibrated verdict: a
-// beta-binomial fit over the models (they differ from each other, which a
-// single binomial rate cannot say), and their raw answers for an empirical
-// p-value beside it. It lives in its own file, bound to the fingerprint by
-// the fingerprint's commitment.
+// its keys. It is the null hypothesis of every calibrated verdict: the
+// models' raw answers, for an empirical (conformal) p-value that decides
+// wherever there are enough models for the level (Test), and a
+// beta-binomial fit over them (they differ from each other, which a single
+// binomial rate cannot say) that decides where there are too few and drives
+// the sequential test. It lives in its own file, bound to the fingerprint
+// by the fingerprint's commitment.
 
 // DefaultFPR is the false-positive rate a calibrated decision targets
 // unless told otherwise.
@@ -46,8 +48,8 @@ const (
 	// N + 1 ≥ 1/level models.
 	TestEmpirical = shared.TestEmpirical
 	// TestFit accuses when the beta-binomial fit's tail is at or below the
-	// level and no more of the models than the level allows reach the
-	// suspect: what fewer models allow. A single beta over models that
+	// level and none of the models reaches the suspect (with N + 1 < 1/level
+	// the level allows none): what fewer models allow. A single beta over models that
 	// agree anywhere from 0 to 0.7 has a heavier upper tail than the
 	// models show, so this test is conservative where they are spread out.
 	TestFit = shared.TestFit
@@ -81,8 +83,9 @@ type CalibrationModel struct {
 	Matches string `json:"matches"`
 }
 
-// CalibrationThreshold is the fit's decision threshold at a
-// false-positive rate, for readers of the file.
+// CalibrationThreshold is the decision threshold at the calibration's own
+// false-positive rate, by the test its models allow there (Test), for
+// readers of the file; it is recomputed on load.
 type CalibrationThreshold struct {
 	FPR      float64 `json:"fpr"`
 	Agree    int     `json:"agree"`    // fewest agreements that accuse
