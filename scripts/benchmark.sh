@@ -86,14 +86,17 @@ if [ "$WIDE" = 1 ]; then
   SURR+=("$CACHE"/fleet2/surr2-*.safetensors) REFS+=("$CACHE"/fleet2/ref2-*.safetensors)
 fi
 
-# 2. Three fingerprints, each calibrated.
+# 2. Three fingerprints, each calibrated. C-BIM's settings, unless EXTRACT
+# asks for natural errors (extract refuses them there).
+CBIM=(--eps 0.05 --steps 50 --loss geometric --best-iterate)
+[[ " $EXTRACT " != *" --natural "* ]] || CBIM=()
 for s in 1 2 3; do
   fp=$FPS/fp-$s.safetensors
   if [ ! -f "$fp" ]; then
     log "extract $fp $EXTRACT"
     # shellcheck disable=SC2086 # EXTRACT is a list of flags
     $C extract "${Q[@]}" --source "$SRC" --surrogates "$(join "${SURR[@]}")" --references "$(join "${REFS[@]}")" \
-      --eps 0.05 --steps 50 --loss geometric --best-iterate --tau 0.5 --tau-surr 1 --candidates 600 --seed "$s" $EXTRACT \
+      "${CBIM[@]}" --tau 0.5 --tau-surr 1 --candidates 600 --seed "$s" $EXTRACT \
       --out "$fp" --sheet "$FPS/fp-$s.png" >/dev/null
   fi
   [ -f "${fp%.safetensors}.calibration.json" ] || $C calibrate "${Q[@]}" --fingerprint "$fp" --models "$(join "${CAL[@]}")" >/dev/null

@@ -48,13 +48,14 @@ CAL=$(join "$CACHE"/calibration/cal-*.safetensors)
 FPS=() NAMES=()
 variant() {
   local name=$1 fleet=$2; shift 2
-  local fp=$CACHE/levers/$name.safetensors surr refs
+  local fp=$CACHE/levers/$name.safetensors surr refs cbim=(--eps 0.05 --steps 50 --loss geometric --best-iterate)
+  [[ " $* " != *" --natural "* ]] || cbim=() # extract refuses C-BIM's settings for natural errors
   if [ "$fleet" = 8 ]; then surr=$(join "${SURR1[@]}") refs=$(join "${REFS1[@]}"); else surr=$(join "${SURR2[@]}") refs=$(join "${REFS2[@]}"); fi
   if [ ! -f "$fp" ]; then
     log "extract $name ($*)"
     local t0=$SECONDS
     $C extract "${Q[@]}" --source "$SRC" --surrogates "$surr" --references "$refs" \
-      --eps 0.05 --steps 50 --loss geometric --best-iterate --tau 0.5 --tau-surr 1 --candidates 600 --seed 1 "$@" \
+      "${cbim[@]}" --tau 0.5 --tau-surr 1 --candidates 600 --seed 1 "$@" \
       --out "$fp" --sheet "${fp%.safetensors}.png" >/dev/null
     echo $((SECONDS - t0)) >"${fp%.safetensors}.seconds"
   fi
