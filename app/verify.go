@@ -569,8 +569,13 @@ func plainWords(vd *shared.Verdict) string {
 	switch vd.Outcome {
 	case shared.OutcomeDerived:
 		if vd.Null.Test == shared.TestEmpirical {
-			s += null + fmt.Sprintf(" The suspect agreed more often than all but a share %s of them, so it was derived from your model "+
-				"(the test accuses at most %g of independent models like these).", pvalue(*vd.EmpiricalP), vd.Null.FPR)
+			above := int(*vd.EmpiricalP*float64(vd.Null.Models+1)+0.5) - 1 // (1 + above)/(N + 1)
+			who := "none of them agreed as often"
+			if above > 0 {
+				who = fmt.Sprintf("only %d of them agreed as often", above)
+			}
+			s += null + fmt.Sprintf(" The suspect agreed on %s and %s, so it was derived from your model "+
+				"(this test accuses at most %g of independent models like these).", pct(vd.Accuracy), who, vd.Null.FPR)
 			break
 		}
 		s += null + fmt.Sprintf(" An independent model would agree this often with probability %s, so the suspect was derived from your model "+
@@ -578,7 +583,8 @@ func plainWords(vd *shared.Verdict) string {
 	case shared.OutcomeIndependent:
 		s += null + fmt.Sprintf(" Accusing would take %s or more, above everything the suspect's answers allow: no evidence that it was derived from your model.", pct(vd.Threshold))
 	default:
-		s += null + fmt.Sprintf(" Accusing takes %s; the suspect's range reaches that line, so the fingerprints cannot decide. More fingerprints would.", pct(vd.Threshold))
+		s += null + fmt.Sprintf(" Accusing takes %s; clearing needs the whole range below both that and the paper's θ = %s. The suspect's range is between, so the fingerprints cannot decide. More fingerprints would narrow it.",
+			pct(vd.Threshold), pct(vd.Theta))
 	}
 	if len(vd.Null.Warnings) > 0 {
 		s += " Caution: " + strings.Join(vd.Null.Warnings, "; ") + "."

@@ -187,9 +187,10 @@ func (b *Benchmark) write(dir report.Dir, r *BenchResult) error {
 	fmt.Fprintf(&md, "Frozen before any suspect was judged (file `RULE`): decision rule `%s`, fingerprint commitment `%s` (%d fingerprints: %s, τ = %g, τ_S = %g).\n\n",
 		r.RuleHash, r.Commitment, fp.N, fp.Meta.Method(), fp.Meta.Tau, fp.Meta.TauSurr)
 	if c := b.Rule.Calibration; c != nil {
+		fpr := cmp.Or(b.Rule.FPR, c.FPR) // the rule's level, as Verify reads it
 		fmt.Fprintf(&md, "Calibrated by %d independent models (%s), none of them among the suspects: agreement Beta(%.3g, %.3g), mean %.2f ± %.2f; the rule accuses from fingerprint accuracy %.3f at a false-positive rate of %g by the %s test (the paper's θ = %g shown beside it).\n\n",
-			len(c.Models), strings.Join(c.Architectures(), ", "), c.Fit.Alpha, c.Fit.Beta, c.Fit.Mean(), c.Fit.SD(), c.Summary.Accuracy, c.FPR, c.Test(c.FPR), b.Rule.Theta)
-		for _, w := range c.Warnings() {
+			len(c.Models), strings.Join(c.Architectures(), ", "), c.Fit.Alpha, c.Fit.Beta, c.Fit.Mean(), c.Fit.SD(), float64(c.Critical(fpr, nil))/float64(c.Fingerprints), fpr, c.Test(fpr), b.Rule.Theta)
+		for _, w := range c.WarningsAt(fpr) {
 			fmt.Fprintf(&md, "**Caution:** %s.\n\n", w)
 		}
 	} else {
