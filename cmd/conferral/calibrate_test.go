@@ -101,7 +101,8 @@ func TestCalibrateVerifyBenchmark(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &cal); err != nil {
 		t.Fatal(err)
 	}
-	if cal.Calibration != fingerprint.CalibrationPath(fpPath) || len(cal.Models) != 3 || cal.Models[0].Arch != "mlp" || len(cal.Warnings) != 1 || cal.FPR != 0.01 {
+	if cal.Calibration != fingerprint.CalibrationPath(fpPath) || len(cal.Models) != 3 || cal.Models[0].Arch != "mlp" || len(cal.Warnings) != 1 || cal.FPR != 0.01 ||
+		cal.Test != fingerprint.TestFit { // three models cannot reach 1 % empirically
 		t.Errorf("calibration %+v", cal)
 	}
 	// The same model twice is refused, and nothing is written.
