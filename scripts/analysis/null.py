@@ -102,7 +102,7 @@ def main(results, specs):
             spread = f"{k.min() / n:.2f}–{np.median(k) / n:.2f}–{k.max() / n:.2f}"
             cands = []
             a, b = fit(k, n)
-            cands.append((f"one beta-binomial Beta({a:.2g}, {b:.2g}) (shipped)", line(lambda t: stats.betabinom.sf(t - 1, n, a, b), n)))
+            cands.append((f"one beta-binomial Beta({a:.2g}, {b:.2g}) (the fitted test: shipped below 99 models)", line(lambda t: stats.betabinom.sf(t - 1, n, a, b), n)))
             m, chosen = mixture(k, n)
             if m is not None:
                 _, pi, A, B = m
