@@ -1,0 +1,198 @@
+package experiment
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/conferral/conferral/backend/attack"
+	"github.com/conferral/conferral/backend/fingerprint"
+	"github.com/conferral/conferral/backend/report"
+	"github.com/conferral/conferral/backend/torch"
+)
+
+// TestBitDepth checks the bit-depth squeezer against hand-computed values:
+// 4 bits are the 16 levels k/15.
+func TestBitDepth(t *testing.T) {
+	for _, tc := range []struct {
+		bits   int
+		in     float32
+		wantK  float64 // the level, out of 2^bits − 1
+		levels float64
+	}{
+		{4, 0, 0, 15},
+		{4, 1, 15, 15},
+		{4, 0.5, 8, 15},  // 7.5 rounds to even: 8
+		{4, 0.3, 5, 15},  // float32 0.3 is 0.30000001: 4.5000002 → 5
+		{4, 0.1, 2, 15},  // 1.5 → 2
+		{4, 0.12, 2, 15}, // 1.8 → 2
+		{1, 0.49, 0, 1},
+		{1, 0.51, 1, 1},
+		{8, 0.2, 51, 255},
+	} {
+		got := BitDepth([]float32{tc.in}, tc.bits)[0]
+		if want := tc.wantK / tc.levels; math.Abs(float64(got)-want) > 1e-6 {
+			t.Errorf("BitDepth(%g, %d) = %g, want %g", tc.in, tc.bits, got, want)
+		}
+	}
+}
+
+// TestMedian2x2 checks the 2×2 median filter against a hand-computed image:
+// each output is the third smallest of the pixel, its right, lower and
+// lower-right neighbours, the edge repeated.
+func TestMedian2x2(t *testing.T) {
+	// One 3×3 image, then a second channel that is constant.
+	in := []float32{
+		1, 5, 2,
+		7, 3, 9,
+		4, 8, 6,
+		0.5, 0.5, 0.5,
+		0.5, 0.5, 0.5,
+		0.5, 0.5, 0.5,
+	}
+	want := []float32{
+		5, 5, 9, // {1,5,7,3}→5; {5,2,3,9}→5; {2,2,9,9}→9
+		7, 8, 9, // {7,3,4,8}→7; {3,9,8,6}→8; {9,9,6,6}→9
+		8, 8, 6, // {4,8,4,8}→8; {8,6,8,6}→8; {6,6,6,6}→6
+		0.5, 0.5, 0.5,
+		0.5, 0.5, 0.5,
+		0.5, 0.5, 0.5,
+	}
+	got := Median2x2(in, 1, 2, 3, 3)
+	if !slices.Equal(got, want) {
+		t.Errorf("Median2x2 =\n%v\nwant\n%v", got, want)
+	}
+	two := Median2x2(append(slices.Clone(in[:9]), in[:9]...), 2, 1, 3, 3) // two images of one channel
+	if !slices.Equal(two[:9], want[:9]) || !slices.Equal(two[9:], want[:9]) {
+		t.Errorf("two images: %v", two)
+	}
+}
+
+// TestGame checks the game's bookkeeping: an adversary shown benign inputs
+// as B₁ wins about half the time (the interval holds 0.5), one shown
+// inputs its detector separates perfectly wins nearly always, and the
+// batch threshold keeps its false-positive rate on benign data.
+func TestGame(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	benign := make([]float64, 2000)
+	for i := range benign {
+		benign[i] = rng.NormFloat64()
+	}
+	shifted := make([]float64, 500)
+	for i := range shifted {
+		shifted[i] = 10 + rng.NormFloat64()
+	}
+	held := make([]float64, 2000)
+	for i := range held {
+		held[i] = rng.NormFloat64()
+	}
+	for _, tc := range []struct {
+		name     string
+		pos      []float64
+		batch    int
+		lo, hi   float64 // the win rate must lie here
+		holdHalf bool    // and its interval must hold 0.5
+	}{
+		{"B1 benign, batch 1", held[:500], 1, 0.40, 0.60, true},
+		{"B1 benign, batch 10", held[:500], 10, 0.40, 0.60, true},
+		{"B1 benign, batch 100", held[:500], 100, 0.40, 0.60, true},
+		{"B1 separable, batch 1", shifted, 1, 0.95, 1, false},
+		{"B1 separable, batch 10", shifted, 10, 0.95, 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			thr := BatchThreshold(benign, tc.batch, 0.05, 4000, rng)
+			g := PlayGame(held, tc.pos, tc.batch, 2000, thr, rng)
+			if w := g.WinRate(); w < tc.lo || w > tc.hi {
+				t.Errorf("win rate %.3f [%.3f, %.3f], want in [%g, %g]", w, g.Lo, g.Hi, tc.lo, tc.hi)
+			}
+			if tc.holdHalf && (g.Lo > 0.5 || g.Hi < 0.5) {
+				t.Errorf("interval [%.3f, %.3f] excludes 0.5", g.Lo, g.Hi)
+			}
+			if g.FPR > 0.09 {
+				t.Errorf("false-positive rate %.3f at a 5 %% threshold", g.FPR)
+			}
+		})
+	}
+	auc, lo, hi := BootstrapAUC(shifted, held, 200, rng)
+	if auc != 1 || lo != 1 || hi != 1 {
+		t.Errorf("separable AUC %g [%g, %g]", auc, lo, hi)
+	}
+	auc, lo, hi = BootstrapAUC(held[:500], held[500:], 200, rng)
+	if math.Abs(auc-0.5) > 0.06 || lo > auc || hi < auc || hi-lo > 0.15 {
+		t.Errorf("null AUC %g [%g, %g]", auc, lo, hi)
+	}
+}
+
+// TestEvasionStudy plays the game on a tiny fleet with real libtorch: the
+// defender's C-BIM and natural fingerprints from its own training models,
+// the adversary's from its own half, every detector scored, a report
+// written.
+func TestEvasionStudy(t *testing.T) {
+	ctx := context.Background()
+	ds := tinyData(t)
+	f, err := Build(ctx, t.TempDir(), Plan("mlp", []string{"mlp"}, 1, 1), ds, torch.CPU, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Free()
+	src := f.Source()
+	training := func(adversary bool) fingerprint.Training {
+		s, r := f.Select(Surrogate, adversary), f.Select(Reference, adversary)
+		return fingerprint.Training{Source: src.Model, Surrogates: models(s), References: models(r), SurrogateIDs: names(s), ReferenceIDs: names(r), SourceArch: "mlp"}
+	}
+	cfg := fingerprint.Config{CBIM: attack.DefaultCBIM(), Candidates: 40, Batch: 20, Seed: 1}
+	cfg.CBIM.Eps, cfg.CBIM.Steps = 0.1, 8
+	cb, err := fingerprint.Extract(ctx, training(false), ds.Test, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nat := cfg
+	nat.Natural = true
+	nf, err := fingerprint.Extract(ctx, training(false), ds.Test, nat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := report.Dir(t.TempDir())
+	st := &EvasionStudy{Adversary: training(true), Scorer: src.Model, ScorerName: "source", Test: ds.Test,
+		Groups: []EvasionGroup{{Name: "cbim", FPs: []*fingerprint.Fingerprint{cb}}, {Name: "natural", FPs: []*fingerprint.Fingerprint{nf}}},
+		Craft:  cfg, CNNEpochs: 1, Batches: []int{1, 10}, Trials: 200, FPR: 0.05, Boot: 50, Seed: 3, Command: "test"}
+	res, err := st.Run(ctx, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Rows) != 2*4 {
+		t.Fatalf("%d rows, want 2 groups × 4 detectors", len(res.Rows))
+	}
+	if res.AdvBenign+res.HeldBenign > ds.Test.Len()-1 || res.HeldBenign == 0 || res.Own["cbim"] == 0 || res.Own["natural"] == 0 {
+		t.Errorf("benign %d + %d of %d test inputs; own %v", res.AdvBenign, res.HeldBenign, ds.Test.Len(), res.Own)
+	}
+	for _, r := range res.Rows {
+		if !(r.AUC >= 0 && r.AUC <= 1 && r.AUCLo <= r.AUC+1e-9 && r.AUCHi >= r.AUC-1e-9) || len(r.Games) != 2 {
+			t.Errorf("%s / %s: AUC %g [%g, %g], %d games", r.Group, r.Detector, r.AUC, r.AUCLo, r.AUCHi, len(r.Games))
+		}
+		for _, g := range r.Games {
+			if g.Trials != 200 || g.Lo > g.WinRate() || g.Hi < g.WinRate() {
+				t.Errorf("%s / %s: game %+v", r.Group, r.Detector, g)
+			}
+		}
+	}
+	md, err := os.ReadFile(dir.Path("README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## Verdict", DetSqueeze, DetCNN, "natural", "batch 10"} {
+		if !strings.Contains(string(md), want) {
+			t.Errorf("report lacks %q", want)
+		}
+	}
+	// Mixed kinds in one group are refused before any work.
+	bad := *st
+	bad.Groups = []EvasionGroup{{Name: "mixed", FPs: []*fingerprint.Fingerprint{cb, nf}}}
+	if _, err := bad.Run(ctx, dir, nil); err == nil || !strings.Contains(err.Error(), "mixes") {
+		t.Errorf("mixed group: %v", err)
+	}
+}
