@@ -46,20 +46,26 @@ func logSumExp(ts []float64) float64 {
 
 // BinomialTail is P[X ≥ k] for X ~ Binomial(n, p).
 func BinomialTail(k, n int, p float64) float64 {
+	return math.Min(1, math.Exp(logBinomialTail(k, n, p)))
+}
+
+// logBinomialTail is log P[X ≥ k] for X ~ Binomial(n, p), without
+// underflow.
+func logBinomialTail(k, n int, p float64) float64 {
 	switch {
 	case k <= 0:
-		return 1
-	case k > n, p <= 0:
 		return 0
+	case k > n, p <= 0:
+		return math.Inf(-1)
 	case p >= 1:
-		return 1
+		return 0
 	}
 	lp, lq := math.Log(p), math.Log1p(-p)
 	terms := make([]float64, 0, n-k+1)
 	for i := k; i <= n; i++ {
 		terms = append(terms, LogChoose(n, i)+float64(i)*lp+float64(n-i)*lq)
 	}
-	return math.Min(1, math.Exp(logSumExp(terms)))
+	return math.Min(0, logSumExp(terms))
 }
 
 // ClopperPearson is the exact two-sided interval for a binomial proportion

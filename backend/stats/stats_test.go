@@ -331,3 +331,99 @@ func TestSPRTLogLR(t *testing.T) {
 		t.Errorf("bounds [%v, %v]", lo, hi)
 	}
 }
+
+// ModelsSPRT's log likelihood ratio against scipy (betaln, logsumexp and
+// betainc: log[∫ₗ¹ pˢ(1−p)ᶠ dp/(1−L)] − log[(1/N) Σ B(aⱼ+s, bⱼ+f)/B(aⱼ, bⱼ)]).
+func TestModelsSPRTLogLR(t *testing.T) {
+	test := stats.ModelsSPRT{Agree: []int{10, 20, 30, 40}, Keys: 50, Line: 0.8, Alpha: 0.01, Beta: 0.05}
+	if err := test.Check(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		s, f int
+		want float64
+	}{
+		{0, 0, 0}, {5, 0, 1.739140902862637}, {10, 2, 0.8206896695432153}, {30, 5, 1.2535103768734928},
+		{3, 7, -6.963730342697959}, {45, 5, 2.0443008298926344},
+	} {
+		if got := test.LogLR(tc.s, tc.f); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("LogLR(%d, %d) = %.15g, want %.15g (scipy)", tc.s, tc.f, got, tc.want)
+		}
+	}
+	// Far in the tail nothing underflows to −∞.
+	if got := test.LogLR(0, 2000); math.IsInf(got, 0) || math.IsNaN(got) || got > -100 {
+		t.Errorf("LogLR(0, 2000) = %g, want a finite, very negative number", got)
+	}
+	for _, bad := range []stats.ModelsSPRT{
+		{Keys: 50, Line: 0.8, Alpha: 0.01, Beta: 0.05},
+		{Agree: []int{10}, Keys: 50, Line: 1.02, Alpha: 0.01, Beta: 0.05}, // the calibration cannot accuse
+		{Agree: []int{60}, Keys: 50, Line: 0.8, Alpha: 0.01, Beta: 0.05},
+		{Agree: []int{10}, Keys: 50, Line: 0.8, Alpha: 0.6, Beta: 0.05},
+	} {
+		if bad.Check() == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+}
+
+// ModelsSPRT's error rates on simulated streams: independent suspects
+// drawn like the calibration models (spread from 0 to 0.75, a third near
+// 0) are accused at most α of the time; derived ones agreeing at 0.8–1
+// are accused, and mostly within half the keys.
+func TestModelsSPRTErrorRates(t *testing.T) {
+	const keys, runs = 84, 3000
+	r := rand.New(rand.NewPCG(11, 12))
+	agree := make([]int, 99)
+	for j := range agree {
+		p := 0.75 * float64(j) / 98
+		if j%3 == 0 {
+			p = 0.01
+		}
+		agree[j] = int(p*keys + 0.5)
+	}
+	test := stats.ModelsSPRT{Agree: agree, Keys: keys, Line: 0.76, Alpha: 0.01, Beta: 0.05}
+	run := func(p float64) (stats.Decision, int) {
+		s, f := 0, 0
+		for i := range keys {
+			if r.Float64() < p {
+				s++
+			} else {
+				f++
+			}
+			if d := test.Decide(s, f); d != stats.Continue {
+				return d, i + 1
+			}
+		}
+		return stats.Continue, keys
+	}
+	var accused, caught, cleared, early int
+	for range runs {
+		k := agree[r.IntN(len(agree))]
+		if d, _ := run(betaDraw(r, float64(k)+0.5, float64(keys-k)+0.5)); d == stats.RejectNull {
+			accused++
+		}
+		switch d, q := run(0.8 + 0.2*r.Float64()); d {
+		case stats.RejectNull:
+			caught++
+			if q <= keys/2 {
+				early++
+			}
+		case stats.AcceptNull:
+			cleared++
+		}
+	}
+	rate := func(n int) float64 { return float64(n) / runs }
+	se := func(p float64) float64 { return 3 * math.Sqrt(p*(1-p)/runs) } // 3 standard errors
+	if rate(accused) > 0.01+se(0.01) {
+		t.Errorf("independent models accused at %.4f, above α = 0.01", rate(accused))
+	}
+	// β bounds clearing a model of H₁ (uniform on [0.76, 1]); one at 0.8–1 is
+	// cleared no more often. The rest may run out of keys undecided.
+	if rate(cleared) > 0.05+se(0.05) {
+		t.Errorf("derived models (0.8–1) cleared at %.4f, above β = 0.05", rate(cleared))
+	}
+	if rate(caught) < 0.7 || rate(early) < 0.5 {
+		t.Errorf("derived models (0.8–1) accused at %.3f, %.3f within half the keys", rate(caught), rate(early))
+	}
+	t.Logf("accused %.4f of independent models; of derived: accused %.3f (%.3f within %d keys), cleared %.4f", rate(accused), rate(caught), rate(early), keys/2, rate(cleared))
+}
