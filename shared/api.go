@@ -515,9 +515,10 @@ type Null struct {
 type Sequential struct {
 	Used        int     `json:"used"`         // answers the decision used
 	Decision    string  `json:"decision"`     // derived, independent or none (all answers used)
-	DerivedRate float64 `json:"derived_rate"` // H₁
-	Miss        float64 `json:"miss"`         // β
-	FPR         float64 `json:"fpr"`          // α
+	DerivedRate float64 `json:"derived_rate"` // H₁: this rate, or every rate from it up (Above)
+	Above       bool    `json:"above,omitempty"`
+	Miss        float64 `json:"miss"` // β
+	FPR         float64 `json:"fpr"`  // α
 }
 
 // VerdictItem is the suspect's answer to one fingerprint.

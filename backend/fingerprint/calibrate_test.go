@@ -407,3 +407,51 @@ func TestCriticalMatchesEmpirical(t *testing.T) {
 		}
 	}
 }
+
+// With enough models the sequential test weighs the models themselves:
+// against 99 models spread from 0 to 0.75, a near copy is accused well
+// within half the keys, a model like the most agreeing ones is not, and
+// the verdict says what H₁ was.
+func TestSequentialAgainstModels(t *testing.T) {
+	ctx := context.Background()
+	fp := synthetic(100)
+	var models []fingerprint.IndependentModel
+	for j := range 99 {
+		p := 0.75 * float64(j) / 98
+		if j%3 == 0 {
+			p = 0.01
+		}
+		models = append(models, fingerprint.IndependentModel{Suspect: rate(fmt.Sprint("m", j), fp, p, uint64(900+j)), Arch: "mlp"})
+	}
+	cal, err := fingerprint.Calibrate(ctx, fp, models, fingerprint.DefaultFPR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rule := fingerprint.Rule{Calibration: cal, Sequential: &fingerprint.Sequential{Batch: 2, Seed: 3}}
+	for _, tc := range []struct {
+		p       float64
+		seed    uint64
+		outcome string
+		within  int // keys
+	}{
+		{0.97, 1, fingerprint.Derived, 50},
+		{1, 2, fingerprint.Derived, 50},
+		{0.05, 3, fingerprint.Independent, 50},
+		{0.72, 4, "", 101}, // like the most agreeing models: never accused
+	} {
+		v, err := fingerprint.Verify(ctx, rate("s", fp, tc.p, tc.seed), fp, rule)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.outcome == "" {
+			if v.Outcome == fingerprint.Derived {
+				t.Errorf("agreeing %.2f like the calibration's top models: accused after %d keys", tc.p, v.Fingerprints)
+			}
+			continue
+		}
+		if v.Outcome != tc.outcome || v.Fingerprints > tc.within || v.Sequential == nil || !v.Sequential.Above ||
+			v.Sequential.DerivedRate != float64(cal.Critical(0.01, nil))/100 || !strings.Contains(v.Explain(), "from") {
+			t.Errorf("agreeing %.2f: %s after %d keys (sequential %+v); want %s within %d: %s", tc.p, v.Outcome, v.Fingerprints, v.Sequential, tc.outcome, tc.within, v.Explain())
+		}
+	}
+}

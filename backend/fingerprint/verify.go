@@ -123,8 +123,26 @@ func (r Rule) Check(fp *Fingerprint) error {
 	return nil
 }
 
-func (r Rule) sprt() stats.SPRT {
-	return stats.SPRT{Null: r.Calibration.Fit, P1: r.Sequential.DerivedRate, Alpha: r.FPR, Beta: r.Sequential.Miss}
+// sequentialTest is a sequential test of agreements s and disagreements f.
+type sequentialTest interface {
+	Decide(s, f int) stats.Decision
+	Check() error
+}
+
+// sprt is the rule's sequential test: against the calibration models
+// themselves, with derived rates uniform above the accusing line, where
+// the empirical test decides (enough models); else against the fit, with
+// one derived rate.
+func (r Rule) sprt() sequentialTest {
+	c := r.Calibration
+	if c.Test(r.FPR) == TestEmpirical {
+		agree := make([]int, len(c.Models))
+		for i, m := range c.Models {
+			agree[i] = m.Agree
+		}
+		return stats.ModelsSPRT{Agree: agree, Keys: c.Fingerprints, Line: float64(c.Critical(r.FPR, nil)) / float64(c.Fingerprints), Alpha: r.FPR, Beta: r.Sequential.Miss}
+	}
+	return stats.SPRT{Null: c.Fit, P1: r.Sequential.DerivedRate, Alpha: r.FPR, Beta: r.Sequential.Miss}
 }
 
 // Hash is the sha256 of the whole rule for fp — the fingerprint's
@@ -235,7 +253,7 @@ func VerifyWatched(ctx context.Context, s suspect.Suspect, fp *Fingerprint, r Ru
 		order[i] = i
 	}
 	batch := fp.N
-	var test stats.SPRT
+	var test sequentialTest
 	decision := stats.Continue
 	if sq := r.Sequential; sq != nil {
 		rand.New(rand.NewPCG(uint64(sq.Seed), 0x5eed)).Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
@@ -267,7 +285,8 @@ func VerifyWatched(ctx context.Context, s suspect.Suspect, fp *Fingerprint, r Ru
 			if r.Sequential != nil {
 				decision = test.Decide(v.Agree, len(v.Order)-v.Agree)
 				// An accusation also needs the calibration's own models
-				// not to contradict it on the keys asked so far.
+				// not to contradict it on the keys asked so far: the
+				// verdict's empirical p-value on them at or below the level.
 				if decision == stats.RejectNull && r.Calibration.contradicts(v.Agree, v.Order, r.FPR) {
 					decision = stats.Continue
 				}
@@ -358,6 +377,11 @@ func (r Rule) judge(v *Verdict, decision stats.Decision) {
 	}
 	if sq := r.Sequential; sq != nil {
 		seq := &shared.Sequential{Used: n, DerivedRate: sq.DerivedRate, Miss: sq.Miss, FPR: r.FPR, Decision: "none"}
+		if c.Test(r.FPR) == TestEmpirical {
+			// H₁ is every rate from the accusing line up.
+			seq.DerivedRate = float64(c.Critical(r.FPR, nil)) / float64(c.Fingerprints)
+			seq.Above = true
+		}
 		switch decision {
 		case stats.RejectNull:
 			seq.Decision = Derived
@@ -417,7 +441,11 @@ func (v *Verdict) Explain() string {
 			null, 100*v.Threshold, nl.FPR, nl.Test, *v.PValue, *v.EmpiricalP, 100*min(v.Threshold, v.Theta))
 	}
 	if s := v.Sequential; s != nil {
-		fmt.Fprintf(&b, " Sequential test (SPRT against a derived model agreeing %.0f%%, β = %g): decided %s after %d answers.", 100*s.DerivedRate, s.Miss, s.Decision, s.Used)
+		against := fmt.Sprintf("a derived model agreeing %.0f%%", 100*s.DerivedRate)
+		if s.Above {
+			against = fmt.Sprintf("the independent models themselves, derived models agreeing anywhere from %.0f%% up", 100*s.DerivedRate)
+		}
+		fmt.Fprintf(&b, " Sequential test (SPRT against %s, β = %g): decided %s after %d answers.", against, s.Miss, s.Decision, s.Used)
 	}
 	for _, w := range nl.Warnings {
 		b.WriteString(" Caution: " + w + ".")
