@@ -27,6 +27,7 @@ CACHE=${CACHE:-conferral-cache/benchmark-lenet}
 REPORT=${REPORT:-docs/results/evasion}
 CANDIDATES=${CANDIDATES:-400}
 EPS_SWEEP=${EPS_SWEEP:-0}
+PAR=1
 C="bin/conferral"
 Q=(--quiet --threads "$THREADS")
 # shellcheck source=scripts/lib.sh
@@ -52,6 +53,7 @@ if [ "$EPS_SWEEP" = 1 ]; then
     FS+=("$CACHE/fleet/surr-$arch-$i.safetensors") FR+=("$CACHE/fleet/ref-$arch-$i.safetensors")
   done
   mkdir -p "$CACHE/eps"
+  GROUPS_+=(--fingerprints "C-BIM ε 0.05, seed 1 only=$CACHE/fp-1.safetensors")
   for eps in 0.025 0.1 0.15; do
     fp=$CACHE/eps/fp-$eps-1.safetensors
     if [ ! -f "$fp" ]; then
@@ -63,7 +65,7 @@ if [ "$EPS_SWEEP" = 1 ]; then
   done
 fi
 ARGS=(--source "$SRC" --surrogates "$(join "${SURR[@]}")" --references "$(join "${REFS[@]}")"
-  "${GROUPS_[@]}" --eps 0.05 --steps 50 --loss geometric --best-iterate --tau 0.5 --tau-surr 1
+  "${GROUPS_[@]}" --steps 50 --loss geometric --best-iterate --tau 0.5 --tau-surr 1
   --candidates "$CANDIDATES" --seed 1 --cnn-epochs 10 --batches 1,10,100 --trials 1000 --bootstrap 1000
   --describe "Source: the held-out benchmark's LeNet-5 ($SRC). The adversary's surrogates and references: $(join "${SURR[@]##*/}") and $(join "${REFS[@]##*/}") of $Z (the development zoo, trained on the adversary's half; scripts/benchmark.sh). Detectors score on the source." --out "$REPORT")
 log "experiment evasion"

@@ -90,30 +90,54 @@ func TestGame(t *testing.T) {
 	for i := range held {
 		held[i] = rng.NormFloat64()
 	}
+	held1 := make([]float64, 1000)
+	for i := range held1 {
+		held1[i] = 1 + rng.NormFloat64()
+	}
+	// The adversary's own examples for the balanced rule: fresh draws
+	// from each positive pool's distribution.
+	ownNull, ownShifted, ownOne := make([]float64, 500), make([]float64, 500), make([]float64, 500)
+	for i := range 500 {
+		ownNull[i], ownShifted[i], ownOne[i] = rng.NormFloat64(), 10+rng.NormFloat64(), 1+rng.NormFloat64()
+	}
 	for _, tc := range []struct {
 		name     string
-		pos      []float64
+		pos, own []float64
 		batch    int
-		lo, hi   float64 // the win rate must lie here
-		holdHalf bool    // and its interval must hold 0.5
+		lo, hi   float64 // the 5 % rule's win rate must lie here
+		bLo, bHi float64 // and the balanced rule's here
+		holdHalf bool    // and both intervals must hold 0.5
 	}{
-		{"B1 benign, batch 1", held[:500], 1, 0.40, 0.60, true},
-		{"B1 benign, batch 10", held[:500], 10, 0.40, 0.60, true},
-		{"B1 benign, batch 100", held[:500], 100, 0.40, 0.60, true},
-		{"B1 separable, batch 1", shifted, 1, 0.95, 1, false},
-		{"B1 separable, batch 10", shifted, 10, 0.95, 1, false},
+		// B₁ drawn from the very pool B₀ is drawn from.
+		{"B1 benign, batch 1", held, ownNull, 1, 0.45, 0.55, 0.45, 0.55, true},
+		{"B1 benign, batch 10", held, ownNull, 10, 0.45, 0.55, 0.45, 0.55, true},
+		{"B1 benign, batch 100", held, ownNull, 100, 0.45, 0.55, 0.45, 0.55, true},
+		{"B1 separable, batch 1", shifted, ownShifted, 1, 0.95, 1, 0.99, 1, false},
+		{"B1 separable, batch 10", shifted, ownShifted, 10, 0.95, 1, 0.99, 1, false},
+		// One SD apart: the 5 % rule wins ½(Φ(1 − 1.645) + 0.95) ≈ 0.60,
+		// the best single threshold ½(2Φ(0.5)) ≈ 0.69; at batch 10 both
+		// ≈ 0.94.
+		{"B1 shifted by one SD, batch 1", held1, ownOne, 1, 0.56, 0.64, 0.64, 0.73, false},
+		{"B1 shifted by one SD, batch 10", held1, ownOne, 10, 0.91, 0.98, 0.91, 0.98, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			thr := BatchThreshold(benign, tc.batch, 0.05, 4000, rng)
-			g := PlayGame(held, tc.pos, tc.batch, 2000, thr, rng)
-			if w := g.WinRate(); w < tc.lo || w > tc.hi {
-				t.Errorf("win rate %.3f [%.3f, %.3f], want in [%g, %g]", w, g.Lo, g.Hi, tc.lo, tc.hi)
-			}
-			if tc.holdHalf && (g.Lo > 0.5 || g.Hi < 0.5) {
-				t.Errorf("interval [%.3f, %.3f] excludes 0.5", g.Lo, g.Hi)
-			}
-			if g.FPR > 0.09 {
-				t.Errorf("false-positive rate %.3f at a 5 %% threshold", g.FPR)
+			bal := BalancedThreshold(tc.own, benign, tc.batch, 2000, rng)
+			for _, r := range []struct {
+				rule   string
+				thr    float64
+				lo, hi float64
+			}{{"5 % FP", thr, tc.lo, tc.hi}, {"balanced", bal, tc.bLo, tc.bHi}} {
+				g := PlayGame(held, tc.pos, tc.batch, 2000, r.thr, rng)
+				if w := g.WinRate(); w < r.lo || w > r.hi {
+					t.Errorf("%s: win rate %.3f [%.3f, %.3f], want in [%g, %g]", r.rule, w, g.Lo, g.Hi, r.lo, r.hi)
+				}
+				if tc.holdHalf && (g.Lo > 0.5 || g.Hi < 0.5) {
+					t.Errorf("%s: interval [%.3f, %.3f] excludes 0.5", r.rule, g.Lo, g.Hi)
+				}
+				if r.rule == "5 % FP" && g.FPR > 0.08 {
+					t.Errorf("false-positive rate %.3f at a 5 %% threshold", g.FPR)
+				}
 			}
 		})
 	}
@@ -167,14 +191,14 @@ func TestEvasionStudy(t *testing.T) {
 	if len(res.Rows) != 2*4 {
 		t.Fatalf("%d rows, want 2 groups × 4 detectors", len(res.Rows))
 	}
-	if res.AdvBenign+res.HeldBenign > ds.Test.Len()-1 || res.HeldBenign == 0 || res.Own["cbim"] == 0 || res.Own["natural"] == 0 {
+	if res.AdvBenign+res.HeldBenign > ds.Test.Len()-1 || res.HeldBenign == 0 || res.Own["cbim ε 0.1"] == 0 || res.Own["natural"] == 0 {
 		t.Errorf("benign %d + %d of %d test inputs; own %v", res.AdvBenign, res.HeldBenign, ds.Test.Len(), res.Own)
 	}
 	for _, r := range res.Rows {
-		if !(r.AUC >= 0 && r.AUC <= 1 && r.AUCLo <= r.AUC+1e-9 && r.AUCHi >= r.AUC-1e-9) || len(r.Games) != 2 {
+		if !(r.AUC >= 0 && r.AUC <= 1 && r.AUCLo <= r.AUC+1e-9 && r.AUCHi >= r.AUC-1e-9) || len(r.Games) != 2 || len(r.Balanced) != 2 {
 			t.Errorf("%s / %s: AUC %g [%g, %g], %d games", r.Group, r.Detector, r.AUC, r.AUCLo, r.AUCHi, len(r.Games))
 		}
-		for _, g := range r.Games {
+		for _, g := range append(r.Games, r.Balanced...) {
 			if g.Trials != 200 || g.Lo > g.WinRate() || g.Hi < g.WinRate() {
 				t.Errorf("%s / %s: game %+v", r.Group, r.Detector, g)
 			}
@@ -184,7 +208,7 @@ func TestEvasionStudy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"## Verdict", DetSqueeze, DetCNN, "natural", "batch 10"} {
+	for _, want := range []string{"## Verdict", DetSqueeze, DetCNN, "natural", "batch 10", "balanced", "adversary's pick"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report lacks %q", want)
 		}

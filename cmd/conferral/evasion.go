@@ -72,8 +72,11 @@ func runEvasion(ctx context.Context, e *env, args []string) error {
 	if cfg.Natural {
 		return usagef("--natural does not apply: each group's fingerprints say what they are, and the adversary imitates each kind")
 	}
-	if !(cfg.CBIM.Eps > 0 && cfg.CBIM.Eps <= 1) || cfg.CBIM.Steps <= 0 || cfg.Candidates <= 0 {
-		return usagef("want ε in (0,1], positive --steps and --candidates")
+	if setFlags(fs, []string{"eps"}) != nil {
+		return usagef("--eps does not apply: the adversary crafts at the ε of each group of C-BIM fingerprints it faces (the algorithm is public)")
+	}
+	if cfg.CBIM.Steps <= 0 || cfg.Candidates <= 0 {
+		return usagef("want positive --steps and --candidates")
 	}
 	if err := apply(); err != nil {
 		return err
@@ -131,8 +134,8 @@ func runEvasion(ctx context.Context, e *env, args []string) error {
 			if err != nil {
 				return usagef("--fingerprints: %s is not a fingerprint file: %v", p, err)
 			}
-			if len(g.FPs) > 0 && fp.Meta.Attack != g.FPs[0].Meta.Attack {
-				return usagef("--fingerprints: %s is %s, the group's first file %s: one kind per group", p, fp.Meta.Method(), g.FPs[0].Meta.Method())
+			if len(g.FPs) > 0 && (fp.Meta.Attack != g.FPs[0].Meta.Attack || fp.Meta.Eps != g.FPs[0].Meta.Eps) {
+				return usagef("--fingerprints: %s is %s, the group's first file %s: one kind and ε per group", p, fp.Meta.Method(), g.FPs[0].Meta.Method())
 			}
 			g.FPs = append(g.FPs, fp)
 		}

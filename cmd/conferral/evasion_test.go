@@ -36,6 +36,7 @@ func TestEvasionUsage(t *testing.T) {
 		{"empty group", base("--fingerprints", "cbim= ,"), "names no file"},
 		{"bad batches", base("--fingerprints", "f", "--batches", "1,0"), "--batches"},
 		{"bad fpr", base("--fingerprints", "f", "--fpr", "0.7"), "--fpr in (0, 0.5)"},
+		{"eps flag", base("--fingerprints", "f", "--eps", "0.1"), "--eps does not apply"},
 		{"natural flag", base("--fingerprints", "f", "--natural"), "--natural does not apply"},
 		{"detector not a model", base("--fingerprints", "f", "--detector-model", "evasion_test.go"), "--detector-model: evasion_test.go is not a model"},
 		{"surrogate not a model", []string{"experiment", "evasion", "--source", model, "--surrogates", "evasion.go", "--references", model, "--fingerprints", "f"}, "--surrogates: evasion.go is not a model"},
