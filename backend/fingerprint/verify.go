@@ -163,9 +163,18 @@ func (r Rule) Hash(fp *Fingerprint) (string, error) {
 		Calibration string      `json:"calibration,omitempty"`
 		Test        string      `json:"test,omitempty"`
 		Sequential  *Sequential `json:"sequential,omitempty"`
-	}{com, r.Theta, r.FPR, r.Confidence, "", "", r.Sequential}
+		// SequentialNull is what the sequential test's H₀ is: the
+		// calibration "models" themselves or the beta-binomial "fit".
+		SequentialNull string `json:"sequential_null,omitempty"`
+	}{com, r.Theta, r.FPR, r.Confidence, "", "", r.Sequential, ""}
 	if r.Calibration != nil {
 		frozen.Calibration, frozen.Test = r.Calibration.Digest(), r.Calibration.Test(r.FPR)
+		if r.Sequential != nil {
+			frozen.SequentialNull = "fit"
+			if frozen.Test == TestEmpirical {
+				frozen.SequentialNull = "models"
+			}
+		}
 	}
 	b, err := json.Marshal(frozen)
 	if err != nil {
