@@ -51,9 +51,12 @@ type BenchRow struct {
 
 // BenchResult is what the benchmark measured.
 type BenchResult struct {
-	RuleHash   string
-	Commitment string
-	Rows       []BenchRow
+	RuleHash string
+	// SeqRuleHash is the hash of the sequential rule each suspect is also
+	// judged by (its seed set per suspect), empty without calibration.
+	SeqRuleHash string
+	Commitment  string
+	Rows        []BenchRow
 	// Error counts over the full verdicts: false positives are independent
 	// models called derived, false negatives derived models not called
 	// derived (inconclusive included), each with a Clopper–Pearson 95 %
@@ -82,12 +85,28 @@ func (b *Benchmark) Run(ctx context.Context, dir report.Dir, progress shared.Rep
 		return nil, err
 	}
 	com, _ := b.Fingerprint.Commitment()
+	// The sequential test each suspect also gets (a calibrated rule
+	// without one gets the default, seeded by the suspect's place) is
+	// frozen too: its hash is the rule's with that test at seed 0.
+	seqRule := b.Rule
+	if seqRule.Calibration != nil && seqRule.Sequential == nil {
+		seqRule.Sequential = &fingerprint.Sequential{}
+	}
+	seqHash := ""
+	if seqRule.Sequential != nil {
+		if seqHash, err = seqRule.Hash(b.Fingerprint); err != nil {
+			return nil, err
+		}
+	}
 	// The rule is frozen on disk before the first suspect is asked.
 	frozen := fmt.Sprintf("rule %s\nfingerprint %s\ntheta %g\nfpr %g\ncalibrated %v\n", hash, com, b.Rule.Theta, b.Rule.FPR, b.Rule.Calibration != nil)
+	if seqHash != "" {
+		frozen += fmt.Sprintf("sequential %s\n", seqHash)
+	}
 	if err := os.WriteFile(dir.Path("RULE"), []byte(frozen), 0o644); err != nil {
 		return nil, err
 	}
-	res := &BenchResult{RuleHash: hash, Commitment: com}
+	res := &BenchResult{RuleHash: hash, SeqRuleHash: seqHash, Commitment: com}
 	for i, s := range b.Suspects {
 		progress.Report(shared.Event{Kind: shared.Progress, Stage: "benchmark", Step: int64(i), Total: int64(len(b.Suspects)), Message: s.Suspect.String()})
 		row := BenchRow{BenchSuspect: s, Name: s.Suspect.String()}
@@ -186,6 +205,9 @@ func (b *Benchmark) write(dir report.Dir, r *BenchResult) error {
 	fmt.Fprintf(&md, "# Held-out benchmark of suspects (%s, %s)\n\nReproduce with:\n\n    %s\n\n", b.Dataset, b.Scale, b.Command)
 	fmt.Fprintf(&md, "Frozen before any suspect was judged (file `RULE`): decision rule `%s`, fingerprint commitment `%s` (%d fingerprints: %s, τ = %g, τ_S = %g).\n\n",
 		r.RuleHash, r.Commitment, fp.N, fp.Meta.Method(), fp.Meta.Tau, fp.Meta.TauSurr)
+	if r.SeqRuleHash != "" {
+		fmt.Fprintf(&md, "Sequential rule `%s` (the same rule with Wald's test, asked in a random order seeded by each suspect's place).\n\n", r.SeqRuleHash)
+	}
 	if c := b.Rule.Calibration; c != nil {
 		fpr := cmp.Or(b.Rule.FPR, c.FPR) // the rule's level, as Verify reads it
 		fmt.Fprintf(&md, "Calibrated by %d independent models (%s), none of them among the suspects: agreement Beta(%.3g, %.3g), mean %.2f ± %.2f; the rule accuses from fingerprint accuracy %.3f at a false-positive rate of %g by the %s test (the paper's θ = %g shown beside it).\n\n",

@@ -84,6 +84,13 @@ func TestBenchmark(t *testing.T) {
 	if err != nil || !strings.Contains(string(frozen), hash) {
 		t.Errorf("RULE file %q (%v) lacks the hash", frozen, err)
 	}
+	// The sequential test every suspect also gets is frozen too.
+	seq := b.Rule
+	seq.Sequential = &fingerprint.Sequential{}
+	seqHash, _ := seq.Hash(fp)
+	if r.SeqRuleHash != seqHash || seqHash == hash || !strings.Contains(string(frozen), "sequential "+seqHash) {
+		t.Errorf("RULE file %q: want the sequential rule's hash %s", frozen, seqHash)
+	}
 	md, err := os.ReadFile(dir.Path("README.md"))
 	if err != nil {
 		t.Fatal(err)
