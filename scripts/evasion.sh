@@ -64,10 +64,12 @@ if [ "$EPS_SWEEP" = 1 ]; then
     GROUPS_+=(--fingerprints "C-BIM ε $eps=$fp")
   done
 fi
+SWEEP_NOTE="The issue's ε sweep (defender fingerprints at ε 0.025, 0.1 and 0.15) is not measured in this run: EPS_SWEEP=1 extracts one per ε (minutes each on 2 cores) and adds them as groups."
+[ "$EPS_SWEEP" = 1 ] && SWEEP_NOTE="The ε sweep: one defender fingerprint per ε (0.025, 0.1, 0.15; seed 1, the defender's training fleet of scripts/benchmark.sh, 600 start points), beside ε 0.05's seed 1 alone and its three seeds pooled."
 ARGS=(--source "$SRC" --surrogates "$(join "${SURR[@]}")" --references "$(join "${REFS[@]}")"
   "${GROUPS_[@]}" --steps 50 --loss geometric --best-iterate --tau 0.5 --tau-surr 1
   --candidates "$CANDIDATES" --seed 1 --cnn-epochs 10 --batches 1,10,100 --trials 1000 --bootstrap 1000
-  --describe "Source: the held-out benchmark's LeNet-5 ($SRC). The adversary's surrogates and references: $(join "${SURR[@]##*/}") and $(join "${REFS[@]##*/}") of $Z (the development zoo, trained on the adversary's half; scripts/benchmark.sh). Detectors score on the source." --out "$REPORT")
+  --describe "Source: the held-out benchmark's LeNet-5 ($SRC). The adversary's surrogates and references: $(join "${SURR[@]##*/}") and $(join "${REFS[@]##*/}") of $Z (the development zoo, trained on the adversary's half; scripts/benchmark.sh). Detectors score on the source. $SWEEP_NOTE" --out "$REPORT")
 log "experiment evasion"
 $C experiment evasion "${Q[@]}" "${ARGS[@]}"
 CMD="scripts/evasion.sh  # i.e. conferral experiment evasion --threads $THREADS $(printf '%q ' "${ARGS[@]}")"
