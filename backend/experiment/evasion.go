@@ -433,19 +433,28 @@ func (st *EvasionStudy) Run(ctx context.Context, dir report.Dir, progress shared
 		sel := crafted.Select(cfg.Tau, cfg.TauSurr)
 		all := crafted.All
 		// The outputs that changed the source's label: the attack's
-		// successes (with Natural: every candidate).
-		var changed []float32
+		// successes (with Natural: every candidate). Those not selected
+		// train the CNN, so that the selected ones, on which every
+		// detector is oriented and the balanced rule set, are new to it.
+		picked := map[string]bool{}
 		per := all.ImageSize()
+		for i := range sel.N {
+			picked[string(sel.Images[i*per:(i+1)*per])] = true
+		}
+		var changed, rest []float32
 		for i := range all.N {
 			if all.Keys[i] != all.Labels[i] {
 				changed = append(changed, all.ImageFloat32(i)...)
+				if !picked[string(all.Images[i*per:(i+1)*per])] {
+					rest = append(rest, all.ImageFloat32(i)...)
+				}
 			}
 		}
-		own[kind], wide[kind] = sel.Float32(), changed
+		own[kind], wide[kind] = sel.Float32(), rest
 		res.Own[kind], res.Crafted[kind] = sel.N, len(changed)/per
 		log("the adversary's own %s examples: %d selected of %d that changed the source's label", kind, sel.N, len(changed)/per)
-		if sel.N == 0 {
-			own[kind] = changed
+		if sel.N == 0 || len(rest) == 0 { // nothing selected: all of them, in-sample for the CNN
+			own[kind], wide[kind] = changed, changed
 			res.Own[kind] = len(changed) / per
 		}
 		if len(own[kind]) == 0 {
@@ -622,7 +631,7 @@ func (st *EvasionStudy) write(dir report.Dir, r *EvasionResult) error {
 	p("- Detectors score on `%s`. **Feature squeezing** (Xu et al. 2018): the larger L1 distance between the softmax of an input and of its squeezed versions (bit depth 4; 2×2 median filter). ", st.ScorerName)
 	p("**Max softmax** and **entropy**: the confidence of the softmax. ")
 	if st.CNNEpochs > 0 {
-		p("**CNN on own examples**: a LeNet-5 trained (%d epochs, Adam) on the adversary's own attack outputs that changed the source's label against as many benign inputs of its half; its score is the probability it gives to \"fingerprint\". ", st.CNNEpochs)
+		p("**CNN on own examples**: a LeNet-5 trained (%d epochs, Adam) on the adversary's own attack outputs that changed the source's label but were not selected (so the selected ones, on which it is oriented and the balanced rule set, are new to it) against as many benign inputs of its half; its score is the probability it gives to \"fingerprint\". ", st.CNNEpochs)
 	}
 	p("Each detector's direction is set on the adversary's own data: when its own examples score lower than its benign inputs on average, the score is negated (column \"flipped\").\n")
 	p("- Benign inputs: the test split without any fingerprint's image or start point, halved by the seed: the adversary's half (%d: its C-BIM start points, the CNN's benign inputs and thresholds) and a held-out half (%d: B₀ and the AUC's negatives).\n", r.AdvBenign, r.HeldBenign)
