@@ -485,8 +485,16 @@ func TestFleet(t *testing.T) {
 			t.Errorf("job %s completed %d times, want once (queue rows %d, taken back %v, record: %s on %s, attempt %d)",
 				id, n, completed[id], reaped[id], j.State, j.Worker, j.Attempt)
 		}
-		if reaped[id] && j.Worker == survivor.name && j.Attempt != 2 {
-			t.Errorf("job %s, taken back from %s, ran last in attempt %d, want 2", id, victim.name, j.Attempt)
+		// The job the victim was running started its record (attempt 1),
+		// so the survivor's is attempt 2. A row the victim claimed in the
+		// instant before it died may never have reached its record: then
+		// the survivor's run is the first to start, attempt 1.
+		want := []int{1, 2}
+		if id == long.ID {
+			want = []int{2}
+		}
+		if reaped[id] && j.Worker == survivor.name && !slices.Contains(want, j.Attempt) {
+			t.Errorf("job %s, taken back from %s, ran last in attempt %d, want %v", id, victim.name, j.Attempt, want)
 		}
 	}
 	if !reaped[long.ID] {
