@@ -181,23 +181,32 @@ func TestCalibratedVerdicts(t *testing.T) {
 // With enough independent models the decision is the empirical test: a
 // suspect is accused when fewer of them than the level allows agree as
 // much, whatever a fit of them says.
+// spread is a 100-key fingerprint calibrated by 99 models whose agreement
+// rates run evenly from 0 to top, a third of them near 0 (models that never
+// make the source's mistakes); seed seeds their answers.
+func spread(t *testing.T, top float64, seed uint64) (*fingerprint.Fingerprint, *fingerprint.Calibration) {
+	t.Helper()
+	fp := synthetic(100)
+	var models []fingerprint.IndependentModel
+	for j := range 99 {
+		p := top * float64(j) / 98
+		if j%3 == 0 {
+			p = 0.01
+		}
+		models = append(models, fingerprint.IndependentModel{Suspect: rate(fmt.Sprint("m", j), fp, p, seed+uint64(j)), Arch: "mlp"})
+	}
+	cal, err := fingerprint.Calibrate(context.Background(), fp, models, fingerprint.DefaultFPR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fp, cal
+}
+
 func TestEmpiricalTest(t *testing.T) {
 	ctx := context.Background()
 	// 99 models spread out from 0 to 0.7: one beta over them has a heavy
 	// upper tail, and the fit alone would not accuse below 0.8.
-	fp := synthetic(100)
-	var models []fingerprint.IndependentModel
-	for j := range 99 {
-		p := 0.7 * float64(j) / 98
-		if j%3 == 0 {
-			p = 0.01 // a third never make the source's mistakes
-		}
-		models = append(models, fingerprint.IndependentModel{Suspect: rate(fmt.Sprint("m", j), fp, p, uint64(500+j)), Arch: "mlp"})
-	}
-	cal, err := fingerprint.Calibrate(ctx, fp, models, fingerprint.DefaultFPR)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fp, cal := spread(t, 0.7, 500)
 	agree := make([]int, len(cal.Models))
 	for i, m := range cal.Models {
 		agree[i] = m.Agree
@@ -414,19 +423,7 @@ func TestCriticalMatchesEmpirical(t *testing.T) {
 // the verdict says what H₁ was.
 func TestSequentialAgainstModels(t *testing.T) {
 	ctx := context.Background()
-	fp := synthetic(100)
-	var models []fingerprint.IndependentModel
-	for j := range 99 {
-		p := 0.75 * float64(j) / 98
-		if j%3 == 0 {
-			p = 0.01
-		}
-		models = append(models, fingerprint.IndependentModel{Suspect: rate(fmt.Sprint("m", j), fp, p, uint64(900+j)), Arch: "mlp"})
-	}
-	cal, err := fingerprint.Calibrate(ctx, fp, models, fingerprint.DefaultFPR)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fp, cal := spread(t, 0.75, 900)
 	rule := fingerprint.Rule{Calibration: cal, Sequential: &fingerprint.Sequential{Batch: 2, Seed: 3}}
 	for _, tc := range []struct {
 		p       float64
