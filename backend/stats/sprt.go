@@ -133,12 +133,19 @@ func (t ModelsSPRT) Check() error {
 
 // LogLR is log[L₁/L₀] after s agreements and f disagreements.
 func (t ModelsSPRT) LogLR(s, f int) float64 {
-	null := make([]float64, len(t.Agree))
-	for j, k := range t.Agree {
+	// log Σⱼ exp(nullⱼ), accumulated in one pass against the running
+	// maximum: Decide runs on every answered key, so no slice per call.
+	m, sum := math.Inf(-1), 0.0
+	for _, k := range t.Agree {
 		a, b := float64(k)+0.5, float64(t.Keys-k)+0.5
-		null[j] = LogBeta(a+float64(s), b+float64(f)) - LogBeta(a, b)
+		switch x := LogBeta(a+float64(s), b+float64(f)) - LogBeta(a, b); {
+		case x > m:
+			sum, m = sum*math.Exp(m-x)+1, x
+		default:
+			sum += math.Exp(x - m)
+		}
 	}
-	l0 := logSumExp(null) - math.Log(float64(len(t.Agree)))
+	l0 := m + math.Log(sum) - math.Log(float64(len(t.Agree)))
 	// ∫ₗ¹ pˢ(1−p)ᶠ dp = B(s+1, f+1)·P[Beta(s+1, f+1) ≥ L], and
 	// P[Beta(s+1, f+1) ≥ L] = P[Binomial(s+f+1, L) ≤ s] = P[Binomial(s+f+1, 1−L) ≥ f+1].
 	l1 := LogBeta(float64(s+1), float64(f+1)) + logBinomialTail(f+1, s+f+1, 1-t.Line) - math.Log1p(-t.Line)
