@@ -62,7 +62,7 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 		return runEvasion(ctx, e, args[1:])
 	}
 	if len(args) == 0 || (args[0] != "fingerprint" && args[0] != "conferrability" && args[0] != "robustness") {
-		return usagef("want `experiment conferrability` (Table 1), `experiment fingerprint` (Table 2), `experiment robustness` (Tables 4 and 5), `experiment benchmark` (held-out suspects, frozen rule) `experiment false-claim` (an accuser's transferable adversarial examples as keys) or `experiment evasion` (the non-evasiveness game of §5.1)")
+		return usagef("want `experiment conferrability` (Table 1), `experiment fingerprint` (Table 2), `experiment robustness` (Tables 4 and 5), `experiment benchmark` (held-out suspects, frozen rule), `experiment false-claim` (an accuser's transferable adversarial examples as keys) or `experiment evasion` (the non-evasiveness game of §5.1)")
 	}
 	kind := args[0]
 	fs := flag.NewFlagSet("experiment "+kind, flag.ContinueOnError)
