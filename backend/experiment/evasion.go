@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -104,6 +105,11 @@ func SqueezeScores(m fingerprint.Model, x []float32, n, c, h, w int) ([]float64,
 	if err != nil {
 		return nil, err
 	}
+	return squeezeScores(m, x, p0, n, c, h, w)
+}
+
+// squeezeScores is SqueezeScores given p0, m's softmaxes of x.
+func squeezeScores(m fingerprint.Model, x, p0 []float32, n, c, h, w int) ([]float64, error) {
 	out := make([]float64, n)
 	for _, sq := range [][]float32{BitDepth(x, 4), Median2x2(x, n, c, h, w)} {
 		p, err := softmaxes(m, sq, n, c, h, w)
@@ -122,12 +128,9 @@ func SqueezeScores(m fingerprint.Model, x []float32, n, c, h, w int) ([]float64,
 	return out, nil
 }
 
-// confidenceScores are the max softmax and the softmax's entropy (nats).
-func confidenceScores(m fingerprint.Model, x []float32, n, c, h, w int) (maxp, ent []float64, err error) {
-	p, err := softmaxes(m, x, n, c, h, w)
-	if err != nil {
-		return nil, nil, err
-	}
+// confidenceScores are the max softmax and the softmax's entropy (nats)
+// of the n softmaxes p (n×k, row-major).
+func confidenceScores(p []float32, n int) (maxp, ent []float64) {
 	k := len(p) / n
 	maxp, ent = make([]float64, n), make([]float64, n)
 	for i := range n {
@@ -138,7 +141,7 @@ func confidenceScores(m fingerprint.Model, x []float32, n, c, h, w int) (maxp, e
 			}
 		}
 	}
-	return maxp, ent, nil
+	return maxp, ent
 }
 
 // BatchThreshold is the adversary's batch rule at false-positive rate fpr:
@@ -463,17 +466,31 @@ func (st *EvasionStudy) Run(ctx context.Context, dir report.Dir, progress shared
 	}
 	// Scores of a set of images under every detector.
 	type scored map[string][]float64
-	score := func(x []float32, cnn map[string]*nn.Model, kind string) (scored, error) {
+	// The scorer's scores depend on the images only: each set's are
+	// computed once (the benign sets are scored for every group, a kind's
+	// own examples for each of its groups), on one softmax pass shared by
+	// the squeezing and confidence detectors.
+	baseOf := map[string]scored{}
+	score := func(set string, x []float32, cnn map[string]*nn.Model, kind string) (scored, error) {
 		n := len(x) / (c * h * w)
-		sq, err := SqueezeScores(st.Scorer, x, n, c, h, w)
-		if err != nil {
-			return nil, err
+		if n == 0 {
+			return nil, fmt.Errorf("no images to score (%s)", set)
 		}
-		mp, ent, err := confidenceScores(st.Scorer, x, n, c, h, w)
-		if err != nil {
-			return nil, err
+		base, ok := baseOf[set]
+		if !ok {
+			p0, err := softmaxes(st.Scorer, x, n, c, h, w)
+			if err != nil {
+				return nil, err
+			}
+			sq, err := squeezeScores(st.Scorer, x, p0, n, c, h, w)
+			if err != nil {
+				return nil, err
+			}
+			mp, ent := confidenceScores(p0, n)
+			base = scored{DetSqueeze: sq, DetMaxSoftmax: mp, DetEntropy: ent}
+			baseOf[set] = base
 		}
-		out := scored{DetSqueeze: sq, DetMaxSoftmax: mp, DetEntropy: ent}
+		out := maps.Clone(base)
 		if m := cnn[kind]; m != nil {
 			p, err := softmaxes(m, x, n, c, h, w)
 			if err != nil {
@@ -514,33 +531,32 @@ func (st *EvasionStudy) Run(ctx context.Context, dir report.Dir, progress shared
 		thrX = advX[half*per:]
 	}
 	heldX := held.Float32(seq(held.Len()))
-	for _, g := range st.Groups {
+	for gi, g := range st.Groups {
 		kind := g.kind()
 		var pos []float32
 		for _, f := range g.FPs {
 			pos = append(pos, f.Float32()...)
 		}
 		res.Positives[g.Name] = len(pos) / per
-		sOwn, err := score(own[kind], cnn, kind)
+		sOwn, err := score("own "+kind, own[kind], cnn, kind)
 		if err != nil {
 			return nil, fmt.Errorf("evasion: %w", err)
 		}
-		sAdvBenign, err := score(thrX, cnn, kind)
+		sAdvBenign, err := score("the adversary's benign inputs", thrX, cnn, kind)
 		if err != nil {
 			return nil, fmt.Errorf("evasion: %w", err)
 		}
-		sHeld, err := score(heldX, cnn, kind)
+		sHeld, err := score("the held-out benign inputs", heldX, cnn, kind)
 		if err != nil {
 			return nil, fmt.Errorf("evasion: %w", err)
 		}
-		sPos, err := score(pos, cnn, kind)
+		sPos, err := score(fmt.Sprintf("group %d (%s)", gi, g.Name), pos, cnn, kind)
 		if err != nil {
 			return nil, fmt.Errorf("evasion: %w", err)
 		}
 		for _, d := range dets {
 			row := EvasionRow{Group: g.Name, Detector: d}
-			ob, bb, hb, pb := sOwn[d], slices.Clone(sAdvBenign[d]), slices.Clone(sHeld[d]), slices.Clone(sPos[d])
-			ob = slices.Clone(ob)
+			ob, bb, hb, pb := slices.Clone(sOwn[d]), slices.Clone(sAdvBenign[d]), slices.Clone(sHeld[d]), slices.Clone(sPos[d])
 			if mean(ob) < mean(bb) { // orient on the adversary's own data only
 				row.Flip = true
 				for _, s := range [][]float64{ob, bb, hb, pb} {
