@@ -202,7 +202,7 @@ func (c *Calibration) Test(fpr float64) string {
 // allowed is the most calibration models that may agree at least as much
 // as a suspect the empirical test accuses at level fpr: the largest a with
 // (1 + a)/(N + 1) ≤ fpr, compared exactly as Empirical's p-value is, so
-// that Test, Critical and contradicts never disagree with the p-value a
+// that Test, Critical and refuted never disagree with the p-value a
 // verdict reports (a product fpr·(N + 1) with a tolerance would, for an
 // fpr just below a multiple of 1/(N + 1)). It is −1 when even a suspect
 // above every model is not accused.
@@ -239,9 +239,16 @@ func (c *Calibration) Critical(fpr float64, subset []int) int {
 	if subset != nil {
 		n = len(subset)
 	}
+	return c.critical(fpr, n, c.agreements(subset))
+}
+
+// critical is Critical on n keys on which the calibration models agree
+// agree[j] times: counted once by the caller (or kept up to date key by
+// key), not once per candidate count.
+func (c *Calibration) critical(fpr float64, n int, agree []int) int {
 	if c.Test(fpr) == TestFit {
 		k := c.Fit.Critical(n, fpr)
-		for k <= n && c.contradicts(k, subset, fpr) {
+		for k <= n && c.refuted(k, agree, fpr) {
 			k++
 		}
 		return k
@@ -252,22 +259,21 @@ func (c *Calibration) Critical(fpr float64, subset []int) int {
 	if allowed >= len(c.Models) {
 		return 0 // every model may reach the suspect: fpr ≥ 1 accuses all
 	}
-	agree := make([]int, len(c.Models))
-	for i := range c.Models {
-		agree[i] = c.agreement(i, subset)
-	}
-	slices.SortFunc(agree, func(a, b int) int { return b - a })
-	return agree[allowed] + 1
+	sorted := slices.Clone(agree)
+	slices.SortFunc(sorted, func(a, b int) int { return b - a })
+	return sorted[allowed] + 1
 }
 
-// contradicts says whether more of the calibration's own models reach
-// agree agreements on subset than level fpr tolerates: an accusation the
-// models seen refute, whatever a fit says.
-func (c *Calibration) contradicts(agree int, subset []int, fpr float64) bool {
+// refuted says whether more of the calibration's own models, agreeing
+// models[j] times on the keys in question, reach agree agreements than
+// level fpr tolerates: an accusation the models seen refute, whatever a
+// fit says.
+func (c *Calibration) refuted(agree int, models []int, fpr float64) bool {
+	above := atLeast(models, agree)
 	if c.Test(fpr) == TestEmpirical {
-		return c.Empirical(agree, subset) > fpr
+		return empirical(above, len(c.Models)) > fpr
 	}
-	return c.above(agree, subset) > int(fpr*float64(len(c.Models)))
+	return above > int(fpr*float64(len(c.Models)))
 }
 
 // Warnings says what limits the calibration's evidence at its own level.
@@ -294,35 +300,40 @@ func (c *Calibration) WarningsAt(fpr float64) []string {
 // Empirical is the empirical p-value (1 + #{models at or above})/(N + 1)
 // of agree agreements over the keys in subset (all keys when nil).
 func (c *Calibration) Empirical(agree int, subset []int) float64 {
-	above := c.above(agree, subset)
-	return float64(1+above) / float64(len(c.Models)+1)
+	return empirical(atLeast(c.agreements(subset), agree), len(c.Models))
 }
 
-// above counts the calibration models that agree on at least agree of the
-// keys in subset.
-func (c *Calibration) above(agree int, subset []int) int {
+// empirical is the p-value with above of n models at or above the suspect:
+// the one expression Empirical and refuted compare against the level.
+func empirical(above, n int) float64 { return float64(1+above) / float64(n+1) }
+
+// atLeast counts the agreements in models that reach agree.
+func atLeast(models []int, agree int) int {
 	n := 0
-	for i := range c.Models {
-		if c.agreement(i, subset) >= agree {
+	for _, a := range models {
+		if a >= agree {
 			n++
 		}
 	}
 	return n
 }
 
-// agreement is model i's agreement on the keys in subset (all when nil).
-func (c *Calibration) agreement(i int, subset []int) int {
-	m := c.Models[i]
-	if subset == nil {
-		return m.Agree
-	}
-	a := 0
-	for _, k := range subset {
-		if m.Matches[k] == '1' {
-			a++
+// agreements is each calibration model's agreement on the keys in subset
+// (all when nil).
+func (c *Calibration) agreements(subset []int) []int {
+	out := make([]int, len(c.Models))
+	for i, m := range c.Models {
+		if subset == nil {
+			out[i] = m.Agree
+			continue
+		}
+		for _, k := range subset {
+			if m.Matches[k] == '1' {
+				out[i]++
+			}
 		}
 	}
-	return a
+	return out
 }
 
 // Digest is the sha256 of the calibration's canonical encoding: what a

@@ -136,11 +136,7 @@ type sequentialTest interface {
 func (r Rule) sprt() sequentialTest {
 	c := r.Calibration
 	if c.Test(r.FPR) == TestEmpirical {
-		agree := make([]int, len(c.Models))
-		for i, m := range c.Models {
-			agree[i] = m.Agree
-		}
-		return stats.ModelsSPRT{Agree: agree, Keys: c.Fingerprints, Line: float64(c.Critical(r.FPR, nil)) / float64(c.Fingerprints), Alpha: r.FPR, Beta: r.Sequential.Miss}
+		return stats.ModelsSPRT{Agree: c.agreements(nil), Keys: c.Fingerprints, Line: float64(c.Critical(r.FPR, nil)) / float64(c.Fingerprints), Alpha: r.FPR, Beta: r.Sequential.Miss}
 	}
 	return stats.SPRT{Null: c.Fit, P1: r.Sequential.DerivedRate, Alpha: r.FPR, Beta: r.Sequential.Miss}
 }
@@ -263,10 +259,14 @@ func VerifyWatched(ctx context.Context, s suspect.Suspect, fp *Fingerprint, r Ru
 	}
 	batch := fp.N
 	var test sequentialTest
+	// asked is each calibration model's agreement on the keys asked so
+	// far, kept up to date key by key for the sequential checks.
+	var asked []int
 	decision := stats.Continue
 	if sq := r.Sequential; sq != nil {
 		rand.New(rand.NewPCG(uint64(sq.Seed), 0x5eed)).Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 		batch, test = sq.Batch, r.sprt()
+		asked = make([]int, len(r.Calibration.Models))
 	}
 	per := fp.ImageSize()
 	sent := 0
@@ -292,11 +292,16 @@ func VerifyWatched(ctx context.Context, s suspect.Suspect, fp *Fingerprint, r Ru
 				v.Agree++
 			}
 			if r.Sequential != nil {
+				for m, cm := range r.Calibration.Models {
+					if cm.Matches[i] == '1' {
+						asked[m]++
+					}
+				}
 				decision = test.Decide(v.Agree, len(v.Order)-v.Agree)
 				// An accusation also needs the calibration's own models
 				// not to contradict it on the keys asked so far: the
 				// verdict's empirical p-value on them at or below the level.
-				if decision == stats.RejectNull && r.Calibration.contradicts(v.Agree, v.Order, r.FPR) {
+				if decision == stats.RejectNull && r.Calibration.refuted(v.Agree, asked, r.FPR) {
 					decision = stats.Continue
 				}
 				// And clearing needs what the fixed-size rule's does on
@@ -304,7 +309,7 @@ func VerifyWatched(ctx context.Context, s suspect.Suspect, fp *Fingerprint, r Ru
 				// one rate, and against a null spread out enough to put
 				// mass near 1 a suspect agreeing far above that rate —
 				// even on every key — looks likelier independent.
-				if decision == stats.AcceptNull && !r.clears(v.Agree, v.Order) {
+				if decision == stats.AcceptNull && !r.clears(v.Agree, len(v.Order), asked) {
 					decision = stats.Continue
 				}
 				if decision != stats.Continue {
@@ -328,13 +333,13 @@ func VerifyWatched(ctx context.Context, s suspect.Suspect, fp *Fingerprint, r Ru
 	return v, nil
 }
 
-// clears says whether agree agreements on the keys in subset clear a
-// suspect by the calibrated rule: the upper end of the interval below both
-// the calibrated test's accusing line on those keys and θ.
-func (r Rule) clears(agree int, subset []int) bool {
-	n := len(subset)
+// clears says whether agree agreements on n keys clear a suspect by the
+// calibrated rule: the upper end of the interval below both the calibrated
+// test's accusing line on those keys, on which the calibration models
+// agree models[j] times, and θ.
+func (r Rule) clears(agree, n int, models []int) bool {
 	_, hi := stats.ClopperPearson(agree, n, r.Confidence)
-	return hi < min(float64(r.Calibration.Critical(r.FPR, subset))/float64(n), r.Theta)
+	return hi < min(float64(r.Calibration.critical(r.FPR, n, models))/float64(n), r.Theta)
 }
 
 // judge fills in the verdict's statistics and outcome from its answers.
