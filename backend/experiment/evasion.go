@@ -144,6 +144,15 @@ func confidenceScores(p []float32, n int) (maxp, ent []float64) {
 	return maxp, ent
 }
 
+// drawMean is the mean of batch scores drawn with replacement from pool.
+func drawMean(pool []float64, batch int, rng *rand.Rand) float64 {
+	s := 0.0
+	for range batch {
+		s += pool[rng.IntN(len(pool))]
+	}
+	return s / float64(batch)
+}
+
 // BatchThreshold is the adversary's batch rule at false-positive rate fpr:
 // the (1−fpr) quantile of the mean score of `batch` inputs drawn with
 // replacement from its own benign scores (reps draws; the plain empirical
@@ -155,11 +164,7 @@ func BatchThreshold(benign []float64, batch int, fpr float64, reps int, rng *ran
 	} else {
 		means = make([]float64, reps)
 		for r := range means {
-			s := 0.0
-			for range batch {
-				s += benign[rng.IntN(len(benign))]
-			}
-			means[r] = s / float64(batch)
+			means[r] = drawMean(benign, batch, rng)
 		}
 	}
 	slices.Sort(means)
@@ -177,11 +182,7 @@ func BalancedThreshold(own, benign []float64, batch, reps int, rng *rand.Rand) f
 	}
 	draw := func(pool []float64, pos bool, out []pt) []pt {
 		for range reps {
-			s := 0.0
-			for range batch {
-				s += pool[rng.IntN(len(pool))]
-			}
-			out = append(out, pt{s / float64(batch), pos})
+			out = append(out, pt{drawMean(pool, batch, rng), pos})
 		}
 		return out
 	}
@@ -231,11 +232,7 @@ func PlayGame(benign, positives []float64, batch, trials int, thr float64, rng *
 		if b1 {
 			pool = positives
 		}
-		s := 0.0
-		for range batch {
-			s += pool[rng.IntN(len(pool))]
-		}
-		say1 := s/float64(batch) > thr
+		say1 := drawMean(pool, batch, rng) > thr
 		if say1 == b1 {
 			g.Wins++
 		}
