@@ -5,7 +5,10 @@ package torch
 */
 import "C"
 
-import "os"
+import (
+	"fmt"
+	"os"
+)
 
 // Tensors live in glibc's malloc, and glibc hands freed memory back to the
 // kernel eagerly: blocks over its mmap threshold are unmapped on free, and
@@ -41,4 +44,4 @@ func TrimMemory() { C.malloc_trim(0) }
 
 // MallocTunables is the GLIBC_TUNABLES value that gives another process
 // (PyTorch, for a benchmark) the allocator policy this package sets.
-const MallocTunables = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456"
+var MallocTunables = fmt.Sprintf("glibc.malloc.mmap_threshold=%d:glibc.malloc.trim_threshold=%d", mmapThreshold, trimThreshold)
