@@ -94,13 +94,8 @@ func runFalseClaim(ctx context.Context, e *env, args []string) error {
 	st := &experiment.FalseClaimStudy{ClaimPath: *claimOut, Theta: *theta, FPR: *fpr, Describe: *describe,
 		Command:    "conferral experiment false-claim " + strings.Join(quoted, " "),
 		Calibrated: report.Dir(*out).Path("false-claim.calibration.json")}
-	cfg := experiment.FalseClaimConfig{Eps: *eps, Alpha: *alpha, Steps: *steps, Candidates: *candidates, Batch: *batch, Seed: *seed, Progress: e.progress.Report}
-	if st.Claim, err = experiment.CraftFalseClaim(ctx, asModels(pub), ids, test, cfg); err != nil {
-		return err
-	}
-	if err := st.Claim.Save(*claimOut); err != nil {
-		return err
-	}
+	// Every model and file is opened before the crafting, so that a bad
+	// one fails at once; the claim's classes are the test split's.
 	var frees []func()
 	defer func() {
 		for _, f := range frees {
@@ -108,7 +103,7 @@ func runFalseClaim(ctx context.Context, e *env, args []string) error {
 		}
 	}()
 	open := func(spec string) (experiment.BenchSuspect, fingerprint.IndependentModel, error) {
-		s, m, _, free, err := openSuspect(e, spec, remote, &of, st.Claim.Meta.Classes)
+		s, m, _, free, err := openSuspect(e, spec, remote, &of, test.Classes)
 		if err != nil {
 			return experiment.BenchSuspect{}, m, err
 		}
@@ -168,6 +163,16 @@ func runFalseClaim(ctx context.Context, e *env, args []string) error {
 			}
 			st.Public = append(st.Public, v)
 		}
+	}
+	if len(st.Calibration) < 2 {
+		return usagef("--calibration-models: want at least two independent models, got %d", len(st.Calibration))
+	}
+	cfg := experiment.FalseClaimConfig{Eps: *eps, Alpha: *alpha, Steps: *steps, Candidates: *candidates, Batch: *batch, Seed: *seed, Progress: e.progress.Report}
+	if st.Claim, err = experiment.CraftFalseClaim(ctx, asModels(pub), ids, test, cfg); err != nil {
+		return err
+	}
+	if err := st.Claim.Save(*claimOut); err != nil {
+		return err
 	}
 	res, err := st.Run(ctx, report.Dir(*out), e.progress.Report)
 	if err != nil {
