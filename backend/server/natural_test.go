@@ -172,3 +172,20 @@ func TestNaturalRefusesCBIMSettings(t *testing.T) {
 		}
 	}
 }
+
+// A negative alpha or steps would be taken for "unset" and replaced by the
+// default: the request is refused instead.
+func TestExtractRefusesNegativeAlphaSteps(t *testing.T) {
+	f, dir := copyFixture(t)
+	ts := start(t, Config{Dir: dir})
+	models := `"source":"` + f.source.ID + `","surrogates":["` + f.surrogate.ID + `"],"references":["` + f.reference.ID + `"]`
+	for _, fields := range []string{`"alpha":-0.01`, `"steps":-1`} {
+		body := `{"kind":"extract","extract":{` + models + `,` + fields + `}}`
+		req, _ := http.NewRequest("POST", ts.http.URL+"/api/jobs", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		var e shared.APIError
+		if code := ts.do(req, &e); code != http.StatusBadRequest || !strings.Contains(e.Error, "want a step size and a step count of 0") {
+			t.Errorf("%s: %d %q; want 400 refusing it", fields, code, e.Error)
+		}
+	}
+}

@@ -151,6 +151,10 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 		if !in01(a.Eps) || (a.Tau != nil && !in01(*a.Tau)) || !in01(a.TauSurr) || (a.Dropout != nil && !(*a.Dropout >= 0 && *a.Dropout < 1)) {
 			return badInput("eps, tau and tau_surr must lie in [0,1] and dropout in [0,1)")
 		}
+		if !(a.Alpha >= 0) || math.IsInf(a.Alpha, 1) || a.Steps < 0 {
+			// runExtract would take either for "unset" and use the default.
+			return badInput("alpha %g, steps %d: want a step size and a step count of 0 (the default) or more", a.Alpha, a.Steps)
+		}
 		if _, err := attack.ParseLoss(a.Loss); err != nil {
 			return badInput("%v", err)
 		}
