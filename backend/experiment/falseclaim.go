@@ -125,17 +125,13 @@ func CraftFalseClaim(ctx context.Context, public []fingerprint.Model, ids []stri
 	bim := attack.Config{Eps: cfg.Eps, Alpha: cfg.Alpha, Steps: cfg.Steps, Norm: attack.LInf, Targeted: true}
 	dev := public[0].Device()
 	k := int64(len(d.Classes))
-	for b := 0; b < len(start); b += cfg.Batch {
+	tried := 0
+	for bt := range d.Subset(start).Batches(data.BatchOpts{Size: cfg.Batch}) {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("false claim: %w", err)
 		}
-		idx := start[b:min(b+cfg.Batch, len(start))]
-		n := len(idx)
-		x := d.Float32(idx)
-		y := make([]int64, n)
-		for i, j := range idx {
-			y[i] = d.Labels[j]
-		}
+		n, x, y := bt.N, bt.X, bt.Y
+		tried += n
 		var adv []float32
 		var target []int64
 		err := torch.Catch(func() {
@@ -166,7 +162,7 @@ func CraftFalseClaim(ctx context.Context, public []fingerprint.Model, ids []stri
 			}
 			fp.Append(adv[i*per:(i+1)*per], x[i*per:(i+1)*per], target[i], y[i], 1)
 		}
-		cfg.Progress.Report(shared.Event{Kind: shared.Log, Stage: "false claim", Message: fmt.Sprintf("%d of %d start points fool every public model so far", fp.N, b+n)})
+		cfg.Progress.Report(shared.Event{Kind: shared.Log, Stage: "false claim", Message: fmt.Sprintf("%d of %d start points fool every public model so far", fp.N, tried)})
 	}
 	if fp.N == 0 {
 		return nil, fmt.Errorf("false claim: %w: no example of %d fools every public model at ε = %g", fingerprint.ErrNoFingerprint, len(start), cfg.Eps)
