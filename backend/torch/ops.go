@@ -8,80 +8,83 @@ import (
 	"unsafe"
 )
 
-// The op codes below select a case of the shim's tch_unary, tch_binary,
-// tch_scalar and tch_reduce switches; keep both in step.
+// The op codes below (C.TCH_OP_...) are the names of ops.h, which shim.cpp's
+// tch_unary, tch_binary, tch_scalar and tch_reduce switch on: both sides
+// spell the same names, so they cannot fall out of step.
 
-func (t *Tensor) unary(op C.int, name string) *Tensor {
+func (t *Tensor) unary(op C.tch_unary_op, name string) *Tensor {
 	var h C.tch_tensor
 	check(name, C.tch_unary(op, t.ptr(name), &h))
 	return newTensor(t.scope, h)
 }
 
-func (t *Tensor) Relu() *Tensor        { return t.unary(0, "relu") }
-func (t *Tensor) Relu6() *Tensor       { return t.unary(1, "relu6") }
-func (t *Tensor) Sigmoid() *Tensor     { return t.unary(2, "sigmoid") }
-func (t *Tensor) Tanh() *Tensor        { return t.unary(3, "tanh") }
-func (t *Tensor) Exp() *Tensor         { return t.unary(4, "exp") }
-func (t *Tensor) Log() *Tensor         { return t.unary(5, "log") }
-func (t *Tensor) Neg() *Tensor         { return t.unary(6, "neg") }
-func (t *Tensor) Abs() *Tensor         { return t.unary(7, "abs") }
-func (t *Tensor) Sign() *Tensor        { return t.unary(8, "sign") }
-func (t *Tensor) Sqrt() *Tensor        { return t.unary(9, "sqrt") }
-func (t *Tensor) Detach() *Tensor      { return t.unary(10, "detach") }
-func (t *Tensor) Contiguous() *Tensor  { return t.unary(11, "contiguous") }
-func (t *Tensor) Clone() *Tensor       { return t.unary(12, "clone") }
-func (t *Tensor) Square() *Tensor      { return t.unary(13, "square") }
-func (t *Tensor) HardSwish() *Tensor   { return t.unary(14, "hardswish") }
-func (t *Tensor) HardSigmoid() *Tensor { return t.unary(15, "hardsigmoid") }
-func (t *Tensor) Floor() *Tensor       { return t.unary(16, "floor") }
-func (t *Tensor) Round() *Tensor       { return t.unary(17, "round") }
-func (t *Tensor) Log1p() *Tensor       { return t.unary(18, "log1p") }
-func (t *Tensor) Reciprocal() *Tensor  { return t.unary(19, "reciprocal") }
+func (t *Tensor) Relu() *Tensor        { return t.unary(C.TCH_OP_RELU, "relu") }
+func (t *Tensor) Relu6() *Tensor       { return t.unary(C.TCH_OP_RELU6, "relu6") }
+func (t *Tensor) Sigmoid() *Tensor     { return t.unary(C.TCH_OP_SIGMOID, "sigmoid") }
+func (t *Tensor) Tanh() *Tensor        { return t.unary(C.TCH_OP_TANH, "tanh") }
+func (t *Tensor) Exp() *Tensor         { return t.unary(C.TCH_OP_EXP, "exp") }
+func (t *Tensor) Log() *Tensor         { return t.unary(C.TCH_OP_LOG, "log") }
+func (t *Tensor) Neg() *Tensor         { return t.unary(C.TCH_OP_NEG, "neg") }
+func (t *Tensor) Abs() *Tensor         { return t.unary(C.TCH_OP_ABS, "abs") }
+func (t *Tensor) Sign() *Tensor        { return t.unary(C.TCH_OP_SIGN, "sign") }
+func (t *Tensor) Sqrt() *Tensor        { return t.unary(C.TCH_OP_SQRT, "sqrt") }
+func (t *Tensor) Detach() *Tensor      { return t.unary(C.TCH_OP_DETACH, "detach") }
+func (t *Tensor) Contiguous() *Tensor  { return t.unary(C.TCH_OP_CONTIGUOUS, "contiguous") }
+func (t *Tensor) Clone() *Tensor       { return t.unary(C.TCH_OP_CLONE, "clone") }
+func (t *Tensor) Square() *Tensor      { return t.unary(C.TCH_OP_SQUARE, "square") }
+func (t *Tensor) HardSwish() *Tensor   { return t.unary(C.TCH_OP_HARDSWISH, "hardswish") }
+func (t *Tensor) HardSigmoid() *Tensor { return t.unary(C.TCH_OP_HARDSIGMOID, "hardsigmoid") }
+func (t *Tensor) Floor() *Tensor       { return t.unary(C.TCH_OP_FLOOR, "floor") }
+func (t *Tensor) Round() *Tensor       { return t.unary(C.TCH_OP_ROUND, "round") }
+func (t *Tensor) Log1p() *Tensor       { return t.unary(C.TCH_OP_LOG1P, "log1p") }
+func (t *Tensor) Reciprocal() *Tensor  { return t.unary(C.TCH_OP_RECIPROCAL, "reciprocal") }
 
-func (t *Tensor) binary(op C.int, name string, o *Tensor) *Tensor {
+func (t *Tensor) binary(op C.tch_binary_op, name string, o *Tensor) *Tensor {
 	var h C.tch_tensor
 	check(name, C.tch_binary(op, t.ptr(name), o.ptr(name), &h))
 	return newTensor(scopeOf(t, o), h)
 }
 
 // Elementwise arithmetic and comparisons broadcast as in PyTorch.
-func (t *Tensor) Add(o *Tensor) *Tensor     { return t.binary(0, "add", o) }
-func (t *Tensor) Sub(o *Tensor) *Tensor     { return t.binary(1, "sub", o) }
-func (t *Tensor) Mul(o *Tensor) *Tensor     { return t.binary(2, "mul", o) }
-func (t *Tensor) Div(o *Tensor) *Tensor     { return t.binary(3, "div", o) }
-func (t *Tensor) MatMul(o *Tensor) *Tensor  { return t.binary(4, "matmul", o) }
-func (t *Tensor) Maximum(o *Tensor) *Tensor { return t.binary(5, "maximum", o) }
-func (t *Tensor) Minimum(o *Tensor) *Tensor { return t.binary(6, "minimum", o) }
-func (t *Tensor) Eq(o *Tensor) *Tensor      { return t.binary(7, "eq", o) }
-func (t *Tensor) Gt(o *Tensor) *Tensor      { return t.binary(8, "gt", o) }
-func (t *Tensor) Lt(o *Tensor) *Tensor      { return t.binary(9, "lt", o) }
-func (t *Tensor) Pow(o *Tensor) *Tensor     { return t.binary(10, "pow", o) }
-func (t *Tensor) Ge(o *Tensor) *Tensor      { return t.binary(11, "ge", o) }
-func (t *Tensor) Le(o *Tensor) *Tensor      { return t.binary(12, "le", o) }
-func (t *Tensor) Ne(o *Tensor) *Tensor      { return t.binary(13, "ne", o) }
+func (t *Tensor) Add(o *Tensor) *Tensor     { return t.binary(C.TCH_OP_ADD, "add", o) }
+func (t *Tensor) Sub(o *Tensor) *Tensor     { return t.binary(C.TCH_OP_SUB, "sub", o) }
+func (t *Tensor) Mul(o *Tensor) *Tensor     { return t.binary(C.TCH_OP_MUL, "mul", o) }
+func (t *Tensor) Div(o *Tensor) *Tensor     { return t.binary(C.TCH_OP_DIV, "div", o) }
+func (t *Tensor) MatMul(o *Tensor) *Tensor  { return t.binary(C.TCH_OP_MATMUL, "matmul", o) }
+func (t *Tensor) Maximum(o *Tensor) *Tensor { return t.binary(C.TCH_OP_MAXIMUM, "maximum", o) }
+func (t *Tensor) Minimum(o *Tensor) *Tensor { return t.binary(C.TCH_OP_MINIMUM, "minimum", o) }
+func (t *Tensor) Eq(o *Tensor) *Tensor      { return t.binary(C.TCH_OP_EQ, "eq", o) }
+func (t *Tensor) Gt(o *Tensor) *Tensor      { return t.binary(C.TCH_OP_GT, "gt", o) }
+func (t *Tensor) Lt(o *Tensor) *Tensor      { return t.binary(C.TCH_OP_LT, "lt", o) }
+func (t *Tensor) Pow(o *Tensor) *Tensor     { return t.binary(C.TCH_OP_POW, "pow", o) }
+func (t *Tensor) Ge(o *Tensor) *Tensor      { return t.binary(C.TCH_OP_GE, "ge", o) }
+func (t *Tensor) Le(o *Tensor) *Tensor      { return t.binary(C.TCH_OP_LE, "le", o) }
+func (t *Tensor) Ne(o *Tensor) *Tensor      { return t.binary(C.TCH_OP_NE, "ne", o) }
 
-func (t *Tensor) scalar(op C.int, name string, s float64) *Tensor {
+func (t *Tensor) scalar(op C.tch_scalar_op, name string, s float64) *Tensor {
 	var h C.tch_tensor
 	check(name, C.tch_scalar(op, t.ptr(name), C.double(s), &h))
 	return newTensor(t.scope, h)
 }
 
-func (t *Tensor) AddScalar(s float64) *Tensor     { return t.scalar(0, "add", s) }
-func (t *Tensor) SubScalar(s float64) *Tensor     { return t.scalar(1, "sub", s) }
-func (t *Tensor) MulScalar(s float64) *Tensor     { return t.scalar(2, "mul", s) }
-func (t *Tensor) DivScalar(s float64) *Tensor     { return t.scalar(3, "div", s) }
-func (t *Tensor) PowScalar(s float64) *Tensor     { return t.scalar(4, "pow", s) }
-func (t *Tensor) EqScalar(s float64) *Tensor      { return t.scalar(5, "eq", s) }
-func (t *Tensor) GtScalar(s float64) *Tensor      { return t.scalar(6, "gt", s) }
-func (t *Tensor) LtScalar(s float64) *Tensor      { return t.scalar(7, "lt", s) }
-func (t *Tensor) GeScalar(s float64) *Tensor      { return t.scalar(10, "ge", s) }
-func (t *Tensor) LeScalar(s float64) *Tensor      { return t.scalar(11, "le", s) }
-func (t *Tensor) LeakyRelu(slope float64) *Tensor { return t.scalar(9, "leaky_relu", slope) }
+func (t *Tensor) AddScalar(s float64) *Tensor { return t.scalar(C.TCH_OP_ADD_SCALAR, "add", s) }
+func (t *Tensor) SubScalar(s float64) *Tensor { return t.scalar(C.TCH_OP_SUB_SCALAR, "sub", s) }
+func (t *Tensor) MulScalar(s float64) *Tensor { return t.scalar(C.TCH_OP_MUL_SCALAR, "mul", s) }
+func (t *Tensor) DivScalar(s float64) *Tensor { return t.scalar(C.TCH_OP_DIV_SCALAR, "div", s) }
+func (t *Tensor) PowScalar(s float64) *Tensor { return t.scalar(C.TCH_OP_POW_SCALAR, "pow", s) }
+func (t *Tensor) EqScalar(s float64) *Tensor  { return t.scalar(C.TCH_OP_EQ_SCALAR, "eq", s) }
+func (t *Tensor) GtScalar(s float64) *Tensor  { return t.scalar(C.TCH_OP_GT_SCALAR, "gt", s) }
+func (t *Tensor) LtScalar(s float64) *Tensor  { return t.scalar(C.TCH_OP_LT_SCALAR, "lt", s) }
+func (t *Tensor) GeScalar(s float64) *Tensor  { return t.scalar(C.TCH_OP_GE_SCALAR, "ge", s) }
+func (t *Tensor) LeScalar(s float64) *Tensor  { return t.scalar(C.TCH_OP_LE_SCALAR, "le", s) }
+func (t *Tensor) LeakyRelu(slope float64) *Tensor {
+	return t.scalar(C.TCH_OP_LEAKY_RELU, "leaky_relu", slope)
+}
 
 // RSubScalar returns s − t.
-func (t *Tensor) RSubScalar(s float64) *Tensor { return t.scalar(8, "rsub", s) }
+func (t *Tensor) RSubScalar(s float64) *Tensor { return t.scalar(C.TCH_OP_RSUB_SCALAR, "rsub", s) }
 
-func (t *Tensor) reduce(op C.int, name string, dims []int64, keep bool) *Tensor {
+func (t *Tensor) reduce(op C.tch_reduce_op, name string, dims []int64, keep bool) *Tensor {
 	d, n := cints(dims)
 	k := C.int(0)
 	if keep {
@@ -93,36 +96,44 @@ func (t *Tensor) reduce(op C.int, name string, dims []int64, keep bool) *Tensor 
 }
 
 // Sum of all elements.
-func (t *Tensor) Sum() *Tensor { return t.reduce(0, "sum", nil, false) }
+func (t *Tensor) Sum() *Tensor { return t.reduce(C.TCH_OP_SUM, "sum", nil, false) }
 
 // SumDims sums over dims.
-func (t *Tensor) SumDims(dims []int64, keep bool) *Tensor { return t.reduce(0, "sum", dims, keep) }
+func (t *Tensor) SumDims(dims []int64, keep bool) *Tensor {
+	return t.reduce(C.TCH_OP_SUM, "sum", dims, keep)
+}
 
 // Mean of all elements.
-func (t *Tensor) Mean() *Tensor { return t.reduce(1, "mean", nil, false) }
+func (t *Tensor) Mean() *Tensor { return t.reduce(C.TCH_OP_MEAN, "mean", nil, false) }
 
 // MeanDims averages over dims.
-func (t *Tensor) MeanDims(dims []int64, keep bool) *Tensor { return t.reduce(1, "mean", dims, keep) }
+func (t *Tensor) MeanDims(dims []int64, keep bool) *Tensor {
+	return t.reduce(C.TCH_OP_MEAN, "mean", dims, keep)
+}
 
 // Amax is the maximum over dims.
-func (t *Tensor) Amax(dims []int64, keep bool) *Tensor { return t.reduce(2, "amax", dims, keep) }
+func (t *Tensor) Amax(dims []int64, keep bool) *Tensor {
+	return t.reduce(C.TCH_OP_AMAX, "amax", dims, keep)
+}
 
 // Amin is the minimum over dims.
-func (t *Tensor) Amin(dims []int64, keep bool) *Tensor { return t.reduce(3, "amin", dims, keep) }
+func (t *Tensor) Amin(dims []int64, keep bool) *Tensor {
+	return t.reduce(C.TCH_OP_AMIN, "amin", dims, keep)
+}
 
 // Argmax is the index of the maximum along dim.
 func (t *Tensor) Argmax(dim int64, keep bool) *Tensor {
-	return t.reduce(4, "argmax", []int64{dim}, keep)
+	return t.reduce(C.TCH_OP_ARGMAX, "argmax", []int64{dim}, keep)
 }
 
 // Argmin is the index of the minimum along dim.
 func (t *Tensor) Argmin(dim int64, keep bool) *Tensor {
-	return t.reduce(5, "argmin", []int64{dim}, keep)
+	return t.reduce(C.TCH_OP_ARGMIN, "argmin", []int64{dim}, keep)
 }
 
 // LogSumExp over dims.
 func (t *Tensor) LogSumExp(dims []int64, keep bool) *Tensor {
-	return t.reduce(6, "logsumexp", dims, keep)
+	return t.reduce(C.TCH_OP_LOGSUMEXP, "logsumexp", dims, keep)
 }
 
 // Clamp limits values to [lo, hi].
@@ -383,16 +394,16 @@ func (t *Tensor) LogSoftmax(dim int64) *Tensor {
 type Reduction int
 
 const (
-	ReduceNone Reduction = 0
-	ReduceMean Reduction = 1
-	ReduceSum  Reduction = 2
+	ReduceNone Reduction = C.TCH_REDUCTION_NONE
+	ReduceMean Reduction = C.TCH_REDUCTION_MEAN
+	ReduceSum  Reduction = C.TCH_REDUCTION_SUM
 )
 
 // CrossEntropy of logits (N,K) against int64 class targets (N) or soft
 // float32 probability targets (N,K), as torch.nn.functional.cross_entropy.
 func CrossEntropy(logits, target *Tensor, r Reduction) *Tensor {
 	var h C.tch_tensor
-	check("cross_entropy", C.tch_cross_entropy(logits.ptr("cross_entropy"), target.ptr("cross_entropy"), C.int(r), 0, &h))
+	check("cross_entropy", C.tch_cross_entropy(logits.ptr("cross_entropy"), target.ptr("cross_entropy"), C.tch_reduction(r), 0, &h))
 	return newTensor(scopeOf(logits, target), h)
 }
 
@@ -400,7 +411,7 @@ func CrossEntropy(logits, target *Tensor, r Reduction) *Tensor {
 // torch.nn.functional.kl_div; logTarget says target holds log-probabilities.
 func KLDiv(logp, target *Tensor, r Reduction, logTarget bool) *Tensor {
 	var h C.tch_tensor
-	check("kl_div", C.tch_kl_div(logp.ptr("kl_div"), target.ptr("kl_div"), C.int(r), cbool(logTarget), &h))
+	check("kl_div", C.tch_kl_div(logp.ptr("kl_div"), target.ptr("kl_div"), C.tch_reduction(r), cbool(logTarget), &h))
 	return newTensor(scopeOf(logp, target), h)
 }
 
@@ -408,9 +419,9 @@ func KLDiv(logp, target *Tensor, r Reduction, logTarget bool) *Tensor {
 type PadMode int
 
 const (
-	PadConstant  PadMode = 0
-	PadReflect   PadMode = 1
-	PadReplicate PadMode = 2
+	PadConstant  PadMode = C.TCH_PAD_CONSTANT
+	PadReflect   PadMode = C.TCH_PAD_REFLECT
+	PadReplicate PadMode = C.TCH_PAD_REPLICATE
 )
 
 // Pad pads the last dimensions: pad lists (before, after) pairs starting
@@ -418,6 +429,6 @@ const (
 func Pad(x *Tensor, pad []int64, mode PadMode, value float64) *Tensor {
 	p, n := cints(pad)
 	var h C.tch_tensor
-	check("pad", C.tch_pad(x.ptr("pad"), p, n, C.int(mode), C.double(value), &h))
+	check("pad", C.tch_pad(x.ptr("pad"), p, n, C.tch_pad_mode(mode), C.double(value), &h))
 	return newTensor(x.scope, h)
 }

@@ -9,6 +9,9 @@
 #include <string>
 #include <vector>
 
+// A switch over one of ops.h's enums that misses a name does not compile.
+#pragma GCC diagnostic error "-Wswitch"
+
 namespace {
 
 char *err(const char *msg) { return strdup(msg); }
@@ -71,13 +74,105 @@ std::vector<at::Tensor> tensors(tch_tensor *ts, int n) {
   return v;
 }
 
-at::Reduction::Reduction reduction(int r) {
+at::Reduction::Reduction reduction(tch_reduction r) {
   switch (r) {
-    case 0: return at::Reduction::None;
-    case 1: return at::Reduction::Mean;
-    case 2: return at::Reduction::Sum;
+    case TCH_REDUCTION_NONE: return at::Reduction::None;
+    case TCH_REDUCTION_MEAN: return at::Reduction::Mean;
+    case TCH_REDUCTION_SUM: return at::Reduction::Sum;
   }
   throw std::invalid_argument("unknown reduction " + std::to_string(r));
+}
+
+// The op-code dispatchers. Each switch names every op of its ops.h enum and
+// has no default, so -Wswitch (an error here) refuses one that misses a
+// name; a code outside the enum reaches the throw.
+at::Tensor unary(tch_unary_op op, const at::Tensor &a) {
+  switch (op) {
+    case TCH_OP_RELU: return at::relu(a);
+    case TCH_OP_RELU6: return at::hardtanh(a, 0, 6);
+    case TCH_OP_SIGMOID: return at::sigmoid(a);
+    case TCH_OP_TANH: return at::tanh(a);
+    case TCH_OP_EXP: return at::exp(a);
+    case TCH_OP_LOG: return at::log(a);
+    case TCH_OP_NEG: return at::neg(a);
+    case TCH_OP_ABS: return at::abs(a);
+    case TCH_OP_SIGN: return at::sign(a);
+    case TCH_OP_SQRT: return at::sqrt(a);
+    case TCH_OP_DETACH: return a.detach();
+    case TCH_OP_CONTIGUOUS: return a.contiguous();
+    case TCH_OP_CLONE: return a.clone();
+    case TCH_OP_SQUARE: return at::square(a);
+    case TCH_OP_HARDSWISH: return at::hardswish(a);
+    case TCH_OP_HARDSIGMOID: return at::hardsigmoid(a);
+    case TCH_OP_FLOOR: return at::floor(a);
+    case TCH_OP_ROUND: return at::round(a);
+    case TCH_OP_LOG1P: return at::log1p(a);
+    case TCH_OP_RECIPROCAL: return at::reciprocal(a);
+  }
+  throw std::invalid_argument("unknown unary op " + std::to_string(op));
+}
+
+at::Tensor binary(tch_binary_op op, const at::Tensor &a, const at::Tensor &b) {
+  switch (op) {
+    case TCH_OP_ADD: return at::add(a, b);
+    case TCH_OP_SUB: return at::sub(a, b);
+    case TCH_OP_MUL: return at::mul(a, b);
+    case TCH_OP_DIV: return at::div(a, b);
+    case TCH_OP_MATMUL: return at::matmul(a, b);
+    case TCH_OP_MAXIMUM: return at::maximum(a, b);
+    case TCH_OP_MINIMUM: return at::minimum(a, b);
+    case TCH_OP_EQ: return at::eq(a, b);
+    case TCH_OP_GT: return at::gt(a, b);
+    case TCH_OP_LT: return at::lt(a, b);
+    case TCH_OP_POW: return at::pow(a, b);
+    case TCH_OP_GE: return at::ge(a, b);
+    case TCH_OP_LE: return at::le(a, b);
+    case TCH_OP_NE: return at::ne(a, b);
+  }
+  throw std::invalid_argument("unknown binary op " + std::to_string(op));
+}
+
+at::Tensor scalar(tch_scalar_op op, const at::Tensor &a, double s) {
+  switch (op) {
+    case TCH_OP_ADD_SCALAR: return at::add(a, s);
+    case TCH_OP_SUB_SCALAR: return at::sub(a, s);
+    case TCH_OP_MUL_SCALAR: return at::mul(a, s);
+    case TCH_OP_DIV_SCALAR: return at::div(a, s);
+    case TCH_OP_POW_SCALAR: return at::pow(a, s);
+    case TCH_OP_EQ_SCALAR: return at::eq(a, s);
+    case TCH_OP_GT_SCALAR: return at::gt(a, s);
+    case TCH_OP_LT_SCALAR: return at::lt(a, s);
+    case TCH_OP_RSUB_SCALAR: return at::rsub(a, s);
+    case TCH_OP_LEAKY_RELU: return at::leaky_relu(a, s);
+    case TCH_OP_GE_SCALAR: return at::ge(a, s);
+    case TCH_OP_LE_SCALAR: return at::le(a, s);
+  }
+  throw std::invalid_argument("unknown scalar op " + std::to_string(op));
+}
+
+// reduce over dims d (all of them when there are none; argmax and argmin
+// take the first).
+at::Tensor reduce(tch_reduce_op op, const at::Tensor &a, at::IntArrayRef d, bool k) {
+  bool all = d.empty();
+  switch (op) {
+    case TCH_OP_SUM: return all && !k ? at::sum(a) : at::sum(a, d, k);
+    case TCH_OP_MEAN: return all && !k ? at::mean(a) : at::mean(a, d, k);
+    case TCH_OP_AMAX: return at::amax(a, d, k);
+    case TCH_OP_AMIN: return at::amin(a, d, k);
+    case TCH_OP_ARGMAX: return all ? at::argmax(a) : at::argmax(a, d[0], k);
+    case TCH_OP_ARGMIN: return all ? at::argmin(a) : at::argmin(a, d[0], k);
+    case TCH_OP_LOGSUMEXP: return at::logsumexp(a, d, k);
+  }
+  throw std::invalid_argument("unknown reduction op " + std::to_string(op));
+}
+
+const char *pad_mode(tch_pad_mode m) {
+  switch (m) {
+    case TCH_PAD_CONSTANT: return "constant";
+    case TCH_PAD_REFLECT: return "reflect";
+    case TCH_PAD_REPLICATE: return "replicate";
+  }
+  throw std::invalid_argument("unknown pad mode " + std::to_string(m));
 }
 
 }  // namespace
@@ -192,109 +287,21 @@ char *tch_autograd_grad(tch_tensor *outputs, int nout, tch_tensor *inputs, int n
   })
 }
 
-char *tch_unary(int op, tch_tensor x, tch_tensor *out) {
-  TRY({
-    auto &a = T(x);
-    at::Tensor r;
-    switch (op) {
-      case 0: r = at::relu(a); break;
-      case 1: r = at::hardtanh(a, 0, 6); break;
-      case 2: r = at::sigmoid(a); break;
-      case 3: r = at::tanh(a); break;
-      case 4: r = at::exp(a); break;
-      case 5: r = at::log(a); break;
-      case 6: r = at::neg(a); break;
-      case 7: r = at::abs(a); break;
-      case 8: r = at::sign(a); break;
-      case 9: r = at::sqrt(a); break;
-      case 10: r = a.detach(); break;
-      case 11: r = a.contiguous(); break;
-      case 12: r = a.clone(); break;
-      case 13: r = at::square(a); break;
-      case 14: r = at::hardswish(a); break;
-      case 15: r = at::hardsigmoid(a); break;
-      case 16: r = at::floor(a); break;
-      case 17: r = at::round(a); break;
-      case 18: r = at::log1p(a); break;
-      case 19: r = at::reciprocal(a); break;
-      default: throw std::invalid_argument("unknown unary op " + std::to_string(op));
-    }
-    *out = wrap(std::move(r));
-  })
+char *tch_unary(tch_unary_op op, tch_tensor x, tch_tensor *out) {
+  TRY(*out = wrap(unary(op, T(x))))
 }
 
-char *tch_binary(int op, tch_tensor x, tch_tensor y, tch_tensor *out) {
-  TRY({
-    auto &a = T(x);
-    auto &b = T(y);
-    at::Tensor r;
-    switch (op) {
-      case 0: r = at::add(a, b); break;
-      case 1: r = at::sub(a, b); break;
-      case 2: r = at::mul(a, b); break;
-      case 3: r = at::div(a, b); break;
-      case 4: r = at::matmul(a, b); break;
-      case 5: r = at::maximum(a, b); break;
-      case 6: r = at::minimum(a, b); break;
-      case 7: r = at::eq(a, b); break;
-      case 8: r = at::gt(a, b); break;
-      case 9: r = at::lt(a, b); break;
-      case 10: r = at::pow(a, b); break;
-      case 11: r = at::ge(a, b); break;
-      case 12: r = at::le(a, b); break;
-      case 13: r = at::ne(a, b); break;
-      default: throw std::invalid_argument("unknown binary op " + std::to_string(op));
-    }
-    *out = wrap(std::move(r));
-  })
+char *tch_binary(tch_binary_op op, tch_tensor x, tch_tensor y, tch_tensor *out) {
+  TRY(*out = wrap(binary(op, T(x), T(y))))
 }
 
-char *tch_scalar(int op, tch_tensor x, double s, tch_tensor *out) {
-  TRY({
-    auto &a = T(x);
-    at::Tensor r;
-    switch (op) {
-      case 0: r = at::add(a, s); break;
-      case 1: r = at::sub(a, s); break;
-      case 2: r = at::mul(a, s); break;
-      case 3: r = at::div(a, s); break;
-      case 4: r = at::pow(a, s); break;
-      case 5: r = at::eq(a, s); break;
-      case 6: r = at::gt(a, s); break;
-      case 7: r = at::lt(a, s); break;
-      case 8: r = at::rsub(a, s); break;
-      case 9: r = at::leaky_relu(a, s); break;
-      case 10: r = at::ge(a, s); break;
-      case 11: r = at::le(a, s); break;
-      default: throw std::invalid_argument("unknown scalar op " + std::to_string(op));
-    }
-    *out = wrap(std::move(r));
-  })
+char *tch_scalar(tch_scalar_op op, tch_tensor x, double s, tch_tensor *out) {
+  TRY(*out = wrap(scalar(op, T(x), s)))
 }
 
-char *tch_reduce(int op, tch_tensor x, const int64_t *dims, int ndims, int keepdim,
+char *tch_reduce(tch_reduce_op op, tch_tensor x, const int64_t *dims, int ndims, int keepdim,
                  tch_tensor *out) {
-  TRY({
-    auto &a = T(x);
-    auto d = ints(dims, ndims);
-    bool k = keepdim != 0;
-    at::Tensor r;
-    switch (op) {
-      case 0: r = ndims == 0 && !k ? at::sum(a) : at::sum(a, d, k); break;
-      case 1: r = ndims == 0 && !k ? at::mean(a) : at::mean(a, d, k); break;
-      case 2: r = at::amax(a, d, k); break;
-      case 3: r = at::amin(a, d, k); break;
-      case 4:
-        r = ndims == 0 ? at::argmax(a) : at::argmax(a, d[0], k);
-        break;
-      case 5:
-        r = ndims == 0 ? at::argmin(a) : at::argmin(a, d[0], k);
-        break;
-      case 6: r = at::logsumexp(a, d, k); break;
-      default: throw std::invalid_argument("unknown reduction op " + std::to_string(op));
-    }
-    *out = wrap(std::move(r));
-  })
+  TRY(*out = wrap(reduce(op, T(x), ints(dims, ndims), keepdim != 0)))
 }
 
 char *tch_clamp(tch_tensor x, double lo, double hi, int has_lo, int has_hi, tch_tensor *out) {
@@ -404,24 +411,22 @@ char *tch_softmax(tch_tensor x, int64_t dim, int log, tch_tensor *out) {
   TRY(*out = wrap(log ? at::log_softmax(T(x), dim) : at::softmax(T(x), dim)))
 }
 
-char *tch_cross_entropy(tch_tensor logits, tch_tensor target, int r, double label_smoothing,
+char *tch_cross_entropy(tch_tensor logits, tch_tensor target, tch_reduction r, double label_smoothing,
                         tch_tensor *out) {
   TRY(*out = wrap(at::cross_entropy_loss(T(logits), T(target), c10::nullopt, reduction(r), -100,
                                          label_smoothing)))
 }
 
-char *tch_kl_div(tch_tensor logp, tch_tensor target, int r, int log_target, tch_tensor *out) {
+char *tch_kl_div(tch_tensor logp, tch_tensor target, tch_reduction r, int log_target, tch_tensor *out) {
   TRY(*out = wrap(at::kl_div(T(logp), T(target), reduction(r), log_target != 0)))
 }
 
-char *tch_pad(tch_tensor x, const int64_t *pad, int npad, int mode, double value,
+char *tch_pad(tch_tensor x, const int64_t *pad, int npad, tch_pad_mode mode, double value,
               tch_tensor *out) {
   TRY({
-    static const char *modes[] = {"constant", "reflect", "replicate"};
-    if (mode < 0 || mode > 2) throw std::invalid_argument("unknown pad mode");
     c10::optional<double> v;
-    if (mode == 0) v = value;
-    *out = wrap(at::pad(T(x), ints(pad, npad), modes[mode], v));
+    if (mode == TCH_PAD_CONSTANT) v = value;
+    *out = wrap(at::pad(T(x), ints(pad, npad), pad_mode(mode), v));
   })
 }
 

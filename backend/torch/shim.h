@@ -7,6 +7,8 @@
 
 #include <stdint.h>
 
+#include "ops.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -50,11 +52,11 @@ char *tch_backward(tch_tensor t);
 char *tch_autograd_grad(tch_tensor *outputs, int nout, tch_tensor *inputs, int nin,
                         tch_tensor *grads);
 
-// Elementwise and reductions, selected by op code (see ops.go).
-char *tch_unary(int op, tch_tensor x, tch_tensor *out);
-char *tch_binary(int op, tch_tensor a, tch_tensor b, tch_tensor *out);
-char *tch_scalar(int op, tch_tensor a, double s, tch_tensor *out);
-char *tch_reduce(int op, tch_tensor x, const int64_t *dims, int ndims, int keepdim,
+// Elementwise and reductions, selected by an op code of ops.h.
+char *tch_unary(tch_unary_op op, tch_tensor x, tch_tensor *out);
+char *tch_binary(tch_binary_op op, tch_tensor a, tch_tensor b, tch_tensor *out);
+char *tch_scalar(tch_scalar_op op, tch_tensor a, double s, tch_tensor *out);
+char *tch_reduce(tch_reduce_op op, tch_tensor x, const int64_t *dims, int ndims, int keepdim,
                  tch_tensor *out);
 char *tch_clamp(tch_tensor x, double lo, double hi, int has_lo, int has_hi, tch_tensor *out);
 char *tch_clamp_t(tch_tensor x, tch_tensor lo, tch_tensor hi, tch_tensor *out);
@@ -91,11 +93,11 @@ char *tch_avg_pool2d(tch_tensor x, const int64_t *kernel, const int64_t *stride,
 char *tch_adaptive_avg_pool2d(tch_tensor x, const int64_t *size, tch_tensor *out);
 char *tch_dropout(tch_tensor x, double p, int training, tch_tensor *out);
 char *tch_softmax(tch_tensor x, int64_t dim, int log, tch_tensor *out);
-char *tch_cross_entropy(tch_tensor logits, tch_tensor target, int reduction,
+char *tch_cross_entropy(tch_tensor logits, tch_tensor target, tch_reduction reduction,
                         double label_smoothing, tch_tensor *out);
-char *tch_kl_div(tch_tensor logp, tch_tensor target, int reduction, int log_target,
+char *tch_kl_div(tch_tensor logp, tch_tensor target, tch_reduction reduction, int log_target,
                  tch_tensor *out);
-char *tch_pad(tch_tensor x, const int64_t *pad, int npad, int mode, double value,
+char *tch_pad(tch_tensor x, const int64_t *pad, int npad, tch_pad_mode mode, double value,
               tch_tensor *out);
 
 // Optimizers.
