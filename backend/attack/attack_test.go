@@ -211,7 +211,7 @@ func TestAttacksStayInBall(t *testing.T) {
 	target := func(y *torch.Tensor) *torch.Tensor { return f.shifted(y.Scope(), 1) }
 	cbim := func(loss attack.Loss) func(x, y *torch.Tensor) *torch.Tensor {
 		return func(x, y *torch.Tensor) *torch.Tensor {
-			return attack.CBIM(f.ensemble(), x, y, attack.CBIMConfig{Eps: 0.1, Alpha: 0.01, Steps: 15, Dropout: 0.5, Loss: loss})
+			return must(attack.CBIM(f.ensemble(), x, y, attack.CBIMConfig{Eps: 0.1, Alpha: 0.01, Steps: 15, Dropout: 0.5, Loss: loss}))
 		}
 	}
 	cases := []struct {
@@ -254,10 +254,10 @@ func TestAttacksStayInBall(t *testing.T) {
 		{"CBIM ce", 0.1, attack.LInf, cbim(attack.LossCE)},
 		{"CBIM geometric", 0.1, attack.LInf, cbim(attack.LossGeometric)},
 		{"CBIM best iterate", 0.1, attack.LInf, func(x, y *torch.Tensor) *torch.Tensor {
-			return attack.CBIM(f.ensemble(), x, y, attack.CBIMConfig{Eps: 0.1, Alpha: 0.01, Steps: 15, Dropout: 0.5, Loss: attack.LossLinear, Best: true})
+			return must(attack.CBIM(f.ensemble(), x, y, attack.CBIMConfig{Eps: 0.1, Alpha: 0.01, Steps: 15, Dropout: 0.5, Loss: attack.LossLinear, Best: true}))
 		}},
 		{"CBIM input diversity", 0.1, attack.LInf, func(x, y *torch.Tensor) *torch.Tensor {
-			return attack.CBIM(f.ensemble(), x, y, attack.CBIMConfig{Eps: 0.1, Alpha: 0.01, Steps: 15, Dropout: 0.5, Loss: attack.LossGeometric, Best: true, Shift: 2, Noise: 0.05})
+			return must(attack.CBIM(f.ensemble(), x, y, attack.CBIMConfig{Eps: 0.1, Alpha: 0.01, Steps: 15, Dropout: 0.5, Loss: attack.LossGeometric, Best: true, Shift: 2, Noise: 0.05}))
 		}},
 	}
 	for _, tc := range cases {
@@ -500,7 +500,7 @@ func TestCBIMRaisesConferrability(t *testing.T) {
 			torch.ManualSeed(5)
 			f.run(t, func(x, y *torch.Tensor) {
 				e := f.ensemble()
-				adv := attack.CBIM(e, x, y, attack.CBIMConfig{Eps: 0.1, Alpha: 0.01, Steps: 20, Dropout: 0.5, Loss: loss})
+				adv := must(attack.CBIM(e, x, y, attack.CBIMConfig{Eps: 0.1, Alpha: 0.01, Steps: 20, Dropout: 0.5, Loss: loss}))
 				var before, after []float32
 				torch.NoGrad(func() {
 					before = e.Conferrability(x).Float32s()
@@ -532,10 +532,10 @@ func TestCBIMBestIterate(t *testing.T) {
 		e := f.ensemble()
 		c := attack.CBIMConfig{Eps: 0.1, Alpha: 0.01, Steps: 20, Dropout: 0.5, Loss: attack.LossLinear}
 		torch.ManualSeed(9)
-		last := attack.CBIM(e, x, y, c)
+		last := must(attack.CBIM(e, x, y, c))
 		c.Best = true
 		torch.ManualSeed(9)
-		best := attack.CBIM(e, x, y, c)
+		best := must(attack.CBIM(e, x, y, c))
 		var sl, sb []float32
 		torch.NoGrad(func() {
 			sl = e.Conferrability(last).Float32s()
@@ -581,10 +581,10 @@ func TestCBIMInputDiversity(t *testing.T) {
 		e := f.ensemble()
 		c := attack.CBIMConfig{Eps: 0.1, Alpha: 0.01, Steps: 20, Dropout: 0.5, Loss: attack.LossGeometric}
 		torch.ManualSeed(3)
-		plain := attack.CBIM(e, x, y, c)
+		plain := must(attack.CBIM(e, x, y, c))
 		c.Shift, c.Noise = 2, 0.02
 		torch.ManualSeed(3)
-		diverse := attack.CBIM(e, x, y, c)
+		diverse := must(attack.CBIM(e, x, y, c))
 		// shiftedScore is the mean over the eight one- and two-pixel moves
 		// of the target's M_E, the target chosen on the unmoved example.
 		shiftedScore := func(adv *torch.Tensor) (float64, float64) {
@@ -724,30 +724,93 @@ func TestCBIMCheck(t *testing.T) {
 	}
 }
 
+// must is the adversarial examples of an attack that returns an error,
+// the error panicking for the torch.Catch of fixture.run to report.
+func must(adv *torch.Tensor, err error) *torch.Tensor {
+	if err != nil {
+		panic(err)
+	}
+	return adv
+}
+
 // TestCBIMRefusesBadInput checks that C-BIM, called with a configuration
-// Check refuses, fails before any forward pass with a *torch.Error (the
-// attacks' way: torch.Catch turns it into an error) that says why.
+// Check refuses, returns an error before any forward pass, without
+// panicking: a *torch.Error of op cbim that says why.
 func TestCBIMRefusesBadInput(t *testing.T) {
 	calls := 0
 	for _, tc := range badCBIM(untouched{&calls}) {
 		t.Run(tc.name, func(t *testing.T) {
 			calls = 0
-			err := torch.Catch(func() {
+			var adv *torch.Tensor
+			var err error
+			panicked := torch.Catch(func() {
 				torch.Scoped(func(s *torch.Scope) {
 					x := torch.Rand(s, torch.CPU, 2, 1, 4, 4)
 					y := torch.FromSlice(s, []int64{0, 1}, 2)
-					attack.CBIM(tc.e, x, y, tc.c)
+					adv, err = attack.CBIM(tc.e, x, y, tc.c)
 				})
 			})
+			if panicked != nil {
+				t.Fatalf("CBIM panicked with %v, want it to return the error", panicked)
+			}
 			var te *torch.Error
 			if !errors.As(err, &te) || te.Op != "cbim" || !strings.Contains(te.Msg, tc.says) {
 				t.Fatalf("CBIM failed with %v (%T), want a *torch.Error of cbim naming %q", err, err, tc.says)
+			}
+			if adv != nil {
+				t.Errorf("CBIM returned examples %v with its error", adv)
 			}
 			if calls != 0 {
 				t.Errorf("%d forward passes before the configuration was refused, want none", calls)
 			}
 		})
 	}
+}
+
+// TestCBIMReturnsTorchErrors checks that a libtorch failure during C-BIM
+// (a label beyond the models' classes, a model that fails on its input)
+// comes back as CBIM's error, not as a panic.
+func TestCBIMReturnsTorchErrors(t *testing.T) {
+	calls := 0
+	m := untouched{&calls} // (N, 16) scores: 16 classes
+	bad := badModel{}
+	for _, tc := range []struct {
+		name   string
+		e      attack.Ensemble
+		labels []int64
+		says   string
+	}{
+		{"label beyond the classes", attack.Ensemble{Source: m, Surrogates: []attack.Model{m}, References: []attack.Model{m}}, []int64{0, 16}, "one_hot"},
+		{"a reference fails", attack.Ensemble{Source: m, References: []attack.Model{bad}}, []int64{0, 1}, "matmul"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := torch.NewScope()
+			defer s.Close()
+			x := torch.Rand(s, torch.CPU, 2, 1, 4, 4)
+			y := torch.FromSlice(s, tc.labels, 2)
+			var adv *torch.Tensor
+			var err error
+			c := attack.DefaultCBIM()
+			c.Steps, c.Best = 3, true
+			if p := torch.Catch(func() { adv, err = attack.CBIM(tc.e, x, y, c) }); p != nil {
+				t.Fatalf("CBIM panicked with %v, want it to return the error", p)
+			}
+			var te *torch.Error
+			if !errors.As(err, &te) || !strings.Contains(te.Error(), tc.says) {
+				t.Fatalf("CBIM = %v, %v; want a *torch.Error of %s", adv, err, tc.says)
+			}
+			if adv != nil {
+				t.Errorf("CBIM returned examples %v with its error", adv)
+			}
+		})
+	}
+}
+
+// badModel fails in libtorch on every input.
+type badModel struct{}
+
+func (badModel) Forward(x *torch.Tensor) *torch.Tensor {
+	return x.Reshape(x.Size(0), -1).MatMul(x.Reshape(x.Size(0), -1))
 }
 
 func TestParseNorm(t *testing.T) {

@@ -150,15 +150,24 @@ func (c CBIMConfig) Check(e Ensemble) error {
 // conferrability score for a target class, kept in the L∞ ε-ball and in
 // [0,1]. The target of each example is, at every step, the class other than
 // its label y with the highest conferrability score, so the attack follows
-// the most conferrable direction. It returns the adversarial examples.
+// the most conferrable direction. It returns the adversarial examples,
+// owned by x's scope.
 //
-// Like the other attacks it panics with a *torch.Error (torch.Catch makes
-// it an error), on a libtorch failure and, before any work, on a
-// configuration that c.Check refuses.
-func CBIM(e Ensemble, x, y *torch.Tensor, c CBIMConfig) *torch.Tensor {
+// It returns an error, a *torch.Error of op "cbim", before any work for a
+// configuration that c.Check refuses, and the *torch.Error of a libtorch
+// failure (a model's panic with one included) during the attack; the
+// tensors it made are freed then. Panics of any other kind pass through.
+func CBIM(e Ensemble, x, y *torch.Tensor, c CBIMConfig) (adv *torch.Tensor, err error) {
 	if err := c.Check(e); err != nil {
-		panic(&torch.Error{Op: "cbim", Msg: err.Error()})
+		return nil, &torch.Error{Op: "cbim", Msg: err.Error()}
 	}
+	err = torch.Catch(func() { adv = cbim(e, x, y, c) })
+	return adv, err
+}
+
+// cbim is CBIM on a configuration that Check accepts; it panics with a
+// *torch.Error on a libtorch failure, having freed what it kept.
+func cbim(e Ensemble, x, y *torch.Tensor, c CBIMConfig) *torch.Tensor {
 	d := x.Device()
 	members := append([]Model{e.Source}, e.Surrogates...)
 	k := int64(0)
@@ -189,6 +198,16 @@ func CBIM(e Ensemble, x, y *torch.Tensor, c CBIMConfig) *torch.Tensor {
 		best, bestScore = nb, ns
 	}
 	xa := x
+	ok := false
+	defer func() { // on a failure, free what outlives the step scopes
+		if !ok {
+			if xa != x && xa != best {
+				xa.Free()
+			}
+			best.Free()
+			bestScore.Free()
+		}
+	}()
 	for i := range c.Steps {
 		next := x
 		torch.Scoped(func(s *torch.Scope) {
@@ -261,6 +280,7 @@ func CBIM(e Ensemble, x, y *torch.Tensor, c CBIMConfig) *torch.Tensor {
 	if xa != x {
 		x.Scope().Add(xa)
 	}
+	ok = true
 	return xa
 }
 

@@ -37,7 +37,9 @@ type AttackScore struct {
 }
 
 // craftFunc crafts adversarial examples for x with labels y on the source.
-type craftFunc func(x, y *torch.Tensor, eps float64) *torch.Tensor
+// An attack that reports its failures as an error returns it; the others
+// panic with a *torch.Error.
+type craftFunc func(x, y *torch.Tensor, eps float64) (*torch.Tensor, error)
 
 func (st *ConferrabilityStudy) attacks(f *Fleet) ([]string, map[string]craftFunc) {
 	src := f.Source().Model
@@ -51,27 +53,27 @@ func (st *ConferrabilityStudy) attacks(f *Fleet) ([]string, map[string]craftFunc
 	ens := attack.Ensemble{Source: src, Surrogates: tr(Surrogate), References: tr(Reference)}
 	order := []string{"FGSM", "IGM", "PGD", "DeepFool", "CW-L2", "C-BIM", cbimBest}
 	return order, map[string]craftFunc{
-		"FGSM": func(x, y *torch.Tensor, eps float64) *torch.Tensor {
-			return attack.FGSM(src, x, y, attack.Config{Eps: eps})
+		"FGSM": func(x, y *torch.Tensor, eps float64) (*torch.Tensor, error) {
+			return attack.FGSM(src, x, y, attack.Config{Eps: eps}), nil
 		},
-		"IGM": func(x, y *torch.Tensor, eps float64) *torch.Tensor { // Table 6: 100 steps of 0.01, L∞
-			return attack.BIM(src, x, y, attack.Config{Eps: eps, Alpha: 0.01, Steps: 100})
+		"IGM": func(x, y *torch.Tensor, eps float64) (*torch.Tensor, error) { // Table 6: 100 steps of 0.01, L∞
+			return attack.BIM(src, x, y, attack.Config{Eps: eps, Alpha: 0.01, Steps: 100}), nil
 		},
-		"PGD": func(x, y *torch.Tensor, eps float64) *torch.Tensor { // Table 6: 100 steps of 0.01, q = 2
-			return attack.PGD(src, x, y, attack.Config{Eps: eps, Alpha: 0.01, Steps: 100, Norm: attack.L2})
+		"PGD": func(x, y *torch.Tensor, eps float64) (*torch.Tensor, error) { // Table 6: 100 steps of 0.01, q = 2
+			return attack.PGD(src, x, y, attack.Config{Eps: eps, Alpha: 0.01, Steps: 100, Norm: attack.L2}), nil
 		},
-		"DeepFool": func(x, y *torch.Tensor, eps float64) *torch.Tensor { // Table 6: 100 iterations, q = ∞
-			return attack.DeepFool(src, x, attack.DeepFoolConfig{Steps: 100, Overshoot: 0.02, Eps: eps, Norm: attack.LInf})
+		"DeepFool": func(x, y *torch.Tensor, eps float64) (*torch.Tensor, error) { // Table 6: 100 iterations, q = ∞
+			return attack.DeepFool(src, x, attack.DeepFoolConfig{Steps: 100, Overshoot: 0.02, Eps: eps, Norm: attack.LInf}), nil
 		},
-		"CW-L2": func(x, y *torch.Tensor, eps float64) *torch.Tensor { // Table 6: 100 iterations, κ = 50, lr 0.01
-			return attack.CWL2(src, x, y, attack.CWConfig{Steps: 100, Kappa: 50, LR: 0.01, InitialConst: 1, SearchSteps: 3, Eps: eps})
+		"CW-L2": func(x, y *torch.Tensor, eps float64) (*torch.Tensor, error) { // Table 6: 100 iterations, κ = 50, lr 0.01
+			return attack.CWL2(src, x, y, attack.CWConfig{Steps: 100, Kappa: 50, LR: 0.01, InitialConst: 1, SearchSteps: 3, Eps: eps}), nil
 		},
-		"C-BIM": func(x, y *torch.Tensor, eps float64) *torch.Tensor {
+		"C-BIM": func(x, y *torch.Tensor, eps float64) (*torch.Tensor, error) {
 			c := st.CBIM
 			c.Eps = eps
 			return attack.CBIM(ens, x, y, c)
 		},
-		cbimBest: func(x, y *torch.Tensor, eps float64) *torch.Tensor {
+		cbimBest: func(x, y *torch.Tensor, eps float64) (*torch.Tensor, error) {
 			c := st.CBIM
 			c.Eps, c.Best = eps, true
 			return attack.CBIM(ens, x, y, c)
@@ -121,13 +123,22 @@ func (st *ConferrabilityStudy) Run(ctx context.Context, f *Fleet, test *data.Dat
 					y[i] = test.Labels[j]
 				}
 				var adv []float32
+				var cerr error
 				err := torch.Catch(func() {
 					torch.Scoped(func(s *torch.Scope) {
 						xt := torch.FromSlice(s, x, int64(n), int64(test.C), int64(test.H), int64(test.W))
 						yt := torch.FromSlice(s, y, int64(n))
-						adv = attack.Quantize(crafts[name](xt, yt, eps), xt, eps).Float32s()
+						xa, err := crafts[name](xt, yt, eps)
+						if err != nil {
+							cerr = err
+							return
+						}
+						adv = attack.Quantize(xa, xt, eps).Float32s()
 					})
 				})
+				if err == nil {
+					err = cerr
+				}
 				if err != nil {
 					return nil, fmt.Errorf("%s at ε = %g: %w", name, eps, err)
 				}

@@ -267,6 +267,7 @@ func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Craf
 		c.OnStep = func(step int) {
 			cfg.Progress.Report(shared.Event{Kind: shared.Progress, Stage: "extract: C-BIM", Step: done + int64(step*n), Total: totalSteps})
 		}
+		var cerr error // C-BIM's own
 		err := torch.Catch(func() {
 			if cfg.Natural {
 				return
@@ -275,10 +276,17 @@ func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Craf
 				dev := tm.Source.Device()
 				xt := torch.FromSlice(s, x, int64(n), int64(d.C), int64(d.H), int64(d.W)).ToDevice(dev)
 				yt := torch.FromSlice(s, y, int64(n)).ToDevice(dev)
-				xa := attack.Quantize(attack.CBIM(ens, xt, yt, c), xt, c.Eps) // line 7, rounded to 8 bits
-				adv = xa.ToDevice(torch.CPU).Float32s()
+				xa, err := attack.CBIM(ens, xt, yt, c)
+				if err != nil {
+					cerr = err
+					return
+				}
+				adv = attack.Quantize(xa, xt, c.Eps).ToDevice(torch.CPU).Float32s() // line 7, rounded to 8 bits
 			})
 		})
+		if err == nil {
+			err = cerr
+		}
 		if err != nil {
 			return nil, fmt.Errorf("extract: C-BIM: %w", err)
 		}
