@@ -9,11 +9,13 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 
 	"github.com/conferral/conferral/backend/data"
+	"github.com/conferral/conferral/backend/detect"
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/report"
@@ -34,115 +36,11 @@ import (
 // Detector names: each maps an input to a score on the adversary's model;
 // higher means "a fingerprint" once oriented on the adversary's own data.
 const (
-	DetSqueeze    = "feature squeezing"   // Xu et al.: max L1 change of the softmax under bit depth 4 and a 2×2 median filter
-	DetMaxSoftmax = "max softmax"         // confidence
-	DetEntropy    = "entropy"             // of the softmax
-	DetCNN        = "CNN on own examples" // a LeNet-5 trained on the adversary's own examples vs benign inputs
+	DetSqueeze    = detect.Squeeze
+	DetMaxSoftmax = detect.MaxSoftmax
+	DetEntropy    = detect.Entropy
+	DetCNN        = detect.CNN
 )
-
-// BitDepth rounds every value of x (pixel space [0,1]) to 2^bits levels:
-// round(x·(2^bits−1))/(2^bits−1), as Xu et al.'s bit-depth squeezer.
-func BitDepth(x []float32, bits int) []float32 {
-	l := float64(int(1)<<bits - 1)
-	out := make([]float32, len(x))
-	for i, v := range x {
-		out[i] = float32(math.RoundToEven(float64(v)*l) / l)
-	}
-	return out
-}
-
-// Median2x2 is a 2×2 median filter over every channel of n NCHW images: the
-// value at (i, j) is the upper median (the third smallest, as scipy's
-// median_filter ranks an even window) of the pixels at (i, j), (i, j+1),
-// (i+1, j) and (i+1, j+1), the image's last row and column repeated past
-// its edge.
-func Median2x2(x []float32, n, c, h, w int) []float32 {
-	out := make([]float32, len(x))
-	var win [4]float32
-	for p := range n * c {
-		base := p * h * w
-		for i := range h {
-			i2 := min(i+1, h-1)
-			for j := range w {
-				j2 := min(j+1, w-1)
-				win = [4]float32{x[base+i*w+j], x[base+i*w+j2], x[base+i2*w+j], x[base+i2*w+j2]}
-				s := win[:]
-				slices.Sort(s)
-				out[base+i*w+j] = s[2]
-			}
-		}
-	}
-	return out
-}
-
-// softmaxes returns m's softmax of the n images x (n×k, row-major).
-func softmaxes(m fingerprint.Model, x []float32, n, c, h, w int) ([]float32, error) {
-	const batch = 500
-	per := c * h * w
-	var out []float32
-	for b := 0; b < n; b += batch {
-		k := min(batch, n-b)
-		err := torch.Catch(func() {
-			torch.Scoped(func(s *torch.Scope) {
-				torch.NoGrad(func() {
-					xt := torch.FromSlice(s, x[b*per:(b+k)*per], int64(k), int64(c), int64(h), int64(w)).ToDevice(m.Device())
-					out = append(out, m.Forward(xt).Softmax(1).ToDevice(torch.CPU).Float32s()...)
-				})
-			})
-		})
-		if err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
-}
-
-// SqueezeScores are Xu et al.'s scores: for each image, the larger L1
-// distance between m's softmax on it and on its bit-depth-4 and 2×2-median
-// squeezed versions.
-func SqueezeScores(m fingerprint.Model, x []float32, n, c, h, w int) ([]float64, error) {
-	p0, err := softmaxes(m, x, n, c, h, w)
-	if err != nil {
-		return nil, err
-	}
-	return squeezeScores(m, x, p0, n, c, h, w)
-}
-
-// squeezeScores is SqueezeScores given p0, m's softmaxes of x.
-func squeezeScores(m fingerprint.Model, x, p0 []float32, n, c, h, w int) ([]float64, error) {
-	out := make([]float64, n)
-	for _, sq := range [][]float32{BitDepth(x, 4), Median2x2(x, n, c, h, w)} {
-		p, err := softmaxes(m, sq, n, c, h, w)
-		if err != nil {
-			return nil, err
-		}
-		k := len(p) / n
-		for i := range n {
-			d := 0.0
-			for j := range k {
-				d += math.Abs(float64(p[i*k+j] - p0[i*k+j]))
-			}
-			out[i] = math.Max(out[i], d)
-		}
-	}
-	return out, nil
-}
-
-// confidenceScores are the max softmax and the softmax's entropy (nats)
-// of the n softmaxes p (n×k, row-major).
-func confidenceScores(p []float32, n int) (maxp, ent []float64) {
-	k := len(p) / n
-	maxp, ent = make([]float64, n), make([]float64, n)
-	for i := range n {
-		for _, v := range p[i*k : (i+1)*k] {
-			maxp[i] = math.Max(maxp[i], float64(v))
-			if v > 0 {
-				ent[i] -= float64(v) * math.Log(float64(v))
-			}
-		}
-	}
-	return maxp, ent
-}
 
 // drawMean is the mean of batch scores drawn with replacement from pool.
 func drawMean(pool []float64, batch int, rng *rand.Rand) float64 {
@@ -324,6 +222,12 @@ type EvasionStudy struct {
 	Seed      int64
 	Command   string
 	Describe  string
+	// SaveDetectors, when set, is a folder where every detector is saved,
+	// once per kind of fingerprint, as a detector file (detect.Load) that
+	// `serve-model --detector` loads: set on the adversary's own examples
+	// and holding its own benign threshold inputs, never the defender's
+	// fingerprints.
+	SaveDetectors string
 }
 
 // EvasionRow is one detector against one group.
@@ -350,6 +254,8 @@ type EvasionResult struct {
 	Own, Crafted          map[string]int
 	Positives             map[string]int // the defender's fingerprints per group
 	AdvBenign, HeldBenign int
+	// Saved are the detector files written (SaveDetectors).
+	Saved []string
 }
 
 // Run plays the game for every group and detector and writes dir/README.md.
@@ -475,21 +381,21 @@ func (st *EvasionStudy) Run(ctx context.Context, dir report.Dir, progress shared
 		}
 		base, ok := baseOf[set]
 		if !ok {
-			p0, err := softmaxes(st.Scorer, x, n, c, h, w)
+			p0, err := detect.Softmaxes(st.Scorer, x, n, c, h, w)
 			if err != nil {
 				return nil, err
 			}
-			sq, err := squeezeScores(st.Scorer, x, p0, n, c, h, w)
+			sq, err := detect.SqueezeScoresOf(st.Scorer, x, p0, n, c, h, w)
 			if err != nil {
 				return nil, err
 			}
-			mp, ent := confidenceScores(p0, n)
+			mp, ent := detect.Confidence(p0, n)
 			base = scored{DetSqueeze: sq, DetMaxSoftmax: mp, DetEntropy: ent}
 			baseOf[set] = base
 		}
 		out := maps.Clone(base)
 		if m := cnn[kind]; m != nil {
-			p, err := softmaxes(m, x, n, c, h, w)
+			p, err := detect.Softmaxes(m, x, n, c, h, w)
 			if err != nil {
 				return nil, err
 			}
@@ -528,6 +434,7 @@ func (st *EvasionStudy) Run(ctx context.Context, dir report.Dir, progress shared
 		thrX = advX[half*per:]
 	}
 	heldX := held.Float32(seq(held.Len()))
+	saved := map[string]bool{}
 	for gi, g := range st.Groups {
 		kind := g.kind()
 		var pos []float32
@@ -571,6 +478,15 @@ func (st *EvasionStudy) Run(ctx context.Context, dir report.Dir, progress shared
 				row.Balanced = append(row.Balanced, PlayGame(hb, pb, b, st.Trials, bal, rng))
 			}
 			res.Rows = append(res.Rows, row)
+			if st.SaveDetectors != "" && !saved[kind+"\x00"+d] {
+				saved[kind+"\x00"+d] = true
+				path, err := st.saveDetector(kind, d, row, thrX, cnn[kind])
+				if err != nil {
+					return nil, err
+				}
+				res.Saved = append(res.Saved, path)
+				log("saved the %s detector for %s: %s", d, kind, path)
+			}
 			log("%s / %s: AUC %.3f (own %.3f), win rate %s", g.Name, d, row.AUC, row.OwnAUC, winRates(row.Games))
 		}
 	}
@@ -578,6 +494,48 @@ func (st *EvasionStudy) Run(ctx context.Context, dir report.Dir, progress shared
 		return nil, err
 	}
 	return res, nil
+}
+
+// saveDetector writes the detector d for fingerprints of the kind, as
+// oriented and scored in row, with benign, the adversary's threshold
+// inputs, to SaveDetectors/KIND-DETECTOR.safetensors.
+func (st *EvasionStudy) saveDetector(kind, d string, row EvasionRow, benign []float32, net *nn.Model) (string, error) {
+	det := &detect.Detector{Kind: d, Flip: row.Flip, Against: kind, OwnAUC: row.OwnAUC, C: st.Test.C, H: st.Test.H, W: st.Test.W,
+		Note: fmt.Sprintf("set by the adversary of `conferral experiment evasion` (seed %d) on its own %s examples and %d benign test inputs of its half; scores on the model it guards", st.Seed, kind, len(benign)/st.Test.ImageSize())}
+	det.Benign = make([]uint8, len(benign))
+	for i, v := range benign {
+		det.Benign[i] = uint8(math.Round(float64(v) * 255))
+	}
+	if d == DetCNN {
+		det.Note = fmt.Sprintf("set by the adversary of `conferral experiment evasion` (seed %d): a LeNet-5 trained on its own %s attack outputs against benign inputs of its half; %d other benign inputs of its half to set thresholds on", st.Seed, kind, len(benign)/st.Test.ImageSize())
+		det.Net = net
+	}
+	if err := os.MkdirAll(st.SaveDetectors, 0o755); err != nil {
+		return "", fmt.Errorf("evasion: %w", err)
+	}
+	path := filepath.Join(st.SaveDetectors, slug(kind)+"-"+slug(d)+".safetensors")
+	if err := det.Save(path); err != nil {
+		return "", fmt.Errorf("evasion: %w", err)
+	}
+	return path, nil
+}
+
+// slug is s in lower case with ε spelled eps and every run of other
+// characters than letters, digits and dots a dash.
+func slug(s string) string {
+	s = strings.ReplaceAll(strings.ToLower(s), "ε", "eps")
+	var b strings.Builder
+	dash := false
+	for _, r := range s {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') || r == '.' {
+			b.WriteRune(r)
+			dash = false
+		} else if !dash && b.Len() > 0 {
+			b.WriteByte('-')
+			dash = true
+		}
+	}
+	return strings.TrimSuffix(b.String(), "-")
 }
 
 func winRates(gs []GameResult) string {
@@ -718,6 +676,14 @@ func (st *EvasionStudy) write(dir report.Dir, r *EvasionResult) error {
 		}
 	}
 	p("\n")
+	if len(r.Saved) > 0 {
+		p("## Saved detectors\n\n")
+		p("Every detector was saved, once per kind of fingerprint, for `conferral serve-model --detector FILE` (a suspect that detects and evades); each holds its orientation and the adversary's own benign threshold inputs, never the defender's fingerprints:\n\n")
+		for _, f := range r.Saved {
+			p("- `%s`\n", f)
+		}
+		p("\n")
+	}
 	if err := dir.Create(); err != nil {
 		return fmt.Errorf("evasion: %w", err)
 	}

@@ -86,6 +86,25 @@ type Options struct {
 	// count is per OS thread, and requests run on threads other than the
 	// one that set it at start-up.
 	Threads int
+	// Guard, when set, sees every batch the model answers and flags
+	// inputs; Evade rewrites the answers to flagged ones (a suspect that
+	// detects and evades verification: Hitaj et al.).
+	Guard Guard
+	Evade Evader
+}
+
+// Guard flags inputs: a detector of fingerprint queries. It runs with the
+// model, on the same OS thread, one batch at a time.
+type Guard interface {
+	// Flag says which of the n images x (pixel space, NCHW) are flagged,
+	// given the model's softmaxes p (n×k, row-major).
+	Flag(x, p []float32, n int) ([]bool, error)
+}
+
+// Evader rewrites the answer to a flagged image: given its pixels and the
+// model's softmax (which it may change in place), the label to answer.
+type Evader interface {
+	Evade(x, p []float32) int64
 }
 
 // Handler serves one model. Inference is serialised: one request runs the
@@ -95,6 +114,7 @@ type Handler struct {
 	o       Options
 	mu      sync.Mutex // the model runs one batch at a time
 	served  atomic.Int64
+	flagged atomic.Int64
 	pending chan struct{} // a slot per request in progress (MaxPending)
 }
 
@@ -144,8 +164,14 @@ func New(m Model, o Options) (*Handler, error) {
 	if o.MaxPending <= 0 {
 		o.MaxPending = 4
 	}
+	if (o.Guard == nil) != (o.Evade == nil) {
+		return nil, errors.New("predict: a guard needs an evasion and an evasion a guard")
+	}
 	return &Handler{m: m, o: o, pending: make(chan struct{}, o.MaxPending)}, nil
 }
+
+// Flagged is the number of images the guard flagged so far.
+func (h *Handler) Flagged() int { return int(h.flagged.Load()) }
 
 // Served is the number of images classified so far.
 func (h *Handler) Served() int { return int(h.served.Load()) }
@@ -560,6 +586,22 @@ func (h *Handler) run(x []float32, n int) (labels []int64, probs []float32, err 
 	for i, p := range probs {
 		if math.IsNaN(float64(p)) || math.IsInf(float64(p), 0) {
 			return nil, nil, badRequest("image %d: the model's scores are not finite numbers; its values lie too far outside the pixel range [0, %g]", i/k, h.o.Scale)
+		}
+	}
+	if h.o.Guard != nil {
+		flags, err := h.o.Guard.Flag(x, probs, n)
+		if err == nil && len(flags) != n {
+			err = fmt.Errorf("%d flags for %d images", len(flags), n)
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("running the detector: %w", err)
+		}
+		per := c * hh * w
+		for i, f := range flags {
+			if f {
+				labels[i] = h.o.Evade.Evade(x[i*per:(i+1)*per], probs[i*k:(i+1)*k])
+				h.flagged.Add(1)
+			}
 		}
 	}
 	h.served.Add(int64(n))

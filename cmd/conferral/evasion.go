@@ -17,6 +17,9 @@ import (
 // non-evasiveness game of §5.1. Every file is loaded, and every flag
 // checked, before the adversary crafts anything.
 func runEvasion(ctx context.Context, e *env, args []string) error {
+	if len(args) > 0 && args[0] == "detect-evade" {
+		return runDetectEvade(ctx, e, args[1:])
+	}
 	fs := flag.NewFlagSet("experiment evasion", flag.ContinueOnError)
 	apply := common(fs, e)
 	var df dataFlags
@@ -50,6 +53,7 @@ func runEvasion(ctx context.Context, e *env, args []string) error {
 	fpr := fs.Float64("fpr", 0.05, "false-positive rate of the batch rule on the adversary's benign inputs")
 	boot := fs.Int("bootstrap", 1000, "bootstrap resamples of each AUC")
 	cnnEpochs := fs.Int("cnn-epochs", 10, "epochs of the CNN detector on the adversary's own examples (0: no CNN detector)")
+	saveDets := fs.String("save-detectors", "", "folder to save every detector in, once per kind of fingerprint, for `serve-model --detector` (set on the adversary's own examples only)")
 	cfgOf := cbimFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -156,7 +160,8 @@ func runEvasion(ctx context.Context, e *env, args []string) error {
 			SurrogateIDs: sids, ReferenceIDs: rids, SourceID: *source, SourceArch: src[0].Spec.Arch},
 		Scorer: sc, ScorerName: scName, Test: test, Groups: groups, Craft: cfg, CNNEpochs: *cnnEpochs,
 		Batches: bs, Trials: *trials, FPR: *fpr, Boot: *boot, Seed: cfg.Seed, Describe: *describe,
-		Command: "conferral experiment evasion " + strings.Join(quoted, " "),
+		Command:       "conferral experiment evasion " + strings.Join(quoted, " "),
+		SaveDetectors: *saveDets,
 	}
 	res, err := st.Run(ctx, report.Dir(*out), e.progress.Report)
 	if err != nil {
@@ -167,6 +172,9 @@ func runEvasion(ctx context.Context, e *env, args []string) error {
 	for _, r := range res.Rows {
 		g := r.Games[len(r.Games)-1]
 		fmt.Fprintf(&b, "%s / %s: AUC %.3f [%.3f, %.3f], win rate at batch %d %.3f [%.3f, %.3f]\n", r.Group, r.Detector, r.AUC, r.AUCLo, r.AUCHi, g.Batch, g.WinRate(), g.Lo, g.Hi)
+	}
+	for _, f := range res.Saved {
+		fmt.Fprintf(&b, "saved detector %s\n", f)
 	}
 	fmt.Fprintf(&b, "(report: %s)\n", report.Dir(*out).Path("README.md"))
 	return e.emit(res, b.String())

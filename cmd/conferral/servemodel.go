@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/conferral/conferral/backend/detect"
 	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/onnx"
 	"github.com/conferral/conferral/backend/predict"
@@ -36,11 +37,24 @@ func runServeModel(ctx context.Context, e *env, args []string) error {
 	maxBatch := fs.Int("max-batch", 1024, "most images in one request")
 	maxPending := fs.Int("max-pending", 4, "requests read, decoded, run or waiting at once; more are answered 503 with Retry-After")
 	onnxMemory := onnxMemoryFlag(fs)
+	detPath := fs.String("detector", "", "detect and evade (Hitaj et al.): a detector file (experiment evasion --save-detectors) run on every query; flagged ones get a wrong answer")
+	flagFPR := fs.Float64("flag-fpr", 0.05, "with --detector: the share of the detector's own benign inputs it flags on this model (its threshold)")
+	evade := fs.String("evade", "random", "with --detector: what a flagged query gets: random (another label, the same for the same input) or second (the second-best label)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *model == "" {
 		return usagef("--model is required")
+	}
+	ev, err := detect.ParseEvasion(*evade)
+	if err != nil {
+		return usagef("--evade: %v", err)
+	}
+	if *detPath == "" && setFlags(fs, []string{"flag-fpr", "evade"}) != nil {
+		return usagef("--flag-fpr and --evade need --detector")
+	}
+	if !(*flagFPR > 0 && *flagFPR < 1) {
+		return usagef("--flag-fpr %g outside (0, 1)", *flagFPR)
 	}
 	a, err := predict.ParseAnswer(*answer)
 	if err != nil {
@@ -59,13 +73,31 @@ func runServeModel(ctx context.Context, e *env, args []string) error {
 	if err := apply(); err != nil {
 		return err
 	}
+	var det *detect.Detector
+	if *detPath != "" { // before the model: the file a user is likeliest to get wrong
+		if det, err = detect.Load(*detPath, e.device); err != nil {
+			return usagef("--detector: %v", err)
+		}
+		defer det.Free()
+	}
 	m, spec, err := loadServed(e, *model, *classes, int64(*onnxMemory))
 	if err != nil {
 		return err
 	}
 	defer m.Free()
-	h, err := predict.New(m, predict.Options{Name: *name, Classes: spec.Classes, C: int(spec.C), H: int(spec.H), W: int(spec.W),
-		Layout: l, Answer: a, Scale: *scale, MaxBatch: *maxBatch, MaxPending: *maxPending, Threads: threadsFlag(fs)})
+	o := predict.Options{Name: *name, Classes: spec.Classes, C: int(spec.C), H: int(spec.H), W: int(spec.W),
+		Layout: l, Answer: a, Scale: *scale, MaxBatch: *maxBatch, MaxPending: *maxPending, Threads: threadsFlag(fs)}
+	guarding := ""
+	if det != nil {
+		g, err := guardOf(det, m, spec, *flagFPR)
+		if err != nil {
+			return err
+		}
+		o.Guard, o.Evade = g, ev
+		guarding = fmt.Sprintf("  detect and evade: %s (set against %s fingerprints) flags a score above %.4g, %.1f %% of its %d benign inputs on this model; flagged queries get the %s label\n",
+			det.Kind, det.Against, g.Threshold, 100**flagFPR, det.N(), map[detect.Evasion]string{detect.Random: "a random other", detect.Second: "second-best"}[ev])
+	}
+	h, err := predict.New(m, o)
 	if err != nil {
 		return usageError{err}
 	}
@@ -77,6 +109,7 @@ func runServeModel(ctx context.Context, e *env, args []string) error {
 	base := "http://" + ln.Addr().String()
 	fmt.Fprintf(e.stdout, "serving %s (%s, %d classes, %dx%dx%d %s, answers: %s)\n  KServe v2:          %s/v2/models/%s\n  TensorFlow Serving: %s/v1/models/%s\n",
 		*model, spec.Arch, len(spec.Classes), spec.C, spec.H, spec.W, strings.ToUpper(string(l)), a, base, *name, base, *name)
+	fmt.Fprint(e.stdout, guarding)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	select {
@@ -93,6 +126,19 @@ func runServeModel(ctx context.Context, e *env, args []string) error {
 		return fmt.Errorf("serve-model: %w", err)
 	}
 	return nil
+}
+
+// guardOf binds det to the served model m at the threshold that flags a
+// share fpr of the detector's benign inputs on m.
+func guardOf(det *detect.Detector, m served, spec nn.Spec, fpr float64) (*detect.Guard, error) {
+	if int64(det.C) != spec.C || int64(det.H) != spec.H || int64(det.W) != spec.W {
+		return nil, usagef("--detector takes %dx%dx%d images, the model %dx%dx%d", det.C, det.H, det.W, spec.C, spec.H, spec.W)
+	}
+	thr, err := det.Threshold(m, fpr)
+	if err != nil {
+		return nil, fmt.Errorf("serve-model: setting the detector's threshold: %w", err)
+	}
+	return &detect.Guard{D: det, M: m, Threshold: thr}, nil
 }
 
 // served is a model serve-model can serve.
