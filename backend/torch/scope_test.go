@@ -67,7 +67,10 @@ func TestKeepSurvivesClose(t *testing.T) {
 	}
 }
 
-func TestResultJoinsFirstOwningScope(t *testing.T) {
+// TestResultJoinsInnermostScope checks that a result joins the innermost
+// of its operands' scopes (s2, opened after s1), whatever their order, and
+// the caller's only when no operand has a scope.
+func TestResultJoinsInnermostScope(t *testing.T) {
 	s1, s2 := torch.NewScope(), torch.NewScope()
 	defer s1.Close()
 	defer s2.Close()
@@ -82,15 +85,50 @@ func TestResultJoinsFirstOwningScope(t *testing.T) {
 	}{
 		{"owned+s1", own.Add(a), s1},
 		{"s2+s1", b.Add(a), s2},
-		{"s1+s2", a.Add(b), s1},
+		{"s1+s2", a.Add(b), s2},
 		{"where(owned, s2, s1)", torch.Where(own.GtScalar(0), b, a), s2},
+		{"where(owned, s1, s2)", torch.Where(own.GtScalar(0), a, b), s2},
 		{"cat(owned, s1)", torch.Cat([]*torch.Tensor{own, a}, 0), s1},
+		{"cat(s1, s2, owned)", torch.Cat([]*torch.Tensor{a, b, own}, 0), s2},
 		{"linear(owned, owned, s2)", torch.Linear(own.Reshape(1, 2), own.Reshape(1, 2), b.Narrow(0, 0, 1)), s2},
+		{"linear(s1, owned, s2)", torch.Linear(a.Reshape(1, 2), own.Reshape(1, 2), b.Narrow(0, 0, 1)), s2},
+		{"grads(s2 output, s1 input)", torch.Grads([]*torch.Tensor{a.SetRequiresGrad(true).Mul(b).Sum()}, []*torch.Tensor{a})[0], s2},
 	}
 	for _, tc := range tests {
 		if tc.got.Scope() != tc.want {
 			t.Errorf("%s: scope %p, want %p", tc.name, tc.got.Scope(), tc.want)
 		}
+	}
+}
+
+// TestOperandOrderDoesNotDecideLifetime checks that a result of an outer
+// scope's tensor and an inner scope's tensor is freed when the inner scope
+// closes, in either operand order, and that the outer tensor outlives it.
+func TestOperandOrderDoesNotDecideLifetime(t *testing.T) {
+	outer := torch.NewScope()
+	defer outer.Close()
+	w := torch.Ones(outer, torch.CPU, 2)
+	var res []*torch.Tensor
+	torch.Scoped(func(inner *torch.Scope) {
+		x := torch.Ones(inner, torch.CPU, 2)
+		res = []*torch.Tensor{w.Add(x), x.Add(w), w.Mul(x).Sub(w), torch.Where(w.GtScalar(0), w, x)}
+	})
+	for i, r := range res {
+		if !freed(r) {
+			t.Errorf("result %d outlived the inner scope of one of its operands", i)
+		}
+	}
+	if freed(w) {
+		t.Error("closing the inner scope freed the outer scope's tensor")
+	}
+	n := outer.Len()
+	torch.Scoped(func(inner *torch.Scope) {
+		x := torch.Ones(inner, torch.CPU, 2)
+		w.Add(x)
+		w.Mul(x).Sum()
+	})
+	if outer.Len() != n {
+		t.Errorf("inner-scope work left %d tensors in the outer scope", outer.Len()-n)
 	}
 }
 

@@ -4,7 +4,9 @@
 // Memory. libtorch's memory is invisible to Go's garbage collector, so
 // tensors are freed deterministically: a Scope owns every tensor created
 // through it or computed from a tensor it owns, and Close frees them all at
-// once (wrap each training step, attack iteration and request in one). Keep
+// once (wrap each training step, attack iteration and request in one). A
+// result computed from tensors of several scopes joins the innermost of
+// them, the one opened last, whatever the order of the operands. Keep
 // moves a tensor out of its scope so it outlives it; Free releases one tensor
 // now. A finalizer is only a backstop.
 //
@@ -28,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -200,12 +203,16 @@ type Tensor struct {
 // Scope owns tensors and frees them together. The zero value is not usable;
 // call NewScope. A Scope may be shared by goroutines.
 type Scope struct {
-	mu sync.Mutex
-	ts []*Tensor
+	mu  sync.Mutex
+	ts  []*Tensor
+	seq uint64 // when it was opened: a scope opened later has a larger one
 }
 
+// scopes numbers the scopes in the order they are opened.
+var scopes atomic.Uint64
+
 // NewScope returns an empty scope.
-func NewScope() *Scope { return &Scope{} }
+func NewScope() *Scope { return &Scope{seq: scopes.Add(1)} }
 
 // Close frees every tensor the scope still owns.
 func (s *Scope) Close() {
@@ -273,15 +280,19 @@ func newTensor(s *Scope, h C.tch_tensor) *Tensor {
 	return t
 }
 
-// scopeOf is the scope a result joins: the first owning scope among its
-// operands.
+// scopeOf is the scope a result joins: the innermost among its operands'
+// scopes, the one opened last, so that a temporary computed from a step's
+// tensor and a longer-lived one is freed with the step whatever the order
+// of the operands; nil (the caller's) when no operand has a scope. An
+// operand's scope is live: closing a scope frees the tensors it owns.
 func scopeOf(ts ...*Tensor) *Scope {
+	var s *Scope
 	for _, t := range ts {
-		if t != nil && t.scope != nil {
-			return t.scope
+		if t != nil && t.scope != nil && (s == nil || t.scope.seq > s.seq) {
+			s = t.scope
 		}
 	}
-	return nil
+	return s
 }
 
 func (t *Tensor) release() {
