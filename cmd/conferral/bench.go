@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/conferral/conferral/backend/attack"
@@ -38,18 +40,11 @@ func benchGo(models []string, c, hw int64, batch, warmup, iters int, d torch.Dev
 			x, y := benchBatch(batch, c, hw, d)
 			defer x.Free()
 			defer y.Free()
-			opt := torch.NewSGD(m.Params(), torch.SGDOpts{LR: 0.01, Momentum: 0.9, Nesterov: true, WeightDecay: 5e-4})
+			opt := benchOptimizer(m)
 			defer opt.Free()
+			train := trainStep(m, opt, x, y)
 			steps := map[string]func(){
-				"train_step": func() {
-					m.SetTraining(true)
-					torch.Scoped(func(s *torch.Scope) {
-						loss := torch.CrossEntropy(m.Forward(s.Add(x.Detach())), y, torch.ReduceMean)
-						opt.ZeroGrad()
-						loss.Backward()
-						opt.Step()
-					})
-				},
+				"train_step": func() { m.SetTraining(true); train() },
 			}
 			eval := func(f func()) func() { return func() { m.SetTraining(false); f() } }
 			forward, inputGrad := inferenceSteps(m, x, y)
@@ -62,6 +57,84 @@ func benchGo(models []string, c, hw int64, batch, warmup, iters int, d torch.Dev
 		}
 	}
 	return res, nil
+}
+
+// benchGoAtOnce trains jobs models of each arch at once, as the demo's
+// server runs its fleet: each on its own OS thread with one libtorch
+// thread, warmup steps, then iters timed train steps each. It returns the
+// wall time per train step of all of them together, in seconds: the
+// throughput's inverse.
+func benchGoAtOnce(models []string, c, hw int64, batch, warmup, iters, jobs int, d torch.Device) (map[string]float64, error) {
+	res := map[string]float64{}
+	for _, arch := range models {
+		start := make(chan struct{})
+		var ready, done sync.WaitGroup
+		errs := make([]error, jobs)
+		for j := range jobs {
+			ready.Add(1)
+			done.Add(1)
+			go func() {
+				defer done.Done()
+				var once sync.Once
+				warm := func() { once.Do(ready.Done) }
+				defer warm() // also when it failed before its timed steps
+				runtime.LockOSThread()
+				defer runtime.UnlockOSThread()
+				torch.SetNumThreads(1) // libtorch's threads are per OS thread
+				m, err := nn.New(benchSpec(arch, c, hw), uint64(j+1), d)
+				if err != nil {
+					errs[j] = err
+					return
+				}
+				defer m.Free()
+				errs[j] = torch.Catch(func() {
+					x, y := benchBatch(batch, c, hw, d)
+					defer x.Free()
+					defer y.Free()
+					opt := benchOptimizer(m)
+					defer opt.Free()
+					m.SetTraining(true)
+					step := trainStep(m, opt, x, y)
+					for range warmup {
+						step()
+					}
+					warm()
+					<-start
+					for range iters {
+						step()
+					}
+				})
+			}()
+		}
+		ready.Wait()
+		t := time.Now()
+		close(start)
+		done.Wait()
+		if err := errors.Join(errs...); err != nil {
+			return nil, fmt.Errorf("training %d %s models at once: %w", jobs, arch, err)
+		}
+		res[arch] = time.Since(t).Seconds() / float64(jobs*iters)
+	}
+	return res, nil
+}
+
+// benchOptimizer is the fleet's optimizer (SGD with Nesterov momentum and
+// weight decay), as bench/torch_bench.py builds it.
+func benchOptimizer(m *nn.Model) *torch.Optimizer {
+	return torch.NewSGD(m.Params(), torch.SGDOpts{LR: 0.01, Momentum: 0.9, Nesterov: true, WeightDecay: 5e-4})
+}
+
+// trainStep is one train step of m on the batch x, y: forward,
+// cross-entropy, backward, the optimizer's step.
+func trainStep(m *nn.Model, opt *torch.Optimizer, x, y *torch.Tensor) func() {
+	return func() {
+		torch.Scoped(func(s *torch.Scope) {
+			loss := torch.CrossEntropy(m.Forward(s.Add(x.Detach())), y, torch.ReduceMean)
+			opt.ZeroGrad()
+			loss.Backward()
+			opt.Step()
+		})
+	}
 }
 
 // benchSpec is a model of arch for the benchmark's c×hw×hw inputs.
@@ -238,6 +311,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	rounds := fs.Int("rounds", 3, "alternating Go/PyTorch rounds")
 	modelsFlag := fs.String("models", "cnn,resnet20", "models to benchmark, with C-BIM and the imported ONNX model (empty: only the fleet)")
 	fleetFlag := fs.String("fleet", "lenet,mlp,mlpdrop", "the demo fleet's architectures, trained on 1x28x28 images: models × epochs per minute (empty: skip)")
+	jobs := fs.Int("jobs", 0, "the fleet also as the demo trains it: this many models at once, one thread each (0: one per thread; 1: skip)")
 	python := fs.String("python", "/usr/bin/python3", "Python with Debian's python3-torch")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -251,6 +325,12 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	var models []string
 	if *modelsFlag != "" {
 		models = strings.Split(*modelsFlag, ",")
+	}
+	if *jobs < 0 {
+		return usagef("bench: --jobs %d: want 0 (one per thread) or more", *jobs)
+	}
+	if *jobs == 0 {
+		*jobs = torch.NumThreads()
 	}
 	if len(models) == 0 && *fleetFlag == "" {
 		return usagef("bench: nothing to measure (--models and --fleet both empty)")
@@ -282,14 +362,19 @@ func runBench(ctx context.Context, e *env, args []string) error {
 			for k, v := range ft.Results {
 				pyRes["fleet:"+k] = append(pyRes["fleet:"+k], v...)
 			}
+			if *jobs > 1 {
+				at, err := benchGoAtOnce(fleet, 1, 28, *batch, 3, *iters, *jobs, e.device)
+				if err != nil {
+					return err
+				}
+				for arch, sec := range at {
+					k := "fleet-at-once:" + arch + "/train_step"
+					goRes[k] = append(goRes[k], sec)
+				}
+			}
 		}
 	}
-	type row struct {
-		Model, Op         string
-		GoMs, TorchMs     float64
-		ThroughputVsTorch float64 `json:"throughput_vs_torch"`
-	}
-	var rows []row
+	var rows []benchRow
 	var sb strings.Builder
 	shown := make([]string, len(args))
 	for i, a := range args {
@@ -314,7 +399,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 				m, op := km[0], km[1]
 				k := m + "/" + op
 				g, p := median(goRes[k]), median(pyRes[k])
-				r := row{Model: m, Op: op, GoMs: g * 1e3, TorchMs: p * 1e3, ThroughputVsTorch: p / g}
+				r := benchRow{Model: m, Op: op, GoMs: g * 1e3, TorchMs: p * 1e3, ThroughputVsTorch: p / g}
 				rows = append(rows, r)
 				fmt.Fprintf(&sb, "| %s | %s | %.1f | %.1f | %.2f× |\n", m, op, r.GoMs, r.TorchMs, r.ThroughputVsTorch)
 			}
@@ -324,37 +409,20 @@ func runBench(ctx context.Context, e *env, args []string) error {
 			*batch, cb*1e3, float64(*batch)/(100*cb), float64(*batch)/(100*median(pyRes["cbim/7-model ensemble"])))
 	}
 	if *fleetFlag != "" {
-		// An epoch of the demo's 30,000 images is ceil(30000/batch) train steps.
-		steps := float64((30000 + *batch - 1) / *batch)
+		fleet := strings.Split(*fleetFlag, ",")
 		fmt.Fprintf(&sb, "\n## The demo fleet: one model at a time, train steps only (batch %d of 1x28x28, %d threads)\n\n", *batch, torch.NumThreads())
-		fmt.Fprintf(&sb, "| model | Go ms per step | PyTorch ms per step | Go models × epochs per minute | PyTorch | Go ÷ PyTorch |\n|---|---:|---:|---:|---:|---:|\n")
-		for _, m := range strings.Split(*fleetFlag, ",") {
-			k := "fleet:" + m + "/train_step"
-			g, p := median(goRes[k]), median(pyRes[k])
-			r := row{Model: "fleet:" + m, Op: "epochs_per_minute", GoMs: g * 1e3, TorchMs: p * 1e3, ThroughputVsTorch: p / g}
-			rows = append(rows, r)
-			fmt.Fprintf(&sb, "| %s | %.1f | %.1f | %.1f | %.1f | %.2f× |\n", m, r.GoMs, r.TorchMs, 60/(steps*g), 60/(steps*p), r.ThroughputVsTorch)
-		}
-		// The demo's own mix (demoFleet: MLPs train twice LeNet's epochs).
-		var eps, goT, pyT float64
-		for _, fm := range demoFleet(1) {
-			k := "fleet:" + fm.arch + "/train_step"
-			if len(goRes[k]) > 0 && len(pyRes[k]) > 0 {
-				eps += float64(fm.epochs)
-				goT += float64(fm.epochs) * steps * median(goRes[k])
-				pyT += float64(fm.epochs) * steps * median(pyRes[k])
-			}
-		}
-		if eps > 0 {
-			rows = append(rows, row{Model: "fleet:demo mix", Op: "epochs_per_minute", GoMs: goT * 1e3 / (eps * steps), TorchMs: pyT * 1e3 / (eps * steps), ThroughputVsTorch: pyT / goT})
-			fmt.Fprintf(&sb, "| the demo's mix | | | %.1f | %.1f | %.2f× |\n", 60*eps/goT, 60*eps/pyT, pyT/goT)
+		rows = append(rows, fleetTable(&sb, fleet, *batch, "fleet:", "", goRes, pyRes)...)
+		if *jobs > 1 {
+			fmt.Fprintf(&sb, "\n## The demo fleet as `make demo` trains it: %d models at once, one thread each, against PyTorch one model at a time on %d threads\n\n", *jobs, torch.NumThreads())
+			fmt.Fprintf(&sb, "Go's step time is the wall time of %d models' steps together divided by their count (%d goroutines, each on its own OS thread with one libtorch thread, as the demo's server runs its jobs).\n\n", *jobs, *jobs)
+			rows = append(rows, fleetTable(&sb, fleet, *batch, "fleet-at-once:", " at once", goRes, pyRes)...)
 		}
 		fmt.Fprintf(&sb, "\nThe arithmetic alone: `make demo` prints its own fleet stage's wall time (data loading, augmentation, evaluation and the queue included) to compare with.\n")
 	}
 	if len(models) > 0 {
 		onnxRows, onnxText := benchONNXReport(goRes, pyRes)
 		for _, r := range onnxRows {
-			rows = append(rows, row{Model: "onnx:" + benchONNXArch, Op: r.Op, GoMs: r.GoMs, TorchMs: r.TorchMs, ThroughputVsTorch: r.ThroughputVsTorch})
+			rows = append(rows, benchRow{Model: "onnx:" + benchONNXArch, Op: r.Op, GoMs: r.GoMs, TorchMs: r.TorchMs, ThroughputVsTorch: r.ThroughputVsTorch})
 		}
 		sb.WriteString(onnxText)
 	}
@@ -365,6 +433,44 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	return e.emit(rows, sb.String())
+}
+
+// benchRow is one measured step of `conferral bench --json`.
+type benchRow struct {
+	Model, Op         string
+	GoMs, TorchMs     float64
+	ThroughputVsTorch float64 `json:"throughput_vs_torch"`
+}
+
+// fleetTable writes the fleet's train steps, Go's under goPrefix+arch
+// and PyTorch's under "fleet:"+arch (always one model at a time), as
+// models × epochs per minute, then the demo's own mix of them.
+func fleetTable(sb *strings.Builder, fleet []string, batch int, goPrefix, label string, goRes, pyRes map[string][]float64) []benchRow {
+	// An epoch of the demo's 30,000 images is ceil(30000/batch) train steps.
+	steps := float64((30000 + batch - 1) / batch)
+	var rows []benchRow
+	fmt.Fprintf(sb, "| model | Go ms per step%s | PyTorch ms per step | Go models × epochs per minute | PyTorch | Go ÷ PyTorch |\n|---|---:|---:|---:|---:|---:|\n", label)
+	for _, m := range fleet {
+		g, p := median(goRes[goPrefix+m+"/train_step"]), median(pyRes["fleet:"+m+"/train_step"])
+		r := benchRow{Model: goPrefix + m, Op: "epochs_per_minute", GoMs: g * 1e3, TorchMs: p * 1e3, ThroughputVsTorch: p / g}
+		rows = append(rows, r)
+		fmt.Fprintf(sb, "| %s | %.1f | %.1f | %.1f | %.1f | %.2f× |\n", m, r.GoMs, r.TorchMs, 60/(steps*g), 60/(steps*p), r.ThroughputVsTorch)
+	}
+	// The demo's own mix (demoFleet: MLPs train twice LeNet's epochs).
+	var eps, goT, pyT float64
+	for _, fm := range demoFleet(1) {
+		gk, pk := goPrefix+fm.arch+"/train_step", "fleet:"+fm.arch+"/train_step"
+		if len(goRes[gk]) > 0 && len(pyRes[pk]) > 0 {
+			eps += float64(fm.epochs)
+			goT += float64(fm.epochs) * steps * median(goRes[gk])
+			pyT += float64(fm.epochs) * steps * median(pyRes[pk])
+		}
+	}
+	if eps > 0 {
+		rows = append(rows, benchRow{Model: goPrefix + "demo mix", Op: "epochs_per_minute", GoMs: goT * 1e3 / (eps * steps), TorchMs: pyT * 1e3 / (eps * steps), ThroughputVsTorch: pyT / goT})
+		fmt.Fprintf(sb, "| the demo's mix | | | %.1f | %.1f | %.2f× |\n", 60*eps/goT, 60*eps/pyT, pyT/goT)
+	}
+	return rows
 }
 
 func cpuModel() string {

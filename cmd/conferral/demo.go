@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -16,8 +17,10 @@ import (
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/suspect"
+	"github.com/conferral/conferral/backend/torch"
 	"github.com/conferral/conferral/backend/train"
 	"github.com/conferral/conferral/shared"
+	"golang.org/x/sync/errgroup"
 )
 
 // flagSet reports whether the command line set flag name.
@@ -71,6 +74,23 @@ func demoFleet(epochs int) []demoModel {
 	return f
 }
 
+// demoShare splits the demo's threads among the models it trains at once:
+// jobs of them (by default one per thread on a CPU, one on a GPU), each
+// with an equal share of the threads. Two of the fleet's small models
+// trained at once on one thread each beat one after the other on both
+// threads by 1.7× or more (BENCH.md).
+func demoShare(jobs, threads int, gpu bool) (workers, perJob int) {
+	workers = jobs
+	switch {
+	case workers > 0:
+	case gpu:
+		workers = 1
+	default:
+		workers = max(1, threads)
+	}
+	return workers, max(1, threads/workers)
+}
+
 // demoCBIM sets the extraction settings that separated best in the
 // fingerprint study (docs/results/fingerprint-4x2-taus) wherever the
 // command line left them alone.
@@ -103,6 +123,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	addr := fs.String("addr", "127.0.0.1:8080", "with --serve: where the server listens")
 	web := fs.String("web", "bin/web", "with --serve: folder of the browser app's app.wasm (`make web`)")
 	keep := fs.Bool("keep", true, "with --serve: serve on after the story until Ctrl-C")
+	jobs := fs.Int("jobs", 0, "models trained at once (jobs, with --serve), the threads shared among them (0: one per thread, one thread each, on a CPU; measured faster for the fleet's small models, BENCH.md)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -113,9 +134,13 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	cfg := demoCBIM(fs, cfgOf())
+	if *jobs < 0 {
+		return usagef("--jobs %d: want 0 (one per thread) or more", *jobs)
+	}
+	threads, _ := strconv.Atoi(fs.Lookup("threads").Value.String())
+	workers, threads := demoShare(*jobs, threads, e.device.IsCUDA())
 	if *serve {
-		threads, _ := strconv.Atoi(fs.Lookup("threads").Value.String())
-		return runDemoServe(ctx, e, demoServe{addr: *addr, web: *web, keep: *keep, threads: threads, out: *out, df: df, epochs: *epochs,
+		return runDemoServe(ctx, e, demoServe{addr: *addr, web: *web, keep: *keep, workers: workers, threads: threads, out: *out, df: df, epochs: *epochs,
 			extract: shared.ExtractArgs{Eps: cfg.CBIM.Eps, Alpha: cfg.CBIM.Alpha, Steps: cfg.CBIM.Steps, Dropout: &cfg.CBIM.Dropout, Loss: string(cfg.CBIM.Loss),
 				BestIterate: cfg.CBIM.Best, Tau: &cfg.Tau, TauSurr: cfg.TauSurr, Candidates: cfg.Candidates, Batch: cfg.Batch, Seed: cfg.Seed, Start: *start}})
 	}
@@ -130,7 +155,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	}
 	say("%s: defender and adversary halves of %d images each, %d test images; device %v; output in %s", full.Name, defender.Len(), test.Len(), e.device, *out)
 
-	fit := func(name string, m *nn.Model, teacher *nn.Model, d *data.Dataset, ep int) error {
+	fit := func(ctx context.Context, name string, m *nn.Model, teacher *nn.Model, d *data.Dataset, ep int) error {
 		cfg := train.Defaults(ep)
 		cfg.Test, cfg.Progress, cfg.Stage = test, e.progress.Report, "train "+name
 		var res *train.Result
@@ -155,7 +180,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer source.Free()
-	if err := fit("source", source, nil, defender, *epochs+1); err != nil {
+	if err := fit(ctx, "source", source, nil, defender, *epochs+1); err != nil {
 		return err
 	}
 	clock.lap("source (1 model)")
@@ -178,13 +203,28 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		models[fm.name] = m
-		var teacher *nn.Model
+	}
+	// The fleet trains `workers` models at once, each on its own OS thread
+	// with its share of the threads, as the served demo's jobs do.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(workers)
+	for _, fm := range fleet {
+		d, teacher := defender, (*nn.Model)(nil)
+		if fm.adversary {
+			d = adversary
+		}
 		if fm.surrogate {
 			teacher = source
 		}
-		if err := fit(fm.name, m, teacher, d, fm.epochs); err != nil {
-			return err
-		}
+		g.Go(func() error {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			torch.SetNumThreads(threads) // libtorch's threads are per OS thread
+			return fit(gctx, fm.name, models[fm.name], teacher, d, fm.epochs)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	clock.lap(fmt.Sprintf("fleet (%d models)", len(fleet)))
 	// 3. Extract the fingerprint with C-BIM on the training models, with

@@ -18,7 +18,8 @@ import (
 type demoServe struct {
 	addr, web string
 	keep      bool // serve on after the story until interrupted
-	threads   int
+	workers   int  // jobs at once
+	threads   int  // libtorch threads per job
 	out       string
 	df        dataFlags
 	epochs    int
@@ -28,7 +29,7 @@ type demoServe struct {
 func runDemoServe(ctx context.Context, e *env, o demoServe) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s, err := server.New(ctx, server.Config{Dir: filepath.Join(o.out, "server"), Device: e.device.String(), Threads: o.threads, Results: resultsDir(""),
+	s, err := server.New(ctx, server.Config{Dir: filepath.Join(o.out, "server"), Device: e.device.String(), Workers: o.workers, Threads: o.threads, Results: resultsDir(""),
 		Addr: o.addr, App: app.Handler(o.web), Version: "demo", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return err

@@ -18,7 +18,9 @@ import (
 // 127.0.0.1, and in this process — and checks that every stage completed,
 // both fingerprints (C-BIM's and the source's own mistakes) were
 // calibrated by the ten independent models, and every one of the eight
-// suspects got a calibrated verdict from each.
+// suspects got a calibrated verdict from each. With two threads the fleet
+// trains two models at once (one thread each): the served demo's jobs
+// overlap in time.
 func TestDemo(t *testing.T) {
 	for _, flavour := range [][]string{{"--serve", "--keep=false", "--addr", "127.0.0.1:0"}, nil} {
 		name := "cli"
@@ -27,7 +29,7 @@ func TestDemo(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			out := t.TempDir()
-			args := append(append([]string{"demo"}, flavour...), "--threads", "1", "--quiet", "--limit", "400", "--epochs", "1", "--out", out,
+			args := append(append([]string{"demo"}, flavour...), "--threads", "2", "--quiet", "--limit", "400", "--epochs", "1", "--out", out,
 				"--candidates", "30", "--steps", "10", "--alpha", "0.025", "--eps", "0.25", "--tau", "0.01", "--tau-surr", "0")
 			code, stdout, stderr := invoke(t, context.Background(), args...)
 			if code != 0 {
@@ -47,16 +49,33 @@ func TestDemo(t *testing.T) {
 				t.Errorf("%d verdicts, want 8 by each fingerprint:\n%s", n, stdout)
 			}
 			if flavour != nil {
-				checkDemoRoles(t, filepath.Join(out, "server"))
+				jobs := checkDemoRoles(t, filepath.Join(out, "server"))
+				if !overlapping(jobs, shared.JobTrain) {
+					t.Errorf("no two training jobs ran at once with --threads 2:\n%v", jobs)
+				}
 			}
 		})
 	}
 }
 
+// overlapping says whether two jobs of kind ran at the same time.
+func overlapping(jobs []shared.Job, kind shared.JobKind) bool {
+	for i, a := range jobs {
+		for _, b := range jobs[i+1:] {
+			if a.Kind == kind && b.Kind == kind && a.Started != nil && b.Started != nil && a.Finished != nil && b.Finished != nil &&
+				a.Started.Before(*b.Finished) && b.Started.Before(*a.Finished) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // checkDemoRoles reopens the demo's server folder and checks each stored
 // model's role: one source, the surrogates, and every model trained
 // without the source (references and calibration models) a reference.
-func checkDemoRoles(t *testing.T, dir string) {
+// It returns the folder's jobs.
+func checkDemoRoles(t *testing.T, dir string) []shared.Job {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -93,4 +112,14 @@ func checkDemoRoles(t *testing.T, dir string) {
 	if count[shared.RoleSource] != 1 || count[shared.RoleSurrogate] != 12 || count[shared.RoleReference] != 22 {
 		t.Errorf("roles %v, want 1 source, 12 surrogates, 22 references", count)
 	}
+	jr, err := http.Get(srv.URL + "/api/jobs?limit=1000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer jr.Body.Close()
+	var jobs []shared.Job
+	if err := json.NewDecoder(jr.Body).Decode(&jobs); err != nil {
+		t.Fatal(err)
+	}
+	return jobs
 }
