@@ -249,7 +249,9 @@ func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Craf
 	per := d.C * d.H * d.W
 	totalSteps := int64(len(start) * cfg.CBIM.Steps)
 	var done int64
-	torch.ManualSeed(uint64(cfg.Seed))
+	gen := torch.NewGenerator(uint64(cfg.Seed)) // this job's own: C-BIM's dropout and input diversity draw from it alone
+	defer gen.Free()
+	defer torch.SetGenerator(gen)() // on the thread locked above
 	out := &Crafted{All: fp}
 	for b := 0; b < len(start); b += cfg.Batch {
 		if err := ctx.Err(); err != nil {

@@ -369,7 +369,8 @@ func AdaptiveAvgPool2d(x *Tensor, size Pair) *Tensor {
 }
 
 // Dropout zeroes elements with probability p in training and scales the
-// rest by 1/(1−p); it is the identity otherwise.
+// rest by 1/(1−p); it is the identity otherwise. The mask comes from the
+// thread's generator (SetGenerator; libtorch's global one by default).
 func Dropout(x *Tensor, p float64, training bool) *Tensor {
 	var h C.tch_tensor
 	check("dropout", C.tch_dropout(x.ptr("dropout"), C.double(p), cbool(training), &h))

@@ -4,8 +4,13 @@
 
 #include <torch/torch.h>
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <mutex>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -166,6 +171,65 @@ at::Tensor reduce(tch_reduce_op op, const at::Tensor &a, at::IntArrayRef d, bool
   throw std::invalid_argument("unknown reduction op " + std::to_string(op));
 }
 
+// JobGenerator is a job's own source of randomness: one libtorch generator
+// per device, each seeded with the job's seed when first used, so that two
+// jobs with the same seed draw the same numbers whatever runs beside them.
+struct JobGenerator {
+  explicit JobGenerator(uint64_t s) : seed(s), cpu(at::detail::createCPUGenerator(s)) {}
+
+  at::Generator on(const at::Device &d) {
+    if (d.is_cpu()) return cpu;
+    std::lock_guard<std::mutex> lock(mu);
+    size_t i = d.has_index() ? static_cast<size_t>(d.index()) : 0;
+    if (i >= others.size()) others.resize(i + 1);
+    if (!others[i].defined()) {
+      // A copy of the device's default generator, re-seeded: this needs no
+      // header of the device's backend.
+      at::Generator def =
+          at::globalContext().defaultGenerator(at::Device(d.type(), static_cast<c10::DeviceIndex>(i)));
+      at::Generator g;
+      {
+        std::lock_guard<std::mutex> dl(def.mutex());
+        g = def.clone();
+      }
+      g.set_current_seed(seed);
+      others[i] = g;
+    }
+    return others[i];
+  }
+
+  uint64_t seed;
+  at::Generator cpu;
+  std::mutex mu;
+  std::vector<at::Generator> others;  // CUDA devices by index
+};
+
+using JobGen = std::shared_ptr<JobGenerator>;
+
+// The calling thread's job generator, if any.
+thread_local JobGen current;
+
+// gen is the generator for a draw on device d: the thread's job generator,
+// or none (libtorch's global one).
+c10::optional<at::Generator> gen(const at::Device &d) {
+  if (!current) return c10::nullopt;
+  return current->on(d);
+}
+
+// job_dropout is at::dropout drawing from the thread's job generator: ATen's own
+// computation for tensors off the GPU (the same mask for the same generator
+// state), which at::dropout, taking no generator, cannot be told to use.
+at::Tensor job_dropout(const at::Tensor &x, double p, bool train) {
+  if (!current) return at::dropout(x, p, train);
+  TORCH_CHECK(p >= 0 && p <= 1, "dropout probability has to be between 0 and 1, but got ", p);
+  if (p == 0 || !train || x.numel() == 0) return x;
+  if (p == 1) return x.mul(at::zeros({}, x.options()));
+  auto noise = at::empty_like(x, LEGACY_CONTIGUOUS_MEMORY_FORMAT);
+  noise.bernoulli_(1 - p, gen(x.device()));
+  noise.div_(1 - p);
+  return x.mul(noise);
+}
+
 const char *pad_mode(tch_pad_mode m) {
   switch (m) {
     case TCH_PAD_CONSTANT: return "constant";
@@ -183,6 +247,18 @@ char *tch_cuda_device_count(int *out) { TRY(*out = static_cast<int>(torch::cuda:
 char *tch_set_num_threads(int n) { TRY(at::set_num_threads(n)) }
 int tch_get_num_threads(void) { return at::get_num_threads(); }
 char *tch_manual_seed(uint64_t seed) { TRY(torch::manual_seed(seed)) }
+
+char *tch_generator_new(uint64_t seed, tch_generator *out) {
+  TRY(*out = new JobGen(std::make_shared<JobGenerator>(seed)))
+}
+
+void tch_generator_free(tch_generator g) { delete static_cast<JobGen *>(g); }
+
+tch_generator tch_swap_generator(tch_generator g) {
+  JobGen prev = std::move(current);
+  current = g == nullptr ? nullptr : *static_cast<JobGen *>(g);
+  return prev ? new (std::nothrow) JobGen(std::move(prev)) : nullptr;
+}
 int tch_grad_enabled(void) { return at::GradMode::is_enabled() ? 1 : 0; }
 void tch_set_grad_enabled(int on) { at::GradMode::set_enabled(on != 0); }
 
@@ -244,13 +320,16 @@ char *tch_rand(const int64_t *shape, int ndim, int normal, int device_kind, int 
                tch_tensor *out) {
   TRY({
     auto o = at::TensorOptions().dtype(at::kFloat).device(device(device_kind, device_index));
-    *out = wrap(normal ? at::randn(ints(shape, ndim), o) : at::rand(ints(shape, ndim), o));
+    auto g = gen(o.device());
+    *out = wrap(normal ? at::randn(ints(shape, ndim), g, o) : at::rand(ints(shape, ndim), g, o));
   })
 }
 
 char *tch_randperm(int64_t n, int device_kind, int device_index, tch_tensor *out) {
-  TRY(*out = wrap(at::randperm(n, at::TensorOptions().dtype(at::kLong).device(
-                                      device(device_kind, device_index)))))
+  TRY({
+    auto d = device(device_kind, device_index);
+    *out = wrap(at::randperm(n, gen(d), at::TensorOptions().dtype(at::kLong).device(d)));
+  })
 }
 
 char *tch_to(tch_tensor t, int dtype, int device_kind, int device_index, tch_tensor *out) {
@@ -404,7 +483,7 @@ char *tch_adaptive_avg_pool2d(tch_tensor x, const int64_t *size, tch_tensor *out
 }
 
 char *tch_dropout(tch_tensor x, double p, int training, tch_tensor *out) {
-  TRY(*out = wrap(at::dropout(T(x), p, training != 0)))
+  TRY(*out = wrap(job_dropout(T(x), p, training != 0)))
 }
 
 char *tch_softmax(tch_tensor x, int64_t dim, int log, tch_tensor *out) {

@@ -15,6 +15,7 @@ extern "C" {
 
 typedef void *tch_tensor;
 typedef void *tch_optim;
+typedef void *tch_generator;
 
 // Dtypes (match Go's DType).
 enum { TCH_FLOAT32 = 0, TCH_INT64 = 1, TCH_BOOL = 2, TCH_UINT8 = 3 };
@@ -24,6 +25,16 @@ char *tch_cuda_device_count(int *out);
 char *tch_set_num_threads(int n);
 int tch_get_num_threads(void);
 char *tch_manual_seed(uint64_t seed);
+
+// Generators of a job's own. While tch_swap_generator has set one on a
+// thread, tch_rand, tch_randperm and tch_dropout there draw from it (from
+// libtorch's global generators otherwise). tch_swap_generator returns the
+// thread's previous generator as a new handle (NULL: the global ones); every
+// handle is freed with tch_generator_free, and a generator lives while a
+// thread uses it.
+char *tch_generator_new(uint64_t seed, tch_generator *out);
+void tch_generator_free(tch_generator g);
+tch_generator tch_swap_generator(tch_generator g);
 int tch_grad_enabled(void);
 void tch_set_grad_enabled(int on);
 

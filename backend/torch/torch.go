@@ -10,6 +10,12 @@
 // moves a tensor out of its scope so it outlives it; Free releases one tensor
 // now. A finalizer is only a backstop.
 //
+// Randomness. Rand, RandN and Dropout draw from the calling OS thread's
+// Generator when it has one (Seeded, WithGenerator, SetGenerator) and from
+// libtorch's global generators (ManualSeed) otherwise, so a job that holds
+// its thread and draws from a Generator of its own reproduces its seed
+// while other jobs run.
+//
 // Errors. A failing op panics with an *Error that carries libtorch's
 // message; Catch turns that panic back into an error at an API boundary, the
 // way encoding/json recovers its internal panics. Other panics pass through.
@@ -179,8 +185,76 @@ func SetNumThreads(n int) {
 // NumThreads returns libtorch's intra-op thread count.
 func NumThreads() int { return int(C.tch_get_num_threads()) }
 
-// ManualSeed seeds libtorch's random generators (dropout, Rand, RandN).
+// ManualSeed seeds libtorch's global random generators (dropout, Rand,
+// RandN), which every thread without a Generator of its own draws from: two
+// jobs that run at once interleave their draws from them, so neither
+// reproduces its seed. A job gives itself a Generator (Seeded) instead.
 func ManualSeed(seed uint64) { check("manual_seed", C.tch_manual_seed(C.uint64_t(seed))) }
+
+// Generator is a job's own source of libtorch randomness: one generator per
+// device, each seeded with the Generator's seed, as ManualSeed seeds the
+// global ones. Torch work that runs with it (WithGenerator, SetGenerator)
+// draws Rand, RandN and Dropout's masks from it alone, so the same seed
+// draws the same numbers whatever other jobs do meanwhile; on the CPU they
+// are the numbers that the global generators draw after ManualSeed(seed).
+type Generator struct{ h C.tch_generator }
+
+// NewGenerator returns a Generator seeded with seed. Free releases it; a
+// finalizer is only a backstop.
+func NewGenerator(seed uint64) *Generator {
+	g := &Generator{}
+	check("generator", C.tch_generator_new(C.uint64_t(seed), &g.h))
+	runtime.SetFinalizer(g, (*Generator).Free)
+	return g
+}
+
+// Free releases g; a thread that still draws from it keeps it alive until
+// its SetGenerator is undone.
+func (g *Generator) Free() {
+	if g != nil && g.h != nil {
+		C.tch_generator_free(g.h)
+		g.h = nil
+	}
+}
+
+// SetGenerator makes g (nil: libtorch's global generators) the source of
+// randomness of torch work on the calling OS thread, and returns the
+// function that restores the previous source. Like libtorch's grad mode
+// the source is per OS thread: the caller must hold its thread
+// (runtime.LockOSThread) until it has called restore, and torch work on
+// other goroutines draws from their threads' sources.
+func SetGenerator(g *Generator) (restore func()) {
+	var h C.tch_generator
+	if g != nil {
+		if g.h == nil {
+			panic(&Error{Op: "generator", Msg: "use of a freed generator"})
+		}
+		h = g.h
+	}
+	prev := C.tch_swap_generator(h)
+	runtime.KeepAlive(g)
+	return func() {
+		C.tch_generator_free(C.tch_swap_generator(prev))
+		C.tch_generator_free(prev)
+	}
+}
+
+// WithGenerator runs f locked to its OS thread with g as the source of its
+// torch randomness (SetGenerator), restoring the previous source after.
+func WithGenerator(g *Generator, f func()) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	defer SetGenerator(g)()
+	f()
+}
+
+// Seeded runs f with a new Generator seeded with seed (WithGenerator): the
+// way a job makes its randomness its own.
+func Seeded(seed uint64, f func()) {
+	g := NewGenerator(seed)
+	defer g.Free()
+	WithGenerator(g, f)
+}
 
 // NoGrad runs f with autograd recording off, as torch.no_grad() does. Grad
 // mode is per OS thread in libtorch, so f runs locked to its thread; torch
@@ -496,7 +570,8 @@ func Zeros(s *Scope, d Device, shape ...int64) *Tensor { return Full(s, shape, 0
 // Ones returns a float32 tensor of ones.
 func Ones(s *Scope, d Device, shape ...int64) *Tensor { return Full(s, shape, 1, Float32, d) }
 
-// Rand returns uniform [0,1) samples from libtorch's generator.
+// Rand returns uniform [0,1) samples from the thread's generator
+// (SetGenerator; libtorch's global one by default).
 func Rand(s *Scope, d Device, shape ...int64) *Tensor {
 	sh, nd := cints(shape)
 	kind, idx := d.c()
@@ -505,7 +580,8 @@ func Rand(s *Scope, d Device, shape ...int64) *Tensor {
 	return newTensor(s, h)
 }
 
-// RandN returns standard normal samples from libtorch's generator.
+// RandN returns standard normal samples from the thread's generator
+// (SetGenerator; libtorch's global one by default).
 func RandN(s *Scope, d Device, shape ...int64) *Tensor {
 	sh, nd := cints(shape)
 	kind, idx := d.c()

@@ -275,7 +275,9 @@ func fit(ctx context.Context, m *nn.Model, d *data.Dataset, cfg Config, o fitOpt
 	// between threads would start new pools that compete for the cores.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	torch.ManualSeed(uint64(cfg.Seed)) // dropout draws from libtorch's generator
+	gen := torch.NewGenerator(uint64(cfg.Seed)) // dropout draws from this job's own generator
+	defer gen.Free()
+	defer torch.SetGenerator(gen)() // on the thread locked above
 	params := o.params
 	if params == nil {
 		params = m.Params()
