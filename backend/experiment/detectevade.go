@@ -409,44 +409,55 @@ func (st *DetectEvadeStudy) write(dir report.Dir, r *DetectEvadeResult) error {
 			row.KeysFlagged, v.Fingerprints, v.Accuracy, v.Interval[0], v.Interval[1], v.Outcome, pv, mixed, sq,
 			cp(row.Correct, row.Benign), cp(row.Flagged, row.Benign), cp(row.Lost, row.Benign))
 	}
-	p("\n## Summary: derived suspects\n\n")
-	p("Per fingerprint and wrapper, over the derived suspects: how many the rule still accuses, plainly, with the keys mixed among benign queries and with a random subset; the keys flagged; the adversary's cost on benign queries (pooled).\n\n")
-	p("| fingerprint | wrapper | accused | accused, mixed | accused, random subset | keys flagged | mean fingerprint accuracy | benign flagged | lost |\n|---|---|---|---|---|---|---|---|---|\n")
-	type key struct{ fp, set string }
+	p("\n## Summary\n\n")
+	p("Per fingerprint and wrapper, over the derived suspects (then the independent ones): how many the rule accuses, plainly, with the keys mixed among benign queries and with a random subset; the keys flagged; the mean fingerprint accuracy; the adversary's cost on benign queries (pooled over the suspects).\n\n")
+	p("| fingerprint | suspects | wrapper | accused | accused, mixed | accused, random subset | keys flagged | mean fingerprint accuracy | benign flagged | lost |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	type key struct {
+		fp, set string
+		derived bool
+	}
 	var order []key
 	agg := map[key]*[8]int{}
 	accSum := map[key]float64{}
-	for _, row := range r.Rows {
-		if !row.Derived {
-			continue
+	for _, f := range st.Fingerprints {
+		for _, derived := range []bool{true, false} {
+			for _, row := range r.Rows {
+				if row.Derived != derived || row.Fingerprint != f.Name {
+					continue
+				}
+				k := key{row.Fingerprint, row.Setting, row.Derived}
+				a, ok := agg[k]
+				if !ok {
+					a = &[8]int{}
+					agg[k] = a
+					order = append(order, k)
+				}
+				a[0]++
+				if row.Verdict.Surrogate {
+					a[1]++
+				}
+				if row.Mixed != nil && row.Mixed.Surrogate {
+					a[2]++
+				}
+				if row.Seq != nil && row.Seq.Surrogate {
+					a[3]++
+				}
+				a[4] += row.KeysFlagged
+				a[5] += row.Verdict.Fingerprints
+				a[6] += row.Flagged
+				a[7] += row.Lost
+				accSum[k] += row.Verdict.Accuracy
+			}
 		}
-		k := key{row.Fingerprint, row.Setting}
-		a, ok := agg[k]
-		if !ok {
-			a = &[8]int{}
-			agg[k] = a
-			order = append(order, k)
-		}
-		a[0]++
-		if row.Verdict.Surrogate {
-			a[1]++
-		}
-		if row.Mixed != nil && row.Mixed.Surrogate {
-			a[2]++
-		}
-		if row.Seq != nil && row.Seq.Surrogate {
-			a[3]++
-		}
-		a[4] += row.KeysFlagged
-		a[5] += row.Verdict.Fingerprints
-		a[6] += row.Flagged
-		a[7] += row.Lost
-		accSum[k] += row.Verdict.Accuracy
 	}
 	for _, k := range order {
 		a := agg[k]
 		nb := a[0] * r.Benign
-		p("| %s | %s | %s | %s | %s | %s | %.3f | %s | %s |\n", k.fp, k.set, cp(a[1], a[0]), cp(a[2], a[0]), cp(a[3], a[0]), cp(a[4], a[5]), accSum[k]/float64(a[0]), cp(a[6], nb), cp(a[7], nb))
+		truth := "independent"
+		if k.derived {
+			truth = "derived"
+		}
+		p("| %s | %d %s | %s | %s | %s | %s | %s | %.3f | %s | %s |\n", k.fp, a[0], truth, k.set, cp(a[1], a[0]), cp(a[2], a[0]), cp(a[3], a[0]), cp(a[4], a[5]), accSum[k]/float64(a[0]), cp(a[6], nb), cp(a[7], nb))
 	}
 	p("\n")
 	if err := dir.Create(); err != nil {

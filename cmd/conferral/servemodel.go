@@ -94,8 +94,8 @@ func runServeModel(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		o.Guard, o.Evade = g, ev
-		guarding = fmt.Sprintf("  detect and evade: %s (set against %s fingerprints) flags a score above %.4g, %.1f %% of its %d benign inputs on this model; flagged queries get the %s label\n",
-			det.Kind, det.Against, g.Threshold, 100**flagFPR, det.N(), map[detect.Evasion]string{detect.Random: "a random other", detect.Second: "second-best"}[ev])
+		guarding = fmt.Sprintf("  detect and evade: %s (set against %s fingerprints) flags a score above %.4g, %.1f %% of its %d benign inputs on this model; flagged queries get %s\n",
+			det.Kind, det.Against, g.Threshold, 100**flagFPR, det.N(), map[detect.Evasion]string{detect.Random: "another label than the model's (the same for the same input)", detect.Second: "the second-best label"}[ev])
 	}
 	h, err := predict.New(m, o)
 	if err != nil {
