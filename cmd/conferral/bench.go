@@ -218,7 +218,9 @@ func benchCBIM(batch, steps, iters int, d torch.Device) ([]float64, error) {
 			torch.Scoped(func(s *torch.Scope) {
 				x := s.Add(torch.Rand(nil, d, int64(batch), 1, 28, 28))
 				y := torch.FromSlice(s, labels, int64(batch)).ToDevice(d)
-				attack.CBIM(ens, x, y, cfg)
+				if _, err := attack.CBIM(ens, x, y, cfg); err != nil {
+					panic(err) // a *torch.Error: torch.Catch returns it
+				}
 			})
 		}
 		run()
