@@ -5,9 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"mime/multipart"
-	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -23,10 +21,11 @@ import (
 // item of the verdict (coder/websocket's default is 32 KiB).
 const eventReadLimit = 8 << 20
 
-// client talks to the server the page came from, and only to it.
+// client talks to the server the page came from, and only to it. Its
+// requests go through send: the browser's fetch in app.wasm, net/http
+// elsewhere.
 type client struct {
 	origin string // scheme://host[:port]
-	http   *http.Client
 }
 
 // newClient returns a client for the page's origin (the browser's
@@ -35,48 +34,46 @@ func newClient(base string) *client {
 	if base == "" && ui.IsClient {
 		base = ui.Window().Get("location").Get("origin").String()
 	}
-	return &client{origin: strings.TrimSuffix(base, "/"), http: &http.Client{}}
+	return &client{origin: strings.TrimSuffix(base, "/")}
 }
 
 // apiError turns an error answer into a Go error with the server's words.
-func apiError(what string, resp *http.Response) error {
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+func apiError(what string, status int, b []byte) error {
+	b = b[:min(len(b), 64<<10)]
 	var e shared.APIError
 	if json.Unmarshal(b, &e) == nil && e.Error != "" {
-		return fmt.Errorf("%s: %s (HTTP %d)", what, e.Error, resp.StatusCode)
+		return fmt.Errorf("%s: %s (HTTP %d)", what, e.Error, status)
 	}
-	return fmt.Errorf("%s: HTTP %d %s", what, resp.StatusCode, strings.TrimSpace(string(b)))
+	return fmt.Errorf("%s: HTTP %d %s", what, status, strings.TrimSpace(string(b)))
 }
 
-func (c *client) do(ctx context.Context, method, path, contentType string, body io.Reader, out any) error {
+// fetch makes one request and returns the answer's body, or an error with
+// the server's words when it answers one.
+func (c *client) fetch(ctx context.Context, method, path, contentType string, body []byte) ([]byte, error) {
 	what := method + " " + path
-	req, err := http.NewRequestWithContext(ctx, method, c.origin+path, body)
+	status, b, err := send(ctx, method, c.origin+path, contentType, body)
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
+	if status >= 400 {
+		return nil, apiError(what, status, b)
 	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+	return b, nil
+}
+
+func (c *client) do(ctx context.Context, method, path, contentType string, body []byte, out any) error {
+	b, err := c.fetch(ctx, method, path, contentType, body)
+	if err != nil || out == nil {
+		return err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 400 {
-		return apiError(what, resp)
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-		return fmt.Errorf("%s: decoding the answer: %w", what, err)
+	if err := json.Unmarshal(b, out); err != nil {
+		return fmt.Errorf("%s %s: decoding the answer: %w", method, path, err)
 	}
 	return nil
 }
 
 func (c *client) get(ctx context.Context, path string, out any) error {
-	return c.do(ctx, http.MethodGet, path, "", nil, out)
+	return c.do(ctx, "GET", path, "", nil, out)
 }
 
 func (c *client) postJSON(ctx context.Context, path string, in, out any) error {
@@ -84,7 +81,7 @@ func (c *client) postJSON(ctx context.Context, path string, in, out any) error {
 	if err != nil {
 		return fmt.Errorf("POST %s: %w", path, err)
 	}
-	return c.do(ctx, http.MethodPost, path, "application/json", bytes.NewReader(b), out)
+	return c.do(ctx, "POST", path, "application/json", b, out)
 }
 
 // Models lists the stored models.
@@ -115,7 +112,7 @@ func (c *client) Start(ctx context.Context, r shared.JobRequest) (*shared.Job, e
 
 // Cancel stops a job.
 func (c *client) Cancel(ctx context.Context, id string) error {
-	return c.do(ctx, http.MethodPost, "/api/jobs/"+url.PathEscape(id)+"/cancel", "", nil, nil)
+	return c.do(ctx, "POST", "/api/jobs/"+url.PathEscape(id)+"/cancel", "", nil, nil)
 }
 
 // Fingerprints lists the stored fingerprints.
@@ -138,24 +135,11 @@ func (c *client) Reports(ctx context.Context) ([]shared.ReportInfo, error) {
 
 // ReportFile fetches one file of a report (its markdown).
 func (c *client) ReportFile(ctx context.Context, name, file string) (string, error) {
-	path := reportFileURL(name, file)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.origin+path, nil)
+	b, err := c.fetch(ctx, "GET", reportFileURL(name, file), "", nil)
 	if err != nil {
-		return "", fmt.Errorf("GET %s: %w", path, err)
+		return "", err
 	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("GET %s: %w", path, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode >= 400 {
-		return "", apiError("GET "+path, resp)
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return "", fmt.Errorf("GET %s: %w", path, err)
-	}
-	return string(b), nil
+	return string(b[:min(len(b), 4<<20)]), nil
 }
 
 // Verify starts the verification of a stored model or an endpoint.
@@ -187,7 +171,7 @@ func (c *client) VerifyUpload(ctx context.Context, filename string, onnx []byte,
 		return nil, fmt.Errorf("uploading %s: %w", filename, err)
 	}
 	var j shared.Job
-	return &j, c.do(ctx, http.MethodPost, "/api/verify", mw.FormDataContentType(), &buf, &j)
+	return &j, c.do(ctx, "POST", "/api/verify", mw.FormDataContentType(), buf.Bytes(), &j)
 }
 
 // Events streams the server's events (one job's when job is not empty,
