@@ -5,10 +5,12 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/conferral/conferral/backend/attack"
+	"github.com/conferral/conferral/backend/detect"
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/report"
 	"github.com/conferral/conferral/backend/torch"
@@ -125,7 +127,8 @@ func TestEvasionStudy(t *testing.T) {
 	dir := report.Dir(t.TempDir())
 	st := &EvasionStudy{Adversary: training(true), Scorer: src.Model, ScorerName: "source", Test: ds.Test,
 		Groups: []EvasionGroup{{Name: "cbim", FPs: []*fingerprint.Fingerprint{cb}}, {Name: "natural", FPs: []*fingerprint.Fingerprint{nf}}},
-		Craft:  cfg, CNNEpochs: 1, Batches: []int{1, 10}, Trials: 200, FPR: 0.05, Boot: 50, Seed: 3, Command: "test"}
+		Craft:  cfg, CNNEpochs: 1, Batches: []int{1, 10}, Trials: 200, FPR: 0.05, Boot: 50, Seed: 3, Command: "test",
+		SaveDetectors: filepath.Join(t.TempDir(), "detectors")}
 	res, err := st.Run(ctx, dir, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -153,6 +156,59 @@ func TestEvasionStudy(t *testing.T) {
 	for _, want := range []string{"## Verdict", DetSqueeze, DetCNN, "natural", "batch 10", "balanced", "adversary's pick"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("report lacks %q", want)
+		}
+	}
+	// Every detector was saved once per kind, loads, and says what it
+	// was set against; the CNN carries its network.
+	if len(res.Saved) != 2*4 {
+		t.Fatalf("saved %v, want 2 kinds × 4 detectors", res.Saved)
+	}
+	var dets []*detect.Detector
+	for _, p := range res.Saved {
+		d, err := detect.Load(p, torch.CPU)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer d.Free()
+		if (d.Kind == detect.CNN) != (d.Net != nil) || (d.Against != "natural" && d.Against != "cbim ε 0.1") || d.N() == 0 {
+			t.Errorf("%s: %s against %q, %d benign inputs, network %v", p, d.Kind, d.Against, d.N(), d.Net != nil)
+		}
+		dets = append(dets, d)
+	}
+	// The detect-and-evade study over them: the adversary's surrogate
+	// (derived) and reference (independent) served on 127.0.0.1 behind
+	// the pick, uncalibrated (no subset mitigation then).
+	var sus []DESuspect
+	for _, m := range f.Select(Surrogate, true) {
+		sus = append(sus, DESuspect{Path: m.Name, Derived: true, Model: m.Model})
+	}
+	for _, m := range f.Select(Reference, true) {
+		sus = append(sus, DESuspect{Path: m.Name, Model: m.Model})
+	}
+	var fps []DEFingerprint
+	for _, fp := range []*fingerprint.Fingerprint{cb, nf} {
+		i := PickDetector(dets, fp)
+		if i < 0 {
+			t.Fatalf("no detector against %s", kindOf(fp))
+		}
+		fps = append(fps, DEFingerprint{Name: kindOf(fp), FP: fp, Rule: fingerprint.Rule{Theta: 0.7}, Detector: dets[i], DetectorPath: res.Saved[i]})
+	}
+	de := &DetectEvadeStudy{Suspects: sus, Fingerprints: fps, FPRs: []float64{0.05, 0.5}, Evasions: []detect.Evasion{detect.Random, detect.Second},
+		Test: ds.Test, Mix: 2, Batch: 16, Sequential: &fingerprint.Sequential{Batch: 5, Seed: 1}, Seed: 1, Command: "test"}
+	der, err := de.Run(ctx, dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 2 * len(sus) * 5; len(der.Rows) != want {
+		t.Fatalf("%d rows, want %d", len(der.Rows), want)
+	}
+	for _, r := range der.Rows {
+		// The detector is per query: mixing changes no answer.
+		if r.Mixed == nil || r.Mixed.Agree != r.Verdict.Agree || r.Seq != nil || r.Benign == 0 || (r.FPR == 0 && (r.Flagged != 0 || r.Lost != 0)) {
+			t.Errorf("%s / %s / %s: %+v", r.Fingerprint, r.Suspect, r.Setting, r)
+		}
+		if r.FPR == 0.5 && r.Flagged == 0 {
+			t.Errorf("%s / %s / %s: nothing flagged at 50 %%", r.Fingerprint, r.Suspect, r.Setting)
 		}
 	}
 	// Mixed kinds in one group are refused before any work.

@@ -175,3 +175,34 @@ func seqInts(n int) []int {
 	}
 	return s
 }
+
+// TestDetectEvadeUsage: the study refuses bad flags and a --detectors file
+// that is not a detector with a usage error, before it serves anything.
+func TestDetectEvadeUsage(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	model := filepath.Join(dir, "m.safetensors")
+	smallModel(t, model)
+	base := []string{"experiment", "evasion", "detect-evade", "--threads", "1", "--device", "cpu", "--quiet", "--out", filepath.Join(dir, "out")}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"nothing", nil, "are required"},
+		{"a model as detector", []string{"--fingerprint", "x.safetensors", "--derived", model, "--detectors", model}, "not a Conferral detector"},
+		{"bad rate", []string{"--fingerprint", "x", "--derived", model, "--detectors", model, "--flag-fprs", "0.01,2"}, "--flag-fprs"},
+		{"bad evasion", []string{"--fingerprint", "x", "--derived", model, "--detectors", model, "--evade", "random,third"}, "--evade"},
+		{"empty folder", []string{"--fingerprint", "x", "--derived", model, "--detectors", t.TempDir()}, "names no detector"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := invoke(t, ctx, append(base, tc.args...)...)
+			if code != 2 || !strings.Contains(stderr, tc.want) {
+				t.Errorf("exit %d, want 2 with %q: %s", code, tc.want, stderr)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "out")); err == nil {
+				t.Error("a report was written")
+			}
+		})
+	}
+}
