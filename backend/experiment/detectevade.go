@@ -410,14 +410,14 @@ func (st *DetectEvadeStudy) write(dir report.Dir, r *DetectEvadeResult) error {
 			cp(row.Correct, row.Benign), cp(row.Flagged, row.Benign), cp(row.Lost, row.Benign))
 	}
 	p("\n## Summary\n\n")
-	p("Per fingerprint and wrapper, over the derived suspects (then the independent ones): how many the rule accuses, plainly, with the keys mixed among benign queries and with a random subset; the keys flagged; the mean fingerprint accuracy; the adversary's cost on benign queries (pooled over the suspects).\n\n")
-	p("| fingerprint | suspects | wrapper | accused | accused, mixed | accused, random subset | keys flagged | mean fingerprint accuracy | benign flagged | lost |\n|---|---|---|---|---|---|---|---|---|---|\n")
+	p("Per fingerprint and wrapper, over the derived suspects (then the independent ones): how many the rule accuses, plainly, with the keys mixed among benign queries and with a random subset; how many it clears (calls independent); the keys flagged; the mean fingerprint accuracy; the adversary's cost on benign queries (pooled over the suspects).\n\n")
+	p("| fingerprint | suspects | wrapper | accused | accused, mixed | accused, random subset | cleared | keys flagged | mean fingerprint accuracy | benign flagged | lost |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	type key struct {
 		fp, set string
 		derived bool
 	}
 	var order []key
-	agg := map[key]*[8]int{}
+	agg := map[key]*[9]int{}
 	accSum := map[key]float64{}
 	for _, f := range st.Fingerprints {
 		for _, derived := range []bool{true, false} {
@@ -428,7 +428,7 @@ func (st *DetectEvadeStudy) write(dir report.Dir, r *DetectEvadeResult) error {
 				k := key{row.Fingerprint, row.Setting, row.Derived}
 				a, ok := agg[k]
 				if !ok {
-					a = &[8]int{}
+					a = &[9]int{}
 					agg[k] = a
 					order = append(order, k)
 				}
@@ -446,6 +446,9 @@ func (st *DetectEvadeStudy) write(dir report.Dir, r *DetectEvadeResult) error {
 				a[5] += row.Verdict.Fingerprints
 				a[6] += row.Flagged
 				a[7] += row.Lost
+				if row.Verdict.Outcome == fingerprint.Independent {
+					a[8]++
+				}
 				accSum[k] += row.Verdict.Accuracy
 			}
 		}
@@ -457,7 +460,7 @@ func (st *DetectEvadeStudy) write(dir report.Dir, r *DetectEvadeResult) error {
 		if k.derived {
 			truth = "derived"
 		}
-		p("| %s | %d %s | %s | %s | %s | %s | %s | %.3f | %s | %s |\n", k.fp, a[0], truth, k.set, cp(a[1], a[0]), cp(a[2], a[0]), cp(a[3], a[0]), cp(a[4], a[5]), accSum[k]/float64(a[0]), cp(a[6], nb), cp(a[7], nb))
+		p("| %s | %d %s | %s | %s | %s | %s | %s | %s | %.3f | %s | %s |\n", k.fp, a[0], truth, k.set, cp(a[1], a[0]), cp(a[2], a[0]), cp(a[3], a[0]), cp(a[8], a[0]), cp(a[4], a[5]), accSum[k]/float64(a[0]), cp(a[6], nb), cp(a[7], nb))
 	}
 	p("\n")
 	if err := dir.Create(); err != nil {
