@@ -175,8 +175,8 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 		if a == nil {
 			return badInput("an experiment job needs experiment arguments")
 		}
-		if a.Study != "conferrability" && a.Study != "fingerprint" {
-			return badInput("study %q: want conferrability or fingerprint", a.Study)
+		if a.Study != "conferrability" && a.Study != "fingerprint" && a.Study != "robustness" {
+			return badInput("study %q: want conferrability, fingerprint or robustness", a.Study)
 		}
 		if err := checkExperimentRanges(a); err != nil { // ranges.go
 			return err
@@ -504,22 +504,10 @@ func (s *Server) runDerive(ctx context.Context, j shared.Job, a shared.DeriveArg
 		o.Bits = a.Bits
 	}
 	if a.Attack == train.AttackKnockoff {
-		name := a.Transfer
-		if name == "" {
-			if data.CanonicalName(src.Spec.Dataset) != "fashion-mnist" {
-				return nil, fmt.Errorf("knockoff: a transfer dataset is required for a %s source", src.Spec.Dataset)
-			}
-			name = "mnist"
-		}
-		t, err := data.Load(name, s.cfg.DataDir, true)
+		t, err := s.transferSet(a.Transfer, src.Spec, trainSet.Classes)
 		if err != nil {
-			return nil, fmt.Errorf("knockoff: %w", err)
+			return nil, err
 		}
-		if t.C != int(src.Spec.C) || t.H != int(src.Spec.H) || t.W != int(src.Spec.W) {
-			return nil, fmt.Errorf("knockoff: transfer set %s has %dx%dx%d images, the source takes %dx%dx%d", t.Name, t.C, t.H, t.W, src.Spec.C, src.Spec.H, src.Spec.W)
-		}
-		t.Classes = slices.Clone(trainSet.Classes)
-		clear(t.Labels) // the adversary has no labels; the source gives them
 		o.Transfer = t.First(max(o.TransferSize, trainSet.Len()))
 	}
 	cfg.Test, cfg.Progress, cfg.Stage = testSet, rep, "derive "+a.Attack
@@ -803,6 +791,23 @@ func verdict(v *fingerprint.Verdict, fp *fingerprint.Fingerprint, id string) sha
 	return out
 }
 
+// transferSet loads Knockoff's transfer set, a dataset by name (MNIST for
+// a Fashion-MNIST source when name is empty), for the source src whose
+// classes are classes.
+func (s *Server) transferSet(name string, src nn.Spec, classes []string) (*data.Dataset, error) {
+	if name == "" {
+		var err error
+		if name, err = experiment.DefaultTransfer(src.Dataset); err != nil {
+			return nil, err
+		}
+	}
+	t, err := data.Load(name, s.cfg.DataDir, true)
+	if err != nil {
+		return nil, fmt.Errorf("knockoff: %w", err)
+	}
+	return experiment.AsTransfer(t, src, classes)
+}
+
 func (s *Server) runExperiment(ctx context.Context, j shared.Job, a shared.ExperimentArgs, rep shared.Reporter) (*shared.JobResult, error) {
 	if a.Member != "" {
 		return s.runMember(ctx, a, rep) // fanout.go
@@ -857,12 +862,54 @@ func (s *Server) runExperiment(ctx context.Context, j shared.Job, a shared.Exper
 		if _, err := st.Run(ctx, fleet, ds, dir, rep); err != nil {
 			return nil, err
 		}
+	case "robustness":
+		if err := s.runRobustness(ctx, a, fleet, ds, dir, command, rep); err != nil {
+			return nil, err
+		}
 	}
 	info, err := s.keepReport(ctx, name, a.Study, j.ID)
 	if err != nil {
 		return nil, err
 	}
 	return &shared.JobResult{Report: &info, Message: fmt.Sprintf("report %s: %d files", name, len(info.Files))}, nil
+}
+
+// runRobustness runs the robustness study (Tables 4 and 5) as the CLI
+// does by default, at the job's scale: its attacks train for the job's
+// epochs, Points sets the fingerprint's start points and Focus its ε (the
+// defaults when 0); the fingerprint is extracted from the fleet's training
+// models and the derived models are kept beside the fleet's.
+func (s *Server) runRobustness(ctx context.Context, a shared.ExperimentArgs, fleet *experiment.Fleet, ds experiment.Data, dir report.Dir, command string, rep shared.Reporter) error {
+	src := fleet.Source()
+	plan := experiment.DefaultRobustnessPlan()
+	if a.Epochs > 0 {
+		plan.Epochs = a.Epochs
+	}
+	var err error
+	if plan.Transfer, err = s.transferSet("", src.Model.Spec, ds.Adversary.Classes); err != nil {
+		return err
+	}
+	st, err := plan.Study(ds.Adversary, command)
+	if err != nil {
+		return err
+	}
+	cfg := fingerprint.DefaultConfig()
+	if a.Points > 0 {
+		cfg.Candidates = a.Points
+	}
+	if a.Focus > 0 {
+		cfg.CBIM.Eps = a.Focus
+	}
+	cfg.Seed, cfg.Progress = plan.Seed, rep
+	fp, err := experiment.StudyFingerprint(ctx, fleet, ds, cfg)
+	if err != nil {
+		return err
+	}
+	if fp.N == 0 {
+		return fmt.Errorf("robustness: no fingerprint survived the filter (%d start points, ε = %g): a study needs at least one; ask for more points", fp.Meta.Candidates, fp.Meta.Eps)
+	}
+	_, err = st.Run(ctx, fleet, fp, ds, filepath.Join(s.modelsDir(), "derived"), dir, rep)
+	return err
 }
 
 // keepReport records a report folder under reports/.

@@ -1,0 +1,78 @@
+package experiment
+
+import (
+	"testing"
+
+	"github.com/conferral/conferral/backend/data"
+	"github.com/conferral/conferral/backend/nn"
+	"github.com/conferral/conferral/backend/train"
+)
+
+// TestRobustnessPlan checks the plan's rows and settings: fine-tuning and
+// adversarial training see FineTuneExamples of the adversary's half for
+// FineTuneEpochs, the others all of it for Epochs; Knockoff learns from
+// the transfer set; one row per λ and ρ; the labels-only row last.
+func TestRobustnessPlan(t *testing.T) {
+	adv := &data.Dataset{Name: "adv", N: 30, C: 1, H: 1, W: 1, Images: make([]uint8, 30), Labels: make([]int64, 30)}
+	p := DefaultRobustnessPlan()
+	if _, err := p.Attacks(adv); err == nil {
+		t.Error("a plan without a transfer set listed its attacks")
+	}
+	p.Epochs, p.FineTuneEpochs, p.FineTuneExamples = 3, 1, 10
+	p.Lambdas, p.Rhos = []float64{0.1, 0.3}, []float64{0.2}
+	p.Transfer = &data.Dataset{Name: "mnist"}
+	st, err := p.Study(adv, "cmd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Theta != 0.7 || st.Margin != 0.05 || st.Command != "cmd" {
+		t.Errorf("judged at θ = %g, margin %g, command %q", st.Theta, st.Margin, st.Command)
+	}
+	if n := len(st.Attacks); n != 11+2+1+3 {
+		t.Fatalf("%d attacks, want 17", n)
+	}
+	noise, rho := 0, 0
+	for _, a := range st.Attacks {
+		fine := train.FineTuning(a.Name)
+		switch {
+		case fine && (a.Data == nil || a.Data.Len() != 10 || a.Config.Epochs != 1):
+			t.Errorf("%s %s: %v examples, %d epochs; want 10 and 1", a.Name, a.Param, a.Data, a.Config.Epochs)
+		case !fine && (a.Data != nil || a.Config.Epochs != 3):
+			t.Errorf("%s %s: its own data %v, %d epochs; want the adversary's half and 3", a.Name, a.Param, a.Data, a.Config.Epochs)
+		}
+		switch a.Name {
+		case train.AttackKnockoff:
+			if a.Options.Transfer != p.Transfer || a.Param != "transfer mnist" {
+				t.Errorf("knockoff: transfer %v, %q", a.Options.Transfer, a.Param)
+			}
+		case train.AttackNoise:
+			if a.Options.Lambda != p.Lambdas[noise] {
+				t.Errorf("noise row %d: λ = %g", noise, a.Options.Lambda)
+			}
+			noise++
+		case train.AttackTrueLabels:
+			if a.Options.Rho != p.Rhos[rho] {
+				t.Errorf("true-labels row %d: ρ = %g", rho, a.Options.Rho)
+			}
+			rho++
+		}
+	}
+	if last := st.Attacks[len(st.Attacks)-1]; !last.LabelsOnly || last.Name != train.AttackRetraining {
+		t.Errorf("last row %s, labels only %v", last.Name, last.LabelsOnly)
+	}
+	// The transfer set takes the source's classes and loses its labels; a
+	// set of another shape is refused.
+	tr := &data.Dataset{Name: "mnist", N: 2, C: 1, H: 28, W: 28, Labels: []int64{3, 4}, Classes: []string{"0"}}
+	if _, err := AsTransfer(tr, nn.Spec{C: 1, H: 28, W: 28}, []string{"a", "b"}); err != nil || tr.Labels[0] != 0 || tr.Labels[1] != 0 || len(tr.Classes) != 2 {
+		t.Errorf("transfer: %v, labels %v, classes %v", err, tr.Labels, tr.Classes)
+	}
+	if _, err := AsTransfer(tr, nn.Spec{C: 3, H: 32, W: 32}, nil); err == nil {
+		t.Error("a 1x28x28 transfer set was taken for a 3x32x32 source")
+	}
+	if name, err := DefaultTransfer("fashion-mnist"); name != "mnist" || err != nil {
+		t.Errorf("default transfer for fashion-mnist: %q, %v", name, err)
+	}
+	if _, err := DefaultTransfer("cifar10"); err == nil {
+		t.Error("cifar10 got a default transfer set")
+	}
+}
