@@ -61,8 +61,11 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 	if len(args) > 0 && args[0] == "evasion" {
 		return runEvasion(ctx, e, args[1:])
 	}
+	if len(args) > 0 && args[0] == "detect-evade" {
+		return runDetectEvade(ctx, e, args[1:])
+	}
 	if len(args) == 0 || (args[0] != "fingerprint" && args[0] != "conferrability" && args[0] != "robustness") {
-		return usagef("want `experiment conferrability` (Table 1), `experiment fingerprint` (Table 2), `experiment robustness` (Tables 4 and 5), `experiment benchmark` (held-out suspects, frozen rule), `experiment false-claim` (an accuser's transferable adversarial examples as keys) or `experiment evasion` (the non-evasiveness game of §5.1)")
+		return usagef("want `experiment conferrability` (Table 1), `experiment fingerprint` (Table 2), `experiment robustness` (Tables 4 and 5), `experiment benchmark` (held-out suspects, frozen rule), `experiment false-claim` (an accuser's transferable adversarial examples as keys), `experiment evasion` (the non-evasiveness game of §5.1) or `experiment detect-evade` (suspects served behind the adversary's detector)")
 	}
 	kind := args[0]
 	fs := flag.NewFlagSet("experiment "+kind, flag.ContinueOnError)
