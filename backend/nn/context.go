@@ -35,6 +35,9 @@ type store struct {
 	// hasDropout records that the architecture has such layers.
 	dropout    float64
 	hasDropout bool
+	// trace, when set, records every layer call (Model.Trace); nil
+	// otherwise.
+	trace *Trace
 }
 
 // Context gives layers their variables by scoped name ("block1.conv.weight")

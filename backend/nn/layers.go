@@ -35,7 +35,12 @@ func Conv2d(c *Context, x *torch.Tensor, out, k int64, o ConvOpts) *torch.Tensor
 	if pad < 0 {
 		pad = k / 2
 	}
-	return torch.Conv2d(x, w, b, torch.ConvOpts{Stride: torch.P(max(o.Stride, 1)), Padding: torch.P(pad), Groups: g})
+	stride := max(o.Stride, 1)
+	y := torch.Conv2d(x, w, b, torch.ConvOpts{Stride: torch.P(stride), Padding: torch.P(pad), Groups: g})
+	if t := c.s.trace; t != nil {
+		t.record(c, y, Op{Kind: OpConv2d, Kernel: k, Stride: stride, Padding: pad, Groups: g}, x, w, b)
+	}
+	return y
 }
 
 // Dense is a fully connected layer with PyTorch's default initialisation.
@@ -47,7 +52,11 @@ func Dense(c *Context, x *torch.Tensor, out int64, bias bool) *torch.Tensor {
 	if bias {
 		b = c.Param("bias", []int64{out}, Uniform(bound))
 	}
-	return torch.Linear(x, w, b)
+	y := torch.Linear(x, w, b)
+	if t := c.s.trace; t != nil {
+		t.record(c, y, Op{Kind: OpLinear}, x, w, b)
+	}
+	return y
 }
 
 // BatchNorm normalises over channels (dimension 1) with batch statistics in
@@ -59,11 +68,17 @@ func BatchNorm(c *Context, x *torch.Tensor) *torch.Tensor {
 	b := c.Param("bias", ch, Constant(0))
 	mean := c.Buffer("running_mean", ch, Constant(0))
 	variance := c.Buffer("running_var", ch, Constant(1))
-	return torch.BatchNorm(x, w, b, mean, variance, c.Training(), 0.1, 1e-5)
+	const momentum, eps = 0.1, 1e-5
+	y := torch.BatchNorm(x, w, b, mean, variance, c.Training(), momentum, eps)
+	if t := c.s.trace; t != nil {
+		t.record(c, y, Op{Kind: OpBatchNorm, Eps: eps, Momentum: momentum}, x, w, b, mean, variance)
+	}
+	return y
 }
 
 // Dropout drops activations with probability p while training; a model's
-// Spec.Dropout, when positive, replaces p.
+// Spec.Dropout, when positive, replaces p. In evaluation it is the identity
+// (and records nothing).
 func Dropout(c *Context, x *torch.Tensor, p float64) *torch.Tensor {
 	if !c.s.frozen {
 		c.s.hasDropout = true // the building pass records the layer
@@ -83,7 +98,10 @@ func Normalize(c *Context, x *torch.Tensor, mean, std []float64) *torch.Tensor {
 	ch := int64(len(mean))
 	m := c.Buffer("mean", []int64{1, ch, 1, 1}, Values(f32s(mean)))
 	s := c.Buffer("std", []int64{1, ch, 1, 1}, Values(f32s(std)))
-	return then(x.Sub(m), func(t *torch.Tensor) *torch.Tensor { return t.Div(s) })
+	d := Sub(c, x, m)
+	out := Div(c, d, s)
+	d.Free()
+	return out
 }
 
 // then applies f to an intermediate result t and frees t's handle at once,
@@ -96,22 +114,139 @@ func then(t *torch.Tensor, f func(*torch.Tensor) *torch.Tensor) *torch.Tensor {
 	return out
 }
 
+// relu, maxPool2 and avgPool2 are Relu and 2×2 pooling that free their
+// input, an intermediate result, as then does. (They are functions rather
+// than then with a layer function as a value: a Context passed through a
+// function value escapes to the heap, an allocation per layer.)
+func relu(c *Context, t *torch.Tensor) *torch.Tensor {
+	out := Relu(c, t)
+	t.Free()
+	return out
+}
+
+func maxPool2(c *Context, t *torch.Tensor) *torch.Tensor {
+	out := MaxPool(c, t, 2)
+	t.Free()
+	return out
+}
+
+func avgPool2(c *Context, t *torch.Tensor) *torch.Tensor {
+	out := AvgPool(c, t, 2)
+	t.Free()
+	return out
+}
+
 // ConvBNReLU is the conv → batch norm → ReLU unit most zoo models repeat;
 // its variables are "conv.*" and "bn.*" in c.
 func ConvBNReLU(c *Context, x *torch.Tensor, out, k int64, o ConvOpts) *torch.Tensor {
 	bn := then(Conv2d(c.In("conv"), x, out, k, o), func(t *torch.Tensor) *torch.Tensor { return BatchNorm(c.In("bn"), t) })
-	return then(bn, (*torch.Tensor).Relu)
+	return relu(c, bn)
+}
+
+// The layers below have no variables; they take a Context so that a
+// recording forward pass (Model.Trace) sees them. Architectures compute
+// only through layer functions.
+
+// Relu is max(x, 0).
+func Relu(c *Context, x *torch.Tensor) *torch.Tensor {
+	y := x.Relu()
+	if t := c.s.trace; t != nil {
+		t.record(c, y, Op{Kind: OpRelu}, x)
+	}
+	return y
+}
+
+// Relu6 is min(max(x, 0), 6).
+func Relu6(c *Context, x *torch.Tensor) *torch.Tensor {
+	y := x.Relu6()
+	if t := c.s.trace; t != nil {
+		t.record(c, y, Op{Kind: OpRelu6}, x)
+	}
+	return y
+}
+
+// Add is x + y, broadcasting (a residual connection).
+func Add(c *Context, x, y *torch.Tensor) *torch.Tensor {
+	z := x.Add(y)
+	if t := c.s.trace; t != nil {
+		t.record(c, z, Op{Kind: OpAdd}, x, y)
+	}
+	return z
+}
+
+// Sub is x − y, broadcasting.
+func Sub(c *Context, x, y *torch.Tensor) *torch.Tensor {
+	z := x.Sub(y)
+	if t := c.s.trace; t != nil {
+		t.record(c, z, Op{Kind: OpSub}, x, y)
+	}
+	return z
+}
+
+// Mul is x · y elementwise, broadcasting (a learned scale, for example).
+func Mul(c *Context, x, y *torch.Tensor) *torch.Tensor {
+	z := x.Mul(y)
+	if t := c.s.trace; t != nil {
+		t.record(c, z, Op{Kind: OpMul}, x, y)
+	}
+	return z
+}
+
+// Div is x / y elementwise, broadcasting.
+func Div(c *Context, x, y *torch.Tensor) *torch.Tensor {
+	z := x.Div(y)
+	if t := c.s.trace; t != nil {
+		t.record(c, z, Op{Kind: OpDiv}, x, y)
+	}
+	return z
+}
+
+// Concat joins xs along dimension dim (channels: 1).
+func Concat(c *Context, xs []*torch.Tensor, dim int64) *torch.Tensor {
+	y := torch.Cat(xs, dim)
+	if t := c.s.trace; t != nil {
+		t.record(c, y, Op{Kind: OpConcat, Dim: dim}, xs...)
+	}
+	return y
+}
+
+// Flatten reshapes (N, …) to (N, rest).
+func Flatten(c *Context, x *torch.Tensor) *torch.Tensor {
+	y := x.Flatten()
+	if t := c.s.trace; t != nil {
+		t.record(c, y, Op{Kind: OpFlatten}, x)
+	}
+	return y
 }
 
 // GlobalAvgPool averages each channel and flattens to (N, C).
-func GlobalAvgPool(x *torch.Tensor) *torch.Tensor {
-	return then(torch.AdaptiveAvgPool2d(x, torch.P(1)), (*torch.Tensor).Flatten)
+func GlobalAvgPool(c *Context, x *torch.Tensor) *torch.Tensor {
+	p := torch.AdaptiveAvgPool2d(x, torch.P(1))
+	if t := c.s.trace; t != nil {
+		t.record(c, p, Op{Kind: OpGlobalAvgPool}, x)
+	}
+	out := Flatten(c, p)
+	p.Free()
+	return out
 }
 
 // MaxPool is k×k max pooling with stride k, rounding up so odd sizes (7×7
 // after two poolings of a 28×28 input) keep their border.
-func MaxPool(x *torch.Tensor, k int64) *torch.Tensor {
-	return torch.MaxPool2d(x, torch.PoolOpts{Kernel: torch.P(k), CeilMode: true})
+func MaxPool(c *Context, x *torch.Tensor, k int64) *torch.Tensor {
+	y := torch.MaxPool2d(x, torch.PoolOpts{Kernel: torch.P(k), CeilMode: true})
+	if t := c.s.trace; t != nil {
+		t.record(c, y, Op{Kind: OpMaxPool, Kernel: k, Stride: k, CeilMode: true}, x)
+	}
+	return y
+}
+
+// AvgPool is k×k average pooling with stride k, rounding down.
+func AvgPool(c *Context, x *torch.Tensor, k int64) *torch.Tensor {
+	y := torch.AvgPool2d(x, torch.PoolOpts{Kernel: torch.P(k)})
+	if t := c.s.trace; t != nil {
+		t.record(c, y, Op{Kind: OpAvgPool, Kernel: k, Stride: k}, x)
+	}
+	return y
 }
 
 func f32s(v []float64) []float32 {

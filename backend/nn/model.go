@@ -55,12 +55,20 @@ type Model struct {
 	arch Arch
 }
 
-// New builds an untrained model with variables initialised from seed.
+// New builds an untrained model of the zoo with variables initialised from
+// seed.
 func New(spec Spec, seed uint64, d torch.Device) (m *Model, err error) {
 	arch, ok := archs()[spec.Arch]
 	if !ok {
 		return nil, fmt.Errorf("unknown architecture %q (have %s)", spec.Arch, strings.Join(Architectures(), ", "))
 	}
+	return NewArch(spec, arch, seed, d)
+}
+
+// NewArch builds an untrained model of an architecture that need not be in
+// the zoo (spec.Arch names it); it trains, predicts and exports like a zoo
+// model, but Load and FromFile know only the zoo.
+func NewArch(spec Spec, arch Arch, seed uint64, d torch.Device) (m *Model, err error) {
 	if err := spec.validate(); err != nil {
 		return nil, fmt.Errorf("model %s: %w", spec.Arch, err)
 	}
@@ -88,8 +96,14 @@ func (m *Model) Forward(x *torch.Tensor) *torch.Tensor {
 	if len(s) != 4 || s[1] != m.Spec.C || s[2] != m.Spec.H || s[3] != m.Spec.W {
 		panic(&torch.Error{Op: "forward", Msg: fmt.Sprintf("%s expects images of shape (N, %d, %d, %d), got %v", m.Spec.Arch, m.Spec.C, m.Spec.H, m.Spec.W, s)})
 	}
-	x = Normalize(m.ctx.In("normalize"), x, m.Spec.Mean, m.Spec.Std)
-	return m.arch(m.ctx, x, int64(len(m.Spec.Classes)))
+	return m.forward(m.ctx, x)
+}
+
+// forward runs the normalisation and the architecture in context c (the
+// model's, or a recording view of it).
+func (m *Model) forward(c *Context, x *torch.Tensor) *torch.Tensor {
+	x = Normalize(c.In("normalize"), x, m.Spec.Mean, m.Spec.Std)
+	return m.arch(c, x, int64(len(m.Spec.Classes)))
 }
 
 // HasDropout reports whether the architecture has dropout layers, whose
@@ -293,5 +307,13 @@ func (m *Model) Clone(d torch.Device) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	return FromFile(f, d)
+	c, err := NewArch(m.Spec, m.arch, 0, d)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.LoadTensors(f.Tensors); err != nil {
+		c.Free()
+		return nil, err
+	}
+	return c, nil
 }

@@ -7,7 +7,11 @@ import (
 )
 
 // Arch builds a classifier's forward pass on normalised images, returning
-// logits for the given number of classes.
+// logits for the given number of classes. It computes only through this
+// package's layer functions (Conv2d, Dense, BatchNorm, Relu, Add, Concat,
+// MaxPool, GlobalAvgPool, …), which is what lets Model.Trace record it, and
+// backend/onnx export it, without architecture-specific code: adding an
+// architecture is a function here, its line in archs and its test.
 type Arch func(c *Context, x *torch.Tensor, classes int64) *torch.Tensor
 
 // archs lists the zoo. It is a function, not a package-level map, so no
@@ -43,9 +47,9 @@ func Architectures() []string {
 // channels) and a two-layer head with dropout.
 func SmallCNN(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
 	for i, w := range []int64{32, 64, 128} {
-		x = then(ConvBNReLU(c.Inf("block%d", i+1), x, w, 3, ConvOpts{Padding: -1}), func(t *torch.Tensor) *torch.Tensor { return MaxPool(t, 2) })
+		x = maxPool2(c, ConvBNReLU(c.Inf("block%d", i+1), x, w, 3, ConvOpts{Padding: -1}))
 	}
-	x = Dense(c.In("fc1"), x.Flatten(), 256, true).Relu()
+	x = Relu(c, Dense(c.In("fc1"), Flatten(c, x), 256, true))
 	x = Dropout(c, x, 0.25)
 	return Dense(c.In("fc2"), x, classes, true)
 }
@@ -54,19 +58,19 @@ func SmallCNN(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
 // convolutions (6 and 16 channels, the first padded) and three dense layers
 // (120, 84, classes). A cheap third family beside the CNN and the MLP.
 func LeNet(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
-	x = MaxPool(Conv2d(c.In("conv1"), x, 6, 5, ConvOpts{Padding: -1, Bias: true}).Relu(), 2)
-	x = MaxPool(Conv2d(c.In("conv2"), x, 16, 5, ConvOpts{Bias: true}).Relu(), 2)
-	x = Dense(c.In("fc1"), x.Flatten(), 120, true).Relu()
-	x = Dense(c.In("fc2"), x, 84, true).Relu()
+	x = MaxPool(c, Relu(c, Conv2d(c.In("conv1"), x, 6, 5, ConvOpts{Padding: -1, Bias: true})), 2)
+	x = MaxPool(c, Relu(c, Conv2d(c.In("conv2"), x, 16, 5, ConvOpts{Bias: true})), 2)
+	x = Relu(c, Dense(c.In("fc1"), Flatten(c, x), 120, true))
+	x = Relu(c, Dense(c.In("fc2"), x, 84, true))
 	return Dense(c.In("fc3"), x, classes, true)
 }
 
 // MLP is a two-hidden-layer perceptron, a deliberately different
 // architecture for studying transfer across model families.
 func MLP(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
-	x = Dense(c.In("fc1"), x.Flatten(), 512, true).Relu()
+	x = Relu(c, Dense(c.In("fc1"), Flatten(c, x), 512, true))
 	x = Dropout(c, x, 0.2)
-	x = Dense(c.In("fc2"), x, 256, true).Relu()
+	x = Relu(c, Dense(c.In("fc2"), x, 256, true))
 	return Dense(c.In("fc3"), x, classes, true)
 }
 
@@ -85,7 +89,7 @@ func ResNet(n int) Arch {
 				x = basicBlock(c.Inf("layer%d.%d", stage+1, b), x, width, stride)
 			}
 		}
-		return Dense(c.In("fc"), GlobalAvgPool(x), classes, true)
+		return Dense(c.In("fc"), GlobalAvgPool(c, x), classes, true)
 	}
 }
 
@@ -93,14 +97,14 @@ func basicBlock(c *Context, x *torch.Tensor, width, stride int64) *torch.Tensor 
 	bn := func(name string) func(*torch.Tensor) *torch.Tensor {
 		return func(t *torch.Tensor) *torch.Tensor { return BatchNorm(c.In(name), t) }
 	}
-	out := then(then(Conv2d(c.In("conv1"), x, width, 3, ConvOpts{Stride: stride, Padding: -1}), bn("bn1")), (*torch.Tensor).Relu)
+	out := relu(c, then(Conv2d(c.In("conv1"), x, width, 3, ConvOpts{Stride: stride, Padding: -1}), bn("bn1")))
 	out = then(then(Conv2d(c.In("conv2"), out, width, 3, ConvOpts{Padding: -1}), bn("bn2")), func(t *torch.Tensor) *torch.Tensor {
 		if stride == 1 && x.Size(1) == width {
-			return t.Add(x)
+			return Add(c, t, x)
 		}
-		return then(then(Conv2d(c.In("short.conv"), x, width, 1, ConvOpts{Stride: stride}), bn("short.bn")), t.Add)
+		return then(then(Conv2d(c.In("short.conv"), x, width, 1, ConvOpts{Stride: stride}), bn("short.bn")), func(s *torch.Tensor) *torch.Tensor { return Add(c, t, s) })
 	})
-	return then(out, (*torch.Tensor).Relu)
+	return relu(c, out)
 }
 
 // VGG configurations: channel widths, 0 for a 2×2 max-pool.
@@ -117,12 +121,12 @@ func VGG(cfg []int64) Arch {
 	return func(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
 		for i, w := range cfg {
 			if w == 0 {
-				x = MaxPool(x, 2)
+				x = MaxPool(c, x, 2)
 				continue
 			}
 			x = ConvBNReLU(c.Inf("features.%d", i), x, w, 3, ConvOpts{Padding: -1})
 		}
-		return Dense(c.In("fc"), GlobalAvgPool(x), classes, true)
+		return Dense(c.In("fc"), GlobalAvgPool(c, x), classes, true)
 	}
 }
 
@@ -136,18 +140,18 @@ func DenseNetBC(depth int, k int64) Arch {
 		for b := range 3 {
 			for i := range n {
 				lc := c.Inf("block%d.%d", b+1, i)
-				out := Conv2d(lc.In("conv1"), BatchNorm(lc.In("bn1"), x).Relu(), 4*k, 1, ConvOpts{})
-				out = Conv2d(lc.In("conv2"), BatchNorm(lc.In("bn2"), out).Relu(), k, 3, ConvOpts{Padding: -1})
-				x = torch.Cat([]*torch.Tensor{x, out}, 1)
+				out := Conv2d(lc.In("conv1"), Relu(lc, BatchNorm(lc.In("bn1"), x)), 4*k, 1, ConvOpts{})
+				out = Conv2d(lc.In("conv2"), Relu(lc, BatchNorm(lc.In("bn2"), out)), k, 3, ConvOpts{Padding: -1})
+				x = Concat(lc, []*torch.Tensor{x, out}, 1)
 			}
 			if b < 2 {
 				tc := c.Inf("trans%d", b+1)
-				x = Conv2d(tc.In("conv"), BatchNorm(tc.In("bn"), x).Relu(), x.Size(1)/2, 1, ConvOpts{})
-				x = torch.AvgPool2d(x, torch.PoolOpts{Kernel: torch.P(2)})
+				x = Conv2d(tc.In("conv"), Relu(tc, BatchNorm(tc.In("bn"), x)), x.Size(1)/2, 1, ConvOpts{})
+				x = AvgPool(tc, x, 2)
 			}
 		}
-		x = BatchNorm(c.In("bn"), x).Relu()
-		return Dense(c.In("fc"), GlobalAvgPool(x), classes, true)
+		x = Relu(c, BatchNorm(c.In("bn"), x))
+		return Dense(c.In("fc"), GlobalAvgPool(c, x), classes, true)
 	}
 }
 
@@ -160,7 +164,7 @@ func mobileNetV2Cfg() [][4]int64 {
 // MobileNetV2 (Sandler et al.), CIFAR variant: inverted residual blocks with
 // ReLU6 and linear bottlenecks.
 func MobileNetV2(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
-	x = BatchNorm(c.In("stem.bn"), Conv2d(c.In("stem.conv"), x, 32, 3, ConvOpts{Padding: -1})).Relu6()
+	x = Relu6(c, BatchNorm(c.In("stem.bn"), Conv2d(c.In("stem.conv"), x, 32, 3, ConvOpts{Padding: -1})))
 	for s, cfg := range mobileNetV2Cfg() {
 		exp, out, blocks, stride := cfg[0], cfg[1], cfg[2], cfg[3]
 		for b := range blocks {
@@ -171,8 +175,8 @@ func MobileNetV2(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
 			x = invertedResidual(c.Inf("stage%d.%d", s+1, b), x, exp, out, st)
 		}
 	}
-	x = BatchNorm(c.In("head.bn"), Conv2d(c.In("head.conv"), x, 1280, 1, ConvOpts{})).Relu6()
-	return Dense(c.In("fc"), GlobalAvgPool(x), classes, true)
+	x = Relu6(c, BatchNorm(c.In("head.bn"), Conv2d(c.In("head.conv"), x, 1280, 1, ConvOpts{})))
+	return Dense(c.In("fc"), GlobalAvgPool(c, x), classes, true)
 }
 
 func invertedResidual(c *Context, x *torch.Tensor, expansion, out, stride int64) *torch.Tensor {
@@ -180,12 +184,12 @@ func invertedResidual(c *Context, x *torch.Tensor, expansion, out, stride int64)
 	hidden := in * expansion
 	h := x
 	if expansion != 1 {
-		h = BatchNorm(c.In("expand.bn"), Conv2d(c.In("expand.conv"), h, hidden, 1, ConvOpts{})).Relu6()
+		h = Relu6(c, BatchNorm(c.In("expand.bn"), Conv2d(c.In("expand.conv"), h, hidden, 1, ConvOpts{})))
 	}
-	h = BatchNorm(c.In("dw.bn"), Conv2d(c.In("dw.conv"), h, hidden, 3, ConvOpts{Stride: stride, Padding: -1, Groups: hidden})).Relu6()
+	h = Relu6(c, BatchNorm(c.In("dw.bn"), Conv2d(c.In("dw.conv"), h, hidden, 3, ConvOpts{Stride: stride, Padding: -1, Groups: hidden})))
 	h = BatchNorm(c.In("project.bn"), Conv2d(c.In("project.conv"), h, out, 1, ConvOpts{}))
 	if stride == 1 && in == out {
-		return h.Add(x)
+		return Add(c, h, x)
 	}
 	return h
 }
@@ -198,9 +202,9 @@ func invertedResidual(c *Context, x *torch.Tensor, expansion, out, stride int64)
 // channels with stride 2, ReLU, global average pooling, dropout 0.3 and one
 // dense layer. Its weights start in fan-in mode (no normalisation).
 func WideCNN(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
-	x = then(Conv2d(c.In("conv1"), x, 128, 5, ConvOpts{Stride: 2, Padding: -1, Bias: true, Init: KaimingNormalFanIn}), (*torch.Tensor).Relu)
-	x = then(Conv2d(c.In("conv2"), x, 128, 3, ConvOpts{Stride: 2, Padding: -1, Bias: true, Init: KaimingNormalFanIn}), (*torch.Tensor).Relu)
-	x = Dropout(c, GlobalAvgPool(x), 0.3)
+	x = relu(c, Conv2d(c.In("conv1"), x, 128, 5, ConvOpts{Stride: 2, Padding: -1, Bias: true, Init: KaimingNormalFanIn}))
+	x = relu(c, Conv2d(c.In("conv2"), x, 128, 3, ConvOpts{Stride: 2, Padding: -1, Bias: true, Init: KaimingNormalFanIn}))
+	x = Dropout(c, GlobalAvgPool(c, x), 0.3)
 	return Dense(c.In("fc"), x, classes, true)
 }
 
@@ -222,28 +226,27 @@ func DeepNarrow(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
 	opts := func(k int64) ConvOpts {
 		return ConvOpts{Padding: k / 2, Bias: true, Init: KaimingNormalFanIn}
 	}
-	avgPool2 := func(t *torch.Tensor) *torch.Tensor { return torch.AvgPool2d(t, torch.PoolOpts{Kernel: torch.P(2)}) }
-	x = then(then(Conv2d(c.In("stem"), x, 16, 3, opts(3)), (*torch.Tensor).Relu), avgPool2)
+	x = avgPool2(c, relu(c, Conv2d(c.In("stem"), x, 16, 3, opts(3))))
 	for s, w := range deepNarrowWidths() {
 		if s > 0 {
-			x = then(Conv2d(c.Inf("stage%d.proj", s+1), x, w, 1, opts(1)), avgPool2)
+			x = avgPool2(c, Conv2d(c.Inf("stage%d.proj", s+1), x, w, 1, opts(1)))
 		}
 		for b := range 2 {
 			bc := c.Inf("stage%d.block%d", s+1, b+1)
-			h := then(Conv2d(bc.In("conv1"), x, w, 3, opts(3)), (*torch.Tensor).Relu)
+			h := relu(bc, Conv2d(bc.In("conv1"), x, w, 3, opts(3)))
 			h = then(h, func(t *torch.Tensor) *torch.Tensor { return Conv2d(bc.In("conv2"), t, w, 3, opts(3)) })
 			alpha := bc.Param("alpha", []int64{1}, Constant(0.5))
-			h = then(h, func(t *torch.Tensor) *torch.Tensor { return t.Mul(alpha) })
-			x = then(then(h, x.Add), (*torch.Tensor).Relu)
+			h = then(h, func(t *torch.Tensor) *torch.Tensor { return Mul(bc, t, alpha) })
+			x = relu(bc, then(h, func(t *torch.Tensor) *torch.Tensor { return Add(bc, x, t) }))
 		}
 	}
-	return Dense(c.In("fc"), GlobalAvgPool(x), classes, true)
+	return Dense(c.In("fc"), GlobalAvgPool(c, x), classes, true)
 }
 
 // MLPDrop is a wide perceptron with heavy dropout: two hidden layers of
 // 1024 units, ReLU, dropout 0.5 after each.
 func MLPDrop(c *Context, x *torch.Tensor, classes int64) *torch.Tensor {
-	x = Dropout(c, Dense(c.In("fc1"), x.Flatten(), 1024, true).Relu(), 0.5)
-	x = Dropout(c, Dense(c.In("fc2"), x, 1024, true).Relu(), 0.5)
+	x = Dropout(c, Relu(c, Dense(c.In("fc1"), Flatten(c, x), 1024, true)), 0.5)
+	x = Dropout(c, Relu(c, Dense(c.In("fc2"), x, 1024, true)), 0.5)
 	return Dense(c.In("fc3"), x, classes, true)
 }

@@ -173,28 +173,37 @@ func TestExportZoo(t *testing.T) {
 				t.Fatal(err)
 			}
 			checkProto(t, path, m.Spec, c.opset)
-
-			const n = 2
-			rng := rand.New(rand.NewPCG(uint64(i), 1))
-			x := make([]float32, n*c.c*c.hw*c.hw)
-			for j := range x {
-				x[j] = rng.Float32()
-			}
-			want := logits(t, m, x, n, c.c, c.hw, c.hw)
-			in, out := filepath.Join(dir, "in.f32"), filepath.Join(dir, "out.f32")
-			writeF32(t, in, x)
-			cmd := exec.Command(python, "testdata/check_onnx.py", path, in, fmt.Sprintf("%d,%d,%d,%d", n, c.c, c.hw, c.hw), out)
-			if b, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("check_onnx.py rejects the export: %v\n%s", err, b)
-			}
-			got := readF32(t, out)
-			if len(got) != len(want) {
-				t.Fatalf("the ONNX graph gives %d values, the model %d", len(got), len(want))
-			}
-			if d := maxRelDiff(got, want); d > 1e-4 {
-				t.Errorf("the ONNX graph's logits differ from the model's by %.2e (relative), want ≤ 1e-4\ngot  %v\nwant %v", d, got, want)
-			}
+			checkInPython(t, m, path, uint64(i))
 		})
+	}
+}
+
+// checkInPython has onnx.checker accept the exported file path and runs it
+// in Python (check_onnx.py's NumPy evaluator) on two random images,
+// comparing with m's logits.
+func checkInPython(t *testing.T, m *nn.Model, path string, seed uint64) {
+	t.Helper()
+	const n = 2
+	c, h, w := m.Spec.C, m.Spec.H, m.Spec.W
+	rng := rand.New(rand.NewPCG(seed, 1))
+	x := make([]float32, n*c*h*w)
+	for j := range x {
+		x[j] = rng.Float32()
+	}
+	want := logits(t, m, x, n, c, h, w)
+	dir := t.TempDir()
+	in, out := filepath.Join(dir, "in.f32"), filepath.Join(dir, "out.f32")
+	writeF32(t, in, x)
+	cmd := exec.Command(python, "testdata/check_onnx.py", path, in, fmt.Sprintf("%d,%d,%d,%d", n, c, h, w), out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("check_onnx.py rejects the export: %v\n%s", err, b)
+	}
+	got := readF32(t, out)
+	if len(got) != len(want) {
+		t.Fatalf("the ONNX graph gives %d values, the model %d", len(got), len(want))
+	}
+	if d := maxRelDiff(got, want); d > 1e-4 {
+		t.Errorf("the ONNX graph's logits differ from the model's by %.2e (relative), want ≤ 1e-4\ngot  %v\nwant %v", d, got, want)
 	}
 }
 
@@ -358,40 +367,168 @@ func TestExportRoundTrip(t *testing.T) {
 			defer m.Free()
 			trainedLike(t, m, uint64(i+11))
 			m.SetTraining(false)
-			path := filepath.Join(dir, c.arch+".onnx")
-			if err := ExportFile(m, path, ExportOptions{}); err != nil {
+			checkRoundTrip(t, m, filepath.Join(dir, c.arch+".onnx"), uint64(i))
+		})
+	}
+}
+
+// checkRoundTrip exports m to path, reads the file back with Open and
+// checks that the imported model gives m's logits (1e-4) and input
+// gradients (1e-3, relative to the largest) on three random images.
+func checkRoundTrip(t *testing.T, m *nn.Model, path string, seed uint64) {
+	t.Helper()
+	if err := ExportFile(m, path, ExportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	im, err := Open(path, Options{})
+	if err != nil {
+		t.Fatalf("Open of an exported %s: %v", m.Spec.Arch, err)
+	}
+	defer im.Free()
+	c, h, w := m.Spec.C, m.Spec.H, m.Spec.W
+	if ic, ih, iw := im.InputShape(); int64(ic) != c || int64(ih) != h || int64(iw) != w || im.Classes() != len(m.Spec.Classes) || im.Layout() != "nchw" {
+		t.Errorf("imported input %dx%dx%d, %d classes, layout %q; want %dx%dx%d, %d, nchw", ic, ih, iw, im.Classes(), im.Layout(), c, h, w, len(m.Spec.Classes))
+	}
+	const n = 3
+	rng := rand.New(rand.NewPCG(seed, 2))
+	x := make([]float32, n*c*h*w)
+	for j := range x {
+		x[j] = rng.Float32()
+	}
+	wantY, wantG := outputAndGrad(t, m.Forward, x, n, c, h, w)
+	gotY, gotG := outputAndGrad(t, im.Forward, x, n, c, h, w)
+	if d := maxRelDiff(gotY, wantY); d > 1e-4 {
+		t.Errorf("imported logits differ by %.2e (relative), want ≤ 1e-4\ngot  %v\nwant %v", d, gotY, wantY)
+	}
+	var gmax float64
+	for _, v := range wantG {
+		gmax = max(gmax, math.Abs(float64(v)))
+	}
+	var gd float64
+	for j := range wantG {
+		gd = max(gd, math.Abs(float64(gotG[j]-wantG[j])))
+	}
+	if gmax == 0 || gd > 1e-3*gmax {
+		t.Errorf("imported input gradients differ by %.2e, largest %.2e; want ≤ 1e-3 of it", gd, gmax)
+	}
+}
+
+// tinyArch is an architecture that exists only in this test, not in the
+// zoo and not in export.go: it exports because Export traces the layers it
+// runs. It uses every layer kind that the tracer records — a grouped
+// convolution with bias, batch norm, ReLU and ReLU6, max pooling (rounding
+// up) and average pooling, concatenation, a residual addition, a learned
+// scale, dropout, global pooling, flattening and dense layers — on a
+// 3×12×12 input.
+func tinyArch(c *nn.Context, x *torch.Tensor, classes int64) *torch.Tensor {
+	a := nn.Relu(c, nn.ConvBNReLU(c.In("a"), x, 8, 3, nn.ConvOpts{Padding: -1}))
+	b := nn.Relu6(c, nn.BatchNorm(c.In("b.bn"), nn.Conv2d(c.In("b.conv"), a, 8, 3, nn.ConvOpts{Padding: -1, Groups: 4, Bias: true})))
+	scale := c.Param("scale", []int64{1, 8, 1, 1}, nn.Uniform(1))
+	h := nn.Add(c, a, nn.Mul(c, b, scale))
+	h = nn.Concat(c, []*torch.Tensor{h, nn.Dropout(c, a, 0.5)}, 1)
+	h = nn.MaxPool(c, h, 2)          // 12×12 → 6×6
+	h = nn.AvgPool(c, h, 2)          // → 3×3
+	h = nn.MaxPool(c, h, 2)          // → 2×2, rounding up
+	flat := nn.Flatten(c, h)         // 16·2·2
+	pooled := nn.GlobalAvgPool(c, h) // 16
+	mix := nn.Relu(c, nn.Dense(c.In("fc1"), flat, 16, false))
+	return nn.Dense(c.In("fc2"), nn.Add(c, mix, pooled), classes, true)
+}
+
+// TestExportTracedArch is the proof that a new architecture exports by
+// itself: tinyArch, defined here and nowhere else, exports, passes
+// onnx.checker, computes the model's logits in Python and round-trips
+// through Open with the same logits and input gradients.
+func TestExportTracedArch(t *testing.T) {
+	needONNXPython(t)
+	spec := exportSpec("tiny", 3, 12)
+	spec.Classes = spec.Classes[:5]
+	m, err := nn.NewArch(spec, tinyArch, 5, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	trainedLike(t, m, 5)
+	path := filepath.Join(t.TempDir(), "tiny.onnx")
+	if err := ExportFile(m, path, ExportOptions{Opset: 13, Metadata: map[string]string{"conferral.source": "test"}}); err != nil {
+		t.Fatal(err)
+	}
+	checkProto(t, path, m.Spec, 13)
+	checkInPython(t, m, path, 5)
+	checkRoundTrip(t, m, path, 5)
+
+	// Every kind the tracer records is in the graph.
+	mp, err := ExportModel(m, ExportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := map[string]int{}
+	for _, n := range mp.Graph.Node {
+		ops[n.OpType]++
+	}
+	for op, want := range map[string]int{"Sub": 1, "Div": 1, "Conv": 2, "BatchNormalization": 2, "Relu": 3, "Clip": 1, "Mul": 1,
+		"Add": 2, "Concat": 1, "MaxPool": 2, "AveragePool": 1, "GlobalAveragePool": 1, "Flatten": 2, "Gemm": 2} {
+		if ops[op] != want {
+			t.Errorf("%d %s nodes, want %d (graph: %v)", ops[op], op, want, ops)
+		}
+	}
+	if len(mp.Graph.Initializer) != len(m.Variables())+2 { // + Clip's bounds
+		t.Errorf("%d initializers for %d variables and 2 constants", len(mp.Graph.Initializer), len(m.Variables()))
+	}
+}
+
+// TestExportUntracedOpFails: an architecture that computes with torch's
+// tensor methods directly, outside nn's layers, cannot be traced; export
+// says which layer met the unrecorded value instead of writing a wrong
+// graph.
+func TestExportUntracedOpFails(t *testing.T) {
+	for name, arch := range map[string]nn.Arch{
+		"inside": func(c *nn.Context, x *torch.Tensor, classes int64) *torch.Tensor {
+			return nn.Dense(c.In("fc"), x.Flatten(), classes, true) // x.Flatten: not nn.Flatten
+		},
+		"last": func(c *nn.Context, x *torch.Tensor, classes int64) *torch.Tensor {
+			return nn.Dense(c.In("fc"), nn.Flatten(c, x), classes, true).Relu()
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m, err := nn.NewArch(exportSpec("untraced", 1, 4), arch, 1, torch.CPU)
+			if err != nil {
 				t.Fatal(err)
 			}
-			im, err := Open(path, Options{})
-			if err != nil {
-				t.Fatalf("Open of an exported %s: %v", c.arch, err)
+			defer m.Free()
+			_, err = ExportModel(m, ExportOptions{})
+			if err == nil || !strings.Contains(err.Error(), "outside nn's layer functions") {
+				t.Fatalf("error %v, want one saying a value was computed outside nn's layer functions", err)
 			}
-			defer im.Free()
-			if ch, h, w := im.InputShape(); int64(ch) != c.c || int64(h) != c.hw || int64(w) != c.hw || im.Classes() != 10 || im.Layout() != "nchw" {
-				t.Errorf("imported input %dx%dx%d, %d classes, layout %q; want %dx%dx%d, 10, nchw", ch, h, w, im.Classes(), im.Layout(), c.c, c.hw, c.hw)
-			}
-			const n = 3
-			rng := rand.New(rand.NewPCG(uint64(i), 2))
-			x := make([]float32, n*c.c*c.hw*c.hw)
-			for j := range x {
-				x[j] = rng.Float32()
-			}
-			wantY, wantG := outputAndGrad(t, m.Forward, x, n, c.c, c.hw, c.hw)
-			gotY, gotG := outputAndGrad(t, im.Forward, x, n, c.c, c.hw, c.hw)
-			if d := maxRelDiff(gotY, wantY); d > 1e-4 {
-				t.Errorf("imported logits differ by %.2e (relative), want ≤ 1e-4\ngot  %v\nwant %v", d, gotY, wantY)
-			}
-			var gmax float64
-			for _, v := range wantG {
-				gmax = max(gmax, math.Abs(float64(v)))
-			}
-			var gd float64
-			for j := range wantG {
-				gd = max(gd, math.Abs(float64(gotG[j]-wantG[j])))
-			}
-			if gmax == 0 || gd > 1e-3*gmax {
-				t.Errorf("imported input gradients differ by %.2e, largest %.2e; want ≤ 1e-3 of it", gd, gmax)
+			if name == "inside" && !strings.Contains(err.Error(), `"fc"`) {
+				t.Errorf("error %v does not name the layer fc", err)
 			}
 		})
 	}
+}
+
+// TestExportOutputNotLastOp: when an architecture's output is not the last
+// layer it ran (here a head whose ReLU'd copy goes unused), the graph ends
+// with an Identity to "logits" and still round-trips.
+func TestExportOutputNotLastOp(t *testing.T) {
+	arch := func(c *nn.Context, x *torch.Tensor, classes int64) *torch.Tensor {
+		y := nn.Dense(c.In("fc"), nn.Flatten(c, x), classes, true)
+		nn.Relu(c, y)
+		return y
+	}
+	m, err := nn.NewArch(exportSpec("headfirst", 1, 4), arch, 2, torch.CPU)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Free()
+	trainedLike(t, m, 2)
+	mp, err := ExportModel(m, ExportOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := mp.Graph.Node
+	if last := nodes[len(nodes)-1]; last.OpType != "Identity" || last.Output[0] != "logits" || last.Input[0] != nodes[len(nodes)-3].Output[0] {
+		t.Errorf("graph ends %v, want an Identity of the Gemm to logits", last)
+	}
+	checkRoundTrip(t, m, filepath.Join(t.TempDir(), "headfirst.onnx"), 2)
 }
