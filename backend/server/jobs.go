@@ -255,14 +255,34 @@ func (s *Server) work(ctx context.Context, id string) error {
 func (s *Server) runLocked(ctx context.Context, j shared.Job) (res *shared.JobResult, err error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	torch.SetNumThreads(s.cfg.Threads)
+	threads := s.cfg.Threads
+	if s.cfg.SoloThreads > threads && s.alone(ctx, j.ID) {
+		threads = s.cfg.SoloThreads
+	}
+	torch.SetNumThreads(threads) // libtorch's threads are per OS thread
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("job panicked", "job", j.ID, "panic", p, "stack", string(debug.Stack()))
 			err = fmt.Errorf("%s job crashed: %v", j.Kind, p)
 		}
 	}()
-	return s.run(ctx, j, s.reporter(ctx, j.ID))
+	rep := s.reporter(ctx, j.ID)
+	rep(shared.Event{Kind: shared.Log, Stage: string(j.Kind), Message: fmt.Sprintf("running on %s (libtorch threads: %d)", s.device, threads)})
+	return s.run(ctx, j, rep)
+}
+
+// alone says whether job id is the only job running or queued.
+func (s *Server) alone(ctx context.Context, id string) bool {
+	jobs, err := s.store.JobsIn(ctx, shared.JobRunning, shared.JobQueued)
+	if err != nil {
+		return false // unsure: the share of a busy machine
+	}
+	for _, j := range jobs {
+		if j.ID != id {
+			return false
+		}
+	}
+	return true
 }
 
 // recover finds the jobs that a process which died left running: each is

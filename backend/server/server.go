@@ -54,6 +54,11 @@ type Config struct {
 	Workers int
 	// Threads are libtorch's intra-op threads per job [1].
 	Threads int
+	// SoloThreads are the threads of a job that starts with no other job
+	// running or queued, when more than Threads [Threads]: with Workers
+	// jobs of one thread each, a lone job (the source, C-BIM) still gets
+	// the whole machine.
+	SoloThreads int
 	// MaxAttempts bounds how often a job is started, resumptions after a
 	// restart included [3].
 	MaxAttempts int

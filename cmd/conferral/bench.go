@@ -460,7 +460,7 @@ func fleetTable(sb *strings.Builder, fleet []string, batch int, goPrefix, label 
 	}
 	// The demo's own mix (demoFleet: MLPs train twice LeNet's epochs).
 	var eps, goT, pyT float64
-	for _, fm := range demoFleet(1) {
+	for _, fm := range demoFleet(1, demoCalibration) {
 		gk, pk := goPrefix+fm.arch+"/train_step", "fleet:"+fm.arch+"/train_step"
 		if len(goRes[gk]) > 0 && len(pyRes[pk]) > 0 {
 			eps += float64(fm.epochs)

@@ -41,6 +41,10 @@ type demoModel struct {
 	epochs      int
 }
 
+// demoCalibration is how many independent models calibrate the demo's
+// verdicts by default.
+const demoCalibration = 10
+
 // The demo's source and fleet architectures: the zoo's cheapest that still
 // learn Fashion-MNIST in a few epochs on two cores.
 const demoSourceArch = "lenet"
@@ -48,11 +52,11 @@ const demoSourceArch = "lenet"
 var demoArchs = [...]string{"lenet", "mlp", "mlpdrop"}
 
 // demoFleet is the story's models: 8 training surrogates and 8 references
-// on the defender's half feed C-BIM; 10 calibration models, also the
+// on the defender's half feed C-BIM; calibration models, also the
 // defender's, calibrate the verdicts; 4 surrogates and 4 references on the
 // adversary's half are the suspects the fingerprint never saw. MLPs train
 // twice as many epochs (they are ~5× cheaper per epoch).
-func demoFleet(epochs int) []demoModel {
+func demoFleet(epochs, calibration int) []demoModel {
 	var f []demoModel
 	ep := func(arch string) int {
 		if arch == "lenet" {
@@ -68,7 +72,7 @@ func demoFleet(epochs int) []demoModel {
 	}
 	add(8, "train-surrogate", false, true, false)
 	add(8, "train-reference", false, false, false)
-	add(10, "calibration", false, false, true)
+	add(calibration, "calibration", false, false, true)
 	add(4, "test-surrogate", true, true, false)
 	add(4, "test-reference", true, false, false)
 	return f
@@ -117,6 +121,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	df.register(fs)
 	out := fs.String("out", "demo-out", "folder for the demo's models, fingerprint and pictures")
 	epochs := fs.Int("epochs", 2, "training epochs per model (the source gets one more)")
+	calibrators := fs.Int("calibration", demoCalibration, "independent models that calibrate the verdicts (at least 2)")
 	cfgOf := cbimFlags(fs)
 	start := fs.String("start", fingerprint.StartTest, "where C-BIM starts: test (held-out images) or train (the defender's half)")
 	serve := fs.Bool("serve", false, "run the story as jobs of `conferral serve` (in OUT/server), watchable in the browser")
@@ -137,10 +142,13 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	if *jobs < 0 {
 		return usagef("--jobs %d: want 0 (one per thread) or more", *jobs)
 	}
-	threads, _ := strconv.Atoi(fs.Lookup("threads").Value.String())
-	workers, threads := demoShare(*jobs, threads, e.device.IsCUDA())
+	if *calibrators < 2 {
+		return usagef("--calibration %d: want at least 2 models", *calibrators)
+	}
+	all, _ := strconv.Atoi(fs.Lookup("threads").Value.String())
+	workers, threads := demoShare(*jobs, all, e.device.IsCUDA())
 	if *serve {
-		return runDemoServe(ctx, e, demoServe{addr: *addr, web: *web, keep: *keep, workers: workers, threads: threads, out: *out, df: df, epochs: *epochs,
+		return runDemoServe(ctx, e, demoServe{addr: *addr, web: *web, keep: *keep, workers: workers, threads: threads, solo: all, out: *out, df: df, epochs: *epochs, calibration: *calibrators,
 			extract: shared.ExtractArgs{Eps: cfg.CBIM.Eps, Alpha: cfg.CBIM.Alpha, Steps: cfg.CBIM.Steps, Dropout: &cfg.CBIM.Dropout, Loss: string(cfg.CBIM.Loss),
 				BestIterate: cfg.CBIM.Best, Tau: &cfg.Tau, TauSurr: cfg.TauSurr, Candidates: cfg.Candidates, Batch: cfg.Batch, Seed: cfg.Seed, Start: *start}})
 	}
@@ -192,7 +200,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 			m.Free()
 		}
 	}()
-	fleet := demoFleet(*epochs)
+	fleet := demoFleet(*epochs, *calibrators)
 	for i, fm := range fleet {
 		d := defender
 		if fm.adversary {

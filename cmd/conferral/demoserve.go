@@ -20,16 +20,19 @@ type demoServe struct {
 	keep      bool // serve on after the story until interrupted
 	workers   int  // jobs at once
 	threads   int  // libtorch threads per job
+	solo      int  // threads of a job that runs alone
 	out       string
 	df        dataFlags
 	epochs    int
-	extract   shared.ExtractArgs
+	// calibration is how many independent models calibrate the verdicts.
+	calibration int
+	extract     shared.ExtractArgs
 }
 
 func runDemoServe(ctx context.Context, e *env, o demoServe) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	s, err := server.New(ctx, server.Config{Dir: filepath.Join(o.out, "server"), Device: e.device.String(), Workers: o.workers, Threads: o.threads, Results: resultsDir(""),
+	s, err := server.New(ctx, server.Config{Dir: filepath.Join(o.out, "server"), Device: e.device.String(), Workers: o.workers, Threads: o.threads, SoloThreads: o.solo, Results: resultsDir(""),
 		Addr: o.addr, App: app.Handler(o.web), Version: "demo", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return err
@@ -118,7 +121,7 @@ func demoStory(ctx context.Context, e *env, s *server.Server, o demoServe) error
 	clock.lap("source (1 model)")
 	// 2. Surrogates, references and calibration models on both halves,
 	// queued together.
-	fleet := demoFleet(o.epochs)
+	fleet := demoFleet(o.epochs, o.calibration)
 	var reqs []shared.JobRequest
 	for i, fm := range fleet {
 		split, teacher := "defender", ""
