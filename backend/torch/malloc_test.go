@@ -24,18 +24,29 @@ func TestMallocKeepsFreedMemory(t *testing.T) {
 	for range 5 {
 		step()
 	}
-	const n = 20
-	var r0, r1 syscall.Rusage
+	// The fewest faults per step over a few rounds: a policy that hands
+	// freed memory back faults on every step of every round, while a busy
+	// machine (the whole suite in parallel) once disturbed a single round.
+	const n, rounds = 20, 5
 	const rusageThread = 1
-	if err := syscall.Getrusage(rusageThread, &r0); err != nil {
-		t.Skip(err)
+	least := -1.0
+	for range rounds {
+		var r0, r1 syscall.Rusage
+		if err := syscall.Getrusage(rusageThread, &r0); err != nil {
+			t.Fatal("getrusage:", err)
+		}
+		for range n {
+			step()
+		}
+		if err := syscall.Getrusage(rusageThread, &r1); err != nil {
+			t.Fatal("getrusage:", err)
+		}
+		if per := float64(r1.Minflt-r0.Minflt) / n; least < 0 || per < least {
+			least = per
+		}
 	}
-	for range n {
-		step()
-	}
-	syscall.Getrusage(rusageThread, &r1)
 	// Fresh pages: 1,024 faults per 4 MiB tensor. Kept memory: a handful.
-	if per := float64(r1.Minflt-r0.Minflt) / n; per > 100 {
-		t.Errorf("%.0f minor page faults per step of 12 MiB freed and reallocated, want < 100 (freed memory handed back to the kernel)", per)
+	if least > 100 {
+		t.Errorf("%.0f minor page faults per step of 12 MiB freed and reallocated (the fewest of %d rounds), want < 100 (freed memory handed back to the kernel)", least, rounds)
 	}
 }
