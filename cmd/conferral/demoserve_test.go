@@ -17,7 +17,7 @@ import (
 // TestDemo runs the demo's story at toy scale — as jobs of a real server on
 // 127.0.0.1, and in this process — and checks that every stage completed,
 // both fingerprints (C-BIM's and the source's own mistakes) were
-// calibrated by the ten independent models, and every one of the eight
+// calibrated by the independent models asked for, and every one of the eight
 // suspects got a calibrated verdict from each. With two threads the fleet
 // trains two models at once (one thread each): the served demo's jobs
 // overlap in time.
@@ -29,13 +29,13 @@ func TestDemo(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			out := t.TempDir()
-			args := append(append([]string{"demo"}, flavour...), "--threads", "2", "--quiet", "--limit", "400", "--epochs", "1", "--out", out,
+			args := append(append([]string{"demo"}, flavour...), "--threads", "2", "--calibration", "12", "--quiet", "--limit", "400", "--epochs", "1", "--out", out,
 				"--candidates", "30", "--steps", "10", "--alpha", "0.025", "--eps", "0.25", "--tau", "0.01", "--tau-surr", "0")
 			code, stdout, stderr := invoke(t, context.Background(), args...)
 			if code != 0 {
 				t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
 			}
-			wants := []string{"test-surrogate-lenet-0", "test-reference-mlpdrop-2", "calibrated by 10 independent models", "verdicts right", "p = ", "Time: source (1 model)", "fleet (34 models)", "; total ",
+			wants := []string{"test-surrogate-lenet-0", "test-reference-mlpdrop-2", "calibrated by 12 independent models", "verdicts right", "p = ", "Time: source (1 model)", "fleet (36 models)", "; total ",
 				"C-BIM from 30 start points, ε = 0.25", "the source's own mistakes among"}
 			if flavour != nil {
 				wants = append(wants, "open http://127.0.0.1:")
@@ -109,8 +109,8 @@ func checkDemoRoles(t *testing.T, dir string) []shared.Job {
 		}
 		count[m.Role]++
 	}
-	if count[shared.RoleSource] != 1 || count[shared.RoleSurrogate] != 12 || count[shared.RoleReference] != 22 {
-		t.Errorf("roles %v, want 1 source, 12 surrogates, 22 references", count)
+	if count[shared.RoleSource] != 1 || count[shared.RoleSurrogate] != 12 || count[shared.RoleReference] != 24 {
+		t.Errorf("roles %v, want 1 source, 12 surrogates, 24 references", count)
 	}
 	jr, err := http.Get(srv.URL + "/api/jobs?limit=1000")
 	if err != nil {
