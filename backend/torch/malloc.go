@@ -16,7 +16,7 @@ import (
 // threshold. A training step frees and reallocates the same few megabytes
 // of activations every time, so each step paid thousands of page faults on
 // fresh zeroed pages: ~2,800 per LeNet-5 step on a batch of 128 (11 MB), a
-// 1-epoch LeNet run 1.3–2.4× slower than with the memory kept (BENCH.md).
+// 1-epoch LeNet run 1.3–2.4× slower than with the memory kept (docs/performance.md).
 // Goroutines run on threads other than the process's first, so their
 // tensors come from glibc's thread arenas, where the dynamic thresholds
 // that settle PyTorch's main thread do not help. Keep it: serve blocks up

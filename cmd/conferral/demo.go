@@ -83,7 +83,7 @@ func demoFleet(epochs, calibration int) []demoModel {
 // jobs of them (by default one per thread on a CPU, one on a GPU), each
 // with an equal share of the threads. Two of the fleet's small models
 // trained at once on one thread each beat one after the other on both
-// threads by 1.7× or more (BENCH.md).
+// threads (BENCH.md, docs/performance.md).
 func demoShare(jobs, threads int, gpu bool) (workers, perJob int) {
 	workers = jobs
 	switch {
@@ -129,7 +129,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	addr := fs.String("addr", "127.0.0.1:8080", "with --serve: where the server listens")
 	web := fs.String("web", "bin/web", "with --serve: folder of the browser app's app.wasm (`make web`)")
 	keep := fs.Bool("keep", true, "with --serve: serve on after the story until Ctrl-C")
-	jobs := fs.Int("jobs", 0, "models trained at once (jobs, with --serve), the threads shared among them (0: one per thread, one thread each, on a CPU; measured faster for the fleet's small models, BENCH.md)")
+	jobs := fs.Int("jobs", 0, "models trained at once (jobs, with --serve), the threads shared among them (0: one per thread, one thread each, on a CPU; measured faster for the fleet's mix, BENCH.md)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
