@@ -42,8 +42,9 @@ type demoModel struct {
 }
 
 // demoCalibration is how many independent models calibrate the demo's
-// verdicts by default: 20 drew the 1 % line within 0.61–0.73 in four
-// full demos, where 10 drew it anywhere in 0.62–0.78 (README).
+// verdicts by default: twice the models for the null's fit (its 1 % line
+// lay at 0.61–0.73 in three full demos with 20, at 0.62–0.78 in three
+// with 10; README).
 const demoCalibration = 20
 
 // The demo's source and fleet architectures: the zoo's cheapest that still
