@@ -801,7 +801,14 @@ func (s *Server) transferSet(name string, src nn.Spec, classes []string) (*data.
 			return nil, err
 		}
 	}
-	t, err := data.Load(name, s.cfg.DataDir, true)
+	// DataDir holds the source's dataset: another one (MNIST beside
+	// Fashion-MNIST, whose IDX files have the same names) comes from where
+	// packages put it, not from there.
+	dir := s.cfg.DataDir
+	if data.CanonicalName(name) != data.CanonicalName(src.Dataset) {
+		dir = ""
+	}
+	t, err := data.Load(name, dir, true)
 	if err != nil {
 		return nil, fmt.Errorf("knockoff: %w", err)
 	}
