@@ -18,6 +18,15 @@ import (
 	"github.com/conferral/conferral/backend/report"
 )
 
+// floatList writes xs as a flag's comma-separated default.
+func floatList(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = strconv.FormatFloat(x, 'g', -1, 64)
+	}
+	return strings.Join(parts, ",")
+}
+
 func floats(s string) ([]float64, error) {
 	var out []float64
 	for _, f := range strings.Split(s, ",") {
@@ -86,16 +95,17 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 	points := fs.Int("points", 200, "start points (conferrability study)")
 	focus := fs.Float64("focus", 0.15, "ε of Table 1 and the histogram (conferrability study)")
 	cfgOf := cbimFlags(fs)
-	var rp robustnessPlan
+	rp := experiment.DefaultRobustnessPlan() // the flags below start from it
+	var transfer, transferDir string
 	fpFile := fs.String("fingerprint", "", "robustness: fingerprint file of the fleet's source (default: extract one with --eps, --tau, --candidates from the fleet's training models)")
 	calFile := fs.String("calibration", "", "robustness: calibration of --fingerprint (conferral calibrate) by independent models outside the fleet: calibrated verdicts and p-values")
-	fs.IntVar(&rp.epochs, "derive-epochs", 2, "robustness: epochs of the attacks that train a new model (the paper does not say; CPU scale)")
-	fs.IntVar(&rp.fineTuneEpochs, "finetune-epochs", 1, "robustness: epochs of fine-tuning and adversarial training")
-	fs.IntVar(&rp.fineTuneExamples, "finetune-examples", 10000, "robustness: adversary's examples for fine-tuning and adversarial training (§6.3: 10,000)")
-	lambdas := fs.String("lambdas", "0.05,0.1,0.2,0.3,0.4,0.5", "robustness: Noise attack weights λ (Table 4)")
-	rhos := fs.String("rhos", "0.1,0.2,0.3,0.4", "robustness: True Labels fractions ρ (Table 4 has 0.05 to 0.40)")
-	fs.StringVar(&rp.transfer, "transfer", "", "robustness: Knockoff's transfer set, a dataset name or an image folder (default: mnist for fashion-mnist)")
-	fs.StringVar(&rp.transferDir, "transfer-dir", "", "robustness: folder of the transfer dataset")
+	fs.IntVar(&rp.Epochs, "derive-epochs", rp.Epochs, "robustness: epochs of the attacks that train a new model (the paper does not say; CPU scale)")
+	fs.IntVar(&rp.FineTuneEpochs, "finetune-epochs", rp.FineTuneEpochs, "robustness: epochs of fine-tuning and adversarial training")
+	fs.IntVar(&rp.FineTuneExamples, "finetune-examples", rp.FineTuneExamples, "robustness: adversary's examples for fine-tuning and adversarial training (§6.3: 10,000)")
+	lambdas := fs.String("lambdas", floatList(rp.Lambdas), "robustness: Noise attack weights λ (Table 4)")
+	rhos := fs.String("rhos", floatList(rp.Rhos), "robustness: True Labels fractions ρ (Table 4 has 0.05 to 0.40)")
+	fs.StringVar(&transfer, "transfer", "", "robustness: Knockoff's transfer set, a dataset name or an image folder (default: mnist for fashion-mnist)")
+	fs.StringVar(&transferDir, "transfer-dir", "", "robustness: folder of the transfer dataset")
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
@@ -156,15 +166,17 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	case "robustness":
-		if rp.lambdas, err = floats(*lambdas); err != nil {
+		if rp.Lambdas, err = floats(*lambdas); err != nil {
 			return err
 		}
-		if rp.rhos, err = floats(*rhos); err != nil {
+		if rp.Rhos, err = floats(*rhos); err != nil {
 			return err
 		}
-		rp.seed = cfg.Seed
-		src := fleet.Source()
-		attacks, err := robustnessAttacks(rp, src.Model.Spec, adv)
+		rp.Seed = cfg.Seed
+		if rp.Transfer, err = loadTransfer(transfer, transferDir, fleet.Source().Model.Spec, adv, adv.Len(), rp.Seed); err != nil {
+			return err
+		}
+		st, err := rp.Study(adv, command)
 		if err != nil {
 			return err
 		}
@@ -172,7 +184,6 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		st := &experiment.RobustnessStudy{Attacks: attacks, Theta: 0.7, Margin: 0.05, Command: command}
 		if *calFile != "" {
 			if st.Calibration, err = fingerprint.LoadCalibration(*calFile, fp); err != nil {
 				return err
