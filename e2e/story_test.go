@@ -214,6 +214,9 @@ func TestDemoStoryOnHome(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, ctx, `document.querySelector('main[data-page=home][data-loaded=true] #story') !== null && document.querySelectorAll('#step-verify .story-verdict').length === 2`, "the story after a reload")
+	// The source's epochs come from its job's events, replayed after the
+	// page has loaded: wait for them rather than read them mid-replay.
+	waitFor(t, ctx, `(document.querySelector('#step-source [data-epochs]') || {dataset: {}}).dataset.epochs === '2'`, "the source's epochs after a reload")
 	waitFor(t, ctx, imagesLoaded("#step-cbim .home-example img"), "the fingerprints' images")
 	end := readStory(t, ctx)
 	for _, s := range end.Steps {
