@@ -26,6 +26,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 	token := fs.String("token", "", "token every request must carry (generated and printed when --addr is not loopback and none is given)")
 	allowPrivate := fs.Bool("allow-private", false, "let remote endpoints live on loopback, private and link-local addresses")
 	workers := fs.Int("workers", 1, "jobs run at once on the device")
+	solo := fs.Int("solo-threads", 0, "libtorch threads of a job that starts with no other job running or queued, when more than --threads (e.g. --workers 2 --threads 1 --solo-threads 2)")
 	maxUpload := fs.Int64("max-upload", 256<<20, "largest ONNX upload in bytes")
 	uploadRetention := fs.Duration("upload-retention", 7*24*time.Hour, "how long an accepted ONNX upload is kept after it was last uploaded, unless a job still needs it (negative: for good)")
 	onnxMemory := onnxMemoryFlag(fs)
@@ -73,7 +74,7 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	s, err := server.New(ctx, server.Config{
-		Dir: *dir, Device: e.device.String(), Workers: *workers, Threads: threads, NoResume: *noResume,
+		Dir: *dir, Device: e.device.String(), Workers: *workers, Threads: threads, SoloThreads: *solo, NoResume: *noResume,
 		MaxUpload: *maxUpload, ONNXMemory: int64(*onnxMemory), MaxHeavy: *maxHeavy, UploadRetention: *uploadRetention, AllowPrivate: *allowPrivate, Addr: *addr, Token: *token, Origins: extra, Hosts: names,
 		App: app.Handler(*web), DataDir: *dataDir, Results: resultsDir(*results), Version: "dev",
 		Database: *database, Artifacts: *artifacts, NoWork: *coordinator, Lease: *lease, JobDevice: *jobsDevice,
