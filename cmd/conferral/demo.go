@@ -203,22 +203,13 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		}
 	}()
 	fleet := demoFleet(*epochs, *calibrators)
-	for i, fm := range fleet {
-		d := defender
-		if fm.adversary {
-			d = adversary
-		}
-		m, err := nn.New(train.SpecFor(fm.arch, d), uint64(100+i), e.device)
-		if err != nil {
-			return err
-		}
-		models[fm.name] = m
-	}
 	// The fleet trains `workers` models at once, each on its own OS thread
 	// with its share of the threads, as the served demo's jobs do.
-	g, gctx := errgroup.WithContext(ctx)
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	g, gctx := errgroup.WithContext(fctx)
 	g.SetLimit(workers)
-	for _, fm := range fleet {
+	for i, fm := range fleet {
 		d, teacher := defender, (*nn.Model)(nil)
 		if fm.adversary {
 			d = adversary
@@ -226,11 +217,18 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		if fm.surrogate {
 			teacher = source
 		}
+		m, err := nn.New(train.SpecFor(fm.arch, d), uint64(100+i), e.device)
+		if err != nil {
+			stop()
+			g.Wait() // the models already training stop before they are freed
+			return err
+		}
+		models[fm.name] = m
 		g.Go(func() error {
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
 			torch.SetNumThreads(threads) // libtorch's threads are per OS thread
-			return fit(gctx, fm.name, models[fm.name], teacher, d, fm.epochs)
+			return fit(gctx, fm.name, m, teacher, d, fm.epochs)
 		})
 	}
 	if err := g.Wait(); err != nil {
