@@ -596,13 +596,14 @@ func (h *Handler) run(x []float32, n int) (labels []int64, probs []float32, err 
 		if err != nil {
 			return nil, nil, fmt.Errorf("running the detector: %w", err)
 		}
-		per := c * hh * w
+		per, nf := c*hh*w, 0
 		for i, f := range flags {
 			if f {
 				labels[i] = h.o.Evade.Evade(x[i*per:(i+1)*per], probs[i*k:(i+1)*k])
-				h.flagged.Add(1)
+				nf++
 			}
 		}
+		h.flagged.Add(int64(nf))
 	}
 	h.served.Add(int64(n))
 	return labels, probs, nil
