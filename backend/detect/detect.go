@@ -12,6 +12,7 @@
 package detect
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -348,13 +349,12 @@ func (e Evasion) Evade(x, p []float32) int64 {
 			}
 		}
 	default:
-		h := fnv.New64a()
-		var b [4]byte
+		b := make([]byte, 0, 4*len(x))
 		for _, v := range x {
-			u := math.Float32bits(v)
-			b[0], b[1], b[2], b[3] = byte(u), byte(u>>8), byte(u>>16), byte(u>>24)
-			h.Write(b[:])
+			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(v))
 		}
+		h := fnv.New64a()
+		h.Write(b)
 		alt = int(h.Sum64() % uint64(k-1))
 		if alt >= top {
 			alt++
