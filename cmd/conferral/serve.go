@@ -50,6 +50,9 @@ func runServe(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	threads, _ := strconv.Atoi(fs.Lookup("threads").Value.String())
+	if *solo < 0 || *workers < 1 {
+		return usagef("--workers %d, --solo-threads %d: want at least 1 worker and no negative thread count", *workers, *solo)
+	}
 	if *token == "" && !isLoopback(*addr) {
 		b := make([]byte, 16)
 		if _, err := rand.Read(b); err != nil {

@@ -81,3 +81,19 @@ func TestServe(t *testing.T) {
 		})
 	}
 }
+
+// TestServeRefusesBadThreads: a negative --solo-threads or no worker is a
+// usage error before the server starts.
+func TestServeRefusesBadThreads(t *testing.T) {
+	for _, tc := range []struct{ name, flag, value string }{
+		{"negative solo threads", "--solo-threads", "-1"},
+		{"no workers", "--workers", "0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, stderr := invoke(t, context.Background(), "serve", "--dir", t.TempDir(), "--addr", "127.0.0.1:0", tc.flag, tc.value)
+			if code != 2 || !strings.Contains(stderr, tc.flag+" "+tc.value) {
+				t.Errorf("serve %s %s: exit %d, %q; want 2 naming the flag", tc.flag, tc.value, code, stderr)
+			}
+		})
+	}
+}
