@@ -79,3 +79,25 @@ func TestRobustnessJob(t *testing.T) {
 		t.Errorf("%d attacks in the default plan, want 24 (11 of Table 4's and 5's kinds, 6 λ, 4 ρ, 3 beyond the paper)", len(attacks))
 	}
 }
+
+// TestRobustnessJobRefused: a robustness request with fields the study does
+// not use, or on a dataset without Knockoff's default transfer set, is a
+// 400 before anything trains.
+func TestRobustnessJobRefused(t *testing.T) {
+	ts := start(t, Config{Dir: t.TempDir()})
+	for _, c := range []struct {
+		args shared.ExperimentArgs
+		says string
+	}{
+		{shared.ExperimentArgs{Study: "robustness", EpsSweep: []float64{0.1}}, "sweeps neither"},
+		{shared.ExperimentArgs{Study: "robustness", Taus: []float64{0.5}}, "sweeps neither"},
+		{shared.ExperimentArgs{Study: "robustness", Dataset: "mnist"}, "transfer set is required"},
+		{shared.ExperimentArgs{Study: "robustness", Epochs: -1}, "epochs -1"},
+	} {
+		var e shared.APIError
+		req := shared.JobRequest{Kind: shared.JobExperiment, Experiment: &c.args}
+		if code := ts.call("POST", "/api/jobs", req, &e); code != http.StatusBadRequest || !strings.Contains(e.Error, c.says) {
+			t.Errorf("%+v: %d %q, want 400 saying %q", c.args, code, e.Error, c.says)
+		}
+	}
+}

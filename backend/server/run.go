@@ -195,7 +195,21 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 		if err := epochs(a.Epochs); err != nil {
 			return err
 		}
-		return checkData(shared.DataArgs{Dataset: a.Dataset, Limit: a.Limit})
+		if err := checkData(shared.DataArgs{Dataset: a.Dataset, Limit: a.Limit}); err != nil {
+			return err
+		}
+		if a.Study == "robustness" {
+			// runRobustness sweeps neither and needs Knockoff's default
+			// transfer set: refuse now rather than ignore the fields or fail
+			// after the fleet has trained.
+			if len(a.EpsSweep) > 0 || len(a.Taus) > 0 {
+				return badInput("eps_sweep and taus: the robustness study sweeps neither (focus sets the fingerprint's ε)")
+			}
+			if _, err := experiment.DefaultTransfer(cmp.Or(a.Dataset, "fashion-mnist")); err != nil {
+				return badInput("robustness: %v", err)
+			}
+		}
+		return nil
 	}
 	return badInput("job kind %q: want train, derive, extract, verify or experiment", req.Kind)
 }
