@@ -21,6 +21,7 @@ import (
 
 	"github.com/conferral/conferral/backend/attack"
 	"github.com/conferral/conferral/backend/data"
+	"github.com/conferral/conferral/backend/experiment"
 	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/train"
 )
@@ -275,14 +276,7 @@ func loadTransfer(spec, dir string, src nn.Spec, adversary *data.Dataset, n int,
 	} else {
 		return nil, usagef("--transfer %q is neither a dataset (%s) nor a folder", spec, strings.Join(data.Names(), ", "))
 	}
-	if d.C != int(src.C) || d.H != int(src.H) || d.W != int(src.W) {
-		return nil, fmt.Errorf("knockoff: transfer set %s has %dx%dx%d images, the source takes %dx%dx%d", d.Name, d.C, d.H, d.W, src.C, src.H, src.W)
-	}
-	d.Classes = slices.Clone(adversary.Classes)
-	for i := range d.Labels {
-		d.Labels[i] = 0
-	}
-	return d, nil
+	return experiment.AsTransfer(d, src, adversary.Classes)
 }
 
 // loadImageFolder reads up to n image files (PNG, JPEG, GIF) drawn at random
