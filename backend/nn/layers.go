@@ -166,37 +166,22 @@ func Relu6(c *Context, x *torch.Tensor) *torch.Tensor {
 }
 
 // Add is x + y, broadcasting (a residual connection).
-func Add(c *Context, x, y *torch.Tensor) *torch.Tensor {
-	z := x.Add(y)
-	if t := c.s.trace; t != nil {
-		t.record(c, z, Op{Kind: OpAdd}, x, y)
-	}
-	return z
-}
+func Add(c *Context, x, y *torch.Tensor) *torch.Tensor { return binary(c, OpAdd, x.Add(y), x, y) }
 
 // Sub is x − y, broadcasting.
-func Sub(c *Context, x, y *torch.Tensor) *torch.Tensor {
-	z := x.Sub(y)
-	if t := c.s.trace; t != nil {
-		t.record(c, z, Op{Kind: OpSub}, x, y)
-	}
-	return z
-}
+func Sub(c *Context, x, y *torch.Tensor) *torch.Tensor { return binary(c, OpSub, x.Sub(y), x, y) }
 
 // Mul is x · y elementwise, broadcasting (a learned scale, for example).
-func Mul(c *Context, x, y *torch.Tensor) *torch.Tensor {
-	z := x.Mul(y)
-	if t := c.s.trace; t != nil {
-		t.record(c, z, Op{Kind: OpMul}, x, y)
-	}
-	return z
-}
+func Mul(c *Context, x, y *torch.Tensor) *torch.Tensor { return binary(c, OpMul, x.Mul(y), x, y) }
 
 // Div is x / y elementwise, broadcasting.
-func Div(c *Context, x, y *torch.Tensor) *torch.Tensor {
-	z := x.Div(y)
-	if t := c.s.trace; t != nil {
-		t.record(c, z, Op{Kind: OpDiv}, x, y)
+func Div(c *Context, x, y *torch.Tensor) *torch.Tensor { return binary(c, OpDiv, x.Div(y), x, y) }
+
+// binary records z = x k y when c records, and returns z: the shared tail
+// of the elementwise layers above. It inlines, so it costs them nothing.
+func binary(c *Context, k OpKind, z, x, y *torch.Tensor) *torch.Tensor {
+	if c.s.trace != nil {
+		c.s.trace.record(c, z, Op{Kind: k}, x, y)
 	}
 	return z
 }
