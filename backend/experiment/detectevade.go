@@ -253,11 +253,22 @@ func (st *DetectEvadeStudy) Run(ctx context.Context, dir report.Dir, progress sh
 			settings = append(settings, setting{fmt.Sprintf("%g %% / %s", 100*f, e), f, e})
 		}
 	}
+	// A detector's benign scores on a suspect, computed once: fingerprints
+	// of one kind share their detector.
+	type pair struct {
+		d *detect.Detector
+		s int
+	}
+	benignOf := map[pair][]float64{}
 	for _, f := range st.Fingerprints {
-		for _, s := range st.Suspects {
-			benignScores, err := f.Detector.BenignScores(s.Model)
-			if err != nil {
-				return nil, fmt.Errorf("detect-evade: %s on %s: %w", f.Detector.Kind, s.Path, err)
+		for si, s := range st.Suspects {
+			benignScores, ok := benignOf[pair{f.Detector, si}]
+			if !ok {
+				var err error
+				if benignScores, err = f.Detector.BenignScores(s.Model); err != nil {
+					return nil, fmt.Errorf("detect-evade: %s on %s: %w", f.Detector.Kind, s.Path, err)
+				}
+				benignOf[pair{f.Detector, si}] = benignScores
 			}
 			var plain []int64 // the plain model's benign answers
 			for _, set := range settings {
