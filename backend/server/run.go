@@ -876,7 +876,7 @@ func (s *Server) runExperiment(ctx context.Context, j shared.Job, a shared.Exper
 			cfg.Candidates = a.Points
 		}
 		st := &experiment.FingerprintStudy{
-			Main: experiment.Setting{Name: "main", Eps: cfg.CBIM.Eps, Loss: cfg.CBIM.Loss},
+			Main: experiment.Setting{Name: "main", Eps: cfg.CBIM.Eps, Loss: cfg.CBIM.Loss, Best: cfg.CBIM.Best},
 			Eps:  eps, Taus: taus, TauSurrs: []float64{0, 1}, Losses: attack.Losses(),
 			Extract: cfg, Theta: fingerprint.DefaultThreshold, Command: command,
 		}
