@@ -229,6 +229,9 @@ func (st *DetectEvadeStudy) Run(ctx context.Context, dir report.Dir, progress sh
 			idx = append(idx, i)
 		}
 	}
+	if len(idx) == 0 {
+		return nil, errors.New("detect-evade: no test image is left for benign queries (every one is a fingerprint's or a detector's)")
+	}
 	rng := rand.New(rand.NewPCG(uint64(st.Seed), 0xde7ec7))
 	if st.Limit > 0 && len(idx) > st.Limit {
 		rng.Shuffle(len(idx), func(i, j int) { idx[i], idx[j] = idx[j], idx[i] })
