@@ -374,7 +374,11 @@ func (st *EvasionStudy) Run(ctx context.Context, dir report.Dir, progress shared
 	// own examples for each of its groups), on one softmax pass shared by
 	// the squeezing and confidence detectors.
 	baseOf := map[string]scored{}
+	withCNN := map[string]scored{} // by set and kind: the CNN is a kind's
 	score := func(set string, x []float32, cnn map[string]*nn.Model, kind string) (scored, error) {
+		if out, ok := withCNN[set+"\x00"+kind]; ok {
+			return out, nil
+		}
 		n := len(x) / (c * h * w)
 		if n == 0 {
 			return nil, fmt.Errorf("no images to score (%s)", set)
@@ -405,6 +409,7 @@ func (st *EvasionStudy) Run(ctx context.Context, dir report.Dir, progress shared
 			}
 			out[DetCNN] = s
 		}
+		withCNN[set+"\x00"+kind] = out
 		return out, nil
 	}
 	dets := []string{DetSqueeze, DetMaxSoftmax, DetEntropy}
