@@ -64,18 +64,9 @@ func Softmaxes(m Model, x []float32, n, c, h, w int) ([]float32, error) {
 	return out, nil
 }
 
-// SqueezeScores are Xu et al.'s scores: for each image, the larger L1
-// distance between m's softmax on it and on its bit-depth-4 and 2×2-median
-// squeezed versions.
-func SqueezeScores(m Model, x []float32, n, c, h, w int) ([]float64, error) {
-	p0, err := Softmaxes(m, x, n, c, h, w)
-	if err != nil {
-		return nil, err
-	}
-	return SqueezeScoresOf(m, x, p0, n, c, h, w)
-}
-
-// SqueezeScoresOf is SqueezeScores given p0, m's softmaxes of x.
+// SqueezeScoresOf are Xu et al.'s scores: for each image, the larger L1
+// distance between m's softmax on it (p0, m's softmaxes of x) and on its
+// bit-depth-4 and 2×2-median squeezed versions.
 func SqueezeScoresOf(m Model, x, p0 []float32, n, c, h, w int) ([]float64, error) {
 	out := make([]float64, n)
 	for _, sq := range [][]float32{BitDepth(x, 4), Median2x2(x, n, c, h, w)} {
