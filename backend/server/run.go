@@ -20,6 +20,7 @@ import (
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/report"
+	"github.com/conferral/conferral/backend/request"
 	"github.com/conferral/conferral/backend/suspect"
 	"github.com/conferral/conferral/backend/torch"
 	"github.com/conferral/conferral/backend/train"
@@ -122,8 +123,8 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 		if a == nil {
 			return badInput("an extract job needs extract arguments")
 		}
-		if set := cbimOnly(a); a.Natural && len(set) > 0 {
-			return badInput("natural: C-BIM's settings do not apply (a natural fingerprint runs no C-BIM: its examples are the source's own mistakes, unperturbed); leave out %s", strings.Join(set, ", "))
+		if _, err := request.Extract(*a); err != nil {
+			return badInput("%v", err)
 		}
 		if err := checkExtractModels(a); err != nil {
 			return err
@@ -147,22 +148,6 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 			if _, err := s.modelOf(ctx, "calibration model", id, src.Dataset); err != nil {
 				return err
 			}
-		}
-		if !in01(a.Eps) || (a.Tau != nil && !in01(*a.Tau)) || !in01(a.TauSurr) || (a.Dropout != nil && !(*a.Dropout >= 0 && *a.Dropout < 1)) {
-			return badInput("eps, tau and tau_surr must lie in [0,1] and dropout in [0,1)")
-		}
-		if !(a.Alpha >= 0) || math.IsInf(a.Alpha, 1) || a.Steps < 0 {
-			// runExtract would take either for "unset" and use the default.
-			return badInput("alpha %g, steps %d: want a step size and a step count of 0 (the default) or more", a.Alpha, a.Steps)
-		}
-		if _, err := attack.ParseLoss(a.Loss); err != nil {
-			return badInput("%v", err)
-		}
-		if err := attack.CheckDiversity(a.Shift, a.Noise); err != nil {
-			return badInput("%v", err)
-		}
-		if _, err := fingerprint.StartPoints(a.Start, nil, nil); err != nil {
-			return badInput("%v", err)
 		}
 		return checkData(a.DataArgs)
 	case shared.JobVerify:
@@ -212,25 +197,6 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 		return nil
 	}
 	return badInput("job kind %q: want train, derive, extract, verify or experiment", req.Kind)
-}
-
-// cbimOnly names (as the API spells them) the fields of a that only C-BIM
-// uses and that a sets: a natural extraction refuses them rather than
-// ignore them.
-func cbimOnly(a *shared.ExtractArgs) []string {
-	var set []string
-	for _, f := range []struct {
-		name string
-		set  bool
-	}{
-		{"eps", a.Eps != 0}, {"alpha", a.Alpha != 0}, {"steps", a.Steps != 0}, {"dropout", a.Dropout != nil},
-		{"loss", a.Loss != ""}, {"best_iterate", a.BestIterate}, {"shift", a.Shift != 0}, {"noise", a.Noise != 0},
-	} {
-		if f.set {
-			set = append(set, f.name)
-		}
-	}
-	return set
 }
 
 // modelOf returns a stored model's record for a request, refusing an
@@ -603,36 +569,9 @@ func (s *Server) runExtract(ctx context.Context, j shared.Job, a shared.ExtractA
 	if d, err = fingerprint.StartPoints(a.Start, d, test); err != nil { // test by default: inputs no training model was fit on
 		return nil, err
 	}
-	cfg := fingerprint.DefaultConfig()
-	if a.Eps > 0 {
-		cfg.CBIM.Eps = a.Eps
-	}
-	if a.Alpha > 0 {
-		cfg.CBIM.Alpha = a.Alpha
-	}
-	if a.Steps > 0 {
-		cfg.CBIM.Steps = a.Steps
-	}
-	if a.Dropout != nil { // zero means no dropout
-		cfg.CBIM.Dropout = *a.Dropout
-	}
-	if a.Loss != "" {
-		cfg.CBIM.Loss = attack.Loss(a.Loss)
-	}
-	cfg.CBIM.Best = a.BestIterate
-	cfg.CBIM.Shift, cfg.CBIM.Noise, cfg.Natural = a.Shift, a.Noise, a.Natural
-	if a.Tau != nil { // zero keeps every example
-		cfg.Tau = *a.Tau
-	}
-	cfg.TauSurr = a.TauSurr
-	if a.Candidates > 0 {
-		cfg.Candidates = a.Candidates
-	}
-	if a.Batch > 0 {
-		cfg.Batch = a.Batch
-	}
-	if a.Seed != 0 {
-		cfg.Seed = a.Seed
+	cfg, err := request.Extract(a)
+	if err != nil {
+		return nil, err
 	}
 	cfg.Progress = rep
 	tm := fingerprint.Training{Source: src, Surrogates: surr, References: refs,

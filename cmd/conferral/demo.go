@@ -16,6 +16,7 @@ import (
 	"github.com/conferral/conferral/backend/data"
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/nn"
+	"github.com/conferral/conferral/backend/request"
 	"github.com/conferral/conferral/backend/suspect"
 	"github.com/conferral/conferral/backend/torch"
 	"github.com/conferral/conferral/backend/train"
@@ -97,23 +98,23 @@ func demoShare(jobs, threads int, gpu bool) (workers, perJob int) {
 	return workers, max(1, threads/workers)
 }
 
-// demoCBIM sets the extraction settings that separated best in the
+// demoExtract sets the extraction settings that separated best in the
 // fingerprint study (docs/results/fingerprint-4x2-taus) wherever the
 // command line left them alone.
-func demoCBIM(fs *flag.FlagSet, c fingerprint.Config) fingerprint.Config {
+func demoExtract(fs *flag.FlagSet, a shared.ExtractArgs) shared.ExtractArgs {
 	set := func(name string, apply func()) {
 		if !flagSet(fs, name) {
 			apply()
 		}
 	}
-	set("eps", func() { c.CBIM.Eps = 0.05 })
-	set("steps", func() { c.CBIM.Steps = 50 })
-	set("loss", func() { c.CBIM.Loss = attack.LossGeometric })
-	set("best-iterate", func() { c.CBIM.Best = true })
-	set("tau", func() { c.Tau = 0.5 })
-	set("tau-surr", func() { c.TauSurr = 1 })
-	set("candidates", func() { c.Candidates = 1000 }) // the study's 600, for more keys: narrower intervals
-	return c
+	set("eps", func() { a.Eps = 0.05 })
+	set("steps", func() { a.Steps = 50 })
+	set("loss", func() { a.Loss = string(attack.LossGeometric) })
+	set("best-iterate", func() { a.BestIterate = true })
+	set("tau", func() { a.Tau = new(0.5) })
+	set("tau-surr", func() { a.TauSurr = 1 })
+	set("candidates", func() { a.Candidates = 1000 }) // the study's 600, for more keys: narrower intervals
+	return a
 }
 
 func runDemo(ctx context.Context, e *env, args []string) error {
@@ -124,7 +125,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	out := fs.String("out", "demo-out", "folder for the demo's models, fingerprint and pictures")
 	epochs := fs.Int("epochs", 2, "training epochs per model (the source gets one more)")
 	calibrators := fs.Int("calibration", demoCalibration, "independent models that calibrate the verdicts (at least 2)")
-	cfgOf := cbimFlags(fs)
+	argsOf := extractFlags(fs)
 	start := fs.String("start", fingerprint.StartTest, "where C-BIM starts: test (held-out images) or train (the defender's half)")
 	serve := fs.Bool("serve", false, "run the story as jobs of `conferral serve` (in OUT/server), watchable in the browser")
 	addr := fs.String("addr", "127.0.0.1:8080", "with --serve: where the server listens")
@@ -140,7 +141,14 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
-	cfg := demoCBIM(fs, cfgOf())
+	// The request of the C-BIM fingerprint (the demo makes a natural one
+	// too, demoNatural): the one the served demo's job carries.
+	ex := demoExtract(fs, argsOf())
+	ex.Start, ex.Natural = *start, false
+	cfg, err := extractConfig(ex)
+	if err != nil {
+		return err
+	}
 	if *jobs < 0 {
 		return usagef("--jobs %d: want 0 (one per thread) or more", *jobs)
 	}
@@ -151,8 +159,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	workers, threads := demoShare(*jobs, all, e.device.IsCUDA())
 	if *serve {
 		return runDemoServe(ctx, e, demoServe{addr: *addr, web: *web, keep: *keep, workers: workers, threads: threads, solo: all, out: *out, df: df, epochs: *epochs, calibration: *calibrators,
-			extract: shared.ExtractArgs{Eps: cfg.CBIM.Eps, Alpha: cfg.CBIM.Alpha, Steps: cfg.CBIM.Steps, Dropout: &cfg.CBIM.Dropout, Loss: string(cfg.CBIM.Loss),
-				BestIterate: cfg.CBIM.Best, Tau: &cfg.Tau, TauSurr: cfg.TauSurr, Candidates: cfg.Candidates, Batch: cfg.Batch, Seed: cfg.Seed, Start: *start}})
+			extract: ex})
 	}
 	df.split = "all"
 	full, test, err := df.load()
@@ -258,12 +265,14 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return usagef("--%v", err)
 	}
-	cfg.Natural = false
 	var sb strings.Builder
 	for _, natural := range []bool{false, true} {
 		c, name := cfg, "fingerprint"
 		if natural {
-			c, name = demoNatural(cfg), "natural"
+			if c, err = request.Extract(demoNatural(ex)); err != nil {
+				return err
+			}
+			c.Progress, name = cfg.Progress, "natural"
 		}
 		fp, err := fingerprint.Extract(ctx, tm, startSet, c)
 		if err != nil {
@@ -317,11 +326,13 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 // benchmark froze (docs/results/benchmark-natural).
 const demoNaturalTau = 0.6
 
-// demoNatural is the demo's second fingerprint: every test input the
-// source misclassifies, kept when conferrable (τ = demoNaturalTau).
-func demoNatural(c fingerprint.Config) fingerprint.Config {
-	c.Natural, c.Tau, c.TauSurr, c.Candidates = true, demoNaturalTau, 0, 1<<20
-	return c
+// demoNatural is the request of the demo's second fingerprint, beside
+// the C-BIM one ex asks for: every test input the source misclassifies,
+// kept when conferrable (τ = demoNaturalTau), from the same models. It
+// takes none of C-BIM's settings (a natural extraction refuses them).
+func demoNatural(ex shared.ExtractArgs) shared.ExtractArgs {
+	return shared.ExtractArgs{DataArgs: ex.DataArgs, Name: "demo natural fingerprint", Source: ex.Source, Surrogates: ex.Surrogates, References: ex.References,
+		Calibration: ex.Calibration, Natural: true, Tau: new(demoNaturalTau), Candidates: 1 << 20, Batch: ex.Batch, Seed: ex.Seed, Start: ex.Start}
 }
 
 // demoHow says how a fingerprint was made, in a few words.

@@ -154,10 +154,7 @@ func demoStory(ctx context.Context, e *env, s *server.Server, o demoServe) error
 	clock.lap(fmt.Sprintf("fleet (%d models)", len(fleet)))
 	// 3. The fingerprints, each calibrated by the independent models:
 	// C-BIM's, and the source's own mistakes (demoNatural).
-	// The natural one takes none of C-BIM's settings (the server refuses them).
-	tau := demoNaturalTau
-	nat := shared.ExtractArgs{DataArgs: ex.DataArgs, Name: "demo natural fingerprint", Source: ex.Source, Surrogates: ex.Surrogates, References: ex.References,
-		Calibration: ex.Calibration, Natural: true, Tau: &tau, Candidates: 1 << 20, Batch: ex.Batch, Seed: ex.Seed, Start: ex.Start}
+	nat := demoNatural(ex)
 	fj, err := run(shared.JobRequest{Kind: shared.JobExtract, Extract: &ex}, shared.JobRequest{Kind: shared.JobExtract, Extract: &nat})
 	if err != nil {
 		return err

@@ -72,7 +72,10 @@ func runEvasion(ctx context.Context, e *env, args []string) error {
 	if *trials < 1 || !(*fpr > 0 && *fpr < 0.5) || *boot < 0 || *cnnEpochs < 0 {
 		return usagef("want positive --trials, --fpr in (0, 0.5), --bootstrap ≥ 0 and --cnn-epochs ≥ 0")
 	}
-	cfg := cfgOf()
+	cfg, err := cfgOf()
+	if err != nil {
+		return err
+	}
 	if cfg.Natural {
 		return usagef("--natural does not apply: each group's fingerprints say what they are, and the adversary imitates each kind")
 	}

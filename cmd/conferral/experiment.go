@@ -129,6 +129,10 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 			return usagef("--taus and --tau-surrs take values in [0,1], not %g", v)
 		}
 	}
+	cfg, err := cfgOf()
+	if err != nil {
+		return err
+	}
 	df.split = "all"
 	full, test, err := df.load()
 	if err != nil {
@@ -156,7 +160,6 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer fleet.Free()
-	cfg := cfgOf()
 	command := "conferral experiment " + kind + " " + strings.Join(args[1:], " ")
 	dir := report.Dir(*out)
 	switch kind {

@@ -17,9 +17,11 @@ import (
 	"github.com/conferral/conferral/backend/attack"
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/nn"
+	"github.com/conferral/conferral/backend/request"
 	"github.com/conferral/conferral/backend/stats"
 	"github.com/conferral/conferral/backend/suspect"
 	"github.com/conferral/conferral/backend/train"
+	"github.com/conferral/conferral/shared"
 )
 
 // loadModels loads a comma-separated list of model files.
@@ -78,13 +80,16 @@ func unitFlag(fs *flag.FlagSet, name string, def float64, usage string) *float64
 	return &v
 }
 
-// cbimFlags registers C-BIM's and Extract's parameters.
-func cbimFlags(fs *flag.FlagSet) func() fingerprint.Config {
+// extractFlags registers C-BIM's and Extract's parameters. The function
+// returned builds the extraction request the command line makes: the
+// flags it set, and no others (the defaults shown are
+// fingerprint.DefaultConfig's, which request.Extract applies).
+func extractFlags(fs *flag.FlagSet) func() shared.ExtractArgs {
 	def := fingerprint.DefaultConfig()
 	eps := fs.Float64("eps", def.CBIM.Eps, "L∞ radius ε of the perturbation, pixel units [0,1]")
 	alpha := fs.Float64("alpha", def.CBIM.Alpha, "C-BIM step size")
 	steps := fs.Int("steps", def.CBIM.Steps, "C-BIM steps")
-	dropout := fs.Float64("dropout", def.CBIM.Dropout, "ensemble dropout (§6.2)")
+	dropout := fs.Float64("dropout", def.CBIM.Dropout, "ensemble dropout (§6.2), in [0,1)")
 	best := fs.Bool("best-iterate", false, "return each example's first most conferrable C-BIM iterate instead of the last")
 	var shift int
 	var noise float64
@@ -100,30 +105,88 @@ func cbimFlags(fs *flag.FlagSet) func() fingerprint.Config {
 		}
 		return attack.CheckDiversity(0, noise)
 	})
-	loss := def.CBIM.Loss
+	var loss attack.Loss
 	fs.Func("loss", "C-BIM objective: linear (eq. 14), ce (the later published version) or geometric (geometric means of Surr and 1 − Ref) (default linear)", func(v string) (err error) {
 		loss, err = attack.ParseLoss(v)
 		return err
 	})
 	tau := unitFlag(fs, "tau", def.Tau, "minimal conferrability τ on the training models, in [0,1]")
 	tauSurr := unitFlag(fs, "tau-surr", def.TauSurr, "minimal share τ_S of the training surrogates that must carry an example's key, in [0,1] (1: every one; 0: only τ filters)")
-	natural := fs.Bool("natural", false, "candidates are natural test inputs the source misclassifies, unperturbed (its own mistakes: SAC-w), scored and selected by --tau and --tau-surr like C-BIM's; the C-BIM flags ("+strings.Join(cbimOnlyFlags(), ", ")+") do not apply")
+	natural := fs.Bool("natural", false, "candidates are natural test inputs the source misclassifies, unperturbed (its own mistakes: SAC-w), scored and selected by --tau and --tau-surr like C-BIM's; the C-BIM flags (--"+strings.Join(cbimOnlyFlags(), ", --")+") do not apply")
 	cands := fs.Int("candidates", def.Candidates, "start points to attack")
 	batch := fs.Int("batch", def.Batch, "start points per C-BIM batch")
-	seed := fs.Int64("seed", def.Seed, "seed of start points and dropout")
-	return func() fingerprint.Config {
-		c := def
-		c.CBIM.Eps, c.CBIM.Alpha, c.CBIM.Steps, c.CBIM.Dropout, c.CBIM.Loss, c.CBIM.Best = *eps, *alpha, *steps, *dropout, loss, *best
-		c.CBIM.Shift, c.CBIM.Noise, c.Natural = shift, noise, *natural
-		c.Tau, c.TauSurr, c.Candidates, c.Batch, c.Seed = *tau, *tauSurr, *cands, *batch, *seed
-		return c
+	seed := fs.Int64("seed", def.Seed, "seed of start points and dropout (0 reads as the default)")
+	return func() shared.ExtractArgs {
+		var a shared.ExtractArgs
+		fs.Visit(func(f *flag.Flag) {
+			switch f.Name {
+			case "eps":
+				a.Eps = *eps
+			case "alpha":
+				a.Alpha = *alpha
+			case "steps":
+				a.Steps = *steps
+			case "dropout":
+				a.Dropout = new(*dropout)
+			case "best-iterate":
+				a.BestIterate = *best
+			case "shift":
+				a.Shift = shift
+			case "noise":
+				a.Noise = noise
+			case "loss":
+				a.Loss = string(loss)
+			case "tau":
+				a.Tau = new(*tau)
+			case "tau-surr":
+				a.TauSurr = *tauSurr
+			case "natural":
+				a.Natural = *natural
+			case "candidates":
+				a.Candidates = *cands
+			case "batch":
+				a.Batch = *batch
+			case "seed":
+				a.Seed = *seed
+			}
+		})
+		return a
 	}
 }
 
-// cbimOnlyFlags are the flags of cbimFlags that only C-BIM uses: a
-// natural extraction runs no C-BIM.
+// extractConfig is request.Extract for the command line: a setting out of
+// range is a usage error, a start point's set named by its flag.
+func extractConfig(a shared.ExtractArgs) (fingerprint.Config, error) {
+	if _, err := fingerprint.StartPoints(a.Start, nil, nil); err != nil {
+		return fingerprint.Config{}, usagef("--%v", err)
+	}
+	c, err := request.Extract(a)
+	if err != nil {
+		return c, usageError{err}
+	}
+	return c, nil
+}
+
+// cbimFlags registers C-BIM's and Extract's parameters (extractFlags); the
+// function returned is the configuration the command line asks for, as
+// request.Extract makes it of the request (a setting out of range is a
+// usage error).
+func cbimFlags(fs *flag.FlagSet) func() (fingerprint.Config, error) {
+	args := extractFlags(fs)
+	return func() (fingerprint.Config, error) {
+		return extractConfig(args())
+	}
+}
+
+// cbimOnlyFlags are the flags of extractFlags that only C-BIM uses: a
+// natural extraction runs no C-BIM. They are the request's C-BIM-only
+// settings (request.CBIMOnlyNames) as flags.
 func cbimOnlyFlags() []string {
-	return []string{"eps", "alpha", "steps", "dropout", "best-iterate", "shift", "noise", "loss"}
+	var flags []string
+	for _, n := range request.CBIMOnlyNames() {
+		flags = append(flags, strings.ReplaceAll(n, "_", "-"))
+	}
+	return flags
 }
 
 // setFlags returns those of names that the command line set, as --name,
@@ -166,7 +229,7 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	sign := fs.String("sign", "", "sign the fingerprint's commitment with this ed25519 key (conferral keygen)")
 	sheet := fs.String("sheet", "", "also write a contact sheet PNG here")
 	start := fs.String("start", fingerprint.StartTest, "where C-BIM starts: test (the dataset's test split, which no model was trained on; separates testing models better, docs/results/fingerprint) or train (the --split data, as Algorithm 2 prints it)")
-	cfgOf := cbimFlags(fs)
+	argsOf := extractFlags(fs)
 	var of onnxFlags
 	of.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -175,9 +238,14 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	if *source == "" || *surr == "" || *refs == "" || *out == "" {
 		return usagef("--source, --surrogates, --references and --out are required")
 	}
-	cfg := cfgOf()
-	if set := setFlags(fs, cbimOnlyFlags()); cfg.Natural && len(set) > 0 {
+	req := argsOf()
+	req.Start = *start
+	if set := setFlags(fs, cbimOnlyFlags()); req.Natural && len(set) > 0 {
 		return usagef("--natural: C-BIM's flags do not apply (a natural fingerprint runs no C-BIM: its examples are the source's own mistakes, unperturbed); drop %s", strings.Join(set, ", "))
+	}
+	cfg, err := extractConfig(req)
+	if err != nil {
+		return err
 	}
 	if err := apply(); err != nil {
 		return err

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"io"
+	"reflect"
+	"testing"
+
+	"github.com/conferral/conferral/backend/fingerprint"
+	"github.com/conferral/conferral/backend/request"
+	"github.com/conferral/conferral/shared"
+)
+
+// extractOf is the extraction configuration the CLI's flags ask for, and
+// the request they build.
+func extractOf(t *testing.T, flags []string) (shared.ExtractArgs, *flag.FlagSet) {
+	t.Helper()
+	fs := flag.NewFlagSet("extract", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	argsOf := extractFlags(fs)
+	if err := fs.Parse(flags); err != nil {
+		t.Fatal(err)
+	}
+	return argsOf(), fs
+}
+
+// apiExtract is the configuration the server makes of a request that came
+// over the wire: the request as JSON, decoded, converted.
+func apiExtract(t *testing.T, a shared.ExtractArgs) fingerprint.Config {
+	t.Helper()
+	b, err := json.Marshal(shared.JobRequest{Kind: shared.JobExtract, Extract: &a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r shared.JobRequest
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	c, err := request.Extract(*r.Extract)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestExtractRequestOneConfig: the same extraction asked for on the
+// command line, over the API and by the demo (locally and as the served
+// demo's job) makes the same configuration; τ = 0 and dropout = 0 reach
+// the attack on each path.
+func TestExtractRequestOneConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		body  string
+		check func(c fingerprint.Config) bool
+	}{
+		{"defaults", nil, `{}`, func(c fingerprint.Config) bool {
+			return reflect.DeepEqual(c, fingerprint.DefaultConfig())
+		}},
+		{"zero tau and dropout", []string{"--tau", "0", "--dropout", "0"}, `{"tau":0,"dropout":0}`, func(c fingerprint.Config) bool {
+			return c.Tau == 0 && c.CBIM.Dropout == 0
+		}},
+		{"every setting", []string{"--eps", "0.1", "--alpha", "0.02", "--steps", "5", "--dropout", "0.25", "--loss", "ce", "--best-iterate", "--shift", "1", "--noise", "0.1",
+			"--tau", "0.5", "--tau-surr", "0.75", "--candidates", "10", "--batch", "7", "--seed", "3"},
+			`{"eps":0.1,"alpha":0.02,"steps":5,"dropout":0.25,"loss":"ce","best_iterate":true,"shift":1,"noise":0.1,"tau":0.5,"tau_surr":0.75,"candidates":10,"batch":7,"seed":3}`,
+			func(c fingerprint.Config) bool {
+				return c.CBIM.Eps == 0.1 && c.CBIM.Dropout == 0.25 && c.CBIM.Shift == 1 && c.TauSurr == 0.75 && c.Batch == 7 && c.Seed == 3
+			}},
+		{"natural", []string{"--natural", "--tau", "0.6"}, `{"natural":true,"tau":0.6}`, func(c fingerprint.Config) bool {
+			return c.Natural && c.Tau == 0.6
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, _ := extractOf(t, tc.flags)
+			cli, err := request.Extract(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body shared.ExtractArgs
+			if err := json.Unmarshal([]byte(tc.body), &body); err != nil {
+				t.Fatal(err)
+			}
+			if api := apiExtract(t, body); !reflect.DeepEqual(cli, api) {
+				t.Errorf("the CLI's %q and the API's %s differ:\n%+v\n%+v", tc.flags, tc.body, cli, api)
+			}
+			if !tc.check(cli) {
+				t.Errorf("%q: %+v", tc.flags, cli)
+			}
+			// The demo: the same flags, with the study's settings where they
+			// are left alone, locally and as the served demo's job.
+			if a.Natural {
+				return
+			}
+			a, fs := extractOf(t, tc.flags)
+			ex := demoExtract(fs, a)
+			local, err := request.Extract(ex)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if served := apiExtract(t, ex); !reflect.DeepEqual(local, served) {
+				t.Errorf("the demo's %q: locally %+v, served %+v", tc.flags, local, served)
+			}
+			for _, f := range tc.flags {
+				if f == "--tau" && local.Tau != cli.Tau || f == "--dropout" && local.CBIM.Dropout != cli.CBIM.Dropout || f == "--shift" && local.CBIM.Shift != cli.CBIM.Shift {
+					t.Errorf("the demo's %s does not reach the configuration: %+v, want as %+v", f, local, cli)
+				}
+			}
+			if _, err := request.Extract(demoNatural(ex)); err != nil {
+				t.Errorf("the demo's natural request: %v", err)
+			}
+		})
+	}
+}
+
+// TestDemoExtractDefaults: the demo's study settings apply where the
+// command line is silent and give way where it speaks, zeros included.
+func TestDemoExtractDefaults(t *testing.T) {
+	a, fs := extractOf(t, nil)
+	c, err := request.Extract(demoExtract(fs, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.CBIM.Eps != 0.05 || c.CBIM.Steps != 50 || !c.CBIM.Best || c.Tau != 0.5 || c.TauSurr != 1 || c.Candidates != 1000 {
+		t.Errorf("the demo's defaults: %+v", c)
+	}
+	a, fs = extractOf(t, []string{"--tau", "0", "--tau-surr", "0", "--best-iterate=false", "--dropout", "0"})
+	c, err = request.Extract(demoExtract(fs, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Tau != 0 || c.TauSurr != 0 || c.CBIM.Best || c.CBIM.Dropout != 0 {
+		t.Errorf("zeros on the demo's command line: %+v, want τ = τ_S = dropout = 0 and the last iterate", c)
+	}
+}
