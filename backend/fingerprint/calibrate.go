@@ -61,14 +61,19 @@ const calibrationFormat = "conferral-calibration/1"
 type Calibration struct {
 	Format string `json:"format"`
 	// Fingerprint is the commitment of the fingerprint it calibrates.
-	Fingerprint  string               `json:"fingerprint"`
-	Fingerprints int                  `json:"fingerprints"`
-	Dataset      string               `json:"dataset"`
-	Created      time.Time            `json:"created"`
-	Models       []CalibrationModel   `json:"models"`
-	Fit          stats.BetaBinomial   `json:"fit"` // over Models' Agree, recomputed on load
-	FPR          float64              `json:"fpr"` // the default target false-positive rate
-	Summary      CalibrationThreshold `json:"threshold"`
+	Fingerprint  string             `json:"fingerprint"`
+	Fingerprints int                `json:"fingerprints"`
+	Dataset      string             `json:"dataset"`
+	Created      time.Time          `json:"created"`
+	Models       []CalibrationModel `json:"models"`
+	Fit          stats.BetaBinomial `json:"fit"` // over Models' Agree, recomputed on load
+	// TruthFit is the evasion check's null, a beta-binomial fit over the
+	// models' true-class answers among their wrong ones (see
+	// [shared.Evasion]), recomputed on load; nil when the models' Truths
+	// were not recorded or the fingerprint has no true labels.
+	TruthFit *stats.BetaBinomial  `json:"truth_fit,omitempty"`
+	FPR      float64              `json:"fpr"` // the default target false-positive rate
+	Summary  CalibrationThreshold `json:"threshold"`
 }
 
 // CalibrationModel is one independent model's answers.
@@ -81,6 +86,10 @@ type CalibrationModel struct {
 	// ('0'): an empirical p-value on any subset of the keys (sequential
 	// verification) needs them.
 	Matches string `json:"matches"`
+	// Truths says, key by key, whether the model named the image's true
+	// class ('1') or not ('0'): what the evasion check compares a suspect's
+	// wrong answers with. Empty in calibrations made before it.
+	Truths string `json:"truths,omitempty"`
 }
 
 // CalibrationThreshold is the decision threshold at the calibration's own
@@ -120,27 +129,34 @@ func Calibrate(ctx context.Context, fp *Fingerprint, models []IndependentModel, 
 			return nil, fmt.Errorf("calibrate with %s: %d answers to %d queries", m.Suspect, len(labels), fp.N)
 		}
 		cm := CalibrationModel{Name: m.Suspect.String(), Arch: m.Arch, SHA256: m.SHA256}
-		var b strings.Builder
-		for i, l := range labels {
-			if l == fp.Keys[i] {
-				cm.Agree++
-				b.WriteByte('1')
-			} else {
-				b.WriteByte('0')
-			}
+		cm.Matches = flags(labels, fp.Keys)
+		cm.Agree = strings.Count(cm.Matches, "1")
+		if len(fp.Labels) == fp.N {
+			cm.Truths = flags(labels, fp.Labels)
 		}
-		cm.Matches = b.String()
 		c.Models = append(c.Models, cm)
 	}
-	if err := c.complete(); err != nil {
+	if err := c.complete(fp); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
-// complete checks the record and derives the fit and the threshold from
-// the models' answers.
-func (c *Calibration) complete() error {
+// flags is '1' where labels[i] == want[i], '0' elsewhere.
+func flags(labels, want []int64) string {
+	b := make([]byte, len(labels))
+	for i, l := range labels {
+		b[i] = '0'
+		if l == want[i] {
+			b[i] = '1'
+		}
+	}
+	return string(b)
+}
+
+// complete checks the record made for fp and derives the fits and the
+// threshold from the models' answers.
+func (c *Calibration) complete(fp *Fingerprint) error {
 	if c.Format != calibrationFormat {
 		return fmt.Errorf("calibration: format %q, want %q", c.Format, calibrationFormat)
 	}
@@ -152,6 +168,9 @@ func (c *Calibration) complete() error {
 	for i, m := range c.Models {
 		if len(m.Matches) != c.Fingerprints || strings.Trim(m.Matches, "01") != "" || strings.Count(m.Matches, "1") != m.Agree {
 			return fmt.Errorf("calibration: model %q has %d answers (%d agreeing) for %d fingerprints", m.Name, len(m.Matches), m.Agree, c.Fingerprints)
+		}
+		if m.Truths != "" && (len(m.Truths) != c.Fingerprints || strings.Trim(m.Truths, "01") != "") {
+			return fmt.Errorf("calibration: model %q has %d true-class flags for %d fingerprints", m.Name, len(m.Truths), c.Fingerprints)
 		}
 		for _, id := range []string{"name " + m.Name, "sha256 " + m.SHA256} {
 			if id == "sha256 " {
@@ -169,9 +188,80 @@ func (c *Calibration) complete() error {
 		return fmt.Errorf("calibration of %d models: %w", len(c.Models), err)
 	}
 	c.Fit = fit
+	c.TruthFit = nil
+	if truth, wrong, ok := c.truthCounts(fp); ok {
+		// Models that answered every key with its label have no wrong
+		// answers to weigh; the fit needs two with some.
+		var ks, ns []int
+		for j := range truth {
+			if wrong[j] > 0 {
+				ks, ns = append(ks, truth[j]), append(ns, wrong[j])
+			}
+		}
+		if len(ks) >= 2 {
+			tf, err := stats.FitBetaBinomialTrials(ks, ns)
+			if err != nil {
+				return fmt.Errorf("calibration: the evasion check's fit: %w", err)
+			}
+			c.TruthFit = &tf
+		}
+	}
 	k := c.Critical(c.FPR, nil)
 	c.Summary = CalibrationThreshold{FPR: c.FPR, Agree: k, Accuracy: float64(k) / float64(c.Fingerprints)}
 	return nil
+}
+
+// truthCounts is, for each model, how many of its answers name the true
+// class (truth) among its answers other than the key (wrong), on the keys
+// of fp whose label is not the true class; ok is false when fp has no
+// true labels or a model's Truths were not recorded.
+func (c *Calibration) truthCounts(fp *Fingerprint) (truth, wrong []int, ok bool) {
+	if len(fp.Labels) != fp.N || len(c.Models) == 0 {
+		return nil, nil, false
+	}
+	truth, wrong = make([]int, len(c.Models)), make([]int, len(c.Models))
+	for j, m := range c.Models {
+		if m.Truths == "" {
+			return nil, nil, false
+		}
+		for i := range fp.N {
+			if fp.Keys[i] == fp.Labels[i] || m.Matches[i] == '1' {
+				continue
+			}
+			wrong[j]++
+			if m.Truths[i] == '1' {
+				truth[j]++
+			}
+		}
+	}
+	return truth, wrong, true
+}
+
+// Evasion is the evasion check of a suspect that answered labels[i] to the
+// keys order[i] of fp (nil when the calibration cannot check): among its
+// answers other than the key, on keys whose label is not the true class,
+// how many name the true class, against the calibration models' fit, at
+// level alpha.
+func (c *Calibration) Evasion(fp *Fingerprint, order []int, labels []int64, alpha float64) *shared.Evasion {
+	if c.TruthFit == nil || len(fp.Labels) != fp.N {
+		return nil
+	}
+	e := &shared.Evasion{Mean: c.TruthFit.Mean(), PValue: 1}
+	for j, i := range order {
+		if fp.Keys[i] == fp.Labels[i] || labels[j] == fp.Keys[i] {
+			continue
+		}
+		e.Wrong++
+		if labels[j] == fp.Labels[i] {
+			e.Truth++
+		}
+	}
+	if e.Wrong > 0 {
+		e.Share = float64(e.Truth) / float64(e.Wrong)
+		e.PValue = c.TruthFit.Lower(e.Truth, e.Wrong)
+	}
+	e.Evasive = e.PValue <= alpha
+	return e
 }
 
 // Architectures lists the calibration models' architectures, each once.
@@ -382,7 +472,7 @@ func (c *Calibration) For(fp *Fingerprint) error {
 	if err := c.belongsTo(fp); err != nil {
 		return err
 	}
-	return c.complete()
+	return c.complete(fp)
 }
 
 // belongsTo checks, without changing c, that c was made for fp.

@@ -16,11 +16,13 @@ import (
 )
 
 // keyed is a suspect that recognises each fingerprint image and agrees
-// with its key where agrees says so: it answers any subset in any order.
+// with its key where agrees says so (or answers what answer says, when
+// set): it answers any subset in any order.
 type keyed struct {
 	name   string
 	fp     *fingerprint.Fingerprint
 	agrees func(i int) bool
+	answer func(i int) int64
 	asked  int
 }
 
@@ -43,7 +45,9 @@ func (k *keyed) Classify(_ context.Context, b suspect.Images) ([]int64, error) {
 			return nil, fmt.Errorf("image %d is not a fingerprint", j)
 		}
 		out[j] = (k.fp.Keys[i] + 1) % 10
-		if k.agrees(i) {
+		if k.answer != nil {
+			out[j] = k.answer(i)
+		} else if k.agrees(i) {
 			out[j] = k.fp.Keys[i]
 		}
 	}
@@ -450,5 +454,143 @@ func TestSequentialAgainstModels(t *testing.T) {
 			v.Sequential.DerivedRate != float64(cal.Critical(0.01, nil))/100 || !strings.Contains(v.Explain(), "from") {
 			t.Errorf("agreeing %.2f: %s after %d keys (sequential %+v); want %s within %d: %s", tc.p, v.Outcome, v.Fingerprints, v.Sequential, tc.outcome, tc.within, v.Explain())
 		}
+	}
+}
+
+// honest agrees with a key at rate agree and, where it does not, names the
+// image's true class at rate truth (another wrong class otherwise); flag
+// of the keys (a detector's share) then get a random label other than
+// the one it would give, as a detect-and-evade wrapper answers.
+func honest(name string, fp *fingerprint.Fingerprint, agree, truth, flag float64, seed uint64) *keyed {
+	r := rand.New(rand.NewPCG(seed, 2))
+	out := make([]int64, fp.N)
+	for i := range out {
+		key, label := fp.Keys[i], fp.Labels[i]
+		switch {
+		case r.Float64() < agree:
+			out[i] = key
+		case r.Float64() < truth:
+			out[i] = label
+		default:
+			for out[i] = int64(r.IntN(10)); out[i] == key || out[i] == label; out[i] = int64(r.IntN(10)) {
+			}
+		}
+		if r.Float64() < flag {
+			own := out[i]
+			for out[i] = own; out[i] == own; out[i] = int64(r.IntN(10)) {
+			}
+		}
+	}
+	return &keyed{name: name, fp: fp, answer: func(i int) int64 { return out[i] }}
+}
+
+// TestEvasionCheck: a derived model behind a detect-and-evade wrapper that
+// answers flagged keys with random labels falls below the accusing line,
+// but its wrong answers rarely name the true class, as independent models'
+// do: it is not cleared (inconclusive). Honest independent models are
+// still cleared, an accused model stays accused, and a calibration made
+// without true-class answers makes no check (and the rule's hash says so).
+func TestEvasionCheck(t *testing.T) {
+	fp := synthetic(100)
+	var models []fingerprint.IndependentModel
+	for j := range 30 {
+		models = append(models, fingerprint.IndependentModel{Suspect: honest(fmt.Sprintf("ref%d", j), fp, 0.2+0.2*float64(j)/30, 0.5+0.3*float64(j%7)/6, 0, uint64(100+j)), Arch: "cnn"})
+	}
+	cal, err := fingerprint.Calibrate(context.Background(), fp, models, fingerprint.DefaultFPR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cal.TruthFit == nil || cal.TruthFit.Mean() < 0.5 || cal.TruthFit.Mean() > 0.8 {
+		t.Fatalf("truth fit %+v, want a mean share in 0.5–0.8", cal.TruthFit)
+	}
+	rule := fingerprint.Rule{Calibration: cal}
+	for _, tc := range []struct {
+		name    string
+		s       *keyed
+		outcome string
+		evasive bool
+	}{
+		{"independent", honest("indep", fp, 0.3, 0.65, 0, 7), fingerprint.Independent, false},
+		{"independent, little truth", honest("indep-low", fp, 0.3, 0.5, 0, 8), fingerprint.Independent, false},
+		// A derived model agreeing on 90 %, 70 % of its answers replaced.
+		{"derived behind a wrapper", honest("wrapped", fp, 0.9, 0.6, 0.7, 9), fingerprint.Inconclusive, true},
+		{"derived, unwrapped", honest("derived", fp, 0.9, 0.6, 0, 10), fingerprint.Derived, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v, err := fingerprint.Verify(context.Background(), tc.s, fp, rule)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.Evasion == nil {
+				t.Fatal("no evasion check")
+			}
+			if v.Outcome != tc.outcome {
+				t.Errorf("%s at %.2f, evasion %+v: want %s", v.Outcome, v.Accuracy, *v.Evasion, tc.outcome)
+			}
+			if tc.outcome == fingerprint.Derived {
+				return // the check never lifts an accusation, evasive or not
+			}
+			if v.Evasion.Evasive != tc.evasive {
+				t.Errorf("evasion %+v: want evasive %v", *v.Evasion, tc.evasive)
+			}
+			if explained := strings.Contains(v.Explain(), "Evasion check"); explained != tc.evasive {
+				t.Errorf("explanation names the evasion check: %v, want %v: %s", explained, tc.evasive, v.Explain())
+			}
+			if tc.evasive && v.Interval[1] >= v.Threshold {
+				t.Errorf("interval %v reaches the accusing line %.2f: the check decided nothing", v.Interval, v.Threshold)
+			}
+		})
+	}
+
+	// Sequentially the wrapped model is not cleared early either.
+	seq := rule
+	seq.Sequential = &fingerprint.Sequential{Batch: 5, Miss: 0.05, Seed: 3}
+	v, err := fingerprint.Verify(context.Background(), honest("wrapped", fp, 0.9, 0.6, 0.7, 9), fp, seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Outcome == fingerprint.Independent {
+		t.Errorf("sequential: the wrapped model was cleared after %d keys (evasion %+v)", v.Fingerprints, v.Evasion)
+	}
+	// while an honest independent model is still cleared before the end.
+	v, err = fingerprint.Verify(context.Background(), honest("indep", fp, 0.3, 0.65, 0, 7), fp, seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Outcome != fingerprint.Independent || v.Fingerprints == fp.N {
+		t.Errorf("sequential: the honest independent model ended %s after %d of %d keys, want cleared early", v.Outcome, v.Fingerprints, fp.N)
+	}
+
+	// Without true-class answers (older calibrations) there is no check.
+	old := *cal
+	old.Models = slices.Clone(cal.Models)
+	for j := range old.Models {
+		old.Models[j].Truths = ""
+	}
+	if err := old.For(fp); err != nil {
+		t.Fatal(err)
+	}
+	if old.TruthFit != nil {
+		t.Fatal("a fit without true-class answers")
+	}
+	v, err = fingerprint.Verify(context.Background(), honest("wrapped", fp, 0.9, 0.6, 0.7, 9), fp, fingerprint.Rule{Calibration: &old})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Evasion != nil || v.Outcome != fingerprint.Independent {
+		t.Errorf("without the check: %s, evasion %v; want independent, no check", v.Outcome, v.Evasion)
+	}
+	h1, _ := rule.Hash(fp)
+	h2, _ := fingerprint.Rule{Calibration: &old}.Hash(fp)
+	if h1 == h2 {
+		t.Error("the rule's hash does not say whether it checks for evasion")
+	}
+
+	// A malformed record is refused.
+	bad := *cal
+	bad.Models = slices.Clone(cal.Models)
+	bad.Models[0].Truths = "01"
+	if err := bad.For(fp); err == nil {
+		t.Error("a model with 2 true-class flags for 100 keys was accepted")
 	}
 }

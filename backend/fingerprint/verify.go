@@ -162,9 +162,14 @@ func (r Rule) Hash(fp *Fingerprint) (string, error) {
 		// SequentialNull is what the sequential test's H₀ is: the
 		// calibration "models" themselves or the beta-binomial "fit".
 		SequentialNull string `json:"sequential_null,omitempty"`
-	}{com, r.Theta, r.FPR, r.Confidence, "", "", r.Sequential, ""}
+		// Evasion names the evasion check, where the calibration makes it.
+		Evasion string `json:"evasion,omitempty"`
+	}{com, r.Theta, r.FPR, r.Confidence, "", "", r.Sequential, "", ""}
 	if r.Calibration != nil {
 		frozen.Calibration, frozen.Test = r.Calibration.Digest(), r.Calibration.Test(r.FPR)
+		if r.Calibration.TruthFit != nil {
+			frozen.Evasion = "true-class share of wrong answers, lower beta-binomial tail at the level"
+		}
 		if r.Sequential != nil {
 			frozen.SequentialNull = "fit"
 			if frozen.Test == TestEmpirical {
@@ -214,6 +219,9 @@ type Verdict struct {
 	Rule       string `json:"rule"`
 	// Sequential reports a sequential verification.
 	Sequential *shared.Sequential `json:"sequential,omitempty"`
+	// Evasion is the calibrated verdict's check for answers chosen to
+	// miss the keys; nil when the calibration cannot make it.
+	Evasion *shared.Evasion `json:"evasion,omitempty"`
 	// Order is the fingerprints' indices in the order they were asked;
 	// Labels and Matches follow it.
 	Order   []int   `json:"order"`
@@ -312,6 +320,14 @@ func VerifyWatched(ctx context.Context, s suspect.Suspect, fp *Fingerprint, r Ru
 				if decision == stats.AcceptNull && !r.clears(v.Agree, len(v.Order), asked) {
 					decision = stats.Continue
 				}
+				// Nor does it clear a suspect before its wrong answers
+				// show it honest: on a few keys a detect-and-evade wrapper
+				// looks like anyone.
+				if decision == stats.AcceptNull {
+					if e := r.Calibration.Evasion(fp, v.Order, v.Labels, r.FPR); e != nil && !honestShown(e, len(fp.Meta.Classes), r.FPR) {
+						decision = stats.Continue
+					}
+				}
 				if decision != stats.Continue {
 					break // the rest of the batch was asked but is not needed
 				}
@@ -329,8 +345,24 @@ func VerifyWatched(ctx context.Context, s suspect.Suspect, fp *Fingerprint, r Ru
 	if counts {
 		v.Queries = q.Queries() - before
 	}
-	r.judge(v, decision)
+	r.judge(fp, v, decision)
 	return v, nil
+}
+
+// honestShown says whether a suspect's wrong answers show it honest: not
+// evasive, and naming the true class more often than a wrapper answering
+// a random other label of classes would (1/(classes−1) of the time), at
+// level alpha. Where independent models themselves name it no more often
+// than that, nothing can show it, and not being evasive is enough.
+func honestShown(e *shared.Evasion, classes int, alpha float64) bool {
+	if e.Evasive || classes < 3 {
+		return !e.Evasive
+	}
+	random := 1 / float64(classes-1)
+	if e.Mean <= random {
+		return true
+	}
+	return stats.BinomialTail(e.Truth, e.Wrong, random) <= alpha
 }
 
 // clears says whether agree agreements on n keys clear a suspect by the
@@ -342,8 +374,9 @@ func (r Rule) clears(agree, n int, models []int) bool {
 	return hi < min(float64(r.Calibration.critical(r.FPR, n, models))/float64(n), r.Theta)
 }
 
-// judge fills in the verdict's statistics and outcome from its answers.
-func (r Rule) judge(v *Verdict, decision stats.Decision) {
+// judge fills in the verdict's statistics and outcome from its answers to
+// the keys of fp.
+func (r Rule) judge(fp *Fingerprint, v *Verdict, decision stats.Decision) {
 	k, n := v.Agree, v.Fingerprints
 	v.Accuracy = float64(k) / float64(n)
 	lo, hi := stats.ClopperPearson(k, n, r.Confidence)
@@ -406,6 +439,12 @@ func (r Rule) judge(v *Verdict, decision stats.Decision) {
 		}
 		v.Sequential = seq
 	}
+	// A suspect whose wrong answers do not look like an honest
+	// classifier's is not cleared (detect-and-evade): the check never
+	// accuses, it only withholds a clearing the answers cannot support.
+	if v.Evasion = c.Evasion(fp, v.Order, v.Labels, r.FPR); v.Evasion != nil && v.Evasion.Evasive && v.Outcome == Independent {
+		v.Outcome = Inconclusive
+	}
 	v.Surrogate = v.Outcome == Derived
 }
 
@@ -451,8 +490,17 @@ func (v *Verdict) Explain() string {
 		fmt.Fprintf(&b, "The %s; accusing needs %.0f%% at a false-positive rate of %g, and a derived model agrees about θ = %.0f%%: the whole interval is below both, no evidence that it was derived from the source.",
 			null, 100*v.Threshold, nl.FPR, 100*v.Theta)
 	default:
+		if e := v.Evasion; e != nil && e.Evasive && v.Interval[1] < min(v.Threshold, v.Theta) {
+			fmt.Fprintf(&b, "The %s; the whole interval is below %.0f%%, which would clear it, but its wrong answers look chosen to miss the keys (below), so it is not cleared: inconclusive.",
+				null, 100*min(v.Threshold, v.Theta))
+			break
+		}
 		fmt.Fprintf(&b, "The %s; accusing needs %.0f%% at a false-positive rate of %g by the %s test (p = %.2g fitted, %.2g empirical), and clearing needs the whole interval below %.0f%%. The suspect falls short of the one and its interval reaches the other, so the fingerprints cannot decide: inconclusive.",
 			null, 100*v.Threshold, nl.FPR, nl.Test, *v.PValue, *v.EmpiricalP, 100*min(v.Threshold, v.Theta))
+	}
+	if e := v.Evasion; e != nil && e.Evasive {
+		fmt.Fprintf(&b, " Evasion check: of the %d keys it answered with another label than the key, only %d named the image's true class (%.0f%%), where independent models name it on %.0f%% of theirs (p = %.2g): answers like a detector's random replies to flagged queries, not an honest classifier's. This check never accuses; it withholds a clearing.",
+			e.Wrong, e.Truth, 100*e.Share, 100*e.Mean, e.PValue)
 	}
 	if s := v.Sequential; s != nil {
 		against := fmt.Sprintf("a derived model agreeing %.0f%%", 100*s.DerivedRate)

@@ -144,6 +144,21 @@ func (d BetaBinomial) Tail(k, n int) float64 {
 	return math.Min(1, math.Exp(logSumExp(terms)))
 }
 
+// Lower is P[X ≤ k] for X out of n: the p-value of as few as k.
+func (d BetaBinomial) Lower(k, n int) float64 {
+	if k >= n {
+		return 1
+	}
+	if k < 0 {
+		return 0
+	}
+	terms := make([]float64, 0, k+1)
+	for i := 0; i <= k; i++ {
+		terms = append(terms, d.LogPMF(i, n))
+	}
+	return math.Min(1, math.Exp(logSumExp(terms)))
+}
+
 // Critical is the smallest k with Tail(k, n) ≤ alpha: the fewest
 // agreements that reject independence at level alpha. It is n+1 when even
 // n agreements do not.
@@ -207,22 +222,62 @@ func FitBetaBinomial(counts []int, n int) (BetaBinomial, error) {
 	if n <= 0 {
 		return BetaBinomial{}, fmt.Errorf("stats: beta-binomial fit over %d trials", n)
 	}
-	var mean, sq float64
-	for _, k := range counts {
-		if k < 0 || k > n {
-			return BetaBinomial{}, fmt.Errorf("stats: agreement count %d outside 0..%d", k, n)
+	trials := make([]int, len(counts))
+	for i := range trials {
+		trials[i] = n
+	}
+	h := histogram(counts, n)
+	return fitBetaBinomial(counts, trials, func(d BetaBinomial) float64 { return d.logLik(h, n) })
+}
+
+// FitBetaBinomialTrials is FitBetaBinomial where each model had its own
+// number of trials: counts[i] successes out of trials[i].
+func FitBetaBinomialTrials(counts, trials []int) (BetaBinomial, error) {
+	if len(counts) != len(trials) {
+		return BetaBinomial{}, fmt.Errorf("stats: %d counts for %d trial numbers", len(counts), len(trials))
+	}
+	if len(counts) < 2 {
+		return BetaBinomial{}, ErrFewCounts
+	}
+	return fitBetaBinomial(counts, trials, func(d BetaBinomial) float64 {
+		var s float64
+		for i, k := range counts {
+			s += d.LogPMF(k, trials[i])
 		}
-		mean += float64(k)
+		return s
+	})
+}
+
+// fitBetaBinomial maximises logLik from the method of moments over the
+// rates counts[i]/trials[i].
+func fitBetaBinomial(counts, trials []int, logLik func(BetaBinomial) float64) (BetaBinomial, error) {
+	var k, n, mean, sq float64
+	for i, c := range counts {
+		if trials[i] <= 0 {
+			return BetaBinomial{}, fmt.Errorf("stats: beta-binomial fit over %d trials", trials[i])
+		}
+		if c < 0 || c > trials[i] {
+			return BetaBinomial{}, fmt.Errorf("stats: agreement count %d outside 0..%d", c, trials[i])
+		}
+		k += float64(c)
+		n += float64(trials[i])
+	}
+	// Method of moments on the rates, with n the models' mean trials.
+	for i, c := range counts {
+		mean += float64(c) / float64(trials[i])
 	}
 	mean /= float64(len(counts))
-	for _, k := range counts {
-		sq += (float64(k) - mean) * (float64(k) - mean)
+	for i, c := range counts {
+		r := float64(c)/float64(trials[i]) - mean
+		sq += r * r
 	}
 	variance := sq / float64(len(counts)-1)
-	mu := math.Min(math.Max(mean/float64(n), 1e-3), 1-1e-3)
+	nBar := n / float64(len(counts))
+	mu := math.Min(math.Max(k/n, 1e-3), 1-1e-3)
 	s := 1e4
-	if n > 1 {
-		if rho := (variance/(float64(n)*mu*(1-mu)) - 1) / float64(n-1); rho > 1e-6 {
+	if nBar > 1 {
+		// The rates' variance is μ(1−μ)(1/n + ρ(n−1)/n) with ρ = 1/(s+1).
+		if rho := (variance*nBar/(mu*(1-mu)) - 1) / (nBar - 1); rho > 1e-6 {
 			s = math.Min(math.Max(1/rho-1, 0.1), maxPrecision)
 		}
 	}
@@ -232,12 +287,11 @@ func FitBetaBinomial(counts []int, n int) (BetaBinomial, error) {
 		p := math.Min(math.Max(math.Exp(x[1]), minPrecision), maxPrecision)
 		return BetaBinomial{Alpha: m * p, Beta: (1 - m) * p}
 	}
-	h := histogram(counts, n)
 	nll := func(x [2]float64) float64 {
 		if math.Abs(x[0]) > 40 || x[1] < math.Log(minPrecision)-1 || x[1] > math.Log(maxPrecision)+1 {
 			return math.Inf(1)
 		}
-		return -decode(x).logLik(h, n)
+		return -logLik(decode(x))
 	}
 	x := [2]float64{math.Log(mu / (1 - mu)), math.Log(s)}
 	// Restart from the optimum until it stops moving: Nelder–Mead can

@@ -91,6 +91,65 @@ func TestFitBetaBinomial(t *testing.T) {
 	}
 }
 
+// TestFitBetaBinomialTrials fits models with different numbers of trials
+// (the evasion check's wrong answers per model) against scipy's optimum.
+func TestFitBetaBinomialTrials(t *testing.T) {
+	ks := []int{30, 41, 25, 52, 18, 33, 40, 27, 22, 36}
+	ns := []int{50, 60, 48, 70, 40, 52, 58, 45, 41, 55}
+	got, err := stats.FitBetaBinomialTrials(ks, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := stats.BetaBinomial{Alpha: 60.15877085552416, Beta: 36.920502396431075}
+	if !near(got.Alpha, want.Alpha, 1e-3) || !near(got.Beta, want.Beta, 1e-3) {
+		t.Errorf("fit Beta(%.8g, %.8g), want Beta(%.8g, %.8g) (scipy)", got.Alpha, got.Beta, want.Alpha, want.Beta)
+	}
+	// Equal trials give FitBetaBinomial's fit.
+	same := make([]int, len(agreements))
+	for i := range same {
+		same[i] = 110
+	}
+	a, _ := stats.FitBetaBinomial(agreements, 110)
+	b, err := stats.FitBetaBinomialTrials(agreements, same)
+	if err != nil || !near(a.Alpha, b.Alpha, 1e-6) || !near(a.Beta, b.Beta, 1e-6) {
+		t.Errorf("equal trials: Beta(%g, %g), FitBetaBinomial Beta(%g, %g) (err %v)", b.Alpha, b.Beta, a.Alpha, a.Beta, err)
+	}
+	for _, bad := range []struct{ ks, ns []int }{
+		{[]int{1}, []int{2}},        // one model
+		{[]int{1, 2}, []int{2}},     // lengths differ
+		{[]int{3, 1}, []int{2, 2}},  // more successes than trials
+		{[]int{0, 1}, []int{0, 2}},  // no trials
+		{[]int{-1, 1}, []int{2, 2}}, // negative
+	} {
+		if _, err := stats.FitBetaBinomialTrials(bad.ks, bad.ns); err == nil {
+			t.Errorf("FitBetaBinomialTrials(%v, %v) fitted", bad.ks, bad.ns)
+		}
+	}
+}
+
+func TestBetaBinomialLower(t *testing.T) {
+	fit := stats.BetaBinomial{Alpha: 60.15877085552416, Beta: 36.920502396431075}
+	for _, tc := range []struct {
+		k, n int
+		d    stats.BetaBinomial
+		want float64
+	}{
+		{5, 24, fit, 0.00023873187313977798}, // scipy betabinom.cdf
+		{12, 24, fit, 0.1847875230167235},
+		{0, 10, stats.BetaBinomial{Alpha: 2, Beta: 3}, 0.06593406593406595},
+		{24, 24, fit, 1},
+		{-1, 24, fit, 0},
+	} {
+		if got := tc.d.Lower(tc.k, tc.n); !near(got, tc.want, 1e-9) {
+			t.Errorf("Beta(%g, %g) Lower(%d, %d) = %.15g, want %.15g (scipy)", tc.d.Alpha, tc.d.Beta, tc.k, tc.n, got, tc.want)
+		}
+	}
+	// Lower(k) + Tail(k+1) = 1.
+	if s := fit.Lower(9, 24) + fit.Tail(10, 24); !near(s, 1, 1e-12) {
+		t.Errorf("Lower(9) + Tail(10) = %.15g", s)
+	}
+}
+
 func TestCritical(t *testing.T) {
 	d := stats.BetaBinomial{Alpha: 17.995044146051427, Beta: 19.879466547773827}
 	for _, alpha := range []float64{0.05, 0.01, 1e-3} {

@@ -1,0 +1,27 @@
+package shared
+
+// Evasion is a calibrated verdict's check for a suspect that answers
+// fingerprint queries with labels chosen to miss them (detect-and-evade,
+// Hitaj et al.). An honest classifier that does not give a key's label
+// mostly names the image's true class; one that answers flagged queries
+// with a random label rarely does. So among the keys whose label is not
+// the true class, the share of the suspect's other answers that name the
+// true class is compared with the independent models': far below theirs,
+// the answers look evasive and the suspect is not cleared.
+type Evasion struct {
+	// Wrong counts the keys (with a label other than the true class) the
+	// suspect answered with another label than the key; Truth how many of
+	// those answers name the true class.
+	Wrong int     `json:"wrong"`
+	Truth int     `json:"truth"`
+	Share float64 `json:"share"` // Truth/Wrong
+	// Mean is the calibration models' average share; PValue the chance
+	// that a model like them names the truth as rarely (the lower tail of
+	// their beta-binomial fit).
+	Mean   float64 `json:"mean"`
+	PValue float64 `json:"p_value"`
+	// Evasive says PValue is at or below the rule's level: the answers do
+	// not look like an honest classifier's, and a clearing becomes
+	// inconclusive. It never accuses.
+	Evasive bool `json:"evasive"`
+}
