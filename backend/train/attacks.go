@@ -35,6 +35,10 @@ const (
 	AttackTrueLabels = "true-labels" // §6.3: a fraction ρ of ground-truth labels
 	AttackPrune      = "prune"       // beyond the paper: magnitude weight pruning
 	AttackQuantize   = "quantize"    // beyond the paper: 8-bit weight quantization
+	AttackFinePrune  = "fineprune"   // beyond the paper: Liu et al. 2018, prune the least active channels, then fine-tune
+	AttackPGDAT      = "pgd-at"      // beyond the paper: Madry et al. 2018, PGD adversarial training from scratch
+	AttackTRADES     = "trades"      // beyond the paper: Zhang et al. 2019, TRADES from scratch
+	AttackCombined   = "combined"    // beyond the paper: several attacks in a row (Options.Steps)
 )
 
 // An Attack is one removal attack as Derive runs it: a row of the registry.
@@ -154,6 +158,41 @@ var attacks = []Attack{
 			st, err := Quantize(m, j.o.Bits)
 			return &Derivation{Attack: AttackQuantize, Layers: st}, err
 		})},
+	{Name: AttackFinePrune, FineTunes: true, Trains: true,
+		Summary: "prune the --fraction least active channels of the source's last convolution on clean data, then fine-tune (Liu et al. 2018)",
+		params:  func(o Options) map[string]string { return map[string]string{"fraction": fmtFloat(o.Fraction)} },
+		derive: onCopy(func(ctx context.Context, j derivation, m *nn.Model) (*Derivation, error) {
+			return FinePrune(ctx, j.source, m, j.d, j.o.Fraction, j.cfg)
+		})},
+	{Name: AttackPGDAT, Trains: true,
+		Summary: "train a new model by PGD adversarial training on the source's labels (Madry et al. 2018; L∞ ε, α, steps)",
+		params:  robustParams(false),
+		derive: onSurrogate(func(ctx context.Context, j derivation, m *nn.Model) (*Derivation, error) {
+			return PGDAT(ctx, j.source, m, j.d, j.o.Robust, j.cfg)
+		})},
+	{Name: AttackTRADES, Trains: true,
+		Summary: "train a new model by TRADES on the source's labels (Zhang et al. 2019; L∞ ε, α, steps, β)",
+		params:  robustParams(true),
+		derive: onSurrogate(func(ctx context.Context, j derivation, m *nn.Model) (*Derivation, error) {
+			return TRADES(ctx, j.source, m, j.d, j.o.Robust, j.cfg)
+		})},
+	{Name: AttackCombined, Trains: true,
+		Summary: "chain steps (Options.Steps, default " + DefaultSteps + ") of " + strings.Join(CombinedSteps(), ", "),
+		params: func(o Options) map[string]string {
+			return map[string]string{"steps": o.Steps, "fraction": fmtFloat(o.Fraction), "bits": fmt.Sprint(o.Bits), "temperature": fmtFloat(o.Temperature)}
+		},
+		derive: deriveCombined},
+}
+
+// robustParams are the parameters of PGD-AT (and, with β, TRADES).
+func robustParams(trades bool) func(o Options) map[string]string {
+	return func(o Options) map[string]string {
+		p := map[string]string{"eps": fmtFloat(o.Robust.Eps), "alpha": fmtFloat(o.Robust.Alpha), "steps": fmt.Sprint(o.Robust.Steps), "norm": "linf"}
+		if trades {
+			p["beta"] = fmtFloat(o.Robust.Beta)
+		}
+		return p
+	}
 }
 
 // Attacks lists every derivation Derive knows, in the order of the paper's
@@ -331,15 +370,20 @@ type Options struct {
 	Members      int     // Ensemble: n
 	Lambda       float64 // Noise: weight of the uniform noise
 	Rho          float64 // True Labels: fraction of ground-truth labels
-	Fraction     float64 // pruning: fraction of each weight tensor set to zero
+	Fraction     float64 // pruning: fraction of each weight tensor set to zero; fine-pruning: of the last convolution's channels
 	Bits         int     // quantization: bits per weight
+	Robust       RobustOpts
+	// Steps is the combined attack's comma-separated steps (ParseSteps).
+	Steps string
 }
 
 // DefaultOptions returns the parameters Derive uses for attack: Jagielski
 // T′ = 2 (the paper gives no value), Papernot's own parameters (150 seeds, 6
 // rounds, λ = 0.1), adversarial training as AdvDefaults(attack), an Ensemble
 // of n = 3 (Table 4), Noise λ = 0.1 and True Labels ρ = 0.1 (within the
-// paper's ranges), pruning half of each weight tensor and 8-bit quantization.
+// paper's ranges), pruning half of each weight tensor (fine-pruning: half
+// of the last convolution's channels) and 8-bit quantization, PGD-AT and
+// TRADES as RobustDefaults, and the combined attack's DefaultSteps.
 func DefaultOptions(attackName string) Options {
 	return Options{
 		Temperature: 2,
@@ -350,5 +394,7 @@ func DefaultOptions(attackName string) Options {
 		Rho:         0.1,
 		Fraction:    0.5,
 		Bits:        8,
+		Robust:      RobustDefaults(),
+		Steps:       DefaultSteps,
 	}
 }

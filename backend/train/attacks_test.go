@@ -33,6 +33,10 @@ func TestAttackRegistry(t *testing.T) {
 		train.AttackTrueLabels: {"rho"},
 		train.AttackPrune:      {"fraction"},
 		train.AttackQuantize:   {"bits"},
+		train.AttackFinePrune:  {"fraction"},
+		train.AttackPGDAT:      {"alpha", "eps", "norm", "steps"},
+		train.AttackTRADES:     {"alpha", "beta", "eps", "norm", "steps"},
+		train.AttackCombined:   {"bits", "fraction", "steps", "temperature"},
 	}
 	reg := train.Registry()
 	var names []string

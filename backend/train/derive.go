@@ -33,6 +33,10 @@ type Derivation struct {
 	Rounds  []Round      `json:"rounds,omitempty"`  // Papernot
 	Members []*Result    `json:"members,omitempty"` // Ensemble
 	Layers  []LayerStats `json:"layers,omitempty"`  // pruning and quantization
+	// Pruned lists the channels fine-pruning removed.
+	Pruned []int `json:"pruned_channels,omitempty"`
+	// Steps are the combined attack's steps, in order.
+	Steps []*Derivation `json:"steps,omitempty"`
 	// TestAccuracy is the derived model's accuracy on Config.Test (0 when
 	// there is none).
 	TestAccuracy float64 `json:"test_accuracy"`

@@ -163,6 +163,13 @@ type fitOpts struct {
 	frozenEval bool            // keep m in evaluation mode (frozen layers)
 	soft       []float32       // N×K probability targets instead of labels
 	adv        *AdvOpts        // add adversarial examples to each batch
+	// robust trains on PGD adversarial examples alone (Madry et al.) or
+	// by TRADES' loss (Zhang et al.) instead of the clean cross-entropy.
+	robust *robustFit
+	// masks keep entries of parameters at zero through training (pruning
+	// followed by fine-tuning): after every step each parameter is
+	// multiplied by its 0/1 mask.
+	masks []paramMask
 }
 
 func optimizerOver(c Config, params []*torch.Tensor) (*torch.Optimizer, error) {
@@ -373,11 +380,17 @@ func fit(ctx context.Context, m *nn.Model, d *data.Dataset, cfg Config, o fitOpt
 							hard = torch.Cat([]*torch.Tensor{hard, hard.Narrow(0, 0, na)}, 0)
 						}
 					}
-					logits := m.Forward(x)
-					l := SmoothedCrossEntropy(logits, target, cfg.LabelSmoothing)
+					var logits, l *torch.Tensor
+					if o.robust != nil {
+						logits, l = o.robust.loss(m, x, target, hard, training, cfg.LabelSmoothing)
+					} else {
+						logits = m.Forward(x)
+						l = SmoothedCrossEntropy(logits, target, cfg.LabelSmoothing)
+					}
 					opt.ZeroGrad()
 					l.Backward()
 					opt.Step()
+					applyMasks(s, o.masks)
 					loss = l.Item()
 					n = int(x.Size(0))
 					hits = int(logits.Argmax(1, false).Eq(hard).To(torch.Float32, dev).Sum().Item())
