@@ -15,10 +15,16 @@ type Evasion struct {
 	Wrong int     `json:"wrong"`
 	Truth int     `json:"truth"`
 	Share float64 `json:"share"` // Truth/Wrong
-	// Mean is the calibration models' average share; PValue the chance
-	// that a model like them names the truth as rarely (the lower tail of
-	// their beta-binomial fit).
+	// Mean is the calibration models' share (their beta-binomial fit's
+	// mean); Random a wrapper's, 1/(classes−1); Floor the share tested
+	// against, halfway between the two. PValue is the chance that a
+	// model naming the true class at Floor names it as rarely (binomial
+	// lower tail). Independent models trained otherwise than the
+	// calibration's name it less often than they do, so the test is
+	// against the floor, not against the calibration models themselves.
 	Mean   float64 `json:"mean"`
+	Random float64 `json:"random"`
+	Floor  float64 `json:"floor"`
 	PValue float64 `json:"p_value"`
 	// Evasive says PValue is at or below the rule's level: the answers do
 	// not look like an honest classifier's, and a clearing becomes

@@ -240,13 +240,23 @@ func (c *Calibration) truthCounts(fp *Fingerprint) (truth, wrong []int, ok bool)
 // Evasion is the evasion check of a suspect that answered labels[i] to the
 // keys order[i] of fp (nil when the calibration cannot check): among its
 // answers other than the key, on keys whose label is not the true class,
-// how many name the true class, against the calibration models' fit, at
-// level alpha.
+// how many name the true class, tested at level alpha against a floor
+// between a random wrapper's share and the calibration models'.
 func (c *Calibration) Evasion(fp *Fingerprint, order []int, labels []int64, alpha float64) *shared.Evasion {
 	if c.TruthFit == nil || len(fp.Labels) != fp.N {
 		return nil
 	}
-	e := &shared.Evasion{Mean: c.TruthFit.Mean(), PValue: 1}
+	classes := len(fp.Meta.Classes)
+	if classes < 3 {
+		return nil // a wrapper's other label is the true class itself
+	}
+	e := &shared.Evasion{Mean: c.TruthFit.Mean(), Random: 1 / float64(classes-1), PValue: 1}
+	// Halfway between a random wrapper and the calibration models: recipes
+	// other than theirs name the true class less often (0.47–0.6 of wrong
+	// answers for the held-out zoo's independent models, against 0.81 for
+	// the calibration's, on the natural keys), and the test must not flag
+	// them.
+	e.Floor = (e.Random + e.Mean) / 2
 	for j, i := range order {
 		if fp.Keys[i] == fp.Labels[i] || labels[j] == fp.Keys[i] {
 			continue
@@ -258,7 +268,7 @@ func (c *Calibration) Evasion(fp *Fingerprint, order []int, labels []int64, alph
 	}
 	if e.Wrong > 0 {
 		e.Share = float64(e.Truth) / float64(e.Wrong)
-		e.PValue = c.TruthFit.Lower(e.Truth, e.Wrong)
+		e.PValue = stats.BinomialLower(e.Truth, e.Wrong, e.Floor)
 	}
 	e.Evasive = e.PValue <= alpha
 	return e

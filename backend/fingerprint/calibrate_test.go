@@ -500,7 +500,7 @@ func TestEvasionCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cal.TruthFit == nil || cal.TruthFit.Mean() < 0.5 || cal.TruthFit.Mean() > 0.8 {
+	if cal.TruthFit == nil || cal.TruthFit.Mean() < 0.55 || cal.TruthFit.Mean() > 0.75 {
 		t.Fatalf("truth fit %+v, want a mean share in 0.5–0.8", cal.TruthFit)
 	}
 	rule := fingerprint.Rule{Calibration: cal}
@@ -511,7 +511,9 @@ func TestEvasionCheck(t *testing.T) {
 		evasive bool
 	}{
 		{"independent", honest("indep", fp, 0.3, 0.65, 0, 7), fingerprint.Independent, false},
-		{"independent, little truth", honest("indep-low", fp, 0.3, 0.5, 0, 8), fingerprint.Independent, false},
+		// Naming the true class far less often than the calibration's
+		// models (other recipes do), but more than a wrapper would.
+		{"independent, little truth", honest("indep-low", fp, 0.3, 0.42, 0, 8), fingerprint.Independent, false},
 		// A derived model agreeing on 90 %, 70 % of its answers replaced.
 		{"derived behind a wrapper", honest("wrapped", fp, 0.9, 0.6, 0.7, 9), fingerprint.Inconclusive, true},
 		{"derived, unwrapped", honest("derived", fp, 0.9, 0.6, 0, 10), fingerprint.Derived, false},

@@ -499,8 +499,8 @@ func (v *Verdict) Explain() string {
 			null, 100*v.Threshold, nl.FPR, nl.Test, *v.PValue, *v.EmpiricalP, 100*min(v.Threshold, v.Theta))
 	}
 	if e := v.Evasion; e != nil && e.Evasive {
-		fmt.Fprintf(&b, " Evasion check: of the %d keys it answered with another label than the key, only %d named the image's true class (%.0f%%), where independent models name it on %.0f%% of theirs (p = %.2g): answers like a detector's random replies to flagged queries, not an honest classifier's. This check never accuses; it withholds a clearing.",
-			e.Wrong, e.Truth, 100*e.Share, 100*e.Mean, e.PValue)
+		fmt.Fprintf(&b, " Evasion check: of the %d keys it answered with another label than the key, only %d named the image's true class (%.0f%%). The calibration's independent models name it on %.0f%% of theirs, a wrapper answering random labels on %.0f%%; %d of %d is below the halfway mark of %.0f%% at p = %.2g: answers like a detector's random replies to flagged queries, not an honest classifier's. This check never accuses; it withholds a clearing.",
+			e.Wrong, e.Truth, 100*e.Share, 100*e.Mean, 100*e.Random, e.Truth, e.Wrong, 100*e.Floor, e.PValue)
 	}
 	if s := v.Sequential; s != nil {
 		against := fmt.Sprintf("a derived model agreeing %.0f%%", 100*s.DerivedRate)

@@ -49,6 +49,12 @@ func BinomialTail(k, n int, p float64) float64 {
 	return math.Min(1, math.Exp(logBinomialTail(k, n, p)))
 }
 
+// BinomialLower is P[X ≤ k] for X ~ Binomial(n, p): the tail of n − X,
+// without the cancellation of 1 − P[X ≥ k+1].
+func BinomialLower(k, n int, p float64) float64 {
+	return BinomialTail(n-k, n, 1-p)
+}
+
 // logBinomialTail is log P[X ≥ k] for X ~ Binomial(n, p), without
 // underflow.
 func logBinomialTail(k, n int, p float64) float64 {
@@ -139,21 +145,6 @@ func (d BetaBinomial) Tail(k, n int) float64 {
 	}
 	terms := make([]float64, 0, n-k+1)
 	for i := k; i <= n; i++ {
-		terms = append(terms, d.LogPMF(i, n))
-	}
-	return math.Min(1, math.Exp(logSumExp(terms)))
-}
-
-// Lower is P[X ≤ k] for X out of n: the p-value of as few as k.
-func (d BetaBinomial) Lower(k, n int) float64 {
-	if k >= n {
-		return 1
-	}
-	if k < 0 {
-		return 0
-	}
-	terms := make([]float64, 0, k+1)
-	for i := 0; i <= k; i++ {
 		terms = append(terms, d.LogPMF(i, n))
 	}
 	return math.Min(1, math.Exp(logSumExp(terms)))

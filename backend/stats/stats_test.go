@@ -127,26 +127,21 @@ func TestFitBetaBinomialTrials(t *testing.T) {
 	}
 }
 
-func TestBetaBinomialLower(t *testing.T) {
-	fit := stats.BetaBinomial{Alpha: 60.15877085552416, Beta: 36.920502396431075}
+func TestBinomialLower(t *testing.T) {
 	for _, tc := range []struct {
 		k, n int
-		d    stats.BetaBinomial
+		p    float64
 		want float64
 	}{
-		{5, 24, fit, 0.00023873187313977798}, // scipy betabinom.cdf
-		{12, 24, fit, 0.1847875230167235},
-		{0, 10, stats.BetaBinomial{Alpha: 2, Beta: 3}, 0.06593406593406595},
-		{24, 24, fit, 1},
-		{-1, 24, fit, 0},
+		{4, 21, 0.46, 0.00994916560352053}, // scipy binom.cdf
+		{13, 25, 0.52, 0.5780356201128649},
+		{0, 10, 0.3, 0.028247524900000005},
+		{10, 10, 0.3, 1},
+		{1, 40, 0.5, 3.728928277269006e-11},
 	} {
-		if got := tc.d.Lower(tc.k, tc.n); !near(got, tc.want, 1e-9) {
-			t.Errorf("Beta(%g, %g) Lower(%d, %d) = %.15g, want %.15g (scipy)", tc.d.Alpha, tc.d.Beta, tc.k, tc.n, got, tc.want)
+		if got := stats.BinomialLower(tc.k, tc.n, tc.p); !near(got, tc.want, 1e-9) {
+			t.Errorf("BinomialLower(%d, %d, %g) = %.15g, want %.15g (scipy)", tc.k, tc.n, tc.p, got, tc.want)
 		}
-	}
-	// Lower(k) + Tail(k+1) = 1.
-	if s := fit.Lower(9, 24) + fit.Tail(10, 24); !near(s, 1, 1e-12) {
-		t.Errorf("Lower(9) + Tail(10) = %.15g", s)
 	}
 }
 
