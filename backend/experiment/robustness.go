@@ -9,9 +9,9 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/conferral/conferral/backend/attack"
 	"github.com/conferral/conferral/backend/data"
 	"github.com/conferral/conferral/backend/fingerprint"
+	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/report"
 	"github.com/conferral/conferral/backend/suspect"
 	"github.com/conferral/conferral/backend/train"
@@ -31,6 +31,12 @@ type Attack struct {
 	// LabelsOnly deploys the derived model so that it answers with labels
 	// only: a one-hot vector instead of probabilities.
 	LabelsOnly bool
+	// Budget, when set, is a ladder of epochs (Config.Epochs is its first
+	// rung): the attack trains afresh with each in turn until its model is
+	// within the study's Margin of the source (judged on the test set,
+	// which favours the adversary), and the row reports the rung it
+	// stopped at and the epochs spent.
+	Budget []int
 }
 
 // Derived is the outcome of one attack: the deployed model's test accuracy and
@@ -41,6 +47,11 @@ type Derived struct {
 	TestAcc  float64
 	Verdict  *fingerprint.Verdict
 	FromDisk bool
+	// Seconds is what deriving the model cost (all rungs of a budget; 0
+	// when loaded from a cache that did not record it).
+	Seconds float64
+	// Spent is the epochs trained along a budget (all rungs run).
+	Spent int
 }
 
 // Within reports whether the derived model is still useful: its test accuracy
@@ -52,18 +63,25 @@ func (d *Derived) Within(source, margin float64) bool { return d.TestAcc >= sour
 // each derived model; the fleet's testing references are the contrast.
 type RobustnessStudy struct {
 	Attacks []Attack
-	Theta   float64
+	// Describe names the dataset, the scale and the recipes, for the
+	// report's first lines.
+	Describe string
+	Theta    float64
 	// Calibration, when set, judges every model by the calibrated rule
 	// (outcome and p-values); its models must not be among those scored.
 	Calibration *fingerprint.Calibration
 	// Margin is the accuracy loss below which §6.3 demands retention (0.05).
 	Margin  float64
 	Command string
+	// Notes, markdown, follow the verdict summary (the plan's settings and
+	// choices).
+	Notes string
 }
 
 // RobustnessResult is what the study measured.
 type RobustnessResult struct {
 	SourceAcc  float64
+	Arch       string // the source's architecture
 	Derived    []*Derived
 	Surrogates []*Member // the fleet's testing surrogates (Retraining, other architectures)
 	References []*Member
@@ -83,7 +101,11 @@ var nonSlug = regexp.MustCompile(`[^a-z0-9.]+`)
 // slug names the derived model's file: the labels-only row shares its
 // model with the row of the same attack and parameters.
 func (a Attack) slug() string {
-	return strings.Trim(nonSlug.ReplaceAllString(strings.ToLower(a.Name+"-"+a.Param), "-"), "-")
+	s := strings.Trim(nonSlug.ReplaceAllString(strings.ToLower(a.Name+"-"+a.Param), "-"), "-")
+	if len(a.Budget) > 0 { // each rung of a budget is a model of its own
+		s += fmt.Sprintf("-e%d", a.Config.Epochs)
+	}
+	return s
 }
 
 // attackName is the attack as the report names it.
@@ -102,13 +124,19 @@ func (a Attack) String() string {
 	return a.slug()
 }
 
+// StudySource is the model a robustness study derives from: its model and
+// a key that names it in the derived models' cache.
+type StudySource struct {
+	Model *nn.Model
+	Key   string
+}
+
 // derive runs a, or loads its model from dir when an earlier run with the
 // same key saved it there.
-func (a Attack) derive(ctx context.Context, f *Fleet, ds Data, dir string, progress shared.Reporter) (train.Deployed, *Derived, error) {
-	src := f.Source()
+func (a Attack) derive(ctx context.Context, src StudySource, ds Data, dir string, progress shared.Reporter) (train.Deployed, *Derived, error) {
 	path := filepath.Join(dir, "derived-"+a.slug()+".safetensors")
 	c := a.Config
-	key := fmt.Sprintf("%s|%s|epochs=%d|lr=%g|batch=%d|seed=%d|%s|source=%s/%d/%d", a.Name, a.Param, c.Epochs, c.LR, c.BatchSize, c.Seed, ds.Tag, src.Arch, src.Epochs, src.Seed)
+	key := fmt.Sprintf("%s|%s|epochs=%d|lr=%g|batch=%d|seed=%d|%s|source=%s", a.Name, a.Param, c.Epochs, c.LR, c.BatchSize, c.Seed, ds.Tag, src.Key)
 	d := a.Data
 	if d == nil {
 		d = ds.Adversary
@@ -119,6 +147,7 @@ func (a Attack) derive(ctx context.Context, f *Fleet, ds Data, dir string, progr
 		out.FromDisk = true
 		fmt.Sscan(meta["test_accuracy"], &out.TestAcc)
 		fmt.Sscan(meta["derive.queries"], &out.Queries)
+		fmt.Sscan(meta["derive.seconds"], &out.Seconds)
 		return m, out, nil
 	} else if m != nil {
 		m.Free()
@@ -128,8 +157,9 @@ func (a Attack) derive(ctx context.Context, f *Fleet, ds Data, dir string, progr
 	if err != nil {
 		return nil, nil, fmt.Errorf("robustness: %s %s: %w", a.Name, a.Param, err)
 	}
-	out.TestAcc, out.Queries = der.TestAccuracy, der.Queries
-	meta := map[string]string{"robustness.key": key, "test_accuracy": fmt.Sprint(der.TestAccuracy), "derive.queries": fmt.Sprint(der.Queries), "derive.attack": a.Name}
+	out.TestAcc, out.Queries, out.Seconds = der.TestAccuracy, der.Queries, der.Seconds
+	meta := map[string]string{"robustness.key": key, "test_accuracy": fmt.Sprint(der.TestAccuracy), "derive.queries": fmt.Sprint(der.Queries), "derive.attack": a.Name,
+		"derive.seconds": fmt.Sprintf("%.1f", der.Seconds)}
 	if err := m.Save(path, meta); err != nil {
 		m.Free()
 		return nil, nil, fmt.Errorf("robustness: saving %s: %w", path, err)
@@ -141,21 +171,28 @@ func (a Attack) derive(ctx context.Context, f *Fleet, ds Data, dir string, progr
 // modelsDir), verifies it and the fleet's testing models with fp, and writes
 // the report into dir.
 func (st *RobustnessStudy) Run(ctx context.Context, f *Fleet, fp *fingerprint.Fingerprint, ds Data, modelsDir string, dir report.Dir, progress shared.Reporter) (*RobustnessResult, error) {
+	src := f.Source()
+	return st.RunSource(ctx, StudySource{Model: src.Model, Key: fmt.Sprintf("%s/%d/%d", src.Arch, src.Epochs, src.Seed)}, f, fp, ds, modelsDir, dir, progress)
+}
+
+// RunSource is Run from a source of its own: contrast, when not nil, is
+// the fleet whose testing models the report shows for contrast (none when
+// nil).
+func (st *RobustnessStudy) RunSource(ctx context.Context, src StudySource, contrast *Fleet, fp *fingerprint.Fingerprint, ds Data, modelsDir string, dir report.Dir, progress shared.Reporter) (*RobustnessResult, error) {
 	if err := dir.Create(); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(modelsDir, 0o755); err != nil {
 		return nil, err
 	}
-	src := f.Source()
 	srcAcc, err := train.Accuracy(ctx, src.Model, ds.Test, nil)
 	if err != nil {
 		return nil, err
 	}
-	res := &RobustnessResult{SourceAcc: srcAcc}
+	res := &RobustnessResult{SourceAcc: srcAcc, Arch: src.Model.Spec.Arch}
 	for i, a := range st.Attacks {
 		progress.Report(shared.Event{Kind: shared.Progress, Stage: "robustness", Step: int64(i), Total: int64(len(st.Attacks)), Message: a.Name + " " + a.Param})
-		m, d, err := a.derive(ctx, f, ds, modelsDir, progress)
+		m, d, err := a.deriveWithin(ctx, src, ds, modelsDir, srcAcc-st.Margin, progress)
 		if err != nil {
 			return nil, err
 		}
@@ -181,12 +218,14 @@ func (st *RobustnessStudy) Run(ctx context.Context, f *Fleet, fp *fingerprint.Fi
 		}
 		progress.Report(shared.Event{Kind: shared.Log, Stage: "robustness", Message: fmt.Sprintf("%-12s %-10s test accuracy %.4f, fingerprint accuracy %.2f", a.Name, a.Param, d.TestAcc, d.Verdict.Accuracy)})
 	}
-	res.Surrogates, res.References = f.Select(Surrogate, true), f.Select(Reference, true)
-	if res.SurrV, err = verifyAll(ctx, fp, res.Surrogates, st.rule()); err != nil {
-		return nil, err
-	}
-	if res.RefV, err = verifyAll(ctx, fp, res.References, st.rule()); err != nil {
-		return nil, err
+	if contrast != nil {
+		res.Surrogates, res.References = contrast.Select(Surrogate, true), contrast.Select(Reference, true)
+		if res.SurrV, err = verifyAll(ctx, fp, res.Surrogates, st.rule()); err != nil {
+			return nil, err
+		}
+		if res.RefV, err = verifyAll(ctx, fp, res.References, st.rule()); err != nil {
+			return nil, err
+		}
 	}
 	for _, v := range res.RefV {
 		if atTheta(v) {
@@ -197,6 +236,37 @@ func (st *RobustnessStudy) Run(ctx context.Context, f *Fleet, fp *fingerprint.Fi
 	return res, st.write(dir, fp, res)
 }
 
+// deriveWithin derives a, along its budget when it has one: each rung in
+// turn until a model's test accuracy reaches floor; the last rung's model
+// otherwise. The result's Seconds and Spent add up every rung run.
+func (a Attack) deriveWithin(ctx context.Context, src StudySource, ds Data, dir string, floor float64, progress shared.Reporter) (train.Deployed, *Derived, error) {
+	if len(a.Budget) == 0 {
+		m, d, err := a.derive(ctx, src, ds, dir, progress)
+		if d != nil {
+			d.Spent = a.Config.Epochs
+		}
+		return m, d, err
+	}
+	var seconds float64
+	spent := 0
+	for k, e := range a.Budget {
+		rung := a
+		rung.Config.Epochs = e
+		m, d, err := rung.derive(ctx, src, ds, dir, progress)
+		if err != nil {
+			return nil, nil, err
+		}
+		seconds += d.Seconds
+		spent += e
+		if d.TestAcc >= floor || k == len(a.Budget)-1 {
+			d.Seconds, d.Spent = seconds, spent
+			return m, d, nil
+		}
+		m.Free()
+	}
+	return nil, nil, fmt.Errorf("robustness: %s %s: empty budget", a.Name, a.Param) // unreachable
+}
+
 // rule is the decision rule every model is judged by.
 func (st *RobustnessStudy) rule() fingerprint.Rule {
 	return fingerprint.Rule{Theta: st.Theta, Calibration: st.Calibration}
@@ -204,11 +274,17 @@ func (st *RobustnessStudy) rule() fingerprint.Rule {
 
 func (st *RobustnessStudy) write(dir report.Dir, fp *fingerprint.Fingerprint, r *RobustnessResult) error {
 	var md strings.Builder
-	fmt.Fprintf(&md, "# Robustness of the fingerprint to removal attacks (the paper's Tables 4 and 5 at CPU scale)\n\nReproduce with:\n\n    %s\n\n", st.Command)
-	fmt.Fprintf(&md, "Fingerprint: %d conferrable examples of the source (%s, test accuracy %.4f), C-BIM with the %s loss, ε = %g, τ = %g, τ_S = %g, "+
+	fmt.Fprintf(&md, "# Robustness of the fingerprint to removal attacks (the paper's Tables 4 and 5 at CPU scale)\n\n")
+	if st.Describe != "" {
+		fmt.Fprintf(&md, "%s\n\n", st.Describe)
+	} else {
+		fmt.Fprintf(&md, "Dataset: %s.\n\n", cmp.Or(fp.Meta.Dataset, "unnamed"))
+	}
+	fmt.Fprintf(&md, "Reproduce with:\n\n    %s\n\n", st.Command)
+	fmt.Fprintf(&md, "Fingerprint: %d keys of the source (%s, test accuracy %.4f) on %s, %s, τ = %g, τ_S = %g, "+
 		"crafted with %d training surrogates and %d training references of the defender's half; "+
 		"every attack below runs on the adversary's half (or, for Knockoff, a transfer set), which the fingerprint never saw. θ = %g.\n\n",
-		fp.N, fp.Meta.SourceArch, r.SourceAcc, cmp.Or(fp.Meta.Loss, string(attack.LossLinear)), fp.Meta.Eps, fp.Meta.Tau, fp.Meta.TauSurr, len(fp.Meta.Surrogates), len(fp.Meta.References), st.Theta)
+		fp.N, cmp.Or(fp.Meta.SourceArch, r.Arch), r.SourceAcc, cmp.Or(fp.Meta.Dataset, "the source's dataset"), fp.Meta.Method(), fp.Meta.Tau, fp.Meta.TauSurr, len(fp.Meta.Surrogates), len(fp.Meta.References), st.Theta)
 	verdict := func(v *fingerprint.Verdict) string {
 		if atTheta(v) {
 			return "surrogate"
@@ -221,27 +297,32 @@ func (st *RobustnessStudy) write(dir report.Dir, fp *fingerprint.Fingerprint, r 
 		}
 		return fmt.Sprintf("%.2g", *v.PValue)
 	}
-	fmt.Fprintf(&md, "**Retention: %d of %d distinct derived models within %.0f points of the source's accuracy are at or above θ = %g. "+
-		"References at or above θ: %d of %d.**\n\n", r.Retained, r.Useful, 100*st.Margin, st.Theta, r.FalsePositives, len(r.References))
-	fmt.Fprintf(&md, "A labels-only row deploys the model of the row above it behind a labels-only API; verification reads only labels, so it is the same model: it is listed, and counted once.\n\n")
-	if r.Retained < r.Useful {
-		var missed []string
-		for _, d := range r.Derived {
-			if d.Within(r.SourceAcc, st.Margin) && !d.Verdict.Surrogate {
-				missed = append(missed, fmt.Sprintf("%s %s (%.2f)", d.attackName(), d.Param, d.Verdict.Accuracy))
-			}
-		}
-		fmt.Fprintf(&md, "The fingerprint **fails** the paper's retention target here: %s fell below θ although they kept their accuracy.\n\n", strings.Join(missed, ", "))
+	fmt.Fprintf(&md, "**Retention: %d of %d distinct derived models within %.0f points of the source's accuracy are at or above θ = %g.", r.Retained, r.Useful, 100*st.Margin, st.Theta)
+	if r.RefV != nil {
+		fmt.Fprintf(&md, " References at or above θ: %d of %d.", r.FalsePositives, len(r.References))
 	}
-	if r.FalsePositives > 0 {
-		fmt.Fprintf(&md, "The fingerprint **wrongly accuses** %d reference model(s).\n\n", r.FalsePositives)
-	}
+	fmt.Fprintf(&md, "**\n\n")
+	fmt.Fprintf(&md, "Distinct models: %d rows, %d distinct models (a labels-only row deploys the model of the row of the same attack behind a labels-only API; verification reads only labels, so it is the same model: it is listed, and counted once).\n\n",
+		len(r.Derived), len(r.Derived)-countLabelsOnly(r.Derived))
 	if c := st.Calibration; c != nil {
 		fmt.Fprintf(&md, "Calibrated verdicts: %d independent models (%s), none of them scored below, fit agreement Beta(%.2f, %.2f) (mean %.2f); at a false-positive rate of %g the calibrated rule accuses from %.2f. "+
-			"It calls **%d of %d** distinct useful derived models derived. p-values are that fit's beta-binomial tails.\n\n",
+			"It calls **%d of %d** distinct useful derived models derived. p-values are that fit's beta-binomial tails; the outcome column is the calibrated verdict (derived, independent or inconclusive), beside Algorithm 1's at θ.\n\n",
 			len(c.Models), strings.Join(c.Architectures(), ", "), c.Fit.Alpha, c.Fit.Beta, c.Fit.Mean(), c.FPR, c.Summary.Accuracy, r.Accused, r.Useful)
 	} else {
 		fmt.Fprintf(&md, "No calibration was given (`--calibration`), so no p-value is printed: the verdicts are Algorithm 1's at θ.\n\n")
+	}
+	if st.Notes != "" {
+		fmt.Fprintf(&md, "%s\n\n", st.Notes)
+	}
+	st.writeFailures(&md, r)
+	var total float64
+	for _, d := range r.Derived {
+		if !d.LabelsOnly {
+			total += d.Seconds
+		}
+	}
+	if total > 0 {
+		fmt.Fprintf(&md, "Cost: %.0f s (%.1f min) of training and deriving over the distinct models, as recorded when each was made (a model loaded from the cache keeps the cost of the run that made it).\n\n", total, total/60)
 	}
 	var rows [][]string
 	group := ""
@@ -254,11 +335,11 @@ func (st *RobustnessStudy) write(dir report.Dir, fp *fingerprint.Fingerprint, r 
 		if !d.Within(r.SourceAcc, st.Margin) {
 			within = "no"
 		}
-		rows = append(rows, []string{g, d.attackName(), d.Param, fmt.Sprint(d.Queries), fmt.Sprintf("%.4f", d.TestAcc), fmt.Sprintf("%+.1f", 100*(d.TestAcc-r.SourceAcc)), within,
-			fmt.Sprintf("%.2f", d.Verdict.Accuracy), pvalue(d.Verdict), verdict(d.Verdict), d.Verdict.Outcome})
+		rows = append(rows, []string{g, d.attackName(), d.Param, d.epochs(), fmt.Sprint(d.Queries), fmt.Sprintf("%.4f", d.TestAcc), fmt.Sprintf("%+.1f", 100*(d.TestAcc-r.SourceAcc)), within,
+			fmt.Sprintf("%.2f", d.Verdict.Accuracy), pvalue(d.Verdict), verdict(d.Verdict), cmp.Or(d.Verdict.Outcome, "–"), d.cost()})
 	}
 	fmt.Fprintf(&md, "## Derived models\n\n")
-	report.Table(&md, []string{"group", "attack", "parameters", "queries", "test accuracy", "Δ points", "within 5 points", "fingerprint accuracy", "p-value", "at θ", "outcome"}, rows)
+	report.Table(&md, []string{"group", "attack", "parameters", "epochs", "queries", "test accuracy", "Δ points", fmt.Sprintf("within %.0f points", 100*st.Margin), "fingerprint accuracy", "p-value", "at θ", "outcome", "cost (s)"}, rows)
 	rows = nil
 	for _, g := range []struct {
 		ms []*Member
@@ -268,8 +349,10 @@ func (st *RobustnessStudy) write(dir report.Dir, fp *fingerprint.Fingerprint, r 
 			rows = append(rows, []string{m.Name, string(m.Role), m.Arch, fmt.Sprintf("%.4f", m.TestAcc), fmt.Sprintf("%.2f", g.vs[i].Accuracy), pvalue(g.vs[i]), verdict(g.vs[i]), g.vs[i].Outcome})
 		}
 	}
-	fmt.Fprintf(&md, "\n## For contrast: the fleet's testing models (adversary's half, never seen by the fingerprint)\n\n")
-	report.Table(&md, []string{"model", "role", "arch", "test accuracy", "fingerprint accuracy", "p-value", "at θ", "outcome"}, rows)
+	if len(rows) > 0 {
+		fmt.Fprintf(&md, "\n## For contrast: the fleet's testing models (adversary's half, never seen by the fingerprint)\n\n")
+		report.Table(&md, []string{"model", "role", "arch", "test accuracy", "fingerprint accuracy", "p-value", "at θ", "outcome"}, rows)
+	}
 	var series []report.Series
 	index := map[string]int{}
 	for _, d := range r.Derived {
@@ -286,6 +369,9 @@ func (st *RobustnessStudy) write(dir report.Dir, fp *fingerprint.Fingerprint, r 
 		ms   []*Member
 		vs   []*fingerprint.Verdict
 	}{{"fleet surrogates (Retraining)", r.Surrogates, r.SurrV}, {"references", r.References, r.RefV}} {
+		if len(g.ms) == 0 {
+			continue
+		}
 		s := report.Series{Name: g.name}
 		for i, m := range g.ms {
 			s.X, s.Y = append(s.X, m.TestAcc), append(s.Y, g.vs[i].Accuracy)
@@ -297,4 +383,81 @@ func (st *RobustnessStudy) write(dir report.Dir, fp *fingerprint.Fingerprint, r 
 	}
 	fmt.Fprintf(&md, "\n## Plot\n\n![fingerprint accuracy against test accuracy](robustness.png)\n")
 	return os.WriteFile(dir.Path("README.md"), []byte(md.String()), 0o644)
+}
+
+// countLabelsOnly counts the rows that deploy another row's model.
+func countLabelsOnly(ds []*Derived) int {
+	n := 0
+	for _, d := range ds {
+		if d.LabelsOnly {
+			n++
+		}
+	}
+	return n
+}
+
+// epochs says how long the row trained: its epochs (per member for
+// Ensemble, per round for Papernot), and along a budget the rung it
+// stopped at, the ladder and the epochs spent.
+func (d *Derived) epochs() string {
+	a, err := train.ParseAttack(d.Name)
+	if err != nil || !a.Trains {
+		return "–"
+	}
+	if len(d.Budget) == 0 {
+		return fmt.Sprint(d.Config.Epochs)
+	}
+	return fmt.Sprintf("%d (budget %s; %d spent)", d.Config.Epochs, joinInts(d.Budget), d.Spent)
+}
+
+// cost is the row's recorded cost in seconds.
+func (d *Derived) cost() string {
+	if d.LabelsOnly || d.Seconds == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.0f", d.Seconds)
+}
+
+func joinInts(xs []int) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprint(x)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// writeFailures lists plainly what did not work: attacks that lost more
+// than the margin (and, along a budget, what the budget bought), derived
+// models that kept their accuracy but fell below θ or that the calibrated
+// rule did not call derived, and accused references.
+func (st *RobustnessStudy) writeFailures(md *strings.Builder, r *RobustnessResult) {
+	var lines []string
+	for _, d := range r.Derived {
+		if d.LabelsOnly {
+			continue
+		}
+		gap := 100 * (r.SourceAcc - st.Margin - d.TestAcc)
+		switch {
+		case !d.Within(r.SourceAcc, st.Margin) && len(d.Budget) > 0:
+			lines = append(lines, fmt.Sprintf("- **%s %s** did not come within %.0f points of the source in its budget: %d epochs spent over rungs of %s (%.0f s), test accuracy %.4f, %.1f points short of the margin.",
+				d.attackName(), d.Param, 100*st.Margin, d.Spent, joinInts(d.Budget), d.Seconds, d.TestAcc, gap))
+		case !d.Within(r.SourceAcc, st.Margin):
+			lines = append(lines, fmt.Sprintf("- **%s %s** lost more than %.0f points (test accuracy %.4f, %.1f points short of the margin): the attack does not make a useful copy at this setting, so retention does not count it.",
+				d.attackName(), d.Param, 100*st.Margin, d.TestAcc, gap))
+		case !atTheta(d.Verdict):
+			lines = append(lines, fmt.Sprintf("- **%s %s** kept its accuracy (%.4f) but its fingerprint accuracy %.2f is below θ = %g: the fingerprint **fails** retention on it.",
+				d.attackName(), d.Param, d.TestAcc, d.Verdict.Accuracy, st.Theta))
+		}
+		if d.Within(r.SourceAcc, st.Margin) && d.Verdict.Calibrated && !d.Verdict.Surrogate {
+			lines = append(lines, fmt.Sprintf("- **%s %s** kept its accuracy but the calibrated rule calls it %s (fingerprint accuracy %.2f).", d.attackName(), d.Param, cmp.Or(d.Verdict.Outcome, "not derived"), d.Verdict.Accuracy))
+		}
+	}
+	if r.FalsePositives > 0 {
+		lines = append(lines, fmt.Sprintf("- The fingerprint **wrongly accuses** %d reference model(s) at θ.", r.FalsePositives))
+	}
+	if len(lines) == 0 {
+		fmt.Fprintf(md, "Failures: none.\n\n")
+		return
+	}
+	fmt.Fprintf(md, "## Failures\n\n%s\n\n", strings.Join(lines, "\n"))
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/conferral/conferral/backend/data"
 	"github.com/conferral/conferral/backend/fingerprint"
@@ -33,6 +34,38 @@ type RobustnessPlan struct {
 	// Theta is Algorithm 1's threshold; Margin the accuracy loss within
 	// which §6.3 demands that the fingerprint still recognises a model.
 	Theta, Margin float64
+	// Full runs the attacks at full strength (issue 17, see [FullStrength]):
+	// Ensemble, Papernot and pruning with fine-tuning train along their
+	// budgets until within Margin of the source; Knockoff also learns from
+	// the adversary's half heavily augmented; fine-pruning, PGD-AT, TRADES
+	// and the combined attack join the rows beyond the paper.
+	Full bool
+	// EnsembleBudget (epochs per member), PapernotBudget (epochs per
+	// round) and PruneBudget (fine-tuning epochs after pruning) are the
+	// full-strength ladders: each rung trains afresh with that many epochs,
+	// and the first rung within Margin of the source is the row's model.
+	EnsembleBudget, PapernotBudget, PruneBudget []int
+	// RobustEpochs trains PGD-AT and TRADES from scratch.
+	RobustEpochs int
+	// CombinedSteps are the combined attacks' step specs, one row each
+	// (train.ParseSteps); checked by Attacks before anything trains.
+	CombinedSteps []string
+}
+
+// FullStrength returns p at full strength (issue 17): Ensemble members
+// train for 4, 8 or 16 epochs, Papernot's substitute for 10, 20 or 40
+// epochs per round (its paper's own 10 first), pruning's fine-tuning for
+// 1, 2, 4 or 8 epochs; PGD-AT and TRADES for 5 epochs from scratch; the
+// combined attacks distill→fine-tune→prune→quantize and, pruning healed by
+// the fine-tuning after it, distill→prune→fine-tune→quantize.
+func (p RobustnessPlan) FullStrength() RobustnessPlan {
+	p.Full = true
+	p.EnsembleBudget = []int{4, 8, 16}
+	p.PapernotBudget = []int{10, 20, 40}
+	p.PruneBudget = []int{1, 2, 4, 8}
+	p.RobustEpochs = 5
+	p.CombinedSteps = []string{train.DefaultSteps, "distill,prune,finetune,quantize"}
+	return p
 }
 
 // DefaultRobustnessPlan is the study as `conferral experiment robustness`
@@ -68,22 +101,39 @@ func (p RobustnessPlan) Attacks(adversary *data.Dataset) ([]Attack, error) {
 		}
 		return Attack{Group: group, Name: name, Param: param, Options: o, Config: cfg(name)}
 	}
+	for _, spec := range p.CombinedSteps {
+		if _, err := train.ParseSteps(spec); err != nil {
+			return nil, fmt.Errorf("robustness: %w", err)
+		}
+	}
 	small := adversary.First(p.FineTuneExamples)
 	fine := func(a Attack) Attack { a.Data = small; return a }
+	budget := func(a Attack, epochs []int) Attack {
+		if p.Full && len(epochs) > 0 {
+			a.Budget, a.Config.Epochs = slices.Clone(epochs), epochs[0]
+		}
+		return a
+	}
 	def := train.DefaultOptions("")
 	out := []Attack{
 		row("Model extraction", train.AttackRetraining, "T = 1", nil),
 		row("Model extraction", train.AttackJagielski, fmt.Sprintf("T′ = %g", def.Temperature), nil),
-		row("Model extraction", train.AttackKnockoff, "transfer "+p.Transfer.Name, func(o *train.Options) { o.Transfer = p.Transfer }),
-		row("Model extraction", train.AttackPapernot, fmt.Sprintf("%d seeds, %d rounds", def.Papernot.Seeds, def.Papernot.Rounds), nil),
+		row("Model extraction", train.AttackKnockoff, "transfer "+p.Transfer.Name+" (out of distribution)", func(o *train.Options) { o.Transfer = p.Transfer }),
+	}
+	if p.Full {
+		aug := train.AugmentedTransfer(adversary, p.Seed)
+		out = append(out, row("Model extraction", train.AttackKnockoff, "transfer adversary's half, augmented", func(o *train.Options) { o.Transfer = aug }))
+	}
+	out = append(out,
+		budget(row("Model extraction", train.AttackPapernot, fmt.Sprintf("%d seeds, %d rounds", def.Papernot.Seeds, def.Papernot.Rounds), nil), p.PapernotBudget),
 		fine(row("Fine-tuning", train.AttackFTLL, "", nil)),
 		fine(row("Fine-tuning", train.AttackFTAL, "", nil)),
 		fine(row("Fine-tuning", train.AttackRTLL, "", nil)),
 		fine(row("Fine-tuning", train.AttackRTAL, "", nil)),
 		fine(row("Adversarial training", train.AttackFGM, fmt.Sprintf("ε = %g", train.AdvDefaults(train.AttackFGM).Eps), nil)),
 		fine(row("Adversarial training", train.AttackPGD, fmt.Sprintf("ε = %g (L2)", train.AdvDefaults(train.AttackPGD).Eps), nil)),
-		row("Adaptive", train.AttackEnsemble, fmt.Sprintf("n = %d", def.Members), nil),
-	}
+		budget(row("Adaptive", train.AttackEnsemble, fmt.Sprintf("n = %d", def.Members), nil), p.EnsembleBudget),
+	)
 	for _, l := range p.Lambdas {
 		out = append(out, row("Adaptive", train.AttackNoise, fmt.Sprintf("λ = %.2f", l), func(o *train.Options) { o.Lambda = l }))
 	}
@@ -97,6 +147,27 @@ func (p RobustnessPlan) Attacks(adversary *data.Dataset) ([]Attack, error) {
 		row("Beyond the paper", train.AttackQuantize, fmt.Sprintf("%d bits", def.Bits), nil),
 		labelsOnly,
 	)
+	if !p.Full {
+		return out, nil
+	}
+	pruneFT := row("Beyond the paper", train.AttackCombined, fmt.Sprintf("prune %.0f%% of weights, then fine-tune", 100*def.Fraction), func(o *train.Options) { o.Steps = "prune,finetune" })
+	robust := func(name, param string) Attack {
+		a := row("Beyond the paper", name, param, nil)
+		if p.RobustEpochs > 0 {
+			a.Config.Epochs = p.RobustEpochs
+		}
+		return a
+	}
+	rd := train.RobustDefaults()
+	out = append(out,
+		fine(budget(pruneFT, p.PruneBudget)),
+		fine(row("Beyond the paper", train.AttackFinePrune, fmt.Sprintf("%.0f%% of the last convolution's channels", 100*def.Fraction), nil)),
+		robust(train.AttackPGDAT, fmt.Sprintf("ε = %g (L∞), %d steps", rd.Eps, rd.Steps)),
+		robust(train.AttackTRADES, fmt.Sprintf("ε = %g (L∞), %d steps, β = %g", rd.Eps, rd.Steps, rd.Beta)),
+	)
+	for _, spec := range p.CombinedSteps {
+		out = append(out, row("Beyond the paper", train.AttackCombined, strings.ReplaceAll(spec, ",", " → "), func(o *train.Options) { o.Steps = spec }))
+	}
 	return out, nil
 }
 
@@ -108,7 +179,22 @@ func (p RobustnessPlan) Study(adversary *data.Dataset, command string) (*Robustn
 	if err != nil {
 		return nil, err
 	}
-	return &RobustnessStudy{Attacks: attacks, Theta: p.Theta, Margin: p.Margin, Command: command}, nil
+	st := &RobustnessStudy{Attacks: attacks, Theta: p.Theta, Margin: p.Margin, Command: command}
+	if p.Full {
+		rd := train.RobustDefaults()
+		st.Notes = fmt.Sprintf("Full strength (issue 17). Ensemble (epochs per member: %s), Papernot (epochs per round: %s) and pruning with fine-tuning (fine-tuning epochs: %s) train along their budgets: "+
+			"each rung trains afresh, and the first whose test accuracy is within %.0f points of the source's is the row's model (the stopping rule reads the test set, which favours the adversary); the epochs column gives the rung, the ladder and the epochs spent. "+
+			"PGD-AT (Madry et al. 2018) and TRADES (Zhang et al. 2019) train a new model from scratch for %d epochs on the source's labels of the whole adversary's half, L∞ ε = %g, %d PGD steps of %g (TRADES: β = %g); "+
+			"fine-pruning (Liu et al. 2018) prunes the least active half of the last convolution's channels on the adversary's clean data, then fine-tunes (%d epochs, the fine-tuning rate); "+
+			"the combined attacks chain their steps on the whole adversary's half (distillation at T′ = %g, fine-tuning at a fifth of the learning rate, magnitude pruning of half of each weight tensor kept through later fine-tuning, 8-bit quantization).\n\n"+
+			"Knockoff's transfer sets: MNIST, the default, is **out of distribution** for a Fashion-MNIST source, which labels almost all of it as one or two classes, so that row shows what a transfer set of the wrong distribution buys, not what Knockoff can do. "+
+			"The second row gives Knockoff the adversary's own half with its labels dropped and each image heavily augmented (shifts of up to 4 pixels, flips, a mix with another image, contrast and brightness jitter, random erasing, pixel noise): "+
+			"no natural image set of the task's neighbourhood exists for Fashion-MNIST (Knockoff Nets queries natural images), and unlabelled images near the task's distribution are what an adversary who collected its own photographs would hold; "+
+			"a synthetic natural-image set would test the same thing with more assumptions.",
+			joinInts(p.EnsembleBudget), joinInts(p.PapernotBudget), joinInts(p.PruneBudget), 100*p.Margin,
+			p.RobustEpochs, rd.Eps, rd.Steps, rd.Alpha, rd.Beta, p.FineTuneEpochs, train.DefaultOptions("").Temperature)
+	}
+	return st, nil
 }
 
 // StudyFingerprint extracts the fingerprint a study judges with when none

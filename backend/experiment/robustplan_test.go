@@ -1,6 +1,8 @@
 package experiment
 
 import (
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/conferral/conferral/backend/data"
@@ -42,7 +44,7 @@ func TestRobustnessPlan(t *testing.T) {
 		}
 		switch a.Name {
 		case train.AttackKnockoff:
-			if a.Options.Transfer != p.Transfer || a.Param != "transfer mnist" {
+			if a.Options.Transfer != p.Transfer || a.Param != "transfer mnist (out of distribution)" {
 				t.Errorf("knockoff: transfer %v, %q", a.Options.Transfer, a.Param)
 			}
 		case train.AttackNoise:
@@ -74,5 +76,86 @@ func TestRobustnessPlan(t *testing.T) {
 	}
 	if _, err := DefaultTransfer("cifar10"); err == nil {
 		t.Error("cifar10 got a default transfer set")
+	}
+}
+
+// TestRobustnessPlanFull checks the full-strength plan (issue 17): the
+// default plan's rows keep their settings except for the budgets of
+// Ensemble and Papernot, whose first rung they train; Knockoff gets a
+// second row on the adversary's half augmented; pruning with fine-tuning
+// (a budget of fine-tuning epochs on FineTuneExamples), fine-pruning,
+// PGD-AT, TRADES and one combined row per spec join; a spec naming an
+// unknown step is refused by Attacks.
+func TestRobustnessPlanFull(t *testing.T) {
+	adv := &data.Dataset{Name: "adv", N: 30, C: 1, H: 2, W: 2, Images: make([]uint8, 120), Labels: make([]int64, 30), Classes: []string{"a", "b"}}
+	base := DefaultRobustnessPlan()
+	base.Transfer, base.FineTuneExamples = &data.Dataset{Name: "mnist"}, 10
+	plain, err := base.Attacks(adv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := base.FullStrength()
+	if !p.Full || len(p.CombinedSteps) != 2 || p.RobustEpochs <= 0 {
+		t.Fatalf("full strength: %+v", p)
+	}
+	st, err := p.Study(adv, "cmd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(st.Notes, "out of distribution") || !strings.Contains(st.Notes, "augmented") {
+		t.Errorf("notes do not say why the transfer sets: %q", st.Notes)
+	}
+	if n := len(st.Attacks); n != len(plain)+1+4+2 {
+		t.Errorf("%d rows, want the default's %d, a second Knockoff, four more beyond the paper and two combined", n, len(plain))
+	}
+	rows := map[string]Attack{}
+	for _, a := range st.Attacks {
+		rows[a.Name+"|"+a.Param] = a
+	}
+	for _, a := range plain {
+		b, ok := rows[a.Name+"|"+a.Param]
+		switch {
+		case !ok:
+			t.Errorf("full strength dropped %s %s", a.Name, a.Param)
+		case a.Name == train.AttackEnsemble || a.Name == train.AttackPapernot:
+			want := p.EnsembleBudget
+			if a.Name == train.AttackPapernot {
+				want = p.PapernotBudget
+			}
+			if !slices.Equal(b.Budget, want) || b.Config.Epochs != want[0] {
+				t.Errorf("%s: budget %v, epochs %d; want %v from its first", a.Name, b.Budget, b.Config.Epochs, want)
+			}
+		case b.Budget != nil || b.Config.Epochs != a.Config.Epochs:
+			t.Errorf("%s %s: budget %v, %d epochs; want the default's %d", a.Name, a.Param, b.Budget, b.Config.Epochs, a.Config.Epochs)
+		}
+	}
+	aug := rows[train.AttackKnockoff+"|transfer adversary's half, augmented"]
+	if aug.Options.Transfer == nil || aug.Options.Transfer.Len() != adv.Len() || aug.Options.Transfer.Name != "adv-augmented" {
+		t.Errorf("augmented Knockoff: transfer %+v", aug.Options.Transfer)
+	}
+	var combined []string
+	for _, a := range st.Attacks {
+		switch a.Name {
+		case train.AttackCombined:
+			combined = append(combined, a.Options.Steps)
+			if a.Options.Steps == "prune,finetune" && (!slices.Equal(a.Budget, p.PruneBudget) || a.Data == nil || a.Data.Len() != 10) {
+				t.Errorf("pruning with fine-tuning: budget %v on %v", a.Budget, a.Data)
+			}
+		case train.AttackFinePrune:
+			if a.Data == nil || a.Data.Len() != 10 || a.Config.Epochs != p.FineTuneEpochs {
+				t.Errorf("fine-pruning on %v for %d epochs", a.Data, a.Config.Epochs)
+			}
+		case train.AttackPGDAT, train.AttackTRADES:
+			if a.Data != nil || a.Config.Epochs != p.RobustEpochs {
+				t.Errorf("%s on %v for %d epochs; want the whole half for %d", a.Name, a.Data, a.Config.Epochs, p.RobustEpochs)
+			}
+		}
+	}
+	if want := append([]string{"prune,finetune"}, p.CombinedSteps...); !slices.Equal(combined, want) {
+		t.Errorf("combined rows %v, want %v", combined, want)
+	}
+	p.CombinedSteps = []string{"distill,melt"}
+	if _, err := p.Attacks(adv); err == nil || !strings.Contains(err.Error(), `unknown step "melt"`) {
+		t.Errorf("an unknown step: %v", err)
 	}
 }

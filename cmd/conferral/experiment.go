@@ -16,6 +16,7 @@ import (
 	"github.com/conferral/conferral/backend/experiment"
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/report"
+	"github.com/conferral/conferral/backend/train"
 )
 
 // floatList writes xs as a flag's comma-separated default.
@@ -106,6 +107,10 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 	rhos := fs.String("rhos", floatList(rp.Rhos), "robustness: True Labels fractions ρ (Table 4 has 0.05 to 0.40)")
 	fs.StringVar(&transfer, "transfer", "", "robustness: Knockoff's transfer set, a dataset name or an image folder (default: mnist for fashion-mnist)")
 	fs.StringVar(&transferDir, "transfer-dir", "", "robustness: folder of the transfer dataset")
+	srcFile := fs.String("source", "", "robustness: source model file to derive from instead of the fleet's source (needs --fingerprint extracted from it; no fleet is trained and the report has no contrast section)")
+	fullStrength := fs.Bool("full", false, "robustness: full strength (issue 17): Ensemble, Papernot and pruning with fine-tuning train along epoch budgets until within 5 points of the source; fine-pruning, PGD-AT, TRADES, combined attacks and Knockoff on the adversary's half augmented join")
+	describe := fs.String("describe", "", "robustness: the dataset, scale and recipes, for the report's first line (default: the dataset's name)")
+	combined := fs.String("combined", "", "robustness with --full: the combined attacks, one row per step spec, specs separated by ';', steps by ',' ("+strings.Join(train.CombinedSteps(), ", ")+"; default \""+strings.Join(experiment.DefaultRobustnessPlan().FullStrength().CombinedSteps, ";")+"\")")
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
@@ -140,6 +145,37 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 	}
 	def, adv := data.Split(full, df.splitSeed)
 	ds := experiment.Data{Defender: def, Adversary: adv, Test: test, Tag: fmt.Sprintf("%s/split=%d/limit=%d", full.Name, df.splitSeed, df.limit)}
+	if kind == "robustness" {
+		if rp.Lambdas, err = floats(*lambdas); err != nil {
+			return err
+		}
+		if rp.Rhos, err = floats(*rhos); err != nil {
+			return err
+		}
+		rp.Seed = cfg.Seed
+		if *fullStrength {
+			rp = rp.FullStrength()
+		}
+		if *combined != "" {
+			if !*fullStrength {
+				return usagef("--combined needs --full")
+			}
+			rp.CombinedSteps = strings.Split(*combined, ";")
+		}
+		for _, spec := range rp.CombinedSteps { // refused before anything trains
+			if _, err := train.ParseSteps(spec); err != nil {
+				return usageError{err}
+			}
+		}
+		if *srcFile != "" {
+			r := robustnessSource{plan: rp, source: *srcFile, fp: *fpFile, calibration: *calFile, transfer: transfer, transferDir: transferDir,
+				models: *modelsDir, describe: *describe, command: "conferral experiment " + kind + " " + strings.Join(args[1:], " "), ds: ds, dir: report.Dir(*out)}
+			if err := r.run(ctx, e); err != nil {
+				return err
+			}
+			return emitReport(e, report.Dir(*out))
+		}
+	}
 	plan := experiment.Plan(*sourceArch, strings.Split(*archs, ","), *per, *epochs)
 	switch *labels {
 	case experiment.HardLabels:
@@ -169,13 +205,6 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	case "robustness":
-		if rp.Lambdas, err = floats(*lambdas); err != nil {
-			return err
-		}
-		if rp.Rhos, err = floats(*rhos); err != nil {
-			return err
-		}
-		rp.Seed = cfg.Seed
 		if rp.Transfer, err = loadTransfer(transfer, transferDir, fleet.Source().Model.Spec, adv, adv.Len(), rp.Seed); err != nil {
 			return err
 		}
@@ -183,6 +212,7 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return err
 		}
+		st.Describe = *describe
 		fp, err := robustnessFingerprint(ctx, *fpFile, *modelsDir, fleet, ds, cfg, e)
 		if err != nil {
 			return err
@@ -211,12 +241,7 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	e.progress.done()
-	md, err := os.ReadFile(dir.Path("README.md"))
-	if err != nil {
-		return err
-	}
-	return e.emit(map[string]string{"report": dir.Path("README.md")}, fmt.Sprintf("%s\n(report: %s)\n", md, dir.Path("README.md")))
+	return emitReport(e, dir)
 }
 
 // runBenchmark judges held-out suspects of known truth by a frozen rule

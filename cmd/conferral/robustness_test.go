@@ -38,3 +38,29 @@ func TestRobustnessCLI(t *testing.T) {
 		}
 	}
 }
+
+// TestRobustnessRefused: a combined attack naming an unknown step, and a
+// study from a source file without its fingerprint, are usage errors
+// before anything trains or is written.
+func TestRobustnessRefused(t *testing.T) {
+	dir := t.TempDir()
+	models := filepath.Join(dir, "models")
+	for _, c := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"--full", "--combined", "distill,melt"}, `unknown step "melt"`},
+		{[]string{"--full", "--combined", "finetune,distill"}, "only be the first step"},
+		{[]string{"--combined", "distill"}, "--combined needs --full"},
+		{[]string{"--source", filepath.Join(dir, "source.safetensors")}, "--source needs --fingerprint"},
+	} {
+		args := append([]string{"experiment", "robustness", "--quiet", "--limit", "300", "--models", models, "--out", filepath.Join(dir, "report")}, c.args...)
+		code, _, stderr := invoke(t, context.Background(), args...)
+		if code != 2 || !strings.Contains(stderr, c.says) {
+			t.Errorf("%v: exit %d, stderr %q; want 2 saying %q", c.args, code, stderr, c.says)
+		}
+	}
+	if _, err := os.Stat(models); !os.IsNotExist(err) {
+		t.Errorf("a refused study made %s: %v", models, err)
+	}
+}
