@@ -200,6 +200,12 @@ type TrainArgs struct {
 	LR        float64 `json:"lr,omitempty"`
 	NoAugment bool    `json:"no_augment,omitempty"`
 	Seed      int64   `json:"seed,omitempty"`
+	// Momentum and WeightDecay are pointers because zero means something
+	// (none): nil takes the recipe's. Schedule is the learning rate's:
+	// cosine, step or constant.
+	Momentum    *float64 `json:"momentum,omitempty"`
+	WeightDecay *float64 `json:"weight_decay,omitempty"`
+	Schedule    string   `json:"schedule,omitempty"`
 	// Recipe is a training recipe in the CLI's --recipe syntax, e.g.
 	// "adamw,lr=0.001,sched=constant,aug=none,bs=64,epochs=3" (default:
 	// Conferral's own with 10 epochs). The fields above override it where
@@ -213,25 +219,38 @@ type TrainArgs struct {
 // CLI's `derive`). Zero values take the attack's defaults.
 type DeriveArgs struct {
 	DataArgs
-	Name        string  `json:"name,omitempty"`
-	Source      string  `json:"source"` // model ID
-	Attack      string  `json:"attack"`
-	Arch        string  `json:"arch,omitempty"`
-	Examples    int     `json:"examples,omitempty"`
+	Name   string `json:"name,omitempty"`
+	Source string `json:"source"` // model ID
+	Attack string `json:"attack"`
+	Arch   string `json:"arch,omitempty"`
+	// Examples is how many of the split's examples the adversary uses, 0
+	// for all: a pointer because nil takes the attack's default (10,000
+	// for fine-tuning and adversarial training, all otherwise).
+	Examples    *int    `json:"examples,omitempty"`
 	Epochs      int     `json:"epochs,omitempty"`
 	Seed        int64   `json:"seed,omitempty"`
 	Temperature float64 `json:"temperature,omitempty"`
 	Transfer    string  `json:"transfer,omitempty"` // Knockoff's transfer dataset
 	Members     int     `json:"members,omitempty"`
-	Lambda      float64 `json:"lambda,omitempty"`
-	Rho         float64 `json:"rho,omitempty"`
-	Fraction    float64 `json:"fraction,omitempty"`
-	Bits        int     `json:"bits,omitempty"`
+	// Lambda (Noise's weight of uniform noise) and Rho (True Labels'
+	// share of ground truth) are pointers because zero means something
+	// (none): nil takes the attack's default.
+	Lambda   *float64 `json:"lambda,omitempty"`
+	Rho      *float64 `json:"rho,omitempty"`
+	Fraction float64  `json:"fraction,omitempty"`
+	Bits     int      `json:"bits,omitempty"`
 	// Recipe is the training recipe (the CLI's --recipe syntax) of an
 	// attack that trains; empty takes the attack's own (fine-tuning: 5
-	// epochs at lr 0.01). Epochs overrides it. Pruning and quantization
-	// train nothing and take none.
-	Recipe string `json:"recipe,omitempty"`
+	// epochs at lr 0.01). Epochs and the fields below override it, as in
+	// TrainArgs. Pruning and quantization train nothing and take none.
+	Recipe      string   `json:"recipe,omitempty"`
+	BatchSize   int      `json:"batch_size,omitempty"`
+	Optimizer   string   `json:"optimizer,omitempty"`
+	LR          float64  `json:"lr,omitempty"`
+	Momentum    *float64 `json:"momentum,omitempty"`
+	WeightDecay *float64 `json:"weight_decay,omitempty"`
+	Schedule    string   `json:"schedule,omitempty"`
+	NoAugment   bool     `json:"no_augment,omitempty"`
 }
 
 // ExtractArgs craft a fingerprint with C-BIM (or, with Natural, from the

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/conferral/conferral/backend/request"
 	"github.com/conferral/conferral/backend/train"
 	"github.com/conferral/conferral/shared"
 )
@@ -31,8 +32,8 @@ func TestDeriveAttacks(t *testing.T) {
 			if want := map[bool]string{true: `no stored model "abc"`, false: "trains nothing"}[a.Trains]; code != http.StatusBadRequest || !strings.Contains(msg, want) {
 				t.Errorf("with a recipe: %d %q, want 400 saying %q", code, msg, want)
 			}
-			if trains(a.Name) != a.Trains {
-				t.Errorf("trains %v, the registry says %v", trains(a.Name), a.Trains)
+			if d, err := request.Derive(shared.DeriveArgs{Attack: a.Name}); err != nil || d.Attack.Trains != a.Trains {
+				t.Errorf("trains %v (%v), the registry says %v", d.Attack.Trains, err, a.Trains)
 			}
 		})
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/conferral/conferral/backend/data"
 	"github.com/conferral/conferral/backend/experiment"
 	"github.com/conferral/conferral/backend/nn"
+	"github.com/conferral/conferral/backend/request"
 	"github.com/conferral/conferral/shared"
 )
 
@@ -50,8 +51,8 @@ func checkExtractModels(a *shared.ExtractArgs) error {
 				return badInput("train: arch %q: want one of %s", arch, strings.Join(nn.Architectures(), ", "))
 			}
 		}
-		if t.Epochs < 0 || t.Epochs > maxEpochs {
-			return badInput("train: epochs %d: want 0 to %d", t.Epochs, maxEpochs)
+		if t.Epochs < 0 || t.Epochs > request.MaxEpochs {
+			return badInput("train: epochs %d: want 0 to %d", t.Epochs, request.MaxEpochs)
 		}
 		if t.Limit < 0 {
 			return badInput("train: limit %d: want 0 (all) or more", t.Limit)

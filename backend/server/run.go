@@ -27,10 +27,6 @@ import (
 	"github.com/conferral/conferral/shared"
 )
 
-// maxEpochs bounds a request's epochs: a typo should not occupy a device
-// for a month.
-const maxEpochs = 1000
-
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
 // check validates a request before it is queued, so that a job fails only
@@ -62,8 +58,8 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 		return nil
 	}
 	epochs := func(n int) error {
-		if n < 0 || n > maxEpochs {
-			return badInput("epochs %d: want 0 to %d", n, maxEpochs)
+		if n < 0 || n > request.MaxEpochs {
+			return badInput("epochs %d: want 0 to %d", n, request.MaxEpochs)
 		}
 		return nil
 	}
@@ -81,17 +77,8 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 				return err
 			}
 		}
-		if a.Optimizer != "" && !slices.Contains(train.Optimizers(), a.Optimizer) {
-			return badInput("optimizer %q: want one of %s", a.Optimizer, strings.Join(train.Optimizers(), ", "))
-		}
-		if a.LR < 0 || a.BatchSize < 0 {
-			return badInput("lr and batch_size must not be negative")
-		}
-		if err := epochs(a.Epochs); err != nil {
-			return err
-		}
-		if _, err := trainConfig(*a); err != nil {
-			return err
+		if _, err := request.Train(*a); err != nil {
+			return badInput("%v", err)
 		}
 		return checkData(a.DataArgs)
 	case shared.JobDerive:
@@ -99,20 +86,14 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 		if a == nil {
 			return badInput("a derive job needs derive arguments")
 		}
-		if _, err := train.ParseAttack(a.Attack); err != nil {
+		if _, err := request.Derive(*a); err != nil {
 			return badInput("%v", err)
 		}
 		if a.Arch != "" && !slices.Contains(nn.Architectures(), a.Arch) {
 			return badInput("arch %q: want one of %s", a.Arch, strings.Join(nn.Architectures(), ", "))
 		}
-		if err := epochs(a.Epochs); err != nil {
-			return err
-		}
-		if err := checkDeriveRanges(a); err != nil { // ranges.go
-			return err
-		}
-		if _, err := deriveConfig(*a); err != nil {
-			return err
+		if a.Transfer != "" && data.CanonicalName(a.Transfer) == "" {
+			return badInput("transfer dataset %q: want one of %s", a.Transfer, strings.Join(data.Names(), ", "))
 		}
 		if err := model("source", a.Source); err != nil {
 			return err
@@ -306,90 +287,15 @@ func (s *Server) keepModel(ctx context.Context, m saver, meta map[string]string,
 	return kept, err
 }
 
-// trainConfig is the training a train request asks for: its recipe
-// (Conferral's own with 10 epochs when it names none) with the request's
-// single fields over it, as the CLI's flags override --recipe. A recipe
-// that does not parse, or that the fields put out of range, is a bad
-// request.
-func trainConfig(a shared.TrainArgs) (train.Config, error) {
-	r := train.Defaults(10).Recipe()
-	if a.Recipe != "" {
-		var err error
-		if r, err = train.ParseRecipe(a.Recipe); err != nil {
-			return train.Config{}, badInput("%v", err)
-		}
-	}
-	if a.Optimizer != "" && a.Optimizer != r.Optimizer {
-		// Another optimizer brings its customary rate, momentum and decay.
-		o := train.RecipeFor(a.Optimizer)
-		r.Optimizer, r.LR, r.Momentum, r.WeightDecay = o.Optimizer, o.LR, o.Momentum, o.WeightDecay
-	}
-	if a.Epochs > 0 {
-		r.Epochs = a.Epochs
-	}
-	if a.BatchSize > 0 {
-		r.BatchSize = a.BatchSize
-	}
-	if a.LR > 0 {
-		r.LR = a.LR
-	}
-	if a.NoAugment {
-		r.Augment = train.AugNone
-	}
-	if a.Teacher == "" {
-		r.Labels = train.LabelsHard // ground truth has no probabilities to learn
-	}
-	return recipeConfig(r, cmp.Or(a.Seed, 1))
-}
-
-// deriveConfig is the training a derive request asks for: its recipe, or
-// the attack's own, with the request's epochs over it.
-func deriveConfig(a shared.DeriveArgs) (train.Config, error) {
-	base := train.AttackConfig(a.Attack)
-	r := base.Recipe()
-	if a.Recipe != "" {
-		if !trains(a.Attack) {
-			return train.Config{}, badInput("recipe: %s trains nothing and takes no recipe", a.Attack)
-		}
-		var err error
-		if r, err = train.ParseRecipe(a.Recipe); err != nil {
-			return train.Config{}, badInput("%v", err)
-		}
-	}
-	if a.Epochs > 0 {
-		r.Epochs = a.Epochs
-	}
-	return recipeConfig(r, cmp.Or(a.Seed, base.Seed))
-}
-
-// recipeConfig is the Config that trains by r from seed, refusing a
-// recipe out of range or of more than maxEpochs epochs.
-func recipeConfig(r train.Recipe, seed int64) (train.Config, error) {
-	if err := r.Validate(); err != nil {
-		return train.Config{}, badInput("%v", err)
-	}
-	if r.Epochs > maxEpochs {
-		return train.Config{}, badInput("recipe: epochs %d: want at most %d", r.Epochs, maxEpochs)
-	}
-	return r.Apply(train.Config{Seed: seed}), nil
-}
-
-// trains says whether a derivation trains a model (and so has a recipe):
-// every attack but pruning and quantization (train.Attack.Trains).
-func trains(attack string) bool {
-	a, err := train.ParseAttack(attack)
-	return err == nil && a.Trains
-}
-
 func (s *Server) runTrain(ctx context.Context, j shared.Job, a shared.TrainArgs, rep shared.Reporter) (*shared.JobResult, error) {
 	trainSet, testSet, err := s.loadData(a.DataArgs, "defender")
 	if err != nil {
 		return nil, err
 	}
 	arch := cmp.Or(a.Arch, "cnn")
-	cfg, err := trainConfig(a)
+	cfg, err := request.Train(a)
 	if err != nil {
-		return nil, err
+		return nil, badInput("%v", err)
 	}
 	torch.ManualSeed(uint64(cfg.Seed))
 	m, err := nn.New(train.SpecFor(arch, trainSet), uint64(cfg.Seed), s.device)
@@ -454,35 +360,12 @@ func (s *Server) runDerive(ctx context.Context, j shared.Job, a shared.DeriveArg
 		return nil, fmt.Errorf("the source classifies %dx%dx%d images into %d classes, %s has %dx%dx%d images of %d classes",
 			src.Spec.C, src.Spec.H, src.Spec.W, len(src.Spec.Classes), trainSet.Name, trainSet.C, trainSet.H, trainSet.W, trainSet.NumClasses())
 	}
-	n := a.Examples
-	if n == 0 {
-		n = train.DefaultExamples(a.Attack)
-	}
-	trainSet = trainSet.First(n)
-	cfg, err := deriveConfig(a)
+	d, err := request.Derive(a)
 	if err != nil {
-		return nil, err
+		return nil, badInput("%v", err)
 	}
-	o := train.DefaultOptions(a.Attack)
-	o.Arch = a.Arch
-	if a.Temperature > 0 {
-		o.Temperature = a.Temperature
-	}
-	if a.Members > 0 {
-		o.Members = a.Members
-	}
-	if a.Lambda > 0 {
-		o.Lambda = a.Lambda
-	}
-	if a.Rho > 0 {
-		o.Rho = a.Rho
-	}
-	if a.Fraction > 0 {
-		o.Fraction = a.Fraction
-	}
-	if a.Bits > 0 {
-		o.Bits = a.Bits
-	}
+	trainSet = trainSet.First(d.Examples)
+	cfg, o := d.Config, d.Options
 	if a.Attack == train.AttackKnockoff {
 		t, err := s.transferSet(a.Transfer, src.Spec, trainSet.Classes)
 		if err != nil {
@@ -511,7 +394,7 @@ func (s *Server) runDerive(ctx context.Context, j shared.Job, a shared.DeriveArg
 	if nm, ok := m.(*nn.Model); ok {
 		info.Params = nm.NumParams()
 	}
-	if trains(a.Attack) {
+	if d.Attack.Trains {
 		r := cfg.Recipe()
 		if nm, ok := m.(*nn.Model); ok {
 			r = train.TrainedRecipe(cfg, nm)

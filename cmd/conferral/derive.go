@@ -23,7 +23,9 @@ import (
 	"github.com/conferral/conferral/backend/data"
 	"github.com/conferral/conferral/backend/experiment"
 	"github.com/conferral/conferral/backend/nn"
+	"github.com/conferral/conferral/backend/request"
 	"github.com/conferral/conferral/backend/train"
+	"github.com/conferral/conferral/shared"
 )
 
 type deriveResult struct {
@@ -72,7 +74,8 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 	rho := fs.Float64("rho", defaults.Rho, "True Labels: fraction ρ of ground-truth labels, in [0,1]")
 	fraction := fs.Float64("fraction", defaults.Fraction, "pruning: fraction of each weight tensor set to zero")
 	bits := fs.Int("bits", defaults.Bits, "quantization: bits per weight")
-	cfgOf := trainFlags(fs)
+	var tf trainingFlags
+	tf.register(fs)
 	fs.Usage = func() {
 		w := fs.Output()
 		fmt.Fprintln(w, "usage: conferral derive --attack NAME --source M --out S [flags]\n\nattacks (paper §2.4 and §6.3, and beyond):")
@@ -96,13 +99,22 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 	case *out == "":
 		return usagef("--out is required")
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	// Without --recipe, the attack's own recipe; single flags override.
-	cfg, err := cfgOf(train.AttackConfig(*name).Recipe())
-	if err != nil {
+	if err := tf.check(); err != nil {
 		return err
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	// The request the flags make; without --recipe, the attack's own
+	// recipe, which single flags override (request.Derive).
+	req := shared.DeriveArgs{Attack: *name, Arch: *arch, Examples: given(set, "examples", *examples), Temperature: pick(set, "temperature", *temperature),
+		Members: pick(set, "members", *members), Lambda: given(set, "lambda", *lambda), Rho: given(set, "rho", *rho),
+		Fraction: pick(set, "fraction", *fraction), Bits: pick(set, "bits", *bits)}
+	tf.intoDerive(&req)
+	job, err := request.Derive(req)
+	if err != nil {
+		return usageError{err}
+	}
+	cfg := job.Config
 	if *arch != "" && !slices.Contains(nn.Architectures(), *arch) {
 		return usagef("--arch %q: want one of %s", *arch, strings.Join(nn.Architectures(), ", "))
 	}
@@ -126,17 +138,10 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 		return usagef("the source %s classifies %dx%dx%d images into %d classes, %s has %dx%dx%d images of %d classes",
 			*source, src.Spec.C, src.Spec.H, src.Spec.W, len(src.Spec.Classes), trainSet.Name, trainSet.C, trainSet.H, trainSet.W, trainSet.NumClasses())
 	}
-	n := *examples
-	if !set["examples"] {
-		n = train.DefaultExamples(*name)
-	}
-	trainSet = trainSet.First(n)
+	trainSet = trainSet.First(job.Examples)
 
-	o := train.DefaultOptions(*name)
-	o.Arch = *arch
-	if *temperature != 0 {
-		o.Temperature = *temperature
-	}
+	// The flags of attack parameters the API does not take.
+	o := job.Options
 	if *seeds != 0 {
 		o.Papernot.Seeds = *seeds
 	}
@@ -161,7 +166,7 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 			return usageError{err}
 		}
 	}
-	o.Adv.Fraction, o.Members, o.Lambda, o.Rho, o.Fraction, o.Bits = *advFraction, *members, *lambda, *rho, *fraction, *bits
+	o.Adv.Fraction = *advFraction
 	o.TransferSize = *transferSize
 	if *name == train.AttackKnockoff {
 		if o.Transfer, err = loadTransfer(*transfer, *transferDir, src.Spec, trainSet, max(o.TransferSize, trainSet.Len()), cfg.Seed); err != nil {
@@ -257,10 +262,10 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 // meaningless; its class list is the source's.
 func loadTransfer(spec, dir string, src nn.Spec, adversary *data.Dataset, n int, seed int64) (*data.Dataset, error) {
 	if spec == "" {
-		if data.CanonicalName(src.Dataset) != "fashion-mnist" {
+		var err error
+		if spec, err = experiment.DefaultTransfer(src.Dataset); err != nil {
 			return nil, usagef("knockoff: --transfer is required for a %s source (a dataset name or a folder of images)", src.Dataset)
 		}
-		spec = "mnist"
 	}
 	var d *data.Dataset
 	if st, err := os.Stat(spec); err == nil && st.IsDir() {

@@ -14,8 +14,10 @@ import (
 
 	"github.com/conferral/conferral/backend/data"
 	"github.com/conferral/conferral/backend/nn"
+	"github.com/conferral/conferral/backend/request"
 	"github.com/conferral/conferral/backend/torch"
 	"github.com/conferral/conferral/backend/train"
+	"github.com/conferral/conferral/shared"
 )
 
 // dataFlags selects a dataset and a split of its training set.
@@ -58,57 +60,105 @@ func (f *dataFlags) load() (trainSet, testSet *data.Dataset, err error) {
 	return trainSet.First(f.limit), testSet.First(f.limit), nil
 }
 
-// trainFlags are a training run's recipe: --recipe, and the flags of single
-// hyper-parameters, which override the recipe where they are given. The
-// returned function, called after parsing, builds the run's Config on base
-// (the recipe a command uses when --recipe is not given); a recipe out of
-// range is a usage error.
-func trainFlags(fs *flag.FlagSet) func(base train.Recipe) (train.Config, error) {
+// trainingFlags are a training run's recipe: --recipe, and the flags of
+// single hyper-parameters, which override the recipe where they are given.
+// Only the flags the command line set reach the request (train or
+// derive), where request.Train and request.Derive apply them over the
+// command's default recipe.
+type trainingFlags struct {
+	fs                        *flag.FlagSet
+	recipe, optimizer, sched  string
+	epochs, batch             int
+	lr, momentum, weightDecay float64
+	noAugment                 bool
+	seed                      int64
+}
+
+func (t *trainingFlags) register(fs *flag.FlagSet) {
+	t.fs = fs
 	def := train.DefaultRecipe()
-	var rec train.Recipe
-	fs.Var(&rec, "recipe", "training recipe, e.g. adamw,lr=0.001,sched=constant,aug=none,ls=0.1,bs=64,epochs=3,share=0.5\n"+
+	fs.Func("recipe", "training recipe, e.g. adamw,lr=0.001,sched=constant,aug=none,ls=0.1,bs=64,epochs=3,share=0.5\n"+
 		"(optimizer "+strings.Join(train.Optimizers(), "|")+"; keys lr mom sched bs epochs wd aug ls labels share dropout;\n"+
-		"aug "+strings.Join(train.Augmentations(), "|")+"; labels hard|soft; the flags below override it)")
-	epochs := fs.Int("epochs", def.Epochs, "training epochs")
-	batch := fs.Int("batch", def.BatchSize, "batch size")
-	opt := fs.String("optimizer", def.Optimizer, "optimizer: "+strings.Join(train.Optimizers(), ", "))
-	lr := fs.Float64("lr", def.LR, "peak learning rate")
-	mom := fs.Float64("momentum", def.Momentum, "SGD momentum")
-	wd := fs.Float64("weight-decay", def.WeightDecay, "weight decay")
-	sched := fs.String("schedule", def.Schedule, "learning-rate schedule: "+strings.Join(train.Schedules(), ", "))
-	noAug := fs.Bool("no-augment", false, "turn off augmentation (the recipe's aug=none)")
-	seed := fs.Int64("seed", 1, "seed of initialisation, shuffling and the recipe's share")
-	return func(base train.Recipe) (train.Config, error) {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		r := base
-		if set["recipe"] {
-			r = rec
+		"aug "+strings.Join(train.Augmentations(), "|")+"; labels hard|soft; the flags below override it)", func(v string) error {
+		var r train.Recipe
+		if err := r.Set(v); err != nil {
+			return err
 		}
-		if set["optimizer"] && *opt != r.Optimizer {
-			// Another optimizer brings its own customary rate, momentum
-			// and decay, unless given.
-			o := train.RecipeFor(*opt)
-			r.Optimizer, r.LR, r.Momentum, r.WeightDecay = o.Optimizer, o.LR, o.Momentum, o.WeightDecay
+		t.recipe = v
+		return nil
+	})
+	fs.IntVar(&t.epochs, "epochs", def.Epochs, "training epochs")
+	fs.IntVar(&t.batch, "batch", def.BatchSize, "batch size")
+	fs.StringVar(&t.optimizer, "optimizer", def.Optimizer, "optimizer: "+strings.Join(train.Optimizers(), ", "))
+	fs.Float64Var(&t.lr, "lr", def.LR, "peak learning rate")
+	fs.Float64Var(&t.momentum, "momentum", def.Momentum, "SGD momentum")
+	fs.Float64Var(&t.weightDecay, "weight-decay", def.WeightDecay, "weight decay")
+	fs.StringVar(&t.sched, "schedule", def.Schedule, "learning-rate schedule: "+strings.Join(train.Schedules(), ", "))
+	fs.BoolVar(&t.noAugment, "no-augment", false, "turn off augmentation (the recipe's aug=none)")
+	fs.Int64Var(&t.seed, "seed", 1, "seed of initialisation, shuffling and the recipe's share (0 reads as the default)")
+}
+
+// set says which of the flags the command line set.
+func (t *trainingFlags) set() map[string]bool {
+	set := map[string]bool{}
+	t.fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	return set
+}
+
+// check refuses a zero or negative --epochs, --batch or --lr: a request
+// reads zero as the default, and the command line says what it means.
+func (t *trainingFlags) check() error {
+	set := t.set()
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{{"epochs", float64(t.epochs)}, {"batch", float64(t.batch)}, {"lr", t.lr}} {
+		if set[f.name] && !(f.v > 0) {
+			return usagef("--%s %g: want more than 0", f.name, f.v)
 		}
-		for name, apply := range map[string]func(){
-			"epochs": func() { r.Epochs = *epochs }, "batch": func() { r.BatchSize = *batch },
-			"lr": func() { r.LR = *lr }, "momentum": func() { r.Momentum = *mom }, "weight-decay": func() { r.WeightDecay = *wd },
-			"schedule": func() { r.Schedule = *sched }, "no-augment": func() {
-				if *noAug {
-					r.Augment = train.AugNone
-				}
-			},
-		} {
-			if set[name] {
-				apply()
-			}
-		}
-		if err := r.Validate(); err != nil {
-			return train.Config{}, usageError{err}
-		}
-		return r.Apply(train.Config{Seed: *seed}), nil
 	}
+	return nil
+}
+
+// intoTrain puts the flags the command line set into a train request.
+func (t *trainingFlags) intoTrain(a *shared.TrainArgs) {
+	set := t.set()
+	a.Recipe, a.Optimizer, a.Schedule, a.NoAugment = t.recipe, t.optimizer, t.sched, t.noAugment
+	if !set["optimizer"] {
+		a.Optimizer = ""
+	}
+	if !set["schedule"] {
+		a.Schedule = ""
+	}
+	a.Epochs, a.BatchSize, a.LR, a.Seed = pick(set, "epochs", t.epochs), pick(set, "batch", t.batch), pick(set, "lr", t.lr), pick(set, "seed", t.seed)
+	a.Momentum, a.WeightDecay = given(set, "momentum", t.momentum), given(set, "weight-decay", t.weightDecay)
+}
+
+// intoDerive puts the flags the command line set into a derive request.
+func (t *trainingFlags) intoDerive(a *shared.DeriveArgs) {
+	var tr shared.TrainArgs
+	t.intoTrain(&tr)
+	a.Recipe, a.Optimizer, a.Schedule, a.NoAugment = tr.Recipe, tr.Optimizer, tr.Schedule, tr.NoAugment
+	a.Epochs, a.BatchSize, a.LR, a.Seed, a.Momentum, a.WeightDecay = tr.Epochs, tr.BatchSize, tr.LR, tr.Seed, tr.Momentum, tr.WeightDecay
+}
+
+// pick is v when the command line set flag name, and zero (the request's
+// "default") when it did not.
+func pick[T any](set map[string]bool, name string, v T) T {
+	if set[name] {
+		return v
+	}
+	var zero T
+	return zero
+}
+
+// given is a pointer to v when the command line set flag name, and nil
+// when it did not: for a request's fields whose zero means something.
+func given[T any](set map[string]bool, name string, v T) *T {
+	if set[name] {
+		return &v
+	}
+	return nil
 }
 
 type trainResult struct {
@@ -133,19 +183,22 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	arch := fs.String("arch", "cnn", "architecture: "+strings.Join(nn.Architectures(), ", "))
 	out := fs.String("out", "", "model file to write (safetensors); required")
 	teacher := fs.String("teacher", "", "source model: train a surrogate on its labels (Retraining, §2.4; its probabilities with the recipe's labels=soft)")
-	cfgOf := trainFlags(fs)
+	var tf trainingFlags
+	tf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if *out == "" {
 		return usagef("--out is required")
 	}
-	cfg, err := cfgOf(train.DefaultRecipe())
-	if err != nil {
+	if err := tf.check(); err != nil {
 		return err
 	}
-	if *teacher == "" {
-		cfg.SoftLabels = false // ground truth has no probabilities to learn: the recipe's labels=soft is moot
+	req := shared.TrainArgs{Arch: *arch, Teacher: *teacher} // the teacher a file here, a model ID there: request.Train asks only whether there is one
+	tf.intoTrain(&req)
+	cfg, err := request.Train(req)
+	if err != nil {
+		return usageError{err}
 	}
 	if !slices.Contains(nn.Architectures(), *arch) {
 		return usagef("--arch %q: want one of %s", *arch, strings.Join(nn.Architectures(), ", "))

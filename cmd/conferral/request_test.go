@@ -133,3 +133,60 @@ func TestDemoExtractDefaults(t *testing.T) {
 		t.Errorf("zeros on the demo's command line: %+v, want τ = τ_S = dropout = 0 and the last iterate", c)
 	}
 }
+
+// TestTrainingRequestOneConfig: the same training asked for with the
+// CLI's flags and over the API makes the same configuration, for a train
+// and for a derive request, zero momentum and decay included.
+func TestTrainingRequestOneConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		body  string
+	}{
+		{"defaults", nil, `{}`},
+		{"single fields", []string{"--epochs", "3", "--batch", "32", "--lr", "0.1", "--schedule", "constant", "--no-augment", "--seed", "7"},
+			`{"epochs":3,"batch_size":32,"lr":0.1,"schedule":"constant","no_augment":true,"seed":7}`},
+		{"zeros that mean something", []string{"--momentum", "0", "--weight-decay", "0"}, `{"momentum":0,"weight_decay":0}`},
+		{"a recipe and an optimizer over it", []string{"--recipe", "adam,bs=64,epochs=4", "--optimizer", "sgd"}, `{"recipe":"adam,bs=64,epochs=4","optimizer":"sgd"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("train", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			var tf trainingFlags
+			tf.register(fs)
+			if err := fs.Parse(tc.flags); err != nil {
+				t.Fatal(err)
+			}
+			if err := tf.check(); err != nil {
+				t.Fatal(err)
+			}
+			var cliTrain shared.TrainArgs
+			tf.intoTrain(&cliTrain)
+			cliDerive := shared.DeriveArgs{Attack: "retraining"}
+			tf.intoDerive(&cliDerive)
+
+			var apiTrain shared.TrainArgs
+			var apiDerive shared.DeriveArgs
+			if err := json.Unmarshal([]byte(tc.body), &apiTrain); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal([]byte(tc.body), &apiDerive); err != nil {
+				t.Fatal(err)
+			}
+			apiDerive.Attack = "retraining"
+			c1, err1 := request.Train(cliTrain)
+			c2, err2 := request.Train(apiTrain)
+			if err1 != nil || err2 != nil || !reflect.DeepEqual(c1, c2) {
+				t.Errorf("train: the CLI's %q and the API's %s differ:\n%+v (%v)\n%+v (%v)", tc.flags, tc.body, c1, err1, c2, err2)
+			}
+			d1, err1 := request.Derive(cliDerive)
+			d2, err2 := request.Derive(apiDerive)
+			if err1 != nil || err2 != nil || d1.Attack.Name != d2.Attack.Name || d1.Examples != d2.Examples || !reflect.DeepEqual(d1.Config, d2.Config) || !reflect.DeepEqual(d1.Options, d2.Options) {
+				t.Errorf("derive: the CLI's %q and the API's %s differ:\n%+v (%v)\n%+v (%v)", tc.flags, tc.body, d1, err1, d2, err2)
+			}
+			if tc.name == "zeros that mean something" && (c1.Momentum != 0 || c1.WeightDecay != 0 || d1.Config.Momentum != 0 || d1.Config.WeightDecay != 0) {
+				t.Errorf("zero momentum and decay do not reach the training: %+v, %+v", c1, d1.Config)
+			}
+		})
+	}
+}
