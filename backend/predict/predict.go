@@ -13,11 +13,12 @@ import (
 	"math"
 	"net/http"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 
+	"github.com/conferral/conferral/backend/protocol/kserve"
+	"github.com/conferral/conferral/backend/protocol/tfserving"
 	"github.com/conferral/conferral/backend/suspect"
 	"github.com/conferral/conferral/backend/torch"
 )
@@ -192,14 +193,14 @@ func badRequest(format string, args ...any) error {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p := r.URL.Path
 	switch {
-	case p == "/v2" || p == "/v2/":
-		h.get(w, r, map[string]any{"name": "conferral", "version": "1", "extensions": []string{}})
-	case p == "/v2/health/live" || p == "/v2/health/ready":
-		h.get(w, r, map[string]any{})
-	case strings.HasPrefix(p, "/v2/models/"):
-		h.kserve(w, r, strings.TrimPrefix(p, "/v2/models/"))
-	case strings.HasPrefix(p, "/v1/models/"):
-		h.tfserving(w, r, strings.TrimPrefix(p, "/v1/models/"))
+	case p == kserve.ServerPath || p == kserve.ServerPath+"/":
+		h.get(w, r, kserve.ServerMetadata{Name: "conferral", Version: "1", Extensions: []string{}})
+	case p == kserve.LivePath || p == kserve.ReadyPath:
+		h.get(w, r, struct{}{})
+	case strings.HasPrefix(p, kserve.Prefix):
+		h.kserve(w, r, strings.TrimPrefix(p, kserve.Prefix))
+	case strings.HasPrefix(p, tfserving.Prefix):
+		h.tfserving(w, r, strings.TrimPrefix(p, tfserving.Prefix))
 	default:
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route %s; try /v2/models/%s/infer or /v1/models/%s:predict", p, h.o.Name, h.o.Name))
 	}
@@ -246,7 +247,7 @@ func (h *Handler) kserve(w http.ResponseWriter, r *http.Request, rest string) {
 	case "":
 		h.get(w, r, h.kserveMetadata())
 	case "ready":
-		h.get(w, r, map[string]any{"name": h.o.Name, "ready": true})
+		h.get(w, r, kserve.ModelReady{Name: h.o.Name, Ready: true})
 	case "infer":
 		if r.Method != http.MethodPost {
 			w.Header().Set("Allow", "POST")
@@ -261,7 +262,7 @@ func (h *Handler) kserve(w http.ResponseWriter, r *http.Request, rest string) {
 
 func (h *Handler) tfserving(w http.ResponseWriter, r *http.Request, rest string) {
 	rest = strings.TrimSuffix(rest, "/")
-	if m, ok := strings.CutSuffix(rest, ":predict"); ok {
+	if m, ok := strings.CutSuffix(rest, tfserving.PredictSuffix); ok {
 		if tail, ok := h.model(m); !ok || tail != "" {
 			h.noModel(w, m)
 			return
@@ -281,8 +282,8 @@ func (h *Handler) tfserving(w http.ResponseWriter, r *http.Request, rest string)
 	}
 	switch tail {
 	case "":
-		h.get(w, r, map[string]any{"model_version_status": []any{map[string]any{
-			"version": "1", "state": "AVAILABLE", "status": map[string]string{"error_code": "OK", "error_message": ""}}}})
+		h.get(w, r, tfserving.ModelStatus{ModelVersionStatus: []tfserving.VersionStatus{{
+			Version: "1", State: "AVAILABLE", Status: tfserving.Status{ErrorCode: "OK"}}}})
 	case "metadata":
 		h.get(w, r, h.tfMetadata())
 	default:
@@ -312,33 +313,26 @@ func (h *Handler) output() (name, datatype string, shape []int64) {
 	return "probabilities", "FP32", []int64{-1, k}
 }
 
-func (h *Handler) kserveMetadata() any {
+func (h *Handler) kserveMetadata() kserve.ModelMetadata {
 	name, dt, shape := h.output()
-	return map[string]any{
-		"name": h.o.Name, "versions": []string{"1"}, "platform": "conferral",
-		"inputs":  []any{map[string]any{"name": "input", "datatype": "FP32", "shape": h.inputShape()}},
-		"outputs": []any{map[string]any{"name": name, "datatype": dt, "shape": shape}},
+	return kserve.ModelMetadata{
+		Name: h.o.Name, Versions: []string{"1"}, Platform: "conferral",
+		Inputs:  []kserve.TensorMetadata{{Name: "input", Datatype: kserve.FP32, Shape: h.inputShape()}},
+		Outputs: []kserve.TensorMetadata{{Name: name, Datatype: dt, Shape: shape}},
 	}
 }
 
-func (h *Handler) tfMetadata() any {
-	dims := func(s []int64) any {
-		out := make([]any, len(s))
-		for i, d := range s {
-			out[i] = map[string]string{"size": strconv.FormatInt(d, 10), "name": ""}
-		}
-		return map[string]any{"dim": out, "unknown_rank": false}
-	}
+func (h *Handler) tfMetadata() tfserving.ModelMetadata {
 	name, dt, shape := h.output()
-	tfdt := map[string]string{"FP32": "DT_FLOAT", "INT64": "DT_INT64", "BYTES": "DT_STRING"}[dt]
-	return map[string]any{
-		"model_spec": map[string]any{"name": h.o.Name, "signature_name": "", "version": "1"},
-		"metadata": map[string]any{"signature_def": map[string]any{"signature_def": map[string]any{
-			"serving_default": map[string]any{
-				"inputs":      map[string]any{"input": map[string]any{"dtype": "DT_FLOAT", "tensor_shape": dims(h.inputShape()), "name": "serving_default_input:0"}},
-				"outputs":     map[string]any{name: map[string]any{"dtype": tfdt, "tensor_shape": dims(shape), "name": "StatefulPartitionedCall:0"}},
-				"method_name": "tensorflow/serving/predict",
-			}}}},
+	tfdt := map[string]string{kserve.FP32: tfserving.Float, kserve.INT64: tfserving.Int64, kserve.BYTES: tfserving.String}[dt]
+	sig := tfserving.SignatureDef{
+		Inputs:     map[string]tfserving.TensorInfo{"input": {Dtype: tfserving.Float, TensorShape: tfserving.Shape(h.inputShape()), Name: "serving_default_input:0"}},
+		Outputs:    map[string]tfserving.TensorInfo{name: {Dtype: tfdt, TensorShape: tfserving.Shape(shape), Name: "StatefulPartitionedCall:0"}},
+		MethodName: "tensorflow/serving/predict",
+	}
+	return tfserving.ModelMetadata{
+		ModelSpec: tfserving.ModelSpec{Name: h.o.Name, Version: "1"},
+		Metadata:  tfserving.Metadata{SignatureDef: tfserving.Signatures{SignatureDef: map[string]tfserving.SignatureDef{tfserving.DefaultSignature: sig}}},
 	}
 }
 
@@ -385,18 +379,7 @@ func (h *Handler) respond(w http.ResponseWriter, r *http.Request, fn func(body [
 }
 
 func (h *Handler) kserveInfer(body []byte) (any, error) {
-	var req struct {
-		ID     string `json:"id"`
-		Inputs []struct {
-			Name     string          `json:"name"`
-			Shape    []int64         `json:"shape"`
-			Datatype string          `json:"datatype"`
-			Data     json.RawMessage `json:"data"`
-		} `json:"inputs"`
-		Outputs []struct {
-			Name string `json:"name"`
-		} `json:"outputs"`
-	}
+	var req kserve.InferRequest
 	if err := decode(body, &req); err != nil {
 		return nil, badRequest("the request is not KServe v2 JSON: %v", err)
 	}
@@ -404,7 +387,7 @@ func (h *Handler) kserveInfer(body []byte) (any, error) {
 		return nil, badRequest("%d inputs; the model takes one (\"input\")", len(req.Inputs))
 	}
 	in := req.Inputs[0]
-	if in.Datatype != "FP32" && in.Datatype != "FP64" {
+	if in.Datatype != kserve.FP32 && in.Datatype != kserve.FP64 {
 		return nil, badRequest("input %q is %q; send FP32", in.Name, in.Datatype)
 	}
 	outName, dt, _ := h.output()
@@ -452,23 +435,22 @@ func (h *Handler) kserveInfer(body []byte) (any, error) {
 	default:
 		out, shape = probs, []int64{int64(n), int64(k)}
 	}
-	resp := map[string]any{"model_name": h.o.Name, "model_version": "1",
-		"outputs": []any{map[string]any{"name": outName, "datatype": dt, "shape": shape, "data": out}}}
-	if req.ID != "" {
-		resp["id"] = req.ID
+	data, err := json.Marshal(out)
+	if err != nil {
+		return nil, err
 	}
-	return resp, nil
+	return kserve.InferResponse{ID: req.ID, ModelName: h.o.Name, ModelVersion: "1",
+		Outputs: []kserve.Tensor{{Name: outName, Datatype: dt, Shape: shape, Data: data}}}, nil
 }
 
 func (h *Handler) tfPredict(body []byte) (any, error) {
-	var req map[string]json.RawMessage // the images are read below, straight into float32s
+	var req tfserving.PredictRequest // the images are read below, straight into float32s
 	if err := decode(body, &req); err != nil {
 		return nil, badRequest("the request is not TensorFlow Serving JSON: %v", err)
 	}
-	key := "instances"
-	v, ok := req["instances"]
-	if !ok {
-		if v, ok = req["inputs"]; !ok {
+	key, v := "instances", req.Instances
+	if v == nil {
+		if v = req.Inputs; v == nil {
 			return nil, badRequest("the request has neither \"instances\" nor \"inputs\"")
 		}
 		key = "inputs"
@@ -511,10 +493,14 @@ func (h *Handler) tfPredict(body []byte) (any, error) {
 			preds[i] = probs[i*k : (i+1)*k]
 		}
 	}
-	if key == "inputs" {
-		return map[string]any{"outputs": preds}, nil
+	data, err := json.Marshal(preds)
+	if err != nil {
+		return nil, err
 	}
-	return map[string]any{"predictions": preds}, nil
+	if key == "inputs" {
+		return tfserving.PredictResponse{Outputs: data}, nil
+	}
+	return tfserving.PredictResponse{Predictions: data}, nil
 }
 
 // run classifies n images x laid out as the options say.

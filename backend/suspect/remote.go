@@ -18,6 +18,9 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/conferral/conferral/backend/protocol/kserve"
+	"github.com/conferral/conferral/backend/protocol/tfserving"
 )
 
 // Protocol is the REST dialect of a prediction endpoint.
@@ -47,6 +50,28 @@ func ParseProtocol(s string) (Protocol, error) {
 		return TFServing, nil
 	}
 	return "", fmt.Errorf("unknown protocol %q (auto, kserve or tfserving)", s)
+}
+
+// dialect is what a Remote does in its protocol's way, with the
+// protocol's messages (packages kserve and tfserving).
+type dialect interface {
+	// layout is the protocol's customary image layout.
+	layout() Layout
+	// metadata reads the input's name and shape from the model's
+	// metadata; none of either: send as told.
+	metadata(r *Remote, body []byte) (name string, shape []int64, err error)
+	// request encodes one batch of images.
+	request(r *Remote, w wire, b Images) []byte
+	// labels decodes the answer to a batch of n images.
+	labels(r *Remote, body []byte, n int) ([]int64, error)
+}
+
+// dialectOf is p's dialect (KServe's or TensorFlow Serving's).
+func dialectOf(p Protocol) dialect {
+	if p == TFServing {
+		return tfDialect{}
+	}
+	return kserveDialect{}
 }
 
 // Layout is the order of an image's values on the wire.
@@ -138,7 +163,8 @@ type RemoteOptions struct {
 type Remote struct {
 	o        RemoteOptions
 	proto    Protocol
-	shown    string // the URL without credentials
+	dialect  dialect // proto's way
+	shown    string  // the URL without credentials
 	inferURL string
 	metaURL  string // "" when the URL is not a standard one
 	client   *http.Client
@@ -198,6 +224,7 @@ func NewRemote(raw string, o RemoteOptions) (*Remote, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.dialect = dialectOf(r.proto)
 	r.client = o.Client
 	if r.client == nil {
 		r.client = g.Client(0) // each request has its own deadline (once)
@@ -216,7 +243,7 @@ func endpoints(u *url.URL, p Protocol) (Protocol, string, string, error) {
 		return path[:i+len(prefix)], path[i+len(prefix):], true
 	}
 	if p == ProtocolAuto || p == KServe {
-		if head, rest, ok := base("/v2/models/"); ok {
+		if head, rest, ok := base(kserve.Prefix); ok {
 			segs := strings.Split(strings.TrimSuffix(rest, "/"), "/")
 			if segs[0] == "" {
 				return "", "", "", fmt.Errorf("remote: %s names no model", u.Redacted())
@@ -236,8 +263,8 @@ func endpoints(u *url.URL, p Protocol) (Protocol, string, string, error) {
 		}
 	}
 	if p == ProtocolAuto || p == TFServing {
-		if head, rest, ok := base("/v1/models/"); ok {
-			rest = strings.TrimSuffix(strings.TrimSuffix(rest, ":predict"), "/")
+		if head, rest, ok := base(tfserving.Prefix); ok {
+			rest = strings.TrimSuffix(strings.TrimSuffix(rest, tfserving.PredictSuffix), "/")
 			segs := strings.Split(rest, "/")
 			if segs[0] == "" || strings.Contains(segs[0], ":") {
 				return "", "", "", fmt.Errorf("remote: %s is not a TensorFlow Serving model URL (/v1/models/NAME[/versions/V][:predict])", u.Redacted())
@@ -249,7 +276,7 @@ func endpoints(u *url.URL, p Protocol) (Protocol, string, string, error) {
 				return "", "", "", fmt.Errorf("remote: %s is not a TensorFlow Serving model URL (/v1/models/NAME[/versions/V][:predict])", u.Redacted())
 			}
 			model := head + rest
-			return TFServing, withPath(u, model+":predict"), withPath(u, model+"/metadata"), nil
+			return TFServing, withPath(u, model+tfserving.PredictSuffix), withPath(u, model+tfserving.MetadataPath), nil
 		}
 		if p == TFServing {
 			return TFServing, u.String(), "", nil
@@ -370,10 +397,7 @@ func (r *Remote) prepare(ctx context.Context, b Images) (wire, error) {
 		}
 	}
 	if layout == LayoutAuto {
-		layout = NCHW
-		if r.proto == TFServing {
-			layout = NHWC
-		}
+		layout = r.dialect.layout()
 	}
 	if layout == NHW && b.C != 1 {
 		return wire{}, fmt.Errorf("layout NHW drops the channel axis, and the images have %d channels", b.C)
@@ -429,75 +453,9 @@ func (r *Remote) metadata(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("reading metadata: %w", err)
 	}
-	var name, dtype string
-	var shape []int64
-	switch r.proto {
-	case KServe:
-		var m struct {
-			Inputs []struct {
-				Name     string  `json:"name"`
-				Datatype string  `json:"datatype"`
-				Shape    []int64 `json:"shape"`
-			} `json:"inputs"`
-		}
-		if err := json.Unmarshal(body, &m); err != nil {
-			return fmt.Errorf("metadata is not KServe v2 model metadata: %w", err)
-		}
-		in := -1
-		for i, x := range m.Inputs {
-			if r.o.InputName == "" || x.Name == r.o.InputName {
-				in = i
-				break
-			}
-		}
-		if in < 0 {
-			return nil // no inputs listed, or not the one asked for: send as told
-		}
-		if r.o.InputName == "" && len(m.Inputs) > 1 {
-			return fmt.Errorf("the model has %d inputs; name one (InputName / --input)", len(m.Inputs))
-		}
-		name, dtype, shape = m.Inputs[in].Name, m.Inputs[in].Datatype, m.Inputs[in].Shape
-		if dtype != "" && dtype != "FP32" {
-			return fmt.Errorf("input %q is %s; only FP32 inputs are supported", remoteText(name, 40), remoteText(dtype, 20))
-		}
-	case TFServing:
-		var m struct {
-			Metadata struct {
-				SignatureDef struct {
-					SignatureDef map[string]struct {
-						Inputs map[string]struct {
-							Dtype       string `json:"dtype"`
-							TensorShape struct {
-								Dim []struct {
-									Size json.Number `json:"size"`
-								} `json:"dim"`
-							} `json:"tensor_shape"`
-						} `json:"inputs"`
-					} `json:"signature_def"`
-				} `json:"signature_def"`
-			} `json:"metadata"`
-		}
-		if err := json.Unmarshal(body, &m); err != nil {
-			return fmt.Errorf("metadata is not TensorFlow Serving model metadata: %w", err)
-		}
-		sig, ok := m.Metadata.SignatureDef.SignatureDef["serving_default"]
-		if !ok || len(sig.Inputs) != 1 {
-			return nil // send as told
-		}
-		for k, in := range sig.Inputs {
-			name, dtype = k, in.Dtype
-			for _, d := range in.TensorShape.Dim {
-				n, err := d.Size.Int64()
-				if err != nil {
-					return fmt.Errorf("metadata: input dimension %q is not an integer", remoteText(string(d.Size), 20))
-				}
-				shape = append(shape, n)
-			}
-		}
-		if dtype != "" && dtype != "DT_FLOAT" {
-			return fmt.Errorf("input %q is %s; only DT_FLOAT inputs are supported", remoteText(name, 40), remoteText(dtype, 20))
-		}
-		name = "" // TensorFlow Serving takes unnamed instances for a one-input signature
+	name, shape, err := r.dialect.metadata(r, body)
+	if err != nil {
+		return err
 	}
 	if r.input == "" {
 		r.input = name
@@ -510,26 +468,11 @@ func (r *Remote) metadata(ctx context.Context) error {
 
 // infer sends one batch and decodes its labels.
 func (r *Remote) infer(ctx context.Context, w wire, b Images) ([]int64, error) {
-	var body []byte
-	if r.proto == KServe {
-		body = r.kserveRequest(w, b)
-	} else {
-		body = r.tfRequest(w, b)
-	}
-	resp, err := r.do(ctx, http.MethodPost, r.inferURL, body, b.N)
+	resp, err := r.do(ctx, http.MethodPost, r.inferURL, r.dialect.request(r, w, b), b.N)
 	if err != nil {
 		return nil, err
 	}
-	var labels []int64
-	if r.proto == KServe {
-		labels, err = r.kserveLabels(resp, b.N)
-	} else {
-		labels, err = r.tfLabels(resp, b.N)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return labels, nil
+	return r.dialect.labels(r, resp, b.N)
 }
 
 // HTTPError is an answer with a status other than 2xx.
@@ -870,66 +813,4 @@ func (r *Remote) appendNested(buf []byte, x []float32, axes []axis, off int, fla
 		buf = append(buf, ']')
 	}
 	return buf
-}
-
-// kserveRequest is {"inputs":[{"name","shape","datatype":"FP32","data"}]}
-// with the data flat in row-major order of the shape.
-func (r *Remote) kserveRequest(w wire, b Images) []byte {
-	buf := make([]byte, 0, 64+len(b.X)*10)
-	name, _ := json.Marshal(w.input)
-	shape := strconv.Itoa(b.N)
-	for _, a := range axes(w.layout, b) {
-		shape += "," + strconv.Itoa(a.size)
-	}
-	buf = fmt.Appendf(buf, `{"inputs":[{"name":%s,"shape":[%s],"datatype":"FP32","data":[`, name, shape)
-	for i := 0; i < b.N; i++ {
-		if i > 0 {
-			buf = append(buf, ',')
-		}
-		buf = r.appendImage(buf, w.layout, b, i, true)
-	}
-	buf = append(buf, "]}]"...)
-	if r.o.OutputName != "" {
-		out, _ := json.Marshal(r.o.OutputName)
-		buf = fmt.Appendf(buf, `,"outputs":[{"name":%s}]`, out)
-	}
-	return append(buf, '}')
-}
-
-// tfRequest is {"instances":[image, …]} (or {"inputs":[…]}), each image
-// nested in the layout, under the input's name when one is set.
-func (r *Remote) tfRequest(w wire, b Images) []byte {
-	buf := make([]byte, 0, 64+len(b.X)*10)
-	key := "instances"
-	if r.o.Columnar {
-		key = "inputs"
-	}
-	named := r.o.InputName != ""
-	name, _ := json.Marshal(r.o.InputName)
-	buf = append(buf, `{"`+key+`":`...)
-	if named && r.o.Columnar {
-		buf = append(buf, '{')
-		buf = append(buf, name...)
-		buf = append(buf, ':')
-	}
-	buf = append(buf, '[')
-	for i := 0; i < b.N; i++ {
-		if i > 0 {
-			buf = append(buf, ',')
-		}
-		if named && !r.o.Columnar {
-			buf = append(buf, '{')
-			buf = append(buf, name...)
-			buf = append(buf, ':')
-		}
-		buf = r.appendImage(buf, w.layout, b, i, false)
-		if named && !r.o.Columnar {
-			buf = append(buf, '}')
-		}
-	}
-	buf = append(buf, ']')
-	if named && r.o.Columnar {
-		buf = append(buf, '}')
-	}
-	return append(buf, '}')
 }
