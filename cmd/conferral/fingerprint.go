@@ -117,40 +117,12 @@ func extractFlags(fs *flag.FlagSet) func() shared.ExtractArgs {
 	batch := fs.Int("batch", def.Batch, "start points per C-BIM batch")
 	seed := fs.Int64("seed", def.Seed, "seed of start points and dropout (0 reads as the default)")
 	return func() shared.ExtractArgs {
-		var a shared.ExtractArgs
-		fs.Visit(func(f *flag.Flag) {
-			switch f.Name {
-			case "eps":
-				a.Eps = *eps
-			case "alpha":
-				a.Alpha = *alpha
-			case "steps":
-				a.Steps = *steps
-			case "dropout":
-				a.Dropout = new(*dropout)
-			case "best-iterate":
-				a.BestIterate = *best
-			case "shift":
-				a.Shift = shift
-			case "noise":
-				a.Noise = noise
-			case "loss":
-				a.Loss = string(loss)
-			case "tau":
-				a.Tau = new(*tau)
-			case "tau-surr":
-				a.TauSurr = *tauSurr
-			case "natural":
-				a.Natural = *natural
-			case "candidates":
-				a.Candidates = *cands
-			case "batch":
-				a.Batch = *batch
-			case "seed":
-				a.Seed = *seed
-			}
-		})
-		return a
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		return shared.ExtractArgs{Eps: pick(set, "eps", *eps), Alpha: pick(set, "alpha", *alpha), Steps: pick(set, "steps", *steps),
+			Dropout: given(set, "dropout", *dropout), BestIterate: pick(set, "best-iterate", *best), Shift: pick(set, "shift", shift),
+			Noise: pick(set, "noise", noise), Loss: string(pick(set, "loss", loss)), Tau: given(set, "tau", *tau), TauSurr: pick(set, "tau-surr", *tauSurr),
+			Natural: pick(set, "natural", *natural), Candidates: pick(set, "candidates", *cands), Batch: pick(set, "batch", *batch), Seed: pick(set, "seed", *seed)}
 	}
 }
 
