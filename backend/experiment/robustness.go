@@ -37,6 +37,36 @@ type Attack struct {
 	// which favours the adversary), and the row reports the rung it
 	// stopped at and the epochs spent.
 	Budget []int
+	// BudgetRounds makes Budget a ladder of Papernot's substitute rounds
+	// (Options.Papernot.Rounds is its first rung; each round doubles the
+	// queries) instead of epochs.
+	BudgetRounds bool
+}
+
+// atRung is a at rung n of its budget.
+func (a Attack) atRung(n int) Attack {
+	if a.BudgetRounds {
+		a.Options.Papernot.Rounds = n
+	} else {
+		a.Config.Epochs = n
+	}
+	return a
+}
+
+// budgetUnit names what a's budget counts.
+func (a Attack) budgetUnit() string {
+	if a.BudgetRounds {
+		return "rounds"
+	}
+	return "epochs"
+}
+
+// rung is where a's budget stands.
+func (a Attack) rung() int {
+	if a.BudgetRounds {
+		return a.Options.Papernot.Rounds
+	}
+	return a.Config.Epochs
 }
 
 // Derived is the outcome of one attack: the deployed model's test accuracy and
@@ -103,7 +133,7 @@ var nonSlug = regexp.MustCompile(`[^a-z0-9.]+`)
 func (a Attack) slug() string {
 	s := strings.Trim(nonSlug.ReplaceAllString(strings.ToLower(a.Name+"-"+a.Param), "-"), "-")
 	if len(a.Budget) > 0 { // each rung of a budget is a model of its own
-		s += fmt.Sprintf("-e%d", a.Config.Epochs)
+		s += fmt.Sprintf("-%c%d", a.budgetUnit()[0], a.rung())
 	}
 	return s
 }
@@ -137,6 +167,9 @@ func (a Attack) derive(ctx context.Context, src StudySource, ds Data, dir string
 	path := filepath.Join(dir, "derived-"+a.slug()+".safetensors")
 	c := a.Config
 	key := fmt.Sprintf("%s|%s|epochs=%d|lr=%g|batch=%d|seed=%d|%s|source=%s", a.Name, a.Param, c.Epochs, c.LR, c.BatchSize, c.Seed, ds.Tag, src.Key)
+	if a.BudgetRounds {
+		key += fmt.Sprintf("|rounds=%d", a.Options.Papernot.Rounds)
+	}
 	d := a.Data
 	if d == nil {
 		d = ds.Adversary
@@ -250,9 +283,7 @@ func (a Attack) deriveWithin(ctx context.Context, src StudySource, ds Data, dir 
 	var seconds float64
 	spent := 0
 	for k, e := range a.Budget {
-		rung := a
-		rung.Config.Epochs = e
-		m, d, err := rung.derive(ctx, src, ds, dir, progress)
+		m, d, err := a.atRung(e).derive(ctx, src, ds, dir, progress)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -404,8 +435,11 @@ func (d *Derived) epochs() string {
 	if err != nil || !a.Trains {
 		return "–"
 	}
-	if len(d.Budget) == 0 {
+	switch {
+	case len(d.Budget) == 0:
 		return fmt.Sprint(d.Config.Epochs)
+	case d.BudgetRounds:
+		return fmt.Sprintf("%d per round, %d rounds (budget %s rounds; %d spent)", d.Config.Epochs, d.Options.Papernot.Rounds, joinInts(d.Budget), d.Spent)
 	}
 	return fmt.Sprintf("%d (budget %s; %d spent)", d.Config.Epochs, joinInts(d.Budget), d.Spent)
 }
@@ -439,8 +473,8 @@ func (st *RobustnessStudy) writeFailures(md *strings.Builder, r *RobustnessResul
 		gap := 100 * (r.SourceAcc - st.Margin - d.TestAcc)
 		switch {
 		case !d.Within(r.SourceAcc, st.Margin) && len(d.Budget) > 0:
-			lines = append(lines, fmt.Sprintf("- **%s %s** did not come within %.0f points of the source in its budget: %d epochs spent over rungs of %s (%.0f s), test accuracy %.4f, %.1f points short of the margin.",
-				d.attackName(), d.Param, 100*st.Margin, d.Spent, joinInts(d.Budget), d.Seconds, d.TestAcc, gap))
+			lines = append(lines, fmt.Sprintf("- **%s %s** did not come within %.0f points of the source in its budget: %d %s spent over rungs of %s (%.0f s, the last rung %d queries), test accuracy %.4f, %.1f points short of the margin.",
+				d.attackName(), d.Param, 100*st.Margin, d.Spent, d.budgetUnit(), joinInts(d.Budget), d.Seconds, d.Queries, d.TestAcc, gap))
 		case !d.Within(r.SourceAcc, st.Margin):
 			lines = append(lines, fmt.Sprintf("- **%s %s** lost more than %.0f points (test accuracy %.4f, %.1f points short of the margin): the attack does not make a useful copy at this setting, so retention does not count it.",
 				d.attackName(), d.Param, 100*st.Margin, d.TestAcc, gap))

@@ -72,6 +72,19 @@ func TestRobustnessBudget(t *testing.T) {
 	if strings.Contains(md, "For contrast") {
 		t.Error("a study without a fleet has a contrast section")
 	}
+	// A ladder of Papernot's rounds: each rung doubles the queries.
+	c := train.AttackConfig(train.AttackPapernot)
+	c.Epochs = 1
+	pa := Attack{Group: "g", Name: train.AttackPapernot, Param: "20 seeds", Options: train.DefaultOptions(train.AttackPapernot), Config: c, Budget: []int{1, 2}, BudgetRounds: true}
+	pa.Options.Papernot.Seeds, pa.Options.Papernot.Rounds = 20, 1
+	pst := &RobustnessStudy{Attacks: []Attack{pa}, Theta: 0.7, Margin: -1, Command: "test"}
+	pres, err := pst.RunSource(context.Background(), src, nil, fp, ds, models, report.Dir(t.TempDir()), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := pres.Derived[0]; d.Options.Papernot.Rounds != 2 || d.Queries != 40 || d.Spent != 3 || d.Config.Epochs != 1 {
+		t.Errorf("rounds ladder: stopped at %d rounds, %d queries, %d spent, %d epochs", d.Options.Papernot.Rounds, d.Queries, d.Spent, d.Config.Epochs)
+	}
 	// Again: both rungs come from the cache.
 	res, err = st.RunSource(context.Background(), src, nil, fp, ds, models, report.Dir(t.TempDir()), nil)
 	if err != nil {

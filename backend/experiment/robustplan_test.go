@@ -113,24 +113,27 @@ func TestRobustnessPlanFull(t *testing.T) {
 		rows[a.Name+"|"+a.Param] = a
 	}
 	for _, a := range plain {
+		if a.Name == train.AttackPapernot { // a ladder of rounds, at its paper's epochs per round
+			b := rows[a.Name+"|150 seeds, 10 epochs per round"]
+			if !b.BudgetRounds || !slices.Equal(b.Budget, p.PapernotBudget) || b.Options.Papernot.Rounds != p.PapernotBudget[0] || b.Config.Epochs != p.PapernotEpochs {
+				t.Errorf("papernot: budget %v of rounds %v, %d rounds at %d epochs", b.Budget, b.BudgetRounds, b.Options.Papernot.Rounds, b.Config.Epochs)
+			}
+			continue
+		}
 		b, ok := rows[a.Name+"|"+a.Param]
 		switch {
 		case !ok:
 			t.Errorf("full strength dropped %s %s", a.Name, a.Param)
-		case a.Name == train.AttackEnsemble || a.Name == train.AttackPapernot:
-			want := p.EnsembleBudget
-			if a.Name == train.AttackPapernot {
-				want = p.PapernotBudget
-			}
-			if !slices.Equal(b.Budget, want) || b.Config.Epochs != want[0] {
-				t.Errorf("%s: budget %v, epochs %d; want %v from its first", a.Name, b.Budget, b.Config.Epochs, want)
+		case a.Name == train.AttackEnsemble:
+			if !slices.Equal(b.Budget, p.EnsembleBudget) || b.Config.Epochs != p.EnsembleBudget[0] || b.BudgetRounds {
+				t.Errorf("%s: budget %v, epochs %d; want %v from its first", a.Name, b.Budget, b.Config.Epochs, p.EnsembleBudget)
 			}
 		case b.Budget != nil || b.Config.Epochs != a.Config.Epochs:
 			t.Errorf("%s %s: budget %v, %d epochs; want the default's %d", a.Name, a.Param, b.Budget, b.Config.Epochs, a.Config.Epochs)
 		}
 	}
 	aug := rows[train.AttackKnockoff+"|transfer adversary's half, augmented"]
-	if aug.Options.Transfer == nil || aug.Options.Transfer.Len() != adv.Len() || aug.Options.Transfer.Name != "adv-augmented" {
+	if aug.Options.Transfer == nil || aug.Options.Transfer.Len() != adv.Len() || aug.Options.Transfer.Name != "adv-augmented" || !slices.Equal(aug.Budget, p.KnockoffBudget) {
 		t.Errorf("augmented Knockoff: transfer %+v", aug.Options.Transfer)
 	}
 	var combined []string

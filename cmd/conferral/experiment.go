@@ -110,6 +110,7 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 	srcFile := fs.String("source", "", "robustness: source model file to derive from instead of the fleet's source (needs --fingerprint extracted from it; no fleet is trained and the report has no contrast section)")
 	fullStrength := fs.Bool("full", false, "robustness: full strength (issue 17): Ensemble, Papernot and pruning with fine-tuning train along epoch budgets until within 5 points of the source; fine-pruning, PGD-AT, TRADES, combined attacks and Knockoff on the adversary's half augmented join")
 	describe := fs.String("describe", "", "robustness: the dataset, scale and recipes, for the report's first line (default: the dataset's name)")
+	reproduce := fs.String("command", "", "robustness: the command that reproduces the report, when this one is part of a larger script (default: this command line)")
 	combined := fs.String("combined", "", "robustness with --full: the combined attacks, one row per step spec, specs separated by ';', steps by ',' ("+strings.Join(train.CombinedSteps(), ", ")+"; default \""+strings.Join(experiment.DefaultRobustnessPlan().FullStrength().CombinedSteps, ";")+"\")")
 	if err := parse(fs, args[1:]); err != nil {
 		return err
@@ -169,7 +170,7 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 		}
 		if *srcFile != "" {
 			r := robustnessSource{plan: rp, source: *srcFile, fp: *fpFile, calibration: *calFile, transfer: transfer, transferDir: transferDir,
-				models: *modelsDir, describe: *describe, command: "conferral experiment " + kind + " " + strings.Join(args[1:], " "), ds: ds, dir: report.Dir(*out)}
+				models: *modelsDir, describe: *describe, command: cmp.Or(*reproduce, "conferral experiment "+kind+" "+strings.Join(args[1:], " ")), ds: ds, dir: report.Dir(*out)}
 			if err := r.run(ctx, e); err != nil {
 				return err
 			}
@@ -196,7 +197,7 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer fleet.Free()
-	command := "conferral experiment " + kind + " " + strings.Join(args[1:], " ")
+	command := cmp.Or(*reproduce, "conferral experiment "+kind+" "+strings.Join(args[1:], " "))
 	dir := report.Dir(*out)
 	switch kind {
 	case "conferrability":
