@@ -89,23 +89,7 @@ func runEvasion(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	load := func(flagName, list string) ([]*nn.Model, []string, error) {
-		var ms []*nn.Model
-		var ids []string
-		for _, p := range strings.Split(list, ",") {
-			if p = strings.TrimSpace(p); p == "" {
-				continue
-			}
-			m, _, err := nn.Load(p, e.device)
-			if err != nil {
-				freeAll(ms)
-				return nil, nil, usagef("--%s: %s is not a model: %v", flagName, p, err)
-			}
-			ms, ids = append(ms, m), append(ids, p)
-		}
-		if len(ms) == 0 {
-			return nil, nil, usagef("--%s names no model", flagName)
-		}
-		return ms, ids, nil
+		return loadModelFiles(e, flagName, list, func(p string) (string, error) { return p, nil }) // the paths name them in the report
 	}
 	var scm []*nn.Model
 	if *scorer != "" { // first: the file a user is likeliest to get wrong

@@ -53,20 +53,13 @@ func runFalseClaim(ctx context.Context, e *env, args []string) error {
 	type entry struct{ arch, what, spec string }
 	var entries []entry
 	if *manifest != "" {
-		b, err := os.ReadFile(*manifest)
+		all, err := readManifest(*manifest)
 		if err != nil {
 			return fmt.Errorf("false claim: %w", err)
 		}
-		for n, line := range strings.Split(string(b), "\n") {
-			if strings.TrimSpace(line) == "" {
-				continue
-			}
-			f := strings.Split(line, "\t")
-			if len(f) != 4 || (f[0] != "derived" && f[0] != "independent") {
-				return usagef("%s:%d: want derived|independent, architecture, recipe and a file, tab-separated", *manifest, n+1)
-			}
-			if f[0] == "independent" && !isRemote(f[3]) {
-				entries = append(entries, entry{arch: f[1], what: "independent: " + f[2], spec: f[3]})
+		for _, m := range all {
+			if !m.derived && !isRemote(m.spec) {
+				entries = append(entries, entry{arch: m.arch, what: "independent: " + m.recipe, spec: m.spec})
 			}
 		}
 	}
@@ -82,7 +75,7 @@ func runFalseClaim(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	pub, ids, err := loadModels(e, *public)
+	pub, ids, err := loadModels(e, "public", *public)
 	if err != nil {
 		return err
 	}

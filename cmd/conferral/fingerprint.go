@@ -24,8 +24,16 @@ import (
 	"github.com/conferral/conferral/shared"
 )
 
-// loadModels loads a comma-separated list of model files.
-func loadModels(e *env, list string) ([]*nn.Model, []string, error) {
+// loadModels loads the model files of a comma-separated list given as
+// --flagName, with their sha256 as IDs (loadModelFiles).
+func loadModels(e *env, flagName, list string) ([]*nn.Model, []string, error) {
+	return loadModelFiles(e, flagName, list, fileSHA256)
+}
+
+// loadModelFiles loads the model files of a comma-separated list given as
+// --flagName, with id's of each path. A file that is not a model, and a
+// list that names none, are usage errors naming the flag.
+func loadModelFiles(e *env, flagName, list string, id func(path string) (string, error)) ([]*nn.Model, []string, error) {
 	var ms []*nn.Model
 	var ids []string
 	for _, p := range strings.Split(list, ",") {
@@ -35,15 +43,18 @@ func loadModels(e *env, list string) ([]*nn.Model, []string, error) {
 		m, _, err := nn.Load(p, e.device)
 		if err != nil {
 			freeAll(ms)
-			return nil, nil, err
-		}
-		sum, err := fileSHA256(p)
-		if err != nil {
-			freeAll(ms)
-			return nil, nil, err
+			return nil, nil, usagef("--%s: %s is not a model: %v", flagName, p, err)
 		}
 		ms = append(ms, m)
+		sum, err := id(p)
+		if err != nil {
+			freeAll(ms)
+			return nil, nil, fmt.Errorf("--%s: %w", flagName, err)
+		}
 		ids = append(ids, sum)
+	}
+	if len(ms) == 0 {
+		return nil, nil, usagef("--%s names no model", flagName)
 	}
 	return ms, ids, nil
 }
@@ -242,12 +253,12 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer freeSrc()
-	ss, sids, err := loadModels(e, *surr)
+	ss, sids, err := loadModels(e, "surrogates", *surr)
 	if err != nil {
 		return err
 	}
 	defer freeAll(ss)
-	rs, rids, err := loadModels(e, *refs)
+	rs, rids, err := loadModels(e, "references", *refs)
 	if err != nil {
 		return err
 	}
@@ -273,7 +284,7 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	calNote := ""
 	if *calib != "" {
 		var ms []fingerprint.IndependentModel
-		cs, ids, err := loadModels(e, *calib)
+		cs, ids, err := loadModels(e, "calibration", *calib)
 		if err != nil {
 			return err
 		}

@@ -123,7 +123,7 @@ func loadLocal(e *env, path string, of *onnxFlags) (localSuspect, error) {
 // gradients through the interpreter) or a Conferral model file.
 func loadSource(e *env, path string, of *onnxFlags) (m fingerprint.Model, id, arch string, free func(), err error) {
 	if !isONNX(path) {
-		ms, ids, err := loadModels(e, path)
+		ms, ids, err := loadModels(e, "source", path)
 		if err != nil {
 			return nil, "", "", nil, err
 		}
