@@ -213,12 +213,27 @@ func FitBetaBinomial(counts []int, n int) (BetaBinomial, error) {
 	if n <= 0 {
 		return BetaBinomial{}, fmt.Errorf("stats: beta-binomial fit over %d trials", n)
 	}
-	trials := make([]int, len(counts))
-	for i := range trials {
-		trials[i] = n
+	var mean, sq float64
+	for _, k := range counts {
+		if k < 0 || k > n {
+			return BetaBinomial{}, fmt.Errorf("stats: agreement count %d outside 0..%d", k, n)
+		}
+		mean += float64(k)
+	}
+	mean /= float64(len(counts))
+	for _, k := range counts {
+		sq += (float64(k) - mean) * (float64(k) - mean)
+	}
+	variance := sq / float64(len(counts)-1)
+	mu := math.Min(math.Max(mean/float64(n), 1e-3), 1-1e-3)
+	s := 1e4
+	if n > 1 {
+		if rho := (variance/(float64(n)*mu*(1-mu)) - 1) / float64(n-1); rho > 1e-6 {
+			s = math.Min(math.Max(1/rho-1, 0.1), maxPrecision)
+		}
 	}
 	h := histogram(counts, n)
-	return fitBetaBinomial(counts, trials, func(d BetaBinomial) float64 { return d.logLik(h, n) })
+	return maximise(mu, s, func(d BetaBinomial) float64 { return d.logLik(h, n) }), nil
 }
 
 // FitBetaBinomialTrials is FitBetaBinomial where each model had its own
@@ -230,33 +245,20 @@ func FitBetaBinomialTrials(counts, trials []int) (BetaBinomial, error) {
 	if len(counts) < 2 {
 		return BetaBinomial{}, ErrFewCounts
 	}
-	return fitBetaBinomial(counts, trials, func(d BetaBinomial) float64 {
-		var s float64
-		for i, k := range counts {
-			s += d.LogPMF(k, trials[i])
-		}
-		return s
-	})
-}
-
-// fitBetaBinomial maximises logLik from the method of moments over the
-// rates counts[i]/trials[i].
-func fitBetaBinomial(counts, trials []int, logLik func(BetaBinomial) float64) (BetaBinomial, error) {
 	var k, n, mean, sq float64
 	for i, c := range counts {
 		if trials[i] <= 0 {
 			return BetaBinomial{}, fmt.Errorf("stats: beta-binomial fit over %d trials", trials[i])
 		}
 		if c < 0 || c > trials[i] {
-			return BetaBinomial{}, fmt.Errorf("stats: agreement count %d outside 0..%d", c, trials[i])
+			return BetaBinomial{}, fmt.Errorf("stats: count %d outside 0..%d", c, trials[i])
 		}
 		k += float64(c)
 		n += float64(trials[i])
-	}
-	// Method of moments on the rates, with n the models' mean trials.
-	for i, c := range counts {
 		mean += float64(c) / float64(trials[i])
 	}
+	// The method of moments on the rates, with the models' mean trials:
+	// their variance is μ(1−μ)(1 + ρ(n−1))/n with ρ = 1/(s+1).
 	mean /= float64(len(counts))
 	for i, c := range counts {
 		r := float64(c)/float64(trials[i]) - mean
@@ -267,11 +269,22 @@ func fitBetaBinomial(counts, trials []int, logLik func(BetaBinomial) float64) (B
 	mu := math.Min(math.Max(k/n, 1e-3), 1-1e-3)
 	s := 1e4
 	if nBar > 1 {
-		// The rates' variance is μ(1−μ)(1/n + ρ(n−1)/n) with ρ = 1/(s+1).
 		if rho := (variance*nBar/(mu*(1-mu)) - 1) / (nBar - 1); rho > 1e-6 {
 			s = math.Min(math.Max(1/rho-1, 0.1), maxPrecision)
 		}
 	}
+	return maximise(mu, s, func(d BetaBinomial) float64 {
+		var ll float64
+		for i, c := range counts {
+			ll += d.LogPMF(c, trials[i])
+		}
+		return ll
+	}), nil
+}
+
+// maximise is the beta-binomial of largest logLik, searched with
+// Nelder–Mead over (logit μ, log s) from mean mu and precision s.
+func maximise(mu, s float64, logLik func(BetaBinomial) float64) BetaBinomial {
 	decode := func(x [2]float64) BetaBinomial {
 		m := 1 / (1 + math.Exp(-x[0]))
 		m = math.Min(math.Max(m, meanEdge), 1-meanEdge)
@@ -295,7 +308,7 @@ func fitBetaBinomial(counts, trials []int, logLik func(BetaBinomial) float64) (B
 			break
 		}
 	}
-	return decode(x), nil
+	return decode(x)
 }
 
 // nelderMead minimises f over two variables from x0 with an initial
