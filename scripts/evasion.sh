@@ -37,12 +37,7 @@ Z=$CACHE/zoo-$ZOO_SEED
 for f in "$SRC" "$CACHE"/fp-{1,2,3}.safetensors "$CACHE"/natural/fp-{1,2,3}.safetensors; do
   [ -f "$f" ] || { echo "evasion.sh: $f is missing: run scripts/benchmark.sh first" >&2; exit 1; }
 done
-SURR=() REFS=()
-for arch in lenet mlp mlpdrop; do
-  for r in 0 1; do
-    SURR+=("$Z/retrain-$arch-$r.safetensors") REFS+=("$Z/indep-$arch-$r.safetensors")
-  done
-done
+zoo_training "$Z"
 GROUPS_=(--fingerprints "C-BIM ε 0.05=$(join "$CACHE"/fp-{1,2,3}.safetensors)"
   --fingerprints "natural errors=$(join "$CACHE"/natural/fp-{1,2,3}.safetensors)")
 if [ "$EPS_SWEEP" = 1 ]; then

@@ -1,4 +1,4 @@
-# lib.sh: what scripts/benchmark.sh and scripts/levers.sh share. Source it
+# lib.sh: what scripts/benchmark.sh, scripts/levers.sh and the experiments on its zoo share. Source it
 # after setting C (the binary), CACHE, SRC, THREADS and PAR.
 QT=(--quiet --threads $(( THREADS / PAR > 0 ? THREADS / PAR : 1 )))
 log() { printf '%s  %s\n' "$(date +%T)" "$*" >&2; }
@@ -23,6 +23,20 @@ derive() {
   $C derive "${QT[@]}" --out "$out" "$@" >/dev/null &
 }
 settle() { while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n; done; }
+
+# zoo_training ZOO: the training surrogates and references that the
+# experiments on a benchmark zoo (scripts/benchmark.sh makes it) craft
+# with: the first two Retraining surrogates and independent references of
+# each architecture in ZOO, as the arrays SURR and REFS.
+zoo_training() {
+  SURR=() REFS=()
+  local arch r
+  for arch in lenet mlp mlpdrop; do
+    for r in 0 1; do
+      SURR+=("$1/retrain-$arch-$r.safetensors") REFS+=("$1/indep-$arch-$r.safetensors")
+    done
+  done
+}
 
 # fleet2: a second training fleet in $CACHE/fleet2, 8 surrogates and 8
 # references over lenet, mlp and mlpdrop with four recipes the first fleet
