@@ -45,12 +45,20 @@ func TestMarkdown(t *testing.T) {
 		{"indented code", "Run:\n\n    conferral demo\n    --threads 1\n\nDone.", []string{"<pre><code>conferral demo\n--threads 1</code></pre>", "<p>Done.</p>"}, nil},
 		{"fenced code", "```\n| not a table |\n```", []string{"<pre><code>| not a table |</code></pre>"}, []string{"<table"}},
 		{"list and link", "- one\n- [two](b.md)\n", []string{"<ul>", "<li>one</li>", `<li><a href="/r/b.md">two</a></li>`}, nil},
+		{"unresolved link is its text", "see [the log](run.txt)", []string{`<span `, `title="run.txt"`, `>the log</span>`}, []string{"<a"}},
+		{"absolute link kept", "[paper](https://example.com/p)", []string{`<a href="https://example.com/p">paper</a>`}, nil},
 		{"markup is text", "<script>alert(1)</script>", []string{"&lt;script&gt;"}, []string{"<script>"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			// go-app puts each node on its own line.
-			html := ui.HTMLString(ui.Div().Body(markdown(c.md, resolve)...))
+			link := func(p string) string {
+				if strings.HasSuffix(p, ".md") {
+					return resolve(p)
+				}
+				return ""
+			}
+			html := ui.HTMLString(ui.Div().Body(markdown(c.md, resolve, link)...))
 			html = strings.NewReplacer(">\n", ">", "\n<", "<").Replace(html)
 			at := 0
 			for _, w := range c.want {

@@ -3,9 +3,9 @@ package app
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
 
 	ui "github.com/maxence-charriere/go-app/v9/pkg/app"
@@ -14,11 +14,16 @@ import (
 )
 
 // experiments renders the studies' reports: their markdown tables and
-// their plots.
+// their plots. The report shown, and which of its markdown files, are the
+// page's address (/experiments?report=NAME&file=FILE), so that a report's
+// links to another report's markdown open it here and the browser's back
+// button returns.
 type experiments struct {
 	ui.Compo
 	list   []shared.ReportInfo
-	open   string
+	listed bool   // list was fetched
+	open   string // the report shown
+	file   string // its markdown file shown
 	md     string
 	err    error
 	loaded bool
@@ -26,56 +31,20 @@ type experiments struct {
 	study study
 }
 
-// study is the form that runs one of the paper's studies as a job, and the
-// running job.
-type study struct {
-	kind, name, archs, epsSweep string
-	limit, per, epochs, points  int
-
-	job      string
-	stop     context.CancelFunc
-	state    shared.JobState
-	stage    string
-	step     int64
-	total    int64
-	messages []string
-	err      error
+func (x *experiments) OnMount(ui.Context) {
+	x.study = newStudy("conferrability")
 }
 
-// args reads the form into the job's arguments.
-func (s *study) args() (*shared.ExperimentArgs, error) {
-	a := &shared.ExperimentArgs{Study: s.kind, Name: strings.TrimSpace(s.name), Limit: s.limit, Per: s.per, Epochs: s.epochs, Points: s.points}
-	if a.Study != "conferrability" && a.Study != "fingerprint" {
-		return nil, fmt.Errorf("unknown study %q", s.kind)
+// OnNav shows the report the address names (the first when it names
+// none), fetching the list first unless it holds that report.
+func (x *experiments) OnNav(ctx ui.Context) {
+	q := ctx.Page().URL().Query()
+	name, file := q.Get("report"), q.Get("file")
+	if _, ok := x.report(name); x.listed && ok {
+		x.show(ctx, name, file)
+		return
 	}
-	if a.Limit < 0 || a.Per < 1 || a.Epochs < 1 || a.Points < 1 {
-		return nil, fmt.Errorf("images must be 0 or more, and models per role, epochs and start points at least 1")
-	}
-	for _, f := range strings.Split(s.archs, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			a.Archs = append(a.Archs, f)
-		}
-	}
-	if len(a.Archs) == 0 {
-		return nil, fmt.Errorf("name at least one architecture")
-	}
-	a.SourceArch = a.Archs[0]
-	for _, f := range strings.Split(s.epsSweep, ",") {
-		if f = strings.TrimSpace(f); f == "" {
-			continue
-		}
-		v, err := strconv.ParseFloat(f, 64)
-		if err != nil || v <= 0 || v > 1 {
-			return nil, fmt.Errorf("ε values must be numbers in (0, 1], not %q", f)
-		}
-		a.EpsSweep = append(a.EpsSweep, v)
-	}
-	return a, nil
-}
-
-func (x *experiments) OnMount(ctx ui.Context) {
-	x.study = study{kind: "conferrability", archs: "mlp", epsSweep: "0.1,0.15", limit: 1000, per: 1, epochs: 1, points: 50}
-	x.reload(ctx, "")
+	x.reload(ctx, name, file)
 }
 
 func (x *experiments) OnDismount() {
@@ -84,12 +53,23 @@ func (x *experiments) OnDismount() {
 	}
 }
 
-// reload fetches the reports and shows report name (the first when "").
-func (x *experiments) reload(ctx ui.Context, name string) {
+// reportURL is the page's address that shows file (its main markdown when
+// "") of report name.
+func reportURL(name, file string) string {
+	v := url.Values{"report": {name}}
+	if file != "" {
+		v.Set("file", file)
+	}
+	return "/experiments?" + v.Encode()
+}
+
+// reload fetches the reports and shows file of report name (the first
+// report when name is "").
+func (x *experiments) reload(ctx ui.Context, name, file string) {
 	c := newClient("")
 	fetch(ctx, func(ctx context.Context) ([]shared.ReportInfo, error) { return c.Reports(ctx) },
 		func(rs []shared.ReportInfo, err error) {
-			x.list, x.err = rs, err
+			x.list, x.err, x.listed = rs, err, err == nil
 			if err != nil || len(rs) == 0 {
 				x.loaded = true
 				return
@@ -97,109 +77,8 @@ func (x *experiments) reload(ctx ui.Context, name string) {
 			if name == "" {
 				name = rs[0].Name
 			}
-			x.show(ctx, name)
+			x.show(ctx, name, file)
 		})
-}
-
-// run starts the form's study and follows it; its report opens when it
-// ends.
-func (x *experiments) run(ctx ui.Context, _ ui.Event) {
-	s := &x.study
-	a, err := s.args()
-	if s.err = err; err != nil {
-		return
-	}
-	if s.stop != nil {
-		s.stop()
-	}
-	s.job, s.state, s.stage, s.step, s.total, s.messages = "", shared.JobQueued, "", 0, 0, nil
-	c := newClient("")
-	fetch(ctx, func(ctx context.Context) (*shared.Job, error) {
-		return c.Start(ctx, shared.JobRequest{Kind: shared.JobExperiment, Experiment: a})
-	}, func(j *shared.Job, err error) {
-		if s.err = err; err != nil {
-			s.state = ""
-			return
-		}
-		id := j.ID
-		s.job = id
-		s.stop = watchJob(ctx, id, func(evs []shared.Event) {
-			if s.job != id {
-				return
-			}
-			for _, e := range evs {
-				if e.Stage != "" {
-					s.stage = e.Stage
-				}
-				if e.Total > 0 {
-					s.step, s.total = e.Step, e.Total
-				}
-				if e.Kind == shared.State {
-					s.state = e.State
-				}
-				if e.Kind == shared.Log || e.Kind == shared.Done {
-					s.messages = append(s.messages, e.Message)
-				}
-			}
-			if len(s.messages) > 20 {
-				s.messages = s.messages[len(s.messages)-20:]
-			}
-		}, func(ctx ui.Context, j *shared.Job, err error) {
-			if s.job != id {
-				return
-			}
-			if err != nil {
-				s.err = err
-				return
-			}
-			s.state, s.err = j.State, jobError("the study", j)
-			if s.err == nil && j.Result != nil && j.Result.Report != nil {
-				x.reload(ctx, j.Result.Report.Name)
-			}
-		})
-	})
-}
-
-// studyPanel is the study form and the running study.
-func (x *experiments) studyPanel() ui.UI {
-	s := &x.study
-	frac := 0.0
-	if s.total > 0 {
-		frac = float64(s.step) / float64(s.total)
-	}
-	// The log, newest line first.
-	log := make([]ui.UI, len(s.messages))
-	for i, m := range s.messages {
-		log[len(log)-1-i] = ui.Div().Text(m)
-	}
-	if s.state == shared.JobCompleted && s.total > 0 {
-		s.step = s.total // the last progress event may come before the last step's end
-	}
-	busy := s.job != "" && !s.state.Final() && s.err == nil
-	return ui.Div().Class("panel").ID("study").DataSet("job", s.job).DataSet("state", string(s.state)).Body(
-		ui.Div().Class("form").Body(
-			ui.Label().Body(ui.Text("study"), ui.Select().ID("study-kind").Body(
-				ui.Option().Value("conferrability").Text("conferrability of attacks (Table 1)").Selected(s.kind == "conferrability"),
-				ui.Option().Value("fingerprint").Text("fingerprints: AUC and gap (Table 2)").Selected(s.kind == "fingerprint"),
-			).OnChange(ctxValue(&s.kind))),
-			ui.Label().Body(ui.Text("name"), ui.Input().ID("study-name").Placeholder("optional").Value(s.name).OnChange(ctxValue(&s.name))),
-			ui.Label().Body(ui.Text("architectures (first: source)"), ui.Input().ID("study-archs").Size(16).Value(s.archs).OnChange(ctxValue(&s.archs))),
-			ui.Label().Body(ui.Text("models per role"), ui.Input().ID("study-per").Type("number").Min(1).Value(s.per).OnChange(ctxInt(&s.per))),
-			ui.Label().Body(ui.Text("epochs"), ui.Input().ID("study-epochs").Type("number").Min(1).Value(s.epochs).OnChange(ctxInt(&s.epochs))),
-			ui.Label().Body(ui.Text("images (0: all)"), ui.Input().ID("study-limit").Type("number").Min(0).Value(s.limit).OnChange(ctxInt(&s.limit))),
-			ui.Label().Body(ui.Text("start points"), ui.Input().ID("study-points").Type("number").Min(1).Value(s.points).OnChange(ctxInt(&s.points))),
-			ui.Label().Body(ui.Text("ε values"), ui.Input().ID("study-eps").Size(12).Value(s.epsSweep).OnChange(ctxValue(&s.epsSweep))),
-			ui.Button().ID("study-run").Text("Run the study").Disabled(busy).OnClick(x.run),
-		),
-		errorBox(s.err),
-		ui.If(s.job != "", ui.Div().Class("row").Style("margin-top", "8px").Body(
-			ui.Span().Text("Job #"+s.job+" "+s.stage),
-			ui.Div().Class("bar").Body(ui.Div().Style("width", pct(frac))),
-			ui.Span().ID("study-progress").Text(fmt.Sprintf("%d of %d", s.step, s.total)),
-			ui.Span().ID("study-state").Class("tag").Text(string(s.state)),
-		)),
-		ui.If(len(log) > 0, ui.Div().Class("log").Style("margin-top", "8px").Body(log...)),
-	)
 }
 
 // report returns the listed report called name.
@@ -211,21 +90,46 @@ func (x *experiments) report(name string) (shared.ReportInfo, bool) {
 	return x.list[i], true
 }
 
-// show loads report name's markdown.
-func (x *experiments) show(ctx ui.Context, name string) {
+// mainFile is the markdown file a report opens at: its README.md, or its
+// first markdown file ("" when it has none).
+func mainFile(r shared.ReportInfo) string {
+	if slices.Contains(r.Files, "README.md") {
+		return "README.md"
+	}
+	if i := slices.IndexFunc(r.Files, func(f string) bool { return strings.HasSuffix(f, ".md") }); i >= 0 {
+		return r.Files[i]
+	}
+	return ""
+}
+
+// show loads the markdown file of report name (its main one when "").
+func (x *experiments) show(ctx ui.Context, name, file string) {
 	r, ok := x.report(name)
 	if !ok {
+		x.open, x.file, x.md, x.loaded = "", "", "", true
+		x.err = fmt.Errorf("no report is called %q", name)
 		return
 	}
-	md := slices.IndexFunc(r.Files, func(f string) bool { return strings.HasSuffix(f, ".md") })
+	if file == "" {
+		file = mainFile(r)
+	}
+	if file != "" && (!strings.HasSuffix(file, ".md") || !slices.Contains(r.Files, file)) {
+		x.err = fmt.Errorf("report %s has no markdown file %q", name, file)
+		file = mainFile(r)
+	} else {
+		x.err = nil
+	}
 	c := newClient("")
 	fetch(ctx, func(ctx context.Context) (string, error) {
-		if md < 0 {
+		if file == "" {
 			return "", nil
 		}
-		return c.ReportFile(ctx, name, r.Files[md])
+		return c.ReportFile(ctx, name, file)
 	}, func(s string, err error) {
-		x.open, x.md, x.err, x.loaded = name, s, err, true
+		x.open, x.file, x.md, x.loaded = name, file, s, true
+		if err != nil {
+			x.err = err
+		}
 	})
 }
 
@@ -233,14 +137,15 @@ func (x *experiments) Render() ui.UI {
 	return shell("/experiments", x.loaded,
 		ui.H1().Text("Experiments"),
 		ui.P().Class("lead").Text("The paper's studies at this machine's scale: how conferrable each attack's examples are "+
-			"(Table 1), and how well fingerprints tell surrogates from references as ε, τ and the training models change (Table 2)."),
+			"(Table 1), how well fingerprints tell surrogates from references as ε, τ and the training models change (Table 2), "+
+			"and whether they survive removal attacks (Tables 4 and 5); beside them, the studies committed with the repository."),
 		ui.H2().Text("Run a study"),
 		ui.Div().Body(ui.If(x.loaded, x.studyPanel())),
 		errorBox(x.err),
 		loading(x.loaded, "reports"),
 		ui.H2().Text("Reports"),
 		ui.Div().Body(x.chooser()),
-		ui.Div().ID("report").Class("report panel").DataSet("report", x.open).Body(x.body()...),
+		ui.Div().ID("report").Class("report panel").DataSet("report", x.open).DataSet("file", x.file).Body(x.body()...),
 	)
 }
 
@@ -255,14 +160,16 @@ func (x *experiments) chooser() ui.UI {
 		label := name
 		switch {
 		case committed:
-			label = fmt.Sprintf("%s (%s study, committed in docs/results)", name, r.Study)
+			// The server names a committed study's kind after its folder's
+			// first word, which is not always a study (detect-evade).
+			label = name + " (committed in docs/results)"
 		case r.Study != "":
 			label = fmt.Sprintf("%s (%s study)", name, r.Study)
 		}
 		opts[i] = ui.Option().Value(r.Name).Text(label).Selected(r.Name == x.open)
 	}
 	return ui.Div().Class("form").Body(ui.Label().Body(ui.Text("report"), ui.Select().ID("report-select").Body(opts...).
-		OnChange(func(ctx ui.Context, _ ui.Event) { x.show(ctx, ctx.JSSrc().Get("value").String()) })))
+		OnChange(func(ctx ui.Context, _ ui.Event) { ctx.Navigate(reportURL(ctx.JSSrc().Get("value").String(), "")) })))
 }
 
 // committedReport says whether a report is one of the repository's
@@ -272,26 +179,97 @@ func committedReport(name string) (string, bool) {
 	return strings.CutPrefix(name, "results:")
 }
 
-// body is the open report: its markdown, then any plot it does not show.
+// resolveRef resolves p, a relative address in file of report r, against
+// the listed reports: it returns the report whose folder holds the target
+// most closely and the target's name in it, or false when no listed report
+// has that file. A committed study (results:A) reaches its siblings
+// (../B/README.md is results:B's), and a report the server lists in a
+// subfolder (results:A/B, or a file B/x.png of results:A) its parent's
+// links into that folder; nothing reaches outside the listed reports.
+func resolveRef(list []shared.ReportInfo, r shared.ReportInfo, file, p string) (shared.ReportInfo, string, bool) {
+	p, _, _ = strings.Cut(p, "#")
+	if p == "" || strings.Contains(p, "://") || strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?\\") {
+		return shared.ReportInfo{}, "", false
+	}
+	ns, folder := reportFolder(r.Name)
+	target := path.Join(folder, path.Dir(file), p)
+	if target == ".." || strings.HasPrefix(target, "../") {
+		return shared.ReportInfo{}, "", false
+	}
+	best, bestLen := -1, -1
+	for i, q := range list {
+		qns, qf := reportFolder(q.Name)
+		rest, ok := strings.CutPrefix(target, qf+"/")
+		if qns != ns || !ok || !slices.Contains(q.Files, rest) || len(qf) <= bestLen {
+			continue
+		}
+		best, bestLen = i, len(qf)
+	}
+	if best < 0 {
+		return shared.ReportInfo{}, "", false
+	}
+	_, qf := reportFolder(list[best].Name)
+	return list[best], target[len(qf)+1:], true
+}
+
+// reportFolder splits a report's name into its kind ("results:" for a
+// committed study, "" for the server's own) and its folder.
+func reportFolder(name string) (ns, folder string) {
+	if f, ok := committedReport(name); ok {
+		return "results:", f
+	}
+	return "", name
+}
+
+// body is the open report: the files it can switch between, its markdown,
+// then any plot it does not show.
 func (x *experiments) body() []ui.UI {
 	r, ok := x.report(x.open)
 	if !ok {
 		return nil
 	}
-	var note []ui.UI
+	var out []ui.UI
 	if _, committed := committedReport(r.Name); committed {
-		note = append(note, ui.P().ID("report-committed").Class("muted small").Text(
+		out = append(out, ui.P().ID("report-committed").Class("muted small").Text(
 			"A study committed with the repository (docs/results), measured with the command it names; read-only."))
 	}
-	resolve := func(p string) string {
-		if strings.Contains(p, "://") || strings.HasPrefix(p, "/") {
+	var mds []ui.UI
+	for _, f := range r.Files {
+		if strings.HasSuffix(f, ".md") {
+			a := ui.A().Class("report-file").Href(reportURL(r.Name, f)).Text(f)
+			if f == x.file {
+				a = a.Class("active")
+			}
+			mds = append(mds, a, ui.Text(" "))
+		}
+	}
+	if len(mds) > 2 {
+		out = append(out, ui.P().ID("report-files").Class("small").Body(append([]ui.UI{ui.Text("files: ")}, mds...)...))
+	}
+	shown := map[string]bool{} // this report's plots the markdown shows
+	image := func(p string) string {
+		q, f, ok := resolveRef(x.list, r, x.file, p)
+		if !ok || !strings.HasSuffix(f, ".png") {
 			return ""
 		}
-		return reportFileURL(r.Name, path.Clean(p))
+		if q.Name == r.Name {
+			shown[f] = true
+		}
+		return reportFileURL(q.Name, f)
 	}
-	out := append(note, markdown(x.md, resolve)...)
+	link := func(p string) string {
+		q, f, ok := resolveRef(x.list, r, x.file, p)
+		if !ok || !strings.HasSuffix(f, ".md") {
+			return "" // a file the app does not show: its name alone
+		}
+		return reportURL(q.Name, f)
+	}
+	out = append(out, markdown(x.md, image, link)...)
+	if x.file != mainFile(r) {
+		return out
+	}
 	for _, f := range r.Files {
-		if strings.HasSuffix(f, ".png") && !strings.Contains(x.md, "("+f+")") {
+		if strings.HasSuffix(f, ".png") && !shown[f] {
 			out = append(out, ui.Figure().Body(ui.Img().Src(reportFileURL(r.Name, f)).Alt(f), ui.FigCaption().Text(f)))
 		}
 	}

@@ -19,10 +19,13 @@ var (
 	mdNumber = regexp.MustCompile(`^[-+]?[0-9.]+(e[-+]?[0-9]+)?[%×]?$`)
 )
 
-// markdown renders md; resolve maps an image's or a relative link's
-// address to one the browser can fetch, or to "" to leave an image out (the
-// app fetches nothing beyond its own origin).
-func markdown(md string, resolve func(string) string) []ui.UI {
+// markdown renders md. image maps an image's address to one the browser
+// can fetch, or to "" to leave the image out (the app fetches nothing
+// beyond its own origin); link maps a relative link's address to one the
+// app can open, or to "" to show the link's text alone. An absolute link
+// (with "://") is kept.
+func markdown(md string, image, link func(string) string) []ui.UI {
+	resolve := refs{image, link}
 	lines := strings.Split(strings.ReplaceAll(md, "\r\n", "\n"), "\n")
 	var out []ui.UI
 	var para []string
@@ -68,7 +71,7 @@ func markdown(md string, resolve func(string) string) []ui.UI {
 		case mdImage.MatchString(trim):
 			flush()
 			m := mdImage.FindStringSubmatch(trim)
-			if src := resolve(m[2]); src != "" {
+			if src := resolve.image(m[2]); src != "" {
 				out = append(out, ui.P().Body(ui.Img().Src(src).Alt(m[1])))
 			} else {
 				out = append(out, ui.P().Class("muted").Text("[image: "+m[1]+"]"))
@@ -112,7 +115,10 @@ func cells(row string) []string {
 	return parts
 }
 
-func table(head []string, rows [][]string, resolve func(string) string) ui.UI {
+// refs resolves a markdown file's addresses (see markdown).
+type refs struct{ image, link func(string) string }
+
+func table(head []string, rows [][]string, resolve refs) ui.UI {
 	ths := make([]ui.UI, len(head))
 	for i, h := range head {
 		ths[i] = ui.Th().Body(inline(h, resolve)...)
@@ -133,7 +139,7 @@ func table(head []string, rows [][]string, resolve func(string) string) ui.UI {
 }
 
 // inline renders **bold**, `code` and [links](url) within a line.
-func inline(s string, resolve func(string) string) []ui.UI {
+func inline(s string, resolve refs) []ui.UI {
 	var out []ui.UI
 	last := 0
 	for _, m := range mdInline.FindAllStringSubmatchIndex(s, -1) {
@@ -146,11 +152,16 @@ func inline(s string, resolve func(string) string) []ui.UI {
 		case m[4] >= 0:
 			out = append(out, ui.Code().Text(s[m[4]:m[5]]))
 		default:
-			href := s[m[8]:m[9]]
+			text, href := s[m[6]:m[7]], s[m[8]:m[9]]
+			to := href
 			if !strings.Contains(href, "://") {
-				href = resolve(href)
+				to = resolve.link(href)
 			}
-			out = append(out, ui.A().Href(href).Text(s[m[6]:m[7]]))
+			if to != "" {
+				out = append(out, ui.A().Href(to).Text(text))
+			} else {
+				out = append(out, ui.Span().Class("unlinked").Title(href).Text(text))
+			}
 		}
 		last = m[1]
 	}
