@@ -81,6 +81,21 @@ func demoFleet(epochs, calibration int) []demoModel {
 	return f
 }
 
+// demoTrain is the training request of one of the demo's models: the
+// served demo submits it as a job, the local demo converts it alike
+// (request.Train). Every model trained without the source is a reference
+// (the calibration models too); with it (teacher), a surrogate.
+func demoTrain(name, arch string, epochs int, seed int64, teacher string) shared.TrainArgs {
+	role := shared.RoleReference
+	switch {
+	case name == "source":
+		role = shared.RoleSource
+	case teacher != "":
+		role = shared.RoleSurrogate
+	}
+	return shared.TrainArgs{Name: name, Arch: arch, Epochs: epochs, Seed: seed, Teacher: teacher, Role: role}
+}
+
 // demoShare splits the demo's threads among the models it trains at once:
 // jobs of them (by default one per thread on a CPU, one on a GPU), each
 // with an equal share of the threads. Two of the fleet's small models
@@ -172,11 +187,17 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	}
 	say("%s: defender and adversary halves of %d images each, %d test images; device %v; output in %s", full.Name, defender.Len(), test.Len(), e.device, *out)
 
-	fit := func(ctx context.Context, name string, m *nn.Model, teacher *nn.Model, d *data.Dataset, ep int) error {
-		cfg := train.Defaults(ep)
+	fit := func(ctx context.Context, name string, m *nn.Model, teacher *nn.Model, d *data.Dataset, ep int, seed int64) error {
+		req := demoTrain(name, m.Spec.Arch, ep, seed, "")
+		if teacher != nil {
+			req = demoTrain(name, m.Spec.Arch, ep, seed, "source")
+		}
+		cfg, err := request.Train(req) // as the served demo's job does
+		if err != nil {
+			return err
+		}
 		cfg.Test, cfg.Progress, cfg.Stage = test, e.progress.Report, "train "+name
 		var res *train.Result
-		var err error
 		if teacher != nil {
 			res, err = train.Retrain(ctx, teacher, m, d, cfg)
 		} else {
@@ -197,7 +218,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer source.Free()
-	if err := fit(ctx, "source", source, nil, defender, *epochs+1); err != nil {
+	if err := fit(ctx, "source", source, nil, defender, *epochs+1, 1); err != nil {
 		return err
 	}
 	clock.lap("source (1 model)")
@@ -235,7 +256,7 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 			runtime.LockOSThread()
 			defer runtime.UnlockOSThread()
 			torch.SetNumThreads(threads) // libtorch's threads are per OS thread
-			return fit(gctx, fm.name, m, teacher, d, fm.epochs)
+			return fit(gctx, fm.name, m, teacher, d, fm.epochs, int64(100+i))
 		})
 	}
 	if err := g.Wait(); err != nil {

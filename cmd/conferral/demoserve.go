@@ -97,19 +97,10 @@ func demoStory(ctx context.Context, e *env, s *server.Server, o demoServe) error
 		return out, nil
 	}
 	trainReq := func(name, arch, split string, epochs int, seed int64, teacher string) shared.JobRequest {
-		d := data
-		d.Split = split
-		// Every model trained without the source is a reference (the
-		// calibration models too); with it, a surrogate.
-		role := shared.RoleReference
-		switch {
-		case name == "source":
-			role = shared.RoleSource
-		case teacher != "":
-			role = shared.RoleSurrogate
-		}
-		return shared.JobRequest{Kind: shared.JobTrain, Train: &shared.TrainArgs{DataArgs: d, Name: name, Arch: arch,
-			Epochs: epochs, Seed: seed, Teacher: teacher, Role: role}}
+		a := demoTrain(name, arch, epochs, seed, teacher)
+		a.DataArgs = data
+		a.Split = split
+		return shared.JobRequest{Kind: shared.JobTrain, Train: &a}
 	}
 	clock := newStageClock()
 	// 1. The defender trains the source model.

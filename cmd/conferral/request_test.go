@@ -9,6 +9,7 @@ import (
 
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/request"
+	"github.com/conferral/conferral/backend/train"
 	"github.com/conferral/conferral/shared"
 )
 
@@ -188,5 +189,35 @@ func TestTrainingRequestOneConfig(t *testing.T) {
 				t.Errorf("zero momentum and decay do not reach the training: %+v, %+v", c1, d1.Config)
 			}
 		})
+	}
+}
+
+// TestDemoTrainRequest: a demo model's training is the project's default
+// recipe for its epochs from its own seed, whether the local demo converts
+// its request or the served demo's job carries it over the wire.
+func TestDemoTrainRequest(t *testing.T) {
+	for _, teacher := range []string{"", "source-id"} {
+		a := demoTrain("train-surrogate-mlp-1", "mlp", 4, 101, teacher)
+		local, err := request.Train(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal(a)
+		var wire shared.TrainArgs
+		if err := json.Unmarshal(b, &wire); err != nil {
+			t.Fatal(err)
+		}
+		served, err := request.Train(wire)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := train.Defaults(4)
+		want.Seed = 101
+		if !reflect.DeepEqual(local, served) || local.Recipe() != want.Recipe() || local.Seed != 101 {
+			t.Errorf("teacher %q: local %+v, served %+v, want the default recipe for 4 epochs from seed 101", teacher, local, served)
+		}
+	}
+	if a := demoTrain("x", "mlp", 1, 1, "src"); a.Role != shared.RoleSurrogate {
+		t.Errorf("a model trained on the source's labels is a %s", a.Role)
 	}
 }
