@@ -255,9 +255,9 @@ func (x *experiments) studyPanel() ui.UI {
 			ui.If(busy && s.job != "", ui.Button().ID("study-cancel").Class("secondary").Text("Cancel").OnClick(x.cancel)),
 		),
 		ui.If(s.kind == "robustness", ui.P().Class("muted small").Text(
-			"Trains the fleet, extracts a fingerprint from its training models, then derives a model from the source by each "+
-				"removal attack of Tables 4 and 5 (and three beyond the paper) for the epochs above, and measures fingerprint "+
-				"accuracy against test accuracy.")),
+			"Trains the fleet, extracts a fingerprint (at the ε above) from its training models, then derives a model from the "+
+				"source by each removal attack of the study's plan (Tables 4 and 5, and those beyond the paper) for the epochs above, "+
+				"and measures each one's fingerprint accuracy against its test accuracy.")),
 		errorBox(s.err),
 		ui.If(s.job != "", ui.Div().Class("row").Style("margin-top", "8px").Body(
 			ui.Span().Text("Job #"+s.job+" "+s.stage),

@@ -216,6 +216,7 @@ func TestCommittedReportsRender(t *testing.T) {
 	if plots == 0 {
 		t.Error("no committed study showed a plot")
 	}
+	nestedReports(t, ctx)
 
 	// A link to another study's markdown opens it here; back returns.
 	from, to := "results:detect-evade", "results:evasion"
@@ -237,4 +238,65 @@ func TestCommittedReportsRender(t *testing.T) {
 	waitFor(t, ctx, fmt.Sprintf(`document.querySelector('#report[data-report=%q] #report-files') !== null`, levers), "the levers' files")
 	click(t, ctx, `#report-files a[href*="file=controls.md"]`)
 	waitFor(t, ctx, fmt.Sprintf(`document.querySelector('#report[data-report=%q][data-file="controls.md"] table') !== null`, levers), "controls.md's table")
+
+	const bench = "results:benchmark"
+	if err := chromedp.Do(ctx, set(`#report-select`, bench)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, fmt.Sprintf(`document.querySelector('#report[data-report=%q] table') !== null`, bench), "the benchmark's tables")
+	shoot(t, ctx, "experiments-committed")
+}
+
+// nestedReports checks that the reports committed in subfolders of a
+// study (benchmark/fp-1, levers/fleet8, leaveout/lenet/whole-fleet, ...)
+// are reachable from the page: listed as reports of their own or as files
+// of their study. The server lists only the top folders' own files today;
+// until it lists any nested one the test names them, and from then on it
+// requires them all.
+func nestedReports(t *testing.T, ctx context.Context) {
+	t.Helper()
+	root := filepath.Join("..", "docs", "results")
+	var nested []string // folder/…/README.md below a study's folder
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || d.Name() != "README.md" {
+			return err
+		}
+		rel, err := filepath.Rel(root, p)
+		if strings.Count(filepath.ToSlash(rel), "/") > 1 {
+			nested = append(nested, filepath.ToSlash(rel))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list []shared.ReportInfo
+	if err := call(context.Background(), "GET", "/api/reports", nil, &list); err != nil {
+		t.Fatal(err)
+	}
+	reachable := map[string]bool{}
+	served := false // the server lists something below a study's folder
+	for _, r := range list {
+		folder, ok := strings.CutPrefix(r.Name, "results:")
+		if !ok {
+			continue
+		}
+		for _, f := range r.Files {
+			reachable[folder+"/"+f] = true
+			served = served || strings.Contains(f, "/")
+		}
+		served = served || strings.Contains(folder, "/")
+	}
+	var missing []string
+	for _, n := range nested {
+		if !reachable[n] {
+			missing = append(missing, n)
+		}
+	}
+	switch {
+	case len(missing) > 0 && served:
+		t.Errorf("%d nested reports the page cannot reach: %q", len(missing), missing)
+	case len(missing) > 0:
+		t.Logf("the server lists no nested report yet: %d of %d are out of the page's reach (first %q)", len(missing), len(nested), missing[0])
+	}
 }
