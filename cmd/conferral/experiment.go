@@ -269,38 +269,25 @@ func runBenchmark(ctx context.Context, e *env, args []string) error {
 	if *fpPath == "" || (*derived == "" && *independent == "" && *manifest == "") || *scale == "" {
 		return usagef("--fingerprint, --describe and --suspects, --derived or --independent are required")
 	}
-	type entry struct {
-		derived            bool
-		arch, recipe, spec string
-	}
-	var entries []entry
+	var entries []manifestEntry
 	for _, g := range []struct {
 		list    string
 		derived bool
 	}{{*derived, true}, {*independent, false}} {
 		for _, spec := range strings.Split(g.list, ",") {
 			if spec = strings.TrimSpace(spec); spec != "" {
-				entries = append(entries, entry{derived: g.derived, spec: spec})
+				entries = append(entries, manifestEntry{derived: g.derived, spec: spec})
 			}
 		}
 	}
 	if *manifest != "" {
-		b, err := os.ReadFile(*manifest)
+		m, err := readManifest(*manifest)
 		if err != nil {
 			return err
 		}
-		for n, line := range strings.Split(string(b), "\n") {
-			if strings.TrimSpace(line) == "" {
-				continue
-			}
-			f := strings.Split(line, "\t")
-			if len(f) != 4 || (f[0] != "derived" && f[0] != "independent") {
-				return usagef("%s:%d: want derived|independent, architecture, recipe and a file or URL, tab-separated", *manifest, n+1)
-			}
-			entries = append(entries, entry{derived: f[0] == "derived", arch: f[1], recipe: f[2], spec: f[3]})
-		}
+		entries = append(entries, m...)
 	}
-	if nd := len(slices.DeleteFunc(slices.Clone(entries), func(e entry) bool { return !e.derived })); nd == 0 || nd == len(entries) {
+	if nd := len(slices.DeleteFunc(slices.Clone(entries), func(e manifestEntry) bool { return !e.derived })); nd == 0 || nd == len(entries) {
 		return usagef("a benchmark needs derived and independent suspects (--derived, --independent or --suspects): got %d derived and %d independent; error rates and AUC need both", nd, len(entries)-nd)
 	}
 	if err := apply(); err != nil {
