@@ -28,7 +28,7 @@ CACHE=${CACHE:-conferral-cache/benchmark-lenet}
 REPORT=${REPORT:-docs/results/detect-evade}
 DETS=${DETS:-$CACHE/detectors}
 PAR=1
-C="bin/conferral"
+C=${C:-bin/conferral}
 Q=(--quiet --threads "$THREADS")
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
@@ -74,9 +74,40 @@ ARGS=(--fingerprint "natural errors=$CACHE/natural99/fp-1.safetensors" --fingerp
   --flag-fprs "${FPRS:-0.01,0.05,0.1,0.2}" --evade random,second --mix 4 --subset --limit-benign "$LIMIT" --seed 1
   --describe "Fashion-MNIST; LeNet-5 source (conferral-cache/benchmark-lenet/source.safetensors, 4 epochs on the defender's half). Suspects: the held-out zoo $HELD (ZOO_SEED 2828, the adversary's half, 1–4 epochs; scripts/benchmark.sh): its six distillation surrogates (LeNet-5, MLP, MLP-dropout, two recipes each), its four fine-tuned copies of the source (FTAL, RTAL, FTLL, RTLL, 1 epoch) and one independent model per architecture. Fingerprints: natural99/fp-1 (natural errors, 99-model calibration; docs/results/benchmark-natural99) and fp-1 (C-BIM ε 0.05, 12-model calibration; docs/results/benchmark). Detectors: $DETS, made in step 1 by the adversary from its own development zoo (zoo-7527) and the source; the report of that run is detectors/README.md."
   --out "$REPORT/study")
-log "experiment evasion detect-evade"
-$C experiment evasion detect-evade "${Q[@]}" "${ARGS[@]}" >/dev/null
-echo "scripts/detect-evade.sh  # i.e. conferral experiment evasion detect-evade --threads $THREADS $(printf '%q ' "${ARGS[@]}")" >"$REPORT/study/COMMAND"
+if [ -n "${REDO:-}" ] || [ ! -f "$REPORT/study/README.md" ]; then
+  log "experiment evasion detect-evade"
+  $C experiment evasion detect-evade "${Q[@]}" "${ARGS[@]}" >/dev/null
+  echo "scripts/detect-evade.sh  # i.e. conferral experiment evasion detect-evade --threads $THREADS $(printf '%q ' "${ARGS[@]}")" >"$REPORT/study/COMMAND"
+fi
+
+# 2b. The same study under the evasion check: the two fingerprints,
+# copied to $CACHE/truths and calibrated again by the same independent
+# models, now with each model's true-class answers, so that a verdict
+# does not clear a suspect whose wrong answers look like a wrapper's
+# random labels. Report in $REPORT/check.
+TRUTHS=$CACHE/truths
+mkdir -p "$TRUTHS"
+cp -n "$CACHE/natural99/fp-1.safetensors" "$TRUTHS/natural99-fp-1.safetensors"
+cp -n "$CACHE/fp-1.safetensors" "$TRUTHS/cbim-fp-1.safetensors"
+calibration2
+[ -f "$TRUTHS/natural99-fp-1.calibration.json" ] || $C calibrate "${Q[@]}" --fingerprint "$TRUTHS/natural99-fp-1.safetensors" \
+  --models "$(join "$CACHE"/calibration/*.safetensors "$CACHE"/calibration2/*.safetensors)" >/dev/null
+[ -f "$TRUTHS/cbim-fp-1.calibration.json" ] || $C calibrate "${Q[@]}" --fingerprint "$TRUTHS/cbim-fp-1.safetensors" \
+  --models "$(join "$CACHE"/calibration/*.safetensors)" >/dev/null
+CHECK=("${ARGS[@]}")
+for i in "${!CHECK[@]}"; do
+  case ${CHECK[$i]} in
+    "natural errors=$CACHE/natural99/fp-1.safetensors") CHECK[i]="natural errors=$TRUTHS/natural99-fp-1.safetensors" ;;
+    "C-BIM ε 0.05=$CACHE/fp-1.safetensors") CHECK[i]="C-BIM ε 0.05=$TRUTHS/cbim-fp-1.safetensors" ;;
+    "$REPORT/study") CHECK[i]="$REPORT/check" ;;
+    Fashion-MNIST*) CHECK[i]="${CHECK[i]} Calibrations: made again by the same 99 and 12 independent models with their true-class answers ($TRUTHS), so each rule also runs the evasion check." ;;
+  esac
+done
+if [ -n "${REDO:-}" ] || [ ! -f "$REPORT/check/README.md" ]; then
+  log "experiment evasion detect-evade (evasion check)"
+  $C experiment evasion detect-evade "${Q[@]}" "${CHECK[@]}" >/dev/null
+  echo "scripts/detect-evade.sh  # i.e. conferral experiment evasion detect-evade --threads $THREADS $(printf '%q ' "${CHECK[@]}")" >"$REPORT/check/COMMAND"
+fi
 
 # 3. As a user would: serve one derived suspect with the natural-errors
 # detector at 5 % and a random answer, and verify it by URL; then plainly.

@@ -401,7 +401,7 @@ func (st *DetectEvadeStudy) write(dir report.Dir, r *DetectEvadeResult) error {
 	}
 	p("- Intervals are Clopper–Pearson 95 %%.\n\n")
 	p("## Every suspect\n\n")
-	p("| fingerprint | suspect | truth | wrapper | keys flagged | fingerprint accuracy | verdict | p (empirical) | mixed: accuracy, verdict | random subset: verdict (keys asked) | benign accuracy | benign flagged | lost |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	p("| fingerprint | suspect | truth | wrapper | keys flagged | fingerprint accuracy | verdict | p (empirical) | evasion check: true class / wrong answers (p) | mixed: accuracy, verdict | random subset: verdict (keys asked) | benign accuracy | benign flagged | lost |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, row := range r.Rows {
 		v := row.Verdict
 		truth := "independent"
@@ -412,26 +412,32 @@ func (st *DetectEvadeStudy) write(dir report.Dir, r *DetectEvadeResult) error {
 		if v.EmpiricalP != nil {
 			pv = fmt.Sprintf("%.2g", *v.EmpiricalP)
 		}
-		mixed, sq := "—", "—"
+		mixed, sq, ev := "—", "—", "—"
+		if e := v.Evasion; e != nil {
+			ev = fmt.Sprintf("%d/%d (%.2g)", e.Truth, e.Wrong, e.PValue)
+			if e.Evasive {
+				ev = "**evasive** " + ev
+			}
+		}
 		if row.Mixed != nil {
 			mixed = fmt.Sprintf("%.3f, %s", row.Mixed.Accuracy, row.Mixed.Outcome)
 		}
 		if row.Seq != nil {
 			sq = fmt.Sprintf("%s (%d)", row.Seq.Outcome, row.Seq.Fingerprints)
 		}
-		p("| %s | `%s` | %s | %s | %d/%d | %.3f [%.3f, %.3f] | **%s** | %s | %s | %s | %s | %s | %s |\n", row.Fingerprint, shortPath(row.Suspect), truth, row.Setting,
-			row.KeysFlagged, v.Fingerprints, v.Accuracy, v.Interval[0], v.Interval[1], v.Outcome, pv, mixed, sq,
+		p("| %s | `%s` | %s | %s | %d/%d | %.3f [%.3f, %.3f] | **%s** | %s | %s | %s | %s | %s | %s | %s |\n", row.Fingerprint, shortPath(row.Suspect), truth, row.Setting,
+			row.KeysFlagged, v.Fingerprints, v.Accuracy, v.Interval[0], v.Interval[1], v.Outcome, pv, ev, mixed, sq,
 			cp(row.Correct, row.Benign), cp(row.Flagged, row.Benign), cp(row.Lost, row.Benign))
 	}
 	p("\n## Summary\n\n")
-	p("Per fingerprint and wrapper, over the derived suspects (then the independent ones): how many the rule accuses, plainly, with the keys mixed among benign queries and with a random subset; how many it clears (calls independent); the keys flagged; the mean fingerprint accuracy; the adversary's cost on benign queries (pooled over the suspects).\n\n")
-	p("| fingerprint | suspects | wrapper | accused | accused, mixed | accused, random subset | cleared | keys flagged | mean fingerprint accuracy | benign flagged | lost |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	p("Per fingerprint and wrapper, over the derived suspects (then the independent ones): how many the rule accuses, plainly, with the keys mixed among benign queries and with a random subset; how many it clears (calls independent); how many it found evasive (the evasion check, where the calibration makes it: not cleared, whatever the agreement); the keys flagged; the mean fingerprint accuracy; the adversary's cost on benign queries (pooled over the suspects).\n\n")
+	p("| fingerprint | suspects | wrapper | accused | accused, mixed | accused, random subset | cleared | found evasive | keys flagged | mean fingerprint accuracy | benign flagged | lost |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	type key struct {
 		fp, set string
 		derived bool
 	}
 	var order []key
-	agg := map[key]*[9]int{}
+	agg := map[key]*[10]int{}
 	accSum := map[key]float64{}
 	for _, f := range st.Fingerprints {
 		for _, derived := range []bool{true, false} {
@@ -442,7 +448,7 @@ func (st *DetectEvadeStudy) write(dir report.Dir, r *DetectEvadeResult) error {
 				k := key{row.Fingerprint, row.Setting, row.Derived}
 				a, ok := agg[k]
 				if !ok {
-					a = &[9]int{}
+					a = &[10]int{}
 					agg[k] = a
 					order = append(order, k)
 				}
@@ -463,6 +469,9 @@ func (st *DetectEvadeStudy) write(dir report.Dir, r *DetectEvadeResult) error {
 				if row.Verdict.Outcome == fingerprint.Independent {
 					a[8]++
 				}
+				if e := row.Verdict.Evasion; e != nil && e.Evasive {
+					a[9]++
+				}
 				accSum[k] += row.Verdict.Accuracy
 			}
 		}
@@ -474,7 +483,7 @@ func (st *DetectEvadeStudy) write(dir report.Dir, r *DetectEvadeResult) error {
 		if k.derived {
 			truth = "derived"
 		}
-		p("| %s | %d %s | %s | %s | %s | %s | %s | %s | %.3f | %s | %s |\n", k.fp, a[0], truth, k.set, cp(a[1], a[0]), cp(a[2], a[0]), cp(a[3], a[0]), cp(a[8], a[0]), cp(a[4], a[5]), accSum[k]/float64(a[0]), cp(a[6], nb), cp(a[7], nb))
+		p("| %s | %d %s | %s | %s | %s | %s | %s | %s | %s | %.3f | %s | %s |\n", k.fp, a[0], truth, k.set, cp(a[1], a[0]), cp(a[2], a[0]), cp(a[3], a[0]), cp(a[8], a[0]), cp(a[9], a[0]), cp(a[4], a[5]), accSum[k]/float64(a[0]), cp(a[6], nb), cp(a[7], nb))
 	}
 	p("\n")
 	if err := dir.Create(); err != nil {
