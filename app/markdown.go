@@ -9,12 +9,13 @@ import (
 
 // The subset of markdown that the study reports use: headings, paragraphs,
 // pipe tables, images on their own line, indented or fenced code, bullet
-// lists, and inline **bold**, `code` and [links](url). Everything becomes
+// lists (an item may go on over several lines), and inline **bold**,
+// *emphasis*, `code` and [links](url). Everything becomes
 // go-app elements, never raw HTML, so a report cannot inject markup.
 
 var (
 	mdImage  = regexp.MustCompile(`^!\[([^\]]*)\]\(([^)\s]+)\)$`)
-	mdInline = regexp.MustCompile("\\*\\*([^*]+)\\*\\*|`([^`]+)`|\\[([^\\]]+)\\]\\(([^)\\s]+)\\)")
+	mdInline = regexp.MustCompile("\\*\\*([^*]+)\\*\\*|`([^`]+)`|\\[([^\\]]+)\\]\\(([^)\\s]+)\\)|\\*([^*\\s](?:[^*]*[^*\\s])?)\\*")
 	mdRule   = regexp.MustCompile(`^\|?\s*:?-{2,}:?\s*(\|\s*:?-{2,}:?\s*)*\|?$`)
 	mdNumber = regexp.MustCompile(`^[-+]?[0-9.]+(e[-+]?[0-9]+)?[%×]?$`)
 )
@@ -87,22 +88,40 @@ func markdown(md string, image, link func(string) string) []ui.UI {
 			out = append(out, table(head, rows, resolve))
 		case strings.HasPrefix(trim, "- ") || strings.HasPrefix(trim, "* "):
 			flush()
-			var items []ui.UI
+			// An item goes on over the lines after it until a blank line,
+			// the next item or a line that starts another block.
+			var items []string
 			for ; i < len(lines); i++ {
 				t := strings.TrimSpace(lines[i])
-				if !strings.HasPrefix(t, "- ") && !strings.HasPrefix(t, "* ") {
-					break
+				switch {
+				case strings.HasPrefix(t, "- ") || strings.HasPrefix(t, "* "):
+					items = append(items, t[2:])
+					continue
+				case t != "" && !startsBlock(t):
+					items[len(items)-1] += " " + t
+					continue
 				}
-				items = append(items, ui.Li().Body(inline(t[2:], resolve)...))
+				break
 			}
 			i--
-			out = append(out, ui.Ul().Body(items...))
+			lis := make([]ui.UI, len(items))
+			for k, it := range items {
+				lis[k] = ui.Li().Body(inline(it, resolve)...)
+			}
+			out = append(out, ui.Ul().Body(lis...))
 		default:
 			para = append(para, trim)
 		}
 	}
 	flush()
 	return out
+}
+
+// startsBlock says whether a trimmed line starts a block of its own (a
+// heading, a fence, a table row or an image) rather than going on with the
+// text before it.
+func startsBlock(t string) bool {
+	return strings.HasPrefix(t, "#") || strings.HasPrefix(t, "```") || strings.HasPrefix(t, "|") || mdImage.MatchString(t)
 }
 
 // cells splits a table row.
@@ -138,7 +157,8 @@ func table(head []string, rows [][]string, resolve refs) ui.UI {
 	return ui.Table().Body(ui.THead().Body(ui.Tr().Body(ths...)), ui.TBody().Body(trs...))
 }
 
-// inline renders **bold**, `code` and [links](url) within a line.
+// inline renders **bold**, *emphasis*, `code` and [links](url) within a
+// line.
 func inline(s string, resolve refs) []ui.UI {
 	var out []ui.UI
 	last := 0
@@ -151,6 +171,8 @@ func inline(s string, resolve refs) []ui.UI {
 			out = append(out, ui.B().Text(s[m[2]:m[3]]))
 		case m[4] >= 0:
 			out = append(out, ui.Code().Text(s[m[4]:m[5]]))
+		case m[10] >= 0:
+			out = append(out, ui.Em().Text(s[m[10]:m[11]]))
 		default:
 			text, href := s[m[6]:m[7]], s[m[8]:m[9]]
 			to := href

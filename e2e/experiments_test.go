@@ -239,11 +239,11 @@ func TestCommittedReportsRender(t *testing.T) {
 	click(t, ctx, `#report-files a[href*="file=controls.md"]`)
 	waitFor(t, ctx, fmt.Sprintf(`document.querySelector('#report[data-report=%q][data-file="controls.md"] table') !== null`, levers), "controls.md's table")
 
-	const bench = "results:benchmark"
-	if err := chromedp.Do(ctx, set(`#report-select`, bench)); err != nil {
+	// The detect-and-evade study, with its links to other studies.
+	if err := chromedp.Do(ctx, set(`#report-select`, from)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, ctx, fmt.Sprintf(`document.querySelector('#report[data-report=%q] table') !== null`, bench), "the benchmark's tables")
+	waitFor(t, ctx, fmt.Sprintf(`document.querySelector('#report[data-report=%q] table') !== null`, from), from+"'s tables")
 	shoot(t, ctx, "experiments-committed")
 }
 
