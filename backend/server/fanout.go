@@ -1,7 +1,6 @@
 package server
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -204,18 +203,8 @@ func (s *Server) checkExperimentFanout(a *shared.ExperimentArgs) error {
 // defaults as runExperiment (were they to differ, Build would retrain the
 // models, not misuse them).
 func experimentPlan(a shared.ExperimentArgs) []*experiment.Member {
-	archs := a.Archs
-	if len(archs) == 0 {
-		archs = []string{"cnn", "mlp", "resnet20"}
-	}
-	per, epochs := a.Per, a.Epochs
-	if per <= 0 {
-		per = 2
-	}
-	if epochs <= 0 {
-		epochs = 2
-	}
-	return experiment.Plan(cmp.Or(a.SourceArch, "cnn"), archs, per, epochs)
+	st := request.Experiment(a)
+	return experiment.Plan(st.SourceArch, st.Archs, st.Per, st.Epochs)
 }
 
 // experimentData is an experiment's data: the defender's and adversary's

@@ -655,14 +655,7 @@ func (s *Server) runExperiment(ctx context.Context, j shared.Job, a shared.Exper
 	if a.Member != "" {
 		return s.runMember(ctx, a, rep) // fanout.go
 	}
-	eps := a.EpsSweep
-	if len(eps) == 0 {
-		eps = []float64{0.025, 0.05, 0.1, 0.15}
-	}
-	taus := a.Taus
-	if len(taus) == 0 {
-		taus = []float64{0.5, 0.75, 1}
-	}
+	study := request.Experiment(a)
 	ds, err := s.experimentData(a)
 	if err != nil {
 		return nil, err
@@ -681,15 +674,7 @@ func (s *Server) runExperiment(ctx context.Context, j shared.Job, a shared.Exper
 	command := fmt.Sprintf("conferral serve: experiment job %s", j.ID)
 	switch a.Study {
 	case "conferrability":
-		points := a.Points
-		if points <= 0 {
-			points = 200
-		}
-		focus := a.Focus
-		if focus <= 0 {
-			focus = 0.15
-		}
-		st := &experiment.ConferrabilityStudy{Eps: eps, Focus: focus, Points: points, Batch: cfg.Batch, CBIM: cfg.CBIM, Command: command}
+		st := &experiment.ConferrabilityStudy{Eps: study.Eps, Focus: study.Focus, Points: study.Points, Batch: cfg.Batch, CBIM: cfg.CBIM, Command: command}
 		if _, err := st.Run(ctx, fleet, ds.Test, dir, rep); err != nil {
 			return nil, err
 		}
@@ -699,7 +684,7 @@ func (s *Server) runExperiment(ctx context.Context, j shared.Job, a shared.Exper
 		}
 		st := &experiment.FingerprintStudy{
 			Main: experiment.Setting{Name: "main", Eps: cfg.CBIM.Eps, Loss: cfg.CBIM.Loss, Best: cfg.CBIM.Best},
-			Eps:  eps, Taus: taus, TauSurrs: []float64{0, 1}, Losses: attack.Losses(),
+			Eps:  study.Eps, Taus: study.Taus, TauSurrs: study.TauSurrs, Losses: attack.Losses(),
 			Extract: cfg, Theta: fingerprint.DefaultThreshold, Command: command,
 		}
 		if _, err := st.Run(ctx, fleet, ds, dir, rep); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/conferral/conferral/backend/experiment"
 	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/report"
+	"github.com/conferral/conferral/backend/request"
 	"github.com/conferral/conferral/backend/train"
 )
 
@@ -83,17 +84,18 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 	df.register(fs)
 	modelsDir := fs.String("models", "runs/fleet", "folder of the fleet's models (trained once, reused)")
 	out := fs.String("out", "runs/"+kind, "report folder")
-	archs := fs.String("archs", "cnn,mlp,resnet20", "architectures of surrogates and references")
-	sourceArch := fs.String("source-arch", "cnn", "architecture of the source model")
-	per := fs.Int("per", 2, "surrogates and references per architecture on each half")
-	epochs := fs.Int("epochs", 2, "training epochs per model (the source gets one more)")
+	study := request.DefaultStudy() // the server's defaults too
+	archs := fs.String("archs", strings.Join(study.Archs, ","), "architectures of surrogates and references")
+	sourceArch := fs.String("source-arch", study.SourceArch, "architecture of the source model")
+	per := fs.Int("per", study.Per, "surrogates and references per architecture on each half")
+	epochs := fs.Int("epochs", study.Epochs, "training epochs per model (the source gets one more)")
 	start := fs.String("start", fingerprint.StartTest, "where C-BIM starts (fingerprint study): test (the test split, which no fleet model was trained on) or train (the defender's half); the study also runs the other")
 	labels := fs.String("surrogate-labels", experiment.HardLabels, "what surrogates learn from: hard (the source's labels, as a classification API returns them) or soft (its prediction vectors: distillation at T = 1)")
-	epsList := fs.String("eps-sweep", "0.025,0.05,0.1,0.15", "ε values to sweep")
-	taus := fs.String("taus", "0.5,0.75,1", "τ values to sweep (fingerprint study)")
-	tauSurrs := fs.String("tau-surrs", "0,1", "τ_S values to sweep, crossed with --taus (fingerprint study)")
-	points := fs.Int("points", 200, "start points (conferrability study)")
-	focus := fs.Float64("focus", 0.15, "ε of Table 1 and the histogram (conferrability study)")
+	epsList := fs.String("eps-sweep", floatList(study.Eps), "ε values to sweep")
+	taus := fs.String("taus", floatList(study.Taus), "τ values to sweep (fingerprint study)")
+	tauSurrs := fs.String("tau-surrs", floatList(study.TauSurrs), "τ_S values to sweep, crossed with --taus (fingerprint study)")
+	points := fs.Int("points", study.Points, "start points (conferrability study)")
+	focus := fs.Float64("focus", study.Focus, "ε of Table 1 and the histogram (conferrability study)")
 	cfgOf := cbimFlags(fs)
 	rp := experiment.DefaultRobustnessPlan() // the flags below start from it
 	var transfer, transferDir string
