@@ -63,6 +63,17 @@ func reportURL(name, file string) string {
 	return "/experiments?" + v.Encode()
 }
 
+// openReport goes to report name, new since the list was fetched: the
+// page's address names it, so that the address always says what is shown.
+func (x *experiments) openReport(ctx ui.Context, name string) {
+	to := reportURL(name, "")
+	if ctx.Page().URL().RequestURI() == to {
+		x.reload(ctx, name, "") // the address names it already: going there would do nothing
+		return
+	}
+	ctx.Navigate(to) // OnNav fetches the list, which lacks it
+}
+
 // reload fetches the reports and shows file of report name (the first
 // report when name is "").
 func (x *experiments) reload(ctx ui.Context, name, file string) {

@@ -196,7 +196,7 @@ func (x *experiments) run(ctx ui.Context, _ ui.Event) {
 				s.err = jobError("the study", j)
 			}
 			if s.err == nil && j.Result != nil && j.Result.Report != nil {
-				x.reload(ctx, j.Result.Report.Name, "")
+				x.openReport(ctx, j.Result.Report.Name)
 			}
 		})
 	})

@@ -85,6 +85,9 @@ func TestRobustnessStudy(t *testing.T) {
 		t.Errorf("progress %q", p)
 	}
 	waitFor(t, ctx, `document.querySelector('#report[data-report="e2e-robustness"] table') !== null`, "the report's tables")
+	if q := eval[string](t, ctx, `location.search`); q != "?report=e2e-robustness" {
+		t.Errorf("the page's address says %q while it shows the new report", q)
+	}
 	waitFor(t, ctx, imagesLoaded("#report img"), "the report's plot")
 	got := eval[struct {
 		Heads  []string
