@@ -497,10 +497,13 @@ type Verdict struct {
 	Calibrated bool `json:"calibrated"`
 	// PValue is P[X ≥ Matches] under the beta-binomial fit of Null,
 	// EmpiricalP the share of Null's models at or above the suspect.
-	PValue      *float64      `json:"p_value,omitempty"`
-	EmpiricalP  *float64      `json:"empirical_p,omitempty"`
-	Null        *Null         `json:"null,omitempty"`
-	Sequential  *Sequential   `json:"sequential,omitempty"`
+	PValue     *float64    `json:"p_value,omitempty"`
+	EmpiricalP *float64    `json:"empirical_p,omitempty"`
+	Null       *Null       `json:"null,omitempty"`
+	Sequential *Sequential `json:"sequential,omitempty"`
+	// Evasion is the calibrated verdict's check for answers chosen to
+	// miss the keys (nil where the calibration cannot make it).
+	Evasion     *Evasion      `json:"evasion,omitempty"`
 	Explanation string        `json:"explanation"`
 	Items       []VerdictItem `json:"items"`
 	// Queries is the number of images the suspect was sent: N, or more

@@ -233,6 +233,11 @@ func TestPipeline(t *testing.T) {
 			if v == nil || !v.Calibrated || v.PValue == nil || v.Null == nil || v.Null.Models != 12 || v.Outcome != shared.OutcomeDerived || (a.Sequential != (v.Sequential != nil)) {
 				t.Errorf("calibrated verdict (sequential %v): %+v", a.Sequential, v)
 			}
+			// The calibration recorded the models' true-class answers: the
+			// verdict carries the evasion check, which the source passes.
+			if v != nil && (v.Evasion == nil || v.Evasion.Evasive || v.Evasion.Random != 1.0/9) {
+				t.Errorf("calibrated verdict (sequential %v): evasion check %+v, want made and passed", a.Sequential, v.Evasion)
+			}
 		}
 		if err := os.Remove(fingerprint.CalibrationPath(path)); err != nil {
 			t.Fatal(err)

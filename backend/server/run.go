@@ -620,7 +620,7 @@ func verdict(v *fingerprint.Verdict, fp *fingerprint.Fingerprint, id string) sha
 		Accuracy: v.Accuracy, Interval: v.Interval, Confidence: v.Confidence, Outcome: v.Outcome, Surrogate: v.Surrogate,
 		Verdict: map[string]string{fingerprint.Derived: "derived", fingerprint.Independent: "independent", fingerprint.Inconclusive: "inconclusive"}[v.Outcome],
 		Theta:   v.Theta, Threshold: v.Threshold, Calibrated: v.Calibrated, PValue: v.PValue, EmpiricalP: v.EmpiricalP, Null: v.Null,
-		Sequential: v.Sequential, Explanation: v.Explain(), Queries: v.Queries}
+		Sequential: v.Sequential, Evasion: v.Evasion, Explanation: v.Explain(), Queries: v.Queries}
 	for j, i := range v.Order {
 		out.Items = append(out.Items, shared.VerdictItem{Index: i, Label: v.Labels[j], Key: fp.Keys[i], Agree: v.Matches[j]})
 	}
