@@ -38,12 +38,7 @@ HELD=$CACHE/zoo-2828
 for f in "$SRC" "$CACHE"/fp-{1,2,3}.safetensors "$CACHE"/natural99/fp-{1,2,3}.safetensors "$HELD"/distil-mlp-0.safetensors; do
   [ -f "$f" ] || { echo "detect-evade.sh: $f is missing: run scripts/benchmark.sh first" >&2; exit 1; }
 done
-SURR=() REFS=()
-for arch in lenet mlp mlpdrop; do
-  for r in 0 1; do
-    SURR+=("$DEV/retrain-$arch-$r.safetensors") REFS+=("$DEV/indep-$arch-$r.safetensors")
-  done
-done
+zoo_training "$DEV"
 
 # 1. The adversary's detectors.
 if [ ! -f "$DETS/natural-max-softmax.safetensors" ] || [ ! -f "$DETS/cbim-eps-0.05-entropy.safetensors" ]; then
