@@ -1,5 +1,5 @@
-# lib.sh: what scripts/benchmark.sh, scripts/levers.sh and the experiments on its zoo share. Source it
-# after setting C (the binary), CACHE, SRC, THREADS and PAR.
+# lib.sh: what scripts/benchmark.sh, scripts/levers.sh and the experiments on the
+# benchmark's zoo share. Source it after setting C (the binary), CACHE, SRC, THREADS and PAR.
 QT=(--quiet --threads $(( THREADS / PAR > 0 ? THREADS / PAR : 1 )))
 log() { printf '%s  %s\n' "$(date +%T)" "$*" >&2; }
 join() { local IFS=,; echo "$*"; }
