@@ -237,26 +237,34 @@ func (c *Calibration) truthCounts(fp *Fingerprint) (truth, wrong []int, ok bool)
 	return truth, wrong, true
 }
 
-// Evasion is the evasion check of a suspect that answered labels[i] to the
-// keys order[i] of fp (nil when the calibration cannot check): among its
-// answers other than the key, on keys whose label is not the true class,
-// how many name the true class, tested at level alpha against a floor
-// between a random wrapper's share and the calibration models'.
-func (c *Calibration) Evasion(fp *Fingerprint, order []int, labels []int64, alpha float64) *shared.Evasion {
-	if c.TruthFit == nil || len(fp.Labels) != fp.N {
-		return nil
-	}
+// EvasionFloor is the evasion check's terms for fp, with no suspect yet:
+// the calibration models' true-class share (Mean), a random wrapper's
+// (Random) and the Floor a suspect is tested against; ok is false where the
+// calibration cannot make the check.
+func (c *Calibration) EvasionFloor(fp *Fingerprint) (e shared.Evasion, ok bool) {
 	classes := len(fp.Meta.Classes)
-	if classes < 3 {
-		return nil // a wrapper's other label is the true class itself
+	if c.TruthFit == nil || len(fp.Labels) != fp.N || classes < 3 {
+		return e, false // (with two classes a wrapper's other label is the true one)
 	}
-	e := &shared.Evasion{Mean: c.TruthFit.Mean(), Random: 1 / float64(classes-1), PValue: 1}
+	e = shared.Evasion{Mean: c.TruthFit.Mean(), Random: 1 / float64(classes-1), PValue: 1}
 	// Halfway between a random wrapper and the calibration models: recipes
 	// other than theirs name the true class less often (0.47–0.6 of wrong
 	// answers for the held-out zoo's independent models, against 0.81 for
 	// the calibration's, on the natural keys), and the test must not flag
 	// them.
 	e.Floor = (e.Random + e.Mean) / 2
+	return e, true
+}
+
+// Evasion is the evasion check of a suspect that answered labels[i] to the
+// keys order[i] of fp (nil when the calibration cannot check): among its
+// answers other than the key, on keys whose label is not the true class,
+// how many name the true class, tested at level alpha against the floor.
+func (c *Calibration) Evasion(fp *Fingerprint, order []int, labels []int64, alpha float64) *shared.Evasion {
+	e, ok := c.EvasionFloor(fp)
+	if !ok {
+		return nil
+	}
 	for j, i := range order {
 		if fp.Keys[i] == fp.Labels[i] || labels[j] == fp.Keys[i] {
 			continue
@@ -271,7 +279,7 @@ func (c *Calibration) Evasion(fp *Fingerprint, order []int, labels []int64, alph
 		e.PValue = stats.BinomialLower(e.Truth, e.Wrong, e.Floor)
 	}
 	e.Evasive = e.PValue <= alpha
-	return e
+	return &e
 }
 
 // Architectures lists the calibration models' architectures, each once.

@@ -105,6 +105,12 @@ func TestCalibrateVerifyBenchmark(t *testing.T) {
 		cal.Test != fingerprint.TestFit { // three models cannot reach 1 % empirically
 		t.Errorf("calibration %+v", cal)
 	}
+	// The keys that are not the true class (model 0's mistakes) give the
+	// evasion check its terms: the models' true-class share, a random
+	// wrapper's 1/9, and the floor halfway between.
+	if ev := cal.Evasion; ev == nil || ev.Random != 1.0/9 || ev.Floor != (ev.Random+ev.Mean)/2 || !(ev.Mean > ev.Random) {
+		t.Errorf("calibration's evasion check: %+v", cal.Evasion)
+	}
 	// The same model twice is refused, and nothing is written.
 	other := filepath.Join(dir, "dup.json")
 	if code, _, _ := invoke(t, ctx, append([]string{"calibrate", "--fingerprint", fpPath, "--models", models[1] + "," + models[1], "--out", other}, small...)...); code == 0 {
@@ -133,6 +139,9 @@ func TestCalibrateVerifyBenchmark(t *testing.T) {
 	derived := full.Verdicts[0]
 	if !derived.Calibrated || derived.PValue == nil || derived.Accuracy != 1 || derived.Outcome != fingerprint.Derived || derived.Null.Models != 3 || derived.Signer != fp.Signer || full.Signer != fp.Signer {
 		t.Errorf("the keyed model: %+v", derived)
+	}
+	if ev := derived.Evasion; ev == nil || ev.Wrong != 0 || ev.Evasive {
+		t.Errorf("the keyed model's evasion check: %+v, want made, nothing wrong, not evasive", derived.Evasion)
 	}
 	seq := verify("--suspect", models[0], "--sequential", "--batch", "4")
 	if v := seq.Verdicts[0]; v.Sequential == nil || v.Outcome != fingerprint.Derived || v.Fingerprints >= fp.N || seq.Rule == full.Rule {

@@ -414,6 +414,9 @@ type calibrateResult struct {
 	ThetaFPR     float64                        `json:"theta_fpr"` // the fit's false-positive rate at θ
 	Warnings     []string                       `json:"warnings,omitempty"`
 	Fingerprints int                            `json:"fingerprints"`
+	// Evasion is the evasion check's terms (its Mean, Random and Floor),
+	// absent where the calibration cannot make it.
+	Evasion *shared.Evasion `json:"evasion,omitempty"`
 }
 
 func runCalibrate(ctx context.Context, e *env, args []string) error {
@@ -474,6 +477,11 @@ func runCalibrate(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(&sb, "agreement of independent models: beta-binomial Beta(%.3g, %.3g), mean %.2f ± %.2f\n", c.Fit.Alpha, c.Fit.Beta, r.Mean, r.SD)
 	fmt.Fprintf(&sb, "decision threshold at a false-positive rate of %g (%s test): fingerprint accuracy ≥ %.3f (%d/%d); the paper's θ = %.2f has a fitted false-positive rate of %.2g\n",
 		c.FPR, r.Test, c.Summary.Accuracy, c.Summary.Agree, fp.N, theta, r.ThetaFPR)
+	if ev, ok := c.EvasionFloor(fp); ok {
+		r.Evasion = &ev
+		fmt.Fprintf(&sb, "evasion check: the models' answers other than the key name the true class %.0f%% of the time, a wrapper's random labels %.0f%%; a suspect naming it significantly less often than %.0f%% is not cleared\n",
+			100*ev.Mean, 100*ev.Random, 100*ev.Floor)
+	}
 	for _, w := range r.Warnings {
 		fmt.Fprintf(&sb, "warning: %s\n", w)
 	}
