@@ -511,6 +511,9 @@ func (v *verify) card() ui.UI {
 	if q := vd.Sequential; q != nil {
 		stats = append(stats, stat("queries to a decision", fmt.Sprintf("%d (SPRT: %s)", q.Used, q.Decision)))
 	}
+	if e := vd.Evasion; e != nil {
+		stats = append(stats, evasionStat(e))
+	}
 	commitment := vd.Commitment
 	if len(commitment) > 16 {
 		commitment = commitment[:16] + "…"
@@ -523,6 +526,7 @@ func (v *verify) card() ui.UI {
 		ui.H2().ID("verdict-title").Text(title),
 		ui.P().Class("muted").Text("Suspect: "+vd.Suspect),
 		ui.Div().Class("stats").Body(stats...),
+		evasionWarning(vd.Evasion),
 		ui.Raw(accuracyBar(vd.Accuracy, vd.Interval, vd.Threshold, vd.Theta)),
 		ui.P().Class("muted small").ID("verdict-provenance").Text(fmt.Sprintf("Fingerprint commitment %s · %s · decision rule %s", commitment, signerText(vd.Signer), rule)),
 		ui.H2().Text("Each fingerprint: green agrees with your model, red does not"),
@@ -531,6 +535,31 @@ func (v *verify) card() ui.UI {
 		ui.P().Class("explain").Text(plainWords(vd)),
 		ui.If(vd.Explanation != "", ui.P().Class("explain muted small").Text(vd.Explanation)),
 	)
+}
+
+// evasionStat is a calibrated verdict's evasion check: how many of the
+// suspect's wrong answers (on keys whose label is not the image's true
+// class) name the true class, against the floor the check tests at.
+func evasionStat(e *shared.Evasion) ui.UI {
+	return ui.Div().ID("verdict-evasion").DataSet("evasive", strconv.FormatBool(e.Evasive)).Body(
+		ui.B().Text(fmt.Sprintf("%d of %d", e.Truth, e.Wrong)),
+		ui.Span().Class("muted small").Text(fmt.Sprintf("evasion check: wrong answers naming the true class (%s; floor %s, p = %s)",
+			pct(e.Share), pct(e.Floor), pvalue(e.PValue))),
+	)
+}
+
+// evasionWarning says why an evasive suspect is not cleared, and that the
+// check does not accuse it either; nil where the check passed or was not
+// made.
+func evasionWarning(e *shared.Evasion) ui.UI {
+	if e == nil || !e.Evasive {
+		return nil
+	}
+	return ui.P().Class("warning").ID("verdict-evasive").Text(fmt.Sprintf(
+		"Evasion check: only %d of the suspect's %d wrong answers name the image's true class (%s), where the calibration's independent models name it on %s "+
+			"and a wrapper answering random labels on %s (p = %s against the floor of %s). Its answers look like a detect-and-evade wrapper's, "+
+			"one that spots fingerprint queries and answers them with labels chosen to miss, so it is not cleared. The check never accuses: it only withholds a clearing.",
+		e.Truth, e.Wrong, pct(e.Share), pct(e.Mean), pct(e.Random), pvalue(e.PValue), pct(e.Floor)))
 }
 
 // decides marks the p-value the decision rests on.
@@ -583,6 +612,11 @@ func plainWords(vd *shared.Verdict) string {
 	case shared.OutcomeIndependent:
 		s += null + fmt.Sprintf(" Accusing would take %s or more, above everything the suspect's answers allow: no evidence that it was derived from your model.", pct(vd.Threshold))
 	default:
+		if e := vd.Evasion; e != nil && e.Evasive && vd.Interval[1] < min(vd.Threshold, vd.Theta) {
+			s += null + fmt.Sprintf(" The suspect's whole range is below %s, which would clear it, but its wrong answers rarely name the image's true class, "+
+				"as if chosen to miss the fingerprints (the evasion check): it is not cleared, and not accused either.", pct(min(vd.Threshold, vd.Theta)))
+			break
+		}
 		s += null + fmt.Sprintf(" Accusing takes %s; clearing needs the whole range below both that and the paper's θ = %s. The suspect's range is between, so the fingerprints cannot decide. More fingerprints would narrow it.",
 			pct(vd.Threshold), pct(vd.Theta))
 	}
