@@ -158,7 +158,11 @@ func runDemo(ctx context.Context, e *env, args []string) error {
 	}
 	// The request of the C-BIM fingerprint (the demo makes a natural one
 	// too, demoNatural): the one the served demo's job carries.
-	ex := demoExtract(fs, argsOf())
+	ex, err := argsOf()
+	if err != nil {
+		return err
+	}
+	ex = demoExtract(fs, ex)
 	ex.Start, ex.Natural = *start, false
 	cfg, err := extractConfig(ex)
 	if err != nil {

@@ -94,8 +94,10 @@ func unitFlag(fs *flag.FlagSet, name string, def float64, usage string) *float64
 // extractFlags registers C-BIM's and Extract's parameters. The function
 // returned builds the extraction request the command line makes: the
 // flags it set, and no others (the defaults shown are
-// fingerprint.DefaultConfig's, which request.Extract applies).
-func extractFlags(fs *flag.FlagSet) func() shared.ExtractArgs {
+// fingerprint.DefaultConfig's, which request.Extract applies); a zero or
+// negative --eps, --alpha, --steps, --candidates or --batch is a usage
+// error, where the request would read it as the default.
+func extractFlags(fs *flag.FlagSet) func() (shared.ExtractArgs, error) {
 	def := fingerprint.DefaultConfig()
 	eps := fs.Float64("eps", def.CBIM.Eps, "L∞ radius ε of the perturbation, pixel units [0,1]")
 	alpha := fs.Float64("alpha", def.CBIM.Alpha, "C-BIM step size")
@@ -127,13 +129,17 @@ func extractFlags(fs *flag.FlagSet) func() shared.ExtractArgs {
 	cands := fs.Int("candidates", def.Candidates, "start points to attack")
 	batch := fs.Int("batch", def.Batch, "start points per C-BIM batch")
 	seed := fs.Int64("seed", def.Seed, "seed of start points and dropout (0 reads as the default)")
-	return func() shared.ExtractArgs {
+	return func() (shared.ExtractArgs, error) {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if err := positive(set, flagValue{"eps", *eps}, flagValue{"alpha", *alpha}, flagValue{"steps", float64(*steps)},
+			flagValue{"candidates", float64(*cands)}, flagValue{"batch", float64(*batch)}); err != nil {
+			return shared.ExtractArgs{}, err
+		}
 		return shared.ExtractArgs{Eps: pick(set, "eps", *eps), Alpha: pick(set, "alpha", *alpha), Steps: pick(set, "steps", *steps),
 			Dropout: given(set, "dropout", *dropout), BestIterate: pick(set, "best-iterate", *best), Shift: pick(set, "shift", shift),
 			Noise: pick(set, "noise", noise), Loss: string(pick(set, "loss", loss)), Tau: given(set, "tau", *tau), TauSurr: pick(set, "tau-surr", *tauSurr),
-			Natural: pick(set, "natural", *natural), Candidates: pick(set, "candidates", *cands), Batch: pick(set, "batch", *batch), Seed: pick(set, "seed", *seed)}
+			Natural: pick(set, "natural", *natural), Candidates: pick(set, "candidates", *cands), Batch: pick(set, "batch", *batch), Seed: pick(set, "seed", *seed)}, nil
 	}
 }
 
@@ -157,7 +163,11 @@ func extractConfig(a shared.ExtractArgs) (fingerprint.Config, error) {
 func cbimFlags(fs *flag.FlagSet) func() (fingerprint.Config, error) {
 	args := extractFlags(fs)
 	return func() (fingerprint.Config, error) {
-		return extractConfig(args())
+		a, err := args()
+		if err != nil {
+			return fingerprint.Config{}, err
+		}
+		return extractConfig(a)
 	}
 }
 
@@ -221,7 +231,10 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	if *source == "" || *surr == "" || *refs == "" || *out == "" {
 		return usagef("--source, --surrogates, --references and --out are required")
 	}
-	req := argsOf()
+	req, err := argsOf()
+	if err != nil {
+		return err
+	}
 	req.Start = *start
 	if set := setFlags(fs, cbimOnlyFlags()); req.Natural && len(set) > 0 {
 		return usagef("--natural: C-BIM's flags do not apply (a natural fingerprint runs no C-BIM: its examples are the source's own mistakes, unperturbed); drop %s", strings.Join(set, ", "))

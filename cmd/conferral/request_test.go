@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"io"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/conferral/conferral/backend/fingerprint"
@@ -23,7 +25,11 @@ func extractOf(t *testing.T, flags []string) (shared.ExtractArgs, *flag.FlagSet)
 	if err := fs.Parse(flags); err != nil {
 		t.Fatal(err)
 	}
-	return argsOf(), fs
+	a, err := argsOf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, fs
 }
 
 // apiExtract is the configuration the server makes of a request that came
@@ -219,5 +225,34 @@ func TestDemoTrainRequest(t *testing.T) {
 	}
 	if a := demoTrain("x", "mlp", 1, 1, "src"); a.Role != shared.RoleSurrogate {
 		t.Errorf("a model trained on the source's labels is a %s", a.Role)
+	}
+}
+
+// TestFlagZerosRefused: a zero the command line gives where a request
+// reads zero as the default is a usage error, not the default.
+func TestFlagZerosRefused(t *testing.T) {
+	for _, flags := range [][]string{{"--steps", "0"}, {"--eps", "0"}, {"--alpha", "-1"}, {"--candidates", "0"}, {"--batch", "0"}} {
+		fs := flag.NewFlagSet("extract", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		argsOf := extractFlags(fs)
+		if err := fs.Parse(flags); err != nil {
+			t.Fatal(err)
+		}
+		var ue usageError
+		if _, err := argsOf(); !errors.As(err, &ue) || !strings.Contains(err.Error(), flags[0]+" ") {
+			t.Errorf("%q: %v, want a usage error naming %s", flags, err, flags[0])
+		}
+	}
+	for _, flags := range [][]string{{"--epochs", "0"}, {"--batch", "0"}, {"--lr", "0"}} {
+		fs := flag.NewFlagSet("train", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		var tf trainingFlags
+		tf.register(fs)
+		if err := fs.Parse(flags); err != nil {
+			t.Fatal(err)
+		}
+		if err := tf.check(); err == nil || !strings.Contains(err.Error(), flags[0]+" 0: want more than 0") {
+			t.Errorf("%q: %v, want a usage error", flags, err)
+		}
 	}
 }

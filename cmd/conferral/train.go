@@ -105,14 +105,22 @@ func (t *trainingFlags) set() map[string]bool {
 	return set
 }
 
-// check refuses a zero or negative --epochs, --batch or --lr: a request
-// reads zero as the default, and the command line says what it means.
+// check refuses a zero or negative --epochs, --batch or --lr (positive).
 func (t *trainingFlags) check() error {
-	set := t.set()
-	for _, f := range []struct {
-		name string
-		v    float64
-	}{{"epochs", float64(t.epochs)}, {"batch", float64(t.batch)}, {"lr", t.lr}} {
+	return positive(t.set(), flagValue{"epochs", float64(t.epochs)}, flagValue{"batch", float64(t.batch)}, flagValue{"lr", t.lr})
+}
+
+// flagValue is a numeric flag's name and value.
+type flagValue struct {
+	name string
+	v    float64
+}
+
+// positive refuses a zero or negative value of a flag the command line
+// set: a request reads zero as the default, and the command line says
+// what it means.
+func positive(set map[string]bool, flags ...flagValue) error {
+	for _, f := range flags {
 		if set[f.name] && !(f.v > 0) {
 			return usagef("--%s %g: want more than 0", f.name, f.v)
 		}
