@@ -171,8 +171,8 @@ func (x *experiments) chooser() ui.UI {
 		label := name
 		switch {
 		case committed:
-			// The server names a committed study's kind after its folder's
-			// first word, which is not always a study (detect-evade).
+			// Its study is the top folder its name starts with
+			// (levers/fleet8 is a part of levers): no need to say it twice.
 			label = name + " (committed in docs/results)"
 		case r.Study != "":
 			label = fmt.Sprintf("%s (%s study)", name, r.Study)

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -44,15 +45,15 @@ func (s *Server) report(ctx context.Context, name string) (shared.ReportInfo, st
 
 // committedCache keeps the listing of the committed studies between
 // requests. It is read again when the folder's modification time or one of
-// its subfolders' changed: an added, removed or renamed report, or a file
-// added to, removed from or renamed in one (what a listing shows: names,
+// the folders' below it changed: an added, removed or renamed report, or a
+// file added to, removed from or renamed in one (what a listing shows: names,
 // and the folder's time as Created). A time too recent to tell a later
 // change in the same clock tick from the one seen is not trusted: such a
 // listing is not kept.
 type committedCache struct {
 	mu     sync.Mutex
 	dir    string
-	stamps []folderStamp // dir's own first (name "."), then its subfolders'
+	stamps []folderStamp // dir's own first (name "."), then the folders' below it
 	list   []shared.ReportInfo
 }
 
@@ -95,27 +96,55 @@ func (c *committedCache) reports(dir string) ([]shared.ReportInfo, error) {
 	return slices.Clone(list), nil
 }
 
+// committedDepth is how deep below Config.Results a committed report may
+// lie: a study's folder (levers), a part of it (levers/fleet8), a part of
+// that (leaveout/lenet/whole-fleet), and one more.
+const committedDepth = 4
+
+// walkCommitted calls fn with each folder below dir, parents first and
+// each folder's in name order, as a slash-separated path relative to dir:
+// at most committedDepth deep, only names a report's may have (nameRE),
+// and links not followed.
+func walkCommitted(dir string, fn func(folder string, d fs.DirEntry) error) error {
+	return fs.WalkDir(os.DirFS(dir), ".", func(folder string, d fs.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return err
+		case !d.IsDir(): // a link to a folder is not one (WalkDir does not follow it)
+			return nil
+		case folder == ".":
+			return nil
+		case !nameRE.MatchString(d.Name()):
+			return fs.SkipDir
+		}
+		if err := fn(folder, d); err != nil {
+			return err
+		}
+		if strings.Count(folder, "/")+1 >= committedDepth {
+			return fs.SkipDir
+		}
+		return nil
+	})
+}
+
 // stampFolders returns the modification times of dir and of the folders
-// directly under it (links are not followed).
+// below it that may hold a report (walkCommitted).
 func stampFolders(dir string) ([]folderStamp, error) {
-	st, err := os.Lstat(dir)
-	if err != nil {
-		return nil, fmt.Errorf("listing the committed studies: %w", err)
-	}
-	entries, err := os.ReadDir(dir)
+	st, err := os.Stat(dir) // dir may be a link; the folders below it may not
 	if err != nil {
 		return nil, fmt.Errorf("listing the committed studies: %w", err)
 	}
 	stamps := []folderStamp{{".", st.ModTime()}}
-	for _, e := range entries {
-		if !e.IsDir() {
-			continue
-		}
-		fi, err := e.Info()
+	err = walkCommitted(dir, func(folder string, d fs.DirEntry) error {
+		fi, err := d.Info()
 		if err != nil {
-			return nil, fmt.Errorf("listing the committed studies: %w", err)
+			return err
 		}
-		stamps = append(stamps, folderStamp{e.Name(), fi.ModTime()})
+		stamps = append(stamps, folderStamp{folder, fi.ModTime()})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the committed studies: %w", err)
 	}
 	return stamps, nil
 }
@@ -124,7 +153,11 @@ func stampFolders(dir string) ([]folderStamp, error) {
 // the same modification time.
 func stampsHold(dir string, stamps []folderStamp) bool {
 	for _, f := range stamps {
-		st, err := os.Lstat(filepath.Join(dir, f.name))
+		stat := os.Lstat
+		if f.name == "." {
+			stat = os.Stat
+		}
+		st, err := stat(filepath.Join(dir, filepath.FromSlash(f.name)))
 		if err != nil || !st.IsDir() || !st.ModTime().Equal(f.mod) {
 			return false
 		}
@@ -132,47 +165,56 @@ func stampsHold(dir string, stamps []folderStamp) bool {
 	return true
 }
 
-// committedReports lists the report folders directly under dir: those
-// holding a markdown file. An empty dir lists none.
+// committedReports lists the report folders below dir: those holding a
+// markdown file, named by their path ("levers", "levers/fleet8"), parents
+// before the folders in them. An empty dir lists none.
 func committedReports(dir string) ([]shared.ReportInfo, error) {
 	if dir == "" {
 		return nil, nil
 	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, fmt.Errorf("listing the committed studies: %w", err)
-	}
 	var out []shared.ReportInfo
-	for _, e := range entries {
-		if !e.IsDir() { // a link is not followed
-			continue
-		}
-		r, _, err := committedReport(dir, e.Name())
+	err := walkCommitted(dir, func(folder string, _ fs.DirEntry) error {
+		r, _, err := committedReport(dir, folder)
 		if err == nil && slices.ContainsFunc(r.Files, func(f string) bool { return strings.HasSuffix(f, ".md") }) {
 			out = append(out, r)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the committed studies: %w", err)
 	}
 	return out, nil
 }
 
-// committedReport reads folder, a plain name of a folder directly under
-// dir (never a path: "..", separators and links are refused), as a report:
-// its markdown files first, then its PNGs.
+// committedReport reads folder, a slash-separated path of a folder below
+// dir ("levers/fleet8"), as a report: its markdown files first, then its
+// PNGs. Each step of the path is a name (nameRE: no "..", no "." and no
+// separator in it) of a folder, not of a link, at most committedDepth of
+// them, so that nothing outside dir is reached. The report's study is the
+// top folder's name, the study that committed it.
 func committedReport(dir, folder string) (shared.ReportInfo, string, error) {
-	if dir == "" || !nameRE.MatchString(folder) {
-		return shared.ReportInfo{}, "", fmt.Errorf("report %q: %w", committedPrefix+folder, ErrNotFound)
+	notFound := fmt.Errorf("report %q: %w", committedPrefix+folder, ErrNotFound)
+	steps := strings.Split(folder, "/")
+	if dir == "" || len(steps) > committedDepth {
+		return shared.ReportInfo{}, "", notFound
 	}
-	p := filepath.Join(dir, folder)
-	st, err := os.Lstat(p)
-	if err != nil || !st.IsDir() {
-		return shared.ReportInfo{}, "", fmt.Errorf("report %q: %w", committedPrefix+folder, ErrNotFound)
+	p := dir
+	var st os.FileInfo
+	for _, step := range steps {
+		if !nameRE.MatchString(step) {
+			return shared.ReportInfo{}, "", notFound
+		}
+		p = filepath.Join(p, step)
+		var err error
+		if st, err = os.Lstat(p); err != nil || !st.IsDir() {
+			return shared.ReportInfo{}, "", notFound
+		}
 	}
 	entries, err := os.ReadDir(p)
 	if err != nil {
 		return shared.ReportInfo{}, "", fmt.Errorf("reading report %s: %w", folder, err)
 	}
-	study, _, _ := strings.Cut(folder, "-")
-	info := shared.ReportInfo{Name: committedPrefix + folder, Study: study, Created: st.ModTime().UTC(), Files: []string{}}
+	info := shared.ReportInfo{Name: committedPrefix + folder, Study: steps[0], Created: st.ModTime().UTC(), Files: []string{}}
 	for _, e := range entries {
 		if e.Type().IsRegular() && (strings.HasSuffix(e.Name(), ".md") || strings.HasSuffix(e.Name(), ".png")) {
 			info.Files = append(info.Files, e.Name())

@@ -4,6 +4,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -36,7 +37,19 @@ func TestCommittedReports(t *testing.T) {
 		t.Fatal(err)
 	}
 	write(filepath.Join(root, "secret", "README.md"), "outside")
+	write(filepath.Join(root, "secret", "sub", "README.md"), "outside")
 	if err := os.Symlink(filepath.Join(root, "secret"), filepath.Join(results, "linked")); err != nil {
+		t.Fatal(err)
+	}
+	// Reports in a study's folder: a study's parts, and parts of those.
+	write(filepath.Join(results, "levers", "README.md"), "# Levers\n")
+	write(filepath.Join(results, "levers", "fleet8", "README.md"), "# Fleet of 8\n")
+	write(filepath.Join(results, "levers", "fleet8", "acc.png"), "png")
+	write(filepath.Join(results, "leaveout", "lenet", "whole-fleet", "README.md"), "# Whole fleet\n")
+	write(filepath.Join(results, "leaveout", "lenet", "notes.txt"), "no markdown: no report")
+	write(filepath.Join(results, "deep", "a", "b", "c", "d", "README.md"), "too deep")
+	write(filepath.Join(results, "levers", "bad name", "README.md"), "not a report's name")
+	if err := os.Symlink(filepath.Join(root, "secret"), filepath.Join(results, "levers", "linked")); err != nil {
 		t.Fatal(err)
 	}
 
@@ -57,11 +70,14 @@ func TestCommittedReports(t *testing.T) {
 	for _, r := range list {
 		names = append(names, r.Name)
 	}
-	if !slices.Equal(names, []string{"mine", "results:fingerprint-4x2"}) {
-		t.Fatalf("reports %q, want the server's own, then the committed study", names)
+	if !slices.Equal(names, []string{"mine", "results:fingerprint-4x2", "results:leaveout/lenet/whole-fleet", "results:levers", "results:levers/fleet8"}) {
+		t.Fatalf("reports %q, want the server's own, then the committed studies and their parts", names)
 	}
-	if r := list[1]; r.Study != "fingerprint" || !slices.Equal(r.Files, []string{"README.md", "roc.png"}) {
+	if r := list[1]; r.Study != "fingerprint-4x2" || !slices.Equal(r.Files, []string{"README.md", "roc.png"}) {
 		t.Errorf("committed report %+v", r)
+	}
+	if r := list[4]; r.Study != "levers" || !slices.Equal(r.Files, []string{"README.md", "acc.png"}) {
+		t.Errorf("nested committed report %+v", r)
 	}
 	get := func(path string) (int, string) {
 		t.Helper()
@@ -76,6 +92,16 @@ func TestCommittedReports(t *testing.T) {
 	if code, body := get("/api/reports/results:fingerprint-4x2/README.md"); code != http.StatusOK || body != "# Fingerprint study\n" {
 		t.Errorf("the committed markdown: %d %q", code, body)
 	}
+	for path, want := range map[string]string{ // the app escapes a nested report's name (url.PathEscape)
+		"/api/reports/results:levers%2Ffleet8/README.md":                         "# Fleet of 8\n",
+		"/api/reports/results:levers%2Ffleet8/acc.png":                           "png",
+		"/api/reports/results:leaveout%2Flenet%2Fwhole-fleet/README.md":          "# Whole fleet\n",
+		"/api/reports/" + url.PathEscape("results:levers/fleet8") + "/README.md": "# Fleet of 8\n",
+	} {
+		if code, body := get(path); code != http.StatusOK || body != want {
+			t.Errorf("GET %s: %d %q, want %q", path, code, body, want)
+		}
+	}
 	if code, body := get("/api/reports/mine/README.md"); code != http.StatusOK || body != "# Mine\n" {
 		t.Errorf("the server's own markdown: %d %q", code, body)
 	}
@@ -87,6 +113,25 @@ func TestCommittedReports(t *testing.T) {
 		"/api/reports/results:benchmark/README.md",
 		"/api/reports/results:/README.md",
 		"/api/reports/results:./README.md",
+		// Nothing outside the folder through a nested name: no "..", no
+		// absolute path, no empty or "." step, no link on the way, no
+		// folder deeper than a listed one, no file that is not listed.
+		"/api/reports/results:levers%2F..%2F..%2Fsecret/README.md",
+		"/api/reports/results:levers%2F..%2Flevers/README.md",
+		"/api/reports/results:%2Fsecret/README.md",
+		"/api/reports/results:" + url.PathEscape(filepath.Join(root, "secret")) + "/README.md",
+		"/api/reports/results:levers%2F%2Ffleet8/README.md",
+		"/api/reports/results:levers%2F.%2Ffleet8/README.md",
+		"/api/reports/results:levers%2Ffleet8%2F/README.md",
+		"/api/reports/results:levers%2Flinked/README.md",
+		"/api/reports/results:linked%2Fsub/README.md",
+		"/api/reports/results:levers%2Flinked%2Fsub/README.md",
+		"/api/reports/results:deep%2Fa%2Fb%2Fc%2Fd/README.md",
+		"/api/reports/results:leaveout%2Flenet/README.md",
+		"/api/reports/results:leaveout%2Flenet/notes.txt",
+		"/api/reports/results:levers%2Fbad%20name/README.md",
+		"/api/reports/results:levers/fleet8/README.md",
+		"/api/reports/results:levers%2Ffleet8/..%2FREADME.md",
 	} {
 		if code, body := get(bad); code != http.StatusNotFound {
 			t.Errorf("GET %s: %d %q, want 404", bad, code, body)
@@ -186,4 +231,23 @@ func TestCommittedReportsCache(t *testing.T) {
 		settle(m, d)
 	}
 	check("a fresh report changed in the same tick", map[string][]string{"notes": {"README.md"}, "conferrability-b": {"README.md"}, "fresh": {"README.md", "roc.png"}})
+
+	// A report in a report's folder, and a change to it, are seen as
+	// those in the results folder are.
+	write("fresh/part/README.md", "# Part\n")
+	settle(long, "fresh/part", "fresh", "notes", "conferrability-b", ".")
+	three := map[string][]string{"notes": {"README.md"}, "conferrability-b": {"README.md"}, "fresh": {"README.md", "roc.png"}, "fresh/part": {"README.md"}}
+	check("a nested report", three)
+	write("fresh/part/acc.png", "png")
+	settle(long, "fresh/part")
+	check("a nested report's unchanged times", three)
+	settle(long.Add(time.Minute), "fresh/part")
+	three["fresh/part"] = []string{"README.md", "acc.png"}
+	check("a nested report changed", three)
+	if err := os.RemoveAll(filepath.Join(results, "fresh", "part")); err != nil {
+		t.Fatal(err)
+	}
+	settle(long.Add(2*time.Minute), "fresh")
+	delete(three, "fresh/part")
+	check("a nested report removed", three)
 }
