@@ -270,10 +270,13 @@ func (x *experiments) body() []ui.UI {
 	}
 	link := func(p string) string {
 		q, f, ok := resolveRef(x.list, r, x.file, p)
-		if !ok || !strings.HasSuffix(f, ".md") {
-			return "" // a file the app does not show: its name alone
+		switch {
+		case !ok:
+			return "" // a file the server does not serve: its name alone
+		case strings.HasSuffix(f, ".md"):
+			return reportURL(q.Name, f)
 		}
-		return reportURL(q.Name, f)
+		return reportFileURL(q.Name, f) // a plot or a committed study's plain text (COMMAND, .txt, .tsv), as the server sends it
 	}
 	out = append(out, markdown(x.md, image, link)...)
 	if x.file != mainFile(r) {

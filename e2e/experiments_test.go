@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -177,8 +179,9 @@ func mdTables(md string) (tables int, images []string) {
 
 // TestCommittedReportsRender opens every committed study the page lists
 // and checks that each shows all its tables and its plots where its
-// markdown puts them, and that its links to other reports open them in
-// the page (and the browser's back button returns).
+// markdown puts them, that its links to other reports open them in the
+// page (and the browser's back button returns), and that its links to its
+// plain text (COMMAND, .txt, .tsv) get that text from the server.
 func TestCommittedReportsRender(t *testing.T) {
 	ctx := tab(t)
 	open(t, ctx, "/experiments", "experiments")
@@ -186,7 +189,7 @@ func TestCommittedReportsRender(t *testing.T) {
 	if len(names) < 5 {
 		t.Fatalf("%d committed studies listed: %q", len(names), names)
 	}
-	plots := 0
+	plots, files := 0, 0
 	for _, name := range names {
 		folder := strings.TrimPrefix(name, "results:")
 		md, err := os.ReadFile(filepath.Join("..", "docs", "results", filepath.FromSlash(folder), "README.md"))
@@ -205,19 +208,27 @@ func TestCommittedReportsRender(t *testing.T) {
 		got := eval[struct {
 			Tables, Placed int
 			Missing        bool
-			Broken         []string
+			Broken, Files  []string
 		}](t, ctx, `({Tables: document.querySelectorAll('#report table').length,
 			Placed: document.querySelectorAll('#report p > img').length,
 			Missing: document.querySelector('#report').innerText.includes('[image:'),
-			Broken: [...document.querySelectorAll('#report a')].map(a => a.getAttribute('href')).filter(h => !h.includes('://') && !h.startsWith('/experiments?'))})`)
+			Broken: [...document.querySelectorAll('#report a')].map(a => a.getAttribute('href')).filter(h => !h.includes('://') && !h.startsWith('/experiments?') && !h.startsWith('/api/reports/')),
+			Files: [...document.querySelectorAll('#report a')].map(a => a.getAttribute('href')).filter(h => h.startsWith('/api/reports/'))})`)
 		if got.Tables != tables || got.Placed != len(images) || got.Missing || len(got.Broken) > 0 {
 			t.Errorf("%s shows %d tables and %d plots (an image left out: %v, links out of the app: %q); its markdown has %d and %d",
 				name, got.Tables, got.Placed, got.Missing, got.Broken, tables, len(images))
 		}
+		for _, f := range got.Files { // a link to a file the page does not show: the server's, as it is
+			servedAsIs(t, name, f)
+		}
+		files += len(got.Files)
 		plots += got.Placed
 	}
 	if plots == 0 {
 		t.Error("no committed study showed a plot")
+	}
+	if files == 0 {
+		t.Error("no committed study linked its plain text (detect-evade links study/COMMAND)")
 	}
 	nestedReports(t, ctx)
 
@@ -248,6 +259,28 @@ func TestCommittedReportsRender(t *testing.T) {
 	}
 	waitFor(t, ctx, fmt.Sprintf(`document.querySelector('#report[data-report=%q] table') !== null`, from), from+"'s tables")
 	shoot(t, ctx, "experiments-committed")
+}
+
+// servedAsIs checks that a report's link to one of its files the page
+// does not show (a study's COMMAND, a .txt log, a .tsv table) gets the
+// file from the server, as plain text that the browser may not sniff, or
+// as the PNG it is.
+func servedAsIs(t *testing.T, report, href string) {
+	t.Helper()
+	resp, err := http.Get(e2e.base + href)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := resp.Header.Get("Content-Type")
+	if resp.StatusCode != http.StatusOK || len(b) == 0 || resp.Header.Get("X-Content-Type-Options") != "nosniff" ||
+		(ct != "text/plain; charset=utf-8" && ct != "image/png") {
+		t.Errorf("%s links %s: %d, %d bytes, %s (%s)", report, href, resp.StatusCode, len(b), ct, resp.Header.Get("X-Content-Type-Options"))
+	}
 }
 
 // nestedReports checks that the reports committed in subfolders of a

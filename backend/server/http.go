@@ -388,7 +388,8 @@ func (s *Server) itemImage(w http.ResponseWriter, r *http.Request) {
 	png.Encode(w, fingerprint.Upscale(img, k))
 }
 
-// reportFile serves one markdown or PNG file of a report folder.
+// reportFile serves one file of a report folder: its markdown or PNGs, or
+// a committed report's plain text.
 func (s *Server) reportFile(w http.ResponseWriter, r *http.Request) {
 	info, dir, err := s.report(r.Context(), r.PathValue("name")) // results.go
 	if err != nil {
@@ -405,9 +406,13 @@ func (s *Server) reportFile(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, fmt.Errorf("report %s: %s: %w", info.Name, file, ErrNotFound))
 		return
 	}
-	if strings.HasSuffix(file, ".md") {
+	switch {
+	case strings.HasSuffix(file, ".md"):
 		w.Header().Set("Content-Type", "text/markdown; charset=utf-8")
+	case plainText(file): // results.go: never sniffed into HTML
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	}
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	http.ServeFile(w, r, p)
 }
 

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -174,8 +173,7 @@ func committedReports(dir string) ([]shared.ReportInfo, error) {
 	}
 	var out []shared.ReportInfo
 	err := walkCommitted(dir, func(folder string, _ fs.DirEntry) error {
-		r, _, err := committedReport(dir, folder)
-		if err == nil && slices.ContainsFunc(r.Files, func(f string) bool { return strings.HasSuffix(f, ".md") }) {
+		if r, _, err := committedReport(dir, folder); err == nil {
 			out = append(out, r)
 		}
 		return nil
@@ -187,11 +185,12 @@ func committedReports(dir string) ([]shared.ReportInfo, error) {
 }
 
 // committedReport reads folder, a slash-separated path of a folder below
-// dir ("levers/fleet8"), as a report: its markdown files first, then its
-// PNGs. Each step of the path is a name (nameRE: no "..", no "." and no
-// separator in it) of a folder, not of a link, at most committedDepth of
-// them, so that nothing outside dir is reached. The report's study is the
-// top folder's name, the study that committed it.
+// dir ("levers/fleet8"), as a report of the files committedFile names: a
+// folder without markdown is none. Each step of the path is a name
+// (nameRE: no "..", no "." and no separator in it) of a folder, not of a
+// link, at most committedDepth of them, so that nothing outside dir is
+// reached. The report's study is the top folder's name, the study that
+// committed it.
 func committedReport(dir, folder string) (shared.ReportInfo, string, error) {
 	notFound := fmt.Errorf("report %q: %w", committedPrefix+folder, ErrNotFound)
 	steps := strings.Split(folder, "/")
@@ -216,12 +215,37 @@ func committedReport(dir, folder string) (shared.ReportInfo, string, error) {
 	}
 	info := shared.ReportInfo{Name: committedPrefix + folder, Study: steps[0], Created: st.ModTime().UTC(), Files: []string{}}
 	for _, e := range entries {
-		if e.Type().IsRegular() && (strings.HasSuffix(e.Name(), ".md") || strings.HasSuffix(e.Name(), ".png")) {
+		if _, ok := committedFile(e.Name()); ok && e.Type().IsRegular() {
 			info.Files = append(info.Files, e.Name())
 		}
 	}
-	sort.SliceStable(info.Files, func(i, k int) bool {
-		return strings.HasSuffix(info.Files[i], ".md") && !strings.HasSuffix(info.Files[k], ".md")
+	if !slices.ContainsFunc(info.Files, func(f string) bool { return strings.HasSuffix(f, ".md") }) {
+		return shared.ReportInfo{}, "", notFound // a folder without markdown is not a report
+	}
+	slices.SortStableFunc(info.Files, func(a, b string) int {
+		ra, _ := committedFile(a)
+		rb, _ := committedFile(b)
+		return ra - rb
 	})
 	return info, p, nil
+}
+
+// committedFile says whether a committed report serves a file, and where
+// it lists it: its markdown first, then its PNG plots, then the plain text
+// its markdown links to (a study's COMMAND, a .txt log, a .tsv table).
+func committedFile(name string) (rank int, ok bool) {
+	switch {
+	case strings.HasSuffix(name, ".md"):
+		return 0, true
+	case strings.HasSuffix(name, ".png"):
+		return 1, true
+	case plainText(name):
+		return 2, true
+	}
+	return 0, false
+}
+
+// plainText says whether a report's file is sent as plain text.
+func plainText(name string) bool {
+	return name == "COMMAND" || strings.HasSuffix(name, ".txt") || strings.HasSuffix(name, ".tsv")
 }

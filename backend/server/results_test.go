@@ -31,7 +31,11 @@ func TestCommittedReports(t *testing.T) {
 	}
 	write(filepath.Join(results, "fingerprint-4x2", "README.md"), "# Fingerprint study\n")
 	write(filepath.Join(results, "fingerprint-4x2", "roc.png"), "png")
-	write(filepath.Join(results, "fingerprint-4x2", "notes.txt"), "not served")
+	write(filepath.Join(results, "fingerprint-4x2", "notes.txt"), "<html><script>alert(1)</script>")
+	write(filepath.Join(results, "fingerprint-4x2", "COMMAND"), "<!DOCTYPE html>conferral experiment\n")
+	write(filepath.Join(results, "fingerprint-4x2", "runs.tsv"), "model\tauc\n")
+	write(filepath.Join(results, "fingerprint-4x2", "result.json"), "{}")
+	write(filepath.Join(results, "fingerprint-4x2", "COMMAND.sh"), "not served")
 	write(filepath.Join(results, "figure.png"), "a file, not a report")
 	if err := os.MkdirAll(filepath.Join(results, "benchmark"), 0o755); err != nil { // no markdown: no report
 		t.Fatal(err)
@@ -73,7 +77,7 @@ func TestCommittedReports(t *testing.T) {
 	if !slices.Equal(names, []string{"mine", "results:fingerprint-4x2", "results:leaveout/lenet/whole-fleet", "results:levers", "results:levers/fleet8"}) {
 		t.Fatalf("reports %q, want the server's own, then the committed studies and their parts", names)
 	}
-	if r := list[1]; r.Study != "fingerprint-4x2" || !slices.Equal(r.Files, []string{"README.md", "roc.png"}) {
+	if r := list[1]; r.Study != "fingerprint-4x2" || !slices.Equal(r.Files, []string{"README.md", "roc.png", "COMMAND", "notes.txt", "runs.tsv"}) {
 		t.Errorf("committed report %+v", r)
 	}
 	if r := list[4]; r.Study != "levers" || !slices.Equal(r.Files, []string{"README.md", "acc.png"}) {
@@ -102,11 +106,32 @@ func TestCommittedReports(t *testing.T) {
 			t.Errorf("GET %s: %d %q, want %q", path, code, body, want)
 		}
 	}
+	// The plain text a report links to is sent as such, never sniffed
+	// into a page: its markdown as markdown, its plots as PNGs.
+	for file, want := range map[string][2]string{
+		"notes.txt": {"text/plain; charset=utf-8", "<html><script>alert(1)</script>"},
+		"COMMAND":   {"text/plain; charset=utf-8", "<!DOCTYPE html>conferral experiment\n"},
+		"runs.tsv":  {"text/plain; charset=utf-8", "model\tauc\n"},
+		"README.md": {"text/markdown; charset=utf-8", "# Fingerprint study\n"},
+		"roc.png":   {"image/png", "png"},
+	} {
+		resp, err := http.Get(ts.http.URL + "/api/reports/results:fingerprint-4x2/" + file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != want[0] || resp.Header.Get("X-Content-Type-Options") != "nosniff" || string(b) != want[1] {
+			t.Errorf("%s: %d, %s (%s), %q; want %s, nosniff, %q", file, resp.StatusCode, resp.Header.Get("Content-Type"),
+				resp.Header.Get("X-Content-Type-Options"), b, want[0], want[1])
+		}
+	}
 	if code, body := get("/api/reports/mine/README.md"); code != http.StatusOK || body != "# Mine\n" {
 		t.Errorf("the server's own markdown: %d %q", code, body)
 	}
 	for _, bad := range []string{
-		"/api/reports/results:fingerprint-4x2/notes.txt",
+		"/api/reports/results:fingerprint-4x2/result.json",
+		"/api/reports/results:fingerprint-4x2/COMMAND.sh",
 		"/api/reports/results:linked/README.md",
 		"/api/reports/results:..%2Fsecret/README.md",
 		"/api/reports/results:fingerprint-4x2/..%2F..%2Fsecret%2FREADME.md",
@@ -168,7 +193,7 @@ func TestCommittedReportsCache(t *testing.T) {
 		}
 	}
 	write("fingerprint-a/README.md", "# A\n")
-	write("notes/todo.txt", "no markdown: no report yet")
+	write("notes/todo.json", "no markdown: no report yet")
 	settle(long, "fingerprint-a", "notes", ".")
 
 	ts := start(t, Config{Dir: t.TempDir(), Results: results})
