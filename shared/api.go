@@ -342,7 +342,17 @@ type VerifyArgs struct {
 	Theta      float64 `json:"theta,omitempty"`
 	FPR        float64 `json:"fpr,omitempty"`
 	Sequential bool    `json:"sequential,omitempty"`
-	Name       string  `json:"name,omitempty"` // the suspect's name in the verdict
+	// The sequential test's settings (with Sequential only; zero: the
+	// default): Miss is β, the rate of clearing a model that agrees at
+	// DerivedRate (default 0.05); DerivedRate H₁ (default θ, or the
+	// calibration models themselves under the empirical test); Batch the
+	// fingerprints per query (default 10); OrderSeed the seed of the order
+	// they are asked in (default 1; 0 is a seed too).
+	Miss        float64 `json:"miss,omitempty"`
+	DerivedRate float64 `json:"derived_rate,omitempty"`
+	Batch       int     `json:"batch,omitempty"`
+	OrderSeed   *int64  `json:"order_seed,omitempty"`
+	Name        string  `json:"name,omitempty"` // the suspect's name in the verdict
 }
 
 // UploadFields are the form fields of an ONNX upload to POST /api/verify
@@ -359,7 +369,7 @@ type UploadFields struct {
 // ExperimentArgs run one of the paper's studies (the CLI's `experiment`).
 // Zero values take the CLI's defaults.
 type ExperimentArgs struct {
-	Study      string    `json:"study"` // conferrability or fingerprint
+	Study      string    `json:"study"` // conferrability, fingerprint or robustness
 	Name       string    `json:"name,omitempty"`
 	Dataset    string    `json:"dataset,omitempty"`
 	Limit      int       `json:"limit,omitempty"`
@@ -369,8 +379,10 @@ type ExperimentArgs struct {
 	Epochs     int       `json:"epochs,omitempty"`
 	EpsSweep   []float64 `json:"eps_sweep,omitempty"`
 	Taus       []float64 `json:"taus,omitempty"`
-	Points     int       `json:"points,omitempty"` // start points of either study
-	Focus      float64   `json:"focus,omitempty"`
+	Points     int       `json:"points,omitempty"` // C-BIM start points of every study
+	// Focus is the ε of the conferrability study's Table 1 and
+	// histogram, and the robustness study's fingerprint ε.
+	Focus float64 `json:"focus,omitempty"`
 	// Fanout trains the study's models as jobs of their own (spread over a
 	// fleet's workers: the source first, then all the others at once)
 	// before the study runs with them.
@@ -555,7 +567,7 @@ type VerdictItem struct {
 type ReportInfo struct {
 	Name    string    `json:"name"`
 	Study   string    `json:"study,omitempty"`
-	Files   []string  `json:"files"` // markdown first, then PNGs
+	Files   []string  `json:"files"` // markdown first, then PNGs, then plain text (committed reports)
 	Job     string    `json:"job,omitempty"`
 	Created time.Time `json:"created"`
 }

@@ -590,7 +590,10 @@ func (s *Server) runVerify(ctx context.Context, j shared.Job, a shared.VerifyArg
 // verifyRule is the decision rule of a verification: θ, and the
 // calibration stored beside the fingerprint when there is one.
 func (s *Server) verifyRule(ctx context.Context, a shared.VerifyArgs, fp *fingerprint.Fingerprint) (fingerprint.Rule, error) {
-	r := fingerprint.Rule{Theta: a.Theta, FPR: a.FPR}
+	r, err := request.Verify(a)
+	if err != nil {
+		return r, badInput("verify: %v", err)
+	}
 	_, path, err := s.store.Fingerprint(ctx, a.Fingerprint)
 	if err != nil {
 		return r, err
@@ -599,9 +602,6 @@ func (s *Server) verifyRule(ctx context.Context, a shared.VerifyArgs, fp *finger
 		if r.Calibration, err = fingerprint.LoadCalibration(cp, fp); err != nil {
 			return r, fmt.Errorf("verify: the fingerprint's calibration: %w", err)
 		}
-	}
-	if a.Sequential {
-		r.Sequential = &fingerprint.Sequential{}
 	}
 	if err := r.Check(fp); err != nil {
 		return r, badInput("verify: %v", err)

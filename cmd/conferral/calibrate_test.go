@@ -86,6 +86,8 @@ func TestCalibrateVerifyBenchmark(t *testing.T) {
 		{"another commitment", []string{"--expect-commitment", strings.Repeat("0", 64)}, 1, "not the expected"},
 		{"another key", []string{"--pubkey", strings.Repeat("ab", 32)}, 1, "not by the expected key"},
 		{"a malformed key", []string{"--pubkey", "xyz"}, 2, "--pubkey"},
+		{"sequential settings without --sequential", []string{"--batch", "4"}, 2, "ask for sequential"},
+		{"a β out of range", []string{"--sequential", "--miss", "0.7"}, 2, "miss 0.7"},
 	} {
 		code, stdout, stderr := invoke(t, ctx, append(append([]string{"verify", "--fingerprint", fpPath, "--suspect", models[0]}, small...), tc.args...)...)
 		if code != tc.code || !strings.Contains(stdout+stderr, tc.says) {

@@ -384,14 +384,20 @@ func ruleFlags(fs *flag.FlagSet) func(fp *fingerprint.Fingerprint, fpPath string
 	calib := fs.String("calibration", "", "calibration file of the fingerprint (conferral calibrate); default: FINGERPRINT.calibration.json when it exists")
 	fpr := fs.Float64("fpr", 0, "false-positive rate of the calibrated test (default: the calibration's own, 0.01)")
 	seq := fs.Bool("sequential", false, "query the fingerprints in a random order and stop when Wald's SPRT decides (needs a calibration)")
-	miss := fs.Float64("miss", 0.05, "sequential: β, the rate of clearing a model that agrees at --derived-rate")
+	miss := fs.Float64("miss", 0, "sequential: β, the rate of clearing a model that agrees at --derived-rate (default 0.05)")
 	derived := fs.Float64("derived-rate", 0, "sequential: a derived model's agreement rate, H₁ (default θ)")
-	batch := fs.Int("batch", 10, "sequential: fingerprints per query")
-	seed := fs.Int64("order-seed", 1, "sequential: the seed of the order the fingerprints are asked in")
+	batch := fs.Int("batch", 0, "sequential: fingerprints per query (default 10)")
+	seed := fs.Int64("order-seed", request.DefaultOrderSeed, "sequential: the seed of the order the fingerprints are asked in")
 	return func(fp *fingerprint.Fingerprint, fpPath string) (fingerprint.Rule, string, error) {
-		r := fingerprint.Rule{Theta: *theta, FPR: *fpr}
-		if *seq {
-			r.Sequential = &fingerprint.Sequential{DerivedRate: *derived, Miss: *miss, Batch: *batch, Seed: *seed}
+		a := shared.VerifyArgs{Theta: *theta, FPR: *fpr, Sequential: *seq, Miss: *miss, DerivedRate: *derived, Batch: *batch}
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "order-seed" {
+				a.OrderSeed = seed
+			}
+		})
+		r, err := request.Verify(a)
+		if err != nil {
+			return r, "", usagef("%v", err)
 		}
 		path := *calib
 		if path == "" {
