@@ -42,11 +42,8 @@ const Format = "conferral-detector/1"
 // detector file (another safetensors file, a model, or not safetensors).
 var ErrNotDetector = errors.New("not a Conferral detector file")
 
-// Model is a classifier on pixel-space NCHW input in [0,1].
-type Model interface {
-	Forward(x *torch.Tensor) *torch.Tensor
-	Device() torch.Device
-}
+// Model is the classifier a detector guards or scores on.
+type Model = nn.Classifier
 
 // Detector is one of the adversary's detectors, set on its own data.
 type Detector struct {

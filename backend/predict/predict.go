@@ -17,6 +17,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/protocol/kserve"
 	"github.com/conferral/conferral/backend/protocol/tfserving"
 	"github.com/conferral/conferral/backend/suspect"
@@ -49,11 +50,8 @@ func ParseAnswer(s string) (Answer, error) {
 	return "", fmt.Errorf("unknown answer %q (probabilities, index, name or onehot)", s)
 }
 
-// Model is a classifier on pixel-space NCHW input in [0,1].
-type Model interface {
-	Forward(x *torch.Tensor) *torch.Tensor
-	Device() torch.Device
-}
+// Model is the classifier served.
+type Model = nn.Classifier
 
 // Options describe the served model and how it answers.
 type Options struct {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/torch"
 )
 
@@ -48,10 +49,7 @@ type Counter interface {
 }
 
 // Model is a local classifier: a zoo model or an imported one.
-type Model interface {
-	Forward(x *torch.Tensor) *torch.Tensor
-	Device() torch.Device
-}
+type Model = nn.Classifier
 
 // Local is a suspect that runs a model in this process.
 type Local struct {

@@ -454,12 +454,9 @@ func onDevice(t *torch.Tensor, d torch.Device) *torch.Tensor {
 	return t.ToDevice(d)
 }
 
-// Classifier is anything that maps a batch of pixel-space images to logits:
-// a zoo model, and later an imported ONNX model.
-type Classifier interface {
-	Forward(x *torch.Tensor) *torch.Tensor
-	Device() torch.Device
-}
+// Classifier is a teacher or a model to score: a zoo model or an imported
+// one.
+type Classifier = nn.Classifier
 
 // evalBatch is the batch size for inference.
 const evalBatch = 500
