@@ -473,17 +473,17 @@ func (st *RobustnessStudy) writeFailures(md *strings.Builder, r *RobustnessResul
 		gap := 100 * (r.SourceAcc - st.Margin - d.TestAcc)
 		switch {
 		case !d.Within(r.SourceAcc, st.Margin) && len(d.Budget) > 0:
-			lines = append(lines, fmt.Sprintf("- **%s %s** did not come within %.0f points of the source in its budget: %d %s spent over rungs of %s (%.0f s, the last rung %d queries), test accuracy %.4f, %.1f points short of the margin.",
-				d.attackName(), d.Param, 100*st.Margin, d.Spent, d.budgetUnit(), joinInts(d.Budget), d.Seconds, d.Queries, d.TestAcc, gap))
+			lines = append(lines, fmt.Sprintf("- **%s** did not come within %.0f points of the source in its budget: %d %s spent over rungs of %s (%.0f s, the last rung %d queries), test accuracy %.4f, %.1f points short of the margin.",
+				strings.TrimSpace(d.attackName()+" "+d.Param), 100*st.Margin, d.Spent, d.budgetUnit(), joinInts(d.Budget), d.Seconds, d.Queries, d.TestAcc, gap))
 		case !d.Within(r.SourceAcc, st.Margin):
-			lines = append(lines, fmt.Sprintf("- **%s %s** lost more than %.0f points (test accuracy %.4f, %.1f points short of the margin): the attack does not make a useful copy at this setting, so retention does not count it.",
-				d.attackName(), d.Param, 100*st.Margin, d.TestAcc, gap))
+			lines = append(lines, fmt.Sprintf("- **%s** lost more than %.0f points (test accuracy %.4f, %.1f points short of the margin): the attack does not make a useful copy at this setting, so retention does not count it.",
+				strings.TrimSpace(d.attackName()+" "+d.Param), 100*st.Margin, d.TestAcc, gap))
 		case !atTheta(d.Verdict):
-			lines = append(lines, fmt.Sprintf("- **%s %s** kept its accuracy (%.4f) but its fingerprint accuracy %.2f is below θ = %g: the fingerprint **fails** retention on it.",
-				d.attackName(), d.Param, d.TestAcc, d.Verdict.Accuracy, st.Theta))
+			lines = append(lines, fmt.Sprintf("- **%s** kept its accuracy (%.4f) but its fingerprint accuracy %.2f is below θ = %g: the fingerprint **fails** retention on it.",
+				strings.TrimSpace(d.attackName()+" "+d.Param), d.TestAcc, d.Verdict.Accuracy, st.Theta))
 		}
 		if d.Within(r.SourceAcc, st.Margin) && d.Verdict.Calibrated && !d.Verdict.Surrogate {
-			lines = append(lines, fmt.Sprintf("- **%s %s** kept its accuracy but the calibrated rule calls it %s (fingerprint accuracy %.2f).", d.attackName(), d.Param, cmp.Or(d.Verdict.Outcome, "not derived"), d.Verdict.Accuracy))
+			lines = append(lines, fmt.Sprintf("- **%s** kept its accuracy but the calibrated rule calls it %s (fingerprint accuracy %.2f).", strings.TrimSpace(d.attackName()+" "+d.Param), cmp.Or(d.Verdict.Outcome, "not derived"), d.Verdict.Accuracy))
 		}
 	}
 	if r.FalsePositives > 0 {

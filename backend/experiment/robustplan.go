@@ -47,8 +47,10 @@ type RobustnessPlan struct {
 	// and the first rung within Margin of the source is the row's model.
 	EnsembleBudget, KnockoffBudget, PruneBudget, PapernotBudget []int
 	PapernotEpochs                                              int
-	// RobustEpochs trains PGD-AT and TRADES from scratch.
+	// RobustEpochs trains PGD-AT and TRADES from scratch; RobustBudget,
+	// when set, is their ladder of epochs instead.
 	RobustEpochs int
+	RobustBudget []int
 	// CombinedSteps are the combined attacks' step specs, one row each
 	// (train.ParseSteps); checked by Attacks before anything trains.
 	CombinedSteps []string
@@ -60,8 +62,8 @@ type RobustnessPlan struct {
 // epochs on 4,800 queries do not help: 0.7645 at 10 per round, 0.7580 at
 // 20, measured); Knockoff on the augmented adversary's half for 3 or 6
 // epochs; pruning's fine-tuning for 1, 2, 4 or 8 epochs; PGD-AT and TRADES
-// for 3 epochs from scratch (each ~8× a clean epoch: what a shared 2-core
-// machine affords); the combined attacks
+// from scratch for 3 or 6 epochs (each ~8× a clean epoch: what a shared
+// 2-core machine affords); the combined attacks
 // distill→fine-tune→prune→quantize and, pruning healed by the fine-tuning
 // after it, distill→prune→fine-tune→quantize.
 func (p RobustnessPlan) FullStrength() RobustnessPlan {
@@ -70,7 +72,7 @@ func (p RobustnessPlan) FullStrength() RobustnessPlan {
 	p.KnockoffBudget = []int{3, 6}
 	p.PapernotBudget, p.PapernotEpochs = []int{6, 7, 8}, 10
 	p.PruneBudget = []int{1, 2, 4, 8}
-	p.RobustEpochs = 3
+	p.RobustEpochs, p.RobustBudget = 3, []int{3, 6}
 	p.CombinedSteps = []string{train.DefaultSteps, "distill,prune,finetune,quantize"}
 	return p
 }
@@ -169,7 +171,7 @@ func (p RobustnessPlan) Attacks(adversary *data.Dataset) ([]Attack, error) {
 		if p.RobustEpochs > 0 {
 			a.Config.Epochs = p.RobustEpochs
 		}
-		return a
+		return budget(a, p.RobustBudget)
 	}
 	rd := train.RobustDefaults()
 	out = append(out,
@@ -197,7 +199,7 @@ func (p RobustnessPlan) Study(adversary *data.Dataset, command string) (*Robustn
 		rd := train.RobustDefaults()
 		st.Notes = fmt.Sprintf("Full strength (issue 17). Ensemble (epochs per member: %s), Knockoff on the augmented adversary's half (epochs: %s), Papernot (substitute rounds: %s, at %d epochs per round; each round doubles the queries) and pruning with fine-tuning (fine-tuning epochs: %s) train along their budgets: "+
 			"each rung trains afresh, and the first whose test accuracy is within %.0f points of the source's is the row's model (the stopping rule reads the test set, which favours the adversary); the epochs column gives the rung, the ladder and what was spent. "+
-			"PGD-AT (Madry et al. 2018) and TRADES (Zhang et al. 2019) train a new model from scratch for %d epochs on the source's labels of the whole adversary's half, L∞ ε = %g, %d PGD steps of %g (TRADES: β = %g); "+
+			"PGD-AT (Madry et al. 2018) and TRADES (Zhang et al. 2019) train a new model from scratch on the source's labels, along a budget of %s epochs, of the whole adversary's half, L∞ ε = %g, %d PGD steps of %g (TRADES: β = %g); "+
 			"fine-pruning (Liu et al. 2018) prunes the least active half of the last convolution's channels on the adversary's clean data, then fine-tunes (%d epochs, the fine-tuning rate); "+
 			"the combined attacks chain their steps on the whole adversary's half (distillation at T′ = %g, fine-tuning at a fifth of the learning rate, magnitude pruning of half of each weight tensor kept through later fine-tuning, 8-bit quantization).\n\n"+
 			"Knockoff's transfer sets: MNIST, the default, is **out of distribution** for a Fashion-MNIST source, which labels almost all of it as one or two classes, so that row shows what a transfer set of the wrong distribution buys, not what Knockoff can do. "+
@@ -205,7 +207,7 @@ func (p RobustnessPlan) Study(adversary *data.Dataset, command string) (*Robustn
 			"no natural image set of the task's neighbourhood exists for Fashion-MNIST (Knockoff Nets queries natural images), and unlabelled images near the task's distribution are what an adversary who collected its own photographs would hold; "+
 			"a synthetic natural-image set would test the same thing with more assumptions.",
 			joinInts(p.EnsembleBudget), joinInts(p.KnockoffBudget), joinInts(p.PapernotBudget), p.PapernotEpochs, joinInts(p.PruneBudget), 100*p.Margin,
-			p.RobustEpochs, rd.Eps, rd.Steps, rd.Alpha, rd.Beta, p.FineTuneEpochs, train.DefaultOptions("").Temperature)
+			joinInts(p.RobustBudget), rd.Eps, rd.Steps, rd.Alpha, rd.Beta, p.FineTuneEpochs, train.DefaultOptions("").Temperature)
 	}
 	return st, nil
 }

@@ -149,8 +149,8 @@ func TestRobustnessPlanFull(t *testing.T) {
 				t.Errorf("fine-pruning on %v for %d epochs", a.Data, a.Config.Epochs)
 			}
 		case train.AttackPGDAT, train.AttackTRADES:
-			if a.Data != nil || a.Config.Epochs != p.RobustEpochs {
-				t.Errorf("%s on %v for %d epochs; want the whole half for %d", a.Name, a.Data, a.Config.Epochs, p.RobustEpochs)
+			if a.Data != nil || a.Config.Epochs != p.RobustBudget[0] || !slices.Equal(a.Budget, p.RobustBudget) {
+				t.Errorf("%s on %v for %d epochs, budget %v; want the whole half along %v", a.Name, a.Data, a.Config.Epochs, a.Budget, p.RobustBudget)
 			}
 		}
 	}
