@@ -7,7 +7,7 @@
 # (natural keys, 99 calibration models).
 #
 #   scripts/robustness.sh              # trains what is missing, then judges
-#   THREADS=2 scripts/robustness.sh
+#   THREADS=2 scripts/robustness.sh    # on a machine of its own
 #
 # Needs scripts/benchmark.sh's cache ($CACHE): the source, fp-1 and its
 # calibration (scripts/benchmark.sh), natural99/fp-1 and its calibration
@@ -19,7 +19,10 @@
 # which no fingerprint, fleet or calibration model saw.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-THREADS=${THREADS:-$(nproc)}
+# One libtorch thread by default: on a shared machine two OpenMP threads
+# wait on each other (Papernot's 6 rounds took 412 s with two, its 7 rounds
+# 89 s with one, under the same load).
+THREADS=${THREADS:-1}
 CACHE=${CACHE:-conferral-cache/benchmark-lenet}
 C=${C:-bin/conferral}
 MODELS=$CACHE/robustness

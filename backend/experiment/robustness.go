@@ -82,6 +82,8 @@ type Derived struct {
 	Seconds float64
 	// Spent is the epochs trained along a budget (all rungs run).
 	Spent int
+	// Rungs are the test accuracies of the budget's rungs run, in order.
+	Rungs []float64
 }
 
 // Within reports whether the derived model is still useful: its test accuracy
@@ -281,6 +283,7 @@ func (a Attack) deriveWithin(ctx context.Context, src StudySource, ds Data, dir 
 		return m, d, err
 	}
 	var seconds float64
+	var rungs []float64
 	spent := 0
 	for k, e := range a.Budget {
 		m, d, err := a.atRung(e).derive(ctx, src, ds, dir, progress)
@@ -289,8 +292,9 @@ func (a Attack) deriveWithin(ctx context.Context, src StudySource, ds Data, dir 
 		}
 		seconds += d.Seconds
 		spent += e
+		rungs = append(rungs, d.TestAcc)
 		if d.TestAcc >= floor || k == len(a.Budget)-1 {
-			d.Seconds, d.Spent = seconds, spent
+			d.Seconds, d.Spent, d.Rungs = seconds, spent, rungs
 			return m, d, nil
 		}
 		m.Free()
@@ -439,9 +443,21 @@ func (d *Derived) epochs() string {
 	case len(d.Budget) == 0:
 		return fmt.Sprint(d.Config.Epochs)
 	case d.BudgetRounds:
-		return fmt.Sprintf("%d per round, %d rounds (budget %s rounds; %d spent)", d.Config.Epochs, d.Options.Papernot.Rounds, joinInts(d.Budget), d.Spent)
+		return fmt.Sprintf("%d per round, %d rounds (budget %s rounds; %d spent%s)", d.Config.Epochs, d.Options.Papernot.Rounds, joinInts(d.Budget), d.Spent, d.rungs())
 	}
-	return fmt.Sprintf("%d (budget %s; %d spent)", d.Config.Epochs, joinInts(d.Budget), d.Spent)
+	return fmt.Sprintf("%d (budget %s; %d spent%s)", d.Config.Epochs, joinInts(d.Budget), d.Spent, d.rungs())
+}
+
+// rungs lists the test accuracy of every rung run before the last.
+func (d *Derived) rungs() string {
+	if len(d.Rungs) < 2 {
+		return ""
+	}
+	parts := make([]string, len(d.Rungs)-1)
+	for i, acc := range d.Rungs[:len(d.Rungs)-1] {
+		parts[i] = fmt.Sprintf("%d: %.4f", d.Budget[i], acc)
+	}
+	return "; earlier rungs " + strings.Join(parts, ", ")
 }
 
 // cost is the row's recorded cost in seconds.

@@ -64,7 +64,7 @@ func TestRobustnessBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	md := string(b)
-	for _, want := range []string{"Dataset: Fashion-MNIST (tiny).", "## Failures", "did not come within -100 points of the source in its budget: 3 epochs spent over rungs of 1, 2", "2 (budget 1, 2; 3 spent)", "1 rows, 1 distinct models"} {
+	for _, want := range []string{"Dataset: Fashion-MNIST (tiny).", "## Failures", "did not come within -100 points of the source in its budget: 3 epochs spent over rungs of 1, 2", "2 (budget 1, 2; 3 spent; earlier rungs 1: 0.", "1 rows, 1 distinct models"} {
 		if !strings.Contains(md, want) {
 			t.Errorf("the report lacks %q:\n%s", want, md)
 		}
