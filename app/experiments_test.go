@@ -112,6 +112,16 @@ func TestStudyArgs(t *testing.T) {
 	if a, err := s.args(); err != nil || len(a.EpsSweep) != 0 || a.Focus != 0 {
 		t.Errorf("%+v, %v", a, err)
 	}
+	// Full strength is the robustness study's alone.
+	s = newStudy("robustness")
+	s.full = true
+	if a, err := s.args(); err != nil || !a.Full {
+		t.Errorf("robustness at full strength: %+v, %v", a, err)
+	}
+	s.setKind("fingerprint")
+	if a, err := s.args(); err != nil || a.Full {
+		t.Errorf("a fingerprint study asks for full strength: %+v, %v", a, err)
+	}
 	c := newStudy("conferrability")
 	c.focus = "2"
 	if a, err := c.args(); err != nil || a.Focus != 0 || len(a.EpsSweep) != 2 {

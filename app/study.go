@@ -31,6 +31,7 @@ type study struct {
 	kind, name, archs, epsSweep string
 	limit, per, epochs, points  int
 	focus                       string // the robustness study's fingerprint ε
+	full                        bool   // the robustness study at full strength
 
 	job      string
 	stop     context.CancelFunc
@@ -64,7 +65,7 @@ func (s *study) uses(field string) bool {
 	switch field {
 	case "eps":
 		return s.kind != "robustness"
-	case "focus":
+	case "focus", "full":
 		return s.kind == "robustness"
 	}
 	return true
@@ -129,6 +130,7 @@ func (s *study) args() (*shared.ExperimentArgs, error) {
 			a.Focus = v
 		}
 	}
+	a.Full = s.uses("full") && s.full
 	return a, nil
 }
 
@@ -251,6 +253,12 @@ func (x *experiments) studyPanel() ui.UI {
 			ui.Label().Body(ui.Text("start points"), ui.Input().ID("study-points").Type("number").Min(1).Value(s.points).OnChange(ctxInt(&s.points))),
 			ui.If(s.uses("eps"), ui.Label().Body(ui.Text("ε values"), ui.Input().ID("study-eps").Size(12).Value(s.epsSweep).OnChange(ctxValue(&s.epsSweep)))),
 			ui.If(s.uses("focus"), ui.Label().Body(ui.Text("fingerprint ε"), ui.Input().ID("study-focus").Size(6).Value(s.focus).OnChange(ctxValue(&s.focus)))),
+			ui.If(s.uses("full"), ui.Label().Style("flex-direction", "row").Style("align-items", "center").
+				Title("Train Ensemble, Knockoff, Papernot and pruning along budgets of epochs until within 5 points of the source, and add fine-pruning, PGD-AT, TRADES and the combined attacks: hours on a CPU.").Body(
+				ui.Input().Type("checkbox").ID("study-full").Checked(s.full).OnChange(func(ctx ui.Context, _ ui.Event) {
+					s.full = ctx.JSSrc().Get("checked").Bool()
+				}),
+				ui.Text(" full strength (hours)"))),
 			ui.Button().ID("study-run").Text("Run the study").Disabled(busy).OnClick(x.run),
 			ui.If(busy && s.job != "", ui.Button().ID("study-cancel").Class("secondary").Text("Cancel").OnClick(x.cancel)),
 		),

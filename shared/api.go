@@ -383,6 +383,10 @@ type ExperimentArgs struct {
 	// Focus is the ε of the conferrability study's Table 1 and
 	// histogram, and the robustness study's fingerprint ε.
 	Focus float64 `json:"focus,omitempty"`
+	// Full runs the robustness study's attacks at full strength: budgets
+	// of epochs until within 5 points of the source, fine-pruning, PGD-AT,
+	// TRADES and the combined attacks (hours on a CPU; robustness only).
+	Full bool `json:"full,omitempty"`
 	// Fanout trains the study's models as jobs of their own (spread over a
 	// fleet's workers: the source first, then all the others at once)
 	// before the study runs with them.

@@ -5,6 +5,7 @@ import (
 	"image/png"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 
@@ -93,11 +94,28 @@ func TestRobustnessJobRefused(t *testing.T) {
 		{shared.ExperimentArgs{Study: "robustness", Taus: []float64{0.5}}, "sweeps neither"},
 		{shared.ExperimentArgs{Study: "robustness", Dataset: "mnist"}, "transfer set is required"},
 		{shared.ExperimentArgs{Study: "robustness", Epochs: -1}, "epochs -1"},
+		{shared.ExperimentArgs{Study: "fingerprint", Full: true}, "only the robustness study"},
 	} {
 		var e shared.APIError
 		req := shared.JobRequest{Kind: shared.JobExperiment, Experiment: &c.args}
 		if code := ts.call("POST", "/api/jobs", req, &e); code != http.StatusBadRequest || !strings.Contains(e.Error, c.says) {
 			t.Errorf("%+v: %d %q, want 400 saying %q", c.args, code, e.Error, c.says)
 		}
+	}
+}
+
+// TestRobustnessPlan: a request's full strength reaches the plan (its
+// budgets and extra attacks), and its epochs survive it.
+func TestRobustnessPlan(t *testing.T) {
+	plain := robustnessPlan(shared.ExperimentArgs{Study: "robustness", Epochs: 3})
+	full := robustnessPlan(shared.ExperimentArgs{Study: "robustness", Epochs: 3, Full: true})
+	if plain.Full || plain.Epochs != 3 || len(plain.EnsembleBudget) != 0 {
+		t.Errorf("plain plan %+v", plain)
+	}
+	want := experiment.DefaultRobustnessPlan()
+	want.Epochs = 3
+	want = want.FullStrength()
+	if !full.Full || full.Epochs != 3 || !slices.Equal(full.EnsembleBudget, want.EnsembleBudget) || !slices.Equal(full.CombinedSteps, want.CombinedSteps) {
+		t.Errorf("full plan %+v, want %+v", full, want)
 	}
 }

@@ -171,6 +171,10 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 			if len(a.EpsSweep) > 0 || len(a.Taus) > 0 {
 				return badInput("eps_sweep and taus: the robustness study sweeps neither (focus sets the fingerprint's ε)")
 			}
+		} else if a.Full {
+			return badInput("full: only the robustness study has a full strength (study %q)", a.Study)
+		}
+		if a.Study == "robustness" {
 			if _, err := experiment.DefaultTransfer(cmp.Or(a.Dataset, "fashion-mnist")); err != nil {
 				return badInput("robustness: %v", err)
 			}
@@ -709,10 +713,7 @@ func (s *Server) runExperiment(ctx context.Context, j shared.Job, a shared.Exper
 // models and the derived models are kept beside the fleet's.
 func (s *Server) runRobustness(ctx context.Context, a shared.ExperimentArgs, fleet *experiment.Fleet, ds experiment.Data, dir report.Dir, command string, rep shared.Reporter) error {
 	src := fleet.Source()
-	plan := experiment.DefaultRobustnessPlan()
-	if a.Epochs > 0 {
-		plan.Epochs = a.Epochs
-	}
+	plan := robustnessPlan(a)
 	var err error
 	if plan.Transfer, err = s.transferSet("", src.Model.Spec, ds.Adversary.Classes); err != nil {
 		return err
@@ -738,6 +739,19 @@ func (s *Server) runRobustness(ctx context.Context, a shared.ExperimentArgs, fle
 	}
 	_, err = st.Run(ctx, fleet, fp, ds, filepath.Join(s.modelsDir(), "derived"), dir, rep)
 	return err
+}
+
+// robustnessPlan is the plan a robustness request asks for, before its
+// transfer set: the CLI's default, or at full strength.
+func robustnessPlan(a shared.ExperimentArgs) experiment.RobustnessPlan {
+	plan := experiment.DefaultRobustnessPlan()
+	if a.Epochs > 0 {
+		plan.Epochs = a.Epochs
+	}
+	if a.Full {
+		plan = plan.FullStrength()
+	}
+	return plan
 }
 
 // keepReport records a report folder under reports/.
