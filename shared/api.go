@@ -239,6 +239,20 @@ type DeriveArgs struct {
 	Rho      *float64 `json:"rho,omitempty"`
 	Fraction float64  `json:"fraction,omitempty"`
 	Bits     int      `json:"bits,omitempty"`
+	// AdvEps, AdvAlpha and AdvSteps are the adversarial examples' radius,
+	// step and number of steps: of adversarial fine-tuning (fgm takes only
+	// the radius; pgd all three) and of the inner maximisation of pgd-at
+	// and trades (L∞, ε at most 1). Beta is TRADES' weight of the
+	// robustness term, a pointer because zero means something (plain
+	// training on clean inputs): nil takes the attack's default. Steps is
+	// the combined attack's comma-separated steps, e.g.
+	// "distill,finetune,prune,quantize". A setting for an attack that does
+	// not use it is refused.
+	AdvEps   float64  `json:"adv_eps,omitempty"`
+	AdvAlpha float64  `json:"adv_alpha,omitempty"`
+	AdvSteps int      `json:"adv_steps,omitempty"`
+	Beta     *float64 `json:"beta,omitempty"`
+	Steps    string   `json:"steps,omitempty"`
 	// Recipe is the training recipe (the CLI's --recipe syntax) of an
 	// attack that trains; empty takes the attack's own (fine-tuning: 5
 	// epochs at lr 0.01). Epochs and the fields below override it, as in

@@ -19,6 +19,10 @@ const MaxEpochs = 1000
 // MaxMembers bounds a derive request's ensemble members.
 const MaxMembers = 32
 
+// MaxAdvSteps bounds a derive request's adversarial steps (the default is
+// 100 for pgd, 7 for pgd-at and trades).
+const MaxAdvSteps = 1000
+
 // training is the training part of a train or a derive request: a recipe
 // and the single fields that override it.
 type training struct {
@@ -158,7 +162,50 @@ func Derive(a shared.DeriveArgs) (Derivation, error) {
 	if a.Examples != nil { // zero: all
 		d.Examples = *a.Examples
 	}
+	switch a.Attack {
+	case train.AttackFGM, train.AttackPGD:
+		if a.AdvEps > 0 {
+			o.Adv.Eps = a.AdvEps
+		}
+		if a.AdvAlpha > 0 {
+			o.Adv.Alpha = a.AdvAlpha
+		}
+		if a.AdvSteps > 0 {
+			o.Adv.Steps = a.AdvSteps
+		}
+	case train.AttackPGDAT, train.AttackTRADES:
+		if a.AdvEps > 0 {
+			o.Robust.Eps = a.AdvEps
+		}
+		if a.AdvAlpha > 0 {
+			o.Robust.Alpha = a.AdvAlpha
+		}
+		if a.AdvSteps > 0 {
+			o.Robust.Steps = a.AdvSteps
+		}
+		if a.Beta != nil { // zero: no robustness term
+			o.Robust.Beta = *a.Beta
+		}
+	case train.AttackCombined:
+		if a.Steps != "" {
+			o.Steps = a.Steps
+		}
+	}
 	return d, nil
+}
+
+// uses are the derive request's settings that only some attacks take, by
+// the attacks that take them: checkDerive refuses one given for another.
+var uses = []struct {
+	field   string
+	given   func(a shared.DeriveArgs) bool
+	attacks []string
+}{
+	{"adv_eps", func(a shared.DeriveArgs) bool { return a.AdvEps != 0 }, []string{train.AttackFGM, train.AttackPGD, train.AttackPGDAT, train.AttackTRADES}},
+	{"adv_alpha", func(a shared.DeriveArgs) bool { return a.AdvAlpha != 0 }, []string{train.AttackPGD, train.AttackPGDAT, train.AttackTRADES}},
+	{"adv_steps", func(a shared.DeriveArgs) bool { return a.AdvSteps != 0 }, []string{train.AttackPGD, train.AttackPGDAT, train.AttackTRADES}},
+	{"beta", func(a shared.DeriveArgs) bool { return a.Beta != nil }, []string{train.AttackTRADES}},
+	{"steps", func(a shared.DeriveArgs) bool { return a.Steps != "" }, []string{train.AttackCombined}},
 }
 
 // checkDerive refuses a derive request's attack parameters out of range
@@ -180,6 +227,29 @@ func checkDerive(a shared.DeriveArgs) error {
 		return fmt.Errorf("members %d: want 0 (the default) to %d", a.Members, MaxMembers)
 	case a.Examples != nil && *a.Examples < 0:
 		return fmt.Errorf("examples %d: want 0 (all) or more", *a.Examples)
+	}
+	for _, u := range uses {
+		if u.given(a) && !slices.Contains(u.attacks, a.Attack) {
+			return fmt.Errorf("%s: %s does not use it (only %s)", u.field, a.Attack, strings.Join(u.attacks, ", "))
+		}
+	}
+	robust := a.Attack == train.AttackPGDAT || a.Attack == train.AttackTRADES
+	switch {
+	case !(a.AdvEps >= 0) || !finite(a.AdvEps):
+		return fmt.Errorf("adv_eps %v: want a positive radius", a.AdvEps)
+	case robust && a.AdvEps > 1:
+		return fmt.Errorf("adv_eps %v: want an L∞ radius in (0,1] for %s", a.AdvEps, a.Attack)
+	case !(a.AdvAlpha >= 0) || !finite(a.AdvAlpha):
+		return fmt.Errorf("adv_alpha %v: want a positive step", a.AdvAlpha)
+	case a.AdvSteps < 0 || a.AdvSteps > MaxAdvSteps:
+		return fmt.Errorf("adv_steps %d: want 0 (the default) to %d", a.AdvSteps, MaxAdvSteps)
+	case a.Beta != nil && (!(*a.Beta >= 0) || !finite(*a.Beta)):
+		return fmt.Errorf("beta %v: want a non-negative weight", *a.Beta)
+	}
+	if a.Steps != "" {
+		if _, err := train.ParseSteps(a.Steps); err != nil {
+			return fmt.Errorf("steps: %w", err)
+		}
 	}
 	return nil
 }

@@ -102,3 +102,63 @@ func TestDerive(t *testing.T) {
 		}
 	}
 }
+
+// TestDeriveAdversarialAndCombined: the adversarial settings reach the
+// options of the attack that uses them (AdvOpts for fgm and pgd, the
+// robust options for pgd-at and trades), β = 0 survives, the combined
+// attack's steps are checked by train.ParseSteps, and a setting for an
+// attack that does not use it, or out of range, is refused.
+func TestDeriveAdversarialAndCombined(t *testing.T) {
+	for _, tc := range []struct {
+		body string
+		want func(o *train.Options)
+	}{
+		{`{"attack":"fgm","adv_eps":0.2}`, func(o *train.Options) { o.Adv.Eps = 0.2 }},
+		{`{"attack":"pgd","adv_eps":0.5,"adv_alpha":0.02,"adv_steps":10}`, func(o *train.Options) { o.Adv.Eps, o.Adv.Alpha, o.Adv.Steps = 0.5, 0.02, 10 }},
+		{`{"attack":"pgd-at","adv_eps":0.2,"adv_alpha":0.05,"adv_steps":3}`, func(o *train.Options) { o.Robust.Eps, o.Robust.Alpha, o.Robust.Steps = 0.2, 0.05, 3 }},
+		{`{"attack":"trades","beta":0}`, func(o *train.Options) { o.Robust.Beta = 0 }},
+		{`{"attack":"trades","adv_steps":2,"beta":1.5}`, func(o *train.Options) { o.Robust.Steps, o.Robust.Beta = 2, 1.5 }},
+		{`{"attack":"trades"}`, func(o *train.Options) {}},
+		{`{"attack":"combined","steps":"retrain,prune","fraction":0.3}`, func(o *train.Options) { o.Steps, o.Fraction = "retrain,prune", 0.3 }},
+	} {
+		var a shared.DeriveArgs
+		if err := json.Unmarshal([]byte(tc.body), &a); err != nil {
+			t.Fatal(err)
+		}
+		d, err := Derive(a)
+		if err != nil {
+			t.Errorf("%s: %v", tc.body, err)
+			continue
+		}
+		want := train.DefaultOptions(a.Attack)
+		tc.want(&want)
+		if d.Options != want {
+			t.Errorf("%s: options %+v, want %+v", tc.body, d.Options, want)
+		}
+	}
+	for _, tc := range []struct{ body, want string }{
+		{`{"attack":"combined","steps":"distill,melt"}`, `unknown step "melt"`},
+		{`{"attack":"combined","steps":"prune,distill"}`, "only be the first step"},
+		{`{"attack":"combined","steps":","}`, "unknown step"},
+		{`{"attack":"pgd","steps":"prune"}`, "steps: pgd does not use it"},
+		{`{"attack":"pgd-at","beta":1}`, "beta: pgd-at does not use it"},
+		{`{"attack":"fgm","adv_alpha":0.1}`, "adv_alpha: fgm does not use it"},
+		{`{"attack":"fgm","adv_steps":3}`, "adv_steps: fgm does not use it"},
+		{`{"attack":"retraining","adv_eps":0.1}`, "adv_eps: retraining does not use it"},
+		{`{"attack":"noise","beta":0}`, "beta: noise does not use it"},
+		{`{"attack":"pgd-at","adv_eps":1.5}`, "adv_eps 1.5"},
+		{`{"attack":"pgd","adv_eps":-1}`, "adv_eps -1"},
+		{`{"attack":"trades","adv_alpha":-0.1}`, "adv_alpha -0.1"},
+		{`{"attack":"trades","adv_steps":-2}`, "adv_steps -2"},
+		{`{"attack":"pgd","adv_steps":1001}`, "adv_steps 1001"},
+		{`{"attack":"trades","beta":-1}`, "beta -1"},
+	} {
+		var a shared.DeriveArgs
+		if err := json.Unmarshal([]byte(tc.body), &a); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Derive(a); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error with %q", tc.body, err, tc.want)
+		}
+	}
+}

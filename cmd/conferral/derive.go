@@ -54,8 +54,6 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 	source := fs.String("source", "", "source model file; required")
 	out := fs.String("out", "", "derived model file to write (safetensors); required")
 	arch := fs.String("arch", "", "surrogate architecture for the attacks that train a new model (default: the source's)")
-	examples := fs.Int("examples", 0, "use the first N examples of the split, 0 for all (default: 10000 for fine-tuning and adversarial training, as in the paper; all otherwise)")
-	temperature := fs.Float64("temperature", 0, "Jagielski: distillation parameter T′ (default 2)")
 	transfer := fs.String("transfer", "", "Knockoff: transfer set, a dataset name or a folder of images (default: mnist for fashion-mnist)")
 	transferDir := fs.String("transfer-dir", "", "Knockoff: folder of the transfer dataset when --transfer names one")
 	transferSize := fs.Int("transfer-size", 0, "Knockoff: transfer images drawn at random (default: as many as the adversary's examples)")
@@ -63,17 +61,9 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 	rounds := fs.Int("rounds", 0, "Papernot: substitute training rounds, the set doubling between them (default 6); --epochs is per round")
 	step := fs.Float64("papernot-lambda", 0, "Papernot: augmentation step λ (default 0.1)")
 	tau := fs.Int("papernot-tau", 0, "Papernot: flip λ's sign every τ rounds (0: never)")
-	eps := fs.Float64("eps", 0, "FGM/PGD: radius ε (default 0.15 for fgm, 1 for pgd)")
-	alpha := fs.Float64("alpha", 0, "PGD: step size (default 0.01)")
-	steps := fs.Int("steps", 0, "PGD: steps (default 100)")
-	norm := fs.String("norm", "", "FGM/PGD: linf or l2 (default linf for fgm, l2 for pgd)")
-	defaults := train.DefaultOptions("")
-	advFraction := fs.Float64("adv-fraction", defaults.Adv.Fraction, "FGM/PGD: adversarial examples per clean example of a batch")
-	members := fs.Int("members", defaults.Members, "Ensemble: n surrogates")
-	lambda := fs.Float64("lambda", defaults.Lambda, "Noise: weight λ of the uniform noise, in [0,1]")
-	rho := fs.Float64("rho", defaults.Rho, "True Labels: fraction ρ of ground-truth labels, in [0,1]")
-	fraction := fs.Float64("fraction", defaults.Fraction, "pruning: fraction of each weight tensor set to zero")
-	bits := fs.Int("bits", defaults.Bits, "quantization: bits per weight")
+	requestOf := deriveFlags(fs)
+	norm := fs.String("norm", "", "fgm, pgd: linf or l2 (default linf for fgm, l2 for pgd)")
+	advFraction := fs.Float64("adv-fraction", train.DefaultOptions("").Adv.Fraction, "fgm, pgd: adversarial examples per clean example of a batch")
 	var tf trainingFlags
 	tf.register(fs)
 	fs.Usage = func() {
@@ -102,13 +92,17 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 	if err := tf.check(); err != nil {
 		return err
 	}
+	req, err := requestOf(*name, *arch)
+	if err != nil {
+		return err
+	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	// The request the flags make; without --recipe, the attack's own
-	// recipe, which single flags override (request.Derive).
-	req := shared.DeriveArgs{Attack: *name, Arch: *arch, Examples: given(set, "examples", *examples), Temperature: pick(set, "temperature", *temperature),
-		Members: pick(set, "members", *members), Lambda: given(set, "lambda", *lambda), Rho: given(set, "rho", *rho),
-		Fraction: pick(set, "fraction", *fraction), Bits: pick(set, "bits", *bits)}
+	for _, f := range []string{"norm", "adv-fraction"} {
+		if set[f] && *name != train.AttackFGM && *name != train.AttackPGD {
+			return usagef("--%s: %s does not use it (only fgm, pgd)", f, *name)
+		}
+	}
 	tf.intoDerive(&req)
 	job, err := request.Derive(req)
 	if err != nil {
@@ -152,15 +146,6 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 		o.Papernot.Lambda = *step
 	}
 	o.Papernot.Tau = *tau
-	if *eps != 0 {
-		o.Adv.Eps = *eps
-	}
-	if *alpha != 0 {
-		o.Adv.Alpha = *alpha
-	}
-	if *steps != 0 {
-		o.Adv.Steps = *steps
-	}
 	if *norm != "" {
 		if o.Adv.Norm, err = attack.ParseNorm(*norm); err != nil {
 			return usageError{err}
@@ -342,4 +327,49 @@ func loadImageFolder(dir string, n int, seed int64, c, h, w int) (*data.Dataset,
 		}
 	}
 	return d, nil
+}
+
+// deriveFlags registers on fs the flags of a derive request's attack
+// settings, and returns the request they make for attack and arch: a
+// setting the command line leaves alone stays zero (or nil), for
+// request.Derive to take the attack's default, and a zero given where the
+// request reads zero as the default is a usage error. The training flags
+// are trainingFlags'.
+func deriveFlags(fs *flag.FlagSet) func(attack, arch string) (shared.DeriveArgs, error) {
+	defaults, robust := train.DefaultOptions(""), train.RobustDefaults()
+	fgm, pgd := train.AdvDefaults(train.AttackFGM), train.AdvDefaults(train.AttackPGD)
+	examples := fs.Int("examples", 0, "use the first N examples of the split, 0 for all (default: 10000 for fine-tuning and adversarial training, as in the paper; all otherwise)")
+	temperature := fs.Float64("temperature", 0, "Jagielski: distillation parameter T′ (default 2)")
+	members := fs.Int("members", defaults.Members, "Ensemble: n surrogates")
+	lambda := fs.Float64("lambda", defaults.Lambda, "Noise: weight λ of the uniform noise, in [0,1]")
+	rho := fs.Float64("rho", defaults.Rho, "True Labels: fraction ρ of ground-truth labels, in [0,1]")
+	fraction := fs.Float64("fraction", defaults.Fraction, "pruning: fraction of each weight tensor set to zero")
+	bits := fs.Int("bits", defaults.Bits, "quantization: bits per weight")
+	advEps := fs.Float64("adv-eps", 0, fmt.Sprintf("fgm, pgd, pgd-at, trades: radius ε of the adversarial examples (default %g for fgm, %g for pgd, %g L∞ for pgd-at and trades)",
+		fgm.Eps, pgd.Eps, robust.Eps))
+	advAlpha := fs.Float64("adv-alpha", 0, fmt.Sprintf("pgd, pgd-at, trades: step size α of the adversarial examples (default %g for pgd, %g for pgd-at and trades)",
+		pgd.Alpha, robust.Alpha))
+	advSteps := fs.Int("adv-steps", 0, fmt.Sprintf("pgd, pgd-at, trades: steps of the adversarial examples (default %d for pgd, %d for pgd-at and trades)",
+		pgd.Steps, robust.Steps))
+	beta := fs.Float64("beta", robust.Beta, "trades: weight β of the robustness term (0: clean training)")
+	steps := fs.String("steps", defaults.Steps, "combined: comma-separated steps of "+strings.Join(train.CombinedSteps(), ", ")+" (distill or retrain only first)")
+	return func(attack, arch string) (shared.DeriveArgs, error) {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		switch {
+		case set["adv-eps"] && !(*advEps > 0):
+			return shared.DeriveArgs{}, usagef("--adv-eps %v: want more than 0", *advEps)
+		case set["adv-alpha"] && !(*advAlpha > 0):
+			return shared.DeriveArgs{}, usagef("--adv-alpha %v: want more than 0", *advAlpha)
+		case set["adv-steps"] && *advSteps <= 0:
+			return shared.DeriveArgs{}, usagef("--adv-steps %d: want more than 0", *advSteps)
+		case set["steps"] && *steps == "":
+			return shared.DeriveArgs{}, usagef("--steps: want a comma-separated list of %s", strings.Join(train.CombinedSteps(), ", "))
+		}
+		return shared.DeriveArgs{Attack: attack, Arch: arch, Examples: given(set, "examples", *examples), Temperature: pick(set, "temperature", *temperature),
+			Members: pick(set, "members", *members), Lambda: given(set, "lambda", *lambda), Rho: given(set, "rho", *rho),
+			Fraction: pick(set, "fraction", *fraction), Bits: pick(set, "bits", *bits),
+			AdvEps: pick(set, "adv-eps", *advEps), AdvAlpha: pick(set, "adv-alpha", *advAlpha), AdvSteps: pick(set, "adv-steps", *advSteps),
+			Beta: given(set, "beta", *beta), Steps: pick(set, "steps", *steps)}, nil
+	}
 }

@@ -59,6 +59,8 @@ func TestDerive(t *testing.T) {
 		{"papernot", []string{"--seeds", "30", "--rounds", "2"}, 60},
 		{"knockoff", []string{"--transfer", images}, 12},
 		{"prune", []string{"--fraction", "0.2"}, 0},
+		{"trades", []string{"--adv-eps", "0.2", "--adv-alpha", "0.1", "--adv-steps", "1", "--beta", "0"}, 400},
+		{"combined", []string{"--steps", "prune,quantize", "--bits", "4"}, 0},
 	}
 	for _, tc := range cases {
 		t.Run(tc.attack, func(t *testing.T) {
@@ -85,6 +87,15 @@ func TestDerive(t *testing.T) {
 			defer m.Free()
 			if meta["derive.attack"] != tc.attack || meta["derive.source_sha256"] == "" {
 				t.Errorf("metadata %v", meta)
+			}
+			// The settings reach the attack, β = 0 included.
+			for k, v := range map[string]map[string]string{
+				"trades":   {"eps": "0.2", "alpha": "0.1", "steps": "1", "beta": "0"},
+				"combined": {"steps": "prune,quantize", "bits": "4"},
+			}[tc.attack] {
+				if meta["derive."+k] != v || r.Params[k] != v {
+					t.Errorf("derive.%s: model file %q, report %q; want %q", k, meta["derive."+k], r.Params[k], v)
+				}
 			}
 			if _, ok := m.(*train.Ensemble); ok != (tc.attack == "ensemble") {
 				t.Errorf("loaded a %T", m)
@@ -127,5 +138,35 @@ func TestDeriveUsageListsAttacks(t *testing.T) {
 	code, _, stderr = invoke(t, ctx, "derive", "--attack", "melt", "--source", "s", "--out", "x")
 	if want := `--attack "melt": want one of ` + strings.Join(train.Attacks(), ", "); code != 2 || !strings.Contains(stderr, want) {
 		t.Errorf("--attack melt: exit %d, stderr %q; want 2 and %q", code, stderr, want)
+	}
+}
+
+// TestDeriveSettingsRefusedBeforeTraining: a bad combined spec, a setting
+// for an attack that does not use it and one out of range are usage errors
+// (exit 2) before the source is even read: the source named here does not
+// exist.
+func TestDeriveSettingsRefusedBeforeTraining(t *testing.T) {
+	ctx := context.Background()
+	source := filepath.Join(t.TempDir(), "missing.safetensors")
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"--attack", "combined", "--steps", "distill,melt"}, `unknown step "melt"`},
+		{[]string{"--attack", "combined", "--steps", "finetune,distill"}, "only be the first step"},
+		{[]string{"--attack", "combined", "--steps", ""}, "--steps: want a comma-separated list"},
+		{[]string{"--attack", "pgd", "--steps", "prune"}, "steps: pgd does not use it"},
+		{[]string{"--attack", "pgd-at", "--beta", "0"}, "beta: pgd-at does not use it"},
+		{[]string{"--attack", "fgm", "--adv-steps", "5"}, "adv_steps: fgm does not use it"},
+		{[]string{"--attack", "ftal", "--adv-eps", "0.1"}, "adv_eps: ftal does not use it"},
+		{[]string{"--attack", "trades", "--norm", "l2"}, "--norm: trades does not use it"},
+		{[]string{"--attack", "pgd-at", "--adv-eps", "2"}, "adv_eps 2"},
+		{[]string{"--attack", "trades", "--beta", "-1"}, "beta -1"},
+		{[]string{"--attack", "pgd", "--adv-alpha", "0"}, "--adv-alpha 0: want more than 0"},
+	} {
+		code, _, stderr := invoke(t, ctx, append([]string{"derive", "--source", source, "--out", "x", "--quiet"}, tc.args...)...)
+		if code != 2 || !strings.Contains(stderr, tc.msg) {
+			t.Errorf("%q: exit %d, stderr %q; want 2 and %q", tc.args, code, stderr, tc.msg)
+		}
 	}
 }

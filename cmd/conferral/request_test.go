@@ -256,3 +256,90 @@ func TestFlagZerosRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestDeriveRequestOneConfig: the same attack settings asked for with
+// `conferral derive`'s flags and over the API make the same derivation,
+// β = 0 and the combined attack's steps included; a zero given on the
+// command line where the request reads zero as the default is refused.
+func TestDeriveRequestOneConfig(t *testing.T) {
+	for _, tc := range []struct {
+		name, attack string
+		flags        []string
+		body         string
+		check        func(o train.Options) bool
+	}{
+		{"fgm defaults", "fgm", nil, `{}`, func(o train.Options) bool { return o.Adv == train.AdvDefaults(train.AttackFGM) }},
+		{"fgm radius", "fgm", []string{"--adv-eps", "0.2"}, `{"adv_eps":0.2}`, func(o train.Options) bool { return o.Adv.Eps == 0.2 }},
+		{"pgd", "pgd", []string{"--adv-eps", "0.5", "--adv-alpha", "0.02", "--adv-steps", "10"}, `{"adv_eps":0.5,"adv_alpha":0.02,"adv_steps":10}`,
+			func(o train.Options) bool {
+				return o.Adv.Eps == 0.5 && o.Adv.Alpha == 0.02 && o.Adv.Steps == 10 && o.Robust == train.RobustDefaults()
+			}},
+		{"pgd-at", "pgd-at", []string{"--adv-eps", "0.2", "--adv-alpha", "0.05", "--adv-steps", "3", "--epochs", "2"}, `{"adv_eps":0.2,"adv_alpha":0.05,"adv_steps":3,"epochs":2}`,
+			func(o train.Options) bool {
+				return o.Robust == train.RobustOpts{Eps: 0.2, Alpha: 0.05, Steps: 3, Beta: train.RobustDefaults().Beta}
+			}},
+		{"trades defaults", "trades", nil, `{}`, func(o train.Options) bool { return o.Robust == train.RobustDefaults() }},
+		{"trades beta 0", "trades", []string{"--beta", "0"}, `{"beta":0}`, func(o train.Options) bool { return o.Robust.Beta == 0 && o.Robust.Eps == train.RobustDefaults().Eps }},
+		{"trades every setting", "trades", []string{"--adv-eps", "0.3", "--adv-alpha", "0.1", "--adv-steps", "4", "--beta", "1.5"}, `{"adv_eps":0.3,"adv_alpha":0.1,"adv_steps":4,"beta":1.5}`,
+			func(o train.Options) bool {
+				return o.Robust == train.RobustOpts{Eps: 0.3, Alpha: 0.1, Steps: 4, Beta: 1.5}
+			}},
+		{"combined defaults", "combined", nil, `{}`, func(o train.Options) bool { return o.Steps == train.DefaultSteps }},
+		{"combined steps", "combined", []string{"--steps", "retrain,finetune,quantize", "--bits", "4", "--temperature", "3"}, `{"steps":"retrain,finetune,quantize","bits":4,"temperature":3}`,
+			func(o train.Options) bool {
+				return o.Steps == "retrain,finetune,quantize" && o.Bits == 4 && o.Temperature == 3
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("derive", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			requestOf := deriveFlags(fs)
+			var tf trainingFlags
+			tf.register(fs)
+			if err := fs.Parse(tc.flags); err != nil {
+				t.Fatal(err)
+			}
+			if err := tf.check(); err != nil {
+				t.Fatal(err)
+			}
+			cliArgs, err := requestOf(tc.attack, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tf.intoDerive(&cliArgs)
+			var apiArgs shared.DeriveArgs
+			if err := json.Unmarshal([]byte(tc.body), &apiArgs); err != nil {
+				t.Fatal(err)
+			}
+			apiArgs.Attack = tc.attack
+			b, err := json.Marshal(shared.JobRequest{Kind: shared.JobDerive, Derive: &apiArgs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wire shared.JobRequest
+			if err := json.Unmarshal(b, &wire); err != nil {
+				t.Fatal(err)
+			}
+			d1, err1 := request.Derive(cliArgs)
+			d2, err2 := request.Derive(*wire.Derive)
+			if err1 != nil || err2 != nil || d1.Attack.Name != d2.Attack.Name || d1.Examples != d2.Examples || !reflect.DeepEqual(d1.Config, d2.Config) || !reflect.DeepEqual(d1.Options, d2.Options) {
+				t.Fatalf("the CLI's %q and the API's %s differ:\n%+v (%v)\n%+v (%v)", tc.flags, tc.body, d1, err1, d2, err2)
+			}
+			if !tc.check(d1.Options) {
+				t.Errorf("%q: %+v", tc.flags, d1.Options)
+			}
+		})
+	}
+	for _, flags := range [][]string{{"--adv-eps", "0"}, {"--adv-alpha", "-1"}, {"--adv-steps", "0"}, {"--steps", ""}} {
+		fs := flag.NewFlagSet("derive", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		requestOf := deriveFlags(fs)
+		if err := fs.Parse(flags); err != nil {
+			t.Fatal(err)
+		}
+		var ue usageError
+		if _, err := requestOf("trades", ""); !errors.As(err, &ue) || !strings.Contains(err.Error(), flags[0]) {
+			t.Errorf("%q: %v, want a usage error naming %s", flags, err, flags[0])
+		}
+	}
+}
