@@ -240,13 +240,19 @@ func (c *Calibration) truthCounts(fp *Fingerprint) (truth, wrong []int, ok bool)
 // EvasionFloor is the evasion check's terms for fp, with no suspect yet:
 // the calibration models' true-class share (Mean), a random wrapper's
 // (Random) and the Floor a suspect is tested against; ok is false where the
-// calibration cannot make the check.
+// calibration cannot make the check: with no true-class answers, with two
+// classes (a wrapper's other label is the true one), or where the models
+// name the true class no more often than a random wrapper, when a floor
+// between the two would lie above the models themselves.
 func (c *Calibration) EvasionFloor(fp *Fingerprint) (e shared.Evasion, ok bool) {
 	classes := len(fp.Meta.Classes)
 	if c.TruthFit == nil || len(fp.Labels) != fp.N || classes < 3 {
-		return e, false // (with two classes a wrapper's other label is the true one)
+		return e, false
 	}
 	e = shared.Evasion{Mean: c.TruthFit.Mean(), Random: 1 / float64(classes-1), PValue: 1}
+	if !(e.Mean > e.Random) {
+		return shared.Evasion{}, false
+	}
 	// Halfway between a random wrapper and the calibration models: recipes
 	// other than theirs name the true class less often (0.47–0.6 of wrong
 	// answers for the held-out zoo's independent models, against 0.81 for

@@ -596,3 +596,35 @@ func TestEvasionCheck(t *testing.T) {
 		t.Error("a model with 2 true-class flags for 100 keys was accepted")
 	}
 }
+
+// TestEvasionCheckNoSeparation: where the calibration's independent models
+// name the true class no more often than a random wrapper would, a floor
+// "halfway" between the two lies above the models themselves; tested
+// against it, a model like them would look evasive and a random wrapper
+// honest. The check cannot separate the two there and makes no claim: a
+// model like the calibration's is still cleared.
+func TestEvasionCheckNoSeparation(t *testing.T) {
+	fp := synthetic(400)
+	var models []fingerprint.IndependentModel
+	for j := range 30 {
+		models = append(models, fingerprint.IndependentModel{Suspect: honest(fmt.Sprintf("ref%d", j), fp, 0.2+0.2*float64(j)/30, 0.02+0.02*float64(j%5)/4, 0, uint64(300+j)), Arch: "cnn"})
+	}
+	cal, err := fingerprint.Calibrate(context.Background(), fp, models, fingerprint.DefaultFPR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cal.TruthFit == nil || cal.TruthFit.Mean() >= 1.0/9 {
+		t.Fatalf("truth fit %+v, want a mean share below a random wrapper's 1/9", cal.TruthFit)
+	}
+	if e, ok := cal.EvasionFloor(fp); ok {
+		t.Errorf("evasion floor %+v above the calibration models' own share", e)
+	}
+	rule := fingerprint.Rule{Calibration: cal}
+	v, err := fingerprint.Verify(context.Background(), honest("like-them", fp, 0.3, 0.02, 0, 11), fp, rule)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if (v.Evasion != nil && v.Evasion.Evasive) || v.Outcome != fingerprint.Independent {
+		t.Errorf("a model like the calibration's: %s, evasion %+v; want independent, not evasive", v.Outcome, v.Evasion)
+	}
+}

@@ -167,7 +167,7 @@ func (r Rule) Hash(fp *Fingerprint) (string, error) {
 	}{com, r.Theta, r.FPR, r.Confidence, "", "", r.Sequential, "", ""}
 	if r.Calibration != nil {
 		frozen.Calibration, frozen.Test = r.Calibration.Digest(), r.Calibration.Test(r.FPR)
-		if r.Calibration.TruthFit != nil {
+		if _, ok := r.Calibration.EvasionFloor(fp); ok {
 			frozen.Evasion = "true-class share of wrong answers, lower beta-binomial tail at the level"
 		}
 		if r.Sequential != nil {
