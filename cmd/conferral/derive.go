@@ -356,6 +356,12 @@ func deriveFlags(fs *flag.FlagSet) func(attack, arch string) (shared.DeriveArgs,
 	return func(attack, arch string) (shared.DeriveArgs, error) {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		// The request reads these zeros as the attack's default: --fraction
+		// 0 would prune half the weights.
+		if err := positive(set, flagValue{"temperature", *temperature}, flagValue{"members", float64(*members)},
+			flagValue{"fraction", *fraction}, flagValue{"bits", float64(*bits)}); err != nil {
+			return shared.DeriveArgs{}, err
+		}
 		switch {
 		case set["adv-eps"] && !(*advEps > 0):
 			return shared.DeriveArgs{}, usagef("--adv-eps %v: want more than 0", *advEps)

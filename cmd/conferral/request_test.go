@@ -330,7 +330,10 @@ func TestDeriveRequestOneConfig(t *testing.T) {
 			}
 		})
 	}
-	for _, flags := range [][]string{{"--adv-eps", "0"}, {"--adv-alpha", "-1"}, {"--adv-steps", "0"}, {"--steps", ""}} {
+	// A zero the request would read as the default is refused, not
+	// silently replaced (--fraction 0 pruned half the weights).
+	for _, flags := range [][]string{{"--adv-eps", "0"}, {"--adv-alpha", "-1"}, {"--adv-steps", "0"}, {"--steps", ""},
+		{"--fraction", "0"}, {"--bits", "0"}, {"--members", "0"}, {"--temperature", "0"}} {
 		fs := flag.NewFlagSet("derive", flag.ContinueOnError)
 		fs.SetOutput(io.Discard)
 		requestOf := deriveFlags(fs)
