@@ -1,11 +1,15 @@
 package fingerprint_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -626,5 +630,30 @@ func TestEvasionCheckNoSeparation(t *testing.T) {
 	}
 	if (v.Evasion != nil && v.Evasion.Evasive) || v.Outcome != fingerprint.Independent {
 		t.Errorf("a model like the calibration's: %s, evasion %+v; want independent, not evasive", v.Outcome, v.Evasion)
+	}
+}
+
+// TestOldCalibrationEncoding: a calibration committed before the evasion
+// check (no true-class answers) encodes, field for field, as it was saved,
+// so its digest, and every rule hash binding it, stay what they were.
+func TestOldCalibrationEncoding(t *testing.T) {
+	path := filepath.Join("..", "..", "docs", "results", "benchmark", "fp-1", "fp-1.calibration.json")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Skip(err)
+	}
+	if bytes.Contains(raw, []byte("truth")) {
+		t.Fatalf("%s records true-class answers: not a calibration from before the check", path)
+	}
+	var c fingerprint.Calibration
+	if err := json.Unmarshal(raw, &c); err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.MarshalIndent(&c, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(append(b, '\n'), raw) {
+		t.Errorf("%s encodes otherwise than it was saved: its digest moved", path)
 	}
 }
