@@ -119,6 +119,17 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 	if err := apply(); err != nil {
 		return err
 	}
+	if kind != "robustness" {
+		// Ignored, they would let a fleet train for another study than
+		// the one asked for (the server refuses full likewise).
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for _, name := range []string{"full", "combined", "source"} {
+			if set[name] {
+				return usagef("--%s: only the robustness study takes it (study %s)", name, kind)
+			}
+		}
+	}
 	epsV, err := floats(*epsList)
 	if err != nil {
 		return err

@@ -49,6 +49,8 @@ func TestUsage(t *testing.T) {
 		{name: "tau not a number", args: []string{"extract", "--source", "s", "--surrogates", "a", "--references", "b", "--out", "fp", "--tau", "NaN"}, code: 2, stderr: []string{`"NaN" is not a number in [0,1]`}, noStdout: true},
 		{name: "study with tau_S sweep above 1", args: []string{"experiment", "fingerprint", "--models", "nowhere", "--tau-surrs", "0,2"}, code: 2, stderr: []string{"--taus and --tau-surrs take values in [0,1], not 2"}, noStdout: true},
 		{name: "unknown C-BIM loss", args: []string{"experiment", "fingerprint", "--models", "nowhere", "--loss", "hinge"}, code: 2, stderr: []string{`loss "hinge": want one of [linear ce geometric]`}, noStdout: true},
+		{name: "full strength of another study", args: []string{"experiment", "fingerprint", "--models", "nowhere", "--full"}, code: 2, stderr: []string{"--full: only the robustness study takes it"}, noStdout: true},
+		{name: "source of another study", args: []string{"experiment", "conferrability", "--models", "nowhere", "--source", "m.safetensors"}, code: 2, stderr: []string{"--source: only the robustness study takes it"}, noStdout: true},
 		{name: "unknown surrogate labels", args: []string{"experiment", "fingerprint", "--models", "nowhere", "--surrogate-labels", "fuzzy"}, code: 2, stderr: []string{`--surrogate-labels "fuzzy": want soft or hard`}, noStdout: true},
 		{name: "bad device", args: []string{"info", "--device", "tpu"}, code: 1, stderr: []string{"conferral info", "tpu"}, noStdout: true},
 	}
