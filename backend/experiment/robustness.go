@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/conferral/conferral/backend/data"
@@ -225,6 +226,17 @@ func (st *RobustnessStudy) RunSource(ctx context.Context, src StudySource, contr
 		return nil, err
 	}
 	res := &RobustnessResult{SourceAcc: srcAcc, Arch: src.Model.Spec.Arch}
+	if m := src.Model; !train.CanFinePrune(m) {
+		// Fine-pruning prunes a convolution's channels: left out, and
+		// said so, for a source that has none (an MLP).
+		kept := slices.DeleteFunc(slices.Clone(st.Attacks), func(a Attack) bool { return a.Name == train.AttackFinePrune })
+		if len(kept) < len(st.Attacks) {
+			study := *st
+			study.Attacks = kept
+			study.Notes = strings.TrimSpace(study.Notes + "\n\nFine-pruning is left out: the source (" + m.Spec.Arch + ") has no convolutional layer to prune.")
+			st = &study
+		}
+	}
 	for i, a := range st.Attacks {
 		progress.Report(shared.Event{Kind: shared.Progress, Stage: "robustness", Step: int64(i), Total: int64(len(st.Attacks)), Message: a.Name + " " + a.Param})
 		m, d, err := a.deriveWithin(ctx, src, ds, modelsDir, srcAcc-st.Margin, progress)

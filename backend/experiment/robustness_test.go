@@ -85,6 +85,23 @@ func TestRobustnessBudget(t *testing.T) {
 	if d := pres.Derived[0]; d.Options.Papernot.Rounds != 2 || d.Queries != 40 || d.Spent != 3 || d.Config.Epochs != 1 {
 		t.Errorf("rounds ladder: stopped at %d rounds, %d queries, %d spent, %d epochs", d.Options.Papernot.Rounds, d.Queries, d.Spent, d.Config.Epochs)
 	}
+	// Fine-pruning needs a convolution: for this MLP source the row is
+	// left out, and the report says so, rather than failing the study.
+	fc := train.AttackConfig(train.AttackFinePrune)
+	fc.Epochs = 1
+	fst := &RobustnessStudy{Attacks: []Attack{{Group: "g", Name: train.AttackFinePrune, Param: "50%", Options: train.DefaultOptions(train.AttackFinePrune), Config: fc}, pa},
+		Theta: 0.7, Margin: -1, Command: "test"}
+	fdir := report.Dir(t.TempDir())
+	fres, err := fst.RunSource(context.Background(), src, nil, fp, ds, models, fdir, nil)
+	if err != nil {
+		t.Fatalf("a study with fine-pruning on an MLP source: %v", err)
+	}
+	if len(fres.Derived) != 1 || fres.Derived[0].Attack.Name != train.AttackPapernot || len(fst.Attacks) != 2 {
+		t.Errorf("rows %d (first %+v), the study's own attacks %d: want Papernot's alone, the study unchanged", len(fres.Derived), fres.Derived[0].Attack.Name, len(fst.Attacks))
+	}
+	if b, err := os.ReadFile(fdir.Path("README.md")); err != nil || !strings.Contains(string(b), "Fine-pruning is left out: the source (mlp) has no convolutional layer") {
+		t.Errorf("the report does not say fine-pruning was left out (%v)", err)
+	}
 	// Again: both rungs come from the cache.
 	res, err = st.RunSource(context.Background(), src, nil, fp, ds, models, report.Dir(t.TempDir()), nil)
 	if err != nil {

@@ -10,6 +10,7 @@ package train
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -18,6 +19,16 @@ import (
 	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/torch"
 )
+
+// ErrNoConv says a model has no convolutional layer to fine-prune.
+var ErrNoConv = errors.New("no convolutional layer")
+
+// CanFinePrune says whether fine-pruning applies to m: it has a
+// convolution.
+func CanFinePrune(m *nn.Model) bool {
+	_, err := lastConv(m)
+	return !errors.Is(err, ErrNoConv)
+}
 
 // convLayer is a model's last convolution and the layers right after it
 // whose output is its activation (batch norm, ReLU).
@@ -43,7 +54,7 @@ func lastConv(m *nn.Model) (*convLayer, error) {
 		}
 	}
 	if l.conv < 0 {
-		return nil, fmt.Errorf("%s has no convolutional layer", m.Spec.Arch)
+		return nil, fmt.Errorf("%s has %w", m.Spec.Arch, ErrNoConv)
 	}
 	conv := tr.Ops[l.conv]
 	for _, in := range conv.Inputs[1:] {
