@@ -324,7 +324,7 @@ func VerifyWatched(ctx context.Context, s suspect.Suspect, fp *Fingerprint, r Ru
 				// show it honest: on a few keys a detect-and-evade wrapper
 				// looks like anyone.
 				if decision == stats.AcceptNull {
-					if e := r.Calibration.Evasion(fp, v.Order, v.Labels, r.FPR); e != nil && !honestShown(e, len(fp.Meta.Classes), r.FPR) {
+					if e := r.Calibration.Evasion(fp, v.Order, v.Labels, r.FPR); e != nil && !honestShown(e, r.FPR) {
 						decision = stats.Continue
 					}
 				}
@@ -350,19 +350,11 @@ func VerifyWatched(ctx context.Context, s suspect.Suspect, fp *Fingerprint, r Ru
 }
 
 // honestShown says whether a suspect's wrong answers show it honest: not
-// evasive, and naming the true class more often than a wrapper answering
-// a random other label of classes would (1/(classes−1) of the time), at
-// level alpha. Where independent models themselves name it no more often
-// than that, nothing can show it, and not being evasive is enough.
-func honestShown(e *shared.Evasion, classes int, alpha float64) bool {
-	if e.Evasive || classes < 3 {
-		return !e.Evasive
-	}
-	random := 1 / float64(classes-1)
-	if e.Mean <= random {
-		return true
-	}
-	return stats.BinomialTail(e.Truth, e.Wrong, random) <= alpha
+// evasive, and naming the true class more often than a wrapper answering a
+// random other label would (e.Random of the time), at level alpha. (The
+// check is made only where the calibration models themselves do.)
+func honestShown(e *shared.Evasion, alpha float64) bool {
+	return !e.Evasive && stats.BinomialTail(e.Truth, e.Wrong, e.Random) <= alpha
 }
 
 // clears says whether agree agreements on n keys clear a suspect by the
