@@ -488,6 +488,21 @@ func honest(name string, fp *fingerprint.Fingerprint, agree, truth, flag float64
 	return &keyed{name: name, fp: fp, answer: func(i int) int64 { return out[i] }}
 }
 
+// calibratedHonest calibrates fp by 30 honest models agreeing 20–40 % of
+// the time, the j-th naming the true class on share(j) of its other answers.
+func calibratedHonest(t *testing.T, fp *fingerprint.Fingerprint, share func(j int) float64, seed uint64) *fingerprint.Calibration {
+	t.Helper()
+	var models []fingerprint.IndependentModel
+	for j := range 30 {
+		models = append(models, fingerprint.IndependentModel{Suspect: honest(fmt.Sprintf("ref%d", j), fp, 0.2+0.2*float64(j)/30, share(j), 0, seed+uint64(j)), Arch: "cnn"})
+	}
+	cal, err := fingerprint.Calibrate(context.Background(), fp, models, fingerprint.DefaultFPR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cal
+}
+
 // TestEvasionCheck: a derived model behind a detect-and-evade wrapper that
 // answers flagged keys with random labels falls below the accusing line,
 // but its wrong answers rarely name the true class, as independent models'
@@ -496,16 +511,9 @@ func honest(name string, fp *fingerprint.Fingerprint, agree, truth, flag float64
 // without true-class answers makes no check (and the rule's hash says so).
 func TestEvasionCheck(t *testing.T) {
 	fp := synthetic(100)
-	var models []fingerprint.IndependentModel
-	for j := range 30 {
-		models = append(models, fingerprint.IndependentModel{Suspect: honest(fmt.Sprintf("ref%d", j), fp, 0.2+0.2*float64(j)/30, 0.5+0.3*float64(j%7)/6, 0, uint64(100+j)), Arch: "cnn"})
-	}
-	cal, err := fingerprint.Calibrate(context.Background(), fp, models, fingerprint.DefaultFPR)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cal := calibratedHonest(t, fp, func(j int) float64 { return 0.5 + 0.3*float64(j%7)/6 }, 100)
 	if cal.TruthFit == nil || cal.TruthFit.Mean() < 0.55 || cal.TruthFit.Mean() > 0.75 {
-		t.Fatalf("truth fit %+v, want a mean share in 0.5–0.8", cal.TruthFit)
+		t.Fatalf("truth fit %+v, want a mean share in 0.55–0.75", cal.TruthFit)
 	}
 	rule := fingerprint.Rule{Calibration: cal}
 	for _, tc := range []struct {
@@ -609,14 +617,7 @@ func TestEvasionCheck(t *testing.T) {
 // model like the calibration's is still cleared.
 func TestEvasionCheckNoSeparation(t *testing.T) {
 	fp := synthetic(400)
-	var models []fingerprint.IndependentModel
-	for j := range 30 {
-		models = append(models, fingerprint.IndependentModel{Suspect: honest(fmt.Sprintf("ref%d", j), fp, 0.2+0.2*float64(j)/30, 0.02+0.02*float64(j%5)/4, 0, uint64(300+j)), Arch: "cnn"})
-	}
-	cal, err := fingerprint.Calibrate(context.Background(), fp, models, fingerprint.DefaultFPR)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cal := calibratedHonest(t, fp, func(j int) float64 { return 0.02 + 0.02*float64(j%5)/4 }, 300)
 	if cal.TruthFit == nil || cal.TruthFit.Mean() >= 1.0/9 {
 		t.Fatalf("truth fit %+v, want a mean share below a random wrapper's 1/9", cal.TruthFit)
 	}
