@@ -183,11 +183,15 @@ func (x *experiments) chooser() ui.UI {
 		OnChange(func(ctx ui.Context, _ ui.Event) { ctx.Navigate(reportURL(ctx.JSSrc().Get("value").String(), "")) })))
 }
 
+// committedPrefix starts the name of a committed study's report, as the
+// server lists it (read-only) and names it: "results:NAME".
+const committedPrefix = "results:"
+
 // committedReport says whether a report is one of the repository's
 // committed studies, which the server lists read-only as "results:NAME",
 // and returns its name without that prefix.
 func committedReport(name string) (string, bool) {
-	return strings.CutPrefix(name, "results:")
+	return strings.CutPrefix(name, committedPrefix)
 }
 
 // resolveRef resolves p, a relative address in file of report r, against
@@ -227,7 +231,7 @@ func resolveRef(list []shared.ReportInfo, r shared.ReportInfo, file, p string) (
 // committed study, "" for the server's own) and its folder.
 func reportFolder(name string) (ns, folder string) {
 	if f, ok := committedReport(name); ok {
-		return "results:", f
+		return committedPrefix, f
 	}
 	return "", name
 }
