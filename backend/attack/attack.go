@@ -100,10 +100,12 @@ func Project(xAdv, x *torch.Tensor, eps float64, n Norm) *torch.Tensor {
 	return delta.Add(x).Clamp(0, 1) // delta first: the result joins the iteration's scope
 }
 
-// loop runs steps iterations of f, each in a scope of its own, so that an
+// Loop runs steps iterations of f, each in a scope of its own, so that an
 // iteration's intermediates are freed when it ends. f receives the current
-// iterate (in that scope) and returns the next; the result joins x's scope.
-func loop(x, start *torch.Tensor, steps int, f func(cur *torch.Tensor) *torch.Tensor) *torch.Tensor {
+// iterate (detached, in that scope) and returns the next; the result joins
+// x's scope. Every iterative attack here runs through it, and so does any
+// inner maximisation elsewhere (TRADES in backend/train).
+func Loop(x, start *torch.Tensor, steps int, f func(cur *torch.Tensor) *torch.Tensor) *torch.Tensor {
 	cur := start
 	for range steps {
 		var next *torch.Tensor
@@ -147,7 +149,7 @@ func BIM(m Model, x, y *torch.Tensor, c Config) *torch.Tensor {
 }
 
 func iterate(m Model, x, start, y *torch.Tensor, c Config) *torch.Tensor {
-	return loop(x, start, c.Steps, func(cur *torch.Tensor) *torch.Tensor {
+	return Loop(x, start, c.Steps, func(cur *torch.Tensor) *torch.Tensor {
 		return Project(step(cur, inputGrad(cur, ceLoss(m, y)), c.Alpha, c), x, c.Eps, c.Norm)
 	})
 }

@@ -70,14 +70,15 @@ func (r *robustFit) loss(m *nn.Model, x, target, hard *torch.Tensor, training bo
 	var logP *torch.Tensor
 	torch.NoGrad(func() { logP = m.Forward(x).LogSoftmax(1) })
 	p := logP.Exp()
-	cur := x.Add(torch.RandN(x.Scope(), x.Device(), x.Shape()...).MulScalar(0.001)).Clamp(0, 1)
-	for range r.o.Steps {
+	start := x.Add(torch.RandN(x.Scope(), x.Device(), x.Shape()...).MulScalar(0.001)).Clamp(0, 1)
+	// Each step in a scope of its own (attack.Loop), as PGD-AT's are: the
+	// steps' forward graphs do not pile up until the batch ends.
+	xa := attack.Loop(x, start, r.o.Steps, func(cur *torch.Tensor) *torch.Tensor {
 		xi := cur.Detach().SetRequiresGrad(true)
 		kl := p.Mul(logP.Sub(m.Forward(xi).LogSoftmax(1))).Sum()
 		g := torch.Grads([]*torch.Tensor{kl}, []*torch.Tensor{xi})[0]
-		cur = attack.Project(cur.Add(g.Sign().MulScalar(r.o.Alpha)), x, r.o.Eps, attack.LInf)
-	}
-	xa := cur.Detach()
+		return attack.Project(cur.Add(g.Sign().MulScalar(r.o.Alpha)), x, r.o.Eps, attack.LInf)
+	}).Detach()
 	m.SetTraining(training)
 	logits = m.Forward(x)
 	lp := logits.LogSoftmax(1)
