@@ -237,6 +237,30 @@ func batched(ctx ui.Context, apply func([]shared.Event)) func(shared.Event) {
 	}
 }
 
+// jobLogLines is how many of a job's latest messages a form keeps.
+const jobLogLines = 20
+
+// keepLog returns a job's messages with only the latest jobLogLines kept.
+func keepLog(messages []string) []string {
+	if len(messages) > jobLogLines {
+		return messages[len(messages)-jobLogLines:]
+	}
+	return messages
+}
+
+// jobLog shows a job's messages, newest line first; nil when there are
+// none.
+func jobLog(messages []string) ui.UI {
+	if len(messages) == 0 {
+		return nil
+	}
+	lines := make([]ui.UI, len(messages))
+	for i, m := range messages {
+		lines[len(lines)-1-i] = ui.Div().Text(m)
+	}
+	return ui.Div().Class("log").Style("margin-top", "8px").Body(lines...)
+}
+
 // watchJob follows job id's events, replayed from its start, until the job
 // ends or the returned function (or ctx) stops the watch. apply gets the
 // events in batches on the UI goroutine; then done, also there, gets the

@@ -186,9 +186,7 @@ func (g *gallery) startExtraction(ctx ui.Context, _ ui.Event) {
 					x.messages = append(x.messages, e.Message)
 				}
 			}
-			if len(x.messages) > 20 {
-				x.messages = x.messages[len(x.messages)-20:]
-			}
+			x.messages = keepLog(x.messages)
 		}, func(ctx ui.Context, j *shared.Job, err error) {
 			if x.job != id {
 				return
@@ -239,11 +237,6 @@ func (g *gallery) extractPanel() ui.UI {
 		frac = 1
 	}
 	busy := x.job != "" && !x.state.Final() && x.err == nil
-	// The log, newest line first.
-	log := make([]ui.UI, len(x.messages))
-	for i, m := range x.messages {
-		log[len(log)-1-i] = ui.Div().Text(m)
-	}
 	if x.state == shared.JobCompleted && x.total > 0 {
 		x.step = x.total // the last progress event may come before the last step's end
 	}
@@ -297,6 +290,6 @@ func (g *gallery) extractPanel() ui.UI {
 			ui.Span().ID("extract-progress").Text(progress),
 			ui.Span().ID("extract-state").Class("tag").Text(string(x.state)),
 		)),
-		ui.If(len(log) > 0, ui.Div().Class("log").Style("margin-top", "8px").Body(log...)),
+		jobLog(x.messages),
 	)
 }

@@ -151,9 +151,7 @@ func (s *study) apply(evs []shared.Event) {
 			s.messages = append(s.messages, e.Message)
 		}
 	}
-	if len(s.messages) > 20 {
-		s.messages = s.messages[len(s.messages)-20:]
-	}
+	s.messages = keepLog(s.messages)
 }
 
 // busy says whether the form's job is still running.
@@ -230,11 +228,6 @@ func (x *experiments) studyPanel() ui.UI {
 	if s.total > 0 {
 		frac = float64(s.step) / float64(s.total)
 	}
-	// The log, newest line first.
-	log := make([]ui.UI, len(s.messages))
-	for i, m := range s.messages {
-		log[len(log)-1-i] = ui.Div().Text(m)
-	}
 	kinds := make([]ui.UI, 0, 3)
 	for _, k := range studyKinds() {
 		kinds = append(kinds, ui.Option().Value(k.kind).Text(k.label).Selected(s.kind == k.kind))
@@ -273,6 +266,6 @@ func (x *experiments) studyPanel() ui.UI {
 			ui.Span().ID("study-progress").Text(fmt.Sprintf("%d of %d", s.step, s.total)),
 			ui.Span().ID("study-state").Class("tag").Text(string(s.state)),
 		)),
-		ui.If(len(log) > 0, ui.Div().Class("log").Style("margin-top", "8px").Body(log...)),
+		jobLog(s.messages),
 	)
 }
