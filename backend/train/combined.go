@@ -115,13 +115,8 @@ func combinedStep(ctx context.Context, j derivation, step string, m **nn.Model, 
 	}
 	switch step {
 	case StepFineTune:
-		labels, err := Predict(ctx, j.source, j.d)
-		if err != nil {
-			return nil, fmt.Errorf("labelling with the source: %w", err)
-		}
-		c.Labels, c.LR = labels, c.LR/5
-		res, err := fit(ctx, *m, j.d, c, fitOpts{masks: *masks})
-		return &Derivation{Attack: AttackFTAL, Queries: int64(j.d.Len()), Examples: j.d.Len(), Train: res}, err
+		c.LR /= 5
+		return fitOnSource(ctx, j.source, *m, j.d, AttackFTAL, c.Stage, c, fitOpts{masks: *masks})
 	case StepPrune:
 		st, err := Prune(*m, j.o.Fraction)
 		if err != nil {

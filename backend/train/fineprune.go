@@ -225,11 +225,9 @@ func FinePrune(ctx context.Context, source Classifier, m *nn.Model, d *data.Data
 		return der, fmt.Errorf("fine-pruning: %w", err)
 	}
 	defer freeMasks(masks)
-	labels, err := Predict(ctx, source, d)
-	if err != nil {
-		return der, fmt.Errorf("fine-pruning: labelling with the source: %w", err)
+	ft, err := fitOnSource(ctx, source, m, d, "fine-pruning", stage, cfg, fitOpts{masks: masks})
+	if ft != nil {
+		der.Train = ft.Train
 	}
-	cfg.Labels, cfg.Stage = labels, stage
-	der.Train, err = fit(ctx, m, d, cfg, fitOpts{masks: masks})
 	return der, err
 }

@@ -88,12 +88,6 @@ func FineTune(ctx context.Context, source Classifier, m *nn.Model, d *data.Datas
 	default:
 		return nil, fmt.Errorf("fine-tune: unknown kind %q (want ftll, ftal, rtll or rtal)", attackName)
 	}
-	stage := cmp.Or(cfg.Stage, attackName+" "+m.Spec.Arch)
-	logf(cfg, stage, "labelling %d examples with the source", d.Len())
-	labels, err := Predict(ctx, source, d)
-	if err != nil {
-		return nil, fmt.Errorf("%s: labelling with the source: %w", attackName, err)
-	}
 	var o fitOpts
 	if lastOnly || reinit {
 		layer, err := LastLayer(m)
@@ -112,9 +106,7 @@ func FineTune(ctx context.Context, source Classifier, m *nn.Model, d *data.Datas
 			o.frozenEval = true
 		}
 	}
-	cfg.Labels, cfg.Stage = labels, stage
-	res, err := fit(ctx, m, d, cfg, o)
-	return &Derivation{Attack: attackName, Queries: int64(d.Len()), Examples: d.Len(), Train: res}, err
+	return fitOnSource(ctx, source, m, d, attackName, cmp.Or(cfg.Stage, attackName+" "+m.Spec.Arch), cfg, o)
 }
 
 // AdvOpts are the parameters of adversarial training.
@@ -153,15 +145,24 @@ func AdversarialTraining(ctx context.Context, source Classifier, m *nn.Model, d 
 	if !(o.Eps > 0) || o.Fraction < 0 || o.Fraction > 1 || (o.Attack == AttackPGD && (o.Steps <= 0 || !(o.Alpha > 0))) {
 		return nil, fmt.Errorf("adversarial training: bad parameters %+v", o)
 	}
-	stage := cmp.Or(cfg.Stage, o.Attack+" "+m.Spec.Arch)
+	return fitOnSource(ctx, source, m, d, o.Attack, cmp.Or(cfg.Stage, o.Attack+" "+m.Spec.Arch), cfg, fitOpts{adv: &o})
+}
+
+// fitOnSource labels d with the source and trains m on those labels by cfg
+// and o, in the named stage: the body of every attack that learns the
+// source's hard labels on the adversary's data as it is (fine-tuning,
+// adversarial training, PGD-AT and TRADES, fine-pruning, the combined
+// attack's fine-tuning). A labelling error is prefixed with name.
+// Queries: d.Len().
+func fitOnSource(ctx context.Context, source Classifier, m *nn.Model, d *data.Dataset, name, stage string, cfg Config, o fitOpts) (*Derivation, error) {
 	logf(cfg, stage, "labelling %d examples with the source", d.Len())
 	labels, err := Predict(ctx, source, d)
 	if err != nil {
-		return nil, fmt.Errorf("%s: labelling with the source: %w", o.Attack, err)
+		return nil, fmt.Errorf("%s: labelling with the source: %w", name, err)
 	}
 	cfg.Labels, cfg.Stage = labels, stage
-	res, err := fit(ctx, m, d, cfg, fitOpts{adv: &o})
-	return &Derivation{Attack: o.Attack, Queries: int64(d.Len()), Examples: d.Len(), Train: res}, err
+	res, err := fit(ctx, m, d, cfg, o)
+	return &Derivation{Attack: name, Queries: int64(d.Len()), Examples: d.Len(), Train: res}, err
 }
 
 // craft returns adversarial examples of x (labels y) against m.

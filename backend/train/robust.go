@@ -104,15 +104,7 @@ func robustTrain(ctx context.Context, source Classifier, m *nn.Model, d *data.Da
 	if err := r.o.check(r.trades); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	stage := cmp.Or(cfg.Stage, name+" "+m.Spec.Arch)
-	logf(cfg, stage, "labelling %d examples with the source", d.Len())
-	labels, err := Predict(ctx, source, d)
-	if err != nil {
-		return nil, fmt.Errorf("%s: labelling with the source: %w", name, err)
-	}
-	cfg.Labels, cfg.Stage = labels, stage
-	res, err := fit(ctx, m, d, cfg, fitOpts{robust: r})
-	return &Derivation{Attack: name, Queries: int64(d.Len()), Examples: d.Len(), Train: res}, err
+	return fitOnSource(ctx, source, m, d, name, cmp.Or(cfg.Stage, name+" "+m.Spec.Arch), cfg, fitOpts{robust: r})
 }
 
 // paramMask is a 0/1 mask of a parameter's entries.
