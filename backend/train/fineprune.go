@@ -144,6 +144,13 @@ func ChannelActivity(ctx context.Context, m *nn.Model, d *data.Dataset) ([]float
 	if err != nil {
 		return nil, nil, fmt.Errorf("channel activity: %w", err)
 	}
+	act, err := l.channelActivity(ctx, m, d)
+	return act, l.weight, err
+}
+
+// channelActivity is ChannelActivity for m's last convolution l, already
+// found.
+func (l *convLayer) channelActivity(ctx context.Context, m *nn.Model, d *data.Dataset) ([]float64, error) {
 	m.SetTraining(false)
 	sum := make([]float64, l.weight.T.Size(0))
 	n := 0
@@ -152,7 +159,7 @@ func ChannelActivity(ctx context.Context, m *nn.Model, d *data.Dataset) ([]float
 	// normalisation, so the images go in as they are.
 	for b := range d.Batches(data.BatchOpts{Size: evalBatch}) {
 		if err := ctx.Err(); err != nil {
-			return nil, nil, fmt.Errorf("channel activity: %w", err)
+			return nil, fmt.Errorf("channel activity: %w", err)
 		}
 		err := torch.Catch(func() {
 			torch.NoGrad(func() {
@@ -166,14 +173,14 @@ func ChannelActivity(ctx context.Context, m *nn.Model, d *data.Dataset) ([]float
 			})
 		})
 		if err != nil {
-			return nil, nil, fmt.Errorf("channel activity: %w", err)
+			return nil, fmt.Errorf("channel activity: %w", err)
 		}
 		n += b.N
 	}
 	for c := range sum {
 		sum[c] /= float64(max(n, 1))
 	}
-	return sum, l.weight, nil
+	return sum, nil
 }
 
 // FinePrune derives from m, a copy of the source, by fine-pruning (Liu et
@@ -194,7 +201,7 @@ func FinePrune(ctx context.Context, source Classifier, m *nn.Model, d *data.Data
 	if err != nil {
 		return nil, fmt.Errorf("fine-pruning: %w", err)
 	}
-	act, _, err := ChannelActivity(ctx, m, d)
+	act, err := l.channelActivity(ctx, m, d) // the trace lastConv made, not a second one
 	if err != nil {
 		return nil, fmt.Errorf("fine-pruning: %w", err)
 	}
