@@ -433,12 +433,8 @@ func (h *Handler) kserveInfer(body []byte) (any, error) {
 	default:
 		out, shape = probs, []int64{int64(n), int64(k)}
 	}
-	data, err := json.Marshal(out)
-	if err != nil {
-		return nil, err
-	}
-	return kserve.InferResponse{ID: req.ID, ModelName: h.o.Name, ModelVersion: "1",
-		Outputs: []kserve.Tensor{{Name: outName, Datatype: dt, Shape: shape, Data: data}}}, nil
+	return kserve.InferResponseOf[any]{ID: req.ID, ModelName: h.o.Name, ModelVersion: "1",
+		Outputs: []kserve.TensorOf[any]{{Name: outName, Datatype: dt, Shape: shape, Data: out}}}, nil
 }
 
 func (h *Handler) tfPredict(body []byte) (any, error) {
@@ -491,14 +487,10 @@ func (h *Handler) tfPredict(body []byte) (any, error) {
 			preds[i] = probs[i*k : (i+1)*k]
 		}
 	}
-	data, err := json.Marshal(preds)
-	if err != nil {
-		return nil, err
-	}
 	if key == "inputs" {
-		return tfserving.PredictResponse{Outputs: data}, nil
+		return tfserving.PredictResponseOf[any]{Outputs: preds}, nil
 	}
-	return tfserving.PredictResponse{Predictions: data}, nil
+	return tfserving.PredictResponseOf[any]{Predictions: preds}, nil
 }
 
 // run classifies n images x laid out as the options say.

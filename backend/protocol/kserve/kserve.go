@@ -64,11 +64,16 @@ type ModelMetadata struct {
 // Data holds its values flat, row-major in Shape's order, as JSON text:
 // each side reads or writes the values itself (a request's straight into
 // float32s).
-type Tensor struct {
-	Data     json.RawMessage `json:"data"`
-	Datatype string          `json:"datatype"`
-	Name     string          `json:"name"`
-	Shape    []int64         `json:"shape"`
+type Tensor = TensorOf[json.RawMessage]
+
+// TensorOf is a Tensor whose Data is D: a server answers with its values
+// as they are (a []float32), encoded once with the answer rather than to
+// JSON text first and then copied into it.
+type TensorOf[D any] struct {
+	Data     D       `json:"data"`
+	Datatype string  `json:"datatype"`
+	Name     string  `json:"name"`
+	Shape    []int64 `json:"shape"`
 }
 
 // RequestedOutput names an output an inference request asks for.
@@ -85,12 +90,15 @@ type InferRequest struct {
 
 // InferResponse answers an InferRequest; a failed one (status ≥ 400)
 // carries only Error.
-type InferResponse struct {
-	Error        string   `json:"error,omitempty"`
-	ID           string   `json:"id,omitempty"`
-	ModelName    string   `json:"model_name,omitempty"`
-	ModelVersion string   `json:"model_version,omitempty"`
-	Outputs      []Tensor `json:"outputs,omitempty"`
+type InferResponse = InferResponseOf[json.RawMessage]
+
+// InferResponseOf is an InferResponse whose outputs' Data are D (TensorOf).
+type InferResponseOf[D any] struct {
+	Error        string        `json:"error,omitempty"`
+	ID           string        `json:"id,omitempty"`
+	ModelName    string        `json:"model_name,omitempty"`
+	ModelVersion string        `json:"model_version,omitempty"`
+	Outputs      []TensorOf[D] `json:"outputs,omitempty"`
 }
 
 // AppendInferRequest appends to buf the InferRequest of one FP32 input

@@ -155,10 +155,16 @@ type PredictRequest struct {
 // Outputs to Inputs (each a list with one item per image, or an object of
 // named lists), as JSON text; a failed one (status ≥ 400) carries only
 // Error.
-type PredictResponse struct {
-	Error       string          `json:"error,omitempty"`
-	Outputs     json.RawMessage `json:"outputs,omitempty"`
-	Predictions json.RawMessage `json:"predictions,omitempty"`
+type PredictResponse = PredictResponseOf[json.RawMessage]
+
+// PredictResponseOf is a PredictResponse whose Outputs and Predictions are
+// D: a server answers with its values as they are (a [][]float32), encoded
+// once with the answer rather than to JSON text first and then copied
+// into it.
+type PredictResponseOf[D any] struct {
+	Error       string `json:"error,omitempty"`
+	Outputs     D      `json:"outputs,omitempty"`
+	Predictions D      `json:"predictions,omitempty"`
 }
 
 // AppendPredictRequest appends to buf the PredictRequest of n images that
