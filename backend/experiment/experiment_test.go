@@ -21,6 +21,24 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// tinyFingerprint builds a fleet of one MLP source in dir (the caller
+// frees it) and extracts a toy-scale fingerprint from it.
+func tinyFingerprint(t *testing.T, dir string, ds Data) (*Fleet, *fingerprint.Fingerprint) {
+	t.Helper()
+	f, err := Build(context.Background(), dir, Plan("mlp", []string{"mlp"}, 1, 1), ds, torch.CPU, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := fingerprint.DefaultConfig()
+	cfg.Candidates, cfg.CBIM.Steps, cfg.Tau = 40, 10, 0.5
+	fp, err := f.Extract(context.Background(), ds, Setting{Name: "main", Eps: 0.15, Loss: attack.LossLinear}, cfg)
+	if err != nil {
+		f.Free()
+		t.Fatal(err)
+	}
+	return f, fp
+}
+
 func tinyData(t *testing.T) Data {
 	t.Helper()
 	full, err := data.FashionMNIST("", true)
@@ -173,17 +191,8 @@ func TestStudiesWriteReports(t *testing.T) {
 func TestRobustness(t *testing.T) {
 	ds := tinyData(t)
 	fleetDir := t.TempDir()
-	f, err := Build(context.Background(), fleetDir, Plan("mlp", []string{"mlp"}, 1, 1), ds, torch.CPU, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, fp := tinyFingerprint(t, fleetDir, ds)
 	defer f.Free()
-	cfg := fingerprint.DefaultConfig()
-	cfg.Candidates, cfg.CBIM.Steps, cfg.Tau = 40, 10, 0.5
-	fp, err := f.Extract(context.Background(), ds, Setting{Name: "main", Eps: 0.15, Loss: attack.LossLinear}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if fp.N == 0 {
 		t.Fatal("no fingerprint at toy scale")
 	}

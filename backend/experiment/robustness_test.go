@@ -6,10 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/conferral/conferral/backend/attack"
-	"github.com/conferral/conferral/backend/fingerprint"
 	"github.com/conferral/conferral/backend/report"
-	"github.com/conferral/conferral/backend/torch"
 	"github.com/conferral/conferral/backend/train"
 )
 
@@ -20,17 +17,8 @@ import (
 // dataset and has no contrast section.
 func TestRobustnessBudget(t *testing.T) {
 	ds := tinyData(t)
-	f, err := Build(context.Background(), t.TempDir(), Plan("mlp", []string{"mlp"}, 1, 1), ds, torch.CPU, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, fp := tinyFingerprint(t, t.TempDir(), ds)
 	defer f.Free()
-	cfg := fingerprint.DefaultConfig()
-	cfg.Candidates, cfg.CBIM.Steps, cfg.Tau = 40, 10, 0.5
-	fp, err := f.Extract(context.Background(), ds, Setting{Name: "main", Eps: 0.15, Loss: attack.LossLinear}, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	row := func(margin float64) (*RobustnessStudy, Attack) {
 		c := train.AttackConfig(train.AttackRetraining)
 		c.Epochs = 1
