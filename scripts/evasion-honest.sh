@@ -26,8 +26,8 @@ trap 'rm -rf "$tmp"' EXIT
   echo
   echo "Reproduce: \`scripts/evasion-honest.sh\` (after \`scripts/detect-evade.sh\`)."
   echo
-  echo "| zoo | fingerprint | suspects | floor | share of independent models (min–max) | share of derived models (min–max) | found evasive |"
-  echo "|---|---|---|---|---|---|---|"
+  echo "| zoo | fingerprint | suspects | calibration models' share (mean) | floor | share of independent models (min–max) | share of derived models (min–max) | found evasive |"
+  echo "|---|---|---|---|---|---|---|---|"
   for z in 2828 8455 7527; do
     Z=$CACHE/zoo-$z
     S=$(join "$Z"/*.safetensors "$Z"/outside/*.onnx)
@@ -39,7 +39,7 @@ trap 'rm -rf "$tmp"' EXIT
           | if ($n | test("^(retrain|distil|ft|rt|derived)")) then "derived" else "independent" end;
         def span(k): [.verdicts[] | select(kind == k and .evasion.wrong >= 10) | .evasion.share]
           | if length == 0 then "–" else "\(min * 100 | round) – \(max * 100 | round) %" end;
-        "| \($z) | \($fp) | \(.verdicts | length) | \(.verdicts[0].evasion.floor * 100 | round) % | \(span("independent")) | \(span("derived")) | "
+        "| \($z) | \($fp) | \(.verdicts | length) | \(.verdicts[0].evasion.mean * 100 | round) % | \(.verdicts[0].evasion.floor * 100 | round) % | \(span("independent")) | \(span("derived")) | "
         + ([.verdicts[] | select(.evasion.evasive) | "\(.suspect | split("/") | last) (\(kind), \(.evasion.truth)/\(.evasion.wrong))"] | if length == 0 then "none" else join(", ") end) + " |"
       ' "$tmp/v.json"
     done
