@@ -36,19 +36,26 @@ func extractOf(t *testing.T, flags []string) (shared.ExtractArgs, *flag.FlagSet)
 // over the wire: the request as JSON, decoded, converted.
 func apiExtract(t *testing.T, a shared.ExtractArgs) fingerprint.Config {
 	t.Helper()
-	b, err := json.Marshal(shared.JobRequest{Kind: shared.JobExtract, Extract: &a})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r shared.JobRequest
-	if err := json.Unmarshal(b, &r); err != nil {
-		t.Fatal(err)
-	}
+	r := overWire(t, shared.JobRequest{Kind: shared.JobExtract, Extract: &a})
 	c, err := request.Extract(*r.Extract)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// overWire is v as the server receives it: encoded as JSON and decoded.
+func overWire[T any](t *testing.T, v T) T {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w T
+	if err := json.Unmarshal(b, &w); err != nil {
+		t.Fatal(err)
+	}
+	return w
 }
 
 // TestExtractRequestOneConfig: the same extraction asked for on the
@@ -208,12 +215,7 @@ func TestDemoTrainRequest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, _ := json.Marshal(a)
-		var wire shared.TrainArgs
-		if err := json.Unmarshal(b, &wire); err != nil {
-			t.Fatal(err)
-		}
-		served, err := request.Train(wire)
+		served, err := request.Train(overWire(t, a))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -312,14 +314,7 @@ func TestDeriveRequestOneConfig(t *testing.T) {
 				t.Fatal(err)
 			}
 			apiArgs.Attack = tc.attack
-			b, err := json.Marshal(shared.JobRequest{Kind: shared.JobDerive, Derive: &apiArgs})
-			if err != nil {
-				t.Fatal(err)
-			}
-			var wire shared.JobRequest
-			if err := json.Unmarshal(b, &wire); err != nil {
-				t.Fatal(err)
-			}
+			wire := overWire(t, shared.JobRequest{Kind: shared.JobDerive, Derive: &apiArgs})
 			d1, err1 := request.Derive(cliArgs)
 			d2, err2 := request.Derive(*wire.Derive)
 			if err1 != nil || err2 != nil || d1.Attack.Name != d2.Attack.Name || d1.Examples != d2.Examples || !reflect.DeepEqual(d1.Config, d2.Config) || !reflect.DeepEqual(d1.Options, d2.Options) {
