@@ -28,7 +28,8 @@ func floatList(xs []float64) string {
 	return strings.Join(parts, ",")
 }
 
-func floats(s string) ([]float64, error) {
+// floats is the comma-separated numbers of the flag name's value s.
+func floats(name, s string) ([]float64, error) {
 	var out []float64
 	for _, f := range strings.Split(s, ",") {
 		if f = strings.TrimSpace(f); f == "" {
@@ -36,7 +37,7 @@ func floats(s string) ([]float64, error) {
 		}
 		v, err := strconv.ParseFloat(f, 64)
 		if err != nil {
-			return nil, usagef("%q is not a number", f)
+			return nil, usagef("--%s: %q is not a number", name, f)
 		}
 		out = append(out, v)
 	}
@@ -130,15 +131,15 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 			}
 		}
 	}
-	epsV, err := floats(*epsList)
+	epsV, err := floats("eps-sweep", *epsList)
 	if err != nil {
 		return err
 	}
-	tauV, err := floats(*taus)
+	tauV, err := floats("taus", *taus)
 	if err != nil {
 		return err
 	}
-	tauSurrV, err := floats(*tauSurrs)
+	tauSurrV, err := floats("tau-surrs", *tauSurrs)
 	if err != nil {
 		return err
 	}
@@ -151,18 +152,23 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	df.split = "all"
-	full, test, err := df.load()
-	if err != nil {
-		return err
+	// Every flag is checked before the data loads and anything trains.
+	switch {
+	case *per < 1 || *epochs < 1 || *points < 1:
+		return usagef("--per %d, --epochs %d, --points %d: want 1 or more", *per, *epochs, *points)
+	case !(*focus > 0 && *focus <= 1):
+		return usagef("--focus %g: want an ε in (0,1]", *focus)
+	case *labels != experiment.HardLabels && *labels != experiment.SoftLabels:
+		return usagef("--surrogate-labels %q: want soft or hard", *labels)
 	}
-	def, adv := data.Split(full, df.splitSeed)
-	ds := experiment.Data{Defender: def, Adversary: adv, Test: test, Tag: fmt.Sprintf("%s/split=%d/limit=%d", full.Name, df.splitSeed, df.limit)}
+	if _, err := fingerprint.StartPoints(*start, nil, nil); err != nil {
+		return usagef("--%v", err)
+	}
 	if kind == "robustness" {
-		if rp.Lambdas, err = floats(*lambdas); err != nil {
+		if rp.Lambdas, err = floats("lambdas", *lambdas); err != nil {
 			return err
 		}
-		if rp.Rhos, err = floats(*rhos); err != nil {
+		if rp.Rhos, err = floats("rhos", *rhos); err != nil {
 			return err
 		}
 		rp.Seed = cfg.Seed
@@ -175,11 +181,20 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 			}
 			rp.CombinedSteps = strings.Split(*combined, ";")
 		}
-		for _, spec := range rp.CombinedSteps { // refused before anything trains
+		for _, spec := range rp.CombinedSteps {
 			if _, err := train.ParseSteps(spec); err != nil {
 				return usageError{err}
 			}
 		}
+	}
+	df.split = "all"
+	full, test, err := df.load()
+	if err != nil {
+		return err
+	}
+	def, adv := data.Split(full, df.splitSeed)
+	ds := experiment.Data{Defender: def, Adversary: adv, Test: test, Tag: fmt.Sprintf("%s/split=%d/limit=%d", full.Name, df.splitSeed, df.limit)}
+	if kind == "robustness" {
 		if *srcFile != "" {
 			r := robustnessSource{plan: rp, source: *srcFile, fp: *fpFile, calibration: *calFile, transfer: transfer, transferDir: transferDir,
 				models: *modelsDir, describe: *describe, command: cmp.Or(*reproduce, "conferral experiment "+kind+" "+strings.Join(args[1:], " ")), ds: ds, dir: report.Dir(*out)}
@@ -190,19 +205,12 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	plan := experiment.Plan(*sourceArch, strings.Split(*archs, ","), *per, *epochs)
-	switch *labels {
-	case experiment.HardLabels:
-	case experiment.SoftLabels:
+	if *labels == experiment.SoftLabels {
 		for _, m := range plan {
 			if m.Role == experiment.Surrogate {
 				m.Labels = experiment.SoftLabels
 			}
 		}
-	default:
-		return usagef("--surrogate-labels %q: want soft or hard", *labels)
-	}
-	if _, err := fingerprint.StartPoints(*start, nil, nil); err != nil {
-		return usagef("--%v", err) // before the fleet trains, not after
 	}
 	fleet, err := experiment.Build(ctx, *modelsDir, plan, ds, e.device, e.progress.Report)
 	if err != nil {
