@@ -310,6 +310,10 @@ func runBenchmark(ctx context.Context, e *env, args []string) error {
 	if nd := len(slices.DeleteFunc(slices.Clone(entries), func(e manifestEntry) bool { return !e.derived })); nd == 0 || nd == len(entries) {
 		return usagef("a benchmark needs derived and independent suspects (--derived, --independent or --suspects): got %d derived and %d independent; error rates and AUC need both", nd, len(entries)-nd)
 	}
+	calibrated, err := ruleOf()
+	if err != nil {
+		return err
+	}
 	if err := apply(); err != nil {
 		return err
 	}
@@ -327,7 +331,7 @@ func runBenchmark(ctx context.Context, e *env, args []string) error {
 		if err != nil {
 			return err
 		}
-		rule, _, err := ruleOf(fp, p)
+		rule, _, err := calibrated(fp, p)
 		if err != nil {
 			return err
 		}

@@ -379,7 +379,12 @@ func openSuspect(e *env, spec string, remote func() (suspect.RemoteOptions, erro
 
 // ruleFlags registers the flags of a decision rule; the function returned
 // builds the rule for a fingerprint loaded from fpPath.
-func ruleFlags(fs *flag.FlagSet) func(fp *fingerprint.Fingerprint, fpPath string) (fingerprint.Rule, string, error) {
+// ruleFlags registers the decision rule's flags. After parsing, the
+// function it returns checks them (a usage error, before any fingerprint
+// loads) and gives the rule's calibration by fingerprint: the rule with
+// the fingerprint's calibration (--calibration, or the one beside it)
+// and the calibration's path.
+func ruleFlags(fs *flag.FlagSet) func() (func(fp *fingerprint.Fingerprint, fpPath string) (fingerprint.Rule, string, error), error) {
 	theta := unitFlag(fs, "theta", fingerprint.DefaultThreshold, "the paper's threshold θ on fingerprint accuracy: the uncalibrated rule, shown beside the calibrated one")
 	calib := fs.String("calibration", "", "calibration file of the fingerprint (conferral calibrate); default: FINGERPRINT.calibration.json when it exists")
 	fpr := fs.Float64("fpr", 0, "false-positive rate of the calibrated test (default: the calibration's own, 0.01)")
@@ -388,34 +393,41 @@ func ruleFlags(fs *flag.FlagSet) func(fp *fingerprint.Fingerprint, fpPath string
 	derived := fs.Float64("derived-rate", 0, "sequential: a derived model's agreement rate, H₁ (default θ)")
 	batch := fs.Int("batch", 0, "sequential: fingerprints per query (default 10)")
 	seed := fs.Int64("order-seed", request.DefaultOrderSeed, "sequential: the seed of the order the fingerprints are asked in")
-	return func(fp *fingerprint.Fingerprint, fpPath string) (fingerprint.Rule, string, error) {
+	return func() (func(fp *fingerprint.Fingerprint, fpPath string) (fingerprint.Rule, string, error), error) {
 		a := shared.VerifyArgs{Theta: *theta, FPR: *fpr, Sequential: *seq, Miss: *miss, DerivedRate: *derived, Batch: *batch}
 		fs.Visit(func(f *flag.Flag) {
 			if f.Name == "order-seed" {
 				a.OrderSeed = seed
 			}
 		})
-		r, err := request.Verify(a)
+		base, err := request.Verify(a)
 		if err != nil {
-			return r, "", usagef("%v", err)
+			return nil, usagef("%v", err)
 		}
-		path := *calib
-		if path == "" {
-			if _, err := os.Stat(fingerprint.CalibrationPath(fpPath)); err == nil {
-				path = fingerprint.CalibrationPath(fpPath)
+		return func(fp *fingerprint.Fingerprint, fpPath string) (fingerprint.Rule, string, error) {
+			r := base
+			if q := base.Sequential; q != nil { // each rule its own, as Check may fill in defaults
+				cp := *q
+				r.Sequential = &cp
 			}
-		}
-		if path != "" {
-			c, err := fingerprint.LoadCalibration(path, fp)
-			if err != nil {
-				return r, "", err
+			path := *calib
+			if path == "" {
+				if _, err := os.Stat(fingerprint.CalibrationPath(fpPath)); err == nil {
+					path = fingerprint.CalibrationPath(fpPath)
+				}
 			}
-			r.Calibration = c
-		}
-		if err := r.Check(fp); err != nil {
-			return r, "", usagef("%v", err)
-		}
-		return r, path, nil
+			if path != "" {
+				c, err := fingerprint.LoadCalibration(path, fp)
+				if err != nil {
+					return r, "", err
+				}
+				r.Calibration = c
+			}
+			if err := r.Check(fp); err != nil {
+				return r, "", usagef("%v", err)
+			}
+			return r, path, nil
+		}, nil
 	}
 }
 
@@ -540,6 +552,10 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 			return usagef("--pubkey: %v", err)
 		}
 	}
+	calibrated, err := ruleOf()
+	if err != nil {
+		return err
+	}
 	if err := apply(); err != nil {
 		return err
 	}
@@ -547,7 +563,7 @@ func runVerify(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	rule, calPath, err := ruleOf(fp, *fpPath)
+	rule, calPath, err := calibrated(fp, *fpPath)
 	if err != nil {
 		return err
 	}

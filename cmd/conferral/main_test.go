@@ -55,6 +55,7 @@ func TestUsage(t *testing.T) {
 		{name: "study with no models per architecture", args: []string{"experiment", "robustness", "--models", "nowhere", "--per", "0"}, code: 2, stderr: []string{"--per 0, --epochs 2, --points 200: want 1 or more"}, noStdout: true},
 		{name: "study with focus above 1", args: []string{"experiment", "conferrability", "--models", "nowhere", "--focus", "2"}, code: 2, stderr: []string{"--focus 2: want an ε in (0,1]"}, noStdout: true},
 		{name: "study sweep not a number", args: []string{"experiment", "robustness", "--models", "nowhere", "--lambdas", "0.1,x"}, code: 2, stderr: []string{`--lambdas: "x" is not a number`}, noStdout: true},
+		{name: "sequential settings without sequential", args: []string{"verify", "--fingerprint", "nowhere.json", "--suspect", "m", "--miss", "0.1"}, code: 2, stderr: []string{"ask for sequential too"}, noStdout: true},
 		{name: "bad device", args: []string{"info", "--device", "tpu"}, code: 1, stderr: []string{"conferral info", "tpu"}, noStdout: true},
 	}
 	for _, tc := range cases {
