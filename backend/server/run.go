@@ -171,13 +171,11 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 			if len(a.EpsSweep) > 0 || len(a.Taus) > 0 {
 				return badInput("eps_sweep and taus: the robustness study sweeps neither (focus sets the fingerprint's ε)")
 			}
-		} else if a.Full {
-			return badInput("full: only the robustness study has a full strength (study %q)", a.Study)
-		}
-		if a.Study == "robustness" {
 			if _, err := experiment.DefaultTransfer(cmp.Or(a.Dataset, "fashion-mnist")); err != nil {
 				return badInput("robustness: %v", err)
 			}
+		} else if a.Full {
+			return badInput("full: only the robustness study has a full strength (study %q)", a.Study)
 		}
 		return nil
 	}
