@@ -143,6 +143,11 @@ func runExperiment(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	for _, v := range epsV {
+		if !(v > 0 && v <= 1) { // as the server refuses eps_sweep
+			return usagef("--eps-sweep takes values in (0,1], not %g", v)
+		}
+	}
 	for _, v := range append(slices.Clone(tauV), tauSurrV...) {
 		if !inUnit(v) {
 			return usagef("--taus and --tau-surrs take values in [0,1], not %g", v)

@@ -56,6 +56,7 @@ func TestUsage(t *testing.T) {
 		{name: "study with focus above 1", args: []string{"experiment", "conferrability", "--models", "nowhere", "--focus", "2"}, code: 2, stderr: []string{"--focus 2: want an ε in (0,1]"}, noStdout: true},
 		{name: "study sweep not a number", args: []string{"experiment", "robustness", "--models", "nowhere", "--lambdas", "0.1,x"}, code: 2, stderr: []string{`--lambdas: "x" is not a number`}, noStdout: true},
 		{name: "sequential settings without sequential", args: []string{"verify", "--fingerprint", "nowhere.json", "--suspect", "m", "--miss", "0.1"}, code: 2, stderr: []string{"ask for sequential too"}, noStdout: true},
+		{name: "study with eps sweep above 1", args: []string{"experiment", "conferrability", "--models", "nowhere", "--eps-sweep", "0.1,2"}, code: 2, stderr: []string{"--eps-sweep takes values in (0,1], not 2"}, noStdout: true},
 		{name: "bad device", args: []string{"info", "--device", "tpu"}, code: 1, stderr: []string{"conferral info", "tpu"}, noStdout: true},
 	}
 	for _, tc := range cases {
