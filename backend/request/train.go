@@ -164,25 +164,9 @@ func Derive(a shared.DeriveArgs) (Derivation, error) {
 	}
 	switch a.Attack {
 	case train.AttackFGM, train.AttackPGD:
-		if a.AdvEps > 0 {
-			o.Adv.Eps = a.AdvEps
-		}
-		if a.AdvAlpha > 0 {
-			o.Adv.Alpha = a.AdvAlpha
-		}
-		if a.AdvSteps > 0 {
-			o.Adv.Steps = a.AdvSteps
-		}
+		advOver(a, &o.Adv.Eps, &o.Adv.Alpha, &o.Adv.Steps)
 	case train.AttackPGDAT, train.AttackTRADES:
-		if a.AdvEps > 0 {
-			o.Robust.Eps = a.AdvEps
-		}
-		if a.AdvAlpha > 0 {
-			o.Robust.Alpha = a.AdvAlpha
-		}
-		if a.AdvSteps > 0 {
-			o.Robust.Steps = a.AdvSteps
-		}
+		advOver(a, &o.Robust.Eps, &o.Robust.Alpha, &o.Robust.Steps)
 		if a.Beta != nil { // zero: no robustness term
 			o.Robust.Beta = *a.Beta
 		}
@@ -192,6 +176,21 @@ func Derive(a shared.DeriveArgs) (Derivation, error) {
 		}
 	}
 	return d, nil
+}
+
+// advOver sets an attack's adversarial radius, step and steps to the
+// request's where it gives them (adversarial fine-tuning's and the inner
+// maximisation of adversarial training alike).
+func advOver(a shared.DeriveArgs, eps, alpha *float64, steps *int) {
+	if a.AdvEps > 0 {
+		*eps = a.AdvEps
+	}
+	if a.AdvAlpha > 0 {
+		*alpha = a.AdvAlpha
+	}
+	if a.AdvSteps > 0 {
+		*steps = a.AdvSteps
+	}
 }
 
 // uses are the derive request's settings that only some attacks take, by
