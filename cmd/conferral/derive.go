@@ -98,9 +98,20 @@ func runDerive(ctx context.Context, e *env, args []string) error {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for _, f := range []string{"norm", "adv-fraction"} {
-		if set[f] && *name != train.AttackFGM && *name != train.AttackPGD {
-			return usagef("--%s: %s does not use it (only fgm, pgd)", f, *name)
+	// The flags of one kind of attack (the request's own fields are
+	// request.Derive's to refuse).
+	for _, u := range []struct {
+		flags   []string
+		attacks []string
+	}{
+		{[]string{"norm", "adv-fraction"}, []string{train.AttackFGM, train.AttackPGD}},
+		{[]string{"transfer", "transfer-dir", "transfer-size"}, []string{train.AttackKnockoff}},
+		{[]string{"seeds", "rounds", "papernot-lambda", "papernot-tau"}, []string{train.AttackPapernot}},
+	} {
+		for _, f := range u.flags {
+			if set[f] && !slices.Contains(u.attacks, *name) {
+				return usagef("--%s: %s does not use it (only %s)", f, *name, strings.Join(u.attacks, ", "))
+			}
 		}
 	}
 	tf.intoDerive(&req)

@@ -160,6 +160,8 @@ func TestDeriveSettingsRefusedBeforeTraining(t *testing.T) {
 		{[]string{"--attack", "fgm", "--adv-steps", "5"}, "adv_steps: fgm does not use it"},
 		{[]string{"--attack", "ftal", "--adv-eps", "0.1"}, "adv_eps: ftal does not use it"},
 		{[]string{"--attack", "trades", "--norm", "l2"}, "--norm: trades does not use it"},
+		{[]string{"--attack", "fgm", "--transfer", "mnist"}, "--transfer: fgm does not use it (only knockoff)"},
+		{[]string{"--attack", "knockoff", "--rounds", "2"}, "--rounds: knockoff does not use it (only papernot)"},
 		{[]string{"--attack", "pgd-at", "--adv-eps", "2"}, "adv_eps 2"},
 		{[]string{"--attack", "trades", "--beta", "-1"}, "beta -1"},
 		{[]string{"--attack", "pgd", "--adv-alpha", "0"}, "--adv-alpha 0: want more than 0"},
