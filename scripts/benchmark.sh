@@ -7,6 +7,8 @@
 #   ZOO_SEED=4711 scripts/benchmark.sh       # the zoo's seeds (drawn when unset)
 #   TAG=wide WIDE=1 EXTRACT="--tau 0.75" scripts/benchmark.sh   # another extraction setting
 #   CAL99=1 ...                               # calibrate on 99 models (an exact 1 % test)
+#   TWINS=16 ...                              # extract with 16 twins of the source (extract --twins)
+#   SEEDS="1" ...                             # extraction seeds (default 1 2 3)
 #
 # 1. The defender (its half of the training set): a LeNet-5 source; a
 #    training fleet of 8 surrogates and 8 references over lenet, mlp and
@@ -43,6 +45,12 @@ TAG=${TAG:-}
 WIDE=${WIDE:-0}
 CAL99=${CAL99:-0}
 EXTRACT=${EXTRACT:-}
+# TWINS=N trains N twins of the source (scripts/lib.sh) and extracts with
+# them (extract --twins). SEEDS are the extraction seeds: a natural
+# extraction from every misclassified input (--candidates beyond their
+# number) is the same for every seed, and one is enough.
+TWINS=${TWINS:-0}
+SEEDS=${SEEDS:-1 2 3}
 FPS=$CACHE${TAG:+/$TAG}
 REPORT=${REPORT:-docs/results/benchmark${TAG:+-$TAG}}
 C="bin/conferral"
@@ -85,17 +93,22 @@ if [ "$WIDE" = 1 ]; then
   fleet2
   SURR+=("$CACHE"/fleet2/surr2-*.safetensors) REFS+=("$CACHE"/fleet2/ref2-*.safetensors)
 fi
+TW=()
+if [ "$TWINS" -gt 0 ]; then
+  twins "$TWINS"
+  TW=(--twins "$(join "${TWIN[@]}")")
+fi
 
 # 2. Three fingerprints, each calibrated. C-BIM's settings, unless EXTRACT
 # asks for natural errors (extract refuses them there).
 CBIM=(--eps 0.05 --steps 50 --loss geometric --best-iterate)
 [[ " $EXTRACT " != *" --natural "* ]] || CBIM=()
-for s in 1 2 3; do
+for s in $SEEDS; do
   fp=$FPS/fp-$s.safetensors
   if [ ! -f "$fp" ]; then
     log "extract $fp $EXTRACT"
     # shellcheck disable=SC2086 # EXTRACT is a list of flags
-    $C extract "${Q[@]}" --source "$SRC" --surrogates "$(join "${SURR[@]}")" --references "$(join "${REFS[@]}")" \
+    $C extract "${Q[@]}" --source "$SRC" --surrogates "$(join "${SURR[@]}")" --references "$(join "${REFS[@]}")" "${TW[@]}" \
       "${CBIM[@]}" --tau 0.5 --tau-surr 1 --candidates 600 --seed "$s" $EXTRACT \
       --out "$fp" --sheet "$FPS/fp-$s.png" >/dev/null
   fi
@@ -191,13 +204,17 @@ CMD="ZOO_SEED=$ZOO_SEED"
 [ -z "$TAG" ] || CMD+=" TAG=$TAG"
 [ "$WIDE" != 1 ] || CMD+=" WIDE=1"
 [ "$CAL99" != 1 ] || CMD+=" CAL99=1"
+[ "$TWINS" = 0 ] || CMD+=" TWINS=$TWINS"
+[ "$SEEDS" = "1 2 3" ] || CMD+=" SEEDS='$SEEDS'"
 [ -z "$EXTRACT" ] || CMD+=" EXTRACT='$EXTRACT'"
 [ "$REPORT" = "docs/results/benchmark${TAG:+-$TAG}" ] || CMD+=" REPORT=$REPORT"
 CMD+=" scripts/benchmark.sh"
-$C experiment benchmark "${Q[@]}" --allow-private --fingerprint "$FPS/fp-1.safetensors,$FPS/fp-2.safetensors,$FPS/fp-3.safetensors" \
-  --describe "Fashion-MNIST; LeNet-5 source (4 epochs, defender's half); training fleet ${#SURR[@]}+${#REFS[@]}${EXTRACT:+, extract $EXTRACT}; ${#CAL[@]} calibration models; suspects on the adversary's half, 1-4 epochs, zoo seed $ZOO_SEED" \
+FP_LIST=()
+for s in $SEEDS; do FP_LIST+=("$FPS/fp-$s.safetensors"); done
+$C experiment benchmark "${Q[@]}" --allow-private --fingerprint "$(join "${FP_LIST[@]}")" \
+  --describe "Fashion-MNIST; LeNet-5 source (4 epochs, defender's half); training fleet ${#SURR[@]}+${#REFS[@]}${TW:+ and ${#TWIN[@]} twins of the source}${EXTRACT:+, extract $EXTRACT}; ${#CAL[@]} calibration models; suspects on the adversary's half, 1-4 epochs, zoo seed $ZOO_SEED" \
   --suspects "$M" --out "$REPORT" --command "$CMD" --json >"$FPS/results-$ZOO_SEED.json"
-for s in 1 2 3; do
+for s in $SEEDS; do
   cp "$FPS/fp-$s.calibration.json" "$FPS/fp-$s.png" "$REPORT/fp-$s/"
 done
 cp "$M" "$REPORT/suspects.tsv"

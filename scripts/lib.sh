@@ -56,6 +56,21 @@ fleet2() {
   settle
 }
 
+# twins N: N twins of the source in $CACHE/twins, as the array TWIN:
+# independent models trained exactly as the source was (train --like: its
+# architecture, data, split and recipe) from seeds 900 on. extract --twins
+# keeps only keys that are rare among them too.
+twins() {
+  local i
+  TWIN=()
+  mkdir -p "$CACHE/twins"
+  for i in $(seq 0 $(($1 - 1))); do
+    train "$CACHE/twins/twin-lenet-$i.safetensors" --like "$SRC" --seed $((900 + i))
+    TWIN+=("$CACHE/twins/twin-lenet-$i.safetensors")
+  done
+  settle
+}
+
 # calibration2: 87 more calibration models in $CACHE/calibration2, over
 # lenet, mlp and mlpdrop and the six recipes of the two training fleets
 # (every architecture with every recipe, in turn), trained on the

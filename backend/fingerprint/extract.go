@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/conferral/conferral/backend/attack"
@@ -61,7 +62,13 @@ type Training struct {
 	Source                     Model
 	Surrogates, References     []Model
 	SurrogateIDs, ReferenceIDs []string
-	SourceID, SourceArch       string
+	// Twins are optional references of the source's own architecture and
+	// training recipe, other seeds: the innocent models most like it. A key
+	// must be rare among them as among the references (ConferGroups), and
+	// C-BIM's ensemble counts them with the references.
+	Twins                []Model
+	TwinIDs              []string
+	SourceID, SourceArch string
 }
 
 // Labels returns each model's argmax labels of b (labels[m][i]).
@@ -195,7 +202,8 @@ func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Craf
 	if len(tm.Surrogates) == 0 || len(tm.References) == 0 {
 		return nil, errors.New("extract: needs at least one training surrogate and one training reference")
 	}
-	ens := attack.Ensemble{Source: tm.Source, Surrogates: asAttack(tm.Surrogates), References: asAttack(tm.References)}
+	refs := append(slices.Clone(tm.References), tm.Twins...)
+	ens := attack.Ensemble{Source: tm.Source, Surrogates: asAttack(tm.Surrogates), References: asAttack(refs)}
 	if err := cfg.CBIM.Check(ens); err != nil { // before any work: C-BIM would refuse it on the first batch
 		return nil, fmt.Errorf("extract: C-BIM: %w", err)
 	}
@@ -204,7 +212,7 @@ func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Craf
 	}
 	runtime.LockOSThread() // libtorch's thread pool belongs to the OS thread
 	defer runtime.UnlockOSThread()
-	all := append(append([]Model{tm.Source}, tm.Surrogates...), tm.References...)
+	all := append(append([]Model{tm.Source}, tm.Surrogates...), refs...)
 	for _, m := range all {
 		if t, ok := m.(interface{ SetTraining(bool) }); ok {
 			t.SetTraining(false)
@@ -237,7 +245,7 @@ func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Craf
 	fp := &Fingerprint{C: d.C, H: d.H, W: d.W, Meta: Meta{
 		Dataset: d.Name, Classes: d.Classes, Mean: mean, Std: std, SourceSHA256: tm.SourceID, SourceArch: tm.SourceArch,
 		Created: time.Now().UTC(), Attack: AttackCBIM, Loss: string(cfg.CBIM.Loss), Eps: cfg.CBIM.Eps, Alpha: cfg.CBIM.Alpha,
-		Steps: cfg.CBIM.Steps, Dropout: cfg.CBIM.Dropout, BestIterate: cfg.CBIM.Best, Shift: cfg.CBIM.Shift, Noise: cfg.CBIM.Noise, Tau: cfg.Tau, TauSurr: cfg.TauSurr, Surrogates: tm.SurrogateIDs, References: tm.ReferenceIDs,
+		Steps: cfg.CBIM.Steps, Dropout: cfg.CBIM.Dropout, BestIterate: cfg.CBIM.Best, Shift: cfg.CBIM.Shift, Noise: cfg.CBIM.Noise, Tau: cfg.Tau, TauSurr: cfg.TauSurr, Surrogates: tm.SurrogateIDs, References: tm.ReferenceIDs, Twins: tm.TwinIDs,
 		Candidates: len(start), Seed: cfg.Seed,
 	}}
 	if fp.Meta.Loss == "" {
@@ -308,7 +316,12 @@ func Craft(ctx context.Context, tm Training, d *data.Dataset, cfg Config) (*Craf
 		if err != nil {
 			return nil, fmt.Errorf("extract: %w", err)
 		}
-		conf, surr := Confer(sl, rl, keys), Transfer(sl, keys)
+		tl, err := Labels(ctx, tm.Twins, imgs)
+		if err != nil {
+			return nil, fmt.Errorf("extract: %w", err)
+		}
+		conf, surr := ConferGroups(sl, [][][]int64{rl, tl}, keys), Transfer(sl, keys)
+		rl = append(rl, tl...) // the reference rate counts the twins too
 		out.surr = append(out.surr, surr...)
 		for i := range n {
 			fp.Append(adv[i*per:(i+1)*per], x[i*per:(i+1)*per], keys[i], y[i], conf[i])

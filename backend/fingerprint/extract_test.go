@@ -744,3 +744,58 @@ func TestExtractNatural(t *testing.T) {
 		t.Errorf("τ = 0.5 kept none, want %d", want)
 	}
 }
+
+// TestExtractTwins checks twins (Training.Twins): a key must be rare among
+// them as among the references, Confer = Surr·(1 − max(Ref, Twin)); the
+// file names them; and the reference rate counts them.
+func TestExtractTwins(t *testing.T) {
+	w := getWorld(t)
+	cfg := w.cfg
+	cfg.Natural, cfg.Tau, cfg.Candidates, cfg.Progress = true, 0, 60, nil
+	tm := w.training()
+	tm.References, tm.ReferenceIDs = tm.References[:1], tm.ReferenceIDs[:1]
+	tm.Twins, tm.TwinIDs = []fingerprint.Model{w.ref[1]}, []string{"twin-a"}
+	fp, err := fingerprint.Extract(context.Background(), tm, w.defender, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(fp.Meta.Twins, []string{"twin-a"}) {
+		t.Errorf("meta twins %q, want [twin-a]", fp.Meta.Twins)
+	}
+	surr, ref, twin := labelsOn(t, fp, w.surr), labelsOn(t, fp, w.ref[:1]), labelsOn(t, fp, w.ref[1:2])
+	want := fingerprint.ConferGroups(surr, [][][]int64{ref, twin}, fp.Keys)
+	if !floatsNear(fp.Confer, want, 1e-6) {
+		t.Errorf("conferrability %v, want Surr·(1 − max(Ref, Twin)) %v", fp.Confer, want)
+	}
+	rate := 1 / float64(len(fp.Meta.Classes))
+	for _, l := range append(ref, twin...) {
+		rate = math.Max(rate, fingerprint.Agreement(l, fp.Keys))
+	}
+	if math.Abs(fp.Meta.ReferenceRate-rate) > 1e-12 {
+		t.Errorf("reference rate %g, want %g (the most agreeing reference or twin)", fp.Meta.ReferenceRate, rate)
+	}
+	plain := w.training()
+	plain.References, plain.ReferenceIDs = tm.References, tm.ReferenceIDs
+	without, err := fingerprint.Extract(context.Background(), plain, w.defender, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if without.Meta.Twins != nil {
+		t.Errorf("meta twins %q without twins", without.Meta.Twins)
+	}
+	if without.N != fp.N || !slices.Equal(without.Keys, fp.Keys) {
+		t.Fatalf("τ = 0 kept %d examples with the twin and %d without; want the same candidates", fp.N, without.N)
+	}
+	lower := 0
+	for i := range fp.N {
+		if fp.Confer[i] > without.Confer[i]+1e-12 {
+			t.Errorf("example %d: conferrability %g with the twin, %g without; a twin can only lower it", i, fp.Confer[i], without.Confer[i])
+		}
+		if fp.Confer[i] < without.Confer[i]-1e-12 {
+			lower++
+		}
+	}
+	if lower == 0 {
+		t.Error("the twin lowered no example's conferrability")
+	}
+}

@@ -60,7 +60,8 @@ type Meta struct {
 	TauSurr      float64   `json:"tau_surr,omitempty"` // minimal Transfer to the training surrogates (τ_S)
 	Surrogates   []string  `json:"surrogates"`         // training models, by sha256 or name
 	References   []string  `json:"references"`
-	Candidates   int       `json:"candidates"` // start points attacked
+	Twins        []string  `json:"twins,omitempty"` // references of the source's own architecture and recipe (Training.Twins)
+	Candidates   int       `json:"candidates"`      // start points attacked
 	// ReferenceRate is the highest agreement of a training reference with
 	// the keys, floored at chance (1/classes). Selection drove it down, so
 	// it describes the crafting, not what an innocent model agrees on: a

@@ -30,8 +30,24 @@ func Transfer(labels [][]int64, t []int64) []float64 {
 }
 
 // Confer is eq. 10 per example: Transfer(S)·(1 − Transfer(R)).
-func Confer(surr, ref [][]int64, t []int64) []float64 {
-	ts, tr := Transfer(surr, t), Transfer(ref, t)
+func Confer(surr, ref [][]int64, t []int64) []float64 { return ConferGroups(surr, [][][]int64{ref}, t) }
+
+// ConferGroups is eq. 10 with the references in groups, the most agreeing
+// group counting: Transfer(S)·(1 − max_g Transfer(R_g)). With the training
+// references in one group and the source's twins (same architecture and
+// recipe, other seeds) in another, a key must be rare among both: the
+// twins are few among many references, and their mean would hide them.
+func ConferGroups(surr [][]int64, refs [][][]int64, t []int64) []float64 {
+	ts := Transfer(surr, t)
+	tr := make([]float64, len(t))
+	for _, g := range refs {
+		if len(g) == 0 {
+			continue
+		}
+		for i, v := range Transfer(g, t) {
+			tr[i] = math.Max(tr[i], v)
+		}
+	}
 	out := make([]float64, len(t))
 	for i := range out {
 		out[i] = ts[i] * (1 - tr[i])

@@ -105,6 +105,36 @@ func TestTransferConfer(t *testing.T) {
 	}
 }
 
+// TestConferGroups checks eq. 10 with grouped references: the most
+// agreeing group counts, an empty group counts for nothing, and one group
+// is Confer.
+func TestConferGroups(t *testing.T) {
+	surr := [][]int64{{1, 2, 3, 4}, {1, 2, 3, 0}}
+	keys := []int64{1, 2, 3, 4}
+	refs := [][]int64{{0, 2, 0, 0}, {0, 0, 0, 0}, {0, 0, 3, 0}, {0, 0, 0, 0}} // Transfer 0, .25, .25, 0
+	twins := [][]int64{{1, 0, 0, 0}, {1, 0, 3, 0}}                            // Transfer 1, 0, .5, 0
+	cases := []struct {
+		name   string
+		groups [][][]int64
+		want   []float64
+	}{
+		{"references alone", [][][]int64{refs}, []float64{1, 0.75, 0.75, 0.5}},
+		{"references and twins: the larger Transfer", [][][]int64{refs, twins}, []float64{0, 0.75, 0.5, 0.5}},
+		{"an empty group counts for nothing", [][][]int64{refs, nil}, []float64{1, 0.75, 0.75, 0.5}},
+		{"no references", nil, []float64{1, 1, 1, 0.5}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := fingerprint.ConferGroups(surr, tc.groups, keys); !floatsNear(got, tc.want, 1e-12) {
+				t.Errorf("ConferGroups = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if a, b := fingerprint.Confer(surr, refs, keys), fingerprint.ConferGroups(surr, [][][]int64{refs}, keys); !floatsNear(a, b, 0) {
+		t.Errorf("Confer %v differs from ConferGroups with one group %v", a, b)
+	}
+}
+
 func TestAgreement(t *testing.T) {
 	for _, tc := range []struct {
 		labels, keys []int64

@@ -217,6 +217,7 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 	source := fs.String("source", "", "source model M, a model file or an .onnx file; required")
 	surr := fs.String("surrogates", "", "comma-separated training surrogates S; required")
 	refs := fs.String("references", "", "comma-separated training references R; required")
+	twins := fs.String("twins", "", "comma-separated twins: independent models of the source's own architecture and recipe, other seeds (train --like SOURCE); a key must be rare among them as among R: Confer = Surr·(1 − max(Ref, Twin))")
 	calib := fs.String("calibration", "", "comma-separated held-out references (trained independently, not in --references): calibrate the fingerprint with them into OUT.calibration.json")
 	out := fs.String("out", "", "fingerprint file to write; required")
 	sign := fs.String("sign", "", "sign the fingerprint's commitment with this ed25519 key (conferral keygen)")
@@ -276,8 +277,16 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer freeAll(rs)
-	tm := fingerprint.Training{Source: src, Surrogates: asModels(ss), References: asModels(rs),
-		SurrogateIDs: sids, ReferenceIDs: rids, SourceID: srcID, SourceArch: srcArch}
+	var ts []*nn.Model
+	var tids []string
+	if *twins != "" {
+		if ts, tids, err = loadModels(e, "twins", *twins); err != nil {
+			return err
+		}
+		defer freeAll(ts)
+	}
+	tm := fingerprint.Training{Source: src, Surrogates: asModels(ss), References: asModels(rs), Twins: asModels(ts),
+		SurrogateIDs: sids, ReferenceIDs: rids, TwinIDs: tids, SourceID: srcID, SourceArch: srcArch}
 	fp, err := fingerprint.Extract(ctx, tm, d, cfg)
 	if err != nil {
 		return err

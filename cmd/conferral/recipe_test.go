@@ -50,6 +50,34 @@ func TestTrainDeriveRecipe(t *testing.T) {
 		t.Errorf("eval: exit %d, %q %q; want the recipe shown", code, stdout, stderr)
 	}
 
+	// train --like: a twin, trained as the source was (architecture, split,
+	// recipe with its overridden epochs) from another seed, which it must name.
+	twin := filepath.Join(dir, "twin.safetensors")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--like", source}, "set --seed"},
+		{[]string{"--like", source, "--seed", "1"}, "model's own seed"},
+		{[]string{"--like", filepath.Join(dir, "missing.safetensors"), "--seed", "2"}, "--like"},
+	} {
+		code, _, stderr := invoke(t, ctx, append(append([]string{"train", "--out", twin}, tc.args...), small...)...)
+		if code != 2 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("train %q: exit %d, %q; want a usage error saying %q", tc.args, code, stderr, tc.want)
+		}
+	}
+	code, stdout, stderr = invoke(t, ctx, append([]string{"train", "--like", source, "--seed", "7", "--out", twin}, small...)...)
+	if code != 0 {
+		t.Fatalf("train --like: exit %d: %s", code, stderr)
+	}
+	var tw trainResult
+	if err := json.Unmarshal([]byte(stdout), &tw); err != nil {
+		t.Fatalf("train --like --json: %v in %q", err, stdout)
+	}
+	if tw.Arch != "widecnn" || tw.Recipe != want || tw.Split != "defender" {
+		t.Errorf("train --like: %s on %s by %s, want widecnn on defender by %s", tw.Arch, tw.Split, tw.Recipe, want)
+	}
+
 	// derive: the recipe replaces the attack's; its share is drawn before
 	// the source is asked, soft labels reach Retraining.
 	derived := filepath.Join(dir, "derived.safetensors")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -9,12 +10,14 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/conferral/conferral/backend/data"
 	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/request"
+	"github.com/conferral/conferral/backend/safetensors"
 	"github.com/conferral/conferral/backend/torch"
 	"github.com/conferral/conferral/backend/train"
 	"github.com/conferral/conferral/shared"
@@ -191,6 +194,7 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	arch := fs.String("arch", "cnn", "architecture: "+strings.Join(nn.Architectures(), ", "))
 	out := fs.String("out", "", "model file to write (safetensors); required")
 	teacher := fs.String("teacher", "", "source model: train a surrogate on its labels (Retraining, §2.4; its probabilities with the recipe's labels=soft)")
+	like := fs.String("like", "", "model file: train as it was trained (its architecture, dataset, split and recipe, where no flag says otherwise) with another --seed: a twin of the source for extract --twins")
 	var tf trainingFlags
 	tf.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -198,6 +202,11 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 	}
 	if *out == "" {
 		return usagef("--out is required")
+	}
+	if *like != "" {
+		if err := trainLike(*like, arch, &df, &tf); err != nil {
+			return err
+		}
 	}
 	if err := tf.check(); err != nil {
 		return err
@@ -268,6 +277,49 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		Recipe: rec, Params: m.NumParams(), TestAccuracy: res.TestAccuracy, Seconds: res.Seconds, Epochs: res.Epochs}
 	return e.emit(r, fmt.Sprintf("%s: %s on %s/%s, %d parameters, test accuracy %.4f after %d epochs (%.0f s)\n  recipe %s\n",
 		*out, *arch, trainSet.Name, df.split, r.Params, r.TestAccuracy, len(res.Epochs), res.Seconds, rec))
+}
+
+// trainLike takes what the flags leave unset from how the model at path
+// was trained (its metadata): architecture, dataset, split and recipe. The
+// seed must be set, and differ from the model's: a twin trained from the
+// same seed would be the model itself.
+func trainLike(path string, arch *string, df *dataFlags, tf *trainingFlags) error {
+	f, err := safetensors.ReadFile(path)
+	if err != nil {
+		return usagef("--like: %v", err)
+	}
+	meta := f.Metadata
+	rec, ok, err := train.RecipeOf(meta)
+	if err != nil || !ok || meta["arch"] == "" {
+		return usagef("--like %s: not a model file that records its architecture and training recipe", path)
+	}
+	set := tf.set()
+	if !set["seed"] {
+		return usagef("--like: set --seed (the model was trained with seed %s; a twin needs another)", cmp.Or(meta["train.seed"], "unknown"))
+	}
+	if s := meta["train.seed"]; s == fmt.Sprint(tf.seed) {
+		return usagef("--like: --seed %d is the model's own seed; a twin needs another", tf.seed)
+	}
+	if !set["arch"] {
+		*arch = meta["arch"]
+	}
+	if !set["recipe"] {
+		tf.recipe = rec.String()
+	}
+	if v := meta["dataset"]; v != "" && !set["data"] {
+		df.name = v
+	}
+	if v := meta["train.split"]; v != "" && !set["split"] {
+		df.split = v
+	}
+	if v := meta["train.split_seed"]; v != "" && !set["split-seed"] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return usagef("--like %s: split seed %q: %v", path, v, err)
+		}
+		df.splitSeed = n
+	}
+	return nil
 }
 
 type evalResult struct {
