@@ -73,7 +73,7 @@ type ModelInfo struct {
 	ID      string  `json:"id"` // sha256 of the weights file
 	Name    string  `json:"name"`
 	Arch    string  `json:"arch"`
-	Role    string  `json:"role"` // source, surrogate, reference, derived, uploaded
+	Role    string  `json:"role"` // source, surrogate, reference, twin, derived, uploaded
 	Dataset string  `json:"dataset"`
 	TestAcc float64 `json:"test_acc"`
 	SHA256  string  `json:"sha256"`
@@ -97,8 +97,11 @@ const (
 	RoleSource    = "source"
 	RoleSurrogate = "surrogate"
 	RoleReference = "reference"
-	RoleDerived   = "derived"
-	RoleUploaded  = "uploaded"
+	// RoleTwin is a reference of the source's own architecture and
+	// training recipe, another seed (ExtractArgs.Twins).
+	RoleTwin     = "twin"
+	RoleDerived  = "derived"
+	RoleUploaded = "uploaded"
 )
 
 // JobKind is what a job does.
@@ -276,9 +279,14 @@ type ExtractArgs struct {
 	Source     string   `json:"source"`     // model ID
 	Surrogates []string `json:"surrogates"` // model IDs
 	References []string `json:"references"` // model IDs
-	Eps        float64  `json:"eps,omitempty"`
-	Alpha      float64  `json:"alpha,omitempty"`
-	Steps      int      `json:"steps,omitempty"`
+	// Twins (model IDs) are references of the source's own architecture
+	// and training recipe, trained with other seeds: the innocent models
+	// most like it. A key must be rare among them as among the references
+	// (Confer = Surr·(1 − max(Ref, Twin))); none is the default.
+	Twins []string `json:"twins,omitempty"`
+	Eps   float64  `json:"eps,omitempty"`
+	Alpha float64  `json:"alpha,omitempty"`
+	Steps int      `json:"steps,omitempty"`
 	// Dropout and Tau are pointers because zero means something (no
 	// ensemble dropout; keep every example): nil takes the default.
 	Dropout *float64 `json:"dropout,omitempty"`
@@ -303,8 +311,8 @@ type ExtractArgs struct {
 	// Start is where C-BIM starts: "test" (the default: the dataset's test
 	// split, which no model was trained on) or "train" (the request's split).
 	Start string `json:"start,omitempty"`
-	// Train, when set, trains more surrogates and references as jobs of
-	// their own (spread over a fleet's workers) before crafting.
+	// Train, when set, trains more surrogates, references and twins as
+	// jobs of their own (spread over a fleet's workers) before crafting.
 	Train *ExtractTraining `json:"train,omitempty"`
 	// Calibration are stored models trained without the source and in no
 	// role above: the job calibrates the fingerprint with them (stored
@@ -314,15 +322,19 @@ type ExtractArgs struct {
 
 // ExtractTraining is the training models an extraction trains for itself:
 // surrogates retrained on the source's labels, references on ground truth,
-// both on the defender's split; their model IDs join the request's.
+// twins on ground truth with the source's architecture and recorded recipe
+// (its epochs included: Archs and Epochs do not apply to them), each with
+// a seed of its own, all on the defender's split; their model IDs join the
+// request's. At most 256 models in all.
 type ExtractTraining struct {
 	Surrogates int      `json:"surrogates"`
 	References int      `json:"references"`
+	Twins      int      `json:"twins,omitempty"`
 	Archs      []string `json:"archs,omitempty"`  // taken in turn [the source's]
 	Epochs     int      `json:"epochs,omitempty"` // [train's default]
 	Limit      int      `json:"limit,omitempty"`  // images of the split [all]
-	// Jobs are the training jobs (surrogates first) and Gathered says
-	// that their models were added; the server sets both.
+	// Jobs are the training jobs (surrogates first, twins last) and
+	// Gathered says that their models were added; the server sets both.
 	Jobs     []string `json:"jobs,omitempty"`
 	Gathered bool     `json:"gathered,omitempty"`
 }
@@ -455,8 +467,8 @@ func (f FingerprintInfo) Natural() bool { return f.Attack == AttackNatural }
 type FingerprintDetail struct {
 	FingerprintInfo
 	Classes []string `json:"classes"`
-	// Models are the stored training surrogates and references that the
-	// items' Labels refer to, in order.
+	// Models are the stored training surrogates, references and twins
+	// that the items' Labels refer to, in order.
 	Models []ModelRef        `json:"models"`
 	Items  []FingerprintItem `json:"items"`
 }
@@ -466,7 +478,7 @@ type ModelRef struct {
 	ID   string `json:"id"`
 	Name string `json:"name"`
 	Arch string `json:"arch"`
-	Role string `json:"role"` // surrogate or reference
+	Role string `json:"role"` // surrogate, reference or twin
 }
 
 // FingerprintItem is one conferrable example.

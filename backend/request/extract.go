@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/conferral/conferral/backend/attack"
@@ -76,6 +77,33 @@ func checkExtract(a shared.ExtractArgs) error {
 	}
 	if _, err := fingerprint.StartPoints(a.Start, nil, nil); err != nil {
 		return err
+	}
+	return checkTwins(a)
+}
+
+// checkTwins refuses a twin that takes another part in the extraction: the
+// source itself, a training surrogate or reference, a calibration model
+// (which must be independent of the fingerprint), or a twin given twice.
+func checkTwins(a shared.ExtractArgs) error {
+	for i, id := range a.Twins {
+		role := ""
+		switch {
+		case id == "":
+			return errors.New("twins: a model ID is required")
+		case id == a.Source:
+			role = "the source"
+		case slices.Contains(a.Surrogates, id):
+			role = "a surrogate"
+		case slices.Contains(a.References, id):
+			role = "a reference"
+		case slices.Contains(a.Calibration, id):
+			role = "a calibration model"
+		case slices.Contains(a.Twins[:i], id):
+			role = "a twin already"
+		}
+		if role != "" {
+			return fmt.Errorf("twin %s is also %s: a twin is an independent model of the source's architecture and recipe, in no other role of the extraction", id, role)
+		}
 	}
 	return nil
 }

@@ -65,6 +65,12 @@ func TestExtractRefuses(t *testing.T) {
 		{`{"shift":-1}`, "shift"},
 		{`{"start":"middle"}`, "middle"},
 		{`{"natural":true,"dropout":0,"noise":0.1}`, "natural: C-BIM's settings do not apply (a natural fingerprint runs no C-BIM: its examples are the source's own mistakes, unperturbed); leave out dropout, noise"},
+		{`{"source":"s","twins":["t","s"]}`, "twin s is also the source"},
+		{`{"surrogates":["a"],"twins":["a"]}`, "twin a is also a surrogate"},
+		{`{"references":["r"],"twins":["r"]}`, "twin r is also a reference"},
+		{`{"calibration":["c","d"],"twins":["d"]}`, "twin d is also a calibration model"},
+		{`{"twins":["t","t"]}`, "twin t is also a twin already"},
+		{`{"twins":[""]}`, "twins: a model ID is required"},
 	} {
 		var a shared.ExtractArgs
 		if err := json.Unmarshal([]byte(tc.body), &a); err != nil {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 	"github.com/conferral/conferral/backend/experiment"
 	"github.com/conferral/conferral/backend/nn"
 	"github.com/conferral/conferral/backend/request"
+	"github.com/conferral/conferral/backend/safetensors"
+	"github.com/conferral/conferral/backend/train"
 	"github.com/conferral/conferral/shared"
 )
 
@@ -30,8 +33,8 @@ import (
 // they are done the extraction waits without holding a worker: each time
 // River hands it out, gather looks at its training jobs and snoozes it
 // again (a snooze is not an attempt). When they have all completed, their
-// models join the request's surrogates and references and the extraction
-// runs.
+// models join the request's surrogates, references and twins and the
+// extraction runs.
 
 // gatherPoll is how long an extraction waits between looks at its
 // training jobs.
@@ -42,8 +45,8 @@ const gatherPoll = time.Second
 func checkExtractModels(a *shared.ExtractArgs) error {
 	nSurr, nRefs := len(a.Surrogates), len(a.References)
 	if t := a.Train; t != nil {
-		if t.Surrogates < 0 || t.References < 0 || t.Surrogates+t.References > 256 {
-			return badInput("train: %d surrogates and %d references: want 0 to 256 models in all", t.Surrogates, t.References)
+		if t.Surrogates < 0 || t.References < 0 || t.Twins < 0 || t.Surrogates+t.References+t.Twins > 256 {
+			return badInput("train: %d surrogates, %d references and %d twins: want 0 to 256 models in all", t.Surrogates, t.References, t.Twins)
 		}
 		for _, arch := range t.Archs {
 			if !slices.Contains(nn.Architectures(), arch) {
@@ -96,9 +99,9 @@ func (s *Server) gather(ctx context.Context, id string) (bool, error) {
 		}
 		t = j.Args.Extract.Train
 		s.emit(ctx, shared.Event{Job: id, Kind: shared.Log, Stage: "train models",
-			Message: fmt.Sprintf("queued %d training jobs: %d surrogates and %d references (jobs %s)", len(ids), t.Surrogates, t.References, strings.Join(ids, ", "))})
+			Message: fmt.Sprintf("queued %d training jobs: %d surrogates, %d references and %d twins (jobs %s)", len(ids), t.Surrogates, t.References, t.Twins, strings.Join(ids, ", "))})
 	}
-	var surr, refs []string
+	var surr, refs, twins []string
 	done := 0
 	for i, cid := range t.Jobs {
 		c, err := s.store.Job(ctx, cid)
@@ -108,10 +111,13 @@ func (s *Server) gather(ctx context.Context, id string) (bool, error) {
 		switch {
 		case c.State == shared.JobCompleted && c.Result != nil && len(c.Result.Models) == 1:
 			done++
-			if i < t.Surrogates {
-				surr = append(surr, c.Result.Models[0].ID)
-			} else {
-				refs = append(refs, c.Result.Models[0].ID)
+			switch id := c.Result.Models[0].ID; {
+			case i < t.Surrogates:
+				surr = append(surr, id)
+			case i < t.Surrogates+t.References:
+				refs = append(refs, id)
+			default:
+				twins = append(twins, id)
 			}
 		case c.State.Final():
 			err := fmt.Errorf("training job %s %s: %s", cid, c.State, c.Error)
@@ -128,6 +134,7 @@ func (s *Server) gather(ctx context.Context, id string) (bool, error) {
 		a := j.Args.Extract
 		a.Surrogates = append(a.Surrogates, surr...)
 		a.References = append(a.References, refs...)
+		a.Twins = append(a.Twins, twins...)
 		a.Train.Gathered = true
 	}); err != nil {
 		return false, err
@@ -136,40 +143,90 @@ func (s *Server) gather(ctx context.Context, id string) (bool, error) {
 }
 
 // fanOut queues an extraction's training jobs: surrogates retrained on the
-// source's labels and references trained on ground truth, both on the
-// defender's split (§2.4), architectures taken in turn.
+// source's labels, references trained on ground truth (architectures taken
+// in turn), and twins trained on ground truth with the source's
+// architecture and recorded recipe, all on the defender's split (§2.4),
+// each with a seed of its own that is not the source's.
 func (s *Server) fanOut(ctx context.Context, j shared.Job) ([]string, error) {
 	a, t := j.Args.Extract, j.Args.Extract.Train
+	src, path, err := s.store.Model(ctx, a.Source)
+	if err != nil {
+		return nil, fmt.Errorf("extract: source: %w", err)
+	}
 	archs := t.Archs
 	if len(archs) == 0 {
-		src, _, err := s.store.Model(ctx, a.Source)
-		if err != nil {
-			return nil, fmt.Errorf("extract: source: %w", err)
-		}
 		archs = []string{src.Arch}
 	}
-	var ids []string
-	for i := range t.Surrogates + t.References {
-		role, teacher, k := shared.RoleSurrogate, a.Source, i
-		if i >= t.Surrogates {
-			role, teacher, k = shared.RoleReference, "", i-t.Surrogates
+	like, err := trainedAs(src, path) // without twins, only its seed matters: to keep clear of
+	if err != nil && t.Twins > 0 {
+		return nil, err
+	}
+	// The seeds: 1000, 2000, … after the request's, in the jobs' order,
+	// passing over the source's own (a reference of its architecture, or a
+	// twin, with its seed and recipe would be the source again).
+	next := 0
+	seed := func() int64 {
+		for {
+			next++
+			if v := int64(1000*next) + a.Seed; v != 0 && fmt.Sprint(v) != like.seed {
+				return v
+			}
 		}
-		arch := archs[k%len(archs)]
-		req := shared.JobRequest{Kind: shared.JobTrain, Train: &shared.TrainArgs{
-			DataArgs: shared.DataArgs{Dataset: a.Dataset, Split: "defender", SplitSeed: a.SplitSeed, Limit: t.Limit},
-			Name:     fmt.Sprintf("job%s-%s-%s-%d", j.ID, role, arch, k), Arch: arch, Role: role, Teacher: teacher,
-			Epochs: t.Epochs, Seed: int64(1000*(i+1)) + a.Seed}}
-		c, err := s.Submit(ctx, req)
+	}
+	dataset := cmp.Or(a.Dataset, src.Dataset) // where the extraction runs (runExtract)
+	n := t.Surrogates + t.References + t.Twins
+	var ids []string
+	for i := range n {
+		var args shared.TrainArgs
+		k := i // the model's number among its role's
+		switch {
+		case i < t.Surrogates:
+			args = shared.TrainArgs{Arch: archs[k%len(archs)], Role: shared.RoleSurrogate, Teacher: a.Source, Epochs: t.Epochs}
+		case i < t.Surrogates+t.References:
+			k -= t.Surrogates
+			args = shared.TrainArgs{Arch: archs[k%len(archs)], Role: shared.RoleReference, Epochs: t.Epochs}
+		default:
+			k -= t.Surrogates + t.References
+			args = shared.TrainArgs{Arch: like.arch, Role: shared.RoleTwin, Recipe: like.recipe}
+		}
+		args.DataArgs = shared.DataArgs{Dataset: dataset, Split: "defender", SplitSeed: a.SplitSeed, Limit: t.Limit}
+		args.Name, args.Seed = fmt.Sprintf("job%s-%s-%s-%d", j.ID, args.Role, args.Arch, k), seed()
+		c, err := s.Submit(ctx, shared.JobRequest{Kind: shared.JobTrain, Train: &args})
 		if err != nil {
 			var in inputError
 			if errors.As(err, &in) {
 				return ids, fmt.Errorf("extract: a training job: %w", err)
 			}
-			return ids, fmt.Errorf("extract: queueing training job %d of %d: %w", i+1, t.Surrogates+t.References, err)
+			return ids, fmt.Errorf("extract: queueing training job %d of %d: %w", i+1, n, err)
 		}
 		ids = append(ids, c.ID)
 	}
 	return ids, nil
+}
+
+// trainedLike is how a model was trained, as its file records it: what a
+// twin of it is trained with (but its seed).
+type trainedLike struct {
+	arch, recipe, seed string
+}
+
+// trainedAs reads how the stored model m (its file at path) was trained:
+// its architecture and recipe (train.RecipeOf), and its seed (which it
+// returns whenever the file reads). A model that records no recipe
+// (uploaded, pruned, quantized, or trained before recipes were recorded)
+// has no twins: that is an error.
+func trainedAs(m shared.ModelInfo, path string) (trainedLike, error) {
+	f, err := safetensors.ReadFile(path)
+	if err != nil {
+		return trainedLike{}, fmt.Errorf("extract: source %s: %w", m.Name, err)
+	}
+	like := trainedLike{arch: f.Metadata["arch"], seed: f.Metadata["train.seed"]}
+	r, ok, err := train.RecipeOf(f.Metadata)
+	if err != nil || !ok || like.arch == "" {
+		return like, fmt.Errorf("extract: train.twins: the source %s records no training recipe and architecture to train its twins with (%v)", m.Name, cmp.Or[error](err, errors.New("none recorded")))
+	}
+	like.recipe = r.String()
+	return like, nil
 }
 
 // modelsDir is the folder of an experiment's trained models: in a fleet

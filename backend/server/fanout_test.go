@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -9,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/conferral/conferral/backend/fingerprint"
+	"github.com/conferral/conferral/backend/safetensors"
+	"github.com/conferral/conferral/backend/train"
 	"github.com/conferral/conferral/shared"
 )
 
@@ -67,24 +71,101 @@ func TestExtractFanOut(t *testing.T) {
 	}
 }
 
+// TestExtractTwins runs an extraction with a stored twin of the source and
+// one it trains itself: the trained twin has the source's architecture and
+// recorded recipe and another seed, and the fingerprint records both twins
+// (Meta.Twins) and lists them among its training models as twins.
+func TestExtractTwins(t *testing.T) {
+	f, dir := copyFixture(t)
+	ts := start(t, Config{Dir: dir})
+	given := ts.mustComplete(tiny("twin", "defender", 7, "", 600)).Result.Models[0] // the source's arch and recipe, seed 7
+	j := ts.mustComplete(shared.JobRequest{Kind: shared.JobExtract, Extract: &shared.ExtractArgs{
+		DataArgs: shared.DataArgs{Limit: 200}, Source: f.source.ID,
+		Surrogates: []string{f.surrogate.ID}, References: []string{f.reference.ID}, Twins: []string{given.ID},
+		Eps: 0.25, Alpha: 0.025, Steps: 10, Tau: new(0.01), Candidates: 40, Batch: 40,
+		Train: &shared.ExtractTraining{Twins: 1, Epochs: 3, Limit: 300}}}) // epochs: not the twins'
+	a := j.Args.Extract
+	if a.Train == nil || len(a.Train.Jobs) != 1 || !a.Train.Gathered || len(a.Twins) != 2 || a.Twins[0] != given.ID {
+		t.Fatalf("the extraction's training %+v and twins %v, want one twin trained after the given one", a.Train, a.Twins)
+	}
+	var c shared.Job
+	if code := ts.call("GET", "/api/jobs/"+a.Train.Jobs[0], nil, &c); code != http.StatusOK || c.State != shared.JobCompleted || len(c.Result.Models) != 1 {
+		t.Fatalf("the twin's training job: %d %s %s", code, c.State, c.Error)
+	}
+	twin := c.Result.Models[0]
+	if twin.ID != a.Twins[1] || twin.Role != shared.RoleTwin || twin.Arch != f.source.Arch || twin.Parent != "" {
+		t.Errorf("trained twin %+v, want a %s of the source's arch %s, taught by no one", twin, shared.RoleTwin, f.source.Arch)
+	}
+	meta := func(id string) map[string]string {
+		_, path, err := ts.store.Model(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sf, err := safetensors.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sf.Metadata
+	}
+	sm, tm := meta(f.source.ID), meta(twin.ID)
+	if sm[train.MetaRecipe] == "" || tm[train.MetaRecipe] != sm[train.MetaRecipe] || twin.Recipe != f.source.Recipe {
+		t.Errorf("the twin's recipe %q (record %q), want the source's %q", tm[train.MetaRecipe], twin.Recipe, sm[train.MetaRecipe])
+	}
+	if tm["train.seed"] == sm["train.seed"] || tm["train.split"] != "defender" {
+		t.Errorf("the twin was trained from seed %s on the %s split, the source from seed %s: want another seed, the defender's split", tm["train.seed"], tm["train.split"], sm["train.seed"])
+	}
+	if j.Result == nil || j.Result.Fingerprint == nil {
+		t.Fatalf("extraction result %+v, want a fingerprint", j.Result)
+	}
+	_, path, err := ts.store.Fingerprint(context.Background(), j.Result.Fingerprint.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp, err := fingerprint.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(fp.Meta.Twins, a.Twins) {
+		t.Errorf("the fingerprint records twins %v, want %v", fp.Meta.Twins, a.Twins)
+	}
+	var d shared.FingerprintDetail
+	if code := ts.call("GET", "/api/fingerprints/"+j.Result.Fingerprint.ID, nil, &d); code != http.StatusOK {
+		t.Fatalf("GET the fingerprint: %d", code)
+	}
+	var roles []string
+	for _, m := range d.Models {
+		roles = append(roles, m.Role)
+	}
+	if want := []string{shared.RoleSurrogate, shared.RoleReference, shared.RoleTwin, shared.RoleTwin}; !slices.Equal(roles, want) || d.Models[2].ID != given.ID {
+		t.Errorf("the fingerprint's training models are %v, want %v (the given twin first)", roles, want)
+	}
+}
+
 // TestExtractFanOutRefused checks the requests for training models that
 // are refused before anything is queued.
 func TestExtractFanOutRefused(t *testing.T) {
 	f, dir := copyFixture(t)
 	ts := start(t, Config{Dir: dir})
 	for _, tc := range []struct {
-		name  string
-		train shared.ExtractTraining
-		refs  []string
-		says  string
+		name        string
+		train       shared.ExtractTraining
+		refs, twins []string
+		says        string
 	}{
-		{"no references at all", shared.ExtractTraining{Surrogates: 2}, nil, "at least one surrogate and one reference"},
-		{"negative", shared.ExtractTraining{Surrogates: -1, References: 2}, nil, "want 0 to 256"},
-		{"too many", shared.ExtractTraining{Surrogates: 200, References: 100}, nil, "want 0 to 256"},
-		{"bad arch", shared.ExtractTraining{Surrogates: 1, References: 1, Archs: []string{"mlp", "nope"}}, nil, "nope"},
-		{"bad epochs", shared.ExtractTraining{Surrogates: 1, References: 1, Epochs: 100000}, nil, "epochs"},
-		{"jobs set by the client", shared.ExtractTraining{Surrogates: 1, References: 1, Jobs: []string{"1"}}, nil, "server's to set"},
-		{"gathered set by the client", shared.ExtractTraining{Surrogates: 1}, []string{f.reference.ID}, ""},
+		{"no references at all", shared.ExtractTraining{Surrogates: 2}, nil, nil, "at least one surrogate and one reference"},
+		{"twins are no references", shared.ExtractTraining{Surrogates: 1, Twins: 1}, nil, nil, "at least one surrogate and one reference"},
+		{"negative", shared.ExtractTraining{Surrogates: -1, References: 2}, nil, nil, "want 0 to 256"},
+		{"negative twins", shared.ExtractTraining{Surrogates: 1, References: 1, Twins: -1}, nil, nil, "want 0 to 256"},
+		{"too many", shared.ExtractTraining{Surrogates: 200, References: 100}, nil, nil, "want 0 to 256"},
+		{"too many with the twins", shared.ExtractTraining{Surrogates: 100, References: 100, Twins: 57}, nil, nil, "want 0 to 256"},
+		{"bad arch", shared.ExtractTraining{Surrogates: 1, References: 1, Archs: []string{"mlp", "nope"}}, nil, nil, "nope"},
+		{"bad epochs", shared.ExtractTraining{Surrogates: 1, References: 1, Epochs: 100000}, nil, nil, "epochs"},
+		{"jobs set by the client", shared.ExtractTraining{Surrogates: 1, References: 1, Jobs: []string{"1"}}, nil, nil, "server's to set"},
+		{"gathered set by the client", shared.ExtractTraining{Surrogates: 1}, []string{f.reference.ID}, nil, ""},
+		{"a twin that is a reference", shared.ExtractTraining{Surrogates: 1}, []string{f.reference.ID}, []string{f.reference.ID},
+			"twin " + f.reference.ID + " is also a reference"},
+		{"a twin that is the source", shared.ExtractTraining{Surrogates: 1, References: 1}, nil, []string{f.source.ID}, "is also the source"},
+		{"an unknown twin", shared.ExtractTraining{Surrogates: 1, References: 1}, nil, []string{"nope"}, `twin: no stored model "nope"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tr := tc.train
@@ -92,9 +173,22 @@ func TestExtractFanOutRefused(t *testing.T) {
 				tr.Gathered, tc.says = true, "server's to set"
 			}
 			refused(t, ts, shared.JobRequest{Kind: shared.JobExtract, Extract: &shared.ExtractArgs{
-				Source: f.source.ID, Surrogates: []string{}, References: tc.refs, Train: &tr}}, tc.says)
+				Source: f.source.ID, Surrogates: []string{}, References: tc.refs, Twins: tc.twins, Train: &tr}}, tc.says)
 		})
 	}
+	// A source that records no recipe (only its record is read) has no
+	// twins to train.
+	sum, path, _, err := ts.art.write(strings.NewReader("weights of an uploaded model"), 1<<10, ".safetensors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := shared.ModelInfo{ID: sum, SHA256: sum, Name: "uploaded", Arch: f.source.Arch, Role: shared.RoleUploaded, Dataset: f.source.Dataset, Created: time.Now()}
+	if err := ts.store.PutModel(context.Background(), up, path); err != nil {
+		t.Fatal(err)
+	}
+	refused(t, ts, shared.JobRequest{Kind: shared.JobExtract, Extract: &shared.ExtractArgs{Source: sum,
+		Surrogates: []string{f.surrogate.ID}, References: []string{f.reference.ID}, Train: &shared.ExtractTraining{Twins: 1}}},
+		"the source uploaded records no training recipe")
 	var jobs []shared.Job
 	ts.call("GET", "/api/jobs", nil, &jobs)
 	for _, j := range jobs {

@@ -302,7 +302,7 @@ func (s *Server) fingerprintDetail(ctx context.Context, id string, cache *detail
 	for _, group := range []struct {
 		role string
 		ids  []string
-	}{{shared.RoleSurrogate, fp.Meta.Surrogates}, {shared.RoleReference, fp.Meta.References}} {
+	}{{shared.RoleSurrogate, fp.Meta.Surrogates}, {shared.RoleReference, fp.Meta.References}, {shared.RoleTwin, fp.Meta.Twins}} {
 		for _, mid := range group.ids {
 			mi, mpath, err := s.store.Model(ctx, mid)
 			if errors.Is(err, ErrNotFound) {

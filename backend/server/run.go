@@ -119,6 +119,14 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 				return err
 			}
 		}
+		for _, id := range a.Twins { // request.Extract refused one in another role
+			if _, err := s.modelOf(ctx, "twin", id, src.Dataset); err != nil {
+				return err
+			}
+		}
+		if a.Train != nil && a.Train.Twins > 0 && src.Recipe == "" {
+			return badInput("train: twins: the source %s records no training recipe to train its twins with (uploaded, pruned or quantized, or trained before recipes were recorded): give stored twins instead", src.Name)
+		}
 		if len(a.Calibration) == 1 {
 			return badInput("calibration needs at least two independent models (ten or more advised)")
 		}
@@ -444,6 +452,10 @@ func (s *Server) runExtract(ctx context.Context, j shared.Job, a shared.ExtractA
 	if err != nil {
 		return nil, err
 	}
+	twins, err := load(a.Twins)
+	if err != nil {
+		return nil, err
+	}
 	if a.Dataset == "" {
 		a.Dataset = src.Spec.Dataset
 	}
@@ -459,8 +471,8 @@ func (s *Server) runExtract(ctx context.Context, j shared.Job, a shared.ExtractA
 		return nil, err
 	}
 	cfg.Progress = rep
-	tm := fingerprint.Training{Source: src, Surrogates: surr, References: refs,
-		SurrogateIDs: a.Surrogates, ReferenceIDs: a.References, SourceID: a.Source, SourceArch: src.Spec.Arch}
+	tm := fingerprint.Training{Source: src, Surrogates: surr, References: refs, Twins: twins,
+		SurrogateIDs: a.Surrogates, ReferenceIDs: a.References, TwinIDs: a.Twins, SourceID: a.Source, SourceArch: src.Spec.Arch}
 	fp, err := fingerprint.Extract(ctx, tm, d, cfg)
 	if err != nil {
 		return nil, err
