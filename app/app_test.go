@@ -165,6 +165,32 @@ func TestGalleryFilter(t *testing.T) {
 		{"no reference agrees", func(f *galleryFilter) { f.Agree = "no-reference" }, []int{1, 2}},
 		{"nothing matches", func(f *galleryFilter) { f.Target = 9 }, nil},
 	}
+	// A twin is a reference to "no reference agrees".
+	withTwin := *d
+	withTwin.Models = append(slices.Clone(d.Models), shared.ModelRef{Role: shared.RoleTwin})
+	withTwin.Items = nil
+	for i, it := range d.Items {
+		it.Agree = append(slices.Clone(it.Agree), i == 1)
+		withTwin.Items = append(withTwin.Items, it)
+	}
+	f := defaultFilter()
+	f.Agree = "no-reference"
+	var got []int
+	for _, it := range f.apply(&withTwin) {
+		got = append(got, it.Index)
+	}
+	if !slices.Equal(got, []int{2}) {
+		t.Errorf("no reference nor twin agrees: got %v, want [2]", got)
+	}
+	// The card names each model's role: a twin as one.
+	withTwin.Classes = []string{"a", "b", "c", "d", "e"}
+	withTwin.Models[2].Arch = "mlp"
+	for i := range withTwin.Items {
+		withTwin.Items[i].Labels = []int64{0, 1, 2}
+	}
+	if card := ui.HTMLString(itemCard(&withTwin, withTwin.Items[1])); !strings.Contains(card, "twin mlp: c") || !strings.Contains(card, "(twin) says c") {
+		t.Errorf("a twin's answer on the card:\n%s", card)
+	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			f := defaultFilter()
@@ -363,22 +389,25 @@ func TestThin(t *testing.T) {
 
 func TestExtractionForm(t *testing.T) {
 	ms := []shared.ModelInfo{
-		{ID: "s", Role: shared.RoleSource, Dataset: "fashion-mnist"},
+		{ID: "s", Role: shared.RoleSource, Dataset: "fashion-mnist", Arch: "cnn", Recipe: "adam,epochs=1"},
 		{ID: "a", Role: shared.RoleSurrogate, Dataset: "fashion-mnist"},
 		{ID: "b", Role: shared.RoleReference, Dataset: "fashion-mnist"},
 		{ID: "c", Role: shared.RoleReference, Dataset: "mnist"},
 		{ID: "s2", Role: shared.RoleSource, Dataset: "fashion-mnist"},
+		{ID: "t", Role: shared.RoleTwin, Dataset: "fashion-mnist", Arch: "cnn", Recipe: "adam,epochs=1"},
+		{ID: "t2", Role: shared.RoleTwin, Dataset: "fashion-mnist", Arch: "cnn", Recipe: "sgd,epochs=1"}, // another source's twin
+		{ID: "t3", Role: shared.RoleTwin, Dataset: "fashion-mnist", Arch: "mlp", Recipe: "adam,epochs=1"},
 	}
 	var base extraction
 	base.defaults(ms)
-	if base.source != "s" || !slices.Equal(base.surrogates, []string{"a"}) || !slices.Equal(base.references, []string{"b"}) {
-		t.Fatalf("defaults: source %q, surrogates %v, references %v", base.source, base.surrogates, base.references)
+	if base.source != "s" || !slices.Equal(base.surrogates, []string{"a"}) || !slices.Equal(base.references, []string{"b"}) || !slices.Equal(base.twins, []string{"t"}) {
+		t.Fatalf("defaults: source %q, surrogates %v, references %v, twins %v", base.source, base.surrogates, base.references, base.twins)
 	}
 	// C-BIM's defaults; a natural extraction's keep τ, τ_S and the start
 	// points and send none of C-BIM's settings.
 	cbimDefaults := func(a *shared.ExtractArgs) bool {
 		return a.Eps == 0.05 && a.Tau != nil && *a.Tau == 0.5 && a.TauSurr == 1 && a.Loss == "geometric" && a.BestIterate && a.Candidates == 100 &&
-			a.Steps == 50 && a.Source == "s" && !a.Natural && a.Shift == 0 && a.Noise == 0
+			a.Steps == 50 && a.Source == "s" && !a.Natural && a.Shift == 0 && a.Noise == 0 && slices.Equal(a.Twins, []string{"t"})
 	}
 	natural := func(a *shared.ExtractArgs) bool {
 		return a.Natural && a.Eps == 0 && a.Alpha == 0 && a.Steps == 0 && a.Loss == "" && !a.BestIterate && a.Dropout == nil && a.Shift == 0 && a.Noise == 0 &&
@@ -397,6 +426,13 @@ func TestExtractionForm(t *testing.T) {
 		{"no reference", func(x *extraction) { x.references = nil }, "at least one surrogate and one reference", nil},
 		{"source as surrogate", func(x *extraction) { toggle(&x.surrogates, "s", true) }, "the source cannot", nil},
 		{"both roles", func(x *extraction) { toggle(&x.references, "a", true) }, "both a surrogate and a reference", nil},
+		{"a twin as reference", func(x *extraction) { toggle(&x.twins, "b", true) }, "a twin cannot also be", nil},
+		{"the source as twin", func(x *extraction) { toggle(&x.twins, "s", true) }, "a twin cannot also be", nil},
+		{"no twins", func(x *extraction) { toggle(&x.twins, "t", false) }, "", func(a *shared.ExtractArgs) bool {
+			b := *a
+			b.Twins = []string{"t"}
+			return len(a.Twins) == 0 && cbimDefaults(&b)
+		}},
 		{"eps not a number", func(x *extraction) { x.eps = "big" }, "ε must be", nil},
 		{"eps out of range", func(x *extraction) { x.eps = "2" }, "ε must be", nil},
 		{"tau out of range", func(x *extraction) { x.tau = "-0.1" }, "τ must be", nil},
@@ -428,7 +464,7 @@ func TestExtractionForm(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			x := base
-			x.surrogates, x.references = slices.Clone(base.surrogates), slices.Clone(base.references)
+			x.surrogates, x.references, x.twins = slices.Clone(base.surrogates), slices.Clone(base.references), slices.Clone(base.twins)
 			c.edit(&x)
 			a, err := x.args()
 			switch {

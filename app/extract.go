@@ -20,6 +20,9 @@ type extraction struct {
 	source     string
 	surrogates []string
 	references []string
+	// twins are references of the source's own architecture and recipe,
+	// other seeds (ExtractArgs.Twins): optional.
+	twins []string
 	// attack is how the candidates are made: shared.AttackCBIM (the
 	// default) or shared.AttackNatural, the source's own errors, which
 	// take none of C-BIM's settings (ε, loss, best iterate, steps, shift,
@@ -41,20 +44,22 @@ type extraction struct {
 	err        error
 }
 
-// defaults picks the newest source and every stored surrogate and
-// reference trained on the same dataset.
+// defaults picks the newest source, every stored surrogate and reference
+// trained on the same dataset, and every stored twin of the source's
+// architecture and recipe.
 func (x *extraction) defaults(ms []shared.ModelInfo) {
 	// What separated best in docs/results/fingerprint-4x2-taus.
 	x.eps, x.tau, x.tauSurr, x.candidates, x.steps = "0.05", "0.5", "1", "100", "50"
 	x.loss, x.best = "geometric", true
 	x.attack, x.shift, x.noise = shared.AttackCBIM, "0", "0" // no input diversity, as the CLI
-	x.surrogates, x.references = nil, nil
-	var dataset string
+	x.surrogates, x.references, x.twins = nil, nil, nil
+	var src shared.ModelInfo
 	for _, m := range ms {
 		if m.Role == shared.RoleSource && x.source == "" {
-			x.source, dataset = m.ID, m.Dataset
+			x.source, src = m.ID, m
 		}
 	}
+	dataset := src.Dataset
 	for _, m := range ms {
 		if dataset != "" && m.Dataset != dataset {
 			continue
@@ -64,6 +69,10 @@ func (x *extraction) defaults(ms []shared.ModelInfo) {
 			x.surrogates = append(x.surrogates, m.ID)
 		case shared.RoleReference:
 			x.references = append(x.references, m.ID)
+		case shared.RoleTwin:
+			if m.Arch == src.Arch && m.Recipe != "" && m.Recipe == src.Recipe {
+				x.twins = append(x.twins, m.ID)
+			}
 		}
 	}
 }
@@ -81,7 +90,7 @@ const (
 // args reads the form into an extract job's arguments.
 func (x *extraction) args() (*shared.ExtractArgs, error) {
 	a := &shared.ExtractArgs{Name: strings.TrimSpace(x.name), Source: x.source,
-		Surrogates: slices.Clone(x.surrogates), References: slices.Clone(x.references)}
+		Surrogates: slices.Clone(x.surrogates), References: slices.Clone(x.references), Twins: slices.Clone(x.twins)}
 	switch {
 	case x.attack != "" && x.attack != shared.AttackCBIM && !x.natural():
 		return nil, fmt.Errorf("make the fingerprint with C-BIM or from natural errors, not %q", x.attack)
@@ -95,6 +104,11 @@ func (x *extraction) args() (*shared.ExtractArgs, error) {
 	for _, id := range a.Surrogates {
 		if slices.Contains(a.References, id) {
 			return nil, fmt.Errorf("a model cannot be both a surrogate and a reference")
+		}
+	}
+	for _, id := range a.Twins {
+		if id == a.Source || slices.Contains(a.Surrogates, id) || slices.Contains(a.References, id) {
+			return nil, fmt.Errorf("a twin cannot also be the source, a surrogate or a reference")
 		}
 	}
 	var err error
@@ -218,7 +232,7 @@ func (g *gallery) extractPanel() ui.UI {
 	for _, l := range []string{"geometric", "linear", "ce"} { // C-BIM's objectives (attack.Losses)
 		lossOpts = append(lossOpts, ui.Option().Value(l).Text(l).Selected(l == x.loss))
 	}
-	boxes := func(kind string, list *[]string) ui.UI {
+	boxes := func(kind, title string, list *[]string) ui.UI {
 		items := []ui.UI{}
 		for _, m := range g.models {
 			id := m.ID
@@ -227,7 +241,11 @@ func (g *gallery) extractPanel() ui.UI {
 					OnChange(func(ctx ui.Context, _ ui.Event) { toggle(list, id, ctx.JSSrc().Get("checked").Bool()) }),
 				ui.Text(fmt.Sprintf("%s (%s, %s)", m.Name, m.Role, m.Arch))))
 		}
-		return ui.Div().Body(ui.B().Text(kind+"s"), ui.Div().Style("display", "flex").Style("flex-direction", "column").Body(items...))
+		head := ui.B().Text(kind + "s")
+		if title != "" {
+			head = head.Title(title)
+		}
+		return ui.Div().Body(head, ui.Div().Style("display", "flex").Style("flex-direction", "column").Body(items...))
 	}
 	frac := 0.0
 	switch {
@@ -281,7 +299,8 @@ func (g *gallery) extractPanel() ui.UI {
 			cbim(ui.Label().Title("input diversity: each C-BIM step adds Gaussian noise of this standard deviation (0 to 1)").Body(
 				ui.Text("noise"), ui.Input().ID("ex-noise").Size(4).Value(x.noise).Disabled(natural).OnChange(ctxValue(&x.noise)))),
 		),
-		ui.Div().Class("row").Style("margin", "10px 0").Body(boxes("surrogate", &x.surrogates), boxes("reference", &x.references)),
+		ui.Div().Class("row").Style("margin", "10px 0").Body(boxes("surrogate", "", &x.surrogates), boxes("reference", "", &x.references),
+			boxes("twin", "optional: models of the source's own architecture and recipe, other seeds, trained without it; a key must be rare among them too", &x.twins)),
 		ui.Button().ID("extract-start").Text("Craft").Disabled(busy).OnClick(g.startExtraction),
 		errorBox(x.err),
 		ui.If(x.job != "", ui.Div().Class("row").Style("margin-top", "8px").Body(

@@ -31,7 +31,7 @@ type galleryFilter struct {
 	Target   int64   // -1: any
 	Label    int64   // -1: any
 	MinConf  float64 // conferrability at least this
-	Agree    string  // "", "surrogates" (every surrogate agrees), "no-reference" (no reference agrees)
+	Agree    string  // "", "surrogates" (every surrogate agrees), "no-reference" (no reference or twin agrees)
 	Sort     string  // "confer-desc" (default), "confer-asc", "index"
 	MaxShown int
 }
@@ -67,7 +67,8 @@ func (f galleryFilter) apply(d *shared.FingerprintDetail) []shared.FingerprintIt
 }
 
 // agreementHolds: "surrogates" — every surrogate labels it with the key;
-// "no-reference" — no reference does.
+// "no-reference" — no reference does, nor any twin (a reference of the
+// source's own architecture and recipe).
 func agreementHolds(ms []shared.ModelRef, it shared.FingerprintItem, rule string) bool {
 	for i, m := range ms {
 		if i >= len(it.Agree) {
@@ -76,7 +77,7 @@ func agreementHolds(ms []shared.ModelRef, it shared.FingerprintItem, rule string
 		switch {
 		case rule == "surrogates" && m.Role == shared.RoleSurrogate && !it.Agree[i]:
 			return false
-		case rule == "no-reference" && m.Role == shared.RoleReference && it.Agree[i]:
+		case rule == "no-reference" && (m.Role == shared.RoleReference || m.Role == shared.RoleTwin) && it.Agree[i]:
 			return false
 		}
 	}
@@ -259,8 +260,12 @@ func itemCard(d *shared.FingerprintDetail, it shared.FingerprintItem) ui.UI {
 		if i < len(it.Agree) && it.Agree[i] {
 			cls = "tag agree"
 		}
+		role := m.Role // "sur", "ref", "twin"
+		if len(role) > 4 {
+			role = role[:3]
+		}
 		tags = append(tags, ui.Span().Class(cls).Title(fmt.Sprintf("%s (%s) says %s", m.Name, m.Role, className(d.Classes, it.Labels[i]))).
-			Text(fmt.Sprintf("%s %s: %s", m.Role[:3], m.Arch, className(d.Classes, it.Labels[i]))))
+			Text(fmt.Sprintf("%s %s: %s", role, m.Arch, className(d.Classes, it.Labels[i]))))
 	}
 	card := ui.Div().Class("card item").DataSet("index", it.Index).DataSet("confer", fmt.Sprintf("%.4f", it.Conferrability))
 	confer := ui.Span().Class("muted").Text(fmt.Sprintf("  conferrability %.2f", it.Conferrability))

@@ -758,7 +758,12 @@ func TestCraftFromGallery(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, ctx, `(document.querySelector('#extract .error') || {innerText: ''}).innerText.includes('both a surrogate and a reference')`, "the form's refusal")
-	if err := chromedp.Do(ctx, chromedp.Click(`#ex-reference-`+e2e.surr.ID[:10]),
+	// Nor a reference and a twin.
+	if err := chromedp.Do(ctx, chromedp.Click(`#ex-reference-`+e2e.surr.ID[:10]), chromedp.Click(`#ex-twin-`+e2e.ref.ID[:10]), chromedp.Click(`#extract-start`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, `(document.querySelector('#extract .error') || {innerText: ''}).innerText.includes('a twin cannot also be')`, "the form's refusal of a twin")
+	if err := chromedp.Do(ctx, chromedp.Click(`#ex-twin-`+e2e.ref.ID[:10]),
 		set(`#ex-name`, "e2e-page"), set(`#ex-source`, e2e.source.ID), set(`#ex-candidates`, "32"), set(`#ex-steps`, "10"), set(`#ex-eps`, "0.15"), set(`#ex-tau`, "1"),
 		chromedp.Click(`#extract-start`)); err != nil {
 		t.Fatal(err)
