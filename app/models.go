@@ -286,6 +286,7 @@ func (p *models) form() ui.UI {
 			ui.Option().Value("").Text("source (or surrogate of a teacher)").Selected(p.role == ""),
 			ui.Option().Value(shared.RoleSurrogate).Text("surrogate").Selected(p.role == shared.RoleSurrogate),
 			ui.Option().Value(shared.RoleReference).Text("reference").Selected(p.role == shared.RoleReference),
+			ui.Option().Value(shared.RoleTwin).Text("twin (the source's architecture and recipe, another seed)").Selected(p.role == shared.RoleTwin),
 		).OnChange(ctxValue(&p.role))),
 		ui.Label().Body(ui.Text("teacher (labels from)"), ui.Select().ID("train-teacher").Body(teachers...).OnChange(ctxValue(&p.teacher))),
 		ui.Label().Body(ui.Text("epochs"), ui.Input().ID("train-epochs").Type("number").Min(1).Max(200).
