@@ -215,7 +215,9 @@ $C experiment benchmark "${Q[@]}" --allow-private --fingerprint "$(join "${FP_LI
   --describe "Fashion-MNIST; LeNet-5 source (4 epochs, defender's half); training fleet ${#SURR[@]}+${#REFS[@]}${TW:+ and ${#TWIN[@]} twins of the source}${EXTRACT:+, extract $EXTRACT}; ${#CAL[@]} calibration models; suspects on the adversary's half, 1-4 epochs, zoo seed $ZOO_SEED" \
   --suspects "$M" --out "$REPORT" --command "$CMD" --json >"$FPS/results-$ZOO_SEED.json"
 for s in $SEEDS; do
-  cp "$FPS/fp-$s.calibration.json" "$FPS/fp-$s.png" "$REPORT/fp-$s/"
+  d=$REPORT/fp-$s
+  [ -d "$d" ] || d=$REPORT # one fingerprint: the report is its own
+  cp "$FPS/fp-$s.calibration.json" "$FPS/fp-$s.png" "$d/"
 done
 cp "$M" "$REPORT/suspects.tsv"
 echo "$CMD" >"$REPORT/COMMAND"
