@@ -101,6 +101,14 @@ fi
 
 # 2. Three fingerprints, each calibrated. C-BIM's settings, unless EXTRACT
 # asks for natural errors (extract refuses them there).
+# Cached fingerprints are reused: they must have been made with as many
+# twins as asked (FPS/TWINS says how many; none when it is missing).
+made=$(cat "$FPS/TWINS" 2>/dev/null || echo 0)
+if compgen -G "$FPS/fp-*.safetensors" >/dev/null && [ "$made" != "$TWINS" ]; then
+  log "$FPS holds fingerprints extracted with $made twins, not $TWINS: give another TAG"
+  exit 1
+fi
+echo "$TWINS" >"$FPS/TWINS"
 CBIM=(--eps 0.05 --steps 50 --loss geometric --best-iterate)
 [[ " $EXTRACT " != *" --natural "* ]] || CBIM=()
 for s in $SEEDS; do

@@ -19,11 +19,13 @@ SRC=$CACHE/source.safetensors
 A=$CACHE/twins-cbim
 mkdir -p "$A" "$REPORT"
 join() { local IFS=,; echo "$*"; }
+TWIN=()
+for i in $(seq 0 15 | sort); do TWIN+=("$CACHE/twins/twin-lenet-$i.safetensors"); done # the 16 of scripts/lib.sh's twins, in the order a glob lists them
 CBIM=(--eps 0.05 --steps 50 --loss geometric --best-iterate --tau 0.5 --tau-surr 1 --candidates 600 --seed 1)
 TRAIN=(--source "$SRC" --surrogates "$(join "$CACHE"/fleet/surr-*.safetensors)" --references "$(join "$CACHE"/fleet/ref-*.safetensors)")
 CAL=$(join "$CACHE"/calibration/*.safetensors "$CACHE"/calibration2/*.safetensors)
 [ -f "$A/cbim.safetensors" ] || $C extract "${Q[@]}" "${TRAIN[@]}" "${CBIM[@]}" --out "$A/cbim.safetensors" >/dev/null
-[ -f "$A/cbim-twins.safetensors" ] || $C extract "${Q[@]}" "${TRAIN[@]}" --twins "$(join "$CACHE"/twins/twin-lenet-*.safetensors)" "${CBIM[@]}" --out "$A/cbim-twins.safetensors" >/dev/null
+[ -f "$A/cbim-twins.safetensors" ] || $C extract "${Q[@]}" "${TRAIN[@]}" --twins "$(join "${TWIN[@]}")" "${CBIM[@]}" --out "$A/cbim-twins.safetensors" >/dev/null
 for f in cbim cbim-twins; do
   [ -f "$A/$f.calibration.json" ] || $C calibrate "${Q[@]}" --fingerprint "$A/$f.safetensors" --models "$CAL" >/dev/null
 done

@@ -19,6 +19,8 @@ SRC=$CACHE/source.safetensors
 A=$CACHE/twins-curve
 mkdir -p "$A" "$REPORT"
 join() { local IFS=,; echo "$*"; }
+TWIN=()
+for i in $(seq 0 15 | sort); do TWIN+=("$CACHE/twins/twin-lenet-$i.safetensors"); done # the 16 of scripts/lib.sh's twins, in the order a glob lists them
 all=$A/all.safetensors
 [ -f "$all" ] || $C extract "${Q[@]}" --natural --source "$SRC" --surrogates "$(join "$CACHE"/fleet/surr-*.safetensors "$CACHE"/fleet2/surr2-*.safetensors)" \
   --references "$(join "$CACHE"/fleet/ref-*.safetensors "$CACHE"/fleet2/ref2-*.safetensors)" --tau 0 --tau-surr 0 --candidates 10000 --out "$all" >/dev/null
@@ -28,7 +30,7 @@ ask() {
   [ -s "$A/$name.json" ] || $C verify "${Q[@]}" --fingerprint "$all" --suspect "$(join "$@")" --json >"$A/$name.json"
 }
 ask fleet "$CACHE"/fleet/*.safetensors "$CACHE"/fleet2/*.safetensors
-ask twins "$CACHE"/twins/twin-lenet-*.safetensors
+ask twins "${TWIN[@]}"
 ask calibration "$CACHE"/calibration/*.safetensors "$CACHE"/calibration2/*.safetensors
 for z in 7527 8455 2828; do
   mapfile -t specs < <(cut -f4 "$CACHE/zoo-$z/suspects.tsv")

@@ -284,6 +284,11 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		defer freeAll(ts)
+		for _, id := range tids { // a twin in another role would drive its keys' conferrability to 0, or weaken them
+			if id == srcID || slices.Contains(sids, id) || slices.Contains(rids, id) {
+				return usagef("--twins: %s is also the source, a surrogate or a reference; a twin is a model of its own", id)
+			}
+		}
 	}
 	tm := fingerprint.Training{Source: src, Surrogates: asModels(ss), References: asModels(rs), Twins: asModels(ts),
 		SurrogateIDs: sids, ReferenceIDs: rids, TwinIDs: tids, SourceID: srcID, SourceArch: srcArch}

@@ -63,6 +63,14 @@ func TestONNXSourceAndSuspect(t *testing.T) {
 	if _, err := os.Stat(stale); !os.IsNotExist(err) {
 		t.Errorf("the stale calibration %s survived the extraction: %v", stale, err)
 	}
+	// A twin in another role is refused before anything is crafted.
+	for _, twin := range []string{src, ref} {
+		code, _, stderr := cmd("extract", "--source", src, "--surrogates", surr, "--references", ref, "--twins", twin,
+			"--out", filepath.Join(dir, "fp_twin.safetensors"), "--natural", "--limit", "200")
+		if code != 2 || !strings.Contains(stderr, "--twins") {
+			t.Errorf("extract --twins %s (also the source or a reference): exit %d, %q; want a usage error", twin, code, stderr)
+		}
+	}
 	fromONNX := extract(srcONNX, filepath.Join(dir, "fp_onnx.safetensors"))
 	if fromONNX.N == 0 || fromONNX.N != fromZoo.N {
 		t.Fatalf("%d fingerprints from the ONNX source, %d from the same model's file", fromONNX.N, fromZoo.N)

@@ -59,6 +59,8 @@ func TestTrainDeriveRecipe(t *testing.T) {
 	}{
 		{[]string{"--like", source}, "set --seed"},
 		{[]string{"--like", source, "--seed", "1"}, "model's own seed"},
+		{[]string{"--like", source, "--seed", "0"}, "model's own seed"}, // 0 reads as 1
+		{[]string{"--like", source, "--seed", "2", "--teacher", source}, "drop --teacher"},
 		{[]string{"--like", filepath.Join(dir, "missing.safetensors"), "--seed", "2"}, "--like"},
 	} {
 		code, _, stderr := invoke(t, ctx, append(append([]string{"train", "--out", twin}, tc.args...), small...)...)

@@ -204,6 +204,9 @@ func runTrain(ctx context.Context, e *env, args []string) error {
 		return usagef("--out is required")
 	}
 	if *like != "" {
+		if *teacher != "" { // a twin is independent of the source: one that learns its labels is a surrogate
+			return usagef("--like and --teacher: a twin is trained on ground truth; drop --teacher")
+		}
 		if err := trainLike(*like, arch, &df, &tf); err != nil {
 			return err
 		}
@@ -297,7 +300,7 @@ func trainLike(path string, arch *string, df *dataFlags, tf *trainingFlags) erro
 	if !set["seed"] {
 		return usagef("--like: set --seed (the model was trained with seed %s; a twin needs another)", cmp.Or(meta["train.seed"], "unknown"))
 	}
-	if s := meta["train.seed"]; s == fmt.Sprint(tf.seed) {
+	if s := meta["train.seed"]; s == fmt.Sprint(cmp.Or(tf.seed, 1)) { // 0 reads as the default, 1
 		return usagef("--like: --seed %d is the model's own seed; a twin needs another", tf.seed)
 	}
 	if !set["arch"] {
