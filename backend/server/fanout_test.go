@@ -166,6 +166,7 @@ func TestExtractFanOutRefused(t *testing.T) {
 			"twin " + f.reference.ID + " is also a reference"},
 		{"a twin that is the source", shared.ExtractTraining{Surrogates: 1, References: 1}, nil, []string{f.source.ID}, "is also the source"},
 		{"an unknown twin", shared.ExtractTraining{Surrogates: 1, References: 1}, nil, []string{"nope"}, `twin: no stored model "nope"`},
+		{"a twin made from the source", shared.ExtractTraining{Surrogates: 1}, []string{f.reference.ID}, []string{f.surrogate.ID}, "was made from the source"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tr := tc.train

@@ -120,8 +120,14 @@ func (s *Server) check(ctx context.Context, req *shared.JobRequest) error {
 			}
 		}
 		for _, id := range a.Twins { // request.Extract refused one in another role
-			if _, err := s.modelOf(ctx, "twin", id, src.Dataset); err != nil {
+			m, err := s.modelOf(ctx, "twin", id, src.Dataset)
+			if err != nil {
 				return err
+			}
+			// A twin is independent of the source: one made from it (a
+			// surrogate, a derived model) would drop the keys that transfer.
+			if m.Parent == a.Source {
+				return badInput("twin %s was made from the source (%s): a twin is trained independently, as the source was", m.Name, cmp.Or(m.Role, "derived"))
 			}
 		}
 		if a.Train != nil && a.Train.Twins > 0 && src.Recipe == "" {
