@@ -323,9 +323,10 @@ type ExtractArgs struct {
 // ExtractTraining is the training models an extraction trains for itself:
 // surrogates retrained on the source's labels, references on ground truth,
 // twins on ground truth with the source's architecture and recorded recipe
-// (its epochs included: Archs and Epochs do not apply to them), each with
-// a seed of its own, all on the defender's split; their model IDs join the
-// request's. At most 256 models in all.
+// (its epochs included: Archs and Epochs do not apply to them; Limit does,
+// and a source trained on all of the split wants twins that are too), each
+// with a seed of its own, all on the defender's split; their model IDs join
+// the request's. At most 256 models in all.
 type ExtractTraining struct {
 	Surrogates int      `json:"surrogates"`
 	References int      `json:"references"`
