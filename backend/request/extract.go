@@ -78,13 +78,13 @@ func checkExtract(a shared.ExtractArgs) error {
 	if _, err := fingerprint.StartPoints(a.Start, nil, nil); err != nil {
 		return err
 	}
-	return checkTwins(a)
+	return CheckTwins(a)
 }
 
-// checkTwins refuses a twin that takes another part in the extraction: the
+// CheckTwins refuses a twin that takes another part in the extraction: the
 // source itself, a training surrogate or reference, a calibration model
 // (which must be independent of the fingerprint), or a twin given twice.
-func checkTwins(a shared.ExtractArgs) error {
+func CheckTwins(a shared.ExtractArgs) error {
 	for i, id := range a.Twins {
 		role := ""
 		switch {

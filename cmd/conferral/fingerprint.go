@@ -284,10 +284,9 @@ func runExtract(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		defer freeAll(ts)
-		for _, id := range tids { // a twin in another role would drive its keys' conferrability to 0, or weaken them
-			if id == srcID || slices.Contains(sids, id) || slices.Contains(rids, id) {
-				return usagef("--twins: %s is also the source, a surrogate or a reference; a twin is a model of its own", id)
-			}
+		// A twin in another role would drive its keys' conferrability to 0, or weaken them.
+		if err := request.CheckTwins(shared.ExtractArgs{Source: srcID, Surrogates: sids, References: rids, Twins: tids}); err != nil {
+			return usagef("--twins: %v", err)
 		}
 	}
 	tm := fingerprint.Training{Source: src, Surrogates: asModels(ss), References: asModels(rs), Twins: asModels(ts),
