@@ -18,9 +18,10 @@ Q=(--quiet --threads "$THREADS")
 SRC=$CACHE/source.safetensors
 A=$CACHE/twins-cbim
 mkdir -p "$A" "$REPORT"
-join() { local IFS=,; echo "$*"; }
-TWIN=()
-for i in $(seq 0 15 | sort); do TWIN+=("$CACHE/twins/twin-lenet-$i.safetensors"); done # the 16 of scripts/lib.sh's twins, in the order a glob lists them
+PAR=${PAR:-2}
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+twins 16 # TWIN: the 16 twins benchmark.sh TWINS=16 trains (trained here where missing)
 CBIM=(--eps 0.05 --steps 50 --loss geometric --best-iterate --tau 0.5 --tau-surr 1 --candidates 600 --seed 1)
 TRAIN=(--source "$SRC" --surrogates "$(join "$CACHE"/fleet/surr-*.safetensors)" --references "$(join "$CACHE"/fleet/ref-*.safetensors)")
 CAL=$(join "$CACHE"/calibration/*.safetensors "$CACHE"/calibration2/*.safetensors)

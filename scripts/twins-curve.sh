@@ -18,9 +18,10 @@ Q=(--quiet --threads "$THREADS")
 SRC=$CACHE/source.safetensors
 A=$CACHE/twins-curve
 mkdir -p "$A" "$REPORT"
-join() { local IFS=,; echo "$*"; }
-TWIN=()
-for i in $(seq 0 15 | sort); do TWIN+=("$CACHE/twins/twin-lenet-$i.safetensors"); done # the 16 of scripts/lib.sh's twins, in the order a glob lists them
+PAR=${PAR:-2}
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+twins 16 # TWIN: the 16 twins benchmark.sh TWINS=16 trains (trained here where missing)
 all=$A/all.safetensors
 [ -f "$all" ] || $C extract "${Q[@]}" --natural --source "$SRC" --surrogates "$(join "$CACHE"/fleet/surr-*.safetensors "$CACHE"/fleet2/surr2-*.safetensors)" \
   --references "$(join "$CACHE"/fleet/ref-*.safetensors "$CACHE"/fleet2/ref2-*.safetensors)" --tau 0 --tau-surr 0 --candidates 10000 --out "$all" >/dev/null

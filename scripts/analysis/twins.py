@@ -39,7 +39,8 @@ def main():
     fleet = answers(f"{d}/fleet.json")
     S = np.array([m for k, m in fleet.items() if "/surr" in k])
     R = np.array([m for k, m in fleet.items() if "/ref" in k])
-    T = np.array(list(answers(f"{d}/twins.json").values()))
+    tw = answers(f"{d}/twins.json")  # in the twins' order (twin-lenet-0, 1, ...), whatever verify's
+    T = np.array([tw[k] for k in sorted(tw, key=lambda k: int(k.rsplit("-", 1)[1].split(".")[0]))])
     null = np.array(list(answers(f"{d}/calibration.json").values()))
     Z = {}
     for z in zoos:
